@@ -60,6 +60,17 @@ fm_status fm_error_prefix(fm_error *err, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    old[sizeof old - 1] = '\0';
+    size_t pl = strlen(prefix), ol = strlen(old), cap = sizeof err->msg - 1;
+    if (pl > cap) pl = cap;
+    memcpy(err->msg, prefix, pl);
+    size_t off = pl;
+    if (off + 2 <= cap) {
+        memcpy(err->msg + off, ": ", 2);
+        off += 2;
+    }
+    if (ol > cap - off) ol = cap - off;
+    memcpy(err->msg + off, old, ol);
+    err->msg[off + ol] = '\0';
     return err->status;
 }
