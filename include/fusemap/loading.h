@@ -1,0 +1,205 @@
+/* fusemap loading: the patch registry (monkey patching by class name or regex), weight
+ * transforms (renamings and converters with reversible ops), the conversion-mapping
+ * registry, and the weight-loading engine that maps checkpoint tensors onto model
+ * parameters and back. Model-agnostic: it sees names, shapes and tensors only. */
+#ifndef FUSEMAP_LOADING_H
+#define FUSEMAP_LOADING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "fusemap/core.h"
+#include "fusemap/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct fm_module_class; /* nn.h */
+
+/* ---- patch registry (monkey patching) -------------------------------------------------
+ * key (exact class name, or a PCRE2 pattern searched anywhere in the name, like Python's
+ * re.search) -> replacement class. Exact keys win over patterns; among patterns the first
+ * registered that matches wins. Thread-safe. A build takes a snapshot (fm_patch_map) and
+ * resolves only through it, so registry changes never affect a build in progress and a
+ * snapshot can be extended for one build alone (scoped patching). */
+typedef struct fm_patch_map fm_patch_map;
+
+/* The process-wide registry. */
+fm_status fm_patch_register(const char *key, const struct fm_module_class *cls, bool overwrite,
+                            fm_error *err);
+fm_status fm_patch_unregister(const char *key, fm_error *err); /* unknown key: FM_ERR_NOT_FOUND */
+void fm_patch_clear(void);
+/* Copy of the registry's keys in registration order; caller frees with fm_patch_keys_free. */
+fm_status fm_patch_list(char ***keys, size_t *n, fm_error *err);
+void fm_patch_keys_free(char **keys, size_t n);
+/* Snapshot of the global registry (caller frees with fm_patch_map_free). */
+fm_status fm_patch_snapshot(fm_patch_map **out, fm_error *err);
+fm_patch_map *fm_patch_map_new(void);
+void fm_patch_map_free(fm_patch_map *m);
+/* Adds to a map (not the global registry). Same overwrite rule. Regex keys compile here:
+ * a bad pattern is FM_ERR_PATTERN naming it. */
+fm_status fm_patch_map_add(fm_patch_map *m, const char *key, const struct fm_module_class *cls,
+                           bool overwrite, fm_error *err);
+/* Replacement for class `name`, or NULL. No side effects. */
+const struct fm_module_class *fm_patch_map_resolve(const fm_patch_map *m, const char *name);
+size_t fm_patch_map_count(const fm_patch_map *m);
+
+/* ---- conversion operations ------------------------------------------------------------- */
+typedef enum fm_op_kind {
+    FM_OP_CONV3D_TO_LINEAR = 0, /* 5-D (out,C,kT,kH,kW) -> 2-D (out, C*kT*kH*kW); 2-D passes */
+    FM_OP_LINEAR_TO_CONV3D,     /* 2-D -> (out, in_channels, kernel...) */
+    FM_OP_CONCATENATE,          /* many sources -> one target, along dim */
+    FM_OP_CHUNK,                /* one source -> n targets, torch.chunk semantics along dim */
+    FM_OP_MERGE_MODULELIST,     /* stack a list of tensors along dim */
+    FM_OP_SPLIT_MODULELIST,     /* unstack along dim (the reverse of merge) */
+    FM_OP_TRANSPOSE,            /* swap dim and dim1 */
+    FM_OP_KIND_COUNT
+} fm_op_kind;
+
+typedef struct fm_op_desc {
+    fm_op_kind kind;
+    int dim;              /* CONCATENATE/CHUNK/MERGE/SPLIT/TRANSPOSE dim0 */
+    int dim1;             /* TRANSPOSE dim1 */
+    int64_t in_channels;  /* CONV3D<->LINEAR */
+    int64_t kernel[3];    /* CONV3D<->LINEAR (kT, kH, kW) */
+} fm_op_desc;
+
+const char *fm_op_name(fm_op_kind k); /* "Conv3dToLinear", ... */
+/* The reverse op (Chunk<->Concatenate, Merge<->Split, Conv3dToLinear<->LinearToConv3d,
+ * Transpose(a,b)<->Transpose(b,a)). */
+fm_status fm_op_reverse(const fm_op_desc *op, fm_op_desc *out, fm_error *err);
+
+/* ---- transforms ---------------------------------------------------------------------------
+ * Patterns follow the spec (loading-engine.md §2): Python-re syntax via PCRE2, target
+ * normalisation, ".*." convenience, SEARCH semantics, first-occurrence replacement. */
+typedef struct fm_transform fm_transform;
+
+typedef enum fm_transform_kind { FM_TRANSFORM_RENAMING = 0, FM_TRANSFORM_CONVERTER = 1 } fm_transform_kind;
+
+fm_status fm_transform_renaming_new(const char *source, const char *target, fm_transform **out,
+                                    fm_error *err);
+/* Cardinality 1->1, 1->N, N->1; at least one op; every op must have a reverse (checked here,
+ * at registration, not at save time). Patterns are copied. */
+fm_status fm_transform_converter_new(const char *const *sources, size_t n_sources,
+                                     const char *const *targets, size_t n_targets,
+                                     const fm_op_desc *ops, size_t n_ops, fm_transform **out,
+                                     fm_error *err);
+fm_status fm_transform_clone(const fm_transform *t, fm_transform **out, fm_error *err);
+/* Reverse transform (targets become sources, ops reversed in reverse order). */
+fm_status fm_transform_reverse(const fm_transform *t, fm_transform **out, fm_error *err);
+void fm_transform_free(fm_transform *t); /* accepts NULL */
+fm_transform_kind fm_transform_kind_of(const fm_transform *t);
+size_t fm_transform_source_count(const fm_transform *t);
+const char *fm_transform_source(const fm_transform *t, size_t i);         /* normalised */
+size_t fm_transform_target_count(const fm_transform *t);
+const char *fm_transform_target(const fm_transform *t, size_t i);         /* normalised */
+size_t fm_transform_op_count(const fm_transform *t);
+const fm_op_desc *fm_transform_op(const fm_transform *t, size_t i);
+/* "WeightConverter(patch_embed\.proj\.weight$ -> patch_embed.linear_proj.weight; Conv3dToLinear)" */
+const char *fm_transform_describe(const fm_transform *t);
+/* Renames `key` with this transform: *out (caller frees with fm_free) is the new key, or a
+ * copy of key when nothing matched; *branch = index of the matching source pattern, or -1. */
+fm_status fm_transform_rename(const fm_transform *t, const char *key, char **out, int *branch,
+                              fm_error *err);
+
+/* ---- conversion-mapping registry --------------------------------------------------------
+ * key (model_type or class name) -> ordered transform list. Process-wide, thread-safe.
+ * Built-in: "Qwen2VLForConditionalGeneration" (hub names visual.* / model.* <-> runtime
+ * model.visual.* / model.language_model.*). */
+typedef struct fm_transform_list {
+    fm_transform **items; /* owned */
+    size_t count;
+} fm_transform_list;
+
+void fm_transform_list_free(fm_transform_list *l); /* frees items and zeroes; accepts NULL */
+fm_status fm_transform_list_append(fm_transform_list *l, fm_transform *t, fm_error *err); /* takes t */
+fm_status fm_transform_list_clone(const fm_transform_list *src, fm_transform_list *out, fm_error *err);
+
+/* Registers a deep copy of `list` under key. Existing key without overwrite: FM_ERR_EXISTS. */
+fm_status fm_conversion_mapping_register(const char *key, const fm_transform_list *list,
+                                         bool overwrite, fm_error *err);
+/* Deep copy into *out; FM_ERR_NOT_FOUND if absent (out zeroed). */
+fm_status fm_conversion_mapping_get(const char *key, fm_transform_list *out, fm_error *err);
+fm_status fm_conversion_mapping_unregister(const char *key, fm_error *err);
+/* Restores the built-in entries only. */
+void fm_conversion_mapping_reset(void);
+
+/* ---- the weight-loading engine -----------------------------------------------------------
+ * Load: checkpoint keys -> renamings (all, chained, in order) -> first matching converter
+ * claims the key -> grouped by first target key -> op chain -> model parameters.
+ * Renames and contiguous reshapes stay views; a dtype cast or a concatenation allocates once. */
+
+/* Lazy access to the checkpoint's tensors (views). */
+typedef struct fm_tensor_source {
+    size_t count;
+    const char *(*name)(void *ctx, size_t i);
+    /* Meta information without touching data. */
+    void (*info)(void *ctx, size_t i, fm_dtype *dtype, fm_shape *shape);
+    /* A view (caller frees with fm_tensor_free). */
+    fm_status (*get)(void *ctx, size_t i, fm_tensor *out, fm_error *err);
+    void *ctx;
+} fm_tensor_source;
+
+/* What the model expects, in definition order. */
+typedef struct fm_param_spec {
+    const char *name; /* borrowed */
+    fm_dtype dtype;   /* the runtime dtype (the cast target when cast is requested) */
+    fm_shape shape;
+} fm_param_spec;
+
+typedef struct fm_mismatch {
+    char *key;
+    fm_shape checkpoint_shape, model_shape;
+} fm_mismatch;
+
+typedef struct fm_conversion_error {
+    char *key;     /* first target key */
+    char *message; /* op name, the tensors involved and the reason */
+} fm_conversion_error;
+
+/* The load report. Everything owned by the report; free with fm_load_report_free. */
+typedef struct fm_load_report {
+    char **missing;          size_t n_missing;     /* model keys nothing was loaded into */
+    char **unexpected;       size_t n_unexpected;  /* checkpoint keys (after renaming) with no parameter */
+    fm_mismatch *mismatched; size_t n_mismatched;
+    fm_conversion_error *conversion_errors; size_t n_conversion_errors;
+    char **fired;            size_t n_fired;       /* fm_transform_describe of each transform that fired */
+    char **fused;            size_t n_fused;       /* "path: Class -> FusedClass (family)" (fusion) */
+} fm_load_report;
+void fm_load_report_free(fm_load_report *r); /* accepts NULL */
+
+typedef struct fm_weights_load_options {
+    fm_dtype cast;  /* FM_DTYPE_INVALID = keep stored dtype ("auto"); else cast floats to it */
+} fm_weights_load_options;
+void fm_weights_load_options_init(fm_weights_load_options *o);
+
+/* Loads: out_tensors[i] receives parameter i's tensor (or stays a zeroed tensor when missing
+ * or mismatched). *fired_out is a clone of the transforms that fired, in list order (what a
+ * save must reverse); caller frees it with fm_transform_list_free. Shape mismatches and
+ * conversion errors go to the report and make the status FM_ERR_SHAPE / FM_ERR_CONVERSION,
+ * with the first one's key and shapes in err (everything loaded so far is released then). */
+fm_status fm_weights_load(const fm_transform_list *transforms, const fm_tensor_source *src,
+                          const fm_param_spec *params, size_t n_params,
+                          const fm_weights_load_options *o, fm_tensor *out_tensors,
+                          fm_transform_list *fired_out, fm_load_report *report, fm_error *err);
+
+typedef struct fm_named_tensor {
+    char *name;       /* owned */
+    fm_tensor tensor; /* one reference */
+} fm_named_tensor;
+void fm_named_tensors_free(fm_named_tensor *v, size_t n); /* frees names, tensors and v */
+
+/* Save direction: runs the reverse of each fired transform (reversed list order) over the
+ * runtime state dict (names + tensors, in definition order). Output order: the order in which
+ * each output key first appears while walking the input in natural-key order. */
+fm_status fm_weights_revert(const fm_transform_list *fired, const fm_named_tensor *state, size_t n,
+                            fm_named_tensor **out, size_t *n_out, fm_error *err);
+
+/* Natural-key comparison (dot segments, digit runs as integers, digits before non-digits). */
+int fm_natural_key_cmp(const char *a, const char *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
