@@ -41,9 +41,11 @@ void fm_patch_map_free(fm_patch_map *m);
  * a bad pattern is FM_ERR_PATTERN naming it. */
 fm_status fm_patch_map_add(fm_patch_map *m, const char *key, const struct fm_module_class *cls,
                            bool overwrite, fm_error *err);
-/* Replacement for class `name`, or NULL. No side effects. */
+/* Replacement for class `name`, or NULL. No side effects. Safe to call from several threads. */
 const struct fm_module_class *fm_patch_map_resolve(const fm_patch_map *m, const char *name);
 size_t fm_patch_map_count(const fm_patch_map *m);
+/* Resolves through the global registry (same rules), under its lock. */
+const struct fm_module_class *fm_patch_resolve(const char *name);
 
 /* ---- conversion operations ------------------------------------------------------------- */
 typedef enum fm_op_kind {
@@ -67,8 +69,40 @@ typedef struct fm_op_desc {
 
 const char *fm_op_name(fm_op_kind k); /* "Conv3dToLinear", ... */
 /* The reverse op (Chunk<->Concatenate, Merge<->Split, Conv3dToLinear<->LinearToConv3d,
- * Transpose(a,b)<->Transpose(b,a)). */
+ * Transpose(a,b)<->Transpose(b,a)). Every op has one; bad parameters are FM_ERR_INVALID_ARG. */
 fm_status fm_op_reverse(const fm_op_desc *op, fm_op_desc *out, fm_error *err);
+
+/* Tensor-level ops. Dims may be negative (Python style). Any dtype of whole bytes; ops that only
+ * reshape never read the data (meta tensors pass). `cast` (FM_DTYPE_INVALID: keep) converts
+ * float tensors while copying. Outputs are new references, each freed with fm_tensor_free.
+ * Views: reshapes, 2-D pass-through, Transpose that keeps the memory order, and slices that are
+ * contiguous (every dim before `dim` of extent 1, e.g. dim 0). */
+/* torch.chunk: piece = ceil(n/k), the last may be smaller, so fewer than k pieces can come back
+ * (*n_out); a zero-length dim gives k empty pieces. `out` has room for k tensors. */
+fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, size_t *n_out, fm_error *err);
+/* One allocation for the result, whatever n is. */
+fm_status fm_op_concatenate(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out,
+                            fm_error *err);
+/* torch.stack (MergeModulelist): one allocation. */
+fm_status fm_op_stack(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out, fm_error *err);
+/* torch.unbind along dim (SplitModulelist): x->shape.dims[dim] tensors into out, the split dim
+ * squeezed. Deliberately not torch's squeeze() of every size-1 dim (spec §11.8). */
+fm_status fm_op_unstack(const fm_tensor *x, int dim, fm_tensor *out, fm_error *err);
+fm_status fm_op_transpose(const fm_tensor *x, int dim0, int dim1, fm_dtype cast, fm_tensor *out, fm_error *err);
+/* 5-D (out, C, kT, kH, kW) -> (out, C*kT*kH*kW) view; 2-D passes through; else FM_ERR_SHAPE
+ * "Conv3dToLinear expects a 5D or 2D tensor, got ND". */
+fm_status fm_op_conv3d_to_linear(const fm_tensor *x, fm_tensor *out, fm_error *err);
+/* (out, ...) -> (out, in_channels, kT, kH, kW) view; numel mismatch is FM_ERR_SHAPE
+ * "Cannot reshape tensor with shape [..] into [..]". */
+fm_status fm_op_linear_to_conv3d(const fm_tensor *x, int64_t in_channels, const int64_t kernel[3], fm_tensor *out,
+                                 fm_error *err);
+/* One op over a plain tensor list (the single-pattern form of a chain): Chunk splits in[0] into
+ * exactly n_targets pieces (another count is FM_ERR_SHAPE), Concatenate and MergeModulelist join
+ * in[0..n_in), SplitModulelist unbinds in[0], the others map in[0]. Every output ends in the cast
+ * dtype (floats). *out: caller frees with fm_tensors_free(*out, *n_out). */
+fm_status fm_op_apply(const fm_op_desc *op, const fm_tensor *in, size_t n_in, size_t n_targets, fm_dtype cast,
+                      fm_tensor **out, size_t *n_out, fm_error *err);
+void fm_tensors_free(fm_tensor *v, size_t n); /* frees each tensor and v; accepts NULL */
 
 /* ---- transforms ---------------------------------------------------------------------------
  * Patterns follow the spec (loading-engine.md §2): Python-re syntax via PCRE2, target

@@ -60,6 +60,7 @@ bool fm_shape_equal(const fm_shape *a, const fm_shape *b) {
 
 fm_status fm_shape_numel(const fm_shape *s, uint64_t *out) {
     uint64_t n = 1;
+    if (s->ndim < 0 || s->ndim > FM_MAX_DIMS) return FM_ERR_INVALID_ARG; /* never read past dims */
     for (int i = 0; i < s->ndim; i++) {
         if (s->dims[i] < 0 || fm_mul_u64(n, (uint64_t)s->dims[i], &n)) return FM_ERR_OVERFLOW;
     }
@@ -69,7 +70,8 @@ fm_status fm_shape_numel(const fm_shape *s, uint64_t *out) {
 
 fm_status fm_shape_nbytes(const fm_shape *s, fm_dtype dt, uint64_t *out) {
     uint64_t n, bits;
-    if (fm_shape_numel(s, &n) != FM_OK) return FM_ERR_OVERFLOW;
+    fm_status st = fm_shape_numel(s, &n);
+    if (st != FM_OK) return st;
     if (fm_mul_u64(n, fm_dtype_bits(dt), &bits)) return FM_ERR_OVERFLOW;
     if (bits % 8) return FM_ERR_INVALID_ARG;
     *out = bits / 8;
@@ -80,6 +82,10 @@ char *fm_shape_format(const fm_shape *s, char *buf, size_t size) {
     size_t off = 0;
     if (size == 0) return buf;
     buf[0] = '\0';
+    if (s->ndim < 0 || s->ndim > FM_MAX_DIMS) {
+        snprintf(buf, size, "[invalid rank %d]", s->ndim);
+        return buf;
+    }
     off += (size_t)snprintf(buf + off, size - off, "[");
     for (int i = 0; i < s->ndim && off < size; i++)
         off += (size_t)snprintf(buf + off, size - off, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
@@ -182,6 +188,10 @@ fm_status fm_tensor_alloc(fm_tensor *t, fm_dtype dt, const fm_shape *shape, fm_e
 
 fm_status fm_tensor_view(fm_tensor *t, fm_storage *storage, void *data, fm_dtype dt,
                          const fm_shape *shape, fm_error *err) {
+    if (!storage) {
+        memset(t, 0, sizeof *t);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "view without storage");
+    }
     fm_status st = tensor_header(t, dt, shape, err);
     if (st != FM_OK) return st;
     uint8_t *base = fm_storage_data(storage), *p = data;
@@ -210,7 +220,7 @@ fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape
                             fm_shape_format(&src->shape, s1, sizeof s1), fm_shape_format(shape, s2, sizeof s2));
     fm_tensor tmp = *src;
     tmp.shape = *shape;
-    fm_storage_retain(tmp.storage);
+    if (dst != src) fm_storage_retain(tmp.storage); /* in place (dst == src) keeps its one reference */
     *dst = tmp;
     return FM_OK;
 }
@@ -242,8 +252,9 @@ fm_status fm_tensor_cast(fm_tensor *dst, const fm_tensor *src, fm_dtype dt, fm_e
     if (st != FM_OK) return st;
     if (src->dtype == dt) {
         memcpy(out.data, src->data, (size_t)src->nbytes);
-    } else {
-        fm_convert(out.data, dt, src->data, src->dtype, fm_tensor_numel(src));
+    } else if ((st = fm_convert(out.data, dt, src->data, src->dtype, fm_tensor_numel(src))) != FM_OK) {
+        fm_tensor_free(&out);
+        return fm_error_set(err, st, "cannot convert %s to %s", fm_dtype_name(src->dtype), fm_dtype_name(dt));
     }
     *dst = out;
     return FM_OK;

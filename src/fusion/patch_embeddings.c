@@ -1,0 +1,136 @@
+/* The patch_embeddings fusion family: a patch embedding whose `proj` is a Conv3d with
+ * stride == kernel, padding 0, dilation 1, groups 1 becomes one Linear over C·kT·kH·kW
+ * (`linear_proj`): the convolution of a flattened patch is a GEMM. Weight by Conv3dToLinear,
+ * bias by renaming, both zero-copy. */
+#include <stdio.h>
+#include <string.h>
+
+#include "fusemap/fusion.h"
+#include "nn/builtins.h"
+
+static bool is_fusable(const fm_module *m) {
+    fm_module *proj = fm_module_child_named(m, "proj");
+    if (!proj || strcmp(fm_module_class_of(proj)->name, "Conv3d") != 0) return false;
+    const fm_conv3d_impl *c = fm_module_impl(proj);
+    if (!c || c->groups != 1) return false;
+    for (int i = 0; i < 3; i++)
+        if (c->s[i] != c->k[i] || c->p[i] != 0 || c->d[i] != 1) return false;
+    return true;
+}
+
+/* FusedX.init: the original init, then `proj` (Conv3d) replaced by `linear_proj` (Linear). */
+static fm_status fused_init(fm_module *self, fm_build_ctx *ctx, const fm_args *args, fm_error *err) {
+    const fm_module_class *orig = fm_module_class_of(self)->data;
+    fm_status st = orig->init(self, ctx, args, err);
+    if (st != FM_OK) return st;
+    fm_module *proj = fm_module_child_named(self, "proj");
+    if (!proj || !is_fusable(self))
+        return fm_error_set(err, FM_ERR_FUSION, "module '%s': %s cannot fuse this instance (no stride==kernel Conv3d proj)",
+                            fm_module_path(self), fm_module_class_of(self)->name);
+    const fm_conv3d_impl c = *(const fm_conv3d_impl *)fm_module_impl(proj);
+    st = fm_module_remove_child(self, "proj", err);
+    int64_t in = c.in * c.k[0] * c.k[1] * c.k[2];
+    if (st == FM_OK)
+        st = fm_module_create(ctx, self, "linear_proj", "Linear",
+                              &FM_ARGS(FM_I("in", in), FM_I("out", c.out), FM_I("bias", c.bias)), NULL, err);
+    return st;
+}
+
+/* FusedX.forward: input viewed as (-1, C·kT·kH·kW), one Linear, output (-1, embed_dim). */
+static fm_status fused_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,
+                               size_t n_out, fm_error *err) {
+    fm_module *lin = fm_module_child_named(self, "linear_proj");
+    const fm_linear_impl *li = lin ? fm_module_impl(lin) : NULL;
+    if (!li || n_in < 1 || n_out < 1) return fm_error_set(err, FM_ERR_INVALID_ARG, "fused patch embedding misused");
+    uint64_t numel = fm_tensor_numel(&in[0]);
+    if (in[0].dtype != FM_DTYPE_F32 || numel % (uint64_t)li->in) {
+        char b[128];
+        return fm_error_set(err, FM_ERR_INPUT, "module '%s': input %s is not a whole number of %lld-value patches",
+                            fm_module_path(self), fm_shape_format(&in[0].shape, b, sizeof b), (long long)li->in);
+    }
+    fm_shape flat = {2, {(int64_t)(numel / (uint64_t)li->in), li->in}};
+    fm_tensor view;
+    fm_status st = fm_tensor_reshape(&view, &in[0], &flat, err);
+    if (st == FM_OK) st = fm_module_class_of(lin)->forward(lin, rc, &view, 1, out, 1, err);
+    fm_tensor_free(&view);
+    return st;
+}
+
+static fm_status make_fused_class(const fm_module_class *orig, const fm_module_class **out, fm_error *err) {
+    fm_module_class *cls = fm_calloc(1, sizeof *cls);
+    size_t n = strlen(orig->name) + 6;
+    char *name = cls ? fm_malloc(n) : NULL;
+    if (!name) {
+        fm_free(cls);
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory creating Fused%s", orig->name);
+    }
+    snprintf(name, n, "Fused%s", orig->name);
+    *cls = (fm_module_class){name, fused_init, fused_forward, orig->free_impl, orig};
+    *out = cls;
+    return FM_OK;
+}
+
+/* Escapes regex metacharacters of a module path. Caller frees. */
+static char *regex_escape(const char *s) {
+    char *o = fm_malloc(2 * strlen(s) + 1), *w = o;
+    for (; o && *s; s++) {
+        if (strchr("\\.^$|?*+()[]{}", *s)) *w++ = '\\';
+        *w++ = *s;
+    }
+    if (o) *w = '\0';
+    return o;
+}
+
+static int64_t vision_int(const fm_config *c, const char *key, int64_t dflt) {
+    char k[96];
+    int64_t v = dflt;
+    snprintf(k, sizeof k, "vision_config.%s", key);
+    if (fm_config_type(c, k) == FM_JSON_INT) fm_config_get_int(c, k, &v, NULL);
+    else if (fm_config_type(c, key) == FM_JSON_INT) fm_config_get_int(c, key, &v, NULL);
+    return v;
+}
+
+/* For one path: weight converter + bias renaming, `forward` = load direction to fused. */
+static fm_status path_transforms(const fm_config *config, const char *path, bool to_fused, fm_transform_list *out,
+                                 fm_error *err) {
+    char *esc = regex_escape(path);
+    if (!esc) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+    char conv_w[1024], lin_w[1024], conv_b[1024], lin_b[1024];
+    snprintf(conv_w, sizeof conv_w, "^%s\\.proj\\.weight$", esc);
+    snprintf(lin_w, sizeof lin_w, "^%s\\.linear_proj\\.weight$", esc);
+    snprintf(conv_b, sizeof conv_b, "^%s\\.proj\\.bias$", esc);
+    snprintf(lin_b, sizeof lin_b, "^%s\\.linear_proj\\.bias$", esc);
+    fm_free(esc);
+    int64_t P = vision_int(config, "patch_size", 14);
+    fm_op_desc op = {to_fused ? FM_OP_CONV3D_TO_LINEAR : FM_OP_LINEAR_TO_CONV3D, 0, 0,
+                     vision_int(config, "in_channels", 3), {vision_int(config, "temporal_patch_size", 2), P, P}};
+    const char *ws = to_fused ? conv_w : lin_w, *wt = to_fused ? lin_w : conv_w;
+    fm_transform *w = NULL, *b = NULL;
+    fm_status st = fm_transform_converter_new(&ws, 1, &wt, 1, &op, 1, &w, err);
+    if (st == FM_OK) st = fm_transform_list_append(out, w, err), w = NULL;
+    if (st == FM_OK) st = fm_transform_renaming_new(to_fused ? conv_b : lin_b, to_fused ? lin_b : conv_b, &b, err);
+    if (st == FM_OK) st = fm_transform_list_append(out, b, err), b = NULL;
+    fm_transform_free(w);
+    fm_transform_free(b);
+    return st;
+}
+
+static fm_status make_transforms(const fm_config *config, const char *const *paths, size_t n, fm_transform_list *out,
+                                 fm_error *err) {
+    fm_status st = FM_OK;
+    for (size_t i = 0; st == FM_OK && i < n; i++) st = path_transforms(config, paths[i], true, out, err);
+    return st;
+}
+
+static fm_status make_defuse_transforms(const fm_config *config, const char *const *paths, size_t n,
+                                        fm_transform_list *out, fm_error *err) {
+    fm_status st = FM_OK;
+    for (size_t i = 0; st == FM_OK && i < n; i++) st = path_transforms(config, paths[i], false, out, err);
+    return st;
+}
+
+static const char *const targets[] = {"(^|\\.)patch_embed$", NULL};
+
+const fm_fusion_spec fm_fusion_patch_embeddings = {
+    "patch_embeddings", targets, is_fusable, make_fused_class, make_transforms, make_defuse_transforms,
+};

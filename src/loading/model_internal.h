@@ -1,0 +1,22 @@
+/* Internal: the fm_model structure shared by the loading and models subsystems. */
+#ifndef FUSEMAP_LOADING_MODEL_INTERNAL_H
+#define FUSEMAP_LOADING_MODEL_INTERNAL_H
+
+#include "fusemap/models.h"
+
+struct fm_model {
+    char *dir;                       /* owned: the directory loaded from */
+    fm_config *config;               /* owned: config.json as read */
+    const fm_model_builder *builder; /* borrowed (registry) */
+    void *model_cfg;                 /* owned: builder->free_config */
+    char *model_type, *architecture; /* owned */
+    fm_module *root;                 /* owned */
+    fm_param_ref *params;            /* owned: named_parameters in definition order */
+    size_t n_params;
+    fm_transform_list fired;         /* owned: transforms that fired at load (reversed on save) */
+    char *fusion_json;               /* owned: fusion_config in effect (compact JSON) or NULL */
+    fm_dtype cast;                   /* dtype requested at load, FM_DTYPE_INVALID for auto */
+    void *vision_cache;              /* owned: f32 weights prepared for the vision forward */
+};
+
+#endif

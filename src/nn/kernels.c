@@ -1,0 +1,351 @@
+/* Optimised float32 element-wise and row kernels (Linear via CBLAS, LayerNorm, RMSNorm,
+ * activations, softmax, vision RoPE). Inner loops run in fixed blocks of FM_VL lanes so the
+ * compiler vectorises them without -ffast-math (-ffp-contract=off keeps every rounding). */
+#include "nn/kernels.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- activation names ------------------------------------------------------------------- */
+
+int fm_act_from_name(const char *name) {
+    static const struct { const char *name; fm_act act; } map[] = {
+        {"quick_gelu", FM_ACT_QUICK_GELU}, {"gelu", FM_ACT_GELU},
+        {"silu", FM_ACT_SILU},             {"swish", FM_ACT_SILU},
+        {"gelu_pytorch_tanh", FM_ACT_GELU_TANH}, {"gelu_new", FM_ACT_GELU_TANH},
+    };
+    if (!name) return -1;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i].name, name) == 0) return (int)map[i].act;
+    return -1;
+}
+
+const char *fm_act_name(fm_act a) {
+    static const char *const names[FM_ACT_COUNT] = {"quick_gelu", "gelu", "silu", "gelu_pytorch_tanh"};
+    return (unsigned)a < FM_ACT_COUNT ? names[a] : "?";
+}
+
+/* ---- BLAS -------------------------------------------------------------------------------- */
+
+void fm_blas_set_threads(int threads) {
+    openblas_set_num_threads(threads > 0 ? threads : fm_default_threads());
+}
+
+int fm_blas_get_threads(void) { return openblas_get_num_threads(); }
+
+void fm_k_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n,
+                 int64_t k) {
+    if (m <= 0 || n <= 0) return;
+    /* The bias goes into y first and sgemm accumulates onto it (beta = 1): OpenBLAS would
+     * otherwise spend the same pass zeroing y for beta = 0. */
+    if (b) {
+        for (int64_t r = 0; r < m; r++) memcpy(y + r * n, b, (size_t)n * sizeof *y);
+    }
+    if (k <= 0) {
+        if (!b) memset(y, 0, (size_t)(m * n) * sizeof *y);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)k, w,
+                (int)k, b ? 1.0f : 0.0f, y, (int)n);
+}
+
+/* ---- reductions -------------------------------------------------------------------------- */
+
+float fm_k_vsum(const float *x, int64_t n) {
+    float acc[FM_VL] = {0};
+    int64_t i = 0;
+    for (; i + FM_VL <= n; i += FM_VL)
+        for (int l = 0; l < FM_VL; l++) acc[l] += x[i + l];
+    float s = fm_k_lanes_sum(acc);
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+float fm_k_vsumsq(const float *x, float c, int64_t n) {
+    float acc[FM_VL] = {0};
+    int64_t i = 0;
+    for (; i + FM_VL <= n; i += FM_VL)
+        for (int l = 0; l < FM_VL; l++) {
+            float d = x[i + l] - c;
+            acc[l] += d * d;
+        }
+    float s = fm_k_lanes_sum(acc);
+    for (; i < n; i++) s += (x[i] - c) * (x[i] - c);
+    return s;
+}
+
+float fm_k_vmax(const float *x, int64_t n) {
+    float m = x[0];
+    int64_t i = 0;
+    if (n >= FM_VL) {
+        float acc[FM_VL];
+        for (int l = 0; l < FM_VL; l++) acc[l] = x[l];
+        for (i = FM_VL; i + FM_VL <= n; i += FM_VL)
+            for (int l = 0; l < FM_VL; l++) acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
+        for (int l = 0; l < FM_VL; l++) m = acc[l] > m ? acc[l] : m;
+    }
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* Two lane arrays (2 * FM_VL accumulators) hide the add latency in long dot products. */
+float fm_k_vdot(const float *a, const float *b, int64_t n) {
+    if (n < FM_VL) { /* short kernel rows: skip the lane set-up */
+        float s = 0.0f;
+        for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+        return s;
+    }
+    float acc0[FM_VL] = {0}, acc1[FM_VL] = {0};
+    int64_t i = 0;
+    for (; i + 2 * FM_VL <= n; i += 2 * FM_VL) {
+        for (int l = 0; l < FM_VL; l++) acc0[l] += a[i + l] * b[i + l];
+        for (int l = 0; l < FM_VL; l++) acc1[l] += a[i + FM_VL + l] * b[i + FM_VL + l];
+    }
+    for (; i + FM_VL <= n; i += FM_VL)
+        for (int l = 0; l < FM_VL; l++) acc0[l] += a[i + l] * b[i + l];
+    for (int l = 0; l < FM_VL; l++) acc0[l] += acc1[l];
+    float s = fm_k_lanes_sum(acc0);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* ---- parallel helpers -------------------------------------------------------------------- */
+
+/* Rows per task so that a task touches about 32 K floats (amortises the hand-off). */
+static int64_t row_grain(int64_t dim) {
+    int64_t g = dim > 0 ? (32768 + dim - 1) / dim : 1;
+    return g < 1 ? 1 : g;
+}
+
+/* ---- LayerNorm / RMSNorm ----------------------------------------------------------------- */
+
+typedef struct norm_job {
+    float *y;          /* [rows][dim] */
+    const float *x;    /* [rows][dim] */
+    const float *g, *b; /* [dim] or NULL */
+    int64_t dim;
+    float eps;
+} norm_job;
+
+/* Each FM_VL block is loaded into locals before it is stored, so y may equal x and the
+ * fixed-size inner loops still vectorise. */
+static void layernorm_block(float *y, const float *x, const float *g, const float *b, int len,
+                            float mean, float rstd) {
+    float u[FM_VL];
+    for (int l = 0; l < len; l++) u[l] = (x[l] - mean) * rstd;
+    if (g)
+        for (int l = 0; l < len; l++) u[l] = u[l] * g[l];
+    if (b)
+        for (int l = 0; l < len; l++) u[l] = u[l] + b[l];
+    for (int l = 0; l < len; l++) y[l] = u[l];
+}
+
+static void layernorm_row(float *y, const float *x, const float *g, const float *b, int64_t dim,
+                          float eps) {
+    float mean = fm_k_vsum(x, dim) / (float)dim;
+    float var = fm_k_vsumsq(x, mean, dim) / (float)dim;
+    float rstd = 1.0f / sqrtf(var + eps);
+    int64_t i = 0;
+    for (; i + FM_VL <= dim; i += FM_VL)
+        layernorm_block(y + i, x + i, g ? g + i : NULL, b ? b + i : NULL, FM_VL, mean, rstd);
+    if (i < dim)
+        layernorm_block(y + i, x + i, g ? g + i : NULL, b ? b + i : NULL, (int)(dim - i), mean, rstd);
+}
+
+static void layernorm_body(void *ctx, int64_t r0, int64_t r1, int worker) {
+    const norm_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++)
+        layernorm_row(j->y + r * j->dim, j->x + r * j->dim, j->g, j->b, j->dim, j->eps);
+}
+
+void fm_k_layernorm(float *y, const float *x, const float *g, const float *b, int64_t rows,
+                    int64_t dim, float eps, fm_threadpool *pool) {
+    norm_job j = {y, x, g, b, dim, eps};
+    fm_threadpool_for(pool, rows, row_grain(dim), layernorm_body, &j);
+}
+
+static void rmsnorm_row(float *y, const float *x, const float *g, int64_t dim, float eps) {
+    float ms = fm_k_vsumsq(x, 0.0f, dim) / (float)dim;
+    float rstd = 1.0f / sqrtf(ms + eps);
+    for (int64_t i = 0; i < dim; i++) {
+        float t = x[i] * rstd;
+        y[i] = g ? g[i] * t : t;
+    }
+}
+
+static void rmsnorm_body(void *ctx, int64_t r0, int64_t r1, int worker) {
+    const norm_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) rmsnorm_row(j->y + r * j->dim, j->x + r * j->dim, j->g, j->dim, j->eps);
+}
+
+void fm_k_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int64_t dim, float eps,
+                  fm_threadpool *pool) {
+    norm_job j = {y, x, g, NULL, dim, eps};
+    fm_threadpool_for(pool, rows, row_grain(dim), rmsnorm_body, &j);
+}
+
+/* ---- activations ------------------------------------------------------------------------- */
+
+/* quick_gelu and SiLU use the vectorisable exp; GELU variants call libm erff / tanhf. */
+static inline float act_quick_gelu(float x) {
+    float z = 1.702f * x;
+    return x * (1.0f / (1.0f + fm_expf_poly(-z)));
+}
+static inline float act_silu(float x) { return x * (1.0f / (1.0f + fm_expf_poly(-x))); }
+static inline float act_gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+static inline float act_gelu_tanh(float x) {
+    const float k0 = 0.7978845608028654f, k1 = 0.044715f; /* sqrt(2/pi), cubic coefficient */
+    float inner = k0 * (x + k1 * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(inner));
+}
+
+typedef struct act_job {
+    float *y;       /* [n] */
+    const float *x; /* [n] */
+    fm_act act;
+} act_job;
+
+/* One body per activation keeps the switch out of the vectorised loop; each block is read
+ * into locals first (y may equal x). */
+#define FM_ACT_BODY(NAME, FN)                                                                     \
+    static void NAME(void *ctx, int64_t i0, int64_t i1, int worker) {                             \
+        const act_job *j = ctx;                                                                   \
+        float *y = j->y;                                                                          \
+        const float *x = j->x;                                                                    \
+        int64_t i = i0;                                                                           \
+        (void)worker;                                                                             \
+        for (; i + FM_VL <= i1; i += FM_VL) {                                                     \
+            float t[FM_VL];                                                                       \
+            for (int l = 0; l < FM_VL; l++) t[l] = x[i + l];                                      \
+            for (int l = 0; l < FM_VL; l++) t[l] = FN(t[l]);                                      \
+            for (int l = 0; l < FM_VL; l++) y[i + l] = t[l];                                      \
+        }                                                                                         \
+        for (; i < i1; i++) y[i] = FN(x[i]);                                                      \
+    }
+FM_ACT_BODY(act_body_quick_gelu, act_quick_gelu)
+FM_ACT_BODY(act_body_silu, act_silu)
+FM_ACT_BODY(act_body_gelu, act_gelu)
+FM_ACT_BODY(act_body_gelu_tanh, act_gelu_tanh)
+#undef FM_ACT_BODY
+
+void fm_k_act(float *y, const float *x, int64_t n, fm_act act, fm_threadpool *pool) {
+    static const fm_parallel_fn bodies[FM_ACT_COUNT] = {act_body_quick_gelu, act_body_gelu,
+                                                        act_body_silu, act_body_gelu_tanh};
+    if ((unsigned)act >= FM_ACT_COUNT) return;
+    act_job j = {y, x, act};
+    fm_threadpool_for(pool, n, 16384, bodies[act], &j);
+}
+
+typedef struct add_job {
+    float *y;       /* [n], accumulated into */
+    const float *x; /* [n] */
+} add_job;
+
+static void add_body(void *ctx, int64_t i0, int64_t i1, int worker) {
+    const add_job *j = ctx;
+    int64_t i = i0;
+    for (; i + FM_VL <= i1; i += FM_VL) {
+        float t[FM_VL];
+        for (int l = 0; l < FM_VL; l++) t[l] = j->x[i + l];
+        for (int l = 0; l < FM_VL; l++) j->y[i + l] = j->y[i + l] + t[l];
+    }
+    for (; i < i1; i++) j->y[i] = j->y[i] + j->x[i];
+}
+
+void fm_k_add(float *y, const float *x, int64_t n, fm_threadpool *pool) {
+    add_job j = {y, x};
+    fm_threadpool_for(pool, n, 32768, add_body, &j);
+}
+
+/* ---- softmax ----------------------------------------------------------------------------- */
+
+static void softmax_row(float *s, int64_t n) {
+    float mx = fm_k_vmax(s, n);
+    int64_t i = 0;
+    /* exp in place, sum in FM_VL lanes (fixed order: independent of threads) */
+    float acc[FM_VL] = {0};
+    for (; i + FM_VL <= n; i += FM_VL) {
+        for (int l = 0; l < FM_VL; l++) {
+            float e = fm_expf_poly(s[i + l] - mx);
+            s[i + l] = e;
+            acc[l] += e;
+        }
+    }
+    float sum = fm_k_lanes_sum(acc);
+    for (; i < n; i++) {
+        float e = fm_expf_poly(s[i] - mx);
+        s[i] = e;
+        sum += e;
+    }
+    for (i = 0; i + FM_VL <= n; i += FM_VL)
+        for (int l = 0; l < FM_VL; l++) s[i + l] = s[i + l] / sum;
+    for (; i < n; i++) s[i] = s[i] / sum;
+}
+
+void fm_k_softmax_rows(float *s, int64_t rows, int64_t cols, int64_t ld) {
+    for (int64_t r = 0; r < rows; r++) softmax_row(s + r * ld, cols);
+}
+
+/* ---- vision RoPE ------------------------------------------------------------------------- */
+
+void fm_k_vision_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int64_t n,
+                            int head_dim) {
+    int q4 = head_dim / 4, h2 = head_dim / 2;
+    float inv_freq[256]; /* head_dim / 4 entries; head_dim <= 1024 is checked by callers */
+    for (int i = 0; i < q4 && i < 256; i++) {
+        float e = (float)(2 * i) / (float)h2; /* arange(0, dim, 2) / dim in f32 */
+        inv_freq[i] = 1.0f / powf(10000.0f, e);
+    }
+    for (int64_t r = 0; r < n; r++) {
+        for (int i = 0; i < q4; i++) {
+            float th_row = (float)pos[2 * r] * inv_freq[i];
+            float th_col = (float)pos[2 * r + 1] * inv_freq[i];
+            cos_t[r * h2 + i] = cosf(th_row);
+            sin_t[r * h2 + i] = sinf(th_row);
+            cos_t[r * h2 + q4 + i] = cosf(th_col);
+            sin_t[r * h2 + q4 + i] = sinf(th_col);
+        }
+    }
+}
+
+typedef struct rope_job {
+    float *x;                    /* [rows][ld], heads at columns j*hd */
+    int64_t ld;
+    int heads, hd;
+    const float *cos_t, *sin_t;  /* [rows][hd/2] */
+} rope_job;
+
+static void rope_head(float *x, const float *c, const float *s, int h2) {
+    float *lo = x, *hi = x + h2;
+    int d = 0;
+    for (; d + FM_VL <= h2; d += FM_VL) {
+        float a[FM_VL], bb[FM_VL], ra[FM_VL], rb[FM_VL];
+        for (int l = 0; l < FM_VL; l++) a[l] = lo[d + l];
+        for (int l = 0; l < FM_VL; l++) bb[l] = hi[d + l];
+        for (int l = 0; l < FM_VL; l++) ra[l] = a[l] * c[d + l] - bb[l] * s[d + l];
+        for (int l = 0; l < FM_VL; l++) rb[l] = bb[l] * c[d + l] + a[l] * s[d + l];
+        for (int l = 0; l < FM_VL; l++) lo[d + l] = ra[l];
+        for (int l = 0; l < FM_VL; l++) hi[d + l] = rb[l];
+    }
+    for (; d < h2; d++) {
+        float a = lo[d], bb = hi[d];
+        lo[d] = a * c[d] - bb * s[d];
+        hi[d] = bb * c[d] + a * s[d];
+    }
+}
+
+static void rope_body(void *ctx, int64_t r0, int64_t r1, int worker) {
+    const rope_job *j = ctx;
+    int h2 = j->hd / 2;
+    for (int64_t r = r0; r < r1; r++)
+        for (int h = 0; h < j->heads; h++)
+            rope_head(j->x + r * j->ld + (int64_t)h * j->hd, j->cos_t + r * h2, j->sin_t + r * h2, h2);
+}
+
+void fm_k_rope_apply(float *x, int64_t ld, int64_t rows, int heads, int head_dim,
+                     const float *cos_t, const float *sin_t, fm_threadpool *pool) {
+    rope_job j = {x, ld, heads, head_dim, cos_t, sin_t};
+    fm_threadpool_for(pool, rows, row_grain((int64_t)heads * head_dim), rope_body, &j);
+}

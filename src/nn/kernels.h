@@ -1,0 +1,171 @@
+/* Internal: float32 CPU kernels (Linear via CBLAS, direct Conv3d, norms, activations,
+ * softmax, 2-D vision RoPE, segment attention), each with a plain reference beside it. */
+#ifndef FUSEMAP_NN_KERNELS_H
+#define FUSEMAP_NN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/threadpool.h"
+#include "fusemap/core.h"
+
+/* Conventions: every buffer is float32, contiguous, row-major, at least 4-byte aligned;
+ * outputs come first; `pool` may be NULL (single-threaded). Sizes are preconditions (the
+ * callers validate them): a kernel never fails. In-place use is allowed only where stated.
+ * Results do not depend on the pool size: every element is computed by the same code
+ * whichever thread runs it (the BLAS is the one exception, documented at fm_k_linear). */
+
+/* ---- vectorisation helpers -------------------------------------------------------------
+ * Loops over FM_VL independent lanes with a fixed trip count vectorise at -O2 without
+ * reassociation flags; lane sums are combined in a fixed pairwise order, so a result never
+ * depends on which thread computed it. */
+#define FM_VL 16
+
+/* exp(x) in f32 without libm, vectorisable: x = n ln2 + r (Cody-Waite, |r| <= ln2/2),
+ * exp(r) by its degree-7 Taylor polynomial (truncation < 1e-8 relative), times 2^n built in
+ * the exponent bits. Error about 1-2 ulp. x is clamped to [-87, 88] (results stay normal;
+ * exp(-87) ~ 1.6e-38 stands in for anything smaller). NaN propagates. */
+static inline float fm_expf_poly(float x) {
+    const float log2e = 1.44269504088896341f, magic = 12582912.0f; /* 1.5 * 2^23 */
+    const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723212e-6f;
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float t = x * log2e + magic; /* round-to-nearest integer in the low mantissa bits */
+    union { float f; uint32_t u; } tb = {t}, sc;
+    float n = t - magic;
+    float r = x - n * ln2_hi;
+    r = r - n * ln2_lo;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    sc.u = (tb.u - 0x4B400000u + 127u) << 23; /* 2^n, n in [-126, 127] (unsigned: NaN is harmless) */
+    return p * sc.f;
+}
+
+/* Sum of an FM_VL lane array, pairwise in a fixed order. */
+static inline float fm_k_lanes_sum(const float *acc) {
+    float t[FM_VL];
+    for (int l = 0; l < FM_VL; l++) t[l] = acc[l];
+    for (int w = FM_VL / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) t[l] = t[l] + t[l + w];
+    return t[0];
+}
+
+/* Vectorised reductions (fixed summation order for a given n). */
+float fm_k_vsum(const float *x, int64_t n);
+/* sum of (x[i] - c)^2 */
+float fm_k_vsumsq(const float *x, float c, int64_t n);
+float fm_k_vmax(const float *x, int64_t n); /* n >= 1 */
+float fm_k_vdot(const float *a, const float *b, int64_t n);
+
+/* ---- activations ----------------------------------------------------------------------- */
+typedef enum fm_act {
+    FM_ACT_QUICK_GELU = 0, /* x * sigmoid(f32(1.702) * x) */
+    FM_ACT_GELU,           /* 0.5 * x * (1 + erf(x / sqrt(2)))  (exact erf) */
+    FM_ACT_SILU,           /* x * sigmoid(x) */
+    FM_ACT_GELU_TANH,      /* 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) */
+    FM_ACT_COUNT
+} fm_act;
+
+/* transformers ACT2FN name ("quick_gelu", "gelu", "silu"/"swish", "gelu_pytorch_tanh"/
+ * "gelu_new") -> activation; -1 when unknown or NULL. */
+int fm_act_from_name(const char *name);
+/* Canonical name ("quick_gelu", ...); "?" when out of range. */
+const char *fm_act_name(fm_act a);
+
+/* ---- Conv3d geometry ------------------------------------------------------------------- */
+typedef struct fm_conv3d_params {
+    int out_ch, in_ch;
+    int k[3], stride[3], pad[3], dil[3]; /* (T, H, W) order, like PyTorch */
+    int groups;
+} fm_conv3d_params;
+
+/* Validates p against an input of spatial dims in_dims = (T, H, W) and writes the output
+ * dims (PyTorch formula). FM_ERR_INVALID_ARG naming the offending field. */
+fm_status fm_conv3d_out_dims(const fm_conv3d_params *p, const int64_t in_dims[3],
+                             int64_t out_dims[3], fm_error *err);
+
+/* ---- BLAS threading -------------------------------------------------------------------- */
+/* OpenBLAS's thread count is process-global; threads <= 0 means fm_default_threads(). */
+void fm_blas_set_threads(int threads);
+int fm_blas_get_threads(void);
+
+/* ---- optimised kernels (kernels.c, conv3d.c, attention.c) ------------------------------ */
+
+/* Linear: y[m][n] = x[m][k] · w[n][k]ᵀ + b[n] (b may be NULL), one cblas_sgemm (threads as
+ * set by fm_blas_set_threads; OpenBLAS splits M/N, not K). m, n, k <= INT_MAX. y must not
+ * overlap x or w. */
+void fm_k_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n,
+                 int64_t k);
+
+/* LayerNorm over the last dim: y[r] = (x[r] - mean) / sqrt(var + eps) * g + b, biased
+ * variance; g, b may be NULL (1, 0). y may equal x. */
+void fm_k_layernorm(float *y, const float *x, const float *g, const float *b, int64_t rows,
+                    int64_t dim, float eps, fm_threadpool *pool);
+/* RMSNorm: y[r] = g * (x[r] / sqrt(mean(x[r]^2) + eps)); g may be NULL. y may equal x. */
+void fm_k_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int64_t dim, float eps,
+                  fm_threadpool *pool);
+/* y[i] = act(x[i]) for i < n; y may equal x. */
+void fm_k_act(float *y, const float *x, int64_t n, fm_act act, fm_threadpool *pool);
+/* y[i] += x[i] (residual). */
+void fm_k_add(float *y, const float *x, int64_t n, fm_threadpool *pool);
+/* In place, each of `rows` rows (stride ld) of `cols` values: max-subtracted exp, divided by
+ * the row sum. Single-threaded (callers parallelise over rows). */
+void fm_k_softmax_rows(float *s, int64_t rows, int64_t cols, int64_t ld);
+
+/* Vision 2-D rotary table, spec §4 step 3: inv_freq[i] = f32(1 / f32(10000^f32(2i/(hd/2)))),
+ * i < hd/4; for token r with pos[r] = (row_id, col_id):
+ *   cos[r][i] = cos(f32(row_id * inv_freq[i])),  cos[r][hd/4 + i] = cos(f32(col_id * inv_freq[i]))
+ * (same for sin). cos, sin: [n][hd/2] (the second half of the 80-wide emb repeats the first).
+ * head_dim % 4 == 0. */
+void fm_k_vision_rope_table(float *cos_t, float *sin_t, const int32_t *pos /* [n][2] */, int64_t n,
+                            int head_dim);
+/* RoPE in place on `heads` heads of head_dim values in each of `rows` rows (row stride ld):
+ * x'[d] = x[d]cos[d] - x[d+h2]sin[d], x'[d+h2] = x[d+h2]cos[d] + x[d]sin[d], h2 = hd/2;
+ * cos, sin: [rows][h2]. */
+void fm_k_rope_apply(float *x, int64_t ld, int64_t rows, int heads, int head_dim,
+                     const float *cos_t, const float *sin_t, fm_threadpool *pool);
+
+/* Attention over variable-length segments: for every segment s = [cu[s], cu[s+1]) and head j,
+ * O = softmax((Q Kᵀ) * scale) V with Q, K, V the rows of the segment, columns j*hd..+hd of
+ * q, k, v (row stride ldqkv); O goes to o (row stride ldo) at the same columns.
+ * scratch: fm_k_attention_scratch_floats(max segment length, pool threads) floats.
+ * With a multi-thread pool the work is split over (segment, head, query block) and every
+ * sgemm runs single-threaded: the BLAS thread count is set to 1 for the call and restored. */
+size_t fm_k_attention_scratch_floats(int64_t max_seg, int threads);
+void fm_k_attention(float *o, int64_t ldo, const float *q, const float *k, const float *v,
+                    int64_t ldqkv, const int32_t *cu /* [n_seg + 1] */, int n_seg, int heads,
+                    int head_dim, float scale, float *scratch, fm_threadpool *pool);
+
+/* Direct Conv3d (no im2col): x [batch][in_ch][T][H][W], w [out_ch][in_ch/groups][kT][kH][kW],
+ * b [out_ch] or NULL, y [batch][out_ch][oT][oH][oW] (dims from fm_conv3d_out_dims, which must
+ * have succeeded). Threads over (output channel block, batch). */
+void fm_k_conv3d(float *y, const float *x, const float *w, const float *b, int64_t batch,
+                 const fm_conv3d_params *p, const int64_t in_dims[3], fm_threadpool *pool);
+
+/* ---- reference kernels (kernels_ref.c): naive loops, float32, libm ------------------- */
+void fm_ref_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n,
+                   int64_t k);
+void fm_ref_layernorm(float *y, const float *x, const float *g, const float *b, int64_t rows,
+                      int64_t dim, float eps);
+void fm_ref_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int64_t dim, float eps);
+void fm_ref_act(float *y, const float *x, int64_t n, fm_act act);
+void fm_ref_softmax_rows(float *s, int64_t rows, int64_t cols, int64_t ld);
+/* Full-width tables [n][hd] (cos[r][d] with d and d - hd/2 equal), libm cosf/sinf/powf. */
+void fm_ref_vision_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int64_t n,
+                              int head_dim);
+/* rotate_half form: x' = x*cos + rotate_half(x)*sin; cos, sin: [rows][hd] full width. */
+void fm_ref_rope_apply(float *x, int64_t ld, int64_t rows, int heads, int head_dim,
+                       const float *cos_t, const float *sin_t);
+void fm_ref_attention(float *o, int64_t ldo, const float *q, const float *k, const float *v,
+                      int64_t ldqkv, const int32_t *cu, int n_seg, int heads, int head_dim,
+                      float scale);
+void fm_ref_conv3d(float *y, const float *x, const float *w, const float *b, int64_t batch,
+                   const fm_conv3d_params *p, const int64_t in_dims[3]);
+
+#endif

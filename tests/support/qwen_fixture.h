@@ -1,0 +1,39 @@
+/* Test/bench support: writes small random Qwen2-VL checkpoints (config.json + safetensors
+ * with hub names) through the library's own writer. */
+#ifndef FM_TEST_QWEN_FIXTURE_H
+#define FM_TEST_QWEN_FIXTURE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fusemap/io.h"
+#include "fusemap/tensor.h"
+
+typedef struct fm_qfix {
+    int depth, embed_dim, num_heads, hidden_size, mlp_ratio;
+    int patch_size, temporal_patch_size, merge_size, in_channels;
+    const char *hidden_act; /* "quick_gelu" default */
+    int text_layers, text_hidden, text_heads, text_kv_heads, text_inter, vocab;
+    bool tie;             /* tie_word_embeddings (no lm_head.weight written) */
+    bool v5_layout;       /* text_config nested instead of flat keys */
+    fm_dtype dtype;       /* F32 default */
+    uint64_t max_shard;   /* 0 = single file */
+    uint64_t seed;
+    float scale;          /* weight scale (default 0.05) */
+    const char *extra_config; /* extra top-level JSON members, e.g. "\"fusion_config\": {...}" (no trailing comma) */
+} fm_qfix;
+
+void fm_qfix_init(fm_qfix *q); /* tiny defaults: embed 32, 4 heads, depth 2, text 1 layer */
+/* Writes config.json + weights into dir (created). */
+fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err);
+/* The config.json text (caller frees with fm_free). */
+char *fm_qfix_config_text(const fm_qfix *q);
+
+/* Random f32 in [-scale, scale], xorshift. */
+void fm_qfix_fill(float *dst, uint64_t n, float scale, uint64_t *state);
+/* mkdtemp under $FM_TEST_TMP or /tmp; returns malloc'd path or NULL. */
+char *fm_test_tmpdir(const char *tag);
+/* rm -rf (no symlink following). */
+void fm_test_rmtree(const char *path);
+
+#endif

@@ -1,0 +1,100 @@
+/* Raw safetensors fixtures and temp-dir helpers for the reader tests (see st_fixtures.h). */
+#include "st_fixtures.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int stfx_bytes_n(uint64_t n_field, const void *header, size_t hlen, const void *data, size_t dlen,
+                 uint8_t **out, size_t *out_len) {
+    size_t len = 8 + hlen + dlen;
+    uint8_t *b = malloc(len ? len : 1);
+    if (!b) return -1;
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(n_field >> (8 * i));
+    if (hlen) memcpy(b + 8, header, hlen);
+    if (dlen) memcpy(b + 8 + hlen, data, dlen);
+    *out = b;
+    *out_len = len;
+    return 0;
+}
+
+int stfx_bytes_str(const char *header, const void *data, size_t dlen, uint8_t **out, size_t *out_len) {
+    size_t hlen = strlen(header);
+    return stfx_bytes_n(hlen, header, hlen, data, dlen, out, out_len);
+}
+
+int stfx_write_file(const char *path, const void *bytes, size_t len) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    const uint8_t *p = bytes;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w <= 0) {
+            close(fd);
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return close(fd);
+}
+
+int stfx_write_st(const char *path, const char *header, const void *data, size_t dlen) {
+    uint8_t *b;
+    size_t len;
+    if (stfx_bytes_str(header, data, dlen, &b, &len)) return -1;
+    int r = stfx_write_file(path, b, len);
+    free(b);
+    return r;
+}
+
+char *stfx_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+int stfx_write_text(const char *dir, const char *name, const char *text) {
+    char *p = stfx_join(dir, name);
+    if (!p) return -1;
+    int r = stfx_write_file(p, text, strlen(text));
+    free(p);
+    return r;
+}
+
+char *stfx_mkdtemp(void) {
+    const char *base = getenv("FM_TEST_TMP");
+    if (!base || !*base) base = "/tmp";
+    char *p = stfx_join(base, "fm-st-XXXXXX");
+    if (p && !mkdtemp(p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int stfx_rmrf(const char *path) {
+    return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
+}
+
+void stfx_random_bytes(void *buf, size_t n, uint64_t seed) {
+    uint8_t *b = buf;
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        b[i] = (uint8_t)((x * 0x2545f4914f6cdd1dull) >> 56);
+    }
+}
