@@ -56,11 +56,11 @@ $(BUILD)/fusemap: $(CLI_OBJ) $(STATIC)
 
 $(BUILD)/tests/%: tests/%.c $(TSUP_OBJ) $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLFLAGS) -Itests -o $@ $< $(TSUP_OBJ) $(STATIC) $(ALLLDFLAGS) $(LDLIBS)
+	$(CC) $(ALLFLAGS) -Itests/support -o $@ $< $(TSUP_OBJ) $(STATIC) $(ALLLDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(TSUP_OBJ) $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLFLAGS) -Itests -o $@ $< $(TSUP_OBJ) $(STATIC) $(ALLLDFLAGS) $(LDLIBS)
+	$(CC) $(ALLFLAGS) -Itests/support -o $@ $< $(TSUP_OBJ) $(STATIC) $(ALLLDFLAGS) $(LDLIBS)
 
 $(BUILD)/examples/%: examples/%.c $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)

@@ -243,7 +243,9 @@ static void test_names_and_shapes(void) {
     CHECK_OK(fm_st_open(p, &f, err), err);
     CHECK_OK(fm_st_tensor(f, 0, &t, err), err);
     CHECK(t.data != NULL && t.nbytes == 0 && t.shape.dims[0] == 3);
-    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_st_tensor(f, 1, &t, err), err);
+    fm_tensor bad;
+    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_st_tensor(f, 1, &bad, err), err);
+    CHECK(bad.data == NULL && bad.storage == NULL);
     fm_st_close(f);
     fm_tensor_free(&t);
     free(p);

@@ -142,7 +142,7 @@ static fm_status check_dims_fit(const fm_st_file *f, fm_error *err) {
 static fm_status validate(fm_st_file *f, uint64_t total_len, fm_error *err) {
     fm_status st = fm_st_header_parse(f->header, (size_t)f->header_len, f->path, &f->h, err);
     if (st != FM_OK) return st;
-    qsort(f->h.entries, f->h.n_entries, sizeof *f->h.entries, cmp_offsets);
+    if (f->h.n_entries > 1) qsort(f->h.entries, f->h.n_entries, sizeof *f->h.entries, cmp_offsets);
     if ((st = build_name_index(f, err)) != FM_OK) return st;
     uint64_t cursor = 0, covered;
     for (size_t i = 0; i < f->h.n_entries; i++) {

@@ -398,8 +398,6 @@ static fm_status resolve_target(const char *dir, save_fs *fs, fm_error *err) {
     if (stat(dir, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode)) return fm_error_set(err, FM_ERR_EXISTS, "save to '%s': exists and is not a directory", dir);
         if (!realpath(dir, fs->target)) return fm_error_set(err, FM_ERR_IO, "save to '%s': %s", dir, strerror(errno));
-        if (access(fs->target, W_OK) != 0)
-            return fm_error_set(err, FM_ERR_IO, "save to '%s': directory is not writable: %s", dir, strerror(errno));
         fs->exists = true;
         fs->mode = sb.st_mode & 07777;
     } else if (errno == ENOENT) {
@@ -424,6 +422,9 @@ static fm_status resolve_target(const char *dir, save_fs *fs, fm_error *err) {
     char *slash = strrchr(fs->target, '/');
     fs->base = slash + 1;
     if (!*fs->base) return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%s': cannot replace the root directory", dir);
+    /* A read-only checkpoint directory is not replaced behind its owner's back. */
+    if (fs->exists && access(fs->target, W_OK) != 0)
+        return fm_error_set(err, FM_ERR_IO, "save to '%s': directory is not writable: %s", dir, strerror(errno));
     fs->parent = slash == fs->target ? fm_strdup("/") : fm_strndup(fs->target, (size_t)(slash - fs->target));
     if (!fs->parent) return fm_error_set(err, FM_ERR_NOMEM, "save to '%s': out of memory", dir);
     return FM_OK;

@@ -24,6 +24,10 @@ typedef struct fm_op_piece {
     size_t n;
     int stack_dim;
 } fm_op_piece;
+/* Validates pieces for a join along dim (Python-style, against the pieces' rank) and computes the
+ * result's shape, reading no data. */
+fm_status fm_op_pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
+                             fm_shape *out, fm_error *err);
 /* Concatenates the pieces along dim into one new tensor: exactly one allocation, dtype
  * conversion (cast) done while copying. `op` names the op in messages. */
 fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
@@ -56,9 +60,10 @@ void fm_opv_map_clear(fm_opv_map *m); /* frees everything and zeroes */
 fm_status fm_opv_map_push(fm_opv_map *m, const char *key, fm_tensor *t, fm_error *err);
 /* Runs one op over the map with the spec's key routing. `src`/`tgt` are the transform's
  * normalised patterns; `want` the cast target (FM_DTYPE_INVALID: keep dtypes), applied by
- * copying ops; `layer` the first target key (messages). On failure the map is left valid. */
+ * copying ops. The error message is the bare reason (the caller names the op and the key).
+ * The input map is consumed: on failure it is left empty. */
 fm_status fm_opchain_step(const fm_op_desc *op, fm_opv_map *m, char *const *src, size_t ns, char *const *tgt,
-                          size_t nt, fm_dtype want, const char *layer, fm_error *err);
+                          size_t nt, fm_dtype want, fm_error *err);
 /* Leaves one tensor per entry: the first tensor of a list, a materialised stack, with any
  * cast still pending applied. */
 fm_status fm_opchain_finish(fm_opv_map *m, fm_dtype want, fm_error *err);
@@ -83,5 +88,60 @@ void fm_keymap_free(fm_keymap *m); /* accepts a zeroed map */
 /* Inserts or replaces. */
 fm_status fm_keymap_put(fm_keymap *m, const char *key, size_t val, fm_error *err);
 bool fm_keymap_get(const fm_keymap *m, const char *key, size_t *val);
+
+/* ---- conversion groups (groups.c), shared by load and revert ---------------------------------- */
+typedef struct fm_grp_coll {
+    int branch;  /* the converter's source pattern these tensors matched */
+    size_t *idx; /* source indices, in natural-key order (the stacking order) */
+    size_t n, cap;
+} fm_grp_coll;
+
+/* Everything destined for one first-target key: one converter instance, or one plain tensor. */
+typedef struct fm_grp {
+    char *key;          /* first target key (owned; the group map borrows it) */
+    long conv;          /* index into the converter array; -1: a plain (renamed) tensor */
+    size_t src;         /* plain: the source index */
+    fm_grp_coll *colls; /* converter: one collection per matched source pattern, first-seen order */
+    size_t ncolls;
+    fm_groups groups; /* converter: captures of the first key it claimed (for "\N" in out-keys) */
+    fm_dtype want;    /* cast target for float tensors, FM_DTYPE_INVALID: keep */
+} fm_grp;
+
+typedef struct fm_grp_set {
+    fm_grp *v; /* insertion order */
+    size_t n, cap;
+    fm_keymap map; /* key -> index into v */
+} fm_grp_set;
+
+fm_status fm_grp_set_init(fm_grp_set *s, size_t expected, fm_error *err);
+void fm_grp_set_free(fm_grp_set *s);
+/* The group for key, created (conv -1, src 0, want INVALID) when absent; *g is valid until the next
+ * fm_grp_get. */
+fm_status fm_grp_get(fm_grp_set *s, const char *key, fm_grp **g, bool *created, fm_error *err);
+fm_status fm_grp_add(fm_grp *g, int branch, size_t idx, fm_error *err);
+
+/* Result of renaming one key through a transform chain. */
+typedef struct fm_chain_result {
+    char *key;        /* owned */
+    long conv;        /* claiming converter (index into conv[]) or -1 */
+    int branch;       /* its matching source pattern */
+    fm_groups groups; /* its captures */
+} fm_chain_result;
+void fm_chain_result_clear(fm_chain_result *r);
+/* Every renaming in order (chained), then the first converter that matches claims the key (§6.2).
+ * ren_hit[i] / conv_hit[i] (may be NULL) are set for the transforms that matched. */
+fm_status fm_rename_chain(fm_transform *const *ren, size_t nren, fm_transform *const *conv, size_t nconv,
+                          const char *key, bool *ren_hit, bool *conv_hit, fm_chain_result *r, fm_error *err);
+
+/* Source indices sorted by fm_natural_key_cmp (stable). Caller frees *order with fm_free. */
+fm_status fm_natural_order(const fm_tensor_source *src, size_t **order, fm_error *err);
+
+/* Materialises a group and runs it: a plain group yields its tensor under g->key (cast to want);
+ * a converter group runs its op chain and expands the out-keys to full names (§6.4). *out: caller
+ * frees with fm_named_tensors_free. An op failure returns FM_ERR_CONVERSION with a message naming
+ * the op, the first target key, the tensors involved and the reason; source access errors and
+ * out-of-memory keep their own status. */
+fm_status fm_grp_convert(const fm_grp *g, const fm_transform *conv, const fm_tensor_source *src,
+                         fm_named_tensor **out, size_t *n_out, fm_error *err);
 
 #endif

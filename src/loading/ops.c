@@ -59,6 +59,7 @@ void fm_tensors_free(fm_tensor *v, size_t n) {
 /* ---- helpers --------------------------------------------------------------------------------- */
 /* Python-style dim: -rank..rank-1 -> 0..rank-1. */
 static fm_status norm_dim(const char *op, int dim, int rank, int *out, fm_error *err) {
+    *out = 0;
     if (dim < -rank || dim >= rank || rank == 0)
         return fm_error_set(err, FM_ERR_SHAPE, "%s: dim %d out of range for a %dD tensor", op, dim, rank);
     *out = dim < 0 ? dim + rank : dim;
@@ -148,8 +149,6 @@ static fm_status pieces_shape(const char *op, const fm_op_piece *pcs, size_t np,
     out->dims[dim] = 0;
     for (size_t i = 0; i < np; i++) {
         fm_shape s;
-        if (pcs[i].n == 0 || (pcs[i].stack_dim < 0 && pcs[i].n != 1))
-            return fm_error_set(err, FM_ERR_INTERNAL, "%s: malformed piece %zu", op, i);
         for (size_t j = 0; j < pcs[i].n; j++) {
             const fm_tensor *t = &pcs[i].parts[j];
             fm_status st = check_part(op, t, &pcs[0].parts[0], cast, err);
@@ -172,18 +171,34 @@ static fm_status pieces_shape(const char *op, const fm_op_piece *pcs, size_t np,
     return FM_OK;
 }
 
-fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
-                              fm_tensor *out, fm_error *err) {
-    memset(out, 0, sizeof *out);
+fm_status fm_op_pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
+                             fm_shape *out, fm_error *err) {
     if (np == 0) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: no tensors to join", op);
-    fm_shape vs, os;
+    for (size_t i = 0; i < np; i++) {
+        if (pcs[i].n == 0 || (pcs[i].stack_dim < 0 && pcs[i].n != 1))
+            return fm_error_set(err, FM_ERR_INTERNAL, "%s: malformed piece %zu", op, i);
+        int r = pcs[i].parts[0].shape.ndim;
+        if (pcs[i].stack_dim >= 0 && (r >= FM_MAX_DIMS || pcs[i].stack_dim > r))
+            return fm_error_set(err, FM_ERR_SHAPE, "%s: cannot stack %dD tensors along dim %d", op, r,
+                                pcs[i].stack_dim);
+    }
+    fm_shape vs;
     piece_shape(&pcs[0], &vs);
     int d;
     fm_status st = norm_dim(op, dim, vs.ndim, &d, err);
-    if (st == FM_OK) st = pieces_shape(op, pcs, np, d, cast, &os, err);
+    return st == FM_OK ? pieces_shape(op, pcs, np, d, cast, out, err) : st;
+}
+
+fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
+                              fm_tensor *out, fm_error *err) {
+    memset(out, 0, sizeof *out);
+    fm_shape os;
+    fm_status st = fm_op_pieces_shape(op, pcs, np, dim, cast, &os, err);
+    if (st != FM_OK) return st;
+    int d = dim < 0 ? dim + os.ndim : dim;
     fm_dtype odt = fm_op_out_dtype(pcs[0].parts[0].dtype, cast);
     fm_tensor o;
-    if (st == FM_OK) st = fm_tensor_alloc(&o, odt, &os, err);
+    st = fm_tensor_alloc(&o, odt, &os, err);
     if (st != FM_OK) return st;
     int64_t at = 0;
     for (size_t i = 0; i < np; i++) {
@@ -212,6 +227,7 @@ fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np,
 fm_status fm_op_concatenate(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out,
                             fm_error *err) {
     fm_op_piece pcs[64], *p = n <= 64 ? pcs : fm_malloc(n * sizeof *p);
+    if (n == 0) return fm_op_concat_pieces("Concatenate", NULL, 0, dim, cast, out, err);
     if (!p) {
         memset(out, 0, sizeof *out);
         return fm_error_set(err, FM_ERR_NOMEM, "Concatenate: out of memory");

@@ -221,6 +221,15 @@ pcre2_match_data *fm_regex_match_data(const fm_regex *re, uint32_t pairs) {
     return pcre2_match_data_create(pairs ? pairs : re->captures + 1, re->gctx);
 }
 
+pcre2_match_data *fm_match_data_new(uint32_t pairs) {
+    /* PCRE2 copies the allocator into each object, so the context can go right away. */
+    pcre2_general_context *g = pcre2_general_context_create(pcre_alloc, pcre_free, NULL);
+    if (!g) return NULL;
+    pcre2_match_data *md = pcre2_match_data_create(pairs, g);
+    pcre2_general_context_free(g);
+    return md;
+}
+
 int fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md, fm_error *err) {
     int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, md, NULL);
     if (rc >= 0) return 1; /* rc 0: ovector too small, cannot happen with pattern-sized data */

@@ -27,6 +27,8 @@ const char *fm_regex_pattern(const fm_regex *re); /* the original (Python) text;
  * through fm_malloc; usable with any regex. Caller frees with pcre2_match_data_free. NULL when
  * out of memory. */
 pcre2_match_data *fm_regex_match_data(const fm_regex *re, uint32_t pairs);
+/* Match data for `pairs` offset pairs, not tied to a regex, allocated through fm_malloc. */
+pcre2_match_data *fm_match_data_new(uint32_t pairs);
 /* SEARCH (leftmost match anywhere in s[0..len)). 1: matched (offsets in md), 0: no match,
  * otherwise FM_ERR_PATTERN set in err (e.g. the backtracking limit) and -1 returned. */
 int fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md,

@@ -196,7 +196,7 @@ static inline float act_quick_gelu(float x) {
 static inline float act_silu(float x) { return x * (1.0f / (1.0f + fm_expf_poly(-x))); }
 static inline float act_gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
 static inline float act_gelu_tanh(float x) {
-    const float k0 = 0.7978845608028654f, k1 = 0.044715f; /* sqrt(2/pi), cubic coefficient */
+    const float k0 = (float)(M_SQRT2 * M_2_SQRTPI * 0.5), k1 = 0.044715f; /* sqrt(2/pi), cubic term */
     float inner = k0 * (x + k1 * x * x * x);
     return 0.5f * x * (1.0f + tanhf(inner));
 }

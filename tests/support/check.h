@@ -14,6 +14,9 @@ extern int fm_t_case_failed;
 extern int fm_t_passed, fm_t_failed;
 extern const char *fm_t_case;
 
+/* The message of an error record, or "" for NULL. */
+static inline const char *fm_t_errmsg(const fm_error *e) { return e ? e->msg : ""; }
+
 #define CHECK(cond)                                                                    \
     do {                                                                               \
         if (!(cond)) {                                                                 \
@@ -63,7 +66,7 @@ extern const char *fm_t_case;
             fm_t_case_failed = 1;                                                      \
             fprintf(stderr, "FAIL %s:%d [%s]: %s: expected %s, seen %s (%s)\n",        \
                     __FILE__, __LINE__, fm_t_case, #seen, fm_status_name(e_),          \
-                    fm_status_name(s_), (errp) ? (errp)->msg : "");                    \
+                    fm_status_name(s_), fm_t_errmsg(errp));                    \
         }                                                                              \
     } while (0)
 

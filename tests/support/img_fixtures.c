@@ -64,6 +64,12 @@ static void mb_write(png_structp png, png_bytep data, size_t n) {
 
 static void mb_flush(png_structp png) { (void)png; }
 
+static void png_quiet_error(png_structp png, png_const_charp msg) {
+    (void)msg;
+    png_longjmp(png, 1);
+}
+static void png_quiet_warning(png_structp png, png_const_charp msg) { (void)png, (void)msg; }
+
 static int png_channels(int color_type) {
     switch (color_type) {
     case PNG_COLOR_TYPE_GRAY: return 1;
@@ -94,7 +100,7 @@ uint8_t *imgfx_png_encode(uint32_t w, uint32_t h, int color_type, int bit_depth,
     size_t in_row = nsamp * (bit_depth == 16 ? 2 : 1);
     uint8_t *rowbuf = malloc(in_row + 8), **rows = malloc(h * sizeof *rows);
     uint8_t *packed = malloc(in_row * h + 8);
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, png_quiet_error, png_quiet_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!rowbuf || !rows || !packed || !png || !info || setjmp(png_jmpbuf(png))) {
         if (png) png_destroy_write_struct(&png, info ? &info : NULL);
@@ -102,6 +108,7 @@ uint8_t *imgfx_png_encode(uint32_t w, uint32_t h, int color_type, int bit_depth,
         return NULL;
     }
     png_set_write_fn(png, &m, mb_write, mb_flush);
+    png_set_benign_errors(png, 1); /* allow palette indices past the palette (a test case) */
     png_set_IHDR(png, info, w, h, bit_depth, color_type,
                  interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);

@@ -99,7 +99,11 @@ int wrfx_tensor(fm_tensor *t, fm_dtype dt, int ndim, const int64_t *dims, const 
     if (bytes) {
         if (t->nbytes) memcpy(p, bytes, (size_t)t->nbytes);
     } else {
-        for (uint64_t i = 0; i < t->nbytes; i++) p[i] = (uint8_t)wrfx_rand(&seed);
+        for (uint64_t i = 0; i < t->nbytes; i += 8) {
+            uint64_t r = wrfx_rand(&seed);
+            size_t k = t->nbytes - i < 8 ? (size_t)(t->nbytes - i) : 8;
+            memcpy(p + i, &r, k);
+        }
     }
     return 0;
 }

@@ -1,0 +1,17 @@
+/* fusemap: load Hugging Face checkpoints, fuse submodules at load time, run, save back.
+ * The umbrella header: includes every subsystem's public header. */
+#ifndef FUSEMAP_FUSEMAP_H
+#define FUSEMAP_FUSEMAP_H
+
+#include "fusemap/core.h"
+#include "fusemap/fusion.h"
+#include "fusemap/image.h"
+#include "fusemap/io.h"
+#include "fusemap/loading.h"
+#include "fusemap/models.h"
+#include "fusemap/nn.h"
+#include "fusemap/tensor.h"
+
+#define FUSEMAP_VERSION "0.1.0"
+
+#endif
