@@ -84,7 +84,7 @@ asan: deps
 	  FM_TEST_QUICK=1 sh scripts/run_tests.sh build-asan
 
 demo: deps
-	@$(MAKE) --no-print-directory $(BUILD)/fusemap $(BUILD)/bench/gen_demo
+	@$(MAKE) --no-print-directory $(BUILD)/fusemap $(BUILD)/bench/gen_checkpoint
 	@sh scripts/demo.sh $(BUILD)
 
 bench: deps

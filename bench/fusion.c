@@ -1,7 +1,7 @@
-/* Benchmark: Qwen2-VL-2B patch embedding alone (C=3, T=2, P=14 -> K=1176, D=1280) for 256,
- * 1024 and 4096 patches: fused Linear (one sgemm on the pixel rows as they are), the unfused
- * direct Conv3d kernel, and plain cblas_sgemm on the same shape. One JSON line per size.
- * Usage: fusion [--threads N] [--reps N] [--sizes a,b,c] */
+/* Benchmark: Qwen2-VL-2B patch embedding alone (K=1176 -> D=1280): fused Linear vs the direct
+ * Conv3d kernel vs plain cblas_sgemm, for 256/1024/4096 patches; one JSON line per size. */
+/* Usage: fusion [--threads N] [--reps N] [--sizes a,b,c]. The fused path is one sgemm on the
+ * pixel rows as they are (no copy); the conv reads the same weight as [1280][3][2][14][14]. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>

@@ -164,9 +164,9 @@ static void print_table(const fm_checkpoint *c, const inspect_info *info) {
     size_t k;
     json_t *v;
     json_array_foreach(info->architectures, k, v) printf("%s%s", k ? ", " : "", json_string_value(v));
-    printf("%s\ncheckpoint:    %s (%s, %zu file%s)\n\n", json_array_size(info->architectures) ? "" : "(none)",
-           fm_checkpoint_dir(c), fm_checkpoint_is_sharded(c) ? "sharded" : "single file",
-           fm_checkpoint_shard_count(c), fm_checkpoint_shard_count(c) == 1 ? "" : "s");
+    printf("%s\ncheckpoint:    %s ", json_array_size(info->architectures) ? "" : "(none)", fm_checkpoint_dir(c));
+    if (fm_checkpoint_is_sharded(c)) printf("(sharded, %zu shards)\n\n", fm_checkpoint_shard_count(c));
+    else printf("(single file)\n\n");
     printf("%-*s  %-11s  %-24s  %-*s  %14s\n", (int)nw, "NAME", "DTYPE", "SHAPE", (int)sw, "SHARD", "BYTES");
     for (size_t i = 0; i < n; i++) {
         const fm_ckpt_entry *e = fm_checkpoint_entry_at(c, i);

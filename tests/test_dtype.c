@@ -41,14 +41,16 @@ static uint64_t rnd64(void) { /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-static int quick(void) { return getenv("FM_TEST_QUICK") != NULL; }
+static int quick(void) {
+    return getenv("FM_TEST_QUICK") != NULL;
+}
 
 /* A 16-bit binary format: E exponent bits, M mantissa bits. */
 typedef struct fmt16 {
     const char *name;
     int E, M;
-    uint16_t inf;   /* +Inf pattern */
-    double *val;    /* val[p] for p in [0, inf]; val[inf] = 2^(emax+1) (virtual next value) */
+    uint16_t inf; /* +Inf pattern */
+    double *val;  /* val[p] for p in [0, inf]; val[inf] = 2^(emax+1) (virtual next value) */
 } fmt16;
 
 static fmt16 F16 = {"f16", 5, 10, 0x7c00, NULL};
@@ -68,7 +70,8 @@ static double decode16(const fmt16 *f, uint16_t p) {
 static void fmt_init(fmt16 *f) {
     if (f->val) return;
     f->val = malloc(((size_t)f->inf + 1) * sizeof(double));
-    for (unsigned p = 0; p < f->inf; p++) f->val[p] = decode16(f, (uint16_t)p);
+    for (unsigned p = 0; p < f->inf; p++)
+        f->val[p] = decode16(f, (uint16_t)p);
     int bias = (1 << (f->E - 1)) - 1;
     f->val[f->inf] = ldexp(1.0, bias + 1);
 }
@@ -82,8 +85,10 @@ static uint16_t ref_round(const fmt16 *f, double x) {
     if (a >= f->val[f->inf]) return sign | f->inf;
     while (lo < hi) {
         unsigned mid = (lo + hi + 1) / 2;
-        if (f->val[mid] <= a) lo = mid;
-        else hi = mid - 1;
+        if (f->val[mid] <= a)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     if (f->val[lo] == a) return sign | (uint16_t)lo;
     double dl = a - f->val[lo], dh = f->val[lo + 1] - a;
@@ -91,7 +96,9 @@ static uint16_t ref_round(const fmt16 *f, double x) {
     return sign | (uint16_t)p;
 }
 
-static int is_nan16(const fmt16 *f, uint16_t p) { return (p & 0x7fff) > f->inf; }
+static int is_nan16(const fmt16 *f, uint16_t p) {
+    return (p & 0x7fff) > f->inf;
+}
 
 static uint16_t conv_f32_16(const fmt16 *f, float x) {
     uint16_t o;
@@ -116,7 +123,8 @@ static float conv_16_f32(const fmt16 *f, uint16_t p) {
 static void exhaustive_widen(const fmt16 *f, void (*fn)(float *, const uint16_t *, uint64_t)) {
     uint16_t *src = malloc(65536 * 2);
     float *dst = malloc(65536 * 4);
-    for (unsigned p = 0; p < 65536; p++) src[p] = (uint16_t)p;
+    for (unsigned p = 0; p < 65536; p++)
+        src[p] = (uint16_t)p;
     fn(dst, src, 65536);
     int bad = 0;
     for (unsigned p = 0; p < 65536 && bad < 5; p++) {
@@ -137,8 +145,12 @@ static void exhaustive_widen(const fmt16 *f, void (*fn)(float *, const uint16_t 
     free(dst);
 }
 
-static void test_bf16_to_f32_exhaustive(void) { exhaustive_widen(&BF16, fm_bf16_to_f32); }
-static void test_f16_to_f32_exhaustive(void) { exhaustive_widen(&F16, fm_f16_to_f32); }
+static void test_bf16_to_f32_exhaustive(void) {
+    exhaustive_widen(&BF16, fm_bf16_to_f32);
+}
+static void test_f16_to_f32_exhaustive(void) {
+    exhaustive_widen(&F16, fm_f16_to_f32);
+}
 
 /* ---- round trips -------------------------------------------------------------------------- */
 
@@ -164,8 +176,12 @@ static void round_trip(const fmt16 *f) {
     }
 }
 
-static void test_round_trip_f16(void) { round_trip(&F16); }
-static void test_round_trip_bf16(void) { round_trip(&BF16); }
+static void test_round_trip_f16(void) {
+    round_trip(&F16);
+}
+static void test_round_trip_bf16(void) {
+    round_trip(&BF16);
+}
 
 /* ---- narrowing against the reference ------------------------------------------------------ */
 
@@ -207,8 +223,12 @@ static void halfway(const fmt16 *f) {
     }
 }
 
-static void test_halfway_f16(void) { halfway(&F16); }
-static void test_halfway_bf16(void) { halfway(&BF16); }
+static void test_halfway_f16(void) {
+    halfway(&F16);
+}
+static void test_halfway_bf16(void) {
+    halfway(&BF16);
+}
 
 /* A random f32: half of them uniform bit patterns, half with the exponent in the interesting
  * range of `f` (subnormals of the target up to past its overflow). */
@@ -250,10 +270,14 @@ static void random_narrow(const fmt16 *f) {
         (f == &F16 ? fm_f32_to_f16 : fm_f32_to_bf16)(of, xf, BLK);
         (f == &F16 ? fm_f64_to_f16 : fm_f64_to_bf16)(od, xd, BLK);
         for (int i = 0; i < BLK; i++) {
-            if (isnan(xf[i])) CHECK(is_nan16(f, of[i]) && (of[i] >> 15) == (fbits(xf[i]) >> 31));
-            else expect16(f, "f32", xf[i], ref_round(f, xf[i]), of[i]);
-            if (isnan(xd[i])) CHECK(is_nan16(f, od[i]) && (od[i] >> 15) == (dbits(xd[i]) >> 63));
-            else expect16(f, "f64", xd[i], ref_round(f, xd[i]), od[i]);
+            if (isnan(xf[i]))
+                CHECK(is_nan16(f, of[i]) && (of[i] >> 15) == (fbits(xf[i]) >> 31));
+            else
+                expect16(f, "f32", xf[i], ref_round(f, xf[i]), of[i]);
+            if (isnan(xd[i]))
+                CHECK(is_nan16(f, od[i]) && (od[i] >> 15) == (dbits(xd[i]) >> 63));
+            else
+                expect16(f, "f64", xd[i], ref_round(f, xd[i]), od[i]);
         }
     }
     uint64_t step = quick() ? 65537 : 1021;
@@ -263,8 +287,12 @@ static void random_narrow(const fmt16 *f) {
     }
 }
 
-static void test_random_f16(void) { random_narrow(&F16); }
-static void test_random_bf16(void) { random_narrow(&BF16); }
+static void test_random_f16(void) {
+    random_narrow(&F16);
+}
+static void test_random_bf16(void) {
+    random_narrow(&BF16);
+}
 
 /* Fixed edge cases with hand-written expectations. */
 static void test_edges(void) {
@@ -272,36 +300,29 @@ static void test_edges(void) {
         double x;
         uint16_t f16, bf16;
     } c[] = {
-        {0.0, 0x0000, 0x0000},
-        {-0.0, 0x8000, 0x8000},
-        {1.0, 0x3c00, 0x3f80},
-        {-2.5, 0xc100, 0xc020},
-        {65504.0, 0x7bff, 0x4780},
-        {65519.99, 0x7bff, 0x4780},
-        {65520.0, 0x7c00, 0x4780},
-        {-65520.0, 0xfc00, 0xc780},
-        {1e10, 0x7c00, 0x5015},
-        {INFINITY, 0x7c00, 0x7f80},
-        {-INFINITY, 0xfc00, 0xff80},
-        {0x1p-24, 0x0001, 0x3380},
-        {0x1p-25, 0x0000, 0x3300},          /* tie to even (0) */
-        {0x1.8p-24, 0x0002, 0x33c0},        /* tie to even (2) */
-        {0x1p-14, 0x0400, 0x3880},          /* smallest normal f16 */
-        {0x1.ff8p-15, 0x03ff, 0x3880},      /* largest f16 subnormal */
-        {0x1.ffcp-15, 0x0400, 0x3880},      /* tie: rounds up into the smallest normal */
-        {0x1p-133, 0x0000, 0x0001},         /* smallest bf16 subnormal */
-        {0x1p-134, 0x0000, 0x0000},         /* tie to even */
-        {0x1.8p-133, 0x0000, 0x0002},
-        {0x1p-126, 0x0000, 0x0080},
-        {0x1.fep127, 0x7c00, 0x7f7f},       /* max finite bf16 */
-        {0x1.ffp127, 0x7c00, 0x7f80},       /* halfway to 2^128: ties to even = Inf */
-        {1e-300, 0x0000, 0x0000},
-        {5e-324, 0x0000, 0x0000},
+        {0.0, 0x0000, 0x0000},         {-0.0, 0x8000, 0x8000},
+        {1.0, 0x3c00, 0x3f80},         {-2.5, 0xc100, 0xc020},
+        {65504.0, 0x7bff, 0x4780},     {65519.99, 0x7bff, 0x4780},
+        {65520.0, 0x7c00, 0x4780},     {-65520.0, 0xfc00, 0xc780},
+        {1e10, 0x7c00, 0x5015},        {INFINITY, 0x7c00, 0x7f80},
+        {-INFINITY, 0xfc00, 0xff80},   {0x1p-24, 0x0001, 0x3380},
+        {0x1p-25, 0x0000, 0x3300},     /* tie to even (0) */
+        {0x1.8p-24, 0x0002, 0x33c0},   /* tie to even (2) */
+        {0x1p-14, 0x0400, 0x3880},     /* smallest normal f16 */
+        {0x1.ff8p-15, 0x03ff, 0x3880}, /* largest f16 subnormal */
+        {0x1.ffcp-15, 0x0400, 0x3880}, /* tie: rounds up into the smallest normal */
+        {0x1p-133, 0x0000, 0x0001},    /* smallest bf16 subnormal */
+        {0x1p-134, 0x0000, 0x0000},    /* tie to even */
+        {0x1.8p-133, 0x0000, 0x0002},  {0x1p-126, 0x0000, 0x0080},
+        {0x1.fep127, 0x7c00, 0x7f7f}, /* max finite bf16 */
+        {0x1.ffp127, 0x7c00, 0x7f80}, /* halfway to 2^128: ties to even = Inf */
+        {1e-300, 0x0000, 0x0000},      {5e-324, 0x0000, 0x0000},
         {1e300, 0x7c00, 0x7f80},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         double x = c[i].x;
-        CHECK_MSG(conv_f64_16(&F16, x) == c[i].f16, "f64->f16(%a) = 0x%04x", x, conv_f64_16(&F16, x));
+        CHECK_MSG(conv_f64_16(&F16, x) == c[i].f16, "f64->f16(%a) = 0x%04x", x,
+                  conv_f64_16(&F16, x));
         CHECK_MSG(conv_f64_16(&BF16, x) == c[i].bf16, "f64->bf16(%a) = 0x%04x", x,
                   conv_f64_16(&BF16, x));
         if ((double)(float)x == x || isinf(x)) {
@@ -314,16 +335,16 @@ static void test_edges(void) {
 /* NaNs never become Inf (payload only in the low bits that narrowing drops), keep their sign,
  * and are quiet. */
 static void test_nan_narrowing(void) {
-    uint32_t f32n[] = {0x7f800001u, 0xff800001u, 0x7fc00000u, 0xffffffffu, 0x7f802000u,
-                       0x7f801fffu, 0x7fa00000u, 0x7f80ffffu};
+    uint32_t f32n[] = {0x7f800001u, 0xff800001u, 0x7fc00000u, 0xffffffffu,
+                       0x7f802000u, 0x7f801fffu, 0x7fa00000u, 0x7f80ffffu};
     for (size_t i = 0; i < sizeof f32n / sizeof f32n[0]; i++) {
         float x = bitsf(f32n[i]);
         uint16_t h = conv_f32_16(&F16, x), b = conv_f32_16(&BF16, x);
         uint16_t sg = (uint16_t)((f32n[i] >> 16) & 0x8000u);
         CHECK_MSG(is_nan16(&F16, h) && (h & 0x8000) == sg && (h & 0x0200), "f16 of 0x%08x: 0x%04x",
                   f32n[i], h);
-        CHECK_MSG(is_nan16(&BF16, b) && (b & 0x8000) == sg && (b & 0x0040), "bf16 of 0x%08x: 0x%04x",
-                  f32n[i], b);
+        CHECK_MSG(is_nan16(&BF16, b) && (b & 0x8000) == sg && (b & 0x0040),
+                  "bf16 of 0x%08x: 0x%04x", f32n[i], b);
         CHECK_EQ_INT(0x7e00 | ((f32n[i] >> 13) & 0x3ff), h & 0x7fff);
         CHECK_EQ_INT(0x7fc0 | ((f32n[i] >> 16) & 0x7f), b & 0x7fff);
     }
@@ -335,8 +356,8 @@ static void test_nan_narrowing(void) {
         uint16_t h = conv_f64_16(&F16, x), b = conv_f64_16(&BF16, x);
         float f;
         fm_f64_to_f32(&f, &x, 1);
-        CHECK_MSG(is_nan16(&F16, h) && (h & 0x8000) == sg && (h & 0x0200), "f16 of 0x%016llx: 0x%04x",
-                  (unsigned long long)f64n[i], h);
+        CHECK_MSG(is_nan16(&F16, h) && (h & 0x8000) == sg && (h & 0x0200),
+                  "f16 of 0x%016llx: 0x%04x", (unsigned long long)f64n[i], h);
         CHECK_MSG(is_nan16(&BF16, b) && (b & 0x8000) == sg && (b & 0x0040),
                   "bf16 of 0x%016llx: 0x%04x", (unsigned long long)f64n[i], b);
         CHECK(isnan(f) && (fbits(f) >> 31) == (f64n[i] >> 63));
@@ -388,10 +409,32 @@ static void test_f64_f32(void) {
         }
     }
     /* Subnormal results, overflow edge and zeros. */
-    double sp[] = {0x1p-149, 0x1p-150, 0x1.8p-149, 0x1.000001p-150, 0x1p-127, -0x1.fffffcp-127, 0x1.fffffep-127,
-                   0x1.fffffefp127, 0x1.ffffffp127, -0x1.ffffffp127, 0x1.fffffe8p127, -0.0, 0.0};
-    float want[] = {0x1p-149f, 0.0f, 0x1p-148f, 0x1p-149f, 0x1p-127f, -0x1.fffffcp-127f, 0x1p-126f,
-                    0x1.fffffep127f, INFINITY, -INFINITY, 0x1.fffffep127f, -0.0f, 0.0f};
+    double sp[] = {0x1p-149,
+                   0x1p-150,
+                   0x1.8p-149,
+                   0x1.000001p-150,
+                   0x1p-127,
+                   -0x1.fffffcp-127,
+                   0x1.fffffep-127,
+                   0x1.fffffefp127,
+                   0x1.ffffffp127,
+                   -0x1.ffffffp127,
+                   0x1.fffffe8p127,
+                   -0.0,
+                   0.0};
+    float want[] = {0x1p-149f,
+                    0.0f,
+                    0x1p-148f,
+                    0x1p-149f,
+                    0x1p-127f,
+                    -0x1.fffffcp-127f,
+                    0x1p-126f,
+                    0x1.fffffep127f,
+                    INFINITY,
+                    -INFINITY,
+                    0x1.fffffep127f,
+                    -0.0f,
+                    0.0f};
     fm_f64_to_f32(r, sp, sizeof sp / sizeof sp[0]);
     for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++)
         CHECK_MSG(fbits(r[i]) == fbits(want[i]), "f64->f32(%a) = %a, expected %a", sp[i],
@@ -405,7 +448,8 @@ static void test_f32_f64(void) {
     double r[N];
     int bad = 0;
     for (long k = 0; k < (quick() ? 10 : 200); k++) {
-        for (int i = 0; i < N; i++) x[i] = bitsf((uint32_t)rnd64());
+        for (int i = 0; i < N; i++)
+            x[i] = bitsf((uint32_t)rnd64());
         fm_f32_to_f64(r, x, N);
         for (int i = 0; i < N && bad < 5; i++) {
             uint32_t u = fbits(x[i]);
@@ -439,10 +483,18 @@ static double read_elem(const unsigned char *p, fm_dtype dt, size_t i) {
     float f;
     double d;
     switch (dt) {
-    case FM_DTYPE_F16: memcpy(&h, p + 2 * i, 2); return decode16(&F16, h);
-    case FM_DTYPE_BF16: memcpy(&h, p + 2 * i, 2); return decode16(&BF16, h);
-    case FM_DTYPE_F32: memcpy(&f, p + 4 * i, 4); return f;
-    default: memcpy(&d, p + 8 * i, 8); return d;
+    case FM_DTYPE_F16:
+        memcpy(&h, p + 2 * i, 2);
+        return decode16(&F16, h);
+    case FM_DTYPE_BF16:
+        memcpy(&h, p + 2 * i, 2);
+        return decode16(&BF16, h);
+    case FM_DTYPE_F32:
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    default:
+        memcpy(&d, p + 8 * i, 8);
+        return d;
     }
 }
 
@@ -451,10 +503,21 @@ static void ref_store(unsigned char *p, fm_dtype dt, size_t i, double x) {
     uint16_t h;
     float f;
     switch (dt) {
-    case FM_DTYPE_F16: h = ref_round(&F16, x); memcpy(p + 2 * i, &h, 2); break;
-    case FM_DTYPE_BF16: h = ref_round(&BF16, x); memcpy(p + 2 * i, &h, 2); break;
-    case FM_DTYPE_F32: f = (float)x; memcpy(p + 4 * i, &f, 4); break; /* checked in test_f64_f32 */
-    default: memcpy(p + 8 * i, &x, 8); break;
+    case FM_DTYPE_F16:
+        h = ref_round(&F16, x);
+        memcpy(p + 2 * i, &h, 2);
+        break;
+    case FM_DTYPE_BF16:
+        h = ref_round(&BF16, x);
+        memcpy(p + 2 * i, &h, 2);
+        break;
+    case FM_DTYPE_F32:
+        f = (float)x;
+        memcpy(p + 4 * i, &f, 4);
+        break; /* checked in test_f64_f32 */
+    default:
+        memcpy(p + 8 * i, &x, 8);
+        break;
     }
 }
 
@@ -474,7 +537,8 @@ static void test_convert_all_pairs_unaligned(void) {
                     double v = ldexp((double)(int32_t)(uint32_t)rnd64(), -(int)(rnd64() % 60));
                     ref_store(s, sdt, i, v);
                 }
-                for (size_t i = 0; i < n; i++) ref_store(want, ddt, i, read_elem(s, sdt, i));
+                for (size_t i = 0; i < n; i++)
+                    ref_store(want, ddt, i, read_elem(s, sdt, i));
                 memset(d, 0xAB, n * dsz + 8);
                 fm_status st = fm_convert(d, ddt, s, sdt, n);
                 CHECK_STATUS(FM_OK, st, (fm_error *)NULL);

@@ -1,6 +1,5 @@
-/* Tests of image decoding (PNG/JPEG -> RGB8 with Pillow's conversion rules, bad input,
- * EXIF orientation) and of the Pillow-exact bicubic resize (committed Pillow goldens plus an
- * independent float64 reference). */
+/* Tests of image decoding (Pillow conversion rules, bad input, EXIF orientation) and of the
+ * Pillow-exact bicubic resize (committed Pillow goldens, independent float64 reference). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,6 +372,53 @@ static void test_bad_jpeg_and_unknown(void) {
     free(jpg);
 }
 
+/* Random byte flips and cuts: the decoder returns FM_OK or FM_ERR_IMAGE, never crashes or
+ * leaks (run under ASan for the full value). */
+static void mutate_many(const uint8_t *b, size_t len, const char *label, int iters, uint64_t seed) {
+    uint8_t *m = malloc(len);
+    uint64_t s = seed;
+    int ok = 0, bad = 0;
+    for (int it = 0; it < iters; it++) {
+        memcpy(m, b, len);
+        size_t n = len;
+        int flips = 1 + (int)(imgfx_rand(&s) % 8);
+        for (int f = 0; f < flips; f++) m[8 + imgfx_rand(&s) % (len - 8)] = (uint8_t)imgfx_rand(&s);
+        if (it % 4 == 3) n = 8 + imgfx_rand(&s) % (len - 8);
+        fm_image img = {0};
+        fm_error e = {0};
+        fm_status st = fm_image_decode(m, n, label, &img, &e);
+        if (st == FM_OK) {
+            ok++;
+            CHECK(img.data && img.width && img.height);
+        } else {
+            bad++;
+            CHECK_MSG(st == FM_ERR_IMAGE, "%s: %s (%s)", label, fm_status_name(st), e.msg);
+        }
+        fm_image_free(&img);
+    }
+    fprintf(stderr, "  %s: %d mutants decoded, %d rejected\n", label, ok, bad);
+    free(m);
+}
+
+static void test_mutations_never_crash(void) {
+    int iters = quick() ? 60 : 400;
+    uint8_t px[33 * 21 * 3];
+    imgfx_fill_smooth(px, 33, 21, 3, 12);
+    size_t len = 0;
+    uint8_t *b = imgfx_png_encode(33, 21, PNG_COLOR_TYPE_RGB, 8, 1, px, NULL, 0, NULL, 0, &len);
+    mutate_many(b, len, "mut_interlaced.png", iters, 1);
+    free(b);
+    b = imgfx_jpeg_encode(px, 33, 21, 3, 80, 0, 1, &len);
+    mutate_many(b, len, "mut_progressive.jpg", iters, 2);
+    free(b);
+    b = imgfx_jpeg_encode(px, 33, 21, 3, 80, 0, 0, &len);
+    mutate_many(b, len, "mut_baseline.jpg", iters, 3);
+    free(b);
+    b = golden("pal4.png", &len);
+    if (b) mutate_many(b, len, "mut_pal4.png", iters, 4);
+    free(b);
+}
+
 /* Every allocation of a decode failing in turn: FM_ERR_NOMEM, nothing leaks (ASan). */
 static void alloc_fault_loop(const uint8_t *b, size_t len, const char *label) {
     int ok = 0;
@@ -597,6 +643,7 @@ int main(void) {
     RUN(test_jpeg_gray_and_cmyk);
     RUN(test_bad_png);
     RUN(test_bad_jpeg_and_unknown);
+    RUN(test_mutations_never_crash);
     RUN(test_alloc_faults);
     RUN(test_load_files);
     RUN(test_resize_pillow_goldens);

@@ -1,6 +1,5 @@
-/* Kernel tests: every optimised kernel against its naive reference on fresh random data and
- * several shapes, thread-count independence (1/2/3 threads), the thread pool and the
- * Conv3d geometry checks. */
+/* Kernel tests: each optimised kernel against its naive reference (random data, several
+ * shapes), independence of 1/2/3 threads, the thread pool, Conv3d geometry checks. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,7 +72,8 @@ typedef struct count_ctx {
 static void count_body(void *ctx, int64_t b, int64_t e, int worker) {
     count_ctx *c = ctx;
     for (int64_t i = b; i < e; i++) __atomic_fetch_add(&c->hits[i], 1, __ATOMIC_RELAXED);
-    if (worker > c->max_worker) __atomic_store_n(&c->max_worker, worker, __ATOMIC_RELAXED);
+    if (worker > __atomic_load_n(&c->max_worker, __ATOMIC_RELAXED))
+        __atomic_store_n(&c->max_worker, worker, __ATOMIC_RELAXED);
 }
 
 static void test_threadpool_covers_range(void) {

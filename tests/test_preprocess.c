@@ -1,6 +1,5 @@
-/* Tests of Qwen2-VL image preprocessing: smart_resize (spec section 10 vectors, banker's
- * rounding), preprocessor_config.json parsing, normalisation (bitwise against the formula),
- * patch flattening against a naive re-derivation and its inverse, Pillow+numpy goldens. */
+/* Tests of Qwen2-VL preprocessing: smart_resize vectors, config parsing, bitwise normalisation,
+ * patch flattening vs the spec loop nest and its inverse, Pillow+numpy end-to-end goldens. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

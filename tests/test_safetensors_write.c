@@ -427,7 +427,7 @@ static void test_roundtrip_reader(void) {
     /* writer output (22 dtypes, two metadata keys kept in file order) -> reader -> writer */
     fm_tensor t[FM_DTYPE_COUNT];
     fm_st_item items[FM_DTYPE_COUNT];
-    char names[FM_DTYPE_COUNT][16];
+    char names[FM_DTYPE_COUNT][24];
     for (int i = 0; i < FM_DTYPE_COUNT; i++) {
         int64_t dims[2] = {2, 4};
         CHECK(wrfx_tensor(&t[i], (fm_dtype)i, 2, dims, NULL, 7 * (uint64_t)i) == 0);

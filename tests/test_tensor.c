@@ -64,11 +64,11 @@ static void test_numel_overflow(void) {
     uint64_t n = 77;
     fm_shape s = shp(0, NULL);
     CHECK_OK(fm_shape_numel(&s, &n), (fm_error *)NULL);
-    CHECK_EQ_INT(1, n); /* scalar */
-    int64_t d1[3] = {P32, P32, 0};     /* partial product 2^64 overflows before the 0 */
-    int64_t d2[3] = {0, P32, P32};     /* 0 first: the product stays 0 */
-    int64_t d3[2] = {P32, P32 - 1};    /* 2^64 - 2^32 fits */
-    int64_t d4[2] = {INT64_MAX, 2};    /* 2^64 - 2 fits in u64 */
+    CHECK_EQ_INT(1, n);             /* scalar */
+    int64_t d1[3] = {P32, P32, 0};  /* partial product 2^64 overflows before the 0 */
+    int64_t d2[3] = {0, P32, P32};  /* 0 first: the product stays 0 */
+    int64_t d3[2] = {P32, P32 - 1}; /* 2^64 - 2^32 fits */
+    int64_t d4[2] = {INT64_MAX, 2}; /* 2^64 - 2 fits in u64 */
     int64_t d5[2] = {INT64_MAX, 3};
     s = shp(3, d1);
     n = 77;
@@ -99,11 +99,15 @@ static void test_nbytes_rules(void) {
         fm_status st;
         uint64_t bytes;
     } c[] = {
-        {FM_DTYPE_F4, 4, FM_OK, 2},           {FM_DTYPE_F4, 3, FM_ERR_INVALID_ARG, 0},
-        {FM_DTYPE_F4, 0, FM_OK, 0},           {FM_DTYPE_F6_E2M3, 4, FM_OK, 3},
-        {FM_DTYPE_F6_E3M2, 8, FM_OK, 6},      {FM_DTYPE_F6_E2M3, 6, FM_ERR_INVALID_ARG, 0},
+        {FM_DTYPE_F4, 4, FM_OK, 2},
+        {FM_DTYPE_F4, 3, FM_ERR_INVALID_ARG, 0},
+        {FM_DTYPE_F4, 0, FM_OK, 0},
+        {FM_DTYPE_F6_E2M3, 4, FM_OK, 3},
+        {FM_DTYPE_F6_E3M2, 8, FM_OK, 6},
+        {FM_DTYPE_F6_E2M3, 6, FM_ERR_INVALID_ARG, 0},
         {FM_DTYPE_F6_E3M2, 2, FM_ERR_INVALID_ARG, 0},
-        {FM_DTYPE_BF16, 15, FM_OK, 30},       {FM_DTYPE_C64, 3, FM_OK, 24},
+        {FM_DTYPE_BF16, 15, FM_OK, 30},
+        {FM_DTYPE_C64, 3, FM_OK, 24},
         {FM_DTYPE_U8, (int64_t)1 << 60, FM_OK, (uint64_t)1 << 60},
         {FM_DTYPE_U8, (int64_t)1 << 62, FM_ERR_OVERFLOW, 0}, /* bits overflow, bytes would fit */
         {FM_DTYPE_F4, (int64_t)1 << 61, FM_OK, (uint64_t)1 << 60},
@@ -116,7 +120,8 @@ static void test_nbytes_rules(void) {
         fm_status st = fm_shape_nbytes(&s, c[i].dt, &nb);
         CHECK_MSG(st == c[i].st, "case %zu (%s x %lld): status %s", i, fm_dtype_name(c[i].dt),
                   (long long)d, fm_status_name(st));
-        if (c[i].st == FM_OK) CHECK_MSG(nb == c[i].bytes, "case %zu: %llu bytes", i, (unsigned long long)nb);
+        if (c[i].st == FM_OK)
+            CHECK_MSG(nb == c[i].bytes, "case %zu: %llu bytes", i, (unsigned long long)nb);
     }
     /* a tensor header refuses odd F4 counts and names the shape */
     fm_tensor t;
@@ -150,7 +155,8 @@ static void test_view_outlives_owner(void) {
     fm_shape s = shp(2, d);
     CHECK_OK(fm_tensor_alloc(&t, FM_DTYPE_F32, &s, err), err);
     float *p = t.data;
-    for (int i = 0; i < 32; i++) p[i] = (float)i * 1.5f;
+    for (int i = 0; i < 32; i++)
+        p[i] = (float)i * 1.5f;
     CHECK(!fm_tensor_is_mapped(&t));
     CHECK_EQ_INT(32, fm_tensor_numel(&t));
     int64_t vd[1] = {8};
@@ -181,7 +187,7 @@ static void test_mapped_storage_refcount(void) {
     int64_t d[1] = {16};
     fm_shape s = shp(1, d);
     fm_tensor a, b, c;
-    CHECK_OK(fm_tensor_view(&a, st, region + 3, FM_DTYPE_BF16, &s, err), err); /* unaligned ok */
+    CHECK_OK(fm_tensor_view(&a, st, region + 3, FM_DTYPE_BF16, &s, err), err);  /* unaligned ok */
     CHECK_OK(fm_tensor_view(&b, st, region + 224, FM_DTYPE_F16, &s, err), err); /* ends at 256 */
     CHECK(fm_tensor_is_mapped(&a));
     /* out of bounds: one byte too far, before the start, and a zero-size view past the end */
@@ -210,7 +216,8 @@ static void test_reshape_zero_copy(void) {
     fm_shape s = shp(3, d), s2 = shp(2, d2), s3 = shp(2, d3);
     CHECK_OK(fm_tensor_alloc(&t, FM_DTYPE_I32, &s, err), err);
     int32_t *p = t.data;
-    for (int i = 0; i < 24; i++) p[i] = i * 7 - 3;
+    for (int i = 0; i < 24; i++)
+        p[i] = i * 7 - 3;
     CHECK_OK(fm_tensor_reshape(&r, &t, &s2, err), err);
     CHECK(r.data == t.data && r.storage == t.storage);
     CHECK(fm_shape_equal(&r.shape, &s2) && r.nbytes == 96 && r.dtype == FM_DTYPE_I32);
@@ -249,7 +256,8 @@ static void test_cast(void) {
         if (targets[k] == FM_DTYPE_BF16) { /* within bf16 precision of the source */
             float back[111];
             fm_bf16_to_f32(back, c.data, 111);
-            for (int i = 0; i < 111; i++) CHECK(fabsf(back[i] - p[i]) <= fabsf(p[i]) * 0x1p-8f);
+            for (int i = 0; i < 111; i++)
+                CHECK(fabsf(back[i] - p[i]) <= fabsf(p[i]) * 0x1p-8f);
         }
         fm_tensor_free(&c);
     }

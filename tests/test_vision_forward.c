@@ -1,7 +1,5 @@
-/* Qwen2-VL vision forward tests: the float32 forward against the separate float64 reference
- * (tests/support/vision_ref64.c) on random weights, several configs and grids; the direct
- * Conv3d path against the fused Linear path; thread-count independence; plan reuse; input
- * validation; allocation failures. */
+/* Qwen2-VL vision forward tests: f32 forward vs the separate f64 reference on random models
+ * and grids, conv vs fused patch path, threads, plan reuse, validation, allocation failures. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,6 +1,5 @@
-/* fusemap image input: PNG/JPEG decoding to RGB8 (Pillow's conversion rules), Pillow-exact
- * bicubic resizing, and Qwen2-VL image preprocessing (smart_resize, rescale/normalise,
- * patch flattening). See docs/preprocessing.md. */
+/* fusemap image input: PNG/JPEG decoding to RGB8 (Pillow rules), Pillow-exact bicubic resize
+ * and Qwen2-VL image preprocessing (smart_resize, normalise, patches). See docs/preprocessing.md. */
 #ifndef FUSEMAP_IMAGE_H
 #define FUSEMAP_IMAGE_H
 
@@ -19,6 +18,9 @@ extern "C" {
  * (2 x Image.MAX_IMAGE_PIXELS = 2 x 89,478,485). Checked from the header, before any pixel
  * memory is allocated. */
 #define FM_IMAGE_MAX_PIXELS 178956970ull
+/* JPEG files with more scans than this are refused (bounds the work of crafted
+ * progressive files; real encoders use about 10). */
+#define FM_IMAGE_JPEG_MAX_SCANS 1000
 /* fm_image_load refuses files larger than this (bytes). */
 #define FM_IMAGE_MAX_FILE_BYTES (1ull << 30)
 
@@ -118,8 +120,8 @@ fm_status fm_qwen2vl_preproc_params_validate(const fm_qwen2vl_preproc_params *p,
 /* Overrides *p (initialised by the caller) with the keys found in a preprocessor_config.json
  * text: min_pixels / max_pixels (these win over size.shortest_edge / size.longest_edge),
  * size, patch_size, temporal_patch_size, merge_size, image_mean, image_std (3 numbers or one),
- * rescale_factor, do_resize, do_rescale, do_normalize, do_convert_rgb (must be true or
- * absent), resample. Unknown keys are ignored. Duplicate keys, syntax errors (with
+ * rescale_factor, do_resize, do_rescale, do_normalize, resample, do_convert_rgb (must be true
+ * or absent: decoded images are RGB already). Unknown keys are ignored. Duplicate keys, syntax errors (with
  * line:column), wrong types or out-of-range values give FM_ERR_JSON / FM_ERR_CONFIG naming
  * `origin` and the key; *p is untouched on failure. */
 fm_status fm_qwen2vl_preproc_params_parse(const char *text, size_t len, const char *origin,
@@ -127,8 +129,9 @@ fm_status fm_qwen2vl_preproc_params_parse(const char *text, size_t len, const ch
 /* Same, from a file. */
 fm_status fm_qwen2vl_preproc_params_load_file(const char *path, fm_qwen2vl_preproc_params *p,
                                               fm_error *err);
-/* Initialises *p to the defaults, then applies DIR/preprocessor_config.json when it exists.
- * *found (may be NULL) tells whether it did. */
+/* Initialises *p to the defaults, then applies DIR/preprocessor_config.json when it exists
+ * (a missing file is not an error; an unreadable or invalid one is, and leaves *p at the
+ * defaults). *found (may be NULL) tells whether the file was applied. */
 fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_params *p,
                                          bool *found, fm_error *err);
 

@@ -18,6 +18,8 @@
 #define SAVE_INDEX "model.safetensors.index.json"
 #define SAVE_MAX_OLD_INDEX ((uint64_t)64 << 20)
 #define SAVE_MAX_DEPTH 64
+/* Thread-safe error text (GNU strerror_r) in a buffer living to the end of the full expression's block. */
+#define ERRSTR(e) strerror_r((e), (char[128]){0}, 128)
 
 /* ---- size strings ----------------------------------------------------------------------- */
 
@@ -278,8 +280,9 @@ static fm_status sorted_names(const fm_st_item *items, size_t n, const uint32_t 
     qsort(r, n, sizeof *r, cmp_name_ref);
     for (size_t i = 1; i < n; i++) {
         if (strcmp(r[i - 1].name, r[i].name) == 0) {
+            const char *dup = r[i].name; /* borrowed from the caller's items */
             fm_free(r);
-            return fm_error_set(err, FM_ERR_DUPLICATE_TENSOR, "tensor '%.200s' given twice", r[i].name);
+            return fm_error_set(err, FM_ERR_DUPLICATE_TENSOR, "tensor '%.200s' given twice", dup);
         }
     }
     *out = r;
@@ -392,39 +395,48 @@ typedef struct save_fs {
     char *backup;  /* fm_malloc'd; fallback commit only */
 } save_fs;
 
-/* Resolves DIR to an absolute path: realpath of DIR when it exists, else of its parent. */
+/* DIR does not exist yet: its parent must; target = realpath(parent) + "/" + last component. */
+static fm_status resolve_new(const char *dir, save_fs *fs, fm_error *err) {
+    char tmp[PATH_MAX], real_parent[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%.200s': path too long", dir);
+    size_t l = strlen(tmp);
+    while (l > 1 && tmp[l - 1] == '/') tmp[--l] = '\0';
+    char *slash = strrchr(tmp, '/');
+    const char *leaf = slash ? slash + 1 : tmp;
+    if (!is_bare_name(leaf)) return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%s': does not name a directory", dir);
+    if (slash) *slash = '\0';
+    const char *par = slash ? (slash == tmp ? "/" : tmp) : ".";
+    if (!realpath(par, real_parent))
+        return fm_error_set(err, FM_ERR_NOT_FOUND, "save to '%s': parent directory '%s': %s", dir, par, ERRSTR(errno));
+    if (snprintf(fs->target, sizeof fs->target, "%s/%s", strcmp(real_parent, "/") ? real_parent : "", leaf) >=
+        (int)sizeof fs->target)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%.200s': path too long", dir);
+    return FM_OK;
+}
+
+/* Resolves DIR to an absolute path (realpath of DIR when it exists, else of its parent) and
+ * splits it into parent and base name. A symlink to a directory resolves to its target, which
+ * is what gets replaced. */
 static fm_status resolve_target(const char *dir, save_fs *fs, fm_error *err) {
     struct stat sb;
     if (stat(dir, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode)) return fm_error_set(err, FM_ERR_EXISTS, "save to '%s': exists and is not a directory", dir);
-        if (!realpath(dir, fs->target)) return fm_error_set(err, FM_ERR_IO, "save to '%s': %s", dir, strerror(errno));
+        if (!realpath(dir, fs->target)) return fm_error_set(err, FM_ERR_IO, "save to '%s': %s", dir, ERRSTR(errno));
         fs->exists = true;
         fs->mode = sb.st_mode & 07777;
     } else if (errno == ENOENT) {
-        char tmp[PATH_MAX], real_parent[PATH_MAX];
-        if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
-            return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%.200s': path too long", dir);
-        size_t l = strlen(tmp);
-        while (l > 1 && tmp[l - 1] == '/') tmp[--l] = '\0';
-        char *slash = strrchr(tmp, '/');
-        const char *leaf = slash ? slash + 1 : tmp;
-        if (!is_bare_name(leaf)) return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%s': does not name a directory", dir);
-        if (slash) *slash = '\0';
-        const char *par = slash ? (slash == tmp ? "/" : tmp) : ".";
-        if (!realpath(par, real_parent))
-            return fm_error_set(err, FM_ERR_NOT_FOUND, "save to '%s': parent directory '%s': %s", dir, par, strerror(errno));
-        if (snprintf(fs->target, sizeof fs->target, "%s/%s", strcmp(real_parent, "/") ? real_parent : "", leaf) >=
-            (int)sizeof fs->target)
-            return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%.200s': path too long", dir);
+        fm_status st = resolve_new(dir, fs, err);
+        if (st != FM_OK) return st;
     } else {
-        return fm_error_set(err, FM_ERR_IO, "save to '%s': %s", dir, strerror(errno));
+        return fm_error_set(err, FM_ERR_IO, "save to '%s': %s", dir, ERRSTR(errno));
     }
     char *slash = strrchr(fs->target, '/');
     fs->base = slash + 1;
     if (!*fs->base) return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%s': cannot replace the root directory", dir);
     /* A read-only checkpoint directory is not replaced behind its owner's back. */
     if (fs->exists && access(fs->target, W_OK) != 0)
-        return fm_error_set(err, FM_ERR_IO, "save to '%s': directory is not writable: %s", dir, strerror(errno));
+        return fm_error_set(err, FM_ERR_IO, "save to '%s': directory is not writable: %s", dir, ERRSTR(errno));
     fs->parent = slash == fs->target ? fm_strdup("/") : fm_strndup(fs->target, (size_t)(slash - fs->target));
     if (!fs->parent) return fm_error_set(err, FM_ERR_NOMEM, "save to '%s': out of memory", dir);
     return FM_OK;
@@ -466,7 +478,7 @@ static fm_status list_dir(const char *path, name_list *out, fm_error *err) {
     DIR *d = fdopendir(fd);
     if (!d) {
         close(fd);
-        return fm_error_set(err, FM_ERR_IO, "list '%s': %s", path, strerror(errno));
+        return fm_error_set(err, FM_ERR_IO, "list '%s': %s", path, ERRSTR(errno));
     }
     struct dirent *e;
     errno = 0;
@@ -474,7 +486,7 @@ static fm_status list_dir(const char *path, name_list *out, fm_error *err) {
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) st = names_add(out, e->d_name, err);
         errno = 0;
     }
-    if (st == FM_OK && errno != 0) st = fm_error_set(err, FM_ERR_IO, "list '%s': %s", path, strerror(errno));
+    if (st == FM_OK && errno != 0) st = fm_error_set(err, FM_ERR_IO, "list '%s': %s", path, ERRSTR(errno));
     closedir(d);
     if (st != FM_OK) names_free(out);
     return st;
@@ -527,7 +539,7 @@ static fm_status carry_dir(const char *src, const char *dst, mode_t mode, int de
         fm_free(d);
     }
     names_free(&kids);
-    if (st == FM_OK && chmod(dst, mode) != 0) st = fm_error_set(err, FM_ERR_IO, "chmod '%s': %s", dst, strerror(errno));
+    if (st == FM_OK && chmod(dst, mode) != 0) st = fm_error_set(err, FM_ERR_IO, "chmod '%s': %s", dst, ERRSTR(errno));
     if (st == FM_OK) st = fm_fs_fsync_dir(dst, err);
     return st;
 }
@@ -535,13 +547,13 @@ static fm_status carry_dir(const char *src, const char *dst, mode_t mode, int de
 /* Regular files: hard link (copy where refused); symlinks: recreated; directories: recursively. */
 static fm_status carry_entry(const char *src, const char *dst, int depth, fm_error *err) {
     struct stat sb;
-    if (lstat(src, &sb) != 0) return fm_error_set(err, FM_ERR_IO, "carry over '%s': %s", src, strerror(errno));
+    if (lstat(src, &sb) != 0) return fm_error_set(err, FM_ERR_IO, "carry over '%s': %s", src, ERRSTR(errno));
     if (S_ISREG(sb.st_mode)) return fm_fs_link_or_copy(src, dst, err);
     if (S_ISDIR(sb.st_mode)) return carry_dir(src, dst, sb.st_mode & 07777, depth, err);
     if (S_ISLNK(sb.st_mode)) {
         char target[PATH_MAX];
         ssize_t n = readlink(src, target, sizeof target - 1);
-        if (n < 0) return fm_error_set(err, FM_ERR_IO, "readlink '%s': %s", src, strerror(errno));
+        if (n < 0) return fm_error_set(err, FM_ERR_IO, "readlink '%s': %s", src, ERRSTR(errno));
         target[n] = '\0';
         return fm_fs_symlink(target, dst, err);
     }
@@ -575,7 +587,8 @@ static fm_status carry_old(const save_fs *fs, const fm_extra_file *extra, size_t
 
 /* ---- writing the new files ---------------------------------------------------------------- */
 
-/* Creates staging/NAME, lets `fill` write it, fsyncs and closes it. */
+/* Creates staging/NAME (O_EXCL), writes shard `shard` of the plan or, when `blob` is given, its
+ * bytes; then fsyncs and closes it. */
 static fm_status write_new_file(const char *staging, const char *name, const save_plan *p, uint32_t shard,
                                 const fm_extra_file *blob, fm_error *err) {
     char *path = fm_fs_join(staging, name);
@@ -621,7 +634,7 @@ static fm_status stage(const save_fs *fs, const save_plan *p, const fm_extra_fil
     if (fs->exists) st = carry_old(fs, extra, n_extra, err);
     if (st == FM_OK) st = write_new(fs, p, extra, n_extra, err);
     if (st == FM_OK && fs->exists && chmod(fs->staging, fs->mode) != 0)
-        st = fm_error_set(err, FM_ERR_IO, "chmod '%s': %s", fs->staging, strerror(errno));
+        st = fm_error_set(err, FM_ERR_IO, "chmod '%s': %s", fs->staging, ERRSTR(errno));
     if (st == FM_OK) st = fm_fs_fsync_dir(fs->staging, err);
     return st;
 }

@@ -2,6 +2,7 @@
  * through renamings and converters, fills the load report, and reverts a runtime state dict to
  * the checkpoint layout for saving. Simplified: no TP, quantization, device maps, scoping or
  * base-model prefix. */
+#include <stdio.h>
 #include <string.h>
 
 #include "loading/internal.h"

@@ -84,8 +84,10 @@ static const struct fm_module_class *map_resolve(const fm_patch_map *m, const ch
     long at = find_exact(m, name);
     if (at >= 0) return m->v[at].cls;
     size_t len = strlen(name);
-    for (size_t i = 0; i < m->n; i++)
-        if (fm_regex_search(m->v[i].re, name, len, m->md, NULL) == 1) return m->v[i].cls;
+    for (size_t i = 0; i < m->n; i++) {
+        bool hit = false; /* a matching error (backtracking limit) counts as no match */
+        if (fm_regex_search(m->v[i].re, name, len, m->md, &hit, NULL) == FM_OK && hit) return m->v[i].cls;
+    }
     return NULL;
 }
 

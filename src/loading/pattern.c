@@ -165,7 +165,7 @@ static fm_status regex_build(fm_regex *re, const char *text, fm_error *err) {
     if (!re->code) {
         PCRE2_UCHAR msg[256];
         if (pcre2_get_error_message(code, msg, sizeof msg) < 0) snprintf((char *)msg, sizeof msg, "error %d", code);
-        if (code == PCRE2_ERROR_NOMEMORY)
+        if (code == PCRE2_ERROR_HEAP_FAILED)
             return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling pattern '%s'", re->pattern);
         if (strcmp(text, re->pattern) != 0)
             return fm_error_set(err, FM_ERR_PATTERN, "invalid pattern '%s': %s at offset %zu of its PCRE2 form '%s'",
@@ -230,15 +230,17 @@ pcre2_match_data *fm_match_data_new(uint32_t pairs) {
     return md;
 }
 
-int fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md, fm_error *err) {
+fm_status fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md, bool *matched,
+                          fm_error *err) {
     int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, md, NULL);
-    if (rc >= 0) return 1; /* rc 0: ovector too small, cannot happen with pattern-sized data */
-    if (rc == PCRE2_ERROR_NOMATCH) return 0;
+    *matched = rc >= 0; /* rc 0: ovector too small, still a match */
+    if (rc >= 0 || rc == PCRE2_ERROR_NOMATCH) return FM_OK;
+    if (rc == PCRE2_ERROR_NOMEMORY)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory matching pattern '%s'", re->pattern);
     PCRE2_UCHAR msg[256];
     if (pcre2_get_error_message(rc, msg, sizeof msg) < 0) snprintf((char *)msg, sizeof msg, "error %d", rc);
-    fm_error_set(err, FM_ERR_PATTERN, "matching pattern '%s' against '%s': %s", re->pattern, s,
-                 (const char *)msg);
-    return -1;
+    return fm_error_set(err, FM_ERR_PATTERN, "matching pattern '%s' against '%s': %s", re->pattern, s,
+                        (const char *)msg);
 }
 
 /* ---- capture groups ---------------------------------------------------------------------- */

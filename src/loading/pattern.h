@@ -29,10 +29,10 @@ const char *fm_regex_pattern(const fm_regex *re); /* the original (Python) text;
 pcre2_match_data *fm_regex_match_data(const fm_regex *re, uint32_t pairs);
 /* Match data for `pairs` offset pairs, not tied to a regex, allocated through fm_malloc. */
 pcre2_match_data *fm_match_data_new(uint32_t pairs);
-/* SEARCH (leftmost match anywhere in s[0..len)). 1: matched (offsets in md), 0: no match,
- * otherwise FM_ERR_PATTERN set in err (e.g. the backtracking limit) and -1 returned. */
-int fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md,
-                    fm_error *err);
+/* SEARCH (leftmost match anywhere in s[0..len)): *matched tells whether it matched (offsets
+ * in md). Errors: FM_ERR_NOMEM, or FM_ERR_PATTERN (e.g. the backtracking limit). */
+fm_status fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md, bool *matched,
+                          fm_error *err);
 
 /* Capture texts of one match: s[0] the whole match, s[i] group i ("" when the group did not
  * participate). Owned; free with fm_groups_clear. */

@@ -322,10 +322,11 @@ static fm_status best_branch(const fm_transform *t, const char *key, pcre2_match
     size_t len = strlen(key), bstart = 0;
     *best = -1;
     for (size_t i = 0; i < t->ns; i++) {
-        int r = fm_regex_search(t->re[i], key, len, md, err);
-        if (r < 0) return FM_ERR_PATTERN;
+        bool hit;
+        fm_status st = fm_regex_search(t->re[i], key, len, md, &hit, err);
+        if (st != FM_OK) return st;
         size_t start = (size_t)pcre2_get_ovector_pointer(md)[0];
-        if (r == 1 && (*best < 0 || start < bstart)) {
+        if (hit && (*best < 0 || start < bstart)) {
             *best = (int)i;
             bstart = start;
         }
@@ -346,8 +347,9 @@ fm_status fm_transform_rename_groups(const fm_transform *t, const char *key, cha
     int best;
     fm_status st = best_branch(t, key, md, &best, err);
     if (st == FM_OK && best >= 0) {
-        fm_regex_search(t->re[best], key, strlen(key), md, err);
-        st = fm_groups_from_match(t->re[best], md, key, g, err);
+        bool hit;
+        st = fm_regex_search(t->re[best], key, strlen(key), md, &hit, err);
+        if (st == FM_OK) st = fm_groups_from_match(t->re[best], md, key, g, err);
     }
     pcre2_match_data_free(md);
     if (st != FM_OK) return st;

@@ -1,6 +1,5 @@
-/* PNG (libpng) and JPEG (libjpeg-turbo) decoding to RGB8 with Pillow's convert("RGB")
- * rules, EXIF orientation lookup and transposition. Codec errors longjmp back here and
- * become FM_ERR_IMAGE; the codecs never print. */
+/* PNG (libpng) and JPEG (libjpeg-turbo) decoding to RGB8 with Pillow's convert("RGB") rules, plus
+ * EXIF orientation; codec errors longjmp back here and become FM_ERR_IMAGE, nothing prints. */
 #include "fusemap/image.h"
 
 #include <errno.h>
@@ -231,45 +230,67 @@ static void png_setup(png_structp png, int color_type, int bit_depth) {
     if (bit_depth == 16 && color_type != PNG_COLOR_TYPE_GRAY) png_set_strip_16(png);
 }
 
-/* Runs inside setjmp: any libpng error longjmps out. Fills c->img on success. */
-static fm_status png_run(png_structp png, png_infop info, png_ctx *c, const char *label,
-                         fm_error *err) {
+/* Header phase (inside setjmp): IHDR, pixel limit, EXIF, transforms; sets the geometry. */
+typedef struct png_geom {
+    png_uint_32 w, h;
+    int bit_depth, color_type, passes;
+    size_t rowbytes;
+    uint8_t orientation;
+} png_geom;
+
+static fm_status png_header(png_structp png, png_infop info, const char *label, png_geom *g,
+                            fm_error *err) {
     png_set_user_limits(png, 0x7fffffffu, 0x7fffffffu); /* our own pixel limit governs */
     png_read_info(png, info);
-    png_uint_32 w = 0, h = 0;
-    int bit_depth = 0, color_type = 0;
-    png_get_IHDR(png, info, &w, &h, &bit_depth, &color_type, NULL, NULL, NULL);
-    fm_status st = check_dims(w, h, label, err);
+    png_get_IHDR(png, info, &g->w, &g->h, &g->bit_depth, &g->color_type, NULL, NULL, NULL);
+    fm_status st = check_dims(g->w, g->h, label, err);
     if (st != FM_OK) return st;
     png_bytep exif = NULL;
     png_uint_32 exif_len = 0;
-    uint8_t orientation = 0;
-    if (png_get_eXIf_1(png, info, &exif_len, &exif) && exif) orientation = exif_orientation(exif, exif_len);
-    png_setup(png, color_type, bit_depth);
-    int passes = png_set_interlace_handling(png);
+    g->orientation = 0;
+    if (png_get_eXIf_1(png, info, &exif_len, &exif) && exif)
+        g->orientation = exif_orientation(exif, exif_len);
+    png_setup(png, g->color_type, g->bit_depth);
+    g->passes = png_set_interlace_handling(png);
     png_read_update_info(png, info);
-    size_t rowbytes = png_get_rowbytes(png, info);
+    g->rowbytes = png_get_rowbytes(png, info);
+    size_t nrows = g->passes > 1 ? g->h : 1;
+    if (g->rowbytes == 0 || nrows > SIZE_MAX / g->rowbytes)
+        return fm_error_set(err, FM_ERR_IMAGE, "%s: PNG row size overflow", label);
+    return FM_OK;
+}
+
+/* Pixel phase (inside setjmp): row by row, or the whole image at once when interlaced. */
+static fm_status png_pixels(png_structp png, png_infop info, png_ctx *c, const png_geom *g,
+                            const char *label, fm_error *err) {
     png_pal pal;
     png_palette(png, info, &pal);
-    size_t nrows = passes > 1 ? h : 1;
-    if (rowbytes == 0 || nrows > SIZE_MAX / rowbytes) return fm_error_set(err, FM_ERR_IMAGE, "%s: PNG row size overflow", label);
-    c->row = fm_malloc(rowbytes * nrows);
-    if (!c->row) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG decode buffer (%zu bytes)", label, rowbytes * nrows);
-    st = fm_image_alloc(&c->img, w, h, err);
+    size_t nrows = g->passes > 1 ? g->h : 1;
+    c->row = fm_malloc(g->rowbytes * nrows);
+    if (!c->row) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG decode buffer (%zu bytes)", label, g->rowbytes * nrows);
+    fm_status st = fm_image_alloc(&c->img, g->w, g->h, err);
     if (st != FM_OK) return fm_error_prefix(err, "%s", label);
-    c->img.orientation = orientation;
-    if (passes > 1) {
-        c->rows = fm_malloc(h * sizeof *c->rows);
+    c->img.orientation = g->orientation;
+    if (g->passes > 1) {
+        c->rows = fm_malloc(g->h * sizeof *c->rows);
         if (!c->rows) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG row table", label);
-        for (png_uint_32 y = 0; y < h; y++) c->rows[y] = c->row + (size_t)y * rowbytes;
+        for (png_uint_32 y = 0; y < g->h; y++) c->rows[y] = c->row + (size_t)y * g->rowbytes;
         png_read_image(png, c->rows);
     }
-    for (png_uint_32 y = 0; y < h; y++) {
-        uint8_t *in = c->row + (passes > 1 ? (size_t)y * rowbytes : 0);
-        if (passes == 1) png_read_row(png, in, NULL);
-        png_row_to_rgb(in, c->img.data + (size_t)y * w * 3, w, color_type, bit_depth, &pal);
+    for (png_uint_32 y = 0; y < g->h; y++) {
+        uint8_t *in = c->row + (g->passes > 1 ? (size_t)y * g->rowbytes : 0);
+        if (g->passes == 1) png_read_row(png, in, NULL);
+        png_row_to_rgb(in, c->img.data + (size_t)y * g->w * 3, g->w, g->color_type, g->bit_depth, &pal);
     }
     return FM_OK;
+}
+
+/* Runs inside setjmp: any libpng error longjmps out. Fills c->img on success. */
+static fm_status png_run(png_structp png, png_infop info, png_ctx *c, const char *label,
+                         fm_error *err) {
+    png_geom g;
+    fm_status st = png_header(png, info, label, &g, err);
+    return st == FM_OK ? png_pixels(png, info, c, &g, label, err) : st;
 }
 
 static fm_status decode_png(const uint8_t *bytes, size_t len, const char *label, fm_image *out,
@@ -304,6 +325,7 @@ static fm_status decode_png(const uint8_t *bytes, size_t len, const char *label,
 typedef struct jpg_ctx {
     struct jpeg_decompress_struct cinfo;
     struct jpeg_error_mgr jerr;
+    struct jpeg_progress_mgr prog;
     jmp_buf jb;
     char msg[JMSG_LENGTH_MAX];
     uint8_t *row; /* owned scratch row */
@@ -327,6 +349,16 @@ static void jpg_on_message(j_common_ptr ci, int level) {
 }
 
 static void jpg_on_output(j_common_ptr ci) { (void)ci; }
+
+/* Bounds the work a crafted progressive file can cause (libjpeg-turbo's advice). */
+static void jpg_on_progress(j_common_ptr ci) {
+    j_decompress_ptr d = (j_decompress_ptr)ci;
+    if (d->input_scan_number > FM_IMAGE_JPEG_MAX_SCANS) {
+        jpg_ctx *c = (jpg_ctx *)ci->client_data;
+        snprintf(c->msg, sizeof c->msg, "more than %d scans", FM_IMAGE_JPEG_MAX_SCANS);
+        longjmp(c->jb, 1);
+    }
+}
 
 /* CMYK (Adobe polarity: stored inverted, as Pillow assumes) to RGB by Pillow's rule
  * rgb = k' - round(c' * k' / 255) with c' = 255 - stored, k' = 255 - stored k. */
@@ -401,9 +433,11 @@ static fm_status decode_jpeg(const uint8_t *bytes, size_t len, const char *label
     c->jerr.emit_message = jpg_on_message;
     c->jerr.output_message = jpg_on_output;
     c->cinfo.client_data = c;
+    c->prog.progress_monitor = jpg_on_progress;
     fm_status st;
     if (setjmp(c->jb) == 0) {
         jpeg_create_decompress(&c->cinfo);
+        c->cinfo.progress = &c->prog;
         st = jpg_run(c, bytes, len, label, err);
     } else {
         st = fm_error_set(err, strstr(c->msg, "memory") ? FM_ERR_NOMEM : FM_ERR_IMAGE,

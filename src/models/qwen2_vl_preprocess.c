@@ -1,12 +1,13 @@
-/* Qwen2-VL image preprocessing, PIL path (spec qwen2-vl.md section 3): smart_resize, the
- * preprocessor_config.json parameters, rescale/normalise and patch flattening in
- * spatial-merge order. */
+/* Qwen2-VL image preprocessing, PIL path (spec qwen2-vl.md 3): smart_resize, preprocessor_config.json,
+ * rescale/normalise and patch flattening in spatial-merge order. */
 #include "fusemap/image.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define SR_MAX_RATIO 200.0
 
@@ -223,8 +224,8 @@ fm_status fm_qwen2vl_preproc_params_parse(const char *text, size_t len, const ch
 fm_status fm_qwen2vl_preproc_params_load_file(const char *path, fm_qwen2vl_preproc_params *p,
                                               fm_error *err) {
     if (!path || !p) return fm_error_set(err, FM_ERR_INVALID_ARG, "preprocessor config: NULL argument");
-    FILE *f = fm_fault_hit(FM_FAULT_OPEN) ? NULL : fopen(path, "rb");
-    if (!f) return fm_error_set(err, FM_ERR_IO, "%s: cannot open", path);
+    FILE *f = fm_fault_hit(FM_FAULT_OPEN) ? (errno = EIO, NULL) : fopen(path, "rb");
+    if (!f) return fm_error_set(err, FM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     char *buf = NULL;
     size_t len = 0, cap = 0;
     fm_status st = FM_OK;
@@ -264,9 +265,8 @@ fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_par
     if (!path) return fm_error_set(err, FM_ERR_NOMEM, "%s: path buffer", dir);
     snprintf(path, n, "%s/preprocessor_config.json", dir);
     fm_status st = FM_OK;
-    FILE *probe = fopen(path, "rb");
-    if (probe) {
-        fclose(probe);
+    struct stat sb;
+    if (stat(path, &sb) == 0 || errno != ENOENT) { /* absent: defaults; anything else: try */
         st = fm_qwen2vl_preproc_params_load_file(path, p, err);
         if (st == FM_OK && found) *found = true;
     }

@@ -1,6 +1,5 @@
-/* Qwen2-VL vision tower forward in float32, in the order of the PyTorch module it mirrors:
- * patch_embed, rotary ids, cu_seqlens, blocks (norm1, attn, residual, norm2, mlp, residual),
- * merger (ln_q, 4-row concat, mlp.0, GELU, mlp.2). Scratch is planned once per input shape. */
+/* Qwen2-VL vision tower forward in f32, in the PyTorch module's order (patch_embed, rotary
+ * ids, cu_seqlens, blocks, merger), with scratch planned once per input shape. */
 #include "models/qwen2_vl_vision.h"
 
 #include <limits.h>
@@ -320,6 +319,8 @@ fm_status fm_qwen2vl_vision_forward(fm_vision_plan *p, const fm_qwen2vl_vision_c
                             "qwen2-vl vision forward: pixel_values [%lld, %lld] does not match image_grid_thw "
                             "(%d images), which needs [%lld, %lld]",
                             (long long)n_rows, (long long)k, p->n_images, (long long)p->n, (long long)k);
+    if ((uintptr_t)pixel_values % sizeof(float) || (uintptr_t)out % sizeof(float))
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision forward: pixel_values or out not 4-byte aligned");
     fm_status st = check_weights(c, w, err);
     if (st != FM_OK) return st;
     int saved = fm_blas_get_threads();

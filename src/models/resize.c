@@ -1,6 +1,5 @@
-/* Bicubic resampling that reproduces Pillow's Image.resize(..., BICUBIC) on 8-bit data
- * bit for bit: spec qwen2-vl.md section 3.5 (double-precision Keys weights, 22-bit fixed
- * point, horizontal pass then vertical pass, uint8 intermediate). */
+/* Bicubic resampling identical to Pillow's Image.resize(..., BICUBIC) on 8-bit data (spec
+ * qwen2-vl.md 3.5: double Keys weights, 22-bit fixed point, two passes, uint8 intermediate). */
 #include "fusemap/image.h"
 
 #include <math.h>

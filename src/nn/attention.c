@@ -1,6 +1,5 @@
-/* Segment (cu_seqlens) attention, eager formula: per segment and head S = (Q Kᵀ)·scale by
- * sgemm, f32 softmax per row, O = P V by sgemm, written straight into the output columns.
- * Query rows are cut into blocks so the score block stays cache-sized and threads get work. */
+/* Segment (cu_seqlens) attention, eager formula: per segment, head and query block,
+ * S = (Q Kᵀ)·scale by sgemm, f32 softmax per row, O = P V by sgemm into the output columns. */
 #include <cblas.h>
 
 #include "nn/kernels.h"

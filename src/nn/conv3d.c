@@ -1,6 +1,5 @@
-/* Direct Conv3d (the unfused patch-embedding path): every output element is a sum of
- * vectorised dot products over contiguous runs of its kernel window; no im2col, no GEMM.
- * Threads split (output-channel block, batch item) tasks. */
+/* Direct Conv3d (the unfused patch-embedding path): each output is a sum of vectorised dot
+ * products over contiguous runs of its kernel window; no im2col, no GEMM. */
 #include <limits.h>
 
 #include "nn/kernels.h"

@@ -1,6 +1,5 @@
-/* Optimised float32 element-wise and row kernels (Linear via CBLAS, LayerNorm, RMSNorm,
- * activations, softmax, vision RoPE). Inner loops run in fixed blocks of FM_VL lanes so the
- * compiler vectorises them without -ffast-math (-ffp-contract=off keeps every rounding). */
+/* Optimised f32 kernels: Linear via CBLAS, norms, activations, softmax, vision RoPE; inner
+ * loops run in fixed FM_VL-lane blocks so they vectorise without -ffast-math. */
 #include "nn/kernels.h"
 
 #include <cblas.h>

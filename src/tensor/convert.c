@@ -1,5 +1,5 @@
-/* Element conversion between the float dtypes (F16, BF16, F32, F64): round to nearest even,
- * NaN kept NaN (sign and top payload bits kept, quiet bit set), overflow to ±Inf, subnormals exact. */
+/* Element conversion between the float dtypes (F16, BF16, F32, F64): round to nearest even, NaN
+ * kept NaN (sign and top payload bits kept, made quiet), overflow to Inf, subnormals exact. */
 #include "fusemap/tensor.h"
 
 #include <string.h>
@@ -42,19 +42,25 @@ static inline uint16_t load_u16(const unsigned char *p) {
     memcpy(&v, p, 2);
     return v;
 }
-static inline void store_u16(unsigned char *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void store_u16(unsigned char *p, uint16_t v) {
+    memcpy(p, &v, 2);
+}
 static inline float load_f32(const unsigned char *p) {
     float v;
     memcpy(&v, p, 4);
     return v;
 }
-static inline void store_f32(unsigned char *p, float v) { memcpy(p, &v, 4); }
+static inline void store_f32(unsigned char *p, float v) {
+    memcpy(p, &v, 4);
+}
 static inline double load_f64(const unsigned char *p) {
     double v;
     memcpy(&v, p, 8);
     return v;
 }
-static inline void store_f64(unsigned char *p, double v) { memcpy(p, &v, 8); }
+static inline void store_f64(unsigned char *p, double v) {
+    memcpy(p, &v, 8);
+}
 
 /* ---- one element ----------------------------------------------------------------------
  * Selections use masks rather than ?: so that gcc's if-conversion never leaves a branch. */
@@ -117,21 +123,21 @@ static inline uint16_t f32_to_f16_1(float f) {
  * Subnormal results (|x| < 2^(1-bias)): add MAGIC, a power of two whose ulp is the target's
  * subnormal step 2^(1-bias-M); the difference of the bit patterns is the encoded magnitude
  * (a carry into the smallest normal encodes correctly). */
-#define FM_F64_TO_16(name, E, M, MAGIC)                                                        \
-    static inline uint16_t name(double d) {                                                    \
-        const uint64_t bias = (1u << ((E)-1)) - 1;                                             \
-        const uint64_t inf = ((1ull << (E)) - 1) << (M);                                       \
-        const int drop = 52 - (M);                                                             \
-        uint64_t u = f64_bits(d);                                                              \
-        uint64_t sign = (u >> 48) & 0x8000u;                                                   \
-        uint64_t a = u & 0x7fffffffffffffffull;                                                \
-        uint64_t nan = inf | (1ull << ((M)-1)) | ((a >> drop) & ((1ull << (M)) - 1));          \
-        uint64_t sub = f64_bits(bits_f64(a) + (MAGIC)) - f64_bits(MAGIC);                      \
-        uint64_t r = (a + ((1ull << (drop - 1)) - 1) + ((a >> drop) & 1u)) >> drop;            \
-        uint64_t normal = r - ((1023 - bias) << (M));                                          \
-        normal = sel64(normal > inf, inf, normal);                                             \
-        uint64_t fin = sel64(a < ((1024 - bias) << 52), sub, normal);                          \
-        return (uint16_t)(sign | sel64(a > 0x7ff0000000000000ull, nan, fin));                  \
+#define FM_F64_TO_16(name, E, M, MAGIC)                                                            \
+    static inline uint16_t name(double d) {                                                        \
+        const uint64_t bias = (1u << ((E)-1)) - 1;                                                 \
+        const uint64_t inf = ((1ull << (E)) - 1) << (M);                                           \
+        const int drop = 52 - (M);                                                                 \
+        uint64_t u = f64_bits(d);                                                                  \
+        uint64_t sign = (u >> 48) & 0x8000u;                                                       \
+        uint64_t a = u & 0x7fffffffffffffffull;                                                    \
+        uint64_t nan = inf | (1ull << ((M)-1)) | ((a >> drop) & ((1ull << (M)) - 1));              \
+        uint64_t sub = f64_bits(bits_f64(a) + (MAGIC)) - f64_bits(MAGIC);                          \
+        uint64_t r = (a + ((1ull << (drop - 1)) - 1) + ((a >> drop) & 1u)) >> drop;                \
+        uint64_t normal = r - ((1023 - bias) << (M));                                              \
+        normal = sel64(normal > inf, inf, normal);                                                 \
+        uint64_t fin = sel64(a < ((1024 - bias) << 52), sub, normal);                              \
+        return (uint16_t)(sign | sel64(a > 0x7ff0000000000000ull, nan, fin));                      \
     }
 /* bf16: bias 127, subnormal step 2^-133 = ulp of 2^-81. f16: bias 15, step 2^-24 = ulp of 2^28. */
 FM_F64_TO_16(f64_to_bf16_1, 8, 7, 0x1p-81)
@@ -143,18 +149,19 @@ FM_F64_TO_16(f64_to_f16_1, 5, 10, 0x1p28)
  * vectoriser cost model only takes loops whose count is a known multiple of the vector
  * width; the scalar tail handles the rest. */
 #define FM_BLOCK 64
-#define FM_CONVERT_LOOP(name, SRC_SZ, DST_SZ, LOAD, STORE, ONE)                                \
-    static void name(void *restrict dst, const void *restrict src, uint64_t n) {              \
-        unsigned char *restrict d = dst;                                                       \
-        const unsigned char *restrict s = src;                                                 \
-        uint64_t i = 0;                                                                        \
-        for (; n - i >= FM_BLOCK; i += FM_BLOCK) {                                             \
-            unsigned char *restrict db = d + i * (DST_SZ);                                     \
-            const unsigned char *restrict sb = s + i * (SRC_SZ);                               \
-            for (int j = 0; j < FM_BLOCK; j++)                                                 \
-                STORE(db + j * (DST_SZ), ONE(LOAD(sb + j * (SRC_SZ))));                        \
-        }                                                                                      \
-        for (; i < n; i++) STORE(d + i * (DST_SZ), ONE(LOAD(s + i * (SRC_SZ))));               \
+#define FM_CONVERT_LOOP(name, SRC_SZ, DST_SZ, LOAD, STORE, ONE)                                    \
+    static void name(void *restrict dst, const void *restrict src, uint64_t n) {                   \
+        unsigned char *restrict d = dst;                                                           \
+        const unsigned char *restrict s = src;                                                     \
+        uint64_t i = 0;                                                                            \
+        for (; n - i >= FM_BLOCK; i += FM_BLOCK) {                                                 \
+            unsigned char *restrict db = d + i * (DST_SZ);                                         \
+            const unsigned char *restrict sb = s + i * (SRC_SZ);                                   \
+            for (int j = 0; j < FM_BLOCK; j++)                                                     \
+                STORE(db + j * (DST_SZ), ONE(LOAD(sb + j * (SRC_SZ))));                            \
+        }                                                                                          \
+        for (; i < n; i++)                                                                         \
+            STORE(d + i * (DST_SZ), ONE(LOAD(s + i * (SRC_SZ))));                                  \
     }
 #define FM_TO_F32(x) ((float)(x))
 #define FM_TO_F64(x) ((double)(x))
@@ -170,14 +177,30 @@ FM_CONVERT_LOOP(loop_f64_f16, 8, 2, load_f64, store_u16, f64_to_f16_1)
 #undef FM_TO_F32
 #undef FM_TO_F64
 
-void fm_bf16_to_f32(float *dst, const uint16_t *src, uint64_t n) { loop_bf16_f32(dst, src, n); }
-void fm_f16_to_f32(float *dst, const uint16_t *src, uint64_t n) { loop_f16_f32(dst, src, n); }
-void fm_f32_to_bf16(uint16_t *dst, const float *src, uint64_t n) { loop_f32_bf16(dst, src, n); }
-void fm_f32_to_f16(uint16_t *dst, const float *src, uint64_t n) { loop_f32_f16(dst, src, n); }
-void fm_f64_to_f32(float *dst, const double *src, uint64_t n) { loop_f64_f32(dst, src, n); }
-void fm_f32_to_f64(double *dst, const float *src, uint64_t n) { loop_f32_f64(dst, src, n); }
-void fm_f64_to_bf16(uint16_t *dst, const double *src, uint64_t n) { loop_f64_bf16(dst, src, n); }
-void fm_f64_to_f16(uint16_t *dst, const double *src, uint64_t n) { loop_f64_f16(dst, src, n); }
+void fm_bf16_to_f32(float *dst, const uint16_t *src, uint64_t n) {
+    loop_bf16_f32(dst, src, n);
+}
+void fm_f16_to_f32(float *dst, const uint16_t *src, uint64_t n) {
+    loop_f16_f32(dst, src, n);
+}
+void fm_f32_to_bf16(uint16_t *dst, const float *src, uint64_t n) {
+    loop_f32_bf16(dst, src, n);
+}
+void fm_f32_to_f16(uint16_t *dst, const float *src, uint64_t n) {
+    loop_f32_f16(dst, src, n);
+}
+void fm_f64_to_f32(float *dst, const double *src, uint64_t n) {
+    loop_f64_f32(dst, src, n);
+}
+void fm_f32_to_f64(double *dst, const float *src, uint64_t n) {
+    loop_f32_f64(dst, src, n);
+}
+void fm_f64_to_bf16(uint16_t *dst, const double *src, uint64_t n) {
+    loop_f64_bf16(dst, src, n);
+}
+void fm_f64_to_f16(uint16_t *dst, const double *src, uint64_t n) {
+    loop_f64_f16(dst, src, n);
+}
 
 /* ---- any float dtype to any float dtype ------------------------------------------------- */
 
@@ -186,11 +209,16 @@ typedef void (*convert_fn)(void *restrict, const void *restrict, uint64_t);
 /* Index of a float dtype in the tables below: F16 0, BF16 1, F32 2, F64 3; -1 otherwise. */
 static int float_index(fm_dtype dt) {
     switch (dt) {
-    case FM_DTYPE_F16: return 0;
-    case FM_DTYPE_BF16: return 1;
-    case FM_DTYPE_F32: return 2;
-    case FM_DTYPE_F64: return 3;
-    default: return -1;
+    case FM_DTYPE_F16:
+        return 0;
+    case FM_DTYPE_BF16:
+        return 1;
+    case FM_DTYPE_F32:
+        return 2;
+    case FM_DTYPE_F64:
+        return 3;
+    default:
+        return -1;
     }
 }
 

@@ -1,0 +1,23 @@
+#!/bin/sh
+# `make demo`: generates (once, cached under BUILD/demo) a small Qwen2-VL checkpoint with the
+# 2B model's vision widths and a test image, then runs the vision tower unfused and fused.
+set -eu
+BUILD=${1:-build}
+D="$BUILD/demo"
+FM="$BUILD/fusemap"
+if [ ! -f "$D/model/config.json" ] || [ ! -f "$D/image.png" ]; then
+  echo "demo: generating a Qwen2-VL checkpoint (2B vision widths, depth 2) and a 448x448 image in $D"
+  rm -rf "$D"; mkdir -p "$D"
+  "$BUILD/bench/gen_checkpoint" "$D/model" --preset demo --dtype bf16 --image "$D/image.png" 448 448
+fi
+echo "== fusemap inspect $D/model (first lines)"
+"$FM" inspect "$D/model" | head -n 8
+echo "== unfused run (Conv3d patch embedding)"
+"$FM" run "$D/model" --image "$D/image.png" -o "$D/embeds.safetensors" 2>&1 | tee "$D/unfused.log"
+echo "== fused run (--fuse patch_embeddings: the Conv3d becomes one GEMM)"
+"$FM" run "$D/model" --image "$D/image.png" -o "$D/embeds-fused.safetensors" --fuse patch_embeddings 2>&1 | tee "$D/fused.log"
+u=$(sed -n 's/.*forward \([0-9.]*\) s.*/\1/p' "$D/unfused.log")
+f=$(sed -n 's/.*forward \([0-9.]*\) s.*/\1/p' "$D/fused.log")
+echo "== forward: unfused ${u} s, fused ${f} s (whole tower; the patch embedding alone: make bench)"
+echo "== fusemap verify: fused vs unfused outputs and saved weights"
+"$FM" verify "$D/model" --fuse patch_embeddings
