@@ -33,6 +33,8 @@ HDRS      := $(shell find include src tests/support -name '*.h' 2>/dev/null)
 STATIC := $(BUILD)/libfusemap.a
 SHARED := $(BUILD)/libfusemap.so
 
+.SECONDARY:
+
 .PHONY: all test demo asan bench install clean deps tests benches examples fuzz tsan format
 
 all: $(BUILD)/fusemap $(SHARED) tests benches examples

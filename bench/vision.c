@@ -130,75 +130,87 @@ static void free_model(bench_model *bm) {
     free(bm->blocks);
 }
 
-/* ---- main ------------------------------------------------------------------------------- */
+/* ---- measurement ------------------------------------------------------------------------ */
 
-static int run(int depth, int threads, int reps, int64_t gh, int64_t gw) {
-    fm_qwen2vl_vision_cfg cfg = {depth, D, HOUT, HEADS, MLP, C_IN, PS, TP, M, FM_ACT_QUICK_GELU, 1e-6f};
-    int64_t grid[3] = {1, gh, gw}, n = gh * gw;
-    bench_model bm;
-    memset(&bm, 0, sizeof bm);
-    fm_error err;
-    fm_vision_plan *plan = NULL;
-    float *px = rnd(n * K_IN, 0, 1.5f), *out = fm_malloc_aligned((size_t)(n / 4) * HOUT * sizeof(float));
-    int rc = 1;
-    if (make_model(&bm, depth) != 0 || !px || !out) {
-        fprintf(stderr, "vision bench: out of memory\n");
-        goto done;
-    }
-    if (fm_vision_plan_new(&cfg, grid, 1, threads, &plan, &err) != FM_OK) {
-        fprintf(stderr, "vision bench: %s\n", err.msg);
-        goto done;
-    }
+typedef struct bench_ctx {
+    fm_qwen2vl_vision_cfg cfg;
+    fm_vision_plan *plan;  /* owned */
+    bench_model bm;        /* owned */
+    float *px, *out;       /* [N][1176], [N/4][1536], owned */
+    int64_t n;
+    int threads, ns;
     gemm_shape shapes[16];
-    gemm_bufs bufs[16];
-    memset(bufs, 0, sizeof bufs);
-    int ns = shapes_of(n, n, depth, shapes);
-    for (int i = 0; i < ns; i++)
-        if (gemm_bufs_new(&bufs[i], &shapes[i]) != 0) {
-            fprintf(stderr, "vision bench: out of memory\n");
-            ns = i + 1;
-            goto done_bufs;
-        }
-    /* Rounds alternate the forward and the reference GEMMs so the shared machine's noise hits
-     * both alike; round 0 warms up; the best of the others counts. */
-    double best = INFINITY, sg_best[16];
-    for (int i = 0; i < ns; i++) sg_best[i] = INFINITY;
+    gemm_bufs bufs[16];    /* owned */
+} bench_ctx;
+
+/* Rounds alternate the forward and the reference GEMMs so the shared machine's noise hits both
+ * alike; round 0 warms up; the best of the other rounds counts. Returns -1 on a forward error. */
+static int measure(bench_ctx *b, int reps, double *best, double *sg_best) {
+    fm_error err;
+    *best = INFINITY;
+    for (int i = 0; i < b->ns; i++) sg_best[i] = INFINITY;
     for (int r = 0; r <= reps; r++) {
         double t0 = now_s();
-        if (fm_qwen2vl_vision_forward(plan, &cfg, &bm.w, px, n, out, NULL, NULL, &err) != FM_OK) {
+        if (fm_qwen2vl_vision_forward(b->plan, &b->cfg, &b->bm.w, b->px, b->n, b->out, NULL, NULL, &err) != FM_OK) {
             fprintf(stderr, "vision bench: %s\n", err.msg);
-            goto done_bufs;
+            return -1;
         }
         double t = now_s() - t0;
-        if (r > 0 && t < best) best = t;
-        fm_blas_set_threads(threads); /* as the forward runs its GEMMs */
-        for (int i = 0; i < ns; i++) {
-            if (shapes[i].count <= 0) continue;
-            double ts = time_sgemm(&shapes[i], &bufs[i]);
+        if (r > 0 && t < *best) *best = t;
+        fm_blas_set_threads(b->threads); /* as the forward runs its GEMMs */
+        for (int i = 0; i < b->ns; i++) {
+            double ts = b->shapes[i].count > 0 ? time_sgemm(&b->shapes[i], &b->bufs[i]) : 0;
             if (r > 0 && ts < sg_best[i]) sg_best[i] = ts;
         }
     }
-    double flops = 0, ref_s = 0;
-    for (int i = 0; i < ns; i++) {
-        if (shapes[i].count <= 0) continue;
-        flops += shape_flops(&shapes[i]);
-        ref_s += sg_best[i] * shapes[i].count;
+    return 0;
+}
+
+static void report(const bench_ctx *b, double best, const double *sg_best) {
+    double flops = 0, ref_s = 0, nonfinite = 0;
+    for (int i = 0; i < b->ns; i++) {
+        flops += shape_flops(&b->shapes[i]);
+        ref_s += sg_best[i] * b->shapes[i].count;
     }
-    double finite = 0;
-    for (int64_t i = 0; i < n / 4 * HOUT; i++) finite += isfinite(out[i]) ? 0 : 1;
+    for (int64_t i = 0; i < b->n / 4 * HOUT; i++) nonfinite += isfinite(b->out[i]) ? 0 : 1;
     printf("{\"bench\":\"vision\",\"depth\":%d,\"threads\":%d,\"patches\":%lld,\"seconds\":%.4f,"
            "\"gflops\":%.1f,\"sgemm_gflops\":%.1f,\"efficiency\":%.3f,\"nonfinite_outputs\":%.0f}\n",
-           depth, threads, (long long)n, best, flops / best * 1e-9, flops / ref_s * 1e-9, (flops / best) / (flops / ref_s),
-           finite);
+           b->cfg.depth, b->threads, (long long)b->n, best, flops / best * 1e-9, flops / ref_s * 1e-9,
+           ref_s / best, nonfinite);
     fflush(stdout);
-    rc = 0;
-done_bufs:
-    for (int i = 0; i < ns; i++) gemm_bufs_free(&bufs[i]);
-done:
-    fm_vision_plan_free(plan);
-    free_model(&bm);
-    fm_free_aligned(px);
-    fm_free_aligned(out);
+}
+
+static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw) {
+    fm_error err;
+    int64_t grid[3] = {1, gh, gw};
+    b->cfg = (fm_qwen2vl_vision_cfg){depth, D, HOUT, HEADS, MLP, C_IN, PS, TP, M, FM_ACT_QUICK_GELU, 1e-6f};
+    b->n = gh * gw;
+    b->px = rnd(b->n * K_IN, 0, 1.5f);
+    b->out = fm_malloc_aligned((size_t)(b->n / 4) * HOUT * sizeof(float));
+    if (make_model(&b->bm, depth) != 0 || !b->px || !b->out) return fprintf(stderr, "vision bench: out of memory\n"), -1;
+    if (fm_vision_plan_new(&b->cfg, grid, 1, b->threads, &b->plan, &err) != FM_OK)
+        return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
+    b->ns = shapes_of(b->n, b->n, depth, b->shapes);
+    for (int i = 0; i < b->ns; i++)
+        if (gemm_bufs_new(&b->bufs[i], &b->shapes[i]) != 0) return fprintf(stderr, "vision bench: out of memory\n"), -1;
+    return 0;
+}
+
+static void teardown(bench_ctx *b) {
+    for (int i = 0; i < 16; i++) gemm_bufs_free(&b->bufs[i]);
+    fm_vision_plan_free(b->plan);
+    free_model(&b->bm);
+    fm_free_aligned(b->px);
+    fm_free_aligned(b->out);
+}
+
+static int run(int depth, int threads, int reps, int64_t gh, int64_t gw) {
+    static bench_ctx b; /* zeroed: teardown is safe after any partial setup */
+    double best, sg_best[16];
+    b.threads = threads;
+    int rc = setup(&b, depth, gh, gw) == 0 && measure(&b, reps, &best, sg_best) == 0 ? 0 : 1;
+    if (rc == 0) report(&b, best, sg_best);
+    teardown(&b);
     return rc;
 }
 

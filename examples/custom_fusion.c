@@ -86,15 +86,16 @@ static void esc(char *dst, size_t n, const char *path, const char *suffix) {
     snprintf(dst + w, n - w, "%s", suffix);
 }
 
-static fm_status gate_up_transforms(const fm_config *config, const char *const *paths, size_t n,
+static fm_status gate_up_transforms(const fm_config *config, fm_module *const *modules, size_t n,
                                     fm_transform_list *out, fm_error *err) {
     (void)config;
     fm_op_desc cat = {FM_OP_CONCATENATE, 0, 0, 0, {0, 0, 0}};
     for (size_t i = 0; i < n; i++) {
         char g[512], u[512], gu[512];
-        esc(g, sizeof g, paths[i], "\\.gate_proj\\.weight$");
-        esc(u, sizeof u, paths[i], "\\.up_proj\\.weight$");
-        esc(gu, sizeof gu, paths[i], "\\.gate_up_proj\\.weight$");
+        const char *path = fm_module_path(modules[i]);
+        esc(g, sizeof g, path, "\\.gate_proj\\.weight$");
+        esc(u, sizeof u, path, "\\.up_proj\\.weight$");
+        esc(gu, sizeof gu, path, "\\.gate_up_proj\\.weight$");
         const char *src[2] = {g, u}, *dst[1] = {gu};
         fm_transform *t = NULL;
         fm_status st = fm_transform_converter_new(src, 2, dst, 1, &cat, 1, &t, err);

@@ -475,6 +475,11 @@ static void test_setters_keep_order(void) {
     CHECK_EQ_INT(FM_ERR_CONFIG, fm_config_set_int(c, "c.x.y", 1, err));
     CHECK_CONTAINS(err->msg, "'c' is an integer, not an object");
     CHECK_EQ_INT(FM_ERR_INVALID_ARG, fm_config_set_string(c, "z", "\xc3", err)); /* bad UTF-8 */
+    const char *bad_utf8[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\x80",
+                              "\xf0\x9f\x98"};
+    for (size_t i = 0; i < sizeof bad_utf8 / sizeof bad_utf8[0]; i++)
+        CHECK_EQ_INT(FM_ERR_INVALID_ARG, fm_config_set_string(c, "z", bad_utf8[i], err));
+    CHECK_EQ_INT(FM_ERR_INVALID_ARG, fm_config_set_int(c, "\xff", 1, err)); /* key, too */
     CHECK_EQ_INT(FM_ERR_INVALID_ARG, fm_config_set_int(c, "z..y", 1, err));
     CHECK_EQ_INT(FM_ERR_INVALID_ARG, fm_config_set_int(c, "", 1, err));
     CHECK_EQ_INT(FM_ERR_INVALID_ARG, fm_config_set_string(c, "z", NULL, err));

@@ -29,13 +29,15 @@ typedef struct fm_fusion_spec {
      * per (family, original class) and keeps the result for the life of the process. */
     fm_status (*make_fused_class)(const fm_module_class *original, const fm_module_class **out,
                                   fm_error *err);
-    /* Transforms from the original to the fused layout for the accepted modules (their runtime
-     * paths, borrowed for the call), appended to *out. `config` is the model's config.json. */
-    fm_status (*make_transforms)(const fm_config *config, const char *const *paths, size_t n,
+    /* Transforms from the original to the fused layout for the accepted modules (original
+     * modules of the meta tree, borrowed for the call: read paths with fm_module_path and
+     * geometry from their children), appended to *out. `config` is the model's config.json.
+     * The result is cached with the discovery. */
+    fm_status (*make_transforms)(const fm_config *config, fm_module *const *modules, size_t n,
                                  fm_transform_list *out, fm_error *err);
     /* Optional: transforms that load a checkpoint saved in the fused layout into the unfused
      * modules (used when the family is not enabled). NULL if not supported. */
-    fm_status (*make_defuse_transforms)(const fm_config *config, const char *const *paths, size_t n,
+    fm_status (*make_defuse_transforms)(const fm_config *config, fm_module *const *modules, size_t n,
                                         fm_transform_list *out, fm_error *err);
 } fm_fusion_spec;
 

@@ -128,6 +128,11 @@ typedef struct fm_save_options {
     uint64_t max_shard_size;  /* bytes; default FM_DEFAULT_MAX_SHARD_SIZE */
     bool write_total_parameters; /* index metadata total_parameters (default true) */
     uint64_t total_parameters;   /* value for it; 0 = sum of element counts */
+    /* Optional fixed assignment (keeps a source checkpoint's shard layout): item i goes to
+     * shard shard_of[i] (0-based, < n_shards, every shard non-empty); max_shard_size is then
+     * ignored. NULL = huggingface_hub's greedy split. Borrowed for the call. */
+    const uint32_t *shard_of;
+    uint32_t n_shards;
 } fm_save_options;
 void fm_save_options_init(fm_save_options *o);
 

@@ -36,7 +36,9 @@ void fm_model_free(fm_model *m); /* accepts NULL */
 
 typedef struct fm_save_pretrained_options {
     bool runtime_format;      /* false (default): original checkpoint layout; true: fused/runtime names */
-    uint64_t max_shard_size;  /* default FM_DEFAULT_MAX_SHARD_SIZE (50 GB, transformers v5) */
+    /* 0 (default): a sharded source keeps its shard layout in an original-format save, else one
+     * split at FM_DEFAULT_MAX_SHARD_SIZE (50 GB, transformers v5); > 0: greedy split at that size. */
+    uint64_t max_shard_size;
 } fm_save_pretrained_options;
 void fm_save_pretrained_options_init(fm_save_pretrained_options *o);
 

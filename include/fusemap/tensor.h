@@ -66,7 +66,7 @@ typedef struct fm_shape {
 /* Builds a shape; FM_ERR_INVALID_ARG for ndim outside 0..8 or a negative dim. */
 fm_status fm_shape_make(fm_shape *out, int ndim, const int64_t *dims);
 bool fm_shape_equal(const fm_shape *a, const fm_shape *b);
-/* Element count, left-to-right checked product (the reference rule). -1 on overflow. */
+/* Element count, left-to-right checked product (the reference rule); FM_ERR_OVERFLOW on overflow. */
 fm_status fm_shape_numel(const fm_shape *s, uint64_t *out);
 /* Byte size for dtype; FM_ERR_OVERFLOW, or FM_ERR_INVALID_ARG if bits are not a multiple of 8. */
 fm_status fm_shape_nbytes(const fm_shape *s, fm_dtype dt, uint64_t *out);

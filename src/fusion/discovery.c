@@ -14,7 +14,9 @@
 typedef struct found {
     char **paths;                   /* owned */
     const fm_module_class **classes; /* borrowed (registry / fused cache) */
+    fm_module **modules;            /* borrowed from the meta tree during discovery only */
     size_t n;
+    fm_transform_list on, off;      /* owned: the family's transforms and defuse transforms */
 } found;
 
 typedef struct cache_entry {
@@ -38,28 +40,36 @@ static void found_free(found *f) {
     for (size_t i = 0; i < f->n; i++) fm_free(f->paths[i]);
     fm_free(f->paths);
     fm_free(f->classes);
+    fm_free(f->modules);
+    fm_transform_list_free(&f->on);
+    fm_transform_list_free(&f->off);
     memset(f, 0, sizeof *f);
 }
 
-static fm_status found_push(found *f, const char *path, const fm_module_class *cls, fm_error *err) {
+static fm_status found_push(found *f, const char *path, const fm_module_class *cls, fm_module *m, fm_error *err) {
     char **np = fm_realloc(f->paths, (f->n + 1) * sizeof *np);
     if (np) f->paths = np;
     const fm_module_class **nc = np ? fm_realloc(f->classes, (f->n + 1) * sizeof *nc) : NULL;
     if (nc) f->classes = nc;
-    char *p = nc ? fm_strdup(path) : NULL;
+    fm_module **nm = nc ? fm_realloc(f->modules, (f->n + 1) * sizeof *nm) : NULL;
+    if (nm) f->modules = nm;
+    char *p = nm ? fm_strdup(path) : NULL;
     if (!p) return fm_error_set(err, FM_ERR_NOMEM, "out of memory during fusion discovery");
     f->paths[f->n] = p;
+    f->modules[f->n] = m;
     f->classes[f->n++] = cls;
     return FM_OK;
 }
 
+/* Copy without the module pointers (they belong to a freed meta tree). */
 static fm_status found_copy(const found *src, found *dst, fm_error *err) {
     memset(dst, 0, sizeof *dst);
-    for (size_t i = 0; i < src->n; i++) {
-        fm_status st = found_push(dst, src->paths[i], src->classes[i], err);
-        if (st != FM_OK) return found_free(dst), st;
-    }
-    return FM_OK;
+    fm_status st = FM_OK;
+    for (size_t i = 0; st == FM_OK && i < src->n; i++) st = found_push(dst, src->paths[i], src->classes[i], NULL, err);
+    if (st == FM_OK) st = fm_transform_list_clone(&src->on, &dst->on, err);
+    if (st == FM_OK) st = fm_transform_list_clone(&src->off, &dst->off, err);
+    if (st != FM_OK) found_free(dst);
+    return st;
 }
 
 void fm_fusion_cache_clear(void) {
@@ -98,7 +108,7 @@ static int visit(fm_module *m, int depth, void *vctx) {
     walk_ctx *w = vctx;
     (void)depth;
     if (!path_matches(w, fm_module_path(m)) || !w->spec->is_fusable(m)) return 0;
-    w->st = found_push(w->out, fm_module_path(m), fm_module_class_of(m), w->err);
+    w->st = found_push(w->out, fm_module_path(m), fm_module_class_of(m), m, w->err);
     return w->st != FM_OK;
 }
 
@@ -122,8 +132,8 @@ static fm_status compile_patterns(walk_ctx *w, fm_error *err) {
     return FM_OK;
 }
 
-static fm_status discover_uncached(const fm_model_builder *b, const void *model_cfg, const fm_fusion_spec *spec,
-                                   found *out, fm_error *err) {
+static fm_status discover_uncached(const fm_model_builder *b, const void *model_cfg, const fm_config *config,
+                                   const fm_fusion_spec *spec, found *out, fm_error *err) {
     walk_ctx w = {spec, NULL, 0, NULL, out, FM_OK, err};
     fm_build_ctx *ctx = NULL;
     fm_module *root = NULL;
@@ -133,6 +143,11 @@ static fm_status discover_uncached(const fm_model_builder *b, const void *model_
     if (st == FM_OK) st = fm_build_ctx_new(&bo, &ctx, err);
     if (st == FM_OK) st = b->build(ctx, model_cfg, &root, err);
     if (st == FM_OK) fm_module_walk(root, visit, &w), st = w.st;
+    if (st == FM_OK) st = spec->make_transforms(config, out->modules, out->n, &out->on, err);
+    if (st == FM_OK && spec->make_defuse_transforms)
+        st = spec->make_defuse_transforms(config, out->modules, out->n, &out->off, err);
+    fm_free(out->modules);
+    out->modules = NULL;
     fm_module_free(root);
     fm_build_ctx_free(ctx);
     for (size_t i = 0; w.pats && i < w.n_pats; i++) pcre2_code_free(w.pats[i]);
@@ -169,7 +184,7 @@ static fm_status discover(const fm_model_builder *b, const void *model_cfg, cons
     if (e) st = found_copy(&e->f, out, err);
     pthread_mutex_unlock(&lock);
     if (e) return fm_free(key), st;
-    st = discover_uncached(b, model_cfg, spec, out, err);
+    st = discover_uncached(b, model_cfg, config, spec, out, err);
     cache_entry *ne = st == FM_OK ? fm_calloc(1, sizeof *ne) : NULL;
     if (st == FM_OK && (!ne || found_copy(out, &ne->f, err) != FM_OK)) {
         fm_free(ne);
@@ -250,21 +265,16 @@ static fm_status append_all(fm_transform_list *dst, fm_transform_list *src, fm_e
     return FM_OK;
 }
 
-static fm_status plan_family(const fm_fusion_spec *spec, bool enabled, const found *f, const fm_config *config,
+static fm_status plan_family(const fm_fusion_spec *spec, bool enabled, const found *f,
                              const fm_transform_list *existing, fm_fusion_plan *p, fm_error *err) {
     fm_transform_list add = {0};
     fm_status st = FM_OK;
-    const char *const *paths = (const char *const *)f->paths;
-    if (enabled) {
-        for (size_t i = 0; st == FM_OK && i < f->n; i++) {
-            const fm_module_class *fused = NULL;
-            st = fused_class_for(spec, f->classes[i], &fused, err);
-            if (st == FM_OK) st = plan_push(p, f->paths[i], fused, spec->name, err);
-        }
-        if (st == FM_OK) st = spec->make_transforms(config, paths, f->n, &add, err);
-    } else if (spec->make_defuse_transforms) {
-        st = spec->make_defuse_transforms(config, paths, f->n, &add, err);
+    for (size_t i = 0; enabled && st == FM_OK && i < f->n; i++) {
+        const fm_module_class *fused = NULL;
+        st = fused_class_for(spec, f->classes[i], &fused, err);
+        if (st == FM_OK) st = plan_push(p, f->paths[i], fused, spec->name, err);
     }
+    if (st == FM_OK) st = fm_transform_list_clone(enabled ? &f->on : &f->off, &add, err);
     if (st == FM_OK) st = check_conflicts(spec->name, existing, &add, err);
     if (st == FM_OK) st = check_conflicts(spec->name, &p->transforms, &add, err);
     if (st == FM_OK) st = append_all(&p->transforms, &add, err);
@@ -295,7 +305,7 @@ fm_status fm_fusion_plan_make(const fm_model_builder *b, const void *model_cfg, 
                 if (!nu || !nu[p->n_unmatched]) st = fm_error_set(err, FM_ERR_NOMEM, "out of memory");
                 else p->n_unmatched++;
             }
-            if (st == FM_OK) st = plan_family(spec, on, &f, config, existing, p, err);
+            if (st == FM_OK) st = plan_family(spec, on, &f, existing, p, err);
             found_free(&f);
         }
     }

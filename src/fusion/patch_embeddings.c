@@ -81,19 +81,10 @@ static char *regex_escape(const char *s) {
     return o;
 }
 
-static int64_t vision_int(const fm_config *c, const char *key, int64_t dflt) {
-    char k[96];
-    int64_t v = dflt;
-    snprintf(k, sizeof k, "vision_config.%s", key);
-    if (fm_config_type(c, k) == FM_JSON_INT) fm_config_get_int(c, k, &v, NULL);
-    else if (fm_config_type(c, key) == FM_JSON_INT) fm_config_get_int(c, key, &v, NULL);
-    return v;
-}
-
-/* For one path: weight converter + bias renaming, `forward` = load direction to fused. */
-static fm_status path_transforms(const fm_config *config, const char *path, bool to_fused, fm_transform_list *out,
-                                 fm_error *err) {
-    char *esc = regex_escape(path);
+/* For one accepted module: weight converter + bias renaming; to_fused = the load direction. */
+static fm_status module_transforms(fm_module *m, bool to_fused, fm_transform_list *out, fm_error *err) {
+    const fm_conv3d_impl *c = fm_module_impl(fm_module_child_named(m, "proj"));
+    char *esc = regex_escape(fm_module_path(m));
     if (!esc) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     char conv_w[1024], lin_w[1024], conv_b[1024], lin_b[1024];
     snprintf(conv_w, sizeof conv_w, "^%s\\.proj\\.weight$", esc);
@@ -101,31 +92,32 @@ static fm_status path_transforms(const fm_config *config, const char *path, bool
     snprintf(conv_b, sizeof conv_b, "^%s\\.proj\\.bias$", esc);
     snprintf(lin_b, sizeof lin_b, "^%s\\.linear_proj\\.bias$", esc);
     fm_free(esc);
-    int64_t P = vision_int(config, "patch_size", 14);
-    fm_op_desc op = {to_fused ? FM_OP_CONV3D_TO_LINEAR : FM_OP_LINEAR_TO_CONV3D, 0, 0,
-                     vision_int(config, "in_channels", 3), {vision_int(config, "temporal_patch_size", 2), P, P}};
+    fm_op_desc op = {to_fused ? FM_OP_CONV3D_TO_LINEAR : FM_OP_LINEAR_TO_CONV3D, 0, 0, c->in, {c->k[0], c->k[1], c->k[2]}};
     const char *ws = to_fused ? conv_w : lin_w, *wt = to_fused ? lin_w : conv_w;
     fm_transform *w = NULL, *b = NULL;
     fm_status st = fm_transform_converter_new(&ws, 1, &wt, 1, &op, 1, &w, err);
     if (st == FM_OK) st = fm_transform_list_append(out, w, err), w = NULL;
-    if (st == FM_OK) st = fm_transform_renaming_new(to_fused ? conv_b : lin_b, to_fused ? lin_b : conv_b, &b, err);
-    if (st == FM_OK) st = fm_transform_list_append(out, b, err), b = NULL;
+    if (st == FM_OK && c->bias)
+        st = fm_transform_renaming_new(to_fused ? conv_b : lin_b, to_fused ? lin_b : conv_b, &b, err);
+    if (st == FM_OK && b) st = fm_transform_list_append(out, b, err), b = NULL;
     fm_transform_free(w);
     fm_transform_free(b);
     return st;
 }
 
-static fm_status make_transforms(const fm_config *config, const char *const *paths, size_t n, fm_transform_list *out,
+static fm_status make_transforms(const fm_config *config, fm_module *const *modules, size_t n, fm_transform_list *out,
                                  fm_error *err) {
     fm_status st = FM_OK;
-    for (size_t i = 0; st == FM_OK && i < n; i++) st = path_transforms(config, paths[i], true, out, err);
+    (void)config;
+    for (size_t i = 0; st == FM_OK && i < n; i++) st = module_transforms(modules[i], true, out, err);
     return st;
 }
 
-static fm_status make_defuse_transforms(const fm_config *config, const char *const *paths, size_t n,
+static fm_status make_defuse_transforms(const fm_config *config, fm_module *const *modules, size_t n,
                                         fm_transform_list *out, fm_error *err) {
     fm_status st = FM_OK;
-    for (size_t i = 0; st == FM_OK && i < n; i++) st = path_transforms(config, paths[i], false, out, err);
+    (void)config;
+    for (size_t i = 0; st == FM_OK && i < n; i++) st = module_transforms(modules[i], false, out, err);
     return st;
 }
 

@@ -4,6 +4,7 @@
 #include "fusemap/io.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,13 @@ static int cmp_offsets(const void *a, const void *b) {
     int c = memcmp(x->name, y->name, n);
     if (c) return c;
     return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+/* Writers list entries in data order: skip the sort then (a large header sorts in seconds). */
+static bool in_offset_order(const fm_st_header *h) {
+    for (size_t i = 1; i < h->n_entries; i++)
+        if (cmp_offsets(&h->entries[i - 1], &h->entries[i]) > 0) return false;
+    return true;
 }
 
 static int cmp_names(const fm_st_entry *x, const char *name, size_t len) {
@@ -92,34 +100,47 @@ static const char *fmt_dims(const fm_st_entry *e, char *buf, size_t size) {
     return buf;
 }
 
+/* "<path>: tensor '<name>': <reason>" with status st. */
+static fm_status entry_error(const fm_st_file *f, const fm_st_entry *e, fm_error *err, fm_status st,
+                             const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+static fm_status entry_error(const fm_st_file *f, const fm_st_entry *e, fm_error *err, fm_status st,
+                             const char *fmt, ...) {
+    char q[FM_ST_QUOTE_MAX], reason[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    return fm_error_set(err, st, "%s: tensor '%s': %s", f->path, fm_st_quote_name(q, sizeof q, e->name, e->name_len),
+                        reason);
+}
+
 /* Spec 2.2 steps 7-10 for one entry, `cursor` being where the chain stands. */
 static fm_status check_entry(const fm_st_file *f, const fm_st_entry *e, uint64_t cursor, fm_error *err) {
-    char q[FM_ST_QUOTE_MAX], sh[256];
-    const char *nm = fm_st_quote_name(q, sizeof q, e->name, e->name_len);
+    char sh[256];
+    unsigned long long b = e->begin, en = e->end;
     if (e->begin != cursor || e->end < e->begin)
-        return fm_error_set(err, FM_ERR_INVALID_OFFSET,
-                            "%s: tensor '%s': invalid offset [%llu, %llu] (the previous tensor ends at %llu)",
-                            f->path, nm, (unsigned long long)e->begin, (unsigned long long)e->end,
-                            (unsigned long long)cursor);
+        return entry_error(f, e, err, FM_ERR_INVALID_OFFSET, "invalid offset [%llu, %llu] (the previous tensor ends at %llu)",
+                           b, en, (unsigned long long)cursor);
     uint64_t numel = 1, bits;
     for (int i = 0; i < e->shape.ndim; i++)
         if (fm_mul_u64(numel, (uint64_t)e->shape.dims[i], &numel))
-            return fm_error_set(err, FM_ERR_VALIDATION_OVERFLOW, "%s: tensor '%s': element count of shape %s overflows",
-                                f->path, nm, fmt_dims(e, sh, sizeof sh));
+            return entry_error(f, e, err, FM_ERR_VALIDATION_OVERFLOW, "element count of shape %s overflows",
+                               fmt_dims(e, sh, sizeof sh));
+    const char *dt = fm_dtype_name(e->dtype);
     if (fm_mul_u64(numel, fm_dtype_bits(e->dtype), &bits))
-        return fm_error_set(err, FM_ERR_VALIDATION_OVERFLOW, "%s: tensor '%s': bit size of shape %s of %s overflows",
-                            f->path, nm, fmt_dims(e, sh, sizeof sh), fm_dtype_name(e->dtype));
+        return entry_error(f, e, err, FM_ERR_VALIDATION_OVERFLOW, "bit size of shape %s of %s overflows",
+                           fmt_dims(e, sh, sizeof sh), dt);
     if (bits % 8)
-        return fm_error_set(err, FM_ERR_MISALIGNED_SLICE,
-                            "%s: tensor '%s': shape %s of %s is %llu bits, not a whole number of bytes",
-                            f->path, nm, fmt_dims(e, sh, sizeof sh), fm_dtype_name(e->dtype),
-                            (unsigned long long)bits);
+        return entry_error(f, e, err, FM_ERR_MISALIGNED_SLICE, "shape %s of %s is %llu bits, not a whole number of bytes",
+                           fmt_dims(e, sh, sizeof sh), dt, (unsigned long long)bits);
     if (e->end - e->begin != bits / 8)
-        return fm_error_set(err, FM_ERR_TENSOR_INVALID_INFO,
-                            "%s: tensor '%s': data_offsets [%llu, %llu] span %llu bytes but shape %s of %s needs %llu",
-                            f->path, nm, (unsigned long long)e->begin, (unsigned long long)e->end,
-                            (unsigned long long)(e->end - e->begin), fmt_dims(e, sh, sizeof sh),
-                            fm_dtype_name(e->dtype), (unsigned long long)(bits / 8));
+        return entry_error(f, e, err, FM_ERR_TENSOR_INVALID_INFO,
+                           "data_offsets [%llu, %llu] span %llu bytes but shape %s of %s needs %llu", b, en, en - b,
+                           fmt_dims(e, sh, sizeof sh), dt, (unsigned long long)(bits / 8));
     return FM_OK;
 }
 
@@ -142,7 +163,7 @@ static fm_status check_dims_fit(const fm_st_file *f, fm_error *err) {
 static fm_status validate(fm_st_file *f, uint64_t total_len, fm_error *err) {
     fm_status st = fm_st_header_parse(f->header, (size_t)f->header_len, f->path, &f->h, err);
     if (st != FM_OK) return st;
-    if (f->h.n_entries > 1) qsort(f->h.entries, f->h.n_entries, sizeof *f->h.entries, cmp_offsets);
+    if (!in_offset_order(&f->h)) qsort(f->h.entries, f->h.n_entries, sizeof *f->h.entries, cmp_offsets);
     if ((st = build_name_index(f, err)) != FM_OK) return st;
     uint64_t cursor = 0, covered;
     for (size_t i = 0; i < f->h.n_entries; i++) {

@@ -361,6 +361,26 @@ static fm_status check_items(const fm_st_item *items, size_t n, uint64_t *params
     return FM_OK;
 }
 
+/* A caller-given assignment: every index in range, every shard used. */
+static fm_status fixed_split(const fm_save_options *o, size_t n, uint32_t *shard_of, fm_error *err) {
+    if (o->n_shards == 0 || o->n_shards > n)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "fixed shard layout: %u shards for %zu tensors", o->n_shards, n);
+    uint8_t *used = fm_calloc(o->n_shards, 1);
+    if (!used) return fm_error_set(err, FM_ERR_NOMEM, "out of memory planning shards");
+    fm_status st = FM_OK;
+    for (size_t i = 0; st == FM_OK && i < n; i++) {
+        if (o->shard_of[i] >= o->n_shards)
+            st = fm_error_set(err, FM_ERR_INVALID_ARG, "fixed shard layout: tensor %zu in shard %u of %u", i,
+                              o->shard_of[i], o->n_shards);
+        else
+            used[o->shard_of[i]] = 1, shard_of[i] = o->shard_of[i];
+    }
+    for (uint32_t s = 0; st == FM_OK && s < o->n_shards; s++)
+        if (!used[s]) st = fm_error_set(err, FM_ERR_INVALID_ARG, "fixed shard layout: shard %u is empty", s + 1);
+    fm_free(used);
+    return st;
+}
+
 /* Everything decided before touching the file system. */
 static fm_status plan_build(const fm_st_item *items, size_t n, const fm_save_options *o, save_plan *p,
                             fm_error *err) {
@@ -371,8 +391,13 @@ static fm_status plan_build(const fm_st_item *items, size_t n, const fm_save_opt
     if (st != FM_OK) return st;
     uint32_t *shard_of = fm_malloc((n ? n : 1) * sizeof *shard_of);
     if (!shard_of) return fm_error_set(err, FM_ERR_NOMEM, "out of memory planning shards");
-    p->n_shards = split_greedy(items, n, o->max_shard_size, shard_of);
-    st = plan_group(items, n, shard_of, p, err);
+    if (o->shard_of) {
+        st = fixed_split(o, n, shard_of, err);
+        p->n_shards = o->n_shards;
+    } else {
+        p->n_shards = split_greedy(items, n, o->max_shard_size, shard_of);
+    }
+    if (st == FM_OK) st = plan_group(items, n, shard_of, p, err);
     if (st == FM_OK) st = sorted_names(items, n, shard_of, &names, err);
     if (st == FM_OK) st = plan_validate_shards(p, err);
     if (st == FM_OK && p->n_shards > 1)

@@ -16,7 +16,13 @@ struct fm_model {
     fm_transform_list fired;         /* owned: transforms that fired at load (reversed on save) */
     char *fusion_json;               /* owned: fusion_config in effect (compact JSON) or NULL */
     fm_dtype cast;                   /* dtype requested at load, FM_DTYPE_INVALID for auto */
-    void *vision_cache;              /* owned: f32 weights prepared for the vision forward */
+    /* The source's shard layout, reused by an original-format save without an explicit size. */
+    char **src_names;                /* owned: checkpoint keys (sharded sources only) */
+    uint32_t *src_shard;             /* owned: shard index of each key */
+    size_t n_src;
+    uint32_t src_n_shards;
+    bool src_has_total_params;       /* the source index had metadata.total_parameters */
+    uint64_t src_total_params;
 };
 
 #endif

@@ -14,7 +14,7 @@ void fm_load_options_init(fm_load_options *o) {
 
 void fm_save_pretrained_options_init(fm_save_pretrained_options *o) {
     memset(o, 0, sizeof *o);
-    o->max_shard_size = FM_DEFAULT_MAX_SHARD_SIZE;
+    o->max_shard_size = 0; /* as loaded: a sharded source keeps its layout, else 50 GB */
 }
 
 void fm_model_free(fm_model *m) {
@@ -28,7 +28,9 @@ void fm_model_free(fm_model *m) {
     fm_free(m->dir);
     fm_free(m->model_type);
     fm_free(m->architecture);
-    fm_free(m->vision_cache);
+    for (size_t i = 0; i < m->n_src; i++) fm_free(m->src_names[i]);
+    fm_free(m->src_names);
+    fm_free(m->src_shard);
     fm_free(m);
 }
 
@@ -169,11 +171,35 @@ static fm_status src_get(void *ctx, size_t i, fm_tensor *out, fm_error *err) {
     return fm_checkpoint_tensor(ctx, i, out, err);
 }
 
+/* Remembers a sharded source's layout (key -> shard) and its index's total_parameters. */
+static fm_status record_layout(fm_model *m, const fm_checkpoint *ck, fm_error *err) {
+    if (!fm_checkpoint_is_sharded(ck)) return FM_OK;
+    size_t n = fm_checkpoint_count(ck);
+    m->src_names = fm_calloc(n ? n : 1, sizeof *m->src_names);
+    m->src_shard = fm_calloc(n ? n : 1, sizeof *m->src_shard);
+    if (!m->src_names || !m->src_shard) return fm_error_set(err, FM_ERR_NOMEM, "out of memory loading %s", m->dir);
+    for (size_t i = 0; i < n; i++, m->n_src++) {
+        const fm_ckpt_entry *e = fm_checkpoint_entry_at(ck, i);
+        m->src_shard[i] = e->shard_index;
+        if (!(m->src_names[i] = fm_strdup(e->name))) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+    }
+    m->src_n_shards = (uint32_t)fm_checkpoint_shard_count(ck);
+    char path[4200];
+    fm_config *idx = NULL;
+    int64_t tp = 0;
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", m->dir);
+    if (fm_config_load(path, &idx, NULL) == FM_OK && fm_config_get_int(idx, "metadata.total_parameters", &tp, NULL) == FM_OK)
+        m->src_has_total_params = true, m->src_total_params = (uint64_t)tp;
+    fm_config_free(idx);
+    return FM_OK;
+}
+
 static fm_status load_weights(fm_model *m, const fm_load_options *o, const fm_transform_list *transforms,
                               fm_load_report *rep, fm_error *err) {
     fm_checkpoint *ck = NULL;
     fm_status st = fm_checkpoint_open(m->dir, &ck, err);
-    if (st != FM_OK) return st;
+    if (st == FM_OK) st = record_layout(m, ck, err);
+    if (st != FM_OK) return fm_checkpoint_close(ck), st;
     fm_param_spec *specs = fm_calloc(m->n_params ? m->n_params : 1, sizeof *specs);
     size_t *which = fm_calloc(m->n_params ? m->n_params : 1, sizeof *which);
     fm_tensor *loaded = fm_calloc(m->n_params ? m->n_params : 1, sizeof *loaded);
@@ -274,11 +300,11 @@ fm_status fm_from_pretrained(const char *dir, const fm_load_options *opts, fm_mo
         st = fm_transform_clone(plan.transforms.items[i], &t, err);
         if (st == FM_OK) st = fm_transform_list_append(&transforms, t, err);
     }
-    if (st == FM_OK) st = record_fusions(&plan, rep, err);
     fm_dtype meta_dt = opts->dtype == FM_DTYPE_INVALID ? FM_DTYPE_F32 : opts->dtype;
     if (st == FM_OK) st = build_tree(m, &plan, meta_dt, err);
     if (st == FM_OK && !opts->meta_only) st = load_weights(m, opts, &transforms, rep, err);
     if (st == FM_OK && !opts->meta_only) st = tie_weights(m, rep, err);
+    if (st == FM_OK) st = record_fusions(&plan, rep, err);
     if (st == FM_OK && opts->strict) st = check_strict(m, rep, &plan, err);
     fm_config_free(fusion);
     fm_fusion_plan_free(&plan);
@@ -362,6 +388,20 @@ static fm_status config_text(const fm_model *m, char **text, size_t *len, fm_err
     return st;
 }
 
+/* Shard of each tensor in the source checkpoint, or NULL when the source was one file or a
+ * tensor is not in it (then the greedy split applies). Caller frees. */
+static uint32_t *source_layout(const fm_model *m, const fm_named_tensor *sd, size_t n) {
+    if (!m->n_src || !n) return NULL;
+    uint32_t *v = fm_malloc(n * sizeof *v);
+    for (size_t i = 0; v && i < n; i++) {
+        size_t j = 0;
+        while (j < m->n_src && strcmp(m->src_names[j], sd[i].name)) j++;
+        if (j == m->n_src) return fm_free(v), NULL;
+        v[i] = m->src_shard[j];
+    }
+    return v;
+}
+
 fm_status fm_save_pretrained(const fm_model *m, const char *dir, const fm_save_pretrained_options *opts,
                              fm_error *err) {
     fm_save_pretrained_options defaults;
@@ -379,14 +419,19 @@ fm_status fm_save_pretrained(const fm_model *m, const char *dir, const fm_save_p
         items[i] = (fm_st_item){sd[i].name, &sd[i].tensor};
         params += fm_tensor_numel(&sd[i].tensor);
     }
+    uint32_t *shard_of = NULL;
     if (st == FM_OK) {
         fm_save_options so;
         fm_save_options_init(&so);
-        so.max_shard_size = opts->max_shard_size;
         so.total_parameters = params;
+        if (opts->max_shard_size) so.max_shard_size = opts->max_shard_size;
+        else if (!opts->runtime_format && (shard_of = source_layout(m, sd, n)))
+            so.shard_of = shard_of, so.n_shards = m->src_n_shards, so.write_total_parameters = m->src_has_total_params,
+            so.total_parameters = m->src_total_params;
         fm_extra_file cfg = {"config.json", ctext, clen};
         st = fm_checkpoint_save(dir, items, n, &cfg, 1, &so, err);
     }
+    fm_free(shard_of);
     fm_free(items);
     fm_free(ctext);
     fm_named_tensors_free(sd, n);
