@@ -10,7 +10,7 @@
 static char *tmp;
 
 static void test_custom_family_end_to_end(void) {
-    char src[4200], dst[4200], cmd[9000];
+    char src[4200], dst[4200], cmd[16384];
     fm_error err;
     fm_qfix q;
     fm_qfix_init(&q);

@@ -46,13 +46,29 @@ static void test_round_trip_sharded_bf16(void) {
     fm_qfix q;
     fm_qfix_init(&q);
     q.dtype = FM_DTYPE_BF16, q.max_shard = 20000, q.depth = 3, q.text_layers = 2;
-    round_trip("sharded-bf16", &q, 20000);
+    round_trip("sharded-bf16", &q, 0); /* no explicit size: the source's shard layout is kept */
     char idx[4300];
     path_in(idx, sizeof idx, "sharded-bf16-dst", "model.safetensors.index.json");
     size_t len = 0;
     char *text = fm_test_read_file(idx, &len);
     CHECK_MSG(text != NULL, "sharded save wrote an index");
     free(text);
+    /* an explicit size re-splits: 1 GB holds everything in one model.safetensors */
+    char src[4200], one[4200], f[4300];
+    snprintf(src, sizeof src, "%s/sharded-bf16-src", tmp);
+    snprintf(one, sizeof one, "%s/sharded-bf16-one", tmp);
+    fm_model *m = NULL;
+    fm_error err;
+    CHECK_OK(fm_from_pretrained(src, NULL, &m, NULL, &err), &err);
+    fm_save_pretrained_options so;
+    fm_save_pretrained_options_init(&so);
+    so.max_shard_size = 1000000000;
+    if (m) CHECK_OK(fm_save_pretrained(m, one, &so, &err), &err);
+    fm_model_free(m);
+    snprintf(f, sizeof f, "%s/model.safetensors", one);
+    char *whole = fm_test_read_file(f, NULL);
+    CHECK_MSG(whole != NULL, "explicit 1 GB limit gives a single model.safetensors");
+    free(whole);
 }
 
 static void test_round_trip_tied_f16_v5(void) {

@@ -435,6 +435,27 @@ static void test_long_name_limit(void) {
     }
 }
 
+/* FM_ST_MAX_TENSORS + 1 zero-size entries (about 50 MB of header): FM_ERR_LIMIT. */
+static void test_tensor_count_limit(void) {
+    if (quick) return;
+    size_t n = FM_ST_MAX_TENSORS + 1, cap = n * 56 + 16, o = 0;
+    char *h = malloc(cap);
+    h[o++] = '{';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(h + o, cap - o, "%s\"%zx\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}",
+                              i ? "," : "", i);
+    h[o++] = '}';
+    uint8_t *b;
+    size_t len;
+    fm_error eb, *err = &eb;
+    fm_st_file *f = NULL;
+    CHECK(stfx_bytes_n(o, h, o, NULL, 0, &b, &len) == 0);
+    CHECK_STATUS(FM_ERR_LIMIT, fm_st_open_buffer(b, len, "many", &f, err), err);
+    CHECK_CONTAINS(err->msg, "more than 1000000 tensors");
+    free(b);
+    free(h);
+}
+
 static void test_not_a_file(void) {
     fm_error eb, *err = &eb;
     fm_st_file *f = NULL;
@@ -544,6 +565,7 @@ int main(void) {
     RUN(test_depth_cap);
     RUN(test_malformed);
     RUN(test_long_name_limit);
+    RUN(test_tensor_count_limit);
     RUN(test_not_a_file);
     RUN(test_fault_injection);
     RUN(test_open_reads_no_data);

@@ -151,9 +151,9 @@ static fm_status check_dims_fit(const fm_st_file *f, fm_error *err) {
         const fm_st_entry *e = &f->h.entries[i];
         for (int d = 0; d < e->shape.ndim; d++) {
             if (e->shape.dims[d] >= 0) continue;
-            char q[FM_ST_QUOTE_MAX], sh[256];
-            return fm_error_set(err, FM_ERR_LIMIT, "%s: tensor '%s': shape %s has a dimension above 2^63-1 (fusemap limit)",
-                                f->path, fm_st_quote_name(q, sizeof q, e->name, e->name_len), fmt_dims(e, sh, sizeof sh));
+            char sh[256];
+            return entry_error(f, e, err, FM_ERR_LIMIT, "shape %s has a dimension above 2^63-1 (fusemap limit)",
+                               fmt_dims(e, sh, sizeof sh));
         }
     }
     return FM_OK;

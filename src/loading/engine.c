@@ -179,7 +179,7 @@ static fm_status route_key(load_ctx *c, size_t i, fm_error *err) {
     if (st != FM_OK) return st;
     size_t p;
     bool known = fm_keymap_get(&c->pmap, r.key, &p);
-    if (0 && fm_keymap_get(&c->pmap, orig, &p)) { /* renaming would lose a real parameter: don't */
+    if (!known && fm_keymap_get(&c->pmap, orig, &p)) { /* renaming would lose a real parameter: don't */
         fm_chain_result_clear(&r);
         memset(c->ren_hit, 0, c->nren * sizeof *c->ren_hit);
         memset(c->conv_hit, 0, c->nconv * sizeof *c->conv_hit);
