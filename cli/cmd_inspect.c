@@ -28,10 +28,14 @@ typedef struct inspect_info {
 static int parse_args(inspect_args *a, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--json")) a->json = true;
-        else if (s[0] == '-' && s[1]) return fm_cli_usage_error("inspect: unknown option '%s'", s);
-        else if (!a->dir) a->dir = s;
-        else return fm_cli_usage_error("inspect: unexpected argument '%s'", s);
+        if (!strcmp(s, "--json"))
+            a->json = true;
+        else if (s[0] == '-' && s[1])
+            return fm_cli_usage_error("inspect: unknown option '%s'", s);
+        else if (!a->dir)
+            a->dir = s;
+        else
+            return fm_cli_usage_error("inspect: unexpected argument '%s'", s);
     }
     if (!a->dir) return fm_cli_usage_error("usage: fusemap inspect DIR [--json]");
     return 0;
@@ -87,7 +91,8 @@ static fm_status read_config(const char *dir, inspect_info *info, fm_error *err)
 
 static uint64_t numel_of(const fm_shape *s) {
     uint64_t n = 1;
-    for (int i = 0; i < s->ndim; i++) n *= (uint64_t)s->dims[i]; /* bounded: the reader checked it */
+    for (int i = 0; i < s->ndim; i++)
+        n *= (uint64_t)s->dims[i]; /* bounded: the reader checked it */
     return n;
 }
 
@@ -109,7 +114,8 @@ static json_t *tensor_json(const fm_checkpoint *c, const fm_ckpt_entry *e) {
     json_t *t = json_object(), *shape = json_array();
     json_object_set_new(t, "name", json_stringn(e->name, name_len_of(c, e)));
     json_object_set_new(t, "dtype", json_string(fm_dtype_name(e->dtype)));
-    for (int d = 0; d < e->shape.ndim; d++) json_array_append_new(shape, json_integer(e->shape.dims[d]));
+    for (int d = 0; d < e->shape.ndim; d++)
+        json_array_append_new(shape, json_integer(e->shape.dims[d]));
     json_object_set_new(t, "shape", shape);
     json_object_set_new(t, "shard", json_string(e->shard));
     json_object_set_new(t, "bytes", json_integer((json_int_t)e->nbytes));
@@ -117,7 +123,8 @@ static json_t *tensor_json(const fm_checkpoint *c, const fm_ckpt_entry *e) {
 }
 
 static int print_json(const fm_checkpoint *c, inspect_info *info) {
-    json_t *root = json_object(), *tensors = json_array(), *totals = json_object(), *per = json_object();
+    json_t *root = json_object(), *tensors = json_array(), *totals = json_object(),
+           *per = json_object();
     json_object_set(root, "model_type", info->model_type);
     json_object_set(root, "architectures", info->architectures);
     for (size_t i = 0; i < fm_checkpoint_count(c); i++)
@@ -128,7 +135,8 @@ static int print_json(const fm_checkpoint *c, inspect_info *info) {
     json_object_set_new(totals, "bytes", json_integer((json_int_t)info->bytes));
     for (int d = 0; d < FM_DTYPE_COUNT; d++)
         if (info->bytes_per_dtype[d])
-            json_object_set_new(per, fm_dtype_name((fm_dtype)d), json_integer((json_int_t)info->bytes_per_dtype[d]));
+            json_object_set_new(per, fm_dtype_name((fm_dtype)d),
+                                json_integer((json_int_t)info->bytes_per_dtype[d]));
     json_object_set_new(totals, "bytes_per_dtype", per);
     json_object_set_new(root, "totals", totals);
     int rc = json_dumpf(root, stdout, JSON_INDENT(2)) == 0 && fputc('\n', stdout) != EOF ? 0 : 1;
@@ -141,7 +149,8 @@ static void put_name(const char *s, size_t len, int width) {
     int w = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch < 0x20 || ch == 0x7F) w += printf("\\x%02x", ch);
+        if (ch < 0x20 || ch == 0x7F)
+            w += printf("\\x%02x", ch);
         else {
             putchar(ch);
             w += (ch & 0xC0) != 0x80; /* count code points, not bytes */
@@ -163,22 +172,29 @@ static void print_table(const fm_checkpoint *c, const inspect_info *info) {
     printf("model_type:    %s\narchitectures: ", mt ? mt : "(none)");
     size_t k;
     json_t *v;
-    json_array_foreach(info->architectures, k, v) printf("%s%s", k ? ", " : "", json_string_value(v));
-    printf("%s\ncheckpoint:    %s ", json_array_size(info->architectures) ? "" : "(none)", fm_checkpoint_dir(c));
-    if (fm_checkpoint_is_sharded(c)) printf("(sharded, %zu shards)\n\n", fm_checkpoint_shard_count(c));
-    else printf("(single file)\n\n");
-    printf("%-*s  %-11s  %-24s  %-*s  %14s\n", (int)nw, "NAME", "DTYPE", "SHAPE", (int)sw, "SHARD", "BYTES");
+    json_array_foreach(info->architectures, k, v)
+        printf("%s%s", k ? ", " : "", json_string_value(v));
+    printf("%s\ncheckpoint:    %s ", json_array_size(info->architectures) ? "" : "(none)",
+           fm_checkpoint_dir(c));
+    if (fm_checkpoint_is_sharded(c))
+        printf("(sharded, %zu shards)\n\n", fm_checkpoint_shard_count(c));
+    else
+        printf("(single file)\n\n");
+    printf("%-*s  %-11s  %-24s  %-*s  %14s\n", (int)nw, "NAME", "DTYPE", "SHAPE", (int)sw, "SHARD",
+           "BYTES");
     for (size_t i = 0; i < n; i++) {
         const fm_ckpt_entry *e = fm_checkpoint_entry_at(c, i);
         put_name(e->name, name_len_of(c, e), (int)nw);
-        printf("  %-11s  %-24s  %-*s  %14llu\n", fm_dtype_name(e->dtype), fm_shape_format(&e->shape, shape, sizeof shape),
-               (int)sw, e->shard, (unsigned long long)e->nbytes);
+        printf("  %-11s  %-24s  %-*s  %14llu\n", fm_dtype_name(e->dtype),
+               fm_shape_format(&e->shape, shape, sizeof shape), (int)sw, e->shard,
+               (unsigned long long)e->nbytes);
     }
-    printf("\ntotals: %zu tensors, %llu parameters, %llu bytes\n", n, (unsigned long long)info->params,
-           (unsigned long long)info->bytes);
+    printf("\ntotals: %zu tensors, %llu parameters, %llu bytes\n", n,
+           (unsigned long long)info->params, (unsigned long long)info->bytes);
     for (int d = 0; d < FM_DTYPE_COUNT; d++)
         if (info->bytes_per_dtype[d])
-            printf("  %-11s %14llu bytes\n", fm_dtype_name((fm_dtype)d), (unsigned long long)info->bytes_per_dtype[d]);
+            printf("  %-11s %14llu bytes\n", fm_dtype_name((fm_dtype)d),
+                   (unsigned long long)info->bytes_per_dtype[d]);
 }
 
 int fm_cli_inspect(int argc, char **argv) {
@@ -194,9 +210,12 @@ int fm_cli_inspect(int argc, char **argv) {
     if (st == FM_OK) st = read_config(a.dir, &info, &err);
     if (st == FM_OK) {
         sum_totals(c, &info);
-        if (a.json) rc = print_json(c, &info);
-        else print_table(c, &info);
-        if (rc || fflush(stdout) != 0 || ferror(stdout)) rc = fm_cli_errorf("inspect: cannot write the output");
+        if (a.json)
+            rc = print_json(c, &info);
+        else
+            print_table(c, &info);
+        if (rc || fflush(stdout) != 0 || ferror(stdout))
+            rc = fm_cli_errorf("inspect: cannot write the output");
     } else {
         rc = fm_cli_fail(&err);
     }

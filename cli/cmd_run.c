@@ -75,7 +75,11 @@ static fm_status preprocess(const run_args *a, fm_tensor *pv, fm_tensor *grid, f
     fm_image imgs[64];
     memset(imgs, 0, sizeof imgs);
     fm_status st = fm_qwen2vl_preproc_params_load(a->dir, &p, NULL, err);
-    for (int i = 0; st == FM_OK && i < a->n_images; i++) st = fm_image_load(a->images[i], &imgs[i], err);
+    /* transformers' load_image applies the EXIF orientation before preprocessing */
+    for (int i = 0; st == FM_OK && i < a->n_images; i++) {
+        st = fm_image_load(a->images[i], &imgs[i], err);
+        if (st == FM_OK) st = fm_image_apply_orientation(&imgs[i], err);
+    }
     if (st == FM_OK) st = fm_qwen2vl_preprocess(imgs, (size_t)a->n_images, &p, pv, grid, err);
     for (int i = 0; i < a->n_images; i++) fm_image_free(&imgs[i]);
     return st;
@@ -103,9 +107,12 @@ static int run(run_args *a) {
     lo.fusion_config = fm_cli_fusion_config(&a->fusion);
     fm_model *m = NULL;
     fm_tensor pv = {0}, grid = {0}, emb = {0};
-    char s1[128], s2[128];
+    char s1[128], s2[128], s3[128];
+    fm_load_report rep;
     double t0 = fm_cli_now();
-    fm_status st = fm_from_pretrained(a->dir, &lo, &m, NULL, &err);
+    fm_status st = fm_from_pretrained(a->dir, &lo, &m, &rep, &err);
+    size_t n_fused = rep.n_fused;
+    fm_load_report_free(&rep);
     double t1 = fm_cli_now();
     if (st == FM_OK) st = a->pixel_values ? read_inputs(a->pixel_values, &pv, &grid, &err) : preprocess(a, &pv, &grid, &err);
     double t2 = fm_cli_now();
@@ -116,7 +123,7 @@ static int run(run_args *a) {
     if (st == FM_OK) {
         fprintf(stderr, "pixel_values %s, image_grid_thw %s -> image_embeds %s%s\n",
                 fm_shape_format(&pv.shape, s1, sizeof s1), fm_shape_format(&grid.shape, s2, sizeof s2),
-                fm_shape_format(&emb.shape, s1, sizeof s1), fm_model_fusion_config(m) ? " (fused)" : "");
+                fm_shape_format(&emb.shape, s3, sizeof s3), n_fused ? " (fused)" : "");
         fprintf(stderr, "timings: load %.3f s, %s %.3f s, forward %.3f s\n", t1 - t0,
                 a->pixel_values ? "read inputs" : "preprocess", t2 - t1, t3 - t2);
     }

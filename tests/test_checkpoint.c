@@ -23,7 +23,8 @@ static char *new_dir(void) {
     return p;
 }
 
-static void write_shard(const char *dir, const char *name, const stfx_tensor *ts, size_t n, uint64_t seed) {
+static void write_shard(const char *dir, const char *name, const stfx_tensor *ts, size_t n,
+                        uint64_t seed) {
     uint8_t *b;
     size_t len;
     char *p = stfx_join(dir, name);
@@ -34,7 +35,8 @@ static void write_shard(const char *dir, const char *name, const stfx_tensor *ts
 }
 
 /* Checks tensor `name` of c against stfx_random_bytes(seed) of the expected size. */
-static void check_tensor_bytes(const fm_checkpoint *c, const char *name, const stfx_tensor *t, uint64_t seed) {
+static void check_tensor_bytes(const fm_checkpoint *c, const char *name, const stfx_tensor *t,
+                               uint64_t seed) {
     fm_error eb, *err = &eb;
     long k = fm_checkpoint_find(c, name);
     CHECK_MSG(k >= 0, "tensor %s not found", name);
@@ -116,18 +118,22 @@ static void test_sharded(void) {
     CHECK(fm_checkpoint_is_sharded(c));
     CHECK_EQ_INT(5, fm_checkpoint_count(c));
     CHECK_EQ_INT(2, fm_checkpoint_shard_count(c));
-    static const char *const order[] = {"model.layers.0.w", "model.layers.0.b", "model.embed", "model.layers.1.w",
-                                        "lm_head.weight"};
+    static const char *const order[] = {"model.layers.0.w", "model.layers.0.b", "model.embed",
+                                        "model.layers.1.w", "lm_head.weight"};
     for (size_t i = 0; i < 5; i++) {
         const fm_ckpt_entry *e = fm_checkpoint_entry_at(c, i);
         CHECK_EQ_STR(order[i], e->name);
-        CHECK_EQ_STR(i < 3 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors", e->shard);
+        CHECK_EQ_STR(i < 3 ? "model-00001-of-00002.safetensors"
+                           : "model-00002-of-00002.safetensors",
+                     e->shard);
         CHECK_EQ_INT(i < 3 ? 0 : 1, e->shard_index);
         CHECK_EQ_INT(i < 3 ? i : i - 3, e->index_in_shard);
         CHECK_EQ_INT(i, fm_checkpoint_find(c, order[i]));
     }
-    for (size_t i = 0; i < 3; i++) check_tensor_bytes(c, shard_a[i].name, &shard_a[i], 200 + i);
-    for (size_t i = 0; i < 2; i++) check_tensor_bytes(c, shard_b[i].name, &shard_b[i], 300 + i);
+    for (size_t i = 0; i < 3; i++)
+        check_tensor_bytes(c, shard_a[i].name, &shard_a[i], 200 + i);
+    for (size_t i = 0; i < 2; i++)
+        check_tensor_bytes(c, shard_b[i].name, &shard_b[i], 300 + i);
     /* views outlive the checkpoint */
     fm_tensor v, bad;
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_checkpoint_tensor(c, 5, &bad, err), err);
@@ -178,32 +184,47 @@ typedef struct index_case {
     const char *needle;
 } index_case;
 
-#define WM_HEAD "{\"weight_map\":{\"lm_head.weight\":\"model-00002-of-00002.safetensors\",\"model.embed\":\"model-00001-of-00002.safetensors\",\"model.layers.0.b\":\"model-00001-of-00002.safetensors\",\"model.layers.0.w\":\"model-00001-of-00002.safetensors\""
+#define WM_HEAD                                                                                    \
+    "{\"weight_map\":{\"lm_head.weight\":\"model-00002-of-00002.safetensors\",\"model.embed\":"    \
+    "\"model-00001-of-00002.safetensors\",\"model.layers.0.b\":\"model-00001-of-00002."            \
+    "safetensors\",\"model.layers.0.w\":\"model-00001-of-00002.safetensors\""
 #define WM_LAST ",\"model.layers.1.w\":\"model-00002-of-00002.safetensors\""
 
 static const index_case index_cases[] = {
-    {"bad_json", "{\"weight_map\": {\"a\": \"x\",}\n}", FM_ERR_INDEX, "model.safetensors.index.json:1:"},
+    {"bad_json", "{\"weight_map\": {\"a\": \"x\",}\n}", FM_ERR_INDEX,
+     "model.safetensors.index.json:1:"},
     {"bad_json_line", "{\n\n  \"weight_map\": [\n", FM_ERR_INDEX, ".json:4:"},
-    {"duplicate_key", WM_HEAD WM_LAST ",\"model.embed\":\"model-00001-of-00002.safetensors\"}}", FM_ERR_INDEX, "duplicate"},
+    {"duplicate_key", WM_HEAD WM_LAST ",\"model.embed\":\"model-00001-of-00002.safetensors\"}}",
+     FM_ERR_INDEX, "duplicate"},
     {"top_array", "[]", FM_ERR_INDEX, "top level must be an object"},
     {"no_weight_map", "{\"metadata\":{}}", FM_ERR_INDEX, "no 'weight_map'"},
     {"weight_map_array", "{\"weight_map\":[]}", FM_ERR_INDEX, "'weight_map' must be an object"},
-    {"metadata_string", "{\"metadata\":\"x\",\"weight_map\":{}}", FM_ERR_INDEX, "'metadata' must be an object"},
-    {"value_not_string", WM_HEAD ",\"model.layers.1.w\":2}}", FM_ERR_INDEX, "'model.layers.1.w': shard name is not a string"},
-    {"slash", WM_HEAD ",\"model.layers.1.w\":\"sub/model-00002-of-00002.safetensors\"}}", FM_ERR_INDEX, "path separator"},
-    {"dotdot", WM_HEAD ",\"model.layers.1.w\":\"../model-00002-of-00002.safetensors\"}}", FM_ERR_INDEX, "path separator"},
+    {"metadata_string", "{\"metadata\":\"x\",\"weight_map\":{}}", FM_ERR_INDEX,
+     "'metadata' must be an object"},
+    {"value_not_string", WM_HEAD ",\"model.layers.1.w\":2}}", FM_ERR_INDEX,
+     "'model.layers.1.w': shard name is not a string"},
+    {"slash", WM_HEAD ",\"model.layers.1.w\":\"sub/model-00002-of-00002.safetensors\"}}",
+     FM_ERR_INDEX, "path separator"},
+    {"dotdot", WM_HEAD ",\"model.layers.1.w\":\"../model-00002-of-00002.safetensors\"}}",
+     FM_ERR_INDEX, "path separator"},
     {"just_dotdot", WM_HEAD ",\"model.layers.1.w\":\"..\"}}", FM_ERR_INDEX, "'..'"},
     {"absolute", WM_HEAD ",\"model.layers.1.w\":\"/etc/passwd\"}}", FM_ERR_INDEX, "absolute path"},
     {"empty_name", WM_HEAD ",\"model.layers.1.w\":\"\"}}", FM_ERR_INDEX, "empty shard name"},
     {"backslash", WM_HEAD ",\"model.layers.1.w\":\"a\\\\b\"}}", FM_ERR_INDEX, "path separator"},
-    {"missing_shard", WM_HEAD ",\"model.layers.1.w\":\"model-00003-of-00003.safetensors\"}}", FM_ERR_INDEX,
-     "shard 'model-00003-of-00003.safetensors' (listed for tensor 'model.layers.1.w') does not exist"},
-    {"not_in_shard", WM_HEAD WM_LAST ",\"ghost\":\"model-00001-of-00002.safetensors\"}}", FM_ERR_INDEX,
-     "tensor 'ghost' is mapped to shard 'model-00001-of-00002.safetensors' but that file does not contain it"},
-    {"wrong_shard", WM_HEAD ",\"model.layers.1.w\":\"model-00001-of-00002.safetensors\"}}", FM_ERR_INDEX,
+    {"missing_shard", WM_HEAD ",\"model.layers.1.w\":\"model-00003-of-00003.safetensors\"}}",
+     FM_ERR_INDEX,
+     "shard 'model-00003-of-00003.safetensors' (listed for tensor 'model.layers.1.w') does not "
+     "exist"},
+    {"not_in_shard", WM_HEAD WM_LAST ",\"ghost\":\"model-00001-of-00002.safetensors\"}}",
+     FM_ERR_INDEX,
+     "tensor 'ghost' is mapped to shard 'model-00001-of-00002.safetensors' but that file does not "
+     "contain it"},
+    {"wrong_shard", WM_HEAD ",\"model.layers.1.w\":\"model-00001-of-00002.safetensors\"}}",
+     FM_ERR_INDEX,
      "tensor 'model.layers.1.w' is mapped to shard 'model-00001-of-00002.safetensors'"},
     {"unmapped", WM_HEAD "}}", FM_ERR_INDEX,
-     "tensor 'model.layers.1.w' is in shard 'model-00002-of-00002.safetensors' but not in weight_map"},
+     "tensor 'model.layers.1.w' is in shard 'model-00002-of-00002.safetensors' but not in "
+     "weight_map"},
 };
 
 static void test_index_errors(void) {
@@ -234,8 +255,10 @@ static void test_tensor_in_two_shards(void) {
     write_shard(d, "model-00002-of-00002.safetensors", both, 3, 300);
     fm_checkpoint *c = NULL;
     CHECK_STATUS(FM_ERR_INDEX, fm_checkpoint_open(d, &c, err), err);
-    CHECK_CONTAINS(err->msg, "tensor 'model.layers.0.b' is in two shards, 'model-00001-of-00002.safetensors' and "
-                             "'model-00002-of-00002.safetensors'");
+    CHECK_CONTAINS(
+        err->msg,
+        "tensor 'model.layers.0.b' is in two shards, 'model-00001-of-00002.safetensors' and "
+        "'model-00002-of-00002.safetensors'");
     stfx_rmrf(d);
     free(d);
 }
@@ -290,7 +313,8 @@ static void test_symlinks(void) {
 static void test_empty_weight_map(void) {
     fm_error eb, *err = &eb;
     char *d = new_dir();
-    CHECK(stfx_write_text(d, "model.safetensors.index.json", "{\"metadata\":{},\"weight_map\":{}}") == 0);
+    CHECK(stfx_write_text(d, "model.safetensors.index.json",
+                          "{\"metadata\":{},\"weight_map\":{}}") == 0);
     fm_checkpoint *c = NULL;
     CHECK_OK(fm_checkpoint_open(d, &c, err), err);
     CHECK_EQ_INT(0, fm_checkpoint_count(c));

@@ -22,7 +22,7 @@ static char *tmproot;
 static int dir_counter;
 
 typedef struct cli_result {
-    int code; /* exit status; -1 if it did not exit normally */
+    int code;        /* exit status; -1 if it did not exit normally */
     char *out, *err; /* whole stdout / stderr, NUL-terminated; free() */
 } cli_result;
 
@@ -73,7 +73,8 @@ static char *new_dir(void) {
     return p;
 }
 
-static void write_st(const char *dir, const char *name, const stfx_tensor *ts, size_t n, uint64_t seed) {
+static void write_st(const char *dir, const char *name, const stfx_tensor *ts, size_t n,
+                     uint64_t seed) {
     uint8_t *b;
     size_t len;
     char *p = stfx_join(dir, name);
@@ -83,9 +84,9 @@ static void write_st(const char *dir, const char *name, const stfx_tensor *ts, s
     free(p);
 }
 
-static const char *config_text =
-    "{\n  \"architectures\": [\"Qwen2VLForConditionalGeneration\"],\n  \"model_type\": \"qwen2_vl\",\n"
-    "  \"vision_config\": {\"depth\": 2, \"embed_dim\": 16}\n}\n";
+static const char *config_text = "{\n  \"architectures\": [\"Qwen2VLForConditionalGeneration\"],\n "
+                                 " \"model_type\": \"qwen2_vl\",\n"
+                                 "  \"vision_config\": {\"depth\": 2, \"embed_dim\": 16}\n}\n";
 
 static const stfx_tensor tens_a[] = {
     {"visual.patch_embed.proj.weight", "BF16", 5, {16, 3, 2, 14, 14}},
@@ -99,7 +100,8 @@ static const stfx_tensor tens_b[] = {
 
 static uint64_t numel(const stfx_tensor *t) {
     uint64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= (uint64_t)t->dims[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= (uint64_t)t->dims[i];
     return n;
 }
 
@@ -111,7 +113,8 @@ static void check_tensor_json(json_t *t, const stfx_tensor *want, const char *sh
     CHECK_EQ_INT(stfx_nbytes(want), json_integer_value(json_object_get(t, "bytes")));
     json_t *shape = json_object_get(t, "shape");
     CHECK_EQ_INT(want->ndim, json_array_size(shape));
-    for (int d = 0; d < want->ndim; d++) CHECK_EQ_INT(want->dims[d], json_integer_value(json_array_get(shape, (size_t)d)));
+    for (int d = 0; d < want->ndim; d++)
+        CHECK_EQ_INT(want->dims[d], json_integer_value(json_array_get(shape, (size_t)d)));
 }
 
 static void check_key_order(json_t *o, const char *const *keys, size_t n) {
@@ -126,13 +129,14 @@ static void test_json_sharded(void) {
     write_st(d, "model-00001-of-00002.safetensors", tens_a, 3, 10);
     write_st(d, "model-00002-of-00002.safetensors", tens_b, 2, 20);
     CHECK(stfx_write_text(d, "config.json", config_text) == 0);
-    CHECK(stfx_write_text(d, "model.safetensors.index.json",
-                          "{\"metadata\":{\"total_size\":1},\"weight_map\":{"
-                          "\"lm_head.weight\":\"model-00002-of-00002.safetensors\","
-                          "\"position_ids\":\"model-00002-of-00002.safetensors\","
-                          "\"visual.blocks.0.attn.qkv.bias\":\"model-00001-of-00002.safetensors\","
-                          "\"visual.blocks.0.norm1.weight\":\"model-00001-of-00002.safetensors\","
-                          "\"visual.patch_embed.proj.weight\":\"model-00001-of-00002.safetensors\"}}") == 0);
+    CHECK(stfx_write_text(
+              d, "model.safetensors.index.json",
+              "{\"metadata\":{\"total_size\":1},\"weight_map\":{"
+              "\"lm_head.weight\":\"model-00002-of-00002.safetensors\","
+              "\"position_ids\":\"model-00002-of-00002.safetensors\","
+              "\"visual.blocks.0.attn.qkv.bias\":\"model-00001-of-00002.safetensors\","
+              "\"visual.blocks.0.norm1.weight\":\"model-00001-of-00002.safetensors\","
+              "\"visual.patch_embed.proj.weight\":\"model-00001-of-00002.safetensors\"}}") == 0);
     cli_result r = run_inspect(d, "--json", NULL);
     CHECK_EQ_INT(0, r.code);
     CHECK_EQ_STR("", r.err);
@@ -149,9 +153,11 @@ static void test_json_sharded(void) {
         json_t *ts = json_object_get(doc, "tensors");
         CHECK_EQ_INT(5, json_array_size(ts));
         for (size_t i = 0; i < 3 && json_array_size(ts) == 5; i++)
-            check_tensor_json(json_array_get(ts, i), &tens_a[i], "model-00001-of-00002.safetensors");
+            check_tensor_json(json_array_get(ts, i), &tens_a[i],
+                              "model-00001-of-00002.safetensors");
         for (size_t i = 0; i < 2 && json_array_size(ts) == 5; i++)
-            check_tensor_json(json_array_get(ts, 3 + i), &tens_b[i], "model-00002-of-00002.safetensors");
+            check_tensor_json(json_array_get(ts, 3 + i), &tens_b[i],
+                              "model-00002-of-00002.safetensors");
         json_t *tot = json_object_get(doc, "totals");
         static const char *const tkeys[] = {"tensors", "parameters", "bytes", "bytes_per_dtype"};
         check_key_order(tot, tkeys, 4);
@@ -161,7 +167,8 @@ static void test_json_sharded(void) {
             bytes += stfx_nbytes(&tens_a[i]);
             if (!strcmp(tens_a[i].dtype, "BF16")) bf16 += stfx_nbytes(&tens_a[i]);
         }
-        for (size_t i = 0; i < 2; i++) params += numel(&tens_b[i]), bytes += stfx_nbytes(&tens_b[i]);
+        for (size_t i = 0; i < 2; i++)
+            params += numel(&tens_b[i]), bytes += stfx_nbytes(&tens_b[i]);
         CHECK_EQ_INT(5, json_integer_value(json_object_get(tot, "tensors")));
         CHECK_EQ_INT(params, json_integer_value(json_object_get(tot, "parameters")));
         CHECK_EQ_INT(bytes, json_integer_value(json_object_get(tot, "bytes")));
@@ -200,7 +207,8 @@ static void test_table_single(void) {
  * the table and exact in JSON. */
 static void test_no_config_and_odd_names(void) {
     char *d = new_dir(), *p = stfx_join(d, "model.safetensors");
-    CHECK(stfx_write_st(p, "{\"a\\nb\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", "xy", 2) == 0);
+    CHECK(stfx_write_st(p, "{\"a\\nb\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}",
+                        "xy", 2) == 0);
     cli_result r = run_inspect(d, NULL, NULL);
     CHECK_EQ_INT(0, r.code);
     CHECK_CONTAINS(r.out, "a\\x0ab");
@@ -213,7 +221,8 @@ static void test_no_config_and_odd_names(void) {
     CHECK(json_is_null(json_object_get(doc, "model_type")));
     CHECK_EQ_INT(0, json_array_size(json_object_get(doc, "architectures")));
     CHECK(json_is_array(json_object_get(doc, "architectures")));
-    CHECK_EQ_STR("a\nb", json_string_value(json_object_get(json_array_get(json_object_get(doc, "tensors"), 0), "name")));
+    CHECK_EQ_STR("a\nb", json_string_value(json_object_get(
+                             json_array_get(json_object_get(doc, "tensors"), 0), "name")));
     json_decref(doc);
     result_free(&r);
     stfx_rmrf(d);
@@ -230,24 +239,30 @@ static void expect_one_line_error(const char *dir, const char *file_part, const 
     CHECK_CONTAINS(r.err, file_part);
     CHECK_CONTAINS(r.err, reason);
     size_t n = strlen(r.err);
-    CHECK_MSG(n > 0 && r.err[n - 1] == '\n' && strchr(r.err, '\n') == r.err + n - 1, "not one line: %s", r.err);
+    CHECK_MSG(n > 0 && r.err[n - 1] == '\n' && strchr(r.err, '\n') == r.err + n - 1,
+              "not one line: %s", r.err);
     result_free(&r);
 }
 
 static void test_malformed_inputs(void) {
     char *d = new_dir(), *p = stfx_join(d, "model.safetensors");
     /* gap between tensors */
-    CHECK(stfx_write_st(p, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-                           "\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}", "xyz", 3) == 0);
+    CHECK(stfx_write_st(p,
+                        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                        "\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}",
+                        "xyz", 3) == 0);
     expect_one_line_error(d, "model.safetensors: tensor 'b'", "invalid offset");
     /* unknown dtype */
-    CHECK(stfx_write_st(p, "{\"a\":{\"dtype\":\"Q7\",\"shape\":[1],\"data_offsets\":[0,1]}}", "x", 1) == 0);
+    CHECK(stfx_write_st(p, "{\"a\":{\"dtype\":\"Q7\",\"shape\":[1],\"data_offsets\":[0,1]}}", "x",
+                        1) == 0);
     expect_one_line_error(d, "model.safetensors: tensor 'a'", "unknown dtype 'Q7'");
     /* truncated */
-    CHECK(stfx_write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", "x", 1) == 0);
+    CHECK(stfx_write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", "x",
+                        1) == 0);
     expect_one_line_error(d, "model.safetensors", "not fully covered");
     /* an index naming a missing shard */
-    CHECK(stfx_write_text(d, "model.safetensors.index.json", "{\"weight_map\":{\"a\":\"gone.safetensors\"}}") == 0);
+    CHECK(stfx_write_text(d, "model.safetensors.index.json",
+                          "{\"weight_map\":{\"a\":\"gone.safetensors\"}}") == 0);
     expect_one_line_error(d, "model.safetensors.index.json", "does not exist");
     /* malformed config.json beside a good checkpoint */
     char *idx = stfx_join(d, "model.safetensors.index.json");

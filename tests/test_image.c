@@ -449,6 +449,14 @@ static void test_alloc_faults(void) {
     imgfx_fill_random(px, sizeof px, 8);
     png = imgfx_png_encode(21, 9, PNG_COLOR_TYPE_RGB, 8, 1, px, NULL, 0, NULL, 0, &len);
     alloc_fault_loop(png, len, "fault_interlaced.png");
+    for (uint64_t k = 1; k < 30; k++) { /* NULL err: the status is still the real one */
+        fm_image img = {0};
+        fm_fault_set(FM_FAULT_ALLOC, k);
+        fm_status st = fm_image_decode(png, len, "nullerr.png", &img, NULL);
+        fm_fault_set(FM_FAULT_ALLOC, 0);
+        CHECK_MSG(st == FM_OK || st == FM_ERR_NOMEM, "k=%llu: %s", (unsigned long long)k, fm_status_name(st));
+        fm_image_free(&img);
+    }
     free(png);
     uint8_t *jpg = imgfx_jpeg_encode(px, 21, 9, 3, 90, 0, 0, &len);
     alloc_fault_loop(jpg, len, "fault.jpg");

@@ -324,6 +324,7 @@ static void test_preprocess_errors(void) {
     CHECK_CONTAINS(err->msg, "image 1");
     CHECK_CONTAINS(err->msg, "aspect ratio");
     CHECK(pv.dtype == FM_DTYPE_U8 && pv.data == NULL && gt.data == NULL);
+    CHECK_EQ_INT(FM_ERR_IMAGE, fm_qwen2vl_preprocess(both, 2, &p, &pv, &gt, NULL));
     fm_image empty = {0};
     CHECK_STATUS(FM_ERR_IMAGE, fm_qwen2vl_preprocess(&empty, 1, &p, &pv, &gt, err), err);
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_qwen2vl_preprocess(&ok, 0, &p, &pv, &gt, err), err);

@@ -77,8 +77,9 @@ static void test_reference_vector(void) {
 /* Random tensors of several dtypes and shapes, header members in shuffled order: every view
  * must hold exactly the bytes placed at its offsets. */
 static void random_file_roundtrip(uint64_t seed, int ntensors) {
-    static const fm_dtype dts[] = {FM_DTYPE_F64, FM_DTYPE_I64, FM_DTYPE_F32, FM_DTYPE_BF16, FM_DTYPE_F16,
-                                   FM_DTYPE_U8, FM_DTYPE_BOOL, FM_DTYPE_I32, FM_DTYPE_C64, FM_DTYPE_F4};
+    static const fm_dtype dts[] = {FM_DTYPE_F64, FM_DTYPE_I64, FM_DTYPE_F32,  FM_DTYPE_BF16,
+                                   FM_DTYPE_F16, FM_DTYPE_U8,  FM_DTYPE_BOOL, FM_DTYPE_I32,
+                                   FM_DTYPE_C64, FM_DTYPE_F4};
     size_t hcap = 256 + (size_t)ntensors * 160, hl = 0, dlen = 0;
     char *hdr = malloc(hcap);
     uint64_t *beg = calloc((size_t)ntensors, 8), *end = calloc((size_t)ntensors, 8);
@@ -110,9 +111,11 @@ static void random_file_roundtrip(uint64_t seed, int ntensors) {
     for (int k = 0; k < ntensors; k++) {
         int i = order[k];
         hl += (size_t)snprintf(hdr + hl, hcap - hl,
-                               ",\"layer.%d.w\":{\"shape\":[%lld,%lld,%lld],\"data_offsets\":[%llu,%llu],\"dtype\":\"%s\"}",
-                               i, (long long)shapes[i][0], (long long)shapes[i][1], (long long)shapes[i][2],
-                               (unsigned long long)beg[i], (unsigned long long)end[i], fm_dtype_name(dts[dt_of[i]]));
+                               ",\"layer.%d.w\":{\"shape\":[%lld,%lld,%lld],\"data_offsets\":[%llu,"
+                               "%llu],\"dtype\":\"%s\"}",
+                               i, (long long)shapes[i][0], (long long)shapes[i][1],
+                               (long long)shapes[i][2], (unsigned long long)beg[i],
+                               (unsigned long long)end[i], fm_dtype_name(dts[dt_of[i]]));
     }
     hl += (size_t)snprintf(hdr + hl, hcap - hl, "}\n\t ");
     uint8_t *data = malloc(dlen ? dlen : 1), *b;
@@ -133,7 +136,8 @@ static void random_file_roundtrip(uint64_t seed, int ntensors) {
         CHECK(k >= 0);
         if (k < 0) continue;
         const fm_st_entry *e = fm_st_entry_at(f, (size_t)k);
-        CHECK(e->dtype == dts[dt_of[i]] && e->begin == beg[i] && e->end == end[i] && e->shape.dims[1] == shapes[i][1]);
+        CHECK(e->dtype == dts[dt_of[i]] && e->begin == beg[i] && e->end == end[i] &&
+              e->shape.dims[1] == shapes[i][1]);
         fm_tensor t, tb;
         CHECK_OK(fm_st_tensor(f, (size_t)k, &t, err), err);
         CHECK_OK(fm_st_tensor(fb, (size_t)fm_st_find(fb, names), &tb, err), err);
@@ -168,7 +172,8 @@ static void test_metadata(void) {
     fm_st_file *f = NULL;
     uint8_t *b;
     size_t len;
-    const char *h = "{\"__metadata__\":{\"format\":\"pt\",\"k\\\"\":\"v\\\\\\/\",\"\\u00e9t\\u00e9\":\"\\ud83d\\ude00\"},"
+    const char *h = "{\"__metadata__\":{\"format\":\"pt\",\"k\\\"\":\"v\\\\\\/"
+                    "\",\"\\u00e9t\\u00e9\":\"\\ud83d\\ude00\"},"
                     "\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}";
     CHECK(stfx_bytes_str(h, "xy", 2, &b, &len) == 0);
     CHECK_OK(fm_st_open_buffer(b, len, "meta", &f, err), err);
@@ -208,7 +213,8 @@ static void test_names_and_shapes(void) {
     const char *h =
         " \t\r\n{\"a\\u0000b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
         "\"\":{\"dtype\":\"I16\",\"shape\":[0,4],\"data_offsets\":[1,1]},"
-        "\"z\":{\"dtype\":\"F8_E4M3\",\"shape\":[0],\"data_offsets\":[1,1],\"x\":[1,{\"y\":[true,null,-1.5e3]}],\"w\":\"s\"},"
+        "\"z\":{\"dtype\":\"F8_E4M3\",\"shape\":[0],\"data_offsets\":[1,1],\"x\":[1,{\"y\":[true,"
+        "null,-1.5e3]}],\"w\":\"s\"},"
         "\"caf\xc3\xa9/\\n\\t\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[1,9]},"
         "\"big0\":{\"dtype\":\"U8\",\"shape\":[0,4294967296,4294967296],\"data_offsets\":[9,9]},"
         "\"f4\":{\"dtype\":\"F4\",\"shape\":[1,2],\"data_offsets\":[9,10]},"
@@ -238,7 +244,8 @@ static void test_names_and_shapes(void) {
     free(p);
     free(b);
     /* empty data region: views of empty tensors still have a non-NULL data pointer */
-    CHECK(stfx_bytes_str("{\"e\":{\"dtype\":\"F32\",\"shape\":[3,0],\"data_offsets\":[0,0]}}", NULL, 0, &b, &len) == 0);
+    CHECK(stfx_bytes_str("{\"e\":{\"dtype\":\"F32\",\"shape\":[3,0],\"data_offsets\":[0,0]}}", NULL,
+                         0, &b, &len) == 0);
     p = put("emptydata", b, len);
     CHECK_OK(fm_st_open(p, &f, err), err);
     CHECK_OK(fm_st_tensor(f, 0, &t, err), err);
@@ -258,9 +265,12 @@ static void test_depth_cap(void) {
         int levels = 126 + extra; /* top object + tensor object + levels arrays */
         size_t cap = 256 + 2 * (size_t)levels;
         char *h = malloc(cap);
-        size_t o = (size_t)snprintf(h, cap, "{\"t\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1],\"x\":");
-        for (int i = 0; i < levels; i++) h[o++] = '[';
-        for (int i = 0; i < levels; i++) h[o++] = ']';
+        size_t o = (size_t)snprintf(
+            h, cap, "{\"t\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1],\"x\":");
+        for (int i = 0; i < levels; i++)
+            h[o++] = '[';
+        for (int i = 0; i < levels; i++)
+            h[o++] = ']';
         snprintf(h + o, cap - o, "}}");
         uint8_t *b;
         size_t len;
@@ -288,7 +298,8 @@ typedef struct bad_case {
     const char *needle; /* must appear in the message (besides the file path) */
 } bad_case;
 
-#define T1(dt, shape, off) "{\"t\":{\"dtype\":\"" dt "\",\"shape\":" shape ",\"data_offsets\":" off "}}"
+#define T1(dt, shape, off)                                                                         \
+    "{\"t\":{\"dtype\":\"" dt "\",\"shape\":" shape ",\"data_offsets\":" off "}}"
 #define U8OK "\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}"
 
 static const bad_case bad_cases[] = {
@@ -310,13 +321,19 @@ static const bad_case bad_cases[] = {
     {"nul_padding", "{}\0\0\0\0\0\0", 8, 0, -1, FM_ERR_HEADER_JSON, "trailing characters"},
     {"eof_in_object", "{" U8OK, 0, 4, -1, FM_ERR_HEADER_JSON, "EOF"},
     {"unterminated_string", "{\"abc", 0, 0, -1, FM_ERR_HEADER_JSON, "unterminated string"},
-    {"missing_dtype", "{\"t\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 0, 1, -1, FM_ERR_HEADER_JSON, "without 'dtype'"},
-    {"missing_shape", "{\"t\":{\"dtype\":\"U8\",\"data_offsets\":[0,1]}}", 0, 1, -1, FM_ERR_HEADER_JSON, "without 'shape'"},
-    {"missing_offsets", "{\"t\":{\"dtype\":\"U8\",\"shape\":[1]}}", 0, 1, -1, FM_ERR_HEADER_JSON, "without 'data_offsets'"},
-    {"unknown_dtype_case", T1("u8", "[1]", "[0,1]"), 0, 1, -1, FM_ERR_UNKNOWN_DTYPE, "unknown dtype 'u8'"},
+    {"missing_dtype", "{\"t\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 0, 1, -1,
+     FM_ERR_HEADER_JSON, "without 'dtype'"},
+    {"missing_shape", "{\"t\":{\"dtype\":\"U8\",\"data_offsets\":[0,1]}}", 0, 1, -1,
+     FM_ERR_HEADER_JSON, "without 'shape'"},
+    {"missing_offsets", "{\"t\":{\"dtype\":\"U8\",\"shape\":[1]}}", 0, 1, -1, FM_ERR_HEADER_JSON,
+     "without 'data_offsets'"},
+    {"unknown_dtype_case", T1("u8", "[1]", "[0,1]"), 0, 1, -1, FM_ERR_UNKNOWN_DTYPE,
+     "unknown dtype 'u8'"},
     {"unknown_dtype_f128", T1("F128", "[1]", "[0,16]"), 0, 16, -1, FM_ERR_UNKNOWN_DTYPE, "'F128'"},
-    {"dtype_not_string", "{\"t\":{\"dtype\":3,\"shape\":[1],\"data_offsets\":[0,1]}}", 0, 1, -1, FM_ERR_HEADER_JSON, "expected a string"},
-    {"shape_not_array", T1("U8", "\"1\"", "[0,1]"), 0, 1, -1, FM_ERR_HEADER_JSON, "shape must be an array"},
+    {"dtype_not_string", "{\"t\":{\"dtype\":3,\"shape\":[1],\"data_offsets\":[0,1]}}", 0, 1, -1,
+     FM_ERR_HEADER_JSON, "expected a string"},
+    {"shape_not_array", T1("U8", "\"1\"", "[0,1]"), 0, 1, -1, FM_ERR_HEADER_JSON,
+     "shape must be an array"},
     {"offsets_three", T1("U8", "[1]", "[0,1,2]"), 0, 1, -1, FM_ERR_HEADER_JSON, "exactly two"},
     {"offsets_one", T1("U8", "[1]", "[1]"), 0, 1, -1, FM_ERR_HEADER_JSON, "exactly two"},
     {"offsets_empty", T1("U8", "[1]", "[]"), 0, 1, -1, FM_ERR_HEADER_JSON, "exactly two"},
@@ -326,38 +343,66 @@ static const bad_case bad_cases[] = {
     {"minus_zero", T1("U8", "[1]", "[-0,1]"), 0, 1, -1, FM_ERR_HEADER_JSON, "negative"},
     {"leading_zero", T1("U8", "[01]", "[0,1]"), 0, 1, -1, FM_ERR_HEADER_JSON, "leading zero"},
     {"quoted_number", T1("U8", "[\"1\"]", "[0,1]"), 0, 1, -1, FM_ERR_HEADER_JSON, "quoted number"},
-    {"u64_overflow", T1("U8", "[18446744073709551616]", "[0,1]"), 0, 1, -1, FM_ERR_HEADER_JSON, "2^64-1"},
-    {"meta_value_number", "{\"__metadata__\":{\"a\":1}}", 0, 0, -1, FM_ERR_HEADER_JSON, "must be strings"},
-    {"meta_array", "{\"__metadata__\":[\"a\"]}", 0, 0, -1, FM_ERR_HEADER_JSON, "__metadata__ must be"},
-    {"meta_twice", "{\"__metadata__\":{},\"__metadata__\":null}", 0, 0, -1, FM_ERR_HEADER_JSON, "second __metadata__"},
-    {"meta_twice_escaped", "{\"__metadata__\":{},\"\\u005f_metadata__\":{}}", 0, 0, -1, FM_ERR_HEADER_JSON, "second __metadata__"},
-    {"meta_dup_key", "{\"__metadata__\":{\"format\":\"pt\",\"x\":\"1\",\"format\":\"tf\"}}", 0, 0, -1, FM_ERR_HEADER_JSON, "duplicate __metadata__ key 'format'"},
-    {"repeated_member", "{\"t\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 0, 1, -1, FM_ERR_HEADER_JSON, "repeated member"},
-    {"dup_tensor", "{" U8OK ",\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[4,5]}," U8OK "}", 0, 5, -1, FM_ERR_DUPLICATE_TENSOR, "duplicate tensor name 'a'"},
-    {"dup_tensor_tiling", "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[8,16]},\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}", 0, 8, -1, FM_ERR_DUPLICATE_TENSOR, "'a'"},
+    {"u64_overflow", T1("U8", "[18446744073709551616]", "[0,1]"), 0, 1, -1, FM_ERR_HEADER_JSON,
+     "2^64-1"},
+    {"meta_value_number", "{\"__metadata__\":{\"a\":1}}", 0, 0, -1, FM_ERR_HEADER_JSON,
+     "must be strings"},
+    {"meta_array", "{\"__metadata__\":[\"a\"]}", 0, 0, -1, FM_ERR_HEADER_JSON,
+     "__metadata__ must be"},
+    {"meta_twice", "{\"__metadata__\":{},\"__metadata__\":null}", 0, 0, -1, FM_ERR_HEADER_JSON,
+     "second __metadata__"},
+    {"meta_twice_escaped", "{\"__metadata__\":{},\"\\u005f_metadata__\":{}}", 0, 0, -1,
+     FM_ERR_HEADER_JSON, "second __metadata__"},
+    {"meta_dup_key", "{\"__metadata__\":{\"format\":\"pt\",\"x\":\"1\",\"format\":\"tf\"}}", 0, 0,
+     -1, FM_ERR_HEADER_JSON, "duplicate __metadata__ key 'format'"},
+    {"repeated_member",
+     "{\"t\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 0, 1, -1,
+     FM_ERR_HEADER_JSON, "repeated member"},
+    {"dup_tensor",
+     "{" U8OK ",\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[4,5]}," U8OK "}", 0, 5, -1,
+     FM_ERR_DUPLICATE_TENSOR, "duplicate tensor name 'a'"},
+    {"dup_tensor_tiling",
+     "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[8,16]},\"a\":{\"dtype\":\"U8\","
+     "\"shape\":[8],\"data_offsets\":[0,8]}}",
+     0, 8, -1, FM_ERR_DUPLICATE_TENSOR, "'a'"},
     {"control_char", "{\"a\tb\":{}}", 0, 0, -1, FM_ERR_HEADER_JSON, "raw control character"},
     {"bad_escape", "{\"a\\xb\":{}}", 0, 0, -1, FM_ERR_HEADER_JSON, "invalid escape"},
-    {"lone_high_surrogate", "{\"a\\ud800\":{}}", 0, 0, -1, FM_ERR_HEADER_JSON, "lone leading surrogate"},
-    {"lone_low_surrogate", "{\"a\\udc00\":{}}", 0, 0, -1, FM_ERR_HEADER_JSON, "lone trailing surrogate"},
-    {"bad_literal", "{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":tru}}", 0, 1, -1, FM_ERR_HEADER_JSON, "expected a JSON value"},
+    {"lone_high_surrogate", "{\"a\\ud800\":{}}", 0, 0, -1, FM_ERR_HEADER_JSON,
+     "lone leading surrogate"},
+    {"lone_low_surrogate", "{\"a\\udc00\":{}}", 0, 0, -1, FM_ERR_HEADER_JSON,
+     "lone trailing surrogate"},
+    {"bad_literal", "{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":tru}}", 0,
+     1, -1, FM_ERR_HEADER_JSON, "expected a JSON value"},
     {"array_form", "{\"t\":[\"U8\",[1],[0,1]]}", 0, 1, -1, FM_ERR_HEADER_JSON, "array"},
     {"entry_not_object", "{\"t\":5}", 0, 0, -1, FM_ERR_HEADER_JSON, "must be an object"},
-    {"gap", "{" U8OK ",\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[5,6]}}", 0, 6, -1, FM_ERR_INVALID_OFFSET, "tensor 'b': invalid offset [5, 6]"},
-    {"overlap", "{" U8OK ",\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]}}", 0, 4, -1, FM_ERR_INVALID_OFFSET, "invalid offset [2, 4]"},
+    {"gap", "{" U8OK ",\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[5,6]}}", 0, 6, -1,
+     FM_ERR_INVALID_OFFSET, "tensor 'b': invalid offset [5, 6]"},
+    {"overlap", "{" U8OK ",\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]}}", 0, 4,
+     -1, FM_ERR_INVALID_OFFSET, "invalid offset [2, 4]"},
     {"not_from_zero", T1("U8", "[1]", "[1,2]"), 0, 2, -1, FM_ERR_INVALID_OFFSET, "tensor 't'"},
-    {"reversed", T1("U8", "[0]", "[0,0]") , 0, 0, -4, FM_ERR_INVALID_OFFSET, "tensor 'r'"},
-    {"shape_overflow", T1("U8", "[4294967296,4294967296,2]", "[0,1]"), 0, 1, -1, FM_ERR_VALIDATION_OVERFLOW, "overflows"},
-    {"shape_overflow_quirk", T1("U8", "[4294967296,4294967296,0]", "[0,0]"), 0, 0, -1, FM_ERR_VALIDATION_OVERFLOW, "element count"},
-    {"bits_overflow", T1("U8", "[4611686018427387904]", "[0,1]"), 0, 1, -1, FM_ERR_VALIDATION_OVERFLOW, "bit size"},
+    {"reversed", T1("U8", "[0]", "[0,0]"), 0, 0, -4, FM_ERR_INVALID_OFFSET, "tensor 'r'"},
+    {"shape_overflow", T1("U8", "[4294967296,4294967296,2]", "[0,1]"), 0, 1, -1,
+     FM_ERR_VALIDATION_OVERFLOW, "overflows"},
+    {"shape_overflow_quirk", T1("U8", "[4294967296,4294967296,0]", "[0,0]"), 0, 0, -1,
+     FM_ERR_VALIDATION_OVERFLOW, "element count"},
+    {"bits_overflow", T1("U8", "[4611686018427387904]", "[0,1]"), 0, 1, -1,
+     FM_ERR_VALIDATION_OVERFLOW, "bit size"},
     {"f4_odd", T1("F4", "[3]", "[0,2]"), 0, 2, -1, FM_ERR_MISALIGNED_SLICE, "12 bits"},
-    {"f6_two", T1("F6_E3M2", "[2]", "[0,2]"), 0, 2, -1, FM_ERR_MISALIGNED_SLICE, "not a whole number of bytes"},
+    {"f6_two", T1("F6_E3M2", "[2]", "[0,2]"), 0, 2, -1, FM_ERR_MISALIGNED_SLICE,
+     "not a whole number of bytes"},
     {"wrong_size", T1("F32", "[2]", "[0,4]"), 0, 4, -1, FM_ERR_TENSOR_INVALID_INFO, "needs 8"},
-    {"first_error_wins", "{\"a\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[9,10]}}", 0, 10, -1, FM_ERR_TENSOR_INVALID_INFO, "tensor 'a'"},
+    {"first_error_wins",
+     "{\"a\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"U8\","
+     "\"shape\":[1],\"data_offsets\":[9,10]}}",
+     0, 10, -1, FM_ERR_TENSOR_INVALID_INFO, "tensor 'a'"},
     {"trailing_bytes", "{" U8OK "}", 0, 5, -1, FM_ERR_INCOMPLETE_BUFFER, "trailing bytes"},
     {"truncated", "{" U8OK "}", 0, 3, -1, FM_ERR_INCOMPLETE_BUFFER, "truncated"},
-    {"past_end_huge", T1("U8", "[1]", "[0,1]") , 0, 0, -5, FM_ERR_INCOMPLETE_BUFFER, "not fully covered"},
-    {"rank_9", T1("U8", "[1,1,1,1,1,1,1,1,1]", "[0,1]"), 0, 1, -1, FM_ERR_LIMIT, "more than 8 dimensions"},
-    {"dim_above_i64", T1("U8", "[9223372036854775808,0]", "[0,0]"), 0, 0, -1, FM_ERR_LIMIT, "above 2^63-1"},
+    {"past_end_huge", T1("U8", "[1]", "[0,1]"), 0, 0, -5, FM_ERR_INCOMPLETE_BUFFER,
+     "not fully covered"},
+    {"rank_9", T1("U8", "[1,1,1,1,1,1,1,1,1]", "[0,1]"), 0, 1, -1, FM_ERR_LIMIT,
+     "more than 8 dimensions"},
+    {"dim_above_i64", T1("U8", "[9223372036854775808,0]", "[0,0]"), 0, 0, -1, FM_ERR_LIMIT,
+     "above 2^63-1"},
 };
 
 /* Cases with N or bytes that a plain table row cannot express. */
@@ -365,9 +410,20 @@ static void make_bad_bytes(const bad_case *c, uint8_t **b, size_t *len) {
     size_t hlen = c->hlen ? c->hlen : strlen(c->header);
     uint8_t data[32];
     stfx_random_bytes(data, sizeof data, 5);
-    if (c->n == -2) { *b = malloc(1); *len = 0; return; }                  /* empty file */
-    if (c->n == -7) { stfx_bytes_n(2, "{}", 2, NULL, 0, b, len); *len = 7; return; }
-    if (c->n == -3) { stfx_bytes_n(UINT64_MAX, "{}", 2, NULL, 0, b, len); return; }
+    if (c->n == -2) {
+        *b = malloc(1);
+        *len = 0;
+        return;
+    } /* empty file */
+    if (c->n == -7) {
+        stfx_bytes_n(2, "{}", 2, NULL, 0, b, len);
+        *len = 7;
+        return;
+    }
+    if (c->n == -3) {
+        stfx_bytes_n(UINT64_MAX, "{}", 2, NULL, 0, b, len);
+        return;
+    }
     if (c->n == -4) { /* "r" begins where the chain stands but ends before it begins */
         const char *h = "{" U8OK ",\"r\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[4,2]}}";
         stfx_bytes_str(h, data, 4, b, len);
@@ -395,7 +451,8 @@ static void test_malformed(void) {
         fm_error eb, *err = &eb;
         fm_st_file *f = (fm_st_file *)err; /* must be reset to NULL */
         fm_status st = fm_st_open(p, &f, err);
-        if (st != c->status || !strstr(err->msg, p) || !strstr(err->msg, c->needle) || getenv("FM_TEST_VERBOSE"))
+        if (st != c->status || !strstr(err->msg, p) || !strstr(err->msg, c->needle) ||
+            getenv("FM_TEST_VERBOSE"))
             fprintf(stderr, "  case %s: %s\n", c->id, err->msg);
         CHECK_STATUS(c->status, st, err);
         CHECK_EQ_INT(c->status, err->status);
@@ -421,7 +478,8 @@ static void test_long_name_limit(void) {
         size_t o = (size_t)snprintf(h, nl + 128, "{\"");
         memset(h + o, 'n', nl);
         o += nl;
-        snprintf(h + o, nl + 128 - o, "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}");
+        snprintf(h + o, nl + 128 - o,
+                 "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}");
         uint8_t *b;
         size_t len;
         fm_error eb, *err = &eb;
@@ -442,7 +500,8 @@ static void test_tensor_count_limit(void) {
     char *h = malloc(cap);
     h[o++] = '{';
     for (size_t i = 0; i < n; i++)
-        o += (size_t)snprintf(h + o, cap - o, "%s\"%zx\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}",
+        o += (size_t)snprintf(h + o, cap - o,
+                              "%s\"%zx\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}",
                               i ? "," : "", i);
     h[o++] = '}';
     uint8_t *b;
@@ -473,7 +532,8 @@ static void test_not_a_file(void) {
 
 /* Every allocation and the open can fail: NOMEM/IO with nothing leaked, then success. */
 static void test_fault_injection(void) {
-    const char *h = "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+    const char *h = "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+                    "\"data_offsets\":[0,8]},"
                     "\"b\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[8,11]}}";
     uint8_t data[11], *b;
     size_t len;

@@ -111,14 +111,22 @@ typedef struct fm_transform fm_transform;
 
 typedef enum fm_transform_kind { FM_TRANSFORM_RENAMING = 0, FM_TRANSFORM_CONVERTER = 1 } fm_transform_kind;
 
+/* Creating a transform also builds its reverse once and refuses it when the reverse would not
+ * be valid (FM_ERR_PATTERN / FM_ERR_INVALID_ARG naming the transform): reversibility is checked
+ * here, not discovered at save time. Consequence: a renaming whose target uses several groups
+ * ("\2_\1") is refused, since the spec's reversal keeps one group. Bad patterns are
+ * FM_ERR_PATTERN naming the pattern with PCRE2's message and offset. *out: caller frees with
+ * fm_transform_free. */
 fm_status fm_transform_renaming_new(const char *source, const char *target, fm_transform **out,
                                     fm_error *err);
-/* Cardinality 1->1, 1->N, N->1; at least one op; every op must have a reverse (checked here,
- * at registration, not at save time). Patterns are copied. */
+/* Cardinality 1->1, 1->N, N->1; at least one op; op parameters valid and the op chain routable
+ * with these pattern counts (no "Undefined Operation" at load or save). Patterns are copied. */
 fm_status fm_transform_converter_new(const char *const *sources, size_t n_sources,
                                      const char *const *targets, size_t n_targets,
                                      const fm_op_desc *ops, size_t n_ops, fm_transform **out,
                                      fm_error *err);
+/* Transforms are immutable once created: clones share the compiled patterns (reference-counted)
+ * and any number of threads may rename with one transform. */
 fm_status fm_transform_clone(const fm_transform *t, fm_transform **out, fm_error *err);
 /* Reverse transform (targets become sources, ops reversed in reverse order). */
 fm_status fm_transform_reverse(const fm_transform *t, fm_transform **out, fm_error *err);
@@ -132,8 +140,11 @@ size_t fm_transform_op_count(const fm_transform *t);
 const fm_op_desc *fm_transform_op(const fm_transform *t, size_t i);
 /* "WeightConverter(patch_embed\.proj\.weight$ -> patch_embed.linear_proj.weight; Conv3dToLinear)" */
 const char *fm_transform_describe(const fm_transform *t);
-/* Renames `key` with this transform: *out (caller frees with fm_free) is the new key, or a
- * copy of key when nothing matched; *branch = index of the matching source pattern, or -1. */
+/* Renames `key` with this transform (spec §2.2): leftmost match over the source patterns (the
+ * earlier pattern at equal position); the first occurrence of the matched text is replaced by
+ * target 0 with "\N" filled from that pattern's groups. *out (caller frees with fm_free) is the
+ * new key, or a copy of key when nothing matched; *branch = index of the matching source
+ * pattern, or -1. */
 fm_status fm_transform_rename(const fm_transform *t, const char *key, char **out, int *branch,
                               fm_error *err);
 
@@ -164,11 +175,11 @@ void fm_conversion_mapping_reset(void);
  * claims the key -> grouped by first target key -> op chain -> model parameters.
  * Renames and contiguous reshapes stay views; a dtype cast or a concatenation allocates once. */
 
-/* Lazy access to the checkpoint's tensors (views). */
+/* Lazy access to the checkpoint's tensors (views). Only keys routed to a parameter are fetched. */
 typedef struct fm_tensor_source {
     size_t count;
-    const char *(*name)(void *ctx, size_t i);
-    /* Meta information without touching data. */
+    const char *(*name)(void *ctx, size_t i); /* borrowed until the call returns */
+    /* Meta information without touching data; optional (NULL): used in conversion messages. */
     void (*info)(void *ctx, size_t i, fm_dtype *dtype, fm_shape *shape);
     /* A view (caller frees with fm_tensor_free). */
     fm_status (*get)(void *ctx, size_t i, fm_tensor *out, fm_error *err);
@@ -192,7 +203,12 @@ typedef struct fm_conversion_error {
     char *message; /* op name, the tensors involved and the reason */
 } fm_conversion_error;
 
-/* The load report. Everything owned by the report; free with fm_load_report_free. */
+/* The load report. Everything owned by the report; free with fm_load_report_free. `missing` excludes
+ * the mismatched keys (listed in `mismatched`), as in transformers. `unexpected` (deduplicated,
+ * natural-key order) also holds every target a converter would have produced for a key it claimed
+ * without a parameter, op outputs with no parameter, and later checkpoint keys that map to a
+ * parameter already taken (original name; the first in natural-key order wins). `fused` is left
+ * for the caller (fusion) to fill. */
 typedef struct fm_load_report {
     char **missing;          size_t n_missing;     /* model keys nothing was loaded into */
     char **unexpected;       size_t n_unexpected;  /* checkpoint keys (after renaming) with no parameter */
@@ -204,15 +220,22 @@ typedef struct fm_load_report {
 void fm_load_report_free(fm_load_report *r); /* accepts NULL */
 
 typedef struct fm_weights_load_options {
-    fm_dtype cast;  /* FM_DTYPE_INVALID = keep stored dtype ("auto"); else cast floats to it */
+    /* FM_DTYPE_INVALID = keep the stored dtypes ("auto"). Otherwise casting is on: a float tensor
+     * ends in its parameter's dtype (fm_param_spec.dtype, spec §6.5 rule 3) when that is a float
+     * dtype; integer tensors and integer parameters are never cast. */
+    fm_dtype cast;
 } fm_weights_load_options;
 void fm_weights_load_options_init(fm_weights_load_options *o);
 
 /* Loads: out_tensors[i] receives parameter i's tensor (or stays a zeroed tensor when missing
- * or mismatched). *fired_out is a clone of the transforms that fired, in list order (what a
- * save must reverse); caller frees it with fm_transform_list_free. Shape mismatches and
- * conversion errors go to the report and make the status FM_ERR_SHAPE / FM_ERR_CONVERSION,
- * with the first one's key and shapes in err (everything loaded so far is released then). */
+ * or mismatched). *fired_out (may be NULL) is a clone of the transforms that fired — renamed or
+ * claimed a key that was routed to a parameter — in list order (what a save must reverse);
+ * caller frees it with fm_transform_list_free. Shape mismatches and conversion errors go to the
+ * report and make the status FM_ERR_SHAPE / FM_ERR_CONVERSION (the first one in processing
+ * order names the key, and the model and checkpoint shapes, in err); everything loaded so far is
+ * released then and *fired_out is empty, the report stays filled. Other failures (out of memory,
+ * the source's errors, bad arguments) leave the report empty too. `report` may be NULL. Missing
+ * and unexpected keys are not errors here: the caller decides. */
 fm_status fm_weights_load(const fm_transform_list *transforms, const fm_tensor_source *src,
                           const fm_param_spec *params, size_t n_params,
                           const fm_weights_load_options *o, fm_tensor *out_tensors,
@@ -225,8 +248,12 @@ typedef struct fm_named_tensor {
 void fm_named_tensors_free(fm_named_tensor *v, size_t n); /* frees names, tensors and v */
 
 /* Save direction: runs the reverse of each fired transform (reversed list order) over the
- * runtime state dict (names + tensors, in definition order). Output order: the order in which
- * each output key first appears while walking the input in natural-key order. */
+ * runtime state dict (names + tensors, in definition order): the first reversed converter that
+ * matches claims a key, then every reversed renaming applies (spec §8.2). Output order: the order
+ * in which each output key first appears while walking the input in natural-key order. Renamed
+ * tensors stay the input tensors (new references). Two inputs reverting to one key, or a failing
+ * op, are FM_ERR_CONVERSION (nothing is dropped silently). *out: caller frees with
+ * fm_named_tensors_free. */
 fm_status fm_weights_revert(const fm_transform_list *fired, const fm_named_tensor *state, size_t n,
                             fm_named_tensor **out, size_t *n_out, fm_error *err);
 

@@ -21,9 +21,9 @@ struct fm_checkpoint {
     char *dir; /* owned */
     bool sharded;
     size_t n_shards;
-    char **shard_names;   /* owned: sorted unique file names (bare, relative to dir) */
-    fm_st_file **shards;  /* owned: one reader per shard name, same order */
-    size_t *shard_base;   /* owned: index of each shard's first entry */
+    char **shard_names;     /* owned: sorted unique file names (bare, relative to dir) */
+    fm_st_file **shards;    /* owned: one reader per shard name, same order */
+    size_t *shard_base;     /* owned: index of each shard's first entry */
     fm_ckpt_entry *entries; /* owned: shard order, then data offset; names borrowed from shards */
     size_t n;
 };
@@ -61,7 +61,8 @@ static fm_status build_entries(fm_checkpoint *c, fm_error *err) {
         total += fm_st_count(c->shards[s]);
     }
     c->entries = fm_calloc(total ? total : 1, sizeof *c->entries);
-    if (!c->entries) return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory for %zu tensors", c->dir, total);
+    if (!c->entries)
+        return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory for %zu tensors", c->dir, total);
     for (size_t s = 0; s < c->n_shards; s++) {
         for (size_t k = 0; k < fm_st_count(c->shards[s]); k++) {
             const fm_st_entry *e = fm_st_entry_at(c->shards[s], k);
@@ -88,7 +89,8 @@ static fm_status open_single(fm_checkpoint *c, const char *path, fm_error *err) 
     return build_entries(c, err);
 }
 
-/* ---- the index -------------------------------------------------------------------------------- */
+/* ---- the index --------------------------------------------------------------------------------
+ */
 
 /* Context of one sharded open: the index path (for messages) and its parsed JSON. */
 typedef struct index_ctx {
@@ -105,14 +107,18 @@ static fm_status load_index(index_ctx *x, fm_error *err) {
     if (st != FM_OK) return st;
     x->root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     fm_free(text);
-    if (!x->root) return fm_error_set(err, FM_ERR_INDEX, "%s:%d:%d: %s", x->path, je.line, je.column, je.text);
-    if (!json_is_object(x->root)) return fm_error_set(err, FM_ERR_INDEX, "%s: top level must be an object", x->path);
+    if (!x->root)
+        return fm_error_set(err, FM_ERR_INDEX, "%s:%d:%d: %s", x->path, je.line, je.column,
+                            je.text);
+    if (!json_is_object(x->root))
+        return fm_error_set(err, FM_ERR_INDEX, "%s: top level must be an object", x->path);
     json_t *meta = json_object_get(x->root, "metadata");
     if (meta && !json_is_object(meta))
         return fm_error_set(err, FM_ERR_INDEX, "%s: 'metadata' must be an object", x->path);
     x->wm = json_object_get(x->root, "weight_map");
     if (!x->wm) return fm_error_set(err, FM_ERR_INDEX, "%s: no 'weight_map'", x->path);
-    if (!json_is_object(x->wm)) return fm_error_set(err, FM_ERR_INDEX, "%s: 'weight_map' must be an object", x->path);
+    if (!json_is_object(x->wm))
+        return fm_error_set(err, FM_ERR_INDEX, "%s: 'weight_map' must be an object", x->path);
     return FM_OK;
 }
 
@@ -139,13 +145,15 @@ static fm_status collect_shards(fm_checkpoint *c, const index_ctx *x, fm_error *
     size_t i = 0;
     fm_status st = FM_OK;
     json_object_foreach(x->wm, key, val) {
-        const char *why = json_is_string(val) ? bad_shard_name(json_string_value(val)) : "shard name is not a string";
+        const char *why = json_is_string(val) ? bad_shard_name(json_string_value(val))
+                                              : "shard name is not a string";
         if (why) {
             char q[FM_ST_QUOTE_MAX], sq[FM_ST_QUOTE_MAX];
             const char *sv = json_is_string(val) ? json_string_value(val) : NULL;
-            st = fm_error_set(err, FM_ERR_INDEX, "%s: weight_map entry for tensor '%s': %s%s%s%s", x->path,
-                              fm_st_quote_name(q, sizeof q, key, strlen(key)), why, sv ? " '" : "",
-                              sv ? fm_st_quote_name(sq, sizeof sq, sv, strlen(sv)) : "", sv ? "'" : "");
+            st = fm_error_set(
+                err, FM_ERR_INDEX, "%s: weight_map entry for tensor '%s': %s%s%s%s", x->path,
+                fm_st_quote_name(q, sizeof q, key, strlen(key)), why, sv ? " '" : "",
+                sv ? fm_st_quote_name(sq, sizeof sq, sv, strlen(sv)) : "", sv ? "'" : "");
             break;
         }
         v[i++] = json_string_value(val);
@@ -157,7 +165,8 @@ static fm_status collect_shards(fm_checkpoint *c, const index_ctx *x, fm_error *
         st = alloc_shards(c, u, err);
     }
     for (i = 0; st == FM_OK && i < u; i++)
-        if (!(c->shard_names[i] = fm_strdup(v[i]))) st = fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", x->path);
+        if (!(c->shard_names[i] = fm_strdup(v[i])))
+            st = fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", x->path);
     fm_free(v);
     return st;
 }
@@ -171,17 +180,19 @@ static const char *tensor_of_shard(const index_ctx *x, const char *shard) {
 }
 
 /* The shard must resolve (symlinks followed) to a path inside the directory. */
-static fm_status check_inside(const fm_checkpoint *c, const index_ctx *x, const char *dir_real, size_t s,
-                              const char *path, fm_error *err) {
+static fm_status check_inside(const fm_checkpoint *c, const index_ctx *x, const char *dir_real,
+                              size_t s, const char *path, fm_error *err) {
     char real[PATH_MAX];
     const char *shard = c->shard_names[s];
     if (!realpath(path, real))
-        return fm_error_set(err, FM_ERR_INDEX, "%s: shard '%s' (listed for tensor '%s') %s", x->path, shard,
-                            tensor_of_shard(x, shard), errno == ENOENT ? "does not exist" : "cannot be resolved");
+        return fm_error_set(err, FM_ERR_INDEX, "%s: shard '%s' (listed for tensor '%s') %s",
+                            x->path, shard, tensor_of_shard(x, shard),
+                            errno == ENOENT ? "does not exist" : "cannot be resolved");
     size_t dl = strlen(dir_real);
     bool inside = dl == 1 ? real[0] == '/' : strncmp(real, dir_real, dl) == 0 && real[dl] == '/';
     if (!inside)
-        return fm_error_set(err, FM_ERR_INDEX, "%s: shard '%s' resolves to '%s', outside the checkpoint directory",
+        return fm_error_set(err, FM_ERR_INDEX,
+                            "%s: shard '%s' resolves to '%s', outside the checkpoint directory",
                             x->path, shard, real);
     return FM_OK;
 }
@@ -189,12 +200,14 @@ static fm_status check_inside(const fm_checkpoint *c, const index_ctx *x, const 
 static fm_status open_shards(fm_checkpoint *c, const index_ctx *x, fm_error *err) {
     char dir_real[PATH_MAX];
     if (!realpath(c->dir, dir_real))
-        return fm_error_set(err, FM_ERR_NOT_FOUND, "%s: cannot resolve the checkpoint directory", c->dir);
+        return fm_error_set(err, FM_ERR_NOT_FOUND, "%s: cannot resolve the checkpoint directory",
+                            c->dir);
     for (size_t s = 0; s < c->n_shards; s++) {
         char *path = fm_fs_join(c->dir, c->shard_names[s]);
         if (!path) return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", c->dir);
         fm_status st = check_inside(c, x, dir_real, s, path, err);
-        if (st == FM_OK) st = fm_st_open(path, &c->shards[s], err); /* its message starts with the path */
+        if (st == FM_OK)
+            st = fm_st_open(path, &c->shards[s], err); /* its message starts with the path */
         fm_free(path);
         if (st != FM_OK) return st;
     }
@@ -207,8 +220,10 @@ static size_t shard_index(const fm_checkpoint *c, const char *name) {
         size_t mid = lo + (hi - lo) / 2;
         int r = strcmp(c->shard_names[mid], name);
         if (r == 0) return mid;
-        if (r < 0) lo = mid + 1;
-        else hi = mid;
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return c->n_shards; /* not reached: every weight_map value is a shard name */
 }
@@ -221,8 +236,10 @@ static fm_status check_forward(const fm_checkpoint *c, const index_ctx *x, fm_er
         size_t s = shard_index(c, json_string_value(val));
         if (s < c->n_shards && fm_st_find(c->shards[s], key) >= 0) continue;
         char q[FM_ST_QUOTE_MAX];
-        return fm_error_set(err, FM_ERR_INDEX, "%s: tensor '%s' is mapped to shard '%s' but that file does not contain it",
-                            x->path, fm_st_quote_name(q, sizeof q, key, strlen(key)), json_string_value(val));
+        return fm_error_set(
+            err, FM_ERR_INDEX,
+            "%s: tensor '%s' is mapped to shard '%s' but that file does not contain it", x->path,
+            fm_st_quote_name(q, sizeof q, key, strlen(key)), json_string_value(val));
     }
     return FM_OK;
 }
@@ -237,9 +254,11 @@ static fm_status check_reverse(const fm_checkpoint *c, const index_ctx *x, fm_er
             char q[FM_ST_QUOTE_MAX];
             fm_st_quote_name(q, sizeof q, e->name, e->name_len);
             if (!v)
-                return fm_error_set(err, FM_ERR_INDEX, "%s: tensor '%s' is in shard '%s' but not in weight_map",
+                return fm_error_set(err, FM_ERR_INDEX,
+                                    "%s: tensor '%s' is in shard '%s' but not in weight_map",
                                     x->path, q, c->shard_names[s]);
-            return fm_error_set(err, FM_ERR_INDEX, "%s: tensor '%s' is in two shards, '%s' and '%s'", x->path, q,
+            return fm_error_set(err, FM_ERR_INDEX,
+                                "%s: tensor '%s' is in two shards, '%s' and '%s'", x->path, q,
                                 json_string_value(v), c->shard_names[s]);
         }
     }
@@ -259,17 +278,23 @@ static fm_status open_sharded(fm_checkpoint *c, const char *index_path, fm_error
     return st;
 }
 
-/* ---- public ----------------------------------------------------------------------------------- */
+/* ---- public -----------------------------------------------------------------------------------
+ */
 
 /* Which file to open: the index when it exists, else the single file. */
 static fm_status choose(fm_checkpoint *c, fm_error *err) {
     struct stat sb;
     char *idx = fm_fs_join(c->dir, INDEX_NAME), *single = fm_fs_join(c->dir, SINGLE_NAME);
     fm_status st;
-    if (!idx || !single) st = fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", c->dir);
-    else if (stat(idx, &sb) == 0 || errno != ENOENT) st = open_sharded(c, idx, err);
-    else if (stat(single, &sb) == 0 || errno != ENOENT) st = open_single(c, single, err);
-    else st = fm_error_set(err, FM_ERR_NOT_FOUND, "%s: no %s or %s in this directory", c->dir, SINGLE_NAME, INDEX_NAME);
+    if (!idx || !single)
+        st = fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", c->dir);
+    else if (stat(idx, &sb) == 0 || errno != ENOENT)
+        st = open_sharded(c, idx, err);
+    else if (stat(single, &sb) == 0 || errno != ENOENT)
+        st = open_single(c, single, err);
+    else
+        st = fm_error_set(err, FM_ERR_NOT_FOUND, "%s: no %s or %s in this directory", c->dir,
+                          SINGLE_NAME, INDEX_NAME);
     fm_free(idx);
     fm_free(single);
     return st;
@@ -280,8 +305,10 @@ fm_status fm_checkpoint_open(const char *dir, fm_checkpoint **out, fm_error *err
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_checkpoint_open: out is NULL");
     *out = NULL;
     if (!dir) return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_checkpoint_open: dir is NULL");
-    if (stat(dir, &sb) != 0) return fm_error_set(err, FM_ERR_NOT_FOUND, "%s: no such directory", dir);
-    if (!S_ISDIR(sb.st_mode)) return fm_error_set(err, FM_ERR_NOT_FOUND, "%s: not a directory", dir);
+    if (stat(dir, &sb) != 0)
+        return fm_error_set(err, FM_ERR_NOT_FOUND, "%s: no such directory", dir);
+    if (!S_ISDIR(sb.st_mode))
+        return fm_error_set(err, FM_ERR_NOT_FOUND, "%s: not a directory", dir);
     fm_checkpoint *c = fm_calloc(1, sizeof *c);
     if (c) c->dir = fm_strdup(dir);
     if (!c || !c->dir) {
@@ -297,10 +324,18 @@ fm_status fm_checkpoint_open(const char *dir, fm_checkpoint **out, fm_error *err
     return FM_OK;
 }
 
-const char *fm_checkpoint_dir(const fm_checkpoint *c) { return c ? c->dir : NULL; }
-bool fm_checkpoint_is_sharded(const fm_checkpoint *c) { return c && c->sharded; }
-size_t fm_checkpoint_count(const fm_checkpoint *c) { return c ? c->n : 0; }
-size_t fm_checkpoint_shard_count(const fm_checkpoint *c) { return c ? c->n_shards : 0; }
+const char *fm_checkpoint_dir(const fm_checkpoint *c) {
+    return c ? c->dir : NULL;
+}
+bool fm_checkpoint_is_sharded(const fm_checkpoint *c) {
+    return c && c->sharded;
+}
+size_t fm_checkpoint_count(const fm_checkpoint *c) {
+    return c ? c->n : 0;
+}
+size_t fm_checkpoint_shard_count(const fm_checkpoint *c) {
+    return c ? c->n_shards : 0;
+}
 
 const fm_ckpt_entry *fm_checkpoint_entry_at(const fm_checkpoint *c, size_t i) {
     return c && i < c->n ? &c->entries[i] : NULL;
@@ -324,8 +359,10 @@ fm_status fm_checkpoint_tensor(const fm_checkpoint *c, size_t i, fm_tensor *out,
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_checkpoint_tensor: out is NULL");
     if (!c || i >= c->n) {
         memset(out, 0, sizeof *out);
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: tensor index %zu out of range (%zu tensors)",
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "%s: tensor index %zu out of range (%zu tensors)",
                             c ? c->dir : "(null)", i, c ? c->n : (size_t)0);
     }
-    return fm_st_tensor(c->shards[c->entries[i].shard_index], c->entries[i].index_in_shard, out, err);
+    return fm_st_tensor(c->shards[c->entries[i].shard_index], c->entries[i].index_in_shard, out,
+                        err);
 }

@@ -4,8 +4,8 @@
 #include "fusemap/io.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,17 +73,20 @@ static fm_status build_name_index(fm_st_file *f, fm_error *err) {
     f->by_name = fm_malloc((n ? n : 1) * sizeof *f->by_name);
     if (!v || !f->by_name) {
         fm_free(v);
-        return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory indexing %zu tensors", f->path, n);
+        return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory indexing %zu tensors", f->path,
+                            n);
     }
-    for (size_t i = 0; i < n; i++) v[i] = &f->h.entries[i];
+    for (size_t i = 0; i < n; i++)
+        v[i] = &f->h.entries[i];
     qsort(v, n, sizeof *v, cmp_entry_ptr_names);
     fm_status st = FM_OK;
     for (size_t i = 0; i < n; i++) {
         f->by_name[i] = (size_t)(v[i] - f->h.entries);
         if (i && st == FM_OK && cmp_entry_ptr_names(&v[i - 1], &v[i]) == 0) {
             char q[FM_ST_QUOTE_MAX];
-            st = fm_error_set(err, FM_ERR_DUPLICATE_TENSOR, "%s: duplicate tensor name '%s' in header",
-                              f->path, fm_st_quote_name(q, sizeof q, v[i]->name, v[i]->name_len));
+            st = fm_error_set(err, FM_ERR_DUPLICATE_TENSOR,
+                              "%s: duplicate tensor name '%s' in header", f->path,
+                              fm_st_quote_name(q, sizeof q, v[i]->name, v[i]->name_len));
         }
     }
     fm_free(v);
@@ -114,33 +117,37 @@ static fm_status entry_error(const fm_st_file *f, const fm_st_entry *e, fm_error
     va_start(ap, fmt);
     vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
-    return fm_error_set(err, st, "%s: tensor '%s': %s", f->path, fm_st_quote_name(q, sizeof q, e->name, e->name_len),
-                        reason);
+    return fm_error_set(err, st, "%s: tensor '%s': %s", f->path,
+                        fm_st_quote_name(q, sizeof q, e->name, e->name_len), reason);
 }
 
 /* Spec 2.2 steps 7-10 for one entry, `cursor` being where the chain stands. */
-static fm_status check_entry(const fm_st_file *f, const fm_st_entry *e, uint64_t cursor, fm_error *err) {
+static fm_status check_entry(const fm_st_file *f, const fm_st_entry *e, uint64_t cursor,
+                             fm_error *err) {
     char sh[256];
     unsigned long long b = e->begin, en = e->end;
     if (e->begin != cursor || e->end < e->begin)
-        return entry_error(f, e, err, FM_ERR_INVALID_OFFSET, "invalid offset [%llu, %llu] (the previous tensor ends at %llu)",
-                           b, en, (unsigned long long)cursor);
+        return entry_error(f, e, err, FM_ERR_INVALID_OFFSET,
+                           "invalid offset [%llu, %llu] (the previous tensor ends at %llu)", b, en,
+                           (unsigned long long)cursor);
     uint64_t numel = 1, bits;
     for (int i = 0; i < e->shape.ndim; i++)
         if (fm_mul_u64(numel, (uint64_t)e->shape.dims[i], &numel))
-            return entry_error(f, e, err, FM_ERR_VALIDATION_OVERFLOW, "element count of shape %s overflows",
-                               fmt_dims(e, sh, sizeof sh));
+            return entry_error(f, e, err, FM_ERR_VALIDATION_OVERFLOW,
+                               "element count of shape %s overflows", fmt_dims(e, sh, sizeof sh));
     const char *dt = fm_dtype_name(e->dtype);
     if (fm_mul_u64(numel, fm_dtype_bits(e->dtype), &bits))
-        return entry_error(f, e, err, FM_ERR_VALIDATION_OVERFLOW, "bit size of shape %s of %s overflows",
-                           fmt_dims(e, sh, sizeof sh), dt);
+        return entry_error(f, e, err, FM_ERR_VALIDATION_OVERFLOW,
+                           "bit size of shape %s of %s overflows", fmt_dims(e, sh, sizeof sh), dt);
     if (bits % 8)
-        return entry_error(f, e, err, FM_ERR_MISALIGNED_SLICE, "shape %s of %s is %llu bits, not a whole number of bytes",
+        return entry_error(f, e, err, FM_ERR_MISALIGNED_SLICE,
+                           "shape %s of %s is %llu bits, not a whole number of bytes",
                            fmt_dims(e, sh, sizeof sh), dt, (unsigned long long)bits);
     if (e->end - e->begin != bits / 8)
-        return entry_error(f, e, err, FM_ERR_TENSOR_INVALID_INFO,
-                           "data_offsets [%llu, %llu] span %llu bytes but shape %s of %s needs %llu", b, en, en - b,
-                           fmt_dims(e, sh, sizeof sh), dt, (unsigned long long)(bits / 8));
+        return entry_error(
+            f, e, err, FM_ERR_TENSOR_INVALID_INFO,
+            "data_offsets [%llu, %llu] span %llu bytes but shape %s of %s needs %llu", b, en,
+            en - b, fmt_dims(e, sh, sizeof sh), dt, (unsigned long long)(bits / 8));
     return FM_OK;
 }
 
@@ -152,7 +159,8 @@ static fm_status check_dims_fit(const fm_st_file *f, fm_error *err) {
         for (int d = 0; d < e->shape.ndim; d++) {
             if (e->shape.dims[d] >= 0) continue;
             char sh[256];
-            return entry_error(f, e, err, FM_ERR_LIMIT, "shape %s has a dimension above 2^63-1 (fusemap limit)",
+            return entry_error(f, e, err, FM_ERR_LIMIT,
+                               "shape %s has a dimension above 2^63-1 (fusemap limit)",
                                fmt_dims(e, sh, sizeof sh));
         }
     }
@@ -163,7 +171,8 @@ static fm_status check_dims_fit(const fm_st_file *f, fm_error *err) {
 static fm_status validate(fm_st_file *f, uint64_t total_len, fm_error *err) {
     fm_status st = fm_st_header_parse(f->header, (size_t)f->header_len, f->path, &f->h, err);
     if (st != FM_OK) return st;
-    if (!in_offset_order(&f->h)) qsort(f->h.entries, f->h.n_entries, sizeof *f->h.entries, cmp_offsets);
+    if (!in_offset_order(&f->h))
+        qsort(f->h.entries, f->h.n_entries, sizeof *f->h.entries, cmp_offsets);
     if ((st = build_name_index(f, err)) != FM_OK) return st;
     uint64_t cursor = 0, covered;
     for (size_t i = 0; i < f->h.n_entries; i++) {
@@ -171,12 +180,14 @@ static fm_status validate(fm_st_file *f, uint64_t total_len, fm_error *err) {
         cursor = f->h.entries[i].end;
     }
     if (fm_add_u64(8 + f->header_len, cursor, &covered) || covered != total_len)
-        return fm_error_set(err, FM_ERR_INCOMPLETE_BUFFER,
-                            "%s: file not fully covered: it is %llu bytes, the header takes %llu and the tensors "
-                            "%llu more (%s)", f->path, (unsigned long long)total_len,
-                            (unsigned long long)(8 + f->header_len), (unsigned long long)cursor,
-                            cursor > total_len - 8 - f->header_len ? "truncated file or offsets past the end"
-                                                                   : "trailing bytes after the last tensor");
+        return fm_error_set(
+            err, FM_ERR_INCOMPLETE_BUFFER,
+            "%s: file not fully covered: it is %llu bytes, the prefix and header take %llu and the "
+            "tensors %llu more (%s)",
+            f->path, (unsigned long long)total_len, (unsigned long long)(8 + f->header_len),
+            (unsigned long long)cursor,
+            cursor > total_len - 8 - f->header_len ? "truncated file or offsets past the end"
+                                                   : "trailing bytes after the last tensor");
     f->data_len = cursor;
     return check_dims_fit(f, err);
 }
@@ -185,16 +196,20 @@ static fm_status validate(fm_st_file *f, uint64_t total_len, fm_error *err) {
 static fm_status check_prefix(const uint8_t *b, uint64_t total, const char *label, uint64_t *n,
                               fm_error *err) {
     if (total < 8)
-        return fm_error_set(err, FM_ERR_HEADER_TOO_SMALL, "%s: %llu bytes, too small for the 8-byte header length",
-                            label, (unsigned long long)total);
+        return fm_error_set(err, FM_ERR_HEADER_TOO_SMALL,
+                            "%s: %llu bytes, too small for the 8-byte header length", label,
+                            (unsigned long long)total);
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | b[i];
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | b[i];
     if (v > FM_ST_MAX_HEADER_BYTES)
-        return fm_error_set(err, FM_ERR_HEADER_TOO_LARGE, "%s: header length %llu exceeds the limit of %llu bytes",
-                            label, (unsigned long long)v, FM_ST_MAX_HEADER_BYTES);
+        return fm_error_set(err, FM_ERR_HEADER_TOO_LARGE,
+                            "%s: header length %llu exceeds the limit of %llu bytes", label,
+                            (unsigned long long)v, FM_ST_MAX_HEADER_BYTES);
     if (v > total - 8)
-        return fm_error_set(err, FM_ERR_HEADER_LENGTH, "%s: header length %llu runs past the end of the %llu-byte file",
-                            label, (unsigned long long)v, (unsigned long long)total);
+        return fm_error_set(err, FM_ERR_HEADER_LENGTH,
+                            "%s: header length %llu runs past the end of the %llu-byte file", label,
+                            (unsigned long long)v, (unsigned long long)total);
     *n = v;
     return FM_OK;
 }
@@ -215,7 +230,8 @@ static fm_status new_file(const char *label, uint64_t n, fm_st_file **out, fm_er
 
 /* ---- files --------------------------------------------------------------------------------- */
 
-static fm_status pread_full(int fd, void *buf, uint64_t len, uint64_t off, const char *label, fm_error *err) {
+static fm_status pread_full(int fd, void *buf, uint64_t len, uint64_t off, const char *label,
+                            fm_error *err) {
     uint8_t *p = buf;
     while (len) {
         size_t chunk = len > (1u << 30) ? (1u << 30) : (size_t)len;
@@ -223,8 +239,10 @@ static fm_status pread_full(int fd, void *buf, uint64_t len, uint64_t off, const
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             char eb[128];
-            return fm_error_set(err, FM_ERR_IO, "%s: read failed at offset %llu: %s", label, (unsigned long long)off,
-                                r == 0 ? "file shrank while being read" : errno_text(errno, eb, sizeof eb));
+            return fm_error_set(err, FM_ERR_IO, "%s: read failed at offset %llu: %s", label,
+                                (unsigned long long)off,
+                                r == 0 ? "file shrank while being read"
+                                       : errno_text(errno, eb, sizeof eb));
         }
         p += r;
         off += (uint64_t)r;
@@ -245,16 +263,19 @@ static fm_status map_file(fm_st_file *f, int fd, uint64_t total, fm_error *err) 
     if (f->data_len == 0) /* nothing to map: views of empty tensors point at a static byte */
         return fm_storage_wrap_mapping(empty_region, 0, NULL, NULL, &f->storage, err);
     if (total > SIZE_MAX)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: file too large to map on this platform", f->path);
+        return fm_error_set(err, FM_ERR_LIMIT, "%s: file too large to map on this platform",
+                            f->path);
     void *m = mmap(NULL, (size_t)total, PROT_READ, MAP_PRIVATE, fd, 0);
     if (m == MAP_FAILED) {
         char eb[128];
-        return fm_error_set(err, FM_ERR_IO, "%s: mmap failed: %s", f->path, errno_text(errno, eb, sizeof eb));
+        return fm_error_set(err, FM_ERR_IO, "%s: mmap failed: %s", f->path,
+                            errno_text(errno, eb, sizeof eb));
     }
     fm_status st = fm_storage_wrap_mapping(m, total, unmap_file, NULL, &f->storage, err);
     if (st != FM_OK) {
         munmap(m, (size_t)total);
-        return fm_error_prefix(err, "%s", f->path);
+        fm_error_prefix(err, "%s", f->path);
+        return st;
     }
     f->data = (uint8_t *)m + 8 + f->header_len;
     return FM_OK;
@@ -316,7 +337,8 @@ fm_status fm_st_open_buffer(const void *buf, uint64_t len, const char *label, fm
         st = validate(f, len, err);
     }
     /* The caller's buffer backs the views: no unmap, valid while the caller keeps it. */
-    if (st == FM_OK) st = fm_storage_wrap_mapping((void *)(uintptr_t)buf, len, NULL, NULL, &f->storage, err);
+    if (st == FM_OK)
+        st = fm_storage_wrap_mapping((void *)(uintptr_t)buf, len, NULL, NULL, &f->storage, err);
     if (st != FM_OK) {
         fm_st_close(f);
         return st;
@@ -338,11 +360,21 @@ void fm_st_close(fm_st_file *f) {
 
 /* ---- accessors ------------------------------------------------------------------------------ */
 
-const char *fm_st_path(const fm_st_file *f) { return f ? f->path : NULL; }
-size_t fm_st_count(const fm_st_file *f) { return f ? f->h.n_entries : 0; }
-uint64_t fm_st_header_len(const fm_st_file *f) { return f ? f->header_len : 0; }
-bool fm_st_has_metadata(const fm_st_file *f) { return f && f->h.has_metadata; }
-size_t fm_st_metadata_count(const fm_st_file *f) { return f ? f->h.n_meta : 0; }
+const char *fm_st_path(const fm_st_file *f) {
+    return f ? f->path : NULL;
+}
+size_t fm_st_count(const fm_st_file *f) {
+    return f ? f->h.n_entries : 0;
+}
+uint64_t fm_st_header_len(const fm_st_file *f) {
+    return f ? f->header_len : 0;
+}
+bool fm_st_has_metadata(const fm_st_file *f) {
+    return f && f->h.has_metadata;
+}
+size_t fm_st_metadata_count(const fm_st_file *f) {
+    return f ? f->h.n_meta : 0;
+}
 
 const fm_st_entry *fm_st_entry_at(const fm_st_file *f, size_t i) {
     return f && i < f->h.n_entries ? &f->h.entries[i] : NULL;
@@ -359,8 +391,10 @@ long fm_st_find(const fm_st_file *f, const char *name) {
         size_t mid = lo + (hi - lo) / 2;
         int c = cmp_names(&f->h.entries[f->by_name[mid]], name, len);
         if (c == 0) return (long)f->by_name[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return -1;
 }
@@ -369,14 +403,16 @@ fm_status fm_st_tensor(const fm_st_file *f, size_t i, fm_tensor *out, fm_error *
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_st_tensor: out is NULL");
     memset(out, 0, sizeof *out);
     if (!f || i >= f->h.n_entries)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: tensor index %zu out of range (%zu tensors)",
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "%s: tensor index %zu out of range (%zu tensors)",
                             f ? f->path : "(null)", i, f ? f->h.n_entries : (size_t)0);
     const fm_st_entry *e = &f->h.entries[i];
     uint8_t *p = f->data_len ? f->data + e->begin : fm_storage_data(f->storage);
     fm_status st = fm_tensor_view(out, f->storage, p, e->dtype, &e->shape, err);
     if (st != FM_OK) {
         char q[FM_ST_QUOTE_MAX];
-        fm_error_prefix(err, "%s: tensor '%s'", f->path, fm_st_quote_name(q, sizeof q, e->name, e->name_len));
+        fm_error_prefix(err, "%s: tensor '%s'", f->path,
+                        fm_st_quote_name(q, sizeof q, e->name, e->name_len));
     }
     return st;
 }

@@ -68,8 +68,9 @@ static fm_status perr(parser *p, fm_status st, const char *fmt, ...) {
 }
 
 /* JSON syntax/shape error at the current position (file offset = 8 + header offset). */
-#define JERR(p, what) \
-    perr((p), FM_ERR_HEADER_JSON, "invalid JSON in header at file offset %zu: %s", (p)->pos + 8, (what))
+#define JERR(p, what)                                                                              \
+    perr((p), FM_ERR_HEADER_JSON, "invalid JSON in header at file offset %zu: %s", (p)->pos + 8,   \
+         (what))
 
 /* ---- UTF-8 ------------------------------------------------------------------------------ */
 
@@ -80,10 +81,14 @@ static size_t utf8_seq(const unsigned char *s, size_t i, size_t len) {
     size_t n;
     unsigned char lo = 0x80, hi = 0xBF;
     if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) n = 3;
-    else if (c >= 0xF0 && c <= 0xF4) n = 4;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4;
+    else
+        return 0;
     if (c == 0xE0) lo = 0xA0;
     if (c == 0xED) hi = 0x9F;
     if (c == 0xF0) lo = 0x90;
@@ -105,8 +110,8 @@ static fm_status check_utf8(parser *p) {
         }
         size_t n = utf8_seq(s, i, p->len);
         if (n == 0)
-            return perr(p, FM_ERR_HEADER_UTF8, "invalid UTF-8 in header at file offset %zu (byte 0x%02x)",
-                        i + 8, s[i]);
+            return perr(p, FM_ERR_HEADER_UTF8,
+                        "invalid UTF-8 in header at file offset %zu (byte 0x%02x)", i + 8, s[i]);
         i += n;
     }
     return FM_OK;
@@ -182,18 +187,16 @@ static size_t put_utf8(char *w, unsigned cp) {
  * Surrogate pairs combine; a lone surrogate is an error. */
 static fm_status read_escape(parser *p, unsigned *cp) {
     if (p->pos >= p->len) return JERR(p, "unterminated string");
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
     char e = p->s[p->pos++];
-    switch (e) {
-    case '"': *cp = '"'; return FM_OK;
-    case '\\': *cp = '\\'; return FM_OK;
-    case '/': *cp = '/'; return FM_OK;
-    case 'b': *cp = 8; return FM_OK;
-    case 'f': *cp = 12; return FM_OK;
-    case 'n': *cp = 10; return FM_OK;
-    case 'r': *cp = 13; return FM_OK;
-    case 't': *cp = 9; return FM_OK;
-    case 'u': break;
-    default: p->pos--; return JERR(p, "invalid escape");
+    const char *k = e ? strchr(from, e) : NULL;
+    if (k) {
+        *cp = (unsigned char)to[k - from];
+        return FM_OK;
+    }
+    if (e != 'u') {
+        p->pos--;
+        return JERR(p, "invalid escape");
     }
     unsigned hi, lo;
     fm_status st = read_hex4(p, &hi);
@@ -262,7 +265,8 @@ static fm_status parse_uint(parser *p, uint64_t *out) {
     }
     if (p->pos < p->len) {
         char n = p->s[p->pos];
-        if (n == '.' || n == 'e' || n == 'E') return JERR(p, "number with a fraction or exponent where an integer is required");
+        if (n == '.' || n == 'e' || n == 'E')
+            return JERR(p, "number with a fraction or exponent where an integer is required");
     }
     *out = v;
     return FM_OK;
@@ -275,19 +279,23 @@ static fm_status skip_number(parser *p) {
 #define DIGIT(k) ((k) < p->len && s[k] >= '0' && s[k] <= '9')
     if (i < p->len && s[i] == '-') i++;
     if (!DIGIT(i)) return JERR(p, "invalid number");
-    if (s[i] == '0') i++;
+    if (s[i] == '0')
+        i++;
     else
-        while (DIGIT(i)) i++;
+        while (DIGIT(i))
+            i++;
     if (i < p->len && s[i] == '.') {
         i++;
         if (!DIGIT(i)) return JERR(p, "invalid number");
-        while (DIGIT(i)) i++;
+        while (DIGIT(i))
+            i++;
     }
     if (i < p->len && (s[i] == 'e' || s[i] == 'E')) {
         i++;
         if (i < p->len && (s[i] == '+' || s[i] == '-')) i++;
         if (!DIGIT(i)) return JERR(p, "invalid number");
-        while (DIGIT(i)) i++;
+        while (DIGIT(i))
+            i++;
     }
 #undef DIGIT
     p->pos = i;
@@ -317,7 +325,8 @@ static fm_status skip_key(parser *p) {
 static fm_status skip_open(parser *p, char *stack, int *sp, int base_depth) {
     int c = peek(p);
     if (c == '{' || c == '[') {
-        if (base_depth + *sp + 1 > FM_ST_MAX_DEPTH) return JERR(p, "JSON nested too deeply (limit 128)");
+        if (base_depth + *sp + 1 > FM_ST_MAX_DEPTH)
+            return JERR(p, "JSON nested too deeply (limit 128)");
         stack[(*sp)++] = (char)c;
         p->pos++;
         int close = c == '{' ? '}' : ']';
@@ -383,8 +392,10 @@ static fm_status parse_shape(parser *p, fm_st_entry *e) {
         uint64_t d;
         if ((st = parse_uint(p, &d)) != FM_OK) return st;
         if (e->shape.ndim == FM_MAX_DIMS)
-            return perr(p, FM_ERR_LIMIT, "shape has more than %d dimensions (fusemap limit)", FM_MAX_DIMS);
-        e->shape.dims[e->shape.ndim++] = d <= INT64_MAX ? (int64_t)d : -(int64_t)(UINT64_MAX - d) - 1;
+            return perr(p, FM_ERR_LIMIT, "shape has more than %d dimensions (fusemap limit)",
+                        FM_MAX_DIMS);
+        e->shape.dims[e->shape.ndim++] =
+            d <= INT64_MAX ? (int64_t)d : -(int64_t)(UINT64_MAX - d) - 1;
         int c = peek(p);
         if (c == ']') break;
         if (c != ',') return JERR(p, "expected ',' or ']' in shape");
@@ -396,12 +407,15 @@ static fm_status parse_shape(parser *p, fm_st_entry *e) {
 
 static fm_status parse_offsets(parser *p, fm_st_entry *e) {
     fm_status st = expect(p, '[', "data_offsets must be an array of two integers");
-    if (st == FM_OK && peek(p) == ']') return JERR(p, "data_offsets must have exactly two integers");
+    if (st == FM_OK && peek(p) == ']')
+        return JERR(p, "data_offsets must have exactly two integers");
     if (st == FM_OK) st = parse_uint(p, &e->begin);
-    if (st == FM_OK && peek(p) != ',') return JERR(p, "data_offsets must have exactly two integers");
+    if (st == FM_OK && peek(p) != ',')
+        return JERR(p, "data_offsets must have exactly two integers");
     if (st == FM_OK) p->pos++;
     if (st == FM_OK) st = parse_uint(p, &e->end);
-    if (st == FM_OK && peek(p) != ']') return JERR(p, "data_offsets must have exactly two integers");
+    if (st == FM_OK && peek(p) != ']')
+        return JERR(p, "data_offsets must have exactly two integers");
     if (st == FM_OK) p->pos++;
     return st;
 }
@@ -413,7 +427,8 @@ static fm_status parse_dtype(parser *p, fm_st_entry *e) {
     if (st != FM_OK) return st;
     e->dtype = fm_dtype_from_name(v, vl);
     if (e->dtype == FM_DTYPE_INVALID)
-        return perr(p, FM_ERR_UNKNOWN_DTYPE, "unknown dtype '%s'", fm_st_quote_name(q, sizeof q, v, vl));
+        return perr(p, FM_ERR_UNKNOWN_DTYPE, "unknown dtype '%s'",
+                    fm_st_quote_name(q, sizeof q, v, vl));
     return FM_OK;
 }
 
@@ -424,7 +439,10 @@ static fm_status parse_entry_member(parser *p, fm_st_entry *e, unsigned *seen) {
     fm_status st = parse_string(p, true, &k, &kl);
     if (st == FM_OK) st = expect(p, ':', "expected ':' after an object key");
     if (st != FM_OK) return st;
-    unsigned bit = key_is(k, kl, "dtype") ? 1u : key_is(k, kl, "shape") ? 2u : key_is(k, kl, "data_offsets") ? 4u : 0u;
+    unsigned bit = key_is(k, kl, "dtype")          ? 1u
+                   : key_is(k, kl, "shape")        ? 2u
+                   : key_is(k, kl, "data_offsets") ? 4u
+                                                   : 0u;
     if (bit == 0) return skip_value(p, 2);
     if (*seen & bit) return JERR(p, "repeated member in tensor entry");
     *seen |= bit;
@@ -435,7 +453,8 @@ static fm_status parse_entry_member(parser *p, fm_st_entry *e, unsigned *seen) {
 
 static fm_status parse_entry(parser *p, fm_st_entry *e) {
     int c = peek(p);
-    if (c == '[') return JERR(p, "tensor entry written as an array (only the object form is accepted)");
+    if (c == '[')
+        return JERR(p, "tensor entry written as an array (only the object form is accepted)");
     if (c != '{') return JERR(p, "tensor entry must be an object");
     p->pos++;
     unsigned seen = 0;
@@ -496,13 +515,15 @@ static fm_status check_meta_dups(parser *p) {
     if (h->n_meta < 2) return FM_OK;
     const fm_st_kv **v = fm_malloc(h->n_meta * sizeof *v);
     if (!v) return perr(p, FM_ERR_NOMEM, "out of memory reading the header");
-    for (size_t i = 0; i < h->n_meta; i++) v[i] = &h->meta[i];
+    for (size_t i = 0; i < h->n_meta; i++)
+        v[i] = &h->meta[i];
     qsort(v, h->n_meta, sizeof *v, cmp_kv_key);
     fm_status st = FM_OK;
     for (size_t i = 1; i < h->n_meta && st == FM_OK; i++) {
         char q[FM_ST_QUOTE_MAX];
         if (strcmp(v[i - 1]->key, v[i]->key) == 0)
-            st = perr(p, FM_ERR_HEADER_JSON, "invalid JSON in header: duplicate __metadata__ key '%s'",
+            st = perr(p, FM_ERR_HEADER_JSON,
+                      "invalid JSON in header: duplicate __metadata__ key '%s'",
                       fm_st_quote_name(q, sizeof q, v[i]->key, strlen(v[i]->key)));
     }
     fm_free(v);

@@ -299,7 +299,7 @@ fm_status fm_weights_load(const fm_transform_list *transforms, const fm_tensor_s
     if (fired_out) *fired_out = (fm_transform_list){NULL, 0};
     if (!src || !src->name || !src->get || (n_params && (!params || !out_tensors)))
         return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_weights_load: missing source, parameters or outputs");
-    memset(out_tensors, 0, n_params * sizeof *out_tensors);
+    if (n_params) memset(out_tensors, 0, n_params * sizeof *out_tensors);
     load_ctx c;
     memset(&c, 0, sizeof c);
     c.tl = transforms;

@@ -269,7 +269,10 @@ static fm_status png_pixels(png_structp png, png_infop info, png_ctx *c, const p
     c->row = fm_malloc(g->rowbytes * nrows);
     if (!c->row) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG decode buffer (%zu bytes)", label, g->rowbytes * nrows);
     fm_status st = fm_image_alloc(&c->img, g->w, g->h, err);
-    if (st != FM_OK) return fm_error_prefix(err, "%s", label);
+    if (st != FM_OK) {
+        fm_error_prefix(err, "%s", label); /* keeps st (the prefix call returns INTERNAL on NULL err) */
+        return st;
+    }
     c->img.orientation = g->orientation;
     if (g->passes > 1) {
         c->rows = fm_malloc(g->h * sizeof *c->rows);
@@ -412,7 +415,10 @@ static fm_status jpg_run(jpg_ctx *c, const uint8_t *bytes, size_t len, const cha
     c->row = fm_malloc((size_t)w * (size_t)ci->output_components);
     if (!c->row) return fm_error_set(err, FM_ERR_NOMEM, "%s: JPEG row buffer", label);
     st = fm_image_alloc(&c->img, w, h, err);
-    if (st != FM_OK) return fm_error_prefix(err, "%s", label);
+    if (st != FM_OK) {
+        fm_error_prefix(err, "%s", label); /* keeps st (the prefix call returns INTERNAL on NULL err) */
+        return st;
+    }
     c->img.orientation = jpg_orientation(ci);
     while (ci->output_scanline < h) {
         uint32_t y = ci->output_scanline;

@@ -198,7 +198,8 @@ static fm_status params_from_json(json_t *root, const char *origin, fm_qwen2vl_p
         return fm_error_set(err, FM_ERR_CONFIG, "%s: \"resample\" out of range", origin);
     q->resample = (int)resample;
     st = fm_qwen2vl_preproc_params_validate(q, err);
-    return st == FM_OK ? FM_OK : fm_error_prefix(err, "%s", origin);
+    if (st != FM_OK) fm_error_prefix(err, "%s", origin);
+    return st;
 }
 
 fm_status fm_qwen2vl_preproc_params_parse(const char *text, size_t len, const char *origin,
@@ -358,7 +359,10 @@ static fm_status plan_all(const fm_image *imgs, size_t n, const fm_qwen2vl_prepr
             return fm_error_set(err, FM_ERR_IMAGE, "image %zu: empty image", i);
         fm_status st = fm_qwen2vl_image_geometry(imgs[i].width, imgs[i].height, p, &geo[i][0],
                                                  &geo[i][1], grids + 3 * i, err);
-        if (st != FM_OK) return fm_error_prefix(err, "image %zu (%ux%u)", i, imgs[i].width, imgs[i].height);
+        if (st != FM_OK) {
+            fm_error_prefix(err, "image %zu (%ux%u)", i, imgs[i].width, imgs[i].height);
+            return st;
+        }
         if (geo[i][0] * geo[i][1] > (int64_t)FM_IMAGE_MAX_PIXELS)
             return fm_error_set(err, FM_ERR_IMAGE, "image %zu: resize target %lldx%lld exceeds %llu pixels", i,
                                 (long long)geo[i][0], (long long)geo[i][1], FM_IMAGE_MAX_PIXELS);
@@ -376,7 +380,10 @@ static fm_status process_one(const fm_image *img, size_t i, const int64_t geo[2]
     const uint8_t *rgb = img->data;
     if (geo[0] != img->height || geo[1] != img->width) {
         fm_status st = fm_image_resize_bicubic(img, (uint32_t)geo[1], (uint32_t)geo[0], &resized, err);
-        if (st != FM_OK) return fm_error_prefix(err, "image %zu", i);
+        if (st != FM_OK) {
+            fm_error_prefix(err, "image %zu", i);
+            return st;
+        }
         rgb = resized.data;
     }
     flatten_image(rgb, geo[1], grid, p, lut, out);
@@ -391,13 +398,17 @@ static fm_status alloc_outputs(uint64_t rows, size_t n, int64_t K, fm_tensor *pv
     int64_t dims[2] = {(int64_t)rows, K};
     fm_shape_make(&s, 2, dims);
     fm_status st = fm_tensor_alloc(pv, FM_DTYPE_F32, &s, err);
-    if (st != FM_OK) return fm_error_prefix(err, "pixel_values [%llu, %lld]", (unsigned long long)rows, (long long)K);
+    if (st != FM_OK) {
+        fm_error_prefix(err, "pixel_values [%llu, %lld]", (unsigned long long)rows, (long long)K);
+        return st;
+    }
     int64_t gdims[2] = {(int64_t)n, 3};
     fm_shape_make(&s, 2, gdims);
     st = fm_tensor_alloc(gt, FM_DTYPE_I64, &s, err);
     if (st != FM_OK) {
         fm_tensor_free(pv);
-        return fm_error_prefix(err, "image_grid_thw");
+        fm_error_prefix(err, "image_grid_thw");
+        return st;
     }
     return FM_OK;
 }

@@ -242,7 +242,10 @@ static fm_status check_block(const fm_qwen2vl_block_w *b, int i, fm_error *err) 
 static fm_status check_conv(const fm_qwen2vl_vision_cfg *c, const fm_conv3d_params *cp, fm_error *err) {
     int64_t in[3] = {c->temporal_patch_size, c->patch_size, c->patch_size}, od[3];
     fm_status st = fm_conv3d_out_dims(cp, in, od, err);
-    if (st != FM_OK) return fm_error_prefix(err, "qwen2-vl vision patch_embed.proj");
+    if (st != FM_OK) {
+        fm_error_prefix(err, "qwen2-vl vision patch_embed.proj");
+        return st;
+    }
     if (cp->in_ch != c->in_channels || cp->out_ch != c->embed_dim || od[0] != 1 || od[1] != 1 || od[2] != 1)
         return fm_error_set(err, FM_ERR_INPUT,
                             "qwen2-vl vision patch_embed.proj: Conv3d %d->%d on a [%d, %d, %d, %d] patch gives "

@@ -18,7 +18,10 @@ fm_status fm_param_f32(const fm_module *m, const fm_param *p, const float **out,
         return FM_OK;
     }
     fm_status st = fm_tensor_cast(tmp, &p->tensor, FM_DTYPE_F32, err);
-    if (st != FM_OK) return fm_error_prefix(err, "parameter %s.%s", fm_module_path(m), p->name);
+    if (st != FM_OK) {
+        fm_error_prefix(err, "parameter %s.%s", fm_module_path(m), p->name);
+        return st;
+    }
     *out = tmp->data;
     return FM_OK;
 }
@@ -77,7 +80,10 @@ fm_status fm_conv3d_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in
     }
     int64_t od[3], id[3] = {in[0].shape.dims[2], in[0].shape.dims[3], in[0].shape.dims[4]};
     fm_status st = fm_conv3d_out_dims(&p, id, od, err);
-    if (st != FM_OK) return fm_error_prefix(err, "module '%s'", fm_module_path(self));
+    if (st != FM_OK) {
+        fm_error_prefix(err, "module '%s'", fm_module_path(self));
+        return st;
+    }
     const float *w = NULL, *bias = NULL;
     fm_tensor wt, bt;
     memset(&bt, 0, sizeof bt);

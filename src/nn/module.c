@@ -221,7 +221,10 @@ fm_status fm_module_add_param(fm_module *m, const char *name, fm_dtype dt, const
     fm_param *p = &m->params[m->n_params];
     memset(p, 0, sizeof *p);
     fm_status st = fm_tensor_init_meta(&p->tensor, dt, shape, err);
-    if (st != FM_OK) return fm_error_prefix(err, "parameter %s.%s", m->path, name);
+    if (st != FM_OK) {
+        fm_error_prefix(err, "parameter %s.%s", m->path, name);
+        return st;
+    }
     p->name = fm_strdup(name);
     if (!p->name) return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding %s.%s", m->path, name);
     m->n_params++;

@@ -15,18 +15,22 @@ int stfx_bytes_n(uint64_t n_field, const void *header, size_t hlen, const void *
     size_t len = 8 + hlen + dlen;
     uint8_t *b = malloc(len ? len : 1);
     if (!b) return -1;
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(n_field >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(n_field >> (8 * i));
     if (hlen) memcpy(b + 8, header, hlen);
     if (dlen) {
-        if (data) memcpy(b + 8 + hlen, data, dlen);
-        else memset(b + 8 + hlen, 0, dlen);
+        if (data)
+            memcpy(b + 8 + hlen, data, dlen);
+        else
+            memset(b + 8 + hlen, 0, dlen);
     }
     *out = b;
     *out_len = len;
     return 0;
 }
 
-int stfx_bytes_str(const char *header, const void *data, size_t dlen, uint8_t **out, size_t *out_len) {
+int stfx_bytes_str(const char *header, const void *data, size_t dlen, uint8_t **out,
+                   size_t *out_len) {
     size_t hlen = strlen(header);
     return stfx_bytes_n(hlen, header, hlen, data, dlen, out, out_len);
 }
@@ -106,7 +110,8 @@ void stfx_random_bytes(void *buf, size_t n, uint64_t seed) {
 
 uint64_t stfx_nbytes(const stfx_tensor *t) {
     uint64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= (uint64_t)t->dims[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= (uint64_t)t->dims[i];
     fm_dtype dt = fm_dtype_from_name(t->dtype, strlen(t->dtype));
     return dt == FM_DTYPE_INVALID ? n : n * fm_dtype_bits(dt) / 8;
 }
@@ -115,23 +120,26 @@ int stfx_build(const stfx_tensor *ts, size_t n, const char *meta, uint64_t seed,
                size_t *out_len) {
     size_t cap = 64 + (meta ? strlen(meta) : 0), hl = 0;
     uint64_t dlen = 0;
-    for (size_t i = 0; i < n; i++) cap += strlen(ts[i].name) + strlen(ts[i].dtype) + 96 + 22 * 8;
+    for (size_t i = 0; i < n; i++)
+        cap += strlen(ts[i].name) + strlen(ts[i].dtype) + 96 + 22 * 8;
     char *h = malloc(cap);
     if (!h) return -1;
     hl += (size_t)snprintf(h, cap, "{");
     if (meta) hl += (size_t)snprintf(h + hl, cap - hl, "\"__metadata__\":%s", meta);
     for (size_t i = 0; i < n; i++) {
         uint64_t nb = stfx_nbytes(&ts[i]);
-        hl += (size_t)snprintf(h + hl, cap - hl, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", (meta || i) ? "," : "",
-                               ts[i].name, ts[i].dtype);
+        hl += (size_t)snprintf(h + hl, cap - hl, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[",
+                               (meta || i) ? "," : "", ts[i].name, ts[i].dtype);
         for (int d = 0; d < ts[i].ndim; d++)
-            hl += (size_t)snprintf(h + hl, cap - hl, "%s%lld", d ? "," : "", (long long)ts[i].dims[d]);
-        hl += (size_t)snprintf(h + hl, cap - hl, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)dlen,
-                               (unsigned long long)(dlen + nb));
+            hl += (size_t)snprintf(h + hl, cap - hl, "%s%lld", d ? "," : "",
+                                   (long long)ts[i].dims[d]);
+        hl += (size_t)snprintf(h + hl, cap - hl, "],\"data_offsets\":[%llu,%llu]}",
+                               (unsigned long long)dlen, (unsigned long long)(dlen + nb));
         dlen += nb;
     }
     hl += (size_t)snprintf(h + hl, cap - hl, "}");
-    while (hl % 8) h[hl++] = ' ';
+    while (hl % 8)
+        h[hl++] = ' ';
     int r = stfx_bytes_n(hl, h, hl, NULL, (size_t)dlen, out, out_len);
     free(h);
     if (r) return r;

@@ -14,7 +14,8 @@ int stfx_bytes_n(uint64_t n_field, const void *header, size_t hlen, const void *
                  uint8_t **out, size_t *out_len);
 /* Same with n_field = hlen (header taken as a C string when hlen is 0 is NOT implied: pass
  * the length; use stfx_bytes_str for C strings). */
-int stfx_bytes_str(const char *header, const void *data, size_t dlen, uint8_t **out, size_t *out_len);
+int stfx_bytes_str(const char *header, const void *data, size_t dlen, uint8_t **out,
+                   size_t *out_len);
 
 /* A tensor for stfx_build: dtype by safetensors name (unknown names count 1 byte/element). */
 typedef struct stfx_tensor {
