@@ -35,7 +35,7 @@ SHARED := $(BUILD)/libfusemap.so
 
 .SECONDARY:
 
-.PHONY: all test demo asan bench install clean deps tests benches examples fuzz tsan format
+.PHONY: all test demo asan bench install clean deps tests benches examples tsan format
 
 all: $(BUILD)/fusemap $(SHARED) tests benches examples
 
@@ -101,6 +101,17 @@ install: $(STATIC) $(SHARED) $(BUILD)/fusemap
 	install -m 755 $(BUILD)/fusemap $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' fusemap.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fusemap.pc
+
+# Registry tests under ThreadSanitizer (the registries are the shared mutable state).
+TSAN_TESTS := test_patch test_model_tree test_fusion
+tsan: deps
+	@$(MAKE) --no-print-directory $(addprefix build-tsan/tests/,$(TSAN_TESTS)) BUILD=build-tsan OPT="-O1" \
+	  EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread"
+	@set -e; for t in $(TSAN_TESTS); do echo "tsan: $$t"; TSAN_OPTIONS=halt_on_error=1 \
+	  FM_TEST_QUICK=1 ./build-tsan/tests/$$t > build-tsan/tests/$$t.out 2> build-tsan/tests/$$t.log \
+	  || { tail -n 40 build-tsan/tests/$$t.log; exit 1; }; done; echo "tsan: clean"
+
+-include fuzz/fuzz.mk
 
 format:
 	clang-format -i $$(find include src cli tests bench examples fuzz -name '*.[ch]')

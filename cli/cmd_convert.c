@@ -54,7 +54,7 @@ int fm_cli_convert(int argc, char **argv) {
     fm_load_report rep;
     double t0 = fm_cli_now();
     fm_status st = fm_from_pretrained(a.src, &a.lo, &m, &rep, &err);
-    fm_cli_print_report(stderr, a.src, &rep);
+    if (st == FM_OK) fm_cli_print_report(stderr, a.src, &rep); /* on failure: one error line */
     fm_load_report_free(&rep);
     double t1 = fm_cli_now();
     if (st == FM_OK) st = fm_save_pretrained(m, a.dst, &a.so, &err);

@@ -173,19 +173,20 @@ static void test_metadata(void) {
     uint8_t *b;
     size_t len;
     const char *h = "{\"__metadata__\":{\"format\":\"pt\",\"k\\\"\":\"v\\\\\\/"
-                    "\",\"\\u00e9t\\u00e9\":\"\\ud83d\\ude00\"},"
+                    "\",\"\\u00e9t\\u00e9\":\"\\ud83d\\ude00\",\"c\":\"\\b\\f\\r\\u0041\"},"
                     "\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}";
     CHECK(stfx_bytes_str(h, "xy", 2, &b, &len) == 0);
     CHECK_OK(fm_st_open_buffer(b, len, "meta", &f, err), err);
     CHECK(fm_st_has_metadata(f));
-    CHECK_EQ_INT(3, fm_st_metadata_count(f));
+    CHECK_EQ_INT(4, fm_st_metadata_count(f));
     CHECK_EQ_STR("format", fm_st_metadata_at(f, 0)->key);
     CHECK_EQ_STR("pt", fm_st_metadata_at(f, 0)->value);
     CHECK_EQ_STR("k\"", fm_st_metadata_at(f, 1)->key);
     CHECK_EQ_STR("v\\/", fm_st_metadata_at(f, 1)->value);
     CHECK_EQ_STR("\xc3\xa9t\xc3\xa9", fm_st_metadata_at(f, 2)->key);
     CHECK_EQ_STR("\xf0\x9f\x98\x80", fm_st_metadata_at(f, 2)->value);
-    CHECK(fm_st_metadata_at(f, 3) == NULL);
+    CHECK_EQ_STR("\b\f\rA", fm_st_metadata_at(f, 3)->value);
+    CHECK(fm_st_metadata_at(f, 4) == NULL);
     fm_st_close(f);
     free(b);
     /* null = absent; {} = present and empty */
