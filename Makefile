@@ -74,12 +74,12 @@ examples: $(EX_BIN)
 
 # `make test`: install what is missing, build warning-free (-Werror), run every test.
 test: deps
-	@$(MAKE) --no-print-directory all EXTRA_CFLAGS="-Werror $(EXTRA_CFLAGS)"
+	@$(MAKE) --no-print-directory -j$$(nproc) all EXTRA_CFLAGS="-Werror $(EXTRA_CFLAGS)"
 	@sh scripts/run_tests.sh $(BUILD)
 
 # ASan+UBSan build in build-asan/, whole suite.
 asan: deps
-	@$(MAKE) --no-print-directory tests BUILD=build-asan OPT="-O1" \
+	@$(MAKE) --no-print-directory -j$$(nproc) tests BUILD=build-asan OPT="-O1" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -215,7 +215,7 @@ static int run(int depth, int threads, int reps, int64_t gh, int64_t gw) {
 }
 
 int main(int argc, char **argv) {
-    int depth = 32, threads = 0, reps = 3;
+    int depth = 32, threads = 0, reps = 2;
     int64_t gh = 32, gw = 32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--depth") && i + 1 < argc) depth = atoi(argv[++i]);

@@ -179,7 +179,24 @@ static const char *tensor_of_shard(const index_ctx *x, const char *shard) {
     return "?";
 }
 
-/* The shard must resolve (symlinks followed) to a path inside the directory. */
+static bool under(const char *real, const char *dir) {
+    size_t dl = strlen(dir);
+    return dl == 1 ? real[0] == '/' : strncmp(real, dir, dl) == 0 && real[dl] == '/';
+}
+
+/* The Hugging Face hub cache stores a revision as <repo>/snapshots/<rev>/ whose files are
+ * symlinks into <repo>/blobs/. For such a directory, *blobs gets that blobs path. */
+static bool hf_cache_blobs(const char *dir_real, char *blobs, size_t n) {
+    const char *rev = strrchr(dir_real, '/');
+    if (!rev || rev == dir_real) return false;
+    size_t plen = (size_t)(rev - dir_real);
+    if (plen < 10 || strncmp(dir_real + plen - 10, "/snapshots", 10) != 0) return false;
+    int w = snprintf(blobs, n, "%.*s/blobs", (int)(plen - 10), dir_real);
+    return w > 0 && (size_t)w < n;
+}
+
+/* The shard must resolve (symlinks followed) to a path inside the directory, or inside the
+ * hub cache's blobs/ when the directory is a hub cache snapshot. */
 static fm_status check_inside(const fm_checkpoint *c, const index_ctx *x, const char *dir_real,
                               size_t s, const char *path, fm_error *err) {
     char real[PATH_MAX];
@@ -188,8 +205,8 @@ static fm_status check_inside(const fm_checkpoint *c, const index_ctx *x, const 
         return fm_error_set(err, FM_ERR_INDEX, "%s: shard '%s' (listed for tensor '%s') %s",
                             x->path, shard, tensor_of_shard(x, shard),
                             errno == ENOENT ? "does not exist" : "cannot be resolved");
-    size_t dl = strlen(dir_real);
-    bool inside = dl == 1 ? real[0] == '/' : strncmp(real, dir_real, dl) == 0 && real[dl] == '/';
+    char blobs[PATH_MAX];
+    bool inside = under(real, dir_real) || (hf_cache_blobs(dir_real, blobs, sizeof blobs) && under(real, blobs));
     if (!inside)
         return fm_error_set(err, FM_ERR_INDEX,
                             "%s: shard '%s' resolves to '%s', outside the checkpoint directory",
