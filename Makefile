@@ -68,7 +68,7 @@ $(BUILD)/examples/%: examples/%.c $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -o $@ $< $(STATIC) $(ALLLDFLAGS) $(LDLIBS)
 
-tests: $(TEST_BIN) $(BUILD)/fusemap
+tests: $(TEST_BIN) $(BUILD)/fusemap $(EX_BIN)
 benches: $(BENCH_BIN)
 examples: $(EX_BIN)
 

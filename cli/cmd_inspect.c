@@ -8,13 +8,13 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "common.h"
 #include "fusemap/io.h"
 
 typedef struct inspect_args {
     const char *dir; /* borrowed from argv */
-    bool json;
-    /* The lead adds --modules, --fuse NAME and --fusion-config JSON here (parsed with
-     * fm_cli_fusion_arg from common.h in parse_args); until then they are unknown options. */
+    bool json, modules;
+    fm_cli_fusion fusion; /* --fuse / --fusion-config: imply --modules */
 } inspect_args;
 
 /* What the report shows besides the tensors. */
@@ -28,7 +28,12 @@ typedef struct inspect_info {
 static int parse_args(inspect_args *a, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--json"))
+        int f = fm_cli_fusion_arg(&a->fusion, argc, argv, &i);
+        if (f < 0) return 2;
+        if (f) a->modules = true;
+        else if (!strcmp(s, "--modules"))
+            a->modules = true;
+        else if (!strcmp(s, "--json"))
             a->json = true;
         else if (s[0] == '-' && s[1])
             return fm_cli_usage_error("inspect: unknown option '%s'", s);
@@ -37,7 +42,8 @@ static int parse_args(inspect_args *a, int argc, char **argv) {
         else
             return fm_cli_usage_error("inspect: unexpected argument '%s'", s);
     }
-    if (!a->dir) return fm_cli_usage_error("usage: fusemap inspect DIR [--json]");
+    if (!a->dir) return fm_cli_usage_error("usage: fusemap inspect DIR [--json] [--modules] [--fuse NAME]...");
+    if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
     return 0;
 }
 
@@ -200,7 +206,8 @@ static void print_table(const fm_checkpoint *c, const inspect_info *info) {
 int fm_cli_inspect(int argc, char **argv) {
     inspect_args a = {0};
     int rc = parse_args(&a, argc, argv);
-    if (rc) return rc;
+    if (!rc && a.modules) rc = fm_cli_inspect_modules(a.dir, fm_cli_fusion_config(&a.fusion), a.json);
+    if (rc || a.modules) return fm_cli_fusion_free(&a.fusion), rc;
     fm_error err;
     fm_error_clear(&err);
     fm_checkpoint *c = NULL;

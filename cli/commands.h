@@ -3,12 +3,16 @@
 #ifndef FUSEMAP_CLI_COMMANDS_H
 #define FUSEMAP_CLI_COMMANDS_H
 
+#include <stdbool.h>
+
 #include "fusemap/core.h"
 
 int fm_cli_inspect(int argc, char **argv);
 int fm_cli_convert(int argc, char **argv);
 int fm_cli_run(int argc, char **argv);
 int fm_cli_verify(int argc, char **argv);
+/* inspect --modules: the module tree as loaded with this fusion_config (may be NULL). */
+int fm_cli_inspect_modules(const char *dir, const char *fusion_config, bool json);
 
 /* Prints "fusemap: error: <msg>" to stderr and returns 1. */
 int fm_cli_fail(const fm_error *err);
