@@ -64,7 +64,10 @@ int fm_fuzz_checkpoint(const uint8_t *data, size_t size) {
     if (fmz_path("ck", parent, sizeof parent) || fmz_path("ck/model", dir, sizeof dir)) return 0;
     if (fmz_dir_fresh(parent) || fmz_dir_fresh(dir) || ckh_write(parent, dir, files, n)) return 0;
     fm_checkpoint *c = NULL;
-    if (fm_checkpoint_open(dir, &c, NULL) == FM_OK) {
+    fm_error err;
+    fm_status st = fm_checkpoint_open(dir, &c, &err);
+    fmz_note("checkpoint (%zu files): %s %s", n, fm_status_name(st), st ? err.msg : "");
+    if (st == FM_OK) {
         ckh_check_contained(c, dir);
         ckh_walk(c);
         fm_checkpoint_close(c);

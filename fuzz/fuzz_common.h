@@ -21,6 +21,14 @@
  * printed to stderr first (harness code, not library code). */
 void fmz_fail(const char *what, const char *detail);
 
+/* With FM_FUZZ_VERBOSE=1 in the environment, prints one line to stderr (seed debugging:
+ * which step an input reaches and with which status); silent otherwise. */
+void fmz_note(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
 /* Sequential reader over the input; reads past the end give zeros. Borrowed bytes. */
 typedef struct fmz_reader {
     const uint8_t *p;
@@ -33,7 +41,7 @@ uint32_t fmz_u32(fmz_reader *r);
  * A model directory as one input: records [name length: 1 byte][name][data length: u32 LE]
  * [data], repeated; a data length past the end is clamped to what is left. Names are
  * sanitised when written (see fmz_sanitize_name): the input cannot escape the directory. */
-#define FMZ_MAX_FILES 8
+#define FMZ_MAX_FILES 12
 #define FMZ_MAX_NAME 64
 typedef struct fmz_file {
     char name[FMZ_MAX_NAME + 1];

@@ -99,7 +99,9 @@ int fm_fuzz_config(const uint8_t *data, size_t size) {
     }
     fm_config *c = NULL;
     fm_error err;
-    if (fm_config_parse((const char *)data, size, "fuzz.json", &c, &err) != FM_OK) {
+    fm_status st = fm_config_parse((const char *)data, size, "fuzz.json", &c, &err);
+    fmz_note("config_parse (%zu bytes): %s %s", size, fm_status_name(st), st ? err.msg : "");
+    if (st != FM_OK) {
         if (c) fmz_fail("config", "output set on failure");
         return 0;
     }

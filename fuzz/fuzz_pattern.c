@@ -97,9 +97,12 @@ int fm_fuzz_pattern(const uint8_t *data, size_t size) {
     pth_input in;
     if (pth_parse(data, size, &in) == 0) {
         fm_transform *t = NULL;
+        fm_error err;
         const char *const *src = in.lines, *const *tgt = in.lines + in.ns;
-        fm_status st = in.converter ? fm_transform_converter_new(src, in.ns, tgt, in.nt, in.ops, in.nops, &t, NULL)
-                                    : fm_transform_renaming_new(src[0], tgt[0], &t, NULL);
+        fm_status st = in.converter ? fm_transform_converter_new(src, in.ns, tgt, in.nt, in.ops, in.nops, &t, &err)
+                                    : fm_transform_renaming_new(src[0], tgt[0], &t, &err);
+        fmz_note("%s '%s' -> '%s': %s %s", in.converter ? "converter" : "renaming", src[0], tgt[0],
+                 fm_status_name(st), st ? err.msg : "");
         if (st == FM_OK) pth_rename_all(t, &in, in.ns + in.nt);
         else if (t) fmz_fail("pattern", "output set on failure");
         fm_transform_free(t);

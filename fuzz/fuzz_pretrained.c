@@ -41,13 +41,15 @@ static void prh_inspect(const fm_model *m) {
 /* Saves m into out; when that works in the original layout, out must load again. */
 static void prh_save(const fm_model *m, const char *out, const fm_load_options *lo,
                      const fm_save_pretrained_options *so) {
+    fm_error err;
     fmz_rmtree(out);
-    if (fm_save_pretrained(m, out, so, NULL) != FM_OK || so->runtime_format) return;
+    fm_status st = fm_save_pretrained(m, out, so, &err);
+    fmz_note("  save (runtime_format %d): %s %s", so->runtime_format, fm_status_name(st), st ? err.msg : "");
+    if (st != FM_OK || so->runtime_format) return;
     fm_load_options again = *lo;
     again.fusion_config = NULL; /* the saved config.json records the fusion_config in effect */
     fm_model *m2 = NULL;
     fm_load_report rep;
-    fm_error err;
     if (fm_from_pretrained(out, &again, &m2, &rep, &err) != FM_OK)
         fmz_fail("pretrained: a saved model does not load again", err.msg);
     fm_load_report_free(&rep);
@@ -57,7 +59,12 @@ static void prh_save(const fm_model *m, const char *out, const fm_load_options *
 static void prh_load(const char *in, const char *out, const fm_load_options *lo, const fm_save_pretrained_options *so) {
     fm_model *m = NULL;
     fm_load_report rep;
-    if (fm_from_pretrained(in, lo, &m, &rep, NULL) == FM_OK) {
+    fm_error err;
+    fm_status st = fm_from_pretrained(in, lo, &m, &rep, &err);
+    fmz_note("load (fusion %s, dtype %s, strict %d, meta %d): %s %s", lo->fusion_config ? lo->fusion_config : "(stored)",
+             lo->dtype == FM_DTYPE_INVALID ? "auto" : fm_dtype_name(lo->dtype), lo->strict, lo->meta_only,
+             fm_status_name(st), st ? err.msg : "");
+    if (st == FM_OK) {
         prh_inspect(m);
         if (!lo->meta_only) prh_save(m, out, lo, so);
     } else if (m) {

@@ -1,6 +1,7 @@
 /* Seed corpus generator: writes fuzz/corpus/<harness>/ (small valid and deliberately broken
  * inputs) with the library's own writer and the test fixtures. `make fuzz-seeds` runs it; the
  * output is committed, so this only runs when the seeds should change. Test code: libc malloc. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,30 +37,28 @@ static void put_text(const char *harness, const char *name, const char *text) {
 static void tiny(fm_qfix *q) {
     fm_qfix_init(q);
     q->depth = 1, q->embed_dim = 8, q->num_heads = 2, q->hidden_size = 8, q->mlp_ratio = 1;
-    q->patch_size = 2, q->temporal_patch_size = 1, q->merge_size = 1, q->in_channels = 1;
+    q->patch_size = 2, q->temporal_patch_size = 1, q->merge_size = 1, q->in_channels = 3;
     q->text_layers = 1, q->text_hidden = 4, q->text_heads = 1, q->text_kv_heads = 1, q->text_inter = 4;
     q->vocab = 4, q->tie = true;
 }
 
-/* Every regular file of dir as an archive (after `prefix` bytes, e.g. the option byte). */
+/* Every regular file of dir (name order) as an archive, after `prefix` bytes (the option byte). */
 static uint8_t *pack_dir(const char *dir, const uint8_t *prefix, size_t np, size_t *len) {
-    static const char *const names[] = {"config.json", "model.safetensors", "model.safetensors.index.json",
-                                        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                                        "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-                                        "model-00003-of-00003.safetensors"};
+    struct dirent **ents = NULL;
+    int n = scandir(dir, &ents, NULL, alphasort);
     uint8_t *buf = malloc(np ? np : 1);
     *len = np;
-    if (!buf) return NULL;
-    memcpy(buf, prefix, np);
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    if (buf) memcpy(buf, prefix, np);
+    for (int i = 0; i < n; i++) {
         char path[4096];
         size_t fl = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        char *data = fm_test_read_file(path, &fl);
-        if (!data) continue;
-        fmz_archive_add(&buf, len, names[i], data, fl);
+        snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
+        char *data = ents[i]->d_name[0] != '.' && buf ? fm_test_read_file(path, &fl) : NULL;
+        if (data && fmz_archive_add(&buf, len, ents[i]->d_name, data, fl)) free(buf), buf = NULL;
         free(data);
+        free(ents[i]);
     }
+    free(ents);
     return buf;
 }
 
@@ -74,18 +73,25 @@ static char *write_qfix(const fm_qfix *q, const char *tag) {
 }
 
 /* A whole-directory seed for the pretrained harness (and the checkpoint one, without config). */
-static void model_seed(const fm_qfix *q, const char *name, uint8_t flags, bool also_checkpoint) {
+#define ALSO_CK 1 /* model_seed: also a checkpoint seed (the archive without the option byte) */
+#define ALSO_ST 2 /* model_seed: also a header seed (single-file weights) */
+static void model_seed(const fm_qfix *q, const char *name, uint8_t flags, int also) {
     char *dir = write_qfix(q, "seed");
     if (!dir) return;
+    fm_model *m = NULL;
+    fm_error err;
+    if (fm_from_pretrained(dir, NULL, &m, NULL, &err) != FM_OK)
+        fprintf(stderr, "gen_seeds: seed %s does not load: %s\n", name, err.msg), g_bad++;
+    fm_model_free(m);
     size_t len = 0;
     uint8_t *a = pack_dir(dir, &flags, 1, &len);
     if (a) put("pretrained", name, a, len);
-    if (a && also_checkpoint) put("checkpoint", name, a + 1, len - 1);
+    if (a && (also & ALSO_CK)) put("checkpoint", name, a + 1, len - 1);
     /* the single-file weights are also a header seed */
     char path[4096];
     size_t fl = 0;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    char *st = q->max_shard ? NULL : fm_test_read_file(path, &fl);
+    char *st = (also & ALSO_ST) ? fm_test_read_file(path, &fl) : NULL;
     if (st) put("st_header", name, st, fl);
     free(st), free(a);
     fm_test_rmtree(dir), free(dir);
@@ -95,6 +101,7 @@ static void model_seed(const fm_qfix *q, const char *name, uint8_t flags, bool a
 static void runtime_seed(const fm_qfix *q, const char *name, uint8_t flags) {
     char *dir = write_qfix(q, "rt"), *out = fm_test_tmpdir("rtout");
     fm_model *m = NULL;
+    fm_error err = {0};
     fm_load_options lo;
     fm_save_pretrained_options so;
     fm_load_options_init(&lo);
@@ -103,14 +110,14 @@ static void runtime_seed(const fm_qfix *q, const char *name, uint8_t flags) {
     so.runtime_format = true;
     char sub[4200];
     snprintf(sub, sizeof sub, "%s/m", out ? out : "/nonexistent");
-    if (dir && out && fm_from_pretrained(dir, &lo, &m, NULL, NULL) == FM_OK &&
-        fm_save_pretrained(m, sub, &so, NULL) == FM_OK) {
+    if (dir && out && fm_from_pretrained(dir, &lo, &m, NULL, &err) == FM_OK &&
+        fm_save_pretrained(m, sub, &so, &err) == FM_OK) {
         size_t len = 0;
         uint8_t *a = pack_dir(sub, &flags, 1, &len);
         if (a) put("pretrained", name, a, len);
         free(a);
     } else {
-        fprintf(stderr, "gen_seeds: runtime seed %s failed\n", name), g_bad++;
+        fprintf(stderr, "gen_seeds: runtime seed %s failed: %s\n", name, err.msg), g_bad++;
     }
     fm_model_free(m);
     if (dir) fm_test_rmtree(dir);
@@ -121,29 +128,27 @@ static void runtime_seed(const fm_qfix *q, const char *name, uint8_t flags) {
 static void model_seeds(void) {
     fm_qfix q;
     tiny(&q);
-    model_seed(&q, "tiny_f32", 0x00, true);
+    model_seed(&q, "tiny_f32", 0x00, ALSO_CK | ALSO_ST);
     q.dtype = FM_DTYPE_BF16;
-    model_seed(&q, "tiny_bf16_cast_f32", 0x01, true);
+    model_seed(&q, "tiny_bf16_cast_f32", 0x01, ALSO_CK | ALSO_ST);
     q.dtype = FM_DTYPE_F16, q.tie = false;
-    model_seed(&q, "tiny_f16_untied_strict", 0x10, false);
+    model_seed(&q, "tiny_f16_untied_strict", 0x10, ALSO_ST);
     tiny(&q), q.v5_layout = true;
-    model_seed(&q, "tiny_v5_fused_runtime_save", 0x20, false);
+    model_seed(&q, "tiny_v5_fused_runtime_save", 0x20, 0);
     tiny(&q), q.extra_config = "\"fusion_config\": {\"patch_embeddings\": true}";
-    model_seed(&q, "tiny_stored_fusion", 0x04, false);
+    model_seed(&q, "tiny_stored_fusion", 0x04, 0);
     tiny(&q), q.extra_config = "\"fusion_config\": {\"patch_embeddings\": false}";
-    model_seed(&q, "tiny_stored_fusion_off_bf16", 0x4a, false);
-    tiny(&q), q.max_shard = 1200;
-    model_seed(&q, "tiny_sharded", 0x00, true);
-    model_seed(&q, "tiny_sharded_strict_small_shards", 0x50, false);
-    tiny(&q), q.max_shard = 3000, q.dtype = FM_DTYPE_BF16;
-    model_seed(&q, "tiny_sharded_bf16_f16", 0x03, true);
+    model_seed(&q, "tiny_stored_fusion_off_bf16", 0x4a, 0);
+    tiny(&q), q.max_shard = 3000;
+    model_seed(&q, "tiny_sharded", 0x00, ALSO_CK);
+    model_seed(&q, "tiny_sharded_strict_small_shards", 0x50, 0);
+    tiny(&q), q.max_shard = 1500, q.dtype = FM_DTYPE_BF16;
+    model_seed(&q, "tiny_sharded_bf16_f16", 0x03, ALSO_CK);
     tiny(&q), q.hidden_act = "gelu_pytorch_tanh", q.temporal_patch_size = 2, q.merge_size = 2;
-    model_seed(&q, "tiny_merge2_tanh", 0x80, false);
+    model_seed(&q, "tiny_merge2_tanh", 0x80, 0);
     tiny(&q);
     runtime_seed(&q, "tiny_runtime_layout", 0x00);
     runtime_seed(&q, "tiny_runtime_layout_fused", 0x0c);
-    fm_qfix_init(&q), q.text_layers = 0, q.depth = 1, q.vocab = 8;
-    model_seed(&q, "small_default_dims", 0x00, false);
 }
 
 /* ---- st_header: raw safetensors files ------------------------------------------------------ */
@@ -309,7 +314,7 @@ static void config_seeds(void) {
         {"vision_bad", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {\"embed_dim\": 10, \"num_heads\": 3,"
                        " \"mlp_ratio\": 0.01, \"hidden_act\": \"relu\"}}"},
         {"vision_huge", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {\"depth\": 9223372036854775807,"
-                        " \"embed_dim\": 4611686018427387904, \"num_heads\": 1, \"mlp_ratio\": 1e300}}"},
+                        " \"embed_dim\": 1099511627776, \"num_heads\": 4, \"mlp_ratio\": 4}}"},
         {"text_config_only", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {}, \"text_config\": {\"hidden_size\": 8,"
                              " \"num_attention_heads\": 3, \"tie_word_embeddings\": true}}"},
         {"index", WM("\"a\": \"" S1 "\", \"c\": \"" S2 "\"")},

@@ -33,7 +33,7 @@ static int find_corpus(void) {
         snprintf(corpus_root, sizeof corpus_root, "%s", cands[i]);
         return 0;
     }
-    char self[4096];
+    char self[1024];
     snprintf(self, sizeof self, "%s", __FILE__);
     char *slash = strrchr(self, '/');
     if (!slash) return -1;

@@ -2,6 +2,8 @@
  * or a file mapping) and tensor views. */
 #include "fusemap/tensor.h"
 
+#include "core/threadpool.h"
+
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -241,6 +243,39 @@ uint64_t fm_tensor_numel(const fm_tensor *t) {
     return n;
 }
 
+/* Large conversions run on all cores: the work is bound by page faults on the fresh output
+ * and by memory bandwidth, both of which scale with threads. Chunks are independent, so the
+ * result does not depend on the thread count. */
+#define CAST_CHUNK ((uint64_t)1 << 20)
+
+typedef struct cast_job {
+    void *dst;
+    const void *src;
+    fm_dtype ddt, sdt;
+    uint64_t n;
+} cast_job;
+
+static void cast_chunks(void *ctx, int64_t begin, int64_t end, int worker) {
+    const cast_job *j = ctx;
+    unsigned db = fm_dtype_bits(j->ddt) / 8, sb = fm_dtype_bits(j->sdt) / 8;
+    (void)worker;
+    for (int64_t c = begin; c < end; c++) {
+        uint64_t off = (uint64_t)c * CAST_CHUNK, n = j->n - off < CAST_CHUNK ? j->n - off : CAST_CHUNK;
+        fm_convert((uint8_t *)j->dst + off * db, j->ddt, (const uint8_t *)j->src + off * sb, j->sdt, n);
+    }
+}
+
+static fm_status convert_parallel(void *dst, fm_dtype ddt, const void *src, fm_dtype sdt, uint64_t n) {
+    uint64_t chunks = (n + CAST_CHUNK - 1) / CAST_CHUNK;
+    fm_threadpool *pool = NULL;
+    if (chunks < 4 || fm_default_threads() < 2 || fm_threadpool_new(0, &pool, NULL) != FM_OK)
+        return fm_convert(dst, ddt, src, sdt, n);
+    cast_job j = {dst, src, ddt, sdt, n};
+    fm_threadpool_for(pool, (int64_t)chunks, 1, cast_chunks, &j);
+    fm_threadpool_free(pool);
+    return FM_OK;
+}
+
 fm_status fm_tensor_cast(fm_tensor *dst, const fm_tensor *src, fm_dtype dt, fm_error *err) {
     fm_tensor out;
     memset(dst, 0, sizeof *dst);
@@ -252,7 +287,7 @@ fm_status fm_tensor_cast(fm_tensor *dst, const fm_tensor *src, fm_dtype dt, fm_e
     if (st != FM_OK) return st;
     if (src->dtype == dt) {
         memcpy(out.data, src->data, (size_t)src->nbytes);
-    } else if ((st = fm_convert(out.data, dt, src->data, src->dtype, fm_tensor_numel(src))) != FM_OK) {
+    } else if ((st = convert_parallel(out.data, dt, src->data, src->dtype, fm_tensor_numel(src))) != FM_OK) {
         fm_tensor_free(&out);
         return fm_error_set(err, st, "cannot convert %s to %s", fm_dtype_name(src->dtype), fm_dtype_name(dt));
     }
