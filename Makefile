@@ -7,7 +7,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 VERSION := 0.1.0
 
-WARN     := -Wall -Wextra -Wpedantic -Wshadow -Wno-unused-parameter
+WARN     := -Wall -Wextra -Wpedantic -Wshadow
 OPT      ?= -O2 -march=native
 CFLAGS   ?= -g
 ALLFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -ffp-contract=off -fPIC $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \

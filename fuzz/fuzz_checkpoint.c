@@ -30,7 +30,8 @@ static void ckh_check_contained(const fm_checkpoint *c, const char *dir) {
     for (size_t s = 0; s < fm_checkpoint_shard_count(c); s++) {
         const char *p = fm_st_path(fm_checkpoint_shard(c, s));
         if (!p || !realpath(p, real)) fmz_fail("checkpoint", "shard path cannot be resolved");
-        if (strncmp(real, root, rl) || real[rl] != '/') fmz_fail("checkpoint: shard outside the directory", real);
+        if (strncmp(real, root, rl) || real[rl] != '/')
+            fmz_fail("checkpoint: shard outside the directory", real);
     }
 }
 
@@ -39,7 +40,8 @@ static void ckh_walk(const fm_checkpoint *c) {
     size_t ns = fm_checkpoint_shard_count(c);
     for (size_t i = 0; i < fm_checkpoint_count(c); i++) {
         const fm_ckpt_entry *e = fm_checkpoint_entry_at(c, i);
-        if (!e || e->shard_index >= ns) fmz_fail("checkpoint", "entry missing or shard_index out of range");
+        if (!e || e->shard_index >= ns)
+            fmz_fail("checkpoint", "entry missing or shard_index out of range");
         if (e->index_in_shard >= fm_st_count(fm_checkpoint_shard(c, e->shard_index)))
             fmz_fail("checkpoint", "index_in_shard out of range");
         long j = fm_checkpoint_find(c, e->name);

@@ -37,7 +37,8 @@ uint8_t fmz_u8(fmz_reader *r) {
 
 uint32_t fmz_u32(fmz_reader *r) {
     uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)fmz_u8(r) << (8 * i);
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)fmz_u8(r) << (8 * i);
     return v;
 }
 
@@ -46,8 +47,8 @@ int fmz_sanitize_name(const char *in, size_t n, char out[FMZ_MAX_NAME + 1]) {
     size_t k = 0;
     for (size_t i = 0; i < n && k < FMZ_MAX_NAME; i++) {
         char c = in[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                 c == '_' || c == '-';
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '-';
         out[k++] = ok ? c : '_';
     }
     out[k] = '\0';
@@ -81,7 +82,8 @@ int fmz_archive_add(uint8_t **buf, size_t *len, const char *name, const void *da
     uint8_t *p = b + *len;
     *p++ = (uint8_t)nl;
     memcpy(p, name, nl), p += nl;
-    for (int i = 0; i < 4; i++) *p++ = (uint8_t)(dlen >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        *p++ = (uint8_t)(dlen >> (8 * i));
     if (dlen) memcpy(p, data, dlen);
     *buf = b;
     *len += 1 + nl + 4 + dlen;
@@ -102,7 +104,8 @@ static const char *scratch_dir(void) {
     for (size_t i = 0; i < sizeof cands / sizeof *cands; i++) {
         if (!usable_dir(cands[i])) continue;
         char tmp[sizeof scratch];
-        if (snprintf(tmp, sizeof tmp, "%s/fusemap-fuzz-XXXXXX", cands[i]) >= (int)sizeof tmp) continue;
+        if (snprintf(tmp, sizeof tmp, "%s/fusemap-fuzz-XXXXXX", cands[i]) >= (int)sizeof tmp)
+            continue;
         if (!mkdtemp(tmp)) continue;
         memcpy(scratch, tmp, sizeof scratch);
         atexit(fmz_cleanup);
@@ -192,9 +195,12 @@ void fmz_cleanup(void) {
 uint32_t fmz_touch(const void *p, size_t n) {
     const uint8_t *b = p;
     uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 16777619u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
     return h;
 }
 
 static volatile uint32_t fmz_sink_value;
-void fmz_sink(uint32_t v) { fmz_sink_value ^= v; }
+void fmz_sink(uint32_t v) {
+    fmz_sink_value ^= v;
+}

@@ -14,7 +14,9 @@
 #else
 #define FM_FUZZ_TARGET(fn)                                                                         \
     int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);                                  \
-    int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fn(data, size); }
+    int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {                                 \
+        return fn(data, size);                                                                     \
+    }
 #endif
 
 /* Stops the process the way sanitizers do, so an oracle violation is a finding. `what` is

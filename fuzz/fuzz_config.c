@@ -18,17 +18,24 @@ static void cfh_walk(const fm_config *c, const char *key, int depth) {
     for (size_t i = 0; i < n && i < 64; i++) {
         const char *k = fm_config_object_key(c, key, i);
         char path[512];
-        if (!k || snprintf(path, sizeof path, "%s%s%s", key, *key ? "." : "", k) >= (int)sizeof path) continue;
+        if (!k ||
+            snprintf(path, sizeof path, "%s%s%s", key, *key ? "." : "", k) >= (int)sizeof path)
+            continue;
         int64_t iv;
         double dv;
         bool bv;
         const char *sv;
         switch (fm_config_type(c, path)) {
         case FM_JSON_INT:
-        case FM_JSON_REAL: fm_config_get_double(c, path, &dv, NULL); break;
-        case FM_JSON_BOOL: fm_config_get_bool(c, path, &bv, NULL); break;
+        case FM_JSON_REAL:
+            fm_config_get_double(c, path, &dv, NULL);
+            break;
+        case FM_JSON_BOOL:
+            fm_config_get_bool(c, path, &bv, NULL);
+            break;
         case FM_JSON_STRING:
-            if (fm_config_get_string(c, path, &sv, NULL) == FM_OK) fmz_sink(fmz_touch(sv, strlen(sv)));
+            if (fm_config_get_string(c, path, &sv, NULL) == FM_OK)
+                fmz_sink(fmz_touch(sv, strlen(sv)));
             break;
         case FM_JSON_ARRAY:
             for (size_t j = 0; j < fm_config_array_size(c, path) && j < 64; j++)
@@ -37,7 +44,8 @@ static void cfh_walk(const fm_config *c, const char *key, int depth) {
         case FM_JSON_OBJECT:
             if (depth < 8) cfh_walk(c, path, depth + 1);
             break;
-        default: break;
+        default:
+            break;
         }
         fm_config_get_int(c, path, &iv, NULL); /* wrong-type reads must fail cleanly */
         fm_config_get_string(c, path, &sv, NULL);
@@ -51,13 +59,15 @@ static void cfh_fixed_point(const fm_config *c) {
     fm_config *re = NULL, *cl = NULL;
     fm_error err;
     if (fm_config_dump(c, &d1, &l1, &err) != FM_OK) return; /* e.g. a NaN cannot be written */
-    if (fm_config_parse(d1, l1, "dumped", &re, &err) != FM_OK) fmz_fail("config: dump does not parse", err.msg);
+    if (fm_config_parse(d1, l1, "dumped", &re, &err) != FM_OK)
+        fmz_fail("config: dump does not parse", err.msg);
     if (fm_config_dump(re, &d2, &l2, &err) != FM_OK) fmz_fail("config: re-dump failed", err.msg);
     if (l1 != l2 || memcmp(d1, d2, l1)) fmz_fail("config: dump is not a fixed point", d1);
     if (fm_config_clone(c, &cl, NULL) == FM_OK && fm_config_dump(cl, &d3, &l3, NULL) == FM_OK &&
         (l3 != l1 || memcmp(d1, d3, l1)))
         fmz_fail("config: clone dumps differently", d1);
-    if (fm_config_dump_compact(c, &compact, NULL) == FM_OK) fmz_sink(fmz_touch(compact, strlen(compact)));
+    if (fm_config_dump_compact(c, &compact, NULL) == FM_OK)
+        fmz_sink(fmz_touch(compact, strlen(compact)));
     fm_free(d1), fm_free(d2), fm_free(d3), fm_free(compact);
     fm_config_free(re);
     fm_config_free(cl);
@@ -67,7 +77,8 @@ static void cfh_fixed_point(const fm_config *c) {
 static void cfh_semantics(const fm_config *c) {
     fm_fusion_config_validate(c, "fuzz", NULL);
     fm_config *fc = NULL;
-    if (fm_config_get_subtree(c, "fusion_config", &fc, NULL) == FM_OK) fm_fusion_config_validate(fc, "fuzz", NULL);
+    if (fm_config_get_subtree(c, "fusion_config", &fc, NULL) == FM_OK)
+        fm_fusion_config_validate(fc, "fuzz", NULL);
     fm_config_free(fc);
     const fm_model_builder *b = fm_model_builder_find("qwen2_vl", NULL);
     void *mc = NULL;

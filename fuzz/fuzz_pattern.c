@@ -38,7 +38,8 @@ static void pth_header(fmz_reader *r, pth_input *in) {
         op->dim = (int)((a >> 3) & 7) - 4;
         op->dim1 = (int)(b & 7) - 4;
         op->in_channels = 1 + ((b >> 3) & 3);
-        for (int k = 0; k < 3; k++) op->kernel[k] = 1 + ((b >> (5 + k)) & 1);
+        for (int k = 0; k < 3; k++)
+            op->kernel[k] = 1 + ((b >> (5 + k)) & 1);
     }
 }
 
@@ -73,7 +74,8 @@ static void pth_rename_all(const fm_transform *t, const pth_input *in, size_t fi
         fm_status sb = fm_transform_rename(cl, in->lines[i], &b, &bb, NULL);
         if (sa != sb || ba != bb || (sa == FM_OK && strcmp(a, b)))
             fmz_fail("pattern: a clone renames differently", in->lines[i]);
-        if (sa == FM_OK && rev && strlen(a) <= 4 * PTH_MAX_KEY) fm_transform_rename(rev, a, &c, &bc, NULL);
+        if (sa == FM_OK && rev && strlen(a) <= 4 * PTH_MAX_KEY)
+            fm_transform_rename(rev, a, &c, &bc, NULL);
         fm_free(a), fm_free(b), fm_free(c);
     }
     fmz_sink(fmz_touch(fm_transform_describe(t), strlen(fm_transform_describe(t))));
@@ -86,9 +88,11 @@ static void pth_patch_map(const pth_input *in, size_t first_key) {
     static const fm_module_class cls = {.name = "FuzzPatched"};
     fm_patch_map *m = fm_patch_map_new();
     if (!m) return;
-    for (size_t i = 0; i < in->ns; i++) fm_patch_map_add(m, in->lines[i], &cls, i % 2 == 1, NULL);
+    for (size_t i = 0; i < in->ns; i++)
+        fm_patch_map_add(m, in->lines[i], &cls, i % 2 == 1, NULL);
     for (size_t i = first_key; i < in->n_lines; i++)
-        if (strlen(in->lines[i]) <= PTH_MAX_KEY) fmz_sink(fm_patch_map_resolve(m, in->lines[i]) != NULL);
+        if (strlen(in->lines[i]) <= PTH_MAX_KEY)
+            fmz_sink(fm_patch_map_resolve(m, in->lines[i]) != NULL);
     fm_patch_map_free(m);
 }
 
@@ -99,12 +103,15 @@ int fm_fuzz_pattern(const uint8_t *data, size_t size) {
         fm_transform *t = NULL;
         fm_error err;
         const char *const *src = in.lines, *const *tgt = in.lines + in.ns;
-        fm_status st = in.converter ? fm_transform_converter_new(src, in.ns, tgt, in.nt, in.ops, in.nops, &t, &err)
+        fm_status st = in.converter ? fm_transform_converter_new(src, in.ns, tgt, in.nt, in.ops,
+                                                                 in.nops, &t, &err)
                                     : fm_transform_renaming_new(src[0], tgt[0], &t, &err);
         fmz_note("%s '%s' -> '%s': %s %s", in.converter ? "converter" : "renaming", src[0], tgt[0],
                  fm_status_name(st), st ? err.msg : "");
-        if (st == FM_OK) pth_rename_all(t, &in, in.ns + in.nt);
-        else if (t) fmz_fail("pattern", "output set on failure");
+        if (st == FM_OK)
+            pth_rename_all(t, &in, in.ns + in.nt);
+        else if (t)
+            fmz_fail("pattern", "output set on failure");
         fm_transform_free(t);
         if (in.patch_map) pth_patch_map(&in, in.ns + in.nt);
     }

@@ -12,7 +12,8 @@
 
 /* Option byte: bits 0-1 dtype (auto, F32, BF16, F16), bits 2-3 the explicit fusion_config,
  * bit 4 strict, bit 5 runtime-format save, bit 6 small shards on save, bit 7 meta_only. */
-static const char *const prh_fusion[4] = {"{\"patch_embeddings\": true}", "{}", "{\"patch_embeddings\": false}",
+static const char *const prh_fusion[4] = {"{\"patch_embeddings\": true}", "{}",
+                                          "{\"patch_embeddings\": false}",
                                           "{\"patch_embeddings\": {}}"};
 static const fm_dtype prh_dtype[4] = {FM_DTYPE_INVALID, FM_DTYPE_F32, FM_DTYPE_BF16, FM_DTYPE_F16};
 
@@ -31,9 +32,11 @@ static void prh_inspect(const fm_model *m) {
     fm_named_tensor *sd = NULL;
     size_t n = 0;
     uint32_t h = fmz_touch(fm_model_type(m), strlen(fm_model_type(m)));
-    if (fm_model_fusion_config(m)) h ^= fmz_touch(fm_model_fusion_config(m), strlen(fm_model_fusion_config(m)));
+    if (fm_model_fusion_config(m))
+        h ^= fmz_touch(fm_model_fusion_config(m), strlen(fm_model_fusion_config(m)));
     if (fm_model_state_dict(m, &sd, &n, NULL) == FM_OK)
-        for (size_t i = 0; i < n; i++) h ^= fmz_touch(sd[i].tensor.data, (size_t)sd[i].tensor.nbytes);
+        for (size_t i = 0; i < n; i++)
+            h ^= fmz_touch(sd[i].tensor.data, (size_t)sd[i].tensor.nbytes);
     fm_named_tensors_free(sd, n);
     fmz_sink(h);
 }
@@ -44,7 +47,8 @@ static void prh_save(const fm_model *m, const char *out, const fm_load_options *
     fm_error err;
     fmz_rmtree(out);
     fm_status st = fm_save_pretrained(m, out, so, &err);
-    fmz_note("  save (runtime_format %d): %s %s", so->runtime_format, fm_status_name(st), st ? err.msg : "");
+    fmz_note("  save (runtime_format %d): %s %s", so->runtime_format, fm_status_name(st),
+             st ? err.msg : "");
     if (st != FM_OK || so->runtime_format) return;
     fm_load_options again = *lo;
     again.fusion_config = NULL; /* the saved config.json records the fusion_config in effect */
@@ -56,14 +60,16 @@ static void prh_save(const fm_model *m, const char *out, const fm_load_options *
     fm_model_free(m2);
 }
 
-static void prh_load(const char *in, const char *out, const fm_load_options *lo, const fm_save_pretrained_options *so) {
+static void prh_load(const char *in, const char *out, const fm_load_options *lo,
+                     const fm_save_pretrained_options *so) {
     fm_model *m = NULL;
     fm_load_report rep;
     fm_error err;
     fm_status st = fm_from_pretrained(in, lo, &m, &rep, &err);
-    fmz_note("load (fusion %s, dtype %s, strict %d, meta %d): %s %s", lo->fusion_config ? lo->fusion_config : "(stored)",
-             lo->dtype == FM_DTYPE_INVALID ? "auto" : fm_dtype_name(lo->dtype), lo->strict, lo->meta_only,
-             fm_status_name(st), st ? err.msg : "");
+    fmz_note("load (fusion %s, dtype %s, strict %d, meta %d): %s %s",
+             lo->fusion_config ? lo->fusion_config : "(stored)",
+             lo->dtype == FM_DTYPE_INVALID ? "auto" : fm_dtype_name(lo->dtype), lo->strict,
+             lo->meta_only, fm_status_name(st), st ? err.msg : "");
     if (st == FM_OK) {
         prh_inspect(m);
         if (!lo->meta_only) prh_save(m, out, lo, so);

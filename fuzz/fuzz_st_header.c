@@ -19,7 +19,8 @@ static void sth_walk(const fm_st_file *f) {
             fmz_fail("st_header", "fm_st_find misses an accepted name");
         fm_tensor t;
         if (fm_st_tensor(f, i, &t, NULL) == FM_OK) {
-            if (t.nbytes != e->end - e->begin) fmz_fail("st_header", "view size differs from offsets");
+            if (t.nbytes != e->end - e->begin)
+                fmz_fail("st_header", "view size differs from offsets");
             h ^= fmz_touch(t.data, (size_t)t.nbytes);
             fm_tensor_free(&t);
         }
@@ -32,8 +33,8 @@ static void sth_walk(const fm_st_file *f) {
 }
 
 /* Bytes written to an anonymous memory file; malloc'd copy in *out. 0 on success. */
-static int sth_write_mem(const fm_st_item *items, size_t n, const fm_st_write_options *o, uint8_t **out,
-                         size_t *len) {
+static int sth_write_mem(const fm_st_item *items, size_t n, const fm_st_write_options *o,
+                         uint8_t **out, size_t *len) {
     int fd = memfd_create("fuzz-st", MFD_CLOEXEC);
     if (fd < 0) return -1;
     int rc = -1;
@@ -41,8 +42,10 @@ static int sth_write_mem(const fm_st_item *items, size_t n, const fm_st_write_op
     if (fm_st_write_fd(fd, "memfd", items, n, o, NULL) == FM_OK) {
         off_t end = lseek(fd, 0, SEEK_END);
         uint8_t *b = end >= 0 ? malloc((size_t)end + 1) : NULL;
-        if (b && pread(fd, b, (size_t)end, 0) == end) *out = b, *len = (size_t)end, rc = 0;
-        else free(b);
+        if (b && pread(fd, b, (size_t)end, 0) == end)
+            *out = b, *len = (size_t)end, rc = 0;
+        else
+            free(b);
     }
     close(fd);
     return rc;
@@ -51,13 +54,15 @@ static int sth_write_mem(const fm_st_item *items, size_t n, const fm_st_write_op
 /* The re-read file must hold the same tensors (names, dtypes, shapes, bytes) and metadata. */
 static void sth_compare(const fm_st_file *a, const fm_st_file *b) {
     if (fm_st_count(a) != fm_st_count(b)) fmz_fail("st_header round trip", "tensor count differs");
-    if (fm_st_metadata_count(a) != fm_st_metadata_count(b)) fmz_fail("st_header round trip", "metadata count");
+    if (fm_st_metadata_count(a) != fm_st_metadata_count(b))
+        fmz_fail("st_header round trip", "metadata count");
     for (size_t i = 0; i < fm_st_count(a); i++) {
         const fm_st_entry *x = fm_st_entry_at(a, i);
         long j = fm_st_find(b, x->name);
         if (j < 0) fmz_fail("st_header round trip", "tensor lost");
         const fm_st_entry *y = fm_st_entry_at(b, (size_t)j);
-        if (x->dtype != y->dtype || !fm_shape_equal(&x->shape, &y->shape) || x->end - x->begin != y->end - y->begin)
+        if (x->dtype != y->dtype || !fm_shape_equal(&x->shape, &y->shape) ||
+            x->end - x->begin != y->end - y->begin)
             fmz_fail("st_header round trip", "dtype, shape or size changed");
     }
 }
@@ -74,7 +79,8 @@ static void sth_round_trip(const fm_st_file *f) {
         ok = strlen(e->name) == e->name_len && fm_st_tensor(f, i, &ts[i], NULL) == FM_OK;
         items[i] = (fm_st_item){e->name, &ts[i]};
     }
-    for (size_t i = 0; ok && i < nm; i++) kv[i] = *fm_st_metadata_at(f, i);
+    for (size_t i = 0; ok && i < nm; i++)
+        kv[i] = *fm_st_metadata_at(f, i);
     fm_st_write_options o;
     fm_st_write_options_init(&o);
     o.metadata = kv, o.n_metadata = nm, o.with_metadata = fm_st_has_metadata(f);
@@ -89,7 +95,8 @@ static void sth_round_trip(const fm_st_file *f) {
         fm_st_close(g);
     }
     free(buf);
-    for (size_t i = 0; ts && i < n; i++) fm_tensor_free(&ts[i]);
+    for (size_t i = 0; ts && i < n; i++)
+        fm_tensor_free(&ts[i]);
     free(ts), free(items), free(kv);
 }
 

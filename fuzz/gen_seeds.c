@@ -38,7 +38,8 @@ static void tiny(fm_qfix *q) {
     fm_qfix_init(q);
     q->depth = 1, q->embed_dim = 8, q->num_heads = 2, q->hidden_size = 8, q->mlp_ratio = 1;
     q->patch_size = 2, q->temporal_patch_size = 1, q->merge_size = 1, q->in_channels = 3;
-    q->text_layers = 1, q->text_hidden = 4, q->text_heads = 1, q->text_kv_heads = 1, q->text_inter = 4;
+    q->text_layers = 1, q->text_hidden = 4, q->text_heads = 1, q->text_kv_heads = 1,
+    q->text_inter = 4;
     q->vocab = 4, q->tie = true;
 }
 
@@ -171,13 +172,15 @@ static void st_raw(const char *name, const char *header, size_t dlen) {
 static void st_lying_prefix(const char *name, uint64_t n_field, const char *header) {
     uint8_t *b = NULL;
     size_t len = 0;
-    if (stfx_bytes_n(n_field, header, strlen(header), NULL, 0, &b, &len) == 0) put("st_header", name, b, len);
+    if (stfx_bytes_n(n_field, header, strlen(header), NULL, 0, &b, &len) == 0)
+        put("st_header", name, b, len);
     free(b);
 }
 
 static void header_seeds(void) {
-    static const char *const dts[] = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16",
-                                      "F16", "BF16", "I32", "U32", "F32", "F64", "C64", "I64", "U64"};
+    static const char *const dts[] = {"BOOL", "U8",  "I8",  "F8_E5M2", "F8_E4M3", "F8_E8M0",
+                                      "I16",  "U16", "F16", "BF16",    "I32",     "U32",
+                                      "F32",  "F64", "C64", "I64",     "U64"};
     stfx_tensor all[sizeof dts / sizeof *dts];
     for (size_t i = 0; i < sizeof dts / sizeof *dts; i++) {
         static char names[sizeof dts / sizeof *dts][16];
@@ -187,15 +190,28 @@ static void header_seeds(void) {
     st_tensors("all_dtypes", all, sizeof all / sizeof *all, "{\"format\":\"pt\"}");
     st_tensors("scalar", (stfx_tensor[]){{"s", "F32", 0, {0}}}, 1, NULL);
     st_tensors("zero_dim", (stfx_tensor[]){{"z", "F32", 2, {0, 3}}, {"w", "I64", 1, {2}}}, 2, NULL);
-    st_tensors("sub_byte", (stfx_tensor[]){{"f4", "F4", 1, {4}}, {"f6", "F6_E2M3", 1, {4}}, {"g6", "F6_E3M2", 1, {8}}}, 3,
-               "{}");
+    st_tensors(
+        "sub_byte",
+        (stfx_tensor[]){{"f4", "F4", 1, {4}}, {"f6", "F6_E2M3", 1, {4}}, {"g6", "F6_E3M2", 1, {8}}},
+        3, "{}");
     st_tensors("eight_dims", (stfx_tensor[]){{"e", "U8", 8, {1, 2, 1, 2, 1, 2, 1, 2}}}, 1, "null");
     st_raw("empty_header", "{}", 0);
-    st_raw("writer_padding", "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}   ", 8);
-    st_raw("unicode_names", "{\"a\\u00e9\\ud83d\\ude00\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-           "\"\\u0000nul\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2);
-    st_raw("meta_escapes", "{\"__metadata__\":{\"k\\\"\\n\":\"v\\u0001\\\\\",\"x\":\"\"},\"a\":{\"dtype\":\"I8\",\"shape\":[],\"data_offsets\":[0,1]}}", 1);
-    st_raw("out_of_order", "{\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]},\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 4);
+    st_raw("writer_padding",
+           "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_"
+           "offsets\":[0,8]}}   ",
+           8);
+    st_raw("unicode_names",
+           "{\"a\\u00e9\\ud83d\\ude00\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+           "\"\\u0000nul\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+           2);
+    st_raw("meta_escapes",
+           "{\"__metadata__\":{\"k\\\"\\n\":\"v\\u0001\\\\\",\"x\":\"\"},\"a\":{\"dtype\":\"I8\","
+           "\"shape\":[],\"data_offsets\":[0,1]}}",
+           1);
+    st_raw("out_of_order",
+           "{\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]},\"a\":{\"dtype\":\"U8\","
+           "\"shape\":[2],\"data_offsets\":[0,2]}}",
+           4);
     /* malformed */
     put("st_header", "bad_empty", "", 0);
     put("st_header", "bad_short", "\x02\0\0\0\0\0\0", 7);
@@ -205,20 +221,34 @@ static void header_seeds(void) {
     st_raw("bad_utf8", "{\"\xc3\x28\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
     st_raw("bad_json_array", "[]", 0);
     st_raw("bad_json_truncated", "{\"a\":{\"dtype\":\"U8\",\"sha", 0);
-    st_raw("bad_duplicate", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2);
+    st_raw("bad_duplicate",
+           "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},\"a\":{\"dtype\":\"U8\","
+           "\"shape\":[1],\"data_offsets\":[1,2]}}",
+           2);
     st_raw("bad_dtype", "{\"a\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
     st_raw("bad_gap", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2);
-    st_raw("bad_overlap", "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]},\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[1,3]}}", 3);
-    st_raw("bad_end_before_begin", "{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[2,0]}}", 2);
+    st_raw("bad_overlap",
+           "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]},\"b\":{\"dtype\":\"U8\","
+           "\"shape\":[2],\"data_offsets\":[1,3]}}",
+           3);
+    st_raw("bad_end_before_begin",
+           "{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[2,0]}}", 2);
     st_raw("bad_incomplete", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 5);
-    st_raw("bad_overflow", "{\"a\":{\"dtype\":\"F64\",\"shape\":[4611686018427387904,16],\"data_offsets\":[0,8]}}", 8);
+    st_raw("bad_overflow",
+           "{\"a\":{\"dtype\":\"F64\",\"shape\":[4611686018427387904,16],\"data_offsets\":[0,8]}}",
+           8);
     st_raw("bad_f4_odd", "{\"a\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,2]}}", 2);
-    st_raw("bad_negative_dim", "{\"a\":{\"dtype\":\"U8\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 0);
-    st_raw("bad_offsets_arity", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}", 1);
+    st_raw("bad_negative_dim", "{\"a\":{\"dtype\":\"U8\",\"shape\":[-1],\"data_offsets\":[0,0]}}",
+           0);
+    st_raw("bad_offsets_arity", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}",
+           1);
     st_raw("bad_meta_value", "{\"__metadata__\":{\"k\":1}}", 0);
-    st_raw("bad_extra_field", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":0}}", 1);
-    st_raw("bad_nine_dims", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1);
-    st_raw("bad_float_offset", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1.0]}}", 1);
+    st_raw("bad_extra_field",
+           "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":0}}", 1);
+    st_raw("bad_nine_dims",
+           "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1);
+    st_raw("bad_float_offset", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1.0]}}",
+           1);
 }
 
 /* ---- checkpoint: directory archives --------------------------------------------------------- */
@@ -232,7 +262,8 @@ static void ck_seed(const char *name, const ck_file *files, size_t n) {
     uint8_t *buf = NULL;
     size_t len = 0;
     for (size_t i = 0; i < n; i++)
-        fmz_archive_add(&buf, &len, files[i].name, files[i].text ? (const void *)files[i].text : files[i].st,
+        fmz_archive_add(&buf, &len, files[i].name,
+                        files[i].text ? (const void *)files[i].text : files[i].st,
                         files[i].text ? strlen(files[i].text) : files[i].st_len);
     put("checkpoint", name, buf ? buf : (uint8_t *)"", len);
     free(buf);
@@ -246,9 +277,11 @@ static void ck_seed(const char *name, const ck_file *files, size_t n) {
 static void checkpoint_seeds(void) {
     uint8_t *a = NULL, *b = NULL, *dup = NULL;
     size_t al = 0, bl = 0, dl = 0;
-    stfx_build((stfx_tensor[]){{"a", "F32", 1, {2}}, {"b", "I8", 1, {3}}}, 2, "{\"format\":\"pt\"}", 1, &a, &al);
+    stfx_build((stfx_tensor[]){{"a", "F32", 1, {2}}, {"b", "I8", 1, {3}}}, 2, "{\"format\":\"pt\"}",
+               1, &a, &al);
     stfx_build((stfx_tensor[]){{"c", "BF16", 2, {2, 2}}}, 1, "{\"format\":\"pt\"}", 2, &b, &bl);
-    stfx_build((stfx_tensor[]){{"c", "BF16", 2, {2, 2}}, {"d", "U8", 0, {0}}}, 2, NULL, 3, &dup, &dl);
+    stfx_build((stfx_tensor[]){{"c", "BF16", 2, {2, 2}}, {"d", "U8", 0, {0}}}, 2, NULL, 3, &dup,
+               &dl);
     if (!a || !b || !dup) {
         g_bad++;
         free(a), free(b), free(dup);
@@ -257,28 +290,65 @@ static void checkpoint_seeds(void) {
     const char *ok = WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\"");
     ck_seed("ck_single", (ck_file[]){{"model.safetensors", NULL, a, al}}, 1);
     ck_seed("ck_sharded", (ck_file[]){{IDX, ok, 0, 0}, {S1, NULL, a, al}, {S2, NULL, b, bl}}, 3);
-    ck_seed("ck_index_and_single", (ck_file[]){{IDX, ok, 0, 0}, {S1, NULL, a, al}, {S2, NULL, b, bl},
-                                               {"model.safetensors", NULL, b, bl}}, 4);
-    ck_seed("ck_unmapped_tensor", (ck_file[]){{IDX, WM("\"a\": \"" S1 "\", \"c\": \"" S2 "\""), 0, 0},
-                                              {S1, NULL, a, al}, {S2, NULL, b, bl}}, 3);
-    ck_seed("ck_mapped_absent", (ck_file[]){{IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\", \"zz\": \"" S2 "\""), 0, 0},
-                                            {S1, NULL, a, al}, {S2, NULL, b, bl}}, 3);
-    ck_seed("ck_in_two_shards", (ck_file[]){{IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\", \"d\": \"" S2 "\""), 0, 0},
-                                            {S1, NULL, a, al}, {S2, NULL, dup, dl}, {"x.safetensors", NULL, b, bl}}, 4);
-    ck_seed("ck_escape_parent", (ck_file[]){{IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"../outside.safetensors\""), 0, 0},
-                                            {S1, NULL, a, al}, {"up_outside.safetensors", NULL, b, bl}}, 3);
-    ck_seed("ck_escape_dotdir", (ck_file[]){{IDX, WM("\"a\": \"./" S1 "\", \"b\": \"" S1 "\", \"c\": \"model/../../outside.safetensors\""), 0, 0},
-                                            {S1, NULL, a, al}, {"up_outside.safetensors", NULL, b, bl}}, 3);
-    ck_seed("ck_absolute", (ck_file[]){{IDX, WM("\"a\": \"/dev/null\""), 0, 0}, {S1, NULL, a, al}}, 2);
+    ck_seed("ck_index_and_single",
+            (ck_file[]){{IDX, ok, 0, 0},
+                        {S1, NULL, a, al},
+                        {S2, NULL, b, bl},
+                        {"model.safetensors", NULL, b, bl}},
+            4);
+    ck_seed("ck_unmapped_tensor",
+            (ck_file[]){{IDX, WM("\"a\": \"" S1 "\", \"c\": \"" S2 "\""), 0, 0},
+                        {S1, NULL, a, al},
+                        {S2, NULL, b, bl}},
+            3);
+    ck_seed(
+        "ck_mapped_absent",
+        (ck_file[]){
+            {IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\", \"zz\": \"" S2 "\""),
+             0, 0},
+            {S1, NULL, a, al},
+            {S2, NULL, b, bl}},
+        3);
+    ck_seed(
+        "ck_in_two_shards",
+        (ck_file[]){
+            {IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\", \"d\": \"" S2 "\""),
+             0, 0},
+            {S1, NULL, a, al},
+            {S2, NULL, dup, dl},
+            {"x.safetensors", NULL, b, bl}},
+        4);
+    ck_seed("ck_escape_parent",
+            (ck_file[]){
+                {IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"../outside.safetensors\""),
+                 0, 0},
+                {S1, NULL, a, al},
+                {"up_outside.safetensors", NULL, b, bl}},
+            3);
+    ck_seed("ck_escape_dotdir",
+            (ck_file[]){{IDX,
+                         WM("\"a\": \"./" S1 "\", \"b\": \"" S1
+                            "\", \"c\": \"model/../../outside.safetensors\""),
+                         0, 0},
+                        {S1, NULL, a, al},
+                        {"up_outside.safetensors", NULL, b, bl}},
+            3);
+    ck_seed("ck_absolute", (ck_file[]){{IDX, WM("\"a\": \"/dev/null\""), 0, 0}, {S1, NULL, a, al}},
+            2);
     ck_seed("ck_self_index", (ck_file[]){{IDX, WM("\"a\": \"" IDX "\""), 0, 0}}, 1);
     ck_seed("ck_empty_map", (ck_file[]){{IDX, WM(""), 0, 0}}, 1);
-    ck_seed("ck_map_not_object", (ck_file[]){{IDX, "{\"weight_map\": [\"" S1 "\"]}", 0, 0}, {S1, NULL, a, al}}, 2);
-    ck_seed("ck_value_not_string", (ck_file[]){{IDX, WM("\"a\": 1, \"b\": null"), 0, 0}, {S1, NULL, a, al}}, 2);
+    ck_seed("ck_map_not_object",
+            (ck_file[]){{IDX, "{\"weight_map\": [\"" S1 "\"]}", 0, 0}, {S1, NULL, a, al}}, 2);
+    ck_seed("ck_value_not_string",
+            (ck_file[]){{IDX, WM("\"a\": 1, \"b\": null"), 0, 0}, {S1, NULL, a, al}}, 2);
     ck_seed("ck_no_weight_map", (ck_file[]){{IDX, "{\"metadata\": {}}", 0, 0}}, 1);
-    ck_seed("ck_index_garbage", (ck_file[]){{IDX, "{\"weight_map\": {\"a\": \"" S1 "\",", 0, 0}, {S1, NULL, a, al}}, 2);
-    ck_seed("ck_empty_name", (ck_file[]){{IDX, WM("\"a\": \"\", \"\": \"" S1 "\""), 0, 0}, {S1, NULL, a, al}}, 2);
+    ck_seed("ck_index_garbage",
+            (ck_file[]){{IDX, "{\"weight_map\": {\"a\": \"" S1 "\",", 0, 0}, {S1, NULL, a, al}}, 2);
+    ck_seed("ck_empty_name",
+            (ck_file[]){{IDX, WM("\"a\": \"\", \"\": \"" S1 "\""), 0, 0}, {S1, NULL, a, al}}, 2);
     ck_seed("ck_nothing", (ck_file[]){{"README.md", "no weights here\n", 0, 0}}, 1);
-    ck_seed("ck_bad_shard", (ck_file[]){{IDX, ok, 0, 0}, {S1, NULL, a, al / 2}, {S2, NULL, b, bl}}, 3);
+    ck_seed("ck_bad_shard", (ck_file[]){{IDX, ok, 0, 0}, {S1, NULL, a, al / 2}, {S2, NULL, b, bl}},
+            3);
     free(a), free(b), free(dup);
 }
 
@@ -295,15 +365,21 @@ static void config_seeds(void) {
     fm_qfix_init(&q);
     if ((t = fm_qfix_config_text(&q))) put_text("config", "qwen_default", t);
     free(t);
-    static const struct { const char *name, *text; } v[] = {
+    static const struct {
+        const char *name, *text;
+    } v[] = {
         {"fusion_true", "{\"patch_embeddings\": true}"},
         {"fusion_object", "{\"patch_embeddings\": {\"option\": [1, 2.5, null]}}"},
         {"fusion_unknown", "{\"flash_attention\": true}"},
         {"fusion_bad_value", "{\"patch_embeddings\": 1}"},
-        {"fusion_nested", "{\"model_type\": \"qwen2_vl\", \"fusion_config\": {\"patch_embeddings\": false}}"},
-        {"numbers", "{\"i\": 9223372036854775807, \"n\": -9223372036854775808, \"big\": 18446744073709551616,"
-                    " \"r\": 1e400, \"z\": -0.0, \"e\": 1.5e-7, \"f\": 0.1, \"g\": 1e16, \"h\": 123456789012345680000.0}"},
-        {"strings", "{\"s\": \"a\\u00e9\\ud83d\\ude00\\n\\t\\\"\\\\\\/\", \"lone\": \"\\udc00\", \"nul\": \"a\\u0000b\"}"},
+        {"fusion_nested",
+         "{\"model_type\": \"qwen2_vl\", \"fusion_config\": {\"patch_embeddings\": false}}"},
+        {"numbers",
+         "{\"i\": 9223372036854775807, \"n\": -9223372036854775808, \"big\": 18446744073709551616,"
+         " \"r\": 1e400, \"z\": -0.0, \"e\": 1.5e-7, \"f\": 0.1, \"g\": 1e16, \"h\": "
+         "123456789012345680000.0}"},
+        {"strings", "{\"s\": \"a\\u00e9\\ud83d\\ude00\\n\\t\\\"\\\\\\/\", \"lone\": \"\\udc00\", "
+                    "\"nul\": \"a\\u0000b\"}"},
         {"arrays", "{\"a\": [1, 2, 3], \"m\": [1, \"x\", [2], {}], \"e\": []}"},
         {"dotted_keys", "{\"a.b\": 1, \"a\": {\"b\": 2}, \"\": {\"\": 3}}"},
         {"duplicate_keys", "{\"a\": 1, \"a\": 2}"},
@@ -311,21 +387,31 @@ static void config_seeds(void) {
         {"array_root", "[{\"a\": 1}]"},
         {"truncated", "{\"vision_config\": {\"depth\": "},
         {"trailing_garbage", "{} x"},
-        {"vision_bad", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {\"embed_dim\": 10, \"num_heads\": 3,"
-                       " \"mlp_ratio\": 0.01, \"hidden_act\": \"relu\"}}"},
-        {"vision_huge", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {\"depth\": 9223372036854775807,"
-                        " \"embed_dim\": 1099511627776, \"num_heads\": 4, \"mlp_ratio\": 4}}"},
-        {"text_config_only", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {}, \"text_config\": {\"hidden_size\": 8,"
+        {"vision_bad",
+         "{\"model_type\": \"qwen2_vl\", \"vision_config\": {\"embed_dim\": 10, \"num_heads\": 3,"
+         " \"mlp_ratio\": 0.01, \"hidden_act\": \"relu\"}}"},
+        {"vision_huge",
+         "{\"model_type\": \"qwen2_vl\", \"vision_config\": {\"depth\": 9223372036854775807,"
+         " \"embed_dim\": 1099511627776, \"num_heads\": 4, \"mlp_ratio\": 4}}"},
+        {"text_config_only", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {}, "
+                             "\"text_config\": {\"hidden_size\": 8,"
                              " \"num_attention_heads\": 3, \"tie_word_embeddings\": true}}"},
         {"index", WM("\"a\": \"" S1 "\", \"c\": \"" S2 "\"")},
-        {"size_gb", "5GB"}, {"size_mib", "10MiB"}, {"size_bits", "5Gb"}, {"size_plain", "100"},
-        {"size_bad", "12XB"}, {"size_overflow", "99999999999999999999GB"},
+        {"size_gb", "5GB"},
+        {"size_mib", "10MiB"},
+        {"size_bits", "5Gb"},
+        {"size_plain", "100"},
+        {"size_bad", "12XB"},
+        {"size_overflow", "99999999999999999999GB"},
     };
-    for (size_t i = 0; i < sizeof v / sizeof *v; i++) put_text("config", v[i].name, v[i].text);
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+        put_text("config", v[i].name, v[i].text);
     char deep[200];
     size_t k = 0;
-    for (int i = 0; i < 65; i++) deep[k++] = '[';
-    for (int i = 0; i < 65; i++) deep[k++] = ']';
+    for (int i = 0; i < 65; i++)
+        deep[k++] = '[';
+    for (int i = 0; i < 65; i++)
+        deep[k++] = ']';
     put("config", "deep_65", deep, k);
     put("config", "deep_64", deep + 1, k - 2);
 }
@@ -336,48 +422,61 @@ static void pat(const char *name, uint8_t flags, const uint8_t ops[4], const cha
     uint8_t buf[2048];
     size_t n = 0, nops = 1 + ((flags >> 5) & 1);
     buf[n++] = flags;
-    for (size_t i = 0; i < 2 * nops; i++) buf[n++] = ops ? ops[i] : 0;
+    for (size_t i = 0; i < 2 * nops; i++)
+        buf[n++] = ops ? ops[i] : 0;
     size_t l = strlen(lines);
     if (n + l > sizeof buf) return;
     memcpy(buf + n, lines, l);
     put("pattern", name, buf, n + l);
 }
 #define OP(kind, dim) (uint8_t)((kind) | (((dim) + 4) << 3))
-#define OP2(dim1, inch, kbits) (uint8_t)(((dim1) + 4) | (((inch) - 1) << 3) | ((kbits) << 5))
+#define OP2(dim1, inch, kbits) (uint8_t)(((dim1) + 4) | (((inch)-1) << 3) | ((kbits) << 5))
 
 static void pattern_seeds(void) {
-    pat("rename_visual", 0x00, NULL, "^visual\nmodel.visual\nvisual.blocks.0.attn.qkv.weight\nmodel.visual.x\n");
-    pat("rename_lookahead", 0x40, NULL, "^model(?!\\.(language_model|visual))\nmodel.language_model\nmodel.layers.0.w\n"
+    pat("rename_visual", 0x00, NULL,
+        "^visual\nmodel.visual\nvisual.blocks.0.attn.qkv.weight\nmodel.visual.x\n");
+    pat("rename_lookahead", 0x40, NULL,
+        "^model(?!\\.(language_model|visual))\nmodel.language_model\nmodel.layers.0.w\n"
         "model.visual.w\n");
-    pat("rename_group", 0x00, NULL, "layers\\.(\\d+)\\.mlp\nblocks.\\1.ffn\nmodel.layers.12.mlp.w\n");
+    pat("rename_group", 0x00, NULL,
+        "layers\\.(\\d+)\\.mlp\nblocks.\\1.ffn\nmodel.layers.12.mlp.w\n");
     pat("rename_named_group", 0x40, NULL, "(?P<n>\\d+)\\.(?P=n)\\.x\\Z\ny\n1.1.x\n2.3.x\n");
     pat("rename_dotstar", 0x00, NULL, "encoder.*.attn\nenc.attn\nencoder.l.0.attn.q\n");
-    pat("rename_py_syntax", 0x00, NULL, "(?u)a{,3}\\u00e9\\U0001F600\nb\naaa\xc3\xa9\xf0\x9f\x98\x80\n");
+    pat("rename_py_syntax", 0x00, NULL,
+        "(?u)a{,3}\\u00e9\\U0001F600\nb\naaa\xc3\xa9\xf0\x9f\x98\x80\n");
     pat("rename_bad_flag", 0x00, NULL, "(?a)x\ny\nx\n");
     pat("rename_bad_named_char", 0x00, NULL, "\\N{DIGIT ONE}\ny\n1\n");
     pat("rename_two_groups", 0x00, NULL, "(a)(b)\n\\2_\\1\nab\n");
     pat("rename_bad_ref", 0x00, NULL, "a\n\\7\na\n");
     pat("rename_unbalanced", 0x40, NULL, "(ab\nx\nab\n");
-    pat("rename_backtrack", 0x00, NULL, "(a+)+$\nx\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab\n");
+    pat("rename_backtrack", 0x00, NULL,
+        "(a+)+$\nx\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab\n");
     pat("rename_lookbehind", 0x00, NULL, "(?<=\\.)w$\nweight\nlayer.w\n");
-    pat("rename_target_groups", 0x00, NULL, "^(?:model\\.)?(vis)ual\n^(?i)x\\.(vis)$\nmodel.visual.a\n");
+    pat("rename_target_groups", 0x00, NULL,
+        "^(?:model\\.)?(vis)ual\n^(?i)x\\.(vis)$\nmodel.visual.a\n");
     uint8_t c2l[4] = {OP(FM_OP_CONV3D_TO_LINEAR, 0), OP2(0, 3, 7)};
-    pat("conv_conv3d", 0x01, c2l, "patch_embed\\.proj\\.weight$\npatch_embed.linear_proj.weight\n"
+    pat("conv_conv3d", 0x01, c2l,
+        "patch_embed\\.proj\\.weight$\npatch_embed.linear_proj.weight\n"
         "visual.patch_embed.proj.weight\n");
     uint8_t chunk[4] = {OP(FM_OP_CHUNK, 0), OP2(0, 1, 0)};
-    pat("conv_chunk_qkv", 0x01 | (2 << 3), chunk, "attn\\.qkv\\.weight$\nattn.q.weight\nattn.k.weight\nattn.v.weight\n"
+    pat("conv_chunk_qkv", 0x01 | (2 << 3), chunk,
+        "attn\\.qkv\\.weight$\nattn.q.weight\nattn.k.weight\nattn.v.weight\n"
         "blocks.3.attn.qkv.weight\n");
     uint8_t cat[4] = {OP(FM_OP_CONCATENATE, 1), OP2(0, 1, 0)};
-    pat("conv_concat", 0x01 | (1 << 1), cat, "gate_proj\\.weight$\nup_proj\\.weight$\ngate_up_proj.weight\n"
+    pat("conv_concat", 0x01 | (1 << 1), cat,
+        "gate_proj\\.weight$\nup_proj\\.weight$\ngate_up_proj.weight\n"
         "mlp.gate_proj.weight\nmlp.up_proj.weight\n");
-    uint8_t merge[4] = {OP(FM_OP_MERGE_MODULELIST, 0), OP2(0, 1, 0), OP(FM_OP_CONCATENATE, 1), OP2(0, 1, 0)};
-    pat("conv_merge_concat", 0x21 | (1 << 1), merge, "experts.*.w1.weight\nexperts.*.w3.weight\nexperts.gate_up\n"
+    uint8_t merge[4] = {OP(FM_OP_MERGE_MODULELIST, 0), OP2(0, 1, 0), OP(FM_OP_CONCATENATE, 1),
+                        OP2(0, 1, 0)};
+    pat("conv_merge_concat", 0x21 | (1 << 1), merge,
+        "experts.*.w1.weight\nexperts.*.w3.weight\nexperts.gate_up\n"
         "experts.0.w1.weight\nexperts.1.w3.weight\n");
     uint8_t tr[4] = {OP(FM_OP_TRANSPOSE, 0), OP2(1, 1, 0)};
     pat("conv_transpose", 0x41, tr, "^lm_head\\.weight$\nlm_head.weight_t\nlm_head.weight\n");
     uint8_t split[4] = {OP(FM_OP_SPLIT_MODULELIST, -1), OP2(0, 1, 0)};
     pat("conv_split", 0x01 | (3 << 3), split, "stacked$\na\nb\nc\nd\nstacked\n");
-    uint8_t bad[4] = {OP(FM_OP_LINEAR_TO_CONV3D, 3), OP2(-4, 4, 0), OP(FM_OP_CHUNK, 2), OP2(3, 2, 5)};
+    uint8_t bad[4] = {OP(FM_OP_LINEAR_TO_CONV3D, 3), OP2(-4, 4, 0), OP(FM_OP_CHUNK, 2),
+                      OP2(3, 2, 5)};
     pat("conv_unroutable", 0x21 | (3 << 1) | (1 << 3), bad, "a\nb\nc\nd\nx\ny\nabcd\n");
 }
 

@@ -85,7 +85,8 @@ int main(int argc, char **argv) {
     long total = 0;
     for (int i = 1; i < argc; i++) {
         struct stat sb;
-        long c = stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode) ? run_dir(argv[i]) : (run_file(argv[i]) ? -1 : 1);
+        long c = stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode) ? run_dir(argv[i])
+                                                                : (run_file(argv[i]) ? -1 : 1);
         if (c < 0) {
             fprintf(stderr, "replay: cannot read %s\n", argv[i]);
             return 2;

@@ -5,6 +5,8 @@
 # copy of fuzz/corpus/<name>/ (the committed seeds are never modified). Prints per harness the
 # executions, speed, corpus growth and any finding; findings (crash/leak/timeout/oom inputs and
 # the log) are copied to fuzz/findings/<name>/, which is not replayed. Exit 1 on any finding.
+# FUZZ_FORK=1 keeps going past findings (libFuzzer -fork=1 -ignore_*), for use while a known
+# finding is open.
 #   usage: sh scripts/fuzz.sh [harness ...]        (default: every harness)
 set -u
 SECS=${FUZZ_SECONDS:-60}
@@ -44,7 +46,10 @@ names=${*:-$(ls fuzz/fuzz_*.c | sed -e 's|fuzz/fuzz_||' -e 's|\.c$||' | grep -v 
 "$MK" --no-print-directory fuzz-build FUZZ_BUILD="$FB" FUZZ_CC="$CLANG" >/dev/null || exit 2
 
 # ---- run ------------------------------------------------------------------------------------
-work=$(mktemp -d "${TMPDIR:-/tmp}/fusemap-fuzz-run.XXXXXX") || exit 2
+# Scratch on tmpfs when there is one: the directory harnesses create and remove files per input.
+base=${TMPDIR:-/tmp}
+[ -d /dev/shm ] && [ -w /dev/shm ] && base=/dev/shm
+work=$(mktemp -d "$base/fusemap-fuzz-run.XXXXXX") || exit 2
 trap 'rm -rf "$work"' EXIT INT TERM
 found=0
 printf '%-11s %10s %8s %12s  %s\n' harness executions exec/s corpus result
@@ -56,13 +61,20 @@ for n in $names; do
   seeds=$(ls "$work/$n/corpus" | wc -l)
   dict=""
   [ -f "fuzz/$n.dict" ] && dict="-dict=fuzz/$n.dict"
+  fork=""
+  [ "${FUZZ_FORK:-0}" = 1 ] && fork="-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1"
   FM_FUZZ_TMP="$work/$n/tmp" ASAN_OPTIONS="detect_leaks=1:${ASAN_OPTIONS:-}" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
-    "$bin" "$work/$n/corpus" $dict -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
+    "$bin" "$work/$n/corpus" $dict $fork -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$work/$n/art/" >"$work/$n/log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$n/log" | tail -n 1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/$n/log" | tail -n 1)
+  if [ -n "$fork" ]; then   # fork mode reports "#N: ... exec/s S oom/timeout/crash: a/b/c ..."
+    last=$(grep -E '^#[0-9]+: ' "$work/$n/log" | tail -n 1)
+    execs=$(echo "$last" | sed -n 's/^#\([0-9]*\):.*/\1/p')
+    speed=$(echo "$last" | sed -n 's/.*exec\/s \([0-9]*\).*/\1/p')
+  fi
   now=$(ls "$work/$n/corpus" | wc -l)
   arts=$(ls "$work/$n/art" 2>/dev/null)
   if [ "$rc" -eq 0 ] && [ -z "$arts" ]; then

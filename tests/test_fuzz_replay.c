@@ -2,8 +2,8 @@
  * `make test` does without clang: no crash, sanitizer report or oracle failure, no corpus empty.
  * Also checks the archive helpers the harnesses share. */
 #define FM_FUZZ_NO_ENTRY 1
-#include "../fuzz/fuzz_common.c"
 #include "../fuzz/fuzz_checkpoint.c"
+#include "../fuzz/fuzz_common.c"
 #include "../fuzz/fuzz_config.c"
 #include "../fuzz/fuzz_pattern.c"
 #include "../fuzz/fuzz_pretrained.c"
@@ -43,7 +43,9 @@ static int find_corpus(void) {
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* Sorted names of the regular files in dir (caller frees each and the array). */
 static char **list_files(const char *dir, size_t *n) {
@@ -106,7 +108,9 @@ static size_t replay_dir(const char *name, harness_fn fn) {
 #define REPLAY_CASE(name)                                                                          \
     static void test_replay_##name(void) {                                                         \
         CHECK_MSG(corpus_root[0], "fuzz/corpus not found (set FM_FUZZ_CORPUS)");                   \
-        if (corpus_root[0]) CHECK_MSG(replay_dir(#name, fm_fuzz_##name) >= 8, "corpus %s has fewer than 8 inputs", #name); \
+        if (corpus_root[0])                                                                        \
+            CHECK_MSG(replay_dir(#name, fm_fuzz_##name) >= 8, "corpus %s has fewer than 8 inputs", \
+                      #name);                                                                      \
     }
 REPLAY_CASE(st_header)
 REPLAY_CASE(checkpoint)
@@ -116,14 +120,17 @@ REPLAY_CASE(pretrained)
 
 /* Every corpus directory has a harness in this test (a new harness must be added above). */
 static void test_every_corpus_has_a_harness(void) {
-    static const char *const known[] = {"st_header", "checkpoint", "config", "pattern", "pretrained"};
+    static const char *const known[] = {"st_header", "checkpoint", "config", "pattern",
+                                        "pretrained"};
     DIR *d = corpus_root[0] ? opendir(corpus_root) : NULL;
     CHECK(d != NULL);
     for (struct dirent *e; d && (e = readdir(d));) {
         if (e->d_name[0] == '.') continue;
         bool found = false;
-        for (size_t i = 0; i < sizeof known / sizeof *known; i++) found |= !strcmp(known[i], e->d_name);
-        CHECK_MSG(found, "fuzz/corpus/%s has no replay case in tests/test_fuzz_replay.c", e->d_name);
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+            found |= !strcmp(known[i], e->d_name);
+        CHECK_MSG(found, "fuzz/corpus/%s has no replay case in tests/test_fuzz_replay.c",
+                  e->d_name);
     }
     if (d) closedir(d);
 }

@@ -99,10 +99,12 @@ typedef struct nest_ctx {
     int *hits; /* [8][8] */
 } nest_ctx;
 static void nest_inner(void *ctx, int64_t b, int64_t e, int worker) {
+    (void)worker;
     int *row = ctx;
     for (int64_t i = b; i < e; i++) __atomic_fetch_add(&row[i], 1, __ATOMIC_RELAXED);
 }
 static void nest_outer(void *ctx, int64_t b, int64_t e, int worker) {
+    (void)worker;
     nest_ctx *c = ctx;
     for (int64_t i = b; i < e; i++) fm_threadpool_for(c->pool, 8, 1, nest_inner, c->hits + 8 * i);
 }

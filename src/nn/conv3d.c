@@ -106,6 +106,7 @@ static float conv_point(const conv_job *j, const float *xg, const float *wo, int
 /* Task t = (output-channel block t / batch, batch item t % batch): consecutive tasks share
  * the block's weights (cache-resident) while the batch item's input stays in L1 across it. */
 static void conv_body(void *ctx, int64_t t0, int64_t t1, int worker) {
+    (void)worker;
     const conv_job *j = ctx;
     const fm_conv3d_params *p = j->p;
     int64_t opos = j->out[0] * j->out[1] * j->out[2];

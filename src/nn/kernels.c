@@ -154,6 +154,7 @@ static void layernorm_row(float *y, const float *x, const float *g, const float 
 }
 
 static void layernorm_body(void *ctx, int64_t r0, int64_t r1, int worker) {
+    (void)worker;
     const norm_job *j = ctx;
     for (int64_t r = r0; r < r1; r++)
         layernorm_row(j->y + r * j->dim, j->x + r * j->dim, j->g, j->b, j->dim, j->eps);
@@ -175,6 +176,7 @@ static void rmsnorm_row(float *y, const float *x, const float *g, int64_t dim, f
 }
 
 static void rmsnorm_body(void *ctx, int64_t r0, int64_t r1, int worker) {
+    (void)worker;
     const norm_job *j = ctx;
     for (int64_t r = r0; r < r1; r++) rmsnorm_row(j->y + r * j->dim, j->x + r * j->dim, j->g, j->dim, j->eps);
 }
@@ -243,6 +245,7 @@ typedef struct add_job {
 } add_job;
 
 static void add_body(void *ctx, int64_t i0, int64_t i1, int worker) {
+    (void)worker;
     const add_job *j = ctx;
     int64_t i = i0;
     for (; i + FM_VL <= i1; i += FM_VL) {
@@ -336,6 +339,7 @@ static void rope_head(float *x, const float *c, const float *s, int h2) {
 }
 
 static void rope_body(void *ctx, int64_t r0, int64_t r1, int worker) {
+    (void)worker;
     const rope_job *j = ctx;
     int h2 = j->hd / 2;
     for (int64_t r = r0; r < r1; r++)
