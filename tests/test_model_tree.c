@@ -131,6 +131,9 @@ static void test_config_refusals(void) {
         {"\"hidden_act\": \"quick_gelu\"", "\"hidden_act\": \"relu7\"", "vision_config.hidden_act"},
         {"\"vocab_size\": 100", "\"vocab_size\": -1", "vocab_size"},
         {"\"model_type\": \"qwen2_vl\"", "\"model_type\": \"llama9\"", "model_type"},
+        {"\"depth\": 2", "\"depth\": 9223372036854775807", "vision_config.depth"},
+        {"\"mlp_ratio\": 4", "\"mlp_ratio\": 1e300", "vision_config.mlp_ratio"},
+        {"\"vocab_size\": 100", "\"vocab_size\": 4611686018427387904", "vocab_size"},
     };
     fm_qfix q;
     fm_qfix_init(&q);

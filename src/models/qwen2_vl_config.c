@@ -16,9 +16,15 @@ static void full_key(const key_ctx *k, const char *key, char *buf, size_t n) {
     snprintf(buf, n, "%s%s", k->prefix, key);
 }
 
-/* Integer at key (absent -> dflt). Non-integers and values < min are refused naming the key. */
-static fm_status get_int(const key_ctx *k, const char *key, int64_t dflt, int64_t min, int64_t *out,
-                         fm_error *err) {
+/* Every size in a config is bounded (README "Limits"): a hostile config cannot make a build
+ * allocate a giant tree or overflow the kernels' int sizes. */
+#define CFG_MAX_DIM ((int64_t)1 << 20)  /* widths, heads, vocabulary: ≤ 1,048,576 */
+#define CFG_MAX_DEPTH ((int64_t)4096)   /* blocks / layers */
+
+/* Integer at key (absent -> dflt). Non-integers and values outside [min, max] are refused
+ * naming the key. */
+static fm_status get_int_in(const key_ctx *k, const char *key, int64_t dflt, int64_t min, int64_t max,
+                            int64_t *out, fm_error *err) {
     char fk[128];
     full_key(k, key, fk, sizeof fk);
     fm_json_type t = fm_config_type(k->cfg, fk);
@@ -28,10 +34,15 @@ static fm_status get_int(const key_ctx *k, const char *key, int64_t dflt, int64_
     }
     fm_status st = fm_config_get_int(k->cfg, fk, out, err);
     if (st != FM_OK) return st;
-    if (*out < min)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: key '%s': must be >= %lld, got %lld", k->origin, fk,
-                            (long long)min, (long long)*out);
+    if (*out < min || *out > max)
+        return fm_error_set(err, FM_ERR_CONFIG, "%s: key '%s': must be in [%lld, %lld], got %lld", k->origin, fk,
+                            (long long)min, (long long)max, (long long)*out);
     return FM_OK;
+}
+
+static fm_status get_int(const key_ctx *k, const char *key, int64_t dflt, int64_t min, int64_t *out, fm_error *err) {
+    int64_t max = (!strcmp(key, "depth") || !strcmp(key, "num_hidden_layers")) ? CFG_MAX_DEPTH : CFG_MAX_DIM;
+    return get_int_in(k, key, dflt, min, max, out, err);
 }
 
 static fm_status get_double(const key_ctx *k, const char *key, double dflt, double *out, fm_error *err) {
@@ -98,9 +109,11 @@ static fm_status parse_vision(const fm_config *cfg, const char *origin, fm_qwen2
         st = fm_error_set(err, FM_ERR_CONFIG,
                           "%s: key 'vision_config.num_heads': head dim %lld must be a multiple of 4 (2-D rotary)",
                           origin, (long long)(v->embed_dim / v->num_heads));
-    v->mlp_hidden = (int64_t)(v->embed_dim * v->mlp_ratio); /* int(embed_dim * mlp_ratio) */
-    if (st == FM_OK && v->mlp_hidden < 1)
-        st = fm_error_set(err, FM_ERR_CONFIG, "%s: key 'vision_config.mlp_ratio': MLP width < 1", origin);
+    double width = (double)v->embed_dim * v->mlp_ratio; /* int(embed_dim * mlp_ratio), checked first */
+    if (st == FM_OK && !(width >= 1.0 && width <= (double)CFG_MAX_DIM))
+        return fm_error_set(err, FM_ERR_CONFIG, "%s: key 'vision_config.mlp_ratio': MLP width %g outside [1, %lld]",
+                            origin, width, (long long)CFG_MAX_DIM);
+    v->mlp_hidden = (int64_t)width;
     return st;
 }
 
