@@ -4,6 +4,7 @@
 
 #include "core/threadpool.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -246,7 +247,7 @@ uint64_t fm_tensor_numel(const fm_tensor *t) {
 /* Large conversions run on all cores: the work is bound by page faults on the fresh output
  * and by memory bandwidth, both of which scale with threads. Chunks are independent, so the
  * result does not depend on the thread count. */
-#define CAST_CHUNK ((uint64_t)1 << 20)
+#define CAST_CHUNK ((uint64_t)1 << 18)
 
 typedef struct cast_job {
     void *dst;
@@ -265,14 +266,20 @@ static void cast_chunks(void *ctx, int64_t begin, int64_t end, int worker) {
     }
 }
 
+/* One pool for the process, made on first use (a model load casts hundreds of tensors). */
+static fm_threadpool *cast_pool;
+static pthread_once_t cast_pool_once = PTHREAD_ONCE_INIT;
+static void cast_pool_make(void) {
+    if (fm_default_threads() > 1 && fm_threadpool_new(0, &cast_pool, NULL) != FM_OK) cast_pool = NULL;
+}
+
 static fm_status convert_parallel(void *dst, fm_dtype ddt, const void *src, fm_dtype sdt, uint64_t n) {
     uint64_t chunks = (n + CAST_CHUNK - 1) / CAST_CHUNK;
-    fm_threadpool *pool = NULL;
-    if (chunks < 4 || fm_default_threads() < 2 || fm_threadpool_new(0, &pool, NULL) != FM_OK)
-        return fm_convert(dst, ddt, src, sdt, n);
+    if (chunks < 2) return fm_convert(dst, ddt, src, sdt, n);
+    pthread_once(&cast_pool_once, cast_pool_make);
+    if (!cast_pool) return fm_convert(dst, ddt, src, sdt, n);
     cast_job j = {dst, src, ddt, sdt, n};
-    fm_threadpool_for(pool, (int64_t)chunks, 1, cast_chunks, &j);
-    fm_threadpool_free(pool);
+    fm_threadpool_for(cast_pool, (int64_t)chunks, 1, cast_chunks, &j);
     return FM_OK;
 }
 
