@@ -297,7 +297,11 @@ static void test_usage(void) {
     CHECK_EQ_INT(2, r.code);
     CHECK_CONTAINS(r.err, "unexpected argument");
     result_free(&r);
-    r = run_inspect("--modules", tmproot, NULL); /* not yet supported: usage error, not a crash */
+    r = run_inspect("--modules", tmproot, NULL); /* a directory that is no model: bad input */
+    CHECK_EQ_INT(1, r.code);
+    CHECK_CONTAINS(r.err, "fusemap: error: ");
+    result_free(&r);
+    r = run_inspect(tmproot, "--fuse", NULL); /* --fuse without its value: usage */
     CHECK_EQ_INT(2, r.code);
     result_free(&r);
 }
