@@ -107,7 +107,7 @@ TSAN_TESTS := test_patch test_model_tree test_fusion
 tsan: deps
 	@$(MAKE) --no-print-directory $(addprefix build-tsan/tests/,$(TSAN_TESTS)) BUILD=build-tsan OPT="-O1" \
 	  EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread"
-	@set -e; for t in $(TSAN_TESTS); do echo "tsan: $$t"; TSAN_OPTIONS=halt_on_error=1 \
+	@set -e; for t in $(TSAN_TESTS); do echo "tsan: $$t"; TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  FM_TEST_QUICK=1 ./build-tsan/tests/$$t > build-tsan/tests/$$t.out 2> build-tsan/tests/$$t.log \
 	  || { tail -n 40 build-tsan/tests/$$t.log; exit 1; }; done; echo "tsan: clean"
 

@@ -3,6 +3,8 @@
  * fusion, strictness, the discovery cache keyed by config, zero-copy fused weights, and the
  * fused (runtime) layout loading with and without fusion. */
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,6 +262,39 @@ static void test_discovery_cache_keyed_by_config(void) {
     fm_model_free(m1), fm_model_free(m2), fm_model_free(m3);
 }
 
+/* Concurrent loads share the fusion registry, the discovery cache and the fused-class cache. */
+static char conc_dir[4200];
+static void *load_loop(void *arg) {
+    long ok = 0;
+    for (int i = 0; i < 6; i++) {
+        fm_error err;
+        fm_model *m = load(conc_dir, (i + (long)(intptr_t)arg) % 2 ? "{\"patch_embeddings\": true}" : "{}", false, NULL, &err);
+        if (m && fm_model_param(m, (i + (long)(intptr_t)arg) % 2 ? "model.visual.patch_embed.linear_proj.weight"
+                                                                  : "model.visual.patch_embed.proj.weight"))
+            ok++;
+        fm_model_free(m);
+        if (i == 2) fm_fusion_cache_clear();
+    }
+    return (void *)(intptr_t)ok;
+}
+
+static void test_concurrent_loads(void) {
+    fm_qfix q;
+    fm_qfix_init(&q);
+    fm_error err;
+    snprintf(conc_dir, sizeof conc_dir, "%s/conc", tmp);
+    CHECK_OK(fm_qfix_write(conc_dir, &q, &err), &err);
+    pthread_t th[4];
+    for (long i = 0; i < 4; i++) pthread_create(&th[i], NULL, load_loop, (void *)(intptr_t)i);
+    long total = 0;
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        total += (long)(intptr_t)r;
+    }
+    CHECK_EQ_INT(24, total);
+}
+
 int main(void) {
     tmp = fm_test_tmpdir("fusion");
     RUN(test_fused_forward_matches);
@@ -268,6 +303,7 @@ int main(void) {
     RUN(test_validation_errors);
     RUN(test_conflict_error);
     RUN(test_discovery_cache_keyed_by_config);
+    RUN(test_concurrent_loads);
     fm_test_rmtree(tmp);
     free(tmp);
     TEST_END();
