@@ -86,7 +86,7 @@ asan: deps
 	  FM_TEST_QUICK=1 sh scripts/run_tests.sh build-asan
 
 demo: deps
-	@$(MAKE) --no-print-directory $(BUILD)/fusemap $(BUILD)/bench/gen_checkpoint
+	@$(MAKE) --no-print-directory -j$$(nproc) $(BUILD)/fusemap $(BUILD)/bench/gen_checkpoint $(BUILD)/bench/fusion
 	@sh scripts/demo.sh $(BUILD)
 
 bench: deps

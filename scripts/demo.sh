@@ -18,6 +18,8 @@ echo "== fused run (--fuse patch_embeddings: the Conv3d becomes one GEMM)"
 "$FM" run "$D/model" --image "$D/image.png" -o "$D/embeds-fused.safetensors" --fuse patch_embeddings 2>&1 | tee "$D/fused.log"
 u=$(sed -n 's/.*forward \([0-9.]*\) s.*/\1/p' "$D/unfused.log")
 f=$(sed -n 's/.*forward \([0-9.]*\) s.*/\1/p' "$D/fused.log")
-echo "== forward: unfused ${u} s, fused ${f} s (whole tower; the patch embedding alone: make bench)"
+echo "== whole tower forward: unfused ${u} s, fused ${f} s (the patch embedding is a small part of the tower)"
+echo "== the patch embedding alone, 1024 patches (448x448), Conv3d vs fused GEMM:"
+"$BUILD/bench/fusion" --sizes 1024 --reps 3 | sed -n 's/.*"fused_s":\([0-9.]*\),"unfused_s":\([0-9.]*\).*"speedup":\([0-9.]*\).*/   unfused Conv3d \2 s, fused Linear \1 s: \3x faster/p'
 echo "== fusemap verify: fused vs unfused outputs and saved weights"
 "$FM" verify "$D/model" --fuse patch_embeddings
