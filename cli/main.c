@@ -21,12 +21,16 @@ int fm_cli_fail(const fm_error *err) {
     return 1;
 }
 
-int fm_cli_usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+static void print_error(const char *fmt, va_list ap) {
     fputs("fusemap: error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputs("\n", stderr);
+}
+
+int fm_cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    print_error(fmt, ap);
     va_end(ap);
     fputs("(run 'fusemap --help' for usage)\n", stderr);
     return 2;
@@ -35,9 +39,7 @@ int fm_cli_usage_error(const char *fmt, ...) {
 int fm_cli_errorf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("fusemap: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs("\n", stderr);
+    print_error(fmt, ap);
     va_end(ap);
     return 1;
 }
