@@ -67,6 +67,12 @@ static fm_status build_entries(fm_checkpoint *c, fm_error *err) {
         for (size_t k = 0; k < fm_st_count(c->shards[s]); k++) {
             const fm_st_entry *e = fm_st_entry_at(c->shards[s], k);
             fm_ckpt_entry *o = &c->entries[c->shard_base[s] + k];
+            /* A model key is a C string: a name with an embedded NUL (legal in a lone
+             * safetensors file) would alias the key before it, so a checkpoint refuses it. */
+            if (strlen(e->name) != e->name_len)
+                return fm_error_set(err, FM_ERR_HEADER_JSON,
+                                    "%s: tensor '%s\\u0000...' has a NUL byte in its name (not a usable model key)",
+                                    fm_st_path(c->shards[s]), e->name);
             o->name = e->name;
             o->shard = c->shard_names[s];
             o->dtype = e->dtype;
