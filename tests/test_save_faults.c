@@ -75,9 +75,44 @@ static void test_save_failure_points(void) {
     fm_model_free(m);
 }
 
+/* fm_from_pretrained (fused, with a fresh discovery each time) with the N-th allocation failing,
+ * for every N until it succeeds: a clean error, no model, nothing leaked (ASan checks). */
+static void test_load_allocation_failures(void) {
+    char src[4200];
+    fm_error err;
+    fm_qfix q;
+    fm_qfix_init(&q);
+    q.max_shard = 30000;
+    snprintf(src, sizeof src, "%s/load-src", tmp);
+    CHECK_OK(fm_qfix_write(src, &q, &err), &err);
+    fm_load_options o;
+    fm_load_options_init(&o);
+    o.fusion_config = "{\"patch_embeddings\": true}";
+    int failures = 0;
+    for (uint64_t n = 1; n < 1000000; n++) {
+        fm_model *m = NULL;
+        fm_load_report rep;
+        fm_fusion_cache_clear();
+        fm_fault_set(FM_FAULT_ALLOC, n);
+        fm_status st = fm_from_pretrained(src, &o, &m, &rep, &err);
+        fm_fault_set(FM_FAULT_ALLOC, 0);
+        fm_load_report_free(&rep);
+        if (st == FM_OK) {
+            CHECK(m != NULL);
+            fm_model_free(m);
+            break;
+        }
+        failures++;
+        CHECK_MSG(m == NULL && err.msg[0], "allocation #%llu: no model and a message", (unsigned long long)n);
+    }
+    CHECK(failures > 0);
+    fprintf(stderr, "load: %d allocation failure points, each a clean error\n", failures);
+}
+
 int main(void) {
     tmp = fm_test_tmpdir("savefaults");
     RUN(test_save_failure_points);
+    RUN(test_load_allocation_failures);
     fm_test_rmtree(tmp);
     free(tmp);
     TEST_END();
