@@ -23,7 +23,7 @@ int fm_cli_fusion_arg(fm_cli_fusion *f, int argc, char **argv, int *i) {
 }
 
 const char *fm_cli_fusion_config(fm_cli_fusion *f) {
-    if (f->json && f->n_fuse) return NULL; /* rejected by the caller, see fm_cli_fusion_check */
+    if (f->json && f->n_fuse) return NULL; /* both given: every command rejects that as usage */
     if (f->json) return f->json;
     if (!f->n_fuse) return NULL;
     size_t n = 3;

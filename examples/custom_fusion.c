@@ -99,8 +99,8 @@ static fm_status gate_up_transforms(const fm_config *config, fm_module *const *m
         const char *src[2] = {g, u}, *dst[1] = {gu};
         fm_transform *t = NULL;
         fm_status st = fm_transform_converter_new(src, 2, dst, 1, &cat, 1, &t, err);
-        if (st == FM_OK) st = fm_transform_list_append(out, t, err);
-        if (st != FM_OK) return fm_transform_free(t), st;
+        if (st == FM_OK) st = fm_transform_list_append(out, t, err); /* takes t, also on failure */
+        if (st != FM_OK) return st;
     }
     return FM_OK;
 }

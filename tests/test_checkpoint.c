@@ -12,26 +12,17 @@
 #include "support/st_fixtures.h"
 
 static char *tmproot;
-static int dir_counter;
 
 /* A fresh empty directory under the test root; caller frees the string. */
 static char *new_dir(void) {
-    char name[32];
-    snprintf(name, sizeof name, "d%d", dir_counter++);
-    char *p = stfx_join(tmproot, name);
-    CHECK(p && mkdir(p, 0755) == 0);
+    char *p = stfx_new_dir(tmproot);
+    CHECK(p != NULL);
     return p;
 }
 
 static void write_shard(const char *dir, const char *name, const stfx_tensor *ts, size_t n,
                         uint64_t seed) {
-    uint8_t *b;
-    size_t len;
-    char *p = stfx_join(dir, name);
-    CHECK(stfx_build(ts, n, "{\"format\":\"pt\"}", seed, &b, &len) == 0);
-    CHECK(stfx_write_file(p, b, len) == 0);
-    free(b);
-    free(p);
+    CHECK(stfx_write_built(dir, name, ts, n, seed) == 0);
 }
 
 /* Checks tensor `name` of c against stfx_random_bytes(seed) of the expected size. */

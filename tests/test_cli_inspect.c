@@ -19,7 +19,6 @@ extern char **environ;
 
 static const char *cli;
 static char *tmproot;
-static int dir_counter;
 
 typedef struct cli_result {
     int code;        /* exit status; -1 if it did not exit normally */
@@ -66,22 +65,14 @@ static void result_free(cli_result *r) {
 }
 
 static char *new_dir(void) {
-    char name[32];
-    snprintf(name, sizeof name, "m%d", dir_counter++);
-    char *p = stfx_join(tmproot, name);
-    CHECK(p && mkdir(p, 0755) == 0);
+    char *p = stfx_new_dir(tmproot);
+    CHECK(p != NULL);
     return p;
 }
 
 static void write_st(const char *dir, const char *name, const stfx_tensor *ts, size_t n,
                      uint64_t seed) {
-    uint8_t *b;
-    size_t len;
-    char *p = stfx_join(dir, name);
-    CHECK(stfx_build(ts, n, "{\"format\":\"pt\"}", seed, &b, &len) == 0);
-    CHECK(stfx_write_file(p, b, len) == 0);
-    free(b);
-    free(p);
+    CHECK(stfx_write_built(dir, name, ts, n, seed) == 0);
 }
 
 static const char *config_text = "{\n  \"architectures\": [\"Qwen2VLForConditionalGeneration\"],\n "

@@ -78,9 +78,9 @@ fm_status fm_error_set(fm_error *err, fm_status s, const char *fmt, ...)
 #endif
     ;
 fm_status fm_error_setv(fm_error *err, fm_status s, const char *fmt, va_list ap);
-/* Prepends "prefix: " to an existing message (context on the way up). Returns err->status,
- * or FM_ERR_INTERNAL when err is NULL: callers return their own status, not this value. */
-fm_status fm_error_prefix(fm_error *err, const char *fmt, ...)
+/* Prepends "prefix: " to an existing message (context on the way up); keeps err->status.
+ * Accepts NULL. Returns nothing on purpose: callers return their own status. */
+void fm_error_prefix(fm_error *err, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif

@@ -51,8 +51,8 @@ fm_status fm_error_set(fm_error *err, fm_status s, const char *fmt, ...) {
     return s;
 }
 
-fm_status fm_error_prefix(fm_error *err, const char *fmt, ...) {
-    if (!err) return FM_ERR_INTERNAL;
+void fm_error_prefix(fm_error *err, const char *fmt, ...) {
+    if (!err) return;
     char prefix[FM_ERROR_MSG_MAX];
     char old[FM_ERROR_MSG_MAX];
     va_list ap;
@@ -72,5 +72,4 @@ fm_status fm_error_prefix(fm_error *err, const char *fmt, ...) {
     if (ol > cap - off) ol = cap - off;
     memcpy(err->msg + off, old, ol);
     err->msg[off + ol] = '\0';
-    return err->status;
 }

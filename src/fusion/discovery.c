@@ -258,9 +258,10 @@ static fm_status plan_push(fm_fusion_plan *p, const char *path, const fm_module_
 
 static fm_status append_all(fm_transform_list *dst, fm_transform_list *src, fm_error *err) {
     for (size_t i = 0; i < src->count; i++) {
-        fm_status st = fm_transform_list_append(dst, src->items[i], err);
+        fm_transform *t = src->items[i];
+        src->items[i] = NULL; /* append owns t from here, even when it fails */
+        fm_status st = fm_transform_list_append(dst, t, err);
         if (st != FM_OK) return st;
-        src->items[i] = NULL;
     }
     return FM_OK;
 }

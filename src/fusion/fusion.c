@@ -63,7 +63,7 @@ fm_status fm_fusion_list(const char ***names, size_t *n, fm_error *err) {
 }
 
 /* ---- validation ------------------------------------------------------------------------- */
-static fm_status known_names(char *buf, size_t size) {
+static void known_names(char *buf, size_t size) {
     size_t off = 0;
     pthread_mutex_lock(&lock);
     ensure_builtins();
@@ -71,7 +71,6 @@ static fm_status known_names(char *buf, size_t size) {
     for (size_t i = 0; i < n_specs && off < size; i++)
         off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? ", " : "", specs[i]->name);
     pthread_mutex_unlock(&lock);
-    return FM_OK;
 }
 
 fm_status fm_fusion_config_validate(const fm_config *fc, const char *origin, fm_error *err) {

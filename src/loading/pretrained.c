@@ -295,10 +295,10 @@ fm_status fm_from_pretrained(const char *dir, const fm_load_options *opts, fm_mo
     if (st == FM_OK) st = resolve_fusion_config(m, opts, origin, &fusion, err);
     if (st == FM_OK) st = mapping_for(m, &transforms, err);
     if (st == FM_OK) st = fm_fusion_plan_make(m->builder, m->model_cfg, m->config, fusion, &transforms, &plan, err);
-    for (size_t i = 0; st == FM_OK && i < plan.transforms.count; i++) {
-        fm_transform *t = NULL;
-        st = fm_transform_clone(plan.transforms.items[i], &t, err);
-        if (st == FM_OK) st = fm_transform_list_append(&transforms, t, err);
+    for (size_t i = 0; st == FM_OK && i < plan.transforms.count; i++) { /* moved, not copied */
+        fm_transform *t = plan.transforms.items[i];
+        plan.transforms.items[i] = NULL; /* append owns t from here, even when it fails */
+        st = fm_transform_list_append(&transforms, t, err);
     }
     fm_dtype meta_dt = opts->dtype == FM_DTYPE_INVALID ? FM_DTYPE_F32 : opts->dtype;
     if (st == FM_OK) st = build_tree(m, &plan, meta_dt, err);

@@ -236,7 +236,7 @@ static fm_status transform_build(fm_transform_kind kind, const char *const *s, s
         fm_transform *r = NULL;
         st = fm_transform_reverse(t, &r, err);
         fm_transform_free(r);
-        if (st != FM_OK && st != FM_ERR_NOMEM && err)
+        if (st != FM_OK && st != FM_ERR_NOMEM)
             fm_error_prefix(err, "%s is not reversible", t->desc ? t->desc : kind_name(kind));
     }
     if (st != FM_OK) {

@@ -270,7 +270,7 @@ static fm_status png_pixels(png_structp png, png_infop info, png_ctx *c, const p
     if (!c->row) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG decode buffer (%zu bytes)", label, g->rowbytes * nrows);
     fm_status st = fm_image_alloc(&c->img, g->w, g->h, err);
     if (st != FM_OK) {
-        fm_error_prefix(err, "%s", label); /* keeps st (the prefix call returns INTERNAL on NULL err) */
+        fm_error_prefix(err, "%s", label);
         return st;
     }
     c->img.orientation = g->orientation;
@@ -416,7 +416,7 @@ static fm_status jpg_run(jpg_ctx *c, const uint8_t *bytes, size_t len, const cha
     if (!c->row) return fm_error_set(err, FM_ERR_NOMEM, "%s: JPEG row buffer", label);
     st = fm_image_alloc(&c->img, w, h, err);
     if (st != FM_OK) {
-        fm_error_prefix(err, "%s", label); /* keeps st (the prefix call returns INTERNAL on NULL err) */
+        fm_error_prefix(err, "%s", label);
         return st;
     }
     c->img.orientation = jpg_orientation(ci);

@@ -1,4 +1,4 @@
-/* Test support: whole-file reads and comparisons, directory listings. */
+/* Test support: temporary directories, whole-file reads and writes, comparisons. */
 #include "file_util.h"
 
 #include <dirent.h>
@@ -6,6 +6,47 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+char *fm_test_tmpdir(const char *tag) {
+    const char *base = getenv("FM_TEST_TMP");
+    if (!base || !*base) base = "/tmp";
+    size_t n = strlen(base) + strlen(tag) + 24;
+    char *path = malloc(n);
+    if (!path) return NULL;
+    snprintf(path, n, "%s/fusemap-%s-XXXXXX", base, tag);
+    if (!mkdtemp(path)) {
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+char *fm_test_join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+int fm_test_rmtree(const char *path) {
+    struct stat sb;
+    if (!path || lstat(path, &sb) != 0) return 0;
+    if (!S_ISDIR(sb.st_mode)) return unlink(path);
+    chmod(path, 0700);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *c = fm_test_join(path, e->d_name);
+        if (!c || fm_test_rmtree(c) != 0) rc = -1;
+        free(c);
+    }
+    closedir(d);
+    return rmdir(path) != 0 ? -1 : rc;
+}
 
 char *fm_test_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");

@@ -1,9 +1,17 @@
-/* Test support: whole-file reads and comparisons, directory listings. */
+/* Test support, the one place for file helpers: temporary directories, whole-file reads and
+ * writes, comparisons. The area-specific fixtures (imgfx_, wrfx_, stfx_) delegate here. */
 #ifndef FM_TEST_FILE_UTIL_H
 #define FM_TEST_FILE_UTIL_H
 
 #include <stddef.h>
 
+/* Fresh directory "$FM_TEST_TMP/fusemap-TAG-XXXXXX" (or under /tmp); malloc'd, NULL on failure. */
+char *fm_test_tmpdir(const char *tag);
+/* rm -rf without following symlinks; makes directories writable first (tests that drop
+ * privileges leave read-only ones). 0 on success, -1 if anything could not be removed. */
+int fm_test_rmtree(const char *path);
+/* malloc'd "a/b". */
+char *fm_test_join(const char *a, const char *b);
 /* Reads a whole file (caller frees); NULL on error. */
 char *fm_test_read_file(const char *path, size_t *len);
 /* 1 when both files exist and have identical bytes. */

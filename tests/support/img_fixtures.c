@@ -2,6 +2,8 @@
  * Test-only: plain malloc, failures reported as NULL / -1. */
 #include "img_fixtures.h"
 
+#include "file_util.h"
+
 #include <ftw.h>
 #include <math.h>
 #include <setjmp.h>
@@ -191,64 +193,18 @@ uint8_t *imgfx_jpeg_encode(const uint8_t *pix, uint32_t w, uint32_t h, int comps
 
 /* ---- files --------------------------------------------------------------------------------- */
 
-char *imgfx_tmpdir(void) {
-    const char *base = getenv("FM_TEST_TMP");
-    if (!base || !*base) base = "/tmp";
-    size_t n = strlen(base) + 32;
-    char *p = malloc(n);
-    if (!p) return NULL;
-    snprintf(p, n, "%s/fm_img_XXXXXX", base);
-    if (!mkdtemp(p)) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
+char *imgfx_tmpdir(void) { return fm_test_tmpdir("img"); }
 
 void imgfx_rmtree(char *dir) {
-    if (!dir) return;
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    fm_test_rmtree(dir);
     free(dir);
 }
 
-char *imgfx_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
+char *imgfx_join(const char *dir, const char *name) { return fm_test_join(dir, name); }
 
-int imgfx_write_file(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t w = len ? fwrite(data, 1, len, f) : 0;
-    return (fclose(f) == 0 && w == len) ? 0 : -1;
-}
+int imgfx_write_file(const char *path, const void *data, size_t len) { return fm_test_write_file(path, data, len); }
 
-uint8_t *imgfx_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    uint8_t *b = malloc(cap);
-    while (b) {
-        size_t r = fread(b + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-        if (n == cap) {
-            uint8_t *nb = realloc(b, cap *= 2);
-            if (!nb) free(b);
-            b = nb;
-        }
-    }
-    fclose(f);
-    if (b) *len = n;
-    return b;
-}
+uint8_t *imgfx_read_file(const char *path, size_t *len) { return (uint8_t *)fm_test_read_file(path, len); }
 
 const char *imgfx_data_dir(void) {
     const char *d = getenv("FM_TEST_DATA");

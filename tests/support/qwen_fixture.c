@@ -1,7 +1,6 @@
 /* Small random Qwen2-VL checkpoints for tests, demos and benchmarks (hub names and order). */
 #include "qwen_fixture.h"
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,26 +140,4 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
     for (int i = 0; p && ts && i < p->n; i++) fm_tensor_free(&ts[i]);
     free(items), free(ts), free(p), free(cfg);
     return st;
-}
-
-char *fm_test_tmpdir(const char *tag) {
-    const char *base = getenv("FM_TEST_TMP");
-    if (!base || !*base) base = "/tmp";
-    char *path = malloc(4096);
-    if (!path) return NULL;
-    snprintf(path, 4096, "%s/fusemap-%s-XXXXXX", base, tag);
-    if (!mkdtemp(path)) {
-        free(path);
-        return NULL;
-    }
-    return path;
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-void fm_test_rmtree(const char *path) {
-    if (path) nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }

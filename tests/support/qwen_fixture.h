@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "file_util.h"
 #include "fusemap/io.h"
 #include "fusemap/tensor.h"
 
@@ -31,9 +32,5 @@ char *fm_qfix_config_text(const fm_qfix *q);
 
 /* Random f32 in [-scale, scale], xorshift. */
 void fm_qfix_fill(float *dst, uint64_t n, float scale, uint64_t *state);
-/* mkdtemp under $FM_TEST_TMP or /tmp; returns malloc'd path or NULL. */
-char *fm_test_tmpdir(const char *tag);
-/* rm -rf (no symlink following). */
-void fm_test_rmtree(const char *path);
 
 #endif

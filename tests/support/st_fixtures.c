@@ -1,6 +1,10 @@
 /* Raw safetensors fixtures and temp-dir helpers for the reader tests (see st_fixtures.h). */
 #include "st_fixtures.h"
 
+#include "file_util.h"
+
+#include <sys/stat.h>
+
 #include "fusemap/tensor.h"
 
 #include <fcntl.h>
@@ -35,21 +39,7 @@ int stfx_bytes_str(const char *header, const void *data, size_t dlen, uint8_t **
     return stfx_bytes_n(hlen, header, hlen, data, dlen, out, out_len);
 }
 
-int stfx_write_file(const char *path, const void *bytes, size_t len) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return -1;
-    const uint8_t *p = bytes;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w <= 0) {
-            close(fd);
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return close(fd);
-}
+int stfx_write_file(const char *path, const void *bytes, size_t len) { return fm_test_write_file(path, bytes, len); }
 
 int stfx_write_st(const char *path, const char *header, const void *data, size_t dlen) {
     uint8_t *b;
@@ -60,12 +50,7 @@ int stfx_write_st(const char *path, const char *header, const void *data, size_t
     return r;
 }
 
-char *stfx_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
+char *stfx_join(const char *dir, const char *name) { return fm_test_join(dir, name); }
 
 int stfx_write_text(const char *dir, const char *name, const char *text) {
     char *p = stfx_join(dir, name);
@@ -150,4 +135,26 @@ int stfx_build(const stfx_tensor *ts, size_t n, const char *meta, uint64_t seed,
         off += nb;
     }
     return 0;
+}
+
+char *stfx_new_dir(const char *root) {
+    static int counter;
+    char name[32];
+    snprintf(name, sizeof name, "d%d", counter++);
+    char *p = fm_test_join(root, name);
+    if (p && mkdir(p, 0755) != 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int stfx_write_built(const char *dir, const char *name, const stfx_tensor *ts, size_t n, uint64_t seed) {
+    uint8_t *b;
+    size_t len;
+    char *p = fm_test_join(dir, name);
+    int rc = p ? stfx_build(ts, n, "{\"format\":\"pt\"}", seed, &b, &len) : -1;
+    if (rc == 0) rc = fm_test_write_file(p, b, len), free(b);
+    free(p);
+    return rc;
 }

@@ -1,6 +1,8 @@
 /* Writer/save test helpers: temporary trees, file reads, byte-filled tensors, directory snapshots. */
 #include "wr_fixtures.h"
 
+#include "file_util.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,75 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-char *wrfx_mkdtemp(void) {
-    const char *base = getenv("FM_TEST_TMP");
-    if (!base || !*base) base = "/tmp";
-    char *p = wrfx_join(base, "fm-wr-XXXXXX");
-    if (p && !mkdtemp(p)) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
-char *wrfx_join(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    char *p = malloc(la + lb + 2);
-    if (!p) return NULL;
-    memcpy(p, a, la);
-    p[la] = '/';
-    memcpy(p + la + 1, b, lb + 1);
-    return p;
-}
-
-int wrfx_rmrf(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return 0;
-    if (!S_ISDIR(sb.st_mode)) return unlink(path);
-    chmod(path, 0700);
-    DIR *d = opendir(path);
-    if (!d) return -1;
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *c = wrfx_join(path, e->d_name);
-        if (!c || wrfx_rmrf(c) != 0) rc = -1;
-        free(c);
-    }
-    closedir(d);
-    if (rmdir(path) != 0) rc = -1;
-    return rc;
-}
-
-uint8_t *wrfx_read(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    uint8_t *buf = malloc(cap);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (n < cap) break;
-        uint8_t *nb = realloc(buf, cap * 2);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    fclose(f);
-    if (buf) *len = n;
-    return buf;
-}
-
-int wrfx_write(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t w = len ? fwrite(data, 1, len, f) : 0;
-    return (fclose(f) == 0 && w == len) ? 0 : -1;
-}
+char *wrfx_mkdtemp(void) { return fm_test_tmpdir("wr"); }
+char *wrfx_join(const char *a, const char *b) { return fm_test_join(a, b); }
+int wrfx_rmrf(const char *path) { return fm_test_rmtree(path); }
+uint8_t *wrfx_read(const char *path, size_t *len) { return (uint8_t *)fm_test_read_file(path, len); }
+int wrfx_write(const char *path, const void *data, size_t len) { return fm_test_write_file(path, data, len); }
 
 bool wrfx_exists(const char *path) {
     struct stat sb;
