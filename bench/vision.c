@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "models/qwen2_vl_vision.h"
+#include "models/qwen2_vl/vision.h"
 
 enum { D = 1280, HEADS = 16, HD = D / HEADS, MLP = 5120, HOUT = 1536, C_IN = 3, TP = 2, PS = 14, M = 2,
        K_IN = C_IN * TP * PS * PS };

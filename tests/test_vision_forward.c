@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "models/qwen2_vl_vision.h"
+#include "models/qwen2_vl/vision.h"
 #include "support/check.h"
 #include "support/vision_ref64.h"
 

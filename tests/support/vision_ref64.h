@@ -1,11 +1,11 @@
 /* Test support: a separate, naive float64 forward of the Qwen2-VL vision tower (spec
- * qwen2-vl.md §4), the yardstick for the float32 forward in src/models/qwen2_vl_vision.c. */
+ * qwen2-vl.md §4), the yardstick for the float32 forward in src/models/qwen2_vl/vision.c. */
 #ifndef FM_TEST_VISION_REF64_H
 #define FM_TEST_VISION_REF64_H
 
 #include <stdint.h>
 
-#include "models/qwen2_vl_vision.h"
+#include "models/qwen2_vl/vision.h"
 
 /* out: [N / merge²][hidden_size] doubles (caller-allocated). Reads the same weight structs
  * (the patch weight as [D][C*T*P*P], which is also the Conv3d weight's memory layout when the

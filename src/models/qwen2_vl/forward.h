@@ -3,7 +3,7 @@
 #define FUSEMAP_MODELS_QWEN2_VL_FORWARD_H
 
 #include "fusemap/nn.h"
-#include "models/qwen2_vl.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 
 extern const fm_module_class fm_class_patch_embed, fm_class_vision_tower;
 

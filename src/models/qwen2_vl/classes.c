@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "models/qwen2_vl.h"
-#include "models/qwen2_vl_forward.h"
+#include "models/qwen2_vl/qwen2_vl.h"
+#include "models/qwen2_vl/forward.h"
 #include "nn/builtins.h"
 
 #define CFG(ctx) ((const fm_qwen2vl_config *)fm_build_ctx_model_cfg(ctx))

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "fusemap/io.h"
-#include "models/qwen2_vl.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 
 typedef struct key_ctx {
     const fm_config *cfg;

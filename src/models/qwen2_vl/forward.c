@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include "fusemap/models.h"
-#include "models/qwen2_vl.h"
-#include "models/qwen2_vl_forward.h"
-#include "models/qwen2_vl_vision.h"
+#include "models/qwen2_vl/qwen2_vl.h"
+#include "models/qwen2_vl/forward.h"
+#include "models/qwen2_vl/vision.h"
 #include "nn/builtins.h"
 
 /* Tower state: the config copy (set at init) and, after the first forward, the f32 weights. */

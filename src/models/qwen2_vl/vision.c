@@ -1,6 +1,6 @@
 /* Qwen2-VL vision tower forward in f32, in the PyTorch module's order (patch_embed, rotary
  * ids, cu_seqlens, blocks, merger), with scratch planned once per input shape. */
-#include "models/qwen2_vl_vision.h"
+#include "models/qwen2_vl/vision.h"
 
 #include <limits.h>
 #include <math.h>

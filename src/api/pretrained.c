@@ -5,7 +5,7 @@
 
 #include "fusemap/fusion.h"
 #include "fusemap/models.h"
-#include "loading/model_internal.h"
+#include "api/model_internal.h"
 
 void fm_load_options_init(fm_load_options *o) {
     memset(o, 0, sizeof *o);
