@@ -42,9 +42,12 @@ all: $(BUILD)/fusemap $(SHARED) tests benches examples
 deps:
 	@sh scripts/deps.sh
 
-$(BUILD)/obj/%.o: %.c $(HDRS)
+# Header dependencies come from the compiler (-MMD): a header change rebuilds only its users.
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLFLAGS) -c $< -o $@
+	$(CC) $(ALLFLAGS) -MMD -MP -c $< -o $@
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

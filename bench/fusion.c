@@ -32,10 +32,12 @@ typedef struct run_args {
 static void run_once(const run_args *a) {
     static const int64_t in_dims[3] = {T_P, P_P, P_P};
     if (a->which == 0) {
-        fm_k_linear(a->y, a->x, a->w, NULL, a->n, D_OUT, K_IN);
+        openblas_set_num_threads(1); /* fusemap's own pool parallelises */
+        fm_k_linear(a->y, D_OUT, a->x, a->w, NULL, a->n, D_OUT, K_IN, -1, a->pool);
     } else if (a->which == 1) {
         fm_k_conv3d(a->y, a->x, a->w, NULL, a->n, a->cp, in_dims, a->pool);
     } else {
+        openblas_set_num_threads(fm_threadpool_threads(a->pool)); /* the reference: OpenBLAS's threading */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->n, D_OUT, K_IN, 1.0f, a->x, K_IN,
                     a->w, K_IN, 0.0f, a->y, D_OUT);
     }
@@ -124,7 +126,6 @@ int main(int argc, char **argv) {
     }
     if (threads <= 0) threads = fm_default_threads();
     if (reps < 1) reps = 1;
-    fm_blas_set_threads(threads);
     fm_threadpool *pool = NULL;
     fm_error err;
     if (fm_threadpool_new(threads, &pool, &err) != FM_OK) {

@@ -1,18 +1,22 @@
-/* Benchmark: Qwen2-VL-2B vision forward on a 448x448 image (1024 patches), random weights:
- * achieved GFLOP/s next to plain cblas_sgemm's on the same GEMM shapes, one JSON line. */
-/* Usage: vision [--depth N] [--threads N] [--reps N] [--grid H W]. Dims: embed 1280, 16
- * heads, MLP 5120, merge 2, output 1536. The sgemm figure times each distinct GEMM shape alone
- * with the same threads and weights it by its FLOPs (every matmul and attention: 2·M·N·K).
- * All blocks share one set of random weights (79 MB; 32 distinct sets would need 2.5 GB);
- * every block still streams its weights from memory, as each exceeds the caches. */
+/* Benchmark: Qwen2-VL-2B vision tower on a 448x448 image (1024 patches), random weights, run
+ * through the module tree (fm_from_pretrained + fm_model_vision_forward, every module through
+ * its class forward): achieved GFLOP/s next to plain cblas_sgemm's on the same GEMM shapes, and
+ * the cost of the forward dispatch itself; one JSON line. */
+/* Usage: vision [--depth N] [--threads N] [--reps N] [--grid H W] [--fuse]. Dims: embed 1280,
+ * 16 heads, MLP 5120, merge 2, output 1536. The checkpoint (f32, depth N) is written once under
+ * $FM_BENCH_DATA (default build/bench-data) and reused. The sgemm figure times each distinct GEMM
+ * shape alone with OpenBLAS on the same number of threads and weights it by its FLOPs (every
+ * matmul and attention: 2·M·N·K). */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
-#include "models/qwen2_vl/vision.h"
+#include "fusemap/fusemap.h"
+#include "qwen_fixture.h"
 
 enum { D = 1280, HEADS = 16, HD = D / HEADS, MLP = 5120, HOUT = 1536, C_IN = 3, TP = 2, PS = 14, M = 2,
        K_IN = C_IN * TP * PS * PS };
@@ -87,108 +91,132 @@ static double time_sgemm(const gemm_shape *s, const gemm_bufs *g) {
 
 /* ---- model ------------------------------------------------------------------------------ */
 
-typedef struct bench_model {
-    fm_qwen2vl_block_w blk; /* shared by every block */
-    fm_qwen2vl_block_w *blocks;
-    fm_qwen2vl_vision_w w;
-} bench_model;
-
-static int make_model(bench_model *bm, int depth) {
-    float a = 0.03f; /* ~N(0, 0.02)-sized uniform weights keep the residual stream tame */
-    fm_qwen2vl_block_w *b = &bm->blk;
-    b->norm1_w = rnd(D, 1, 0.1f), b->norm1_b = rnd(D, 0, 0.1f);
-    b->qkv_w = rnd(3LL * D * D, 0, a), b->qkv_b = rnd(3 * D, 0, 0.1f);
-    b->proj_w = rnd((int64_t)D * D, 0, a), b->proj_b = rnd(D, 0, 0.1f);
-    b->norm2_w = rnd(D, 1, 0.1f), b->norm2_b = rnd(D, 0, 0.1f);
-    b->fc1_w = rnd((int64_t)MLP * D, 0, a), b->fc1_b = rnd(MLP, 0, 0.1f);
-    b->fc2_w = rnd((int64_t)D * MLP, 0, a), b->fc2_b = rnd(D, 0, 0.1f);
-    bm->blocks = calloc((size_t)(depth > 0 ? depth : 1), sizeof *bm->blocks);
-    for (int i = 0; bm->blocks && i < depth; i++) bm->blocks[i] = *b;
-    fm_qwen2vl_vision_w *w = &bm->w;
-    memset(w, 0, sizeof *w);
-    w->patch_fused = 1;
-    w->patch_w = rnd((int64_t)D * K_IN, 0, a);
-    w->blocks = bm->blocks;
-    w->ln_q_w = rnd(D, 1, 0.1f), w->ln_q_b = rnd(D, 0, 0.1f);
-    w->mlp0_w = rnd(16LL * D * D, 0, a), w->mlp0_b = rnd(4 * D, 0, 0.1f);
-    w->mlp2_w = rnd((int64_t)HOUT * 4 * D, 0, a), w->mlp2_b = rnd(HOUT, 0, 0.1f);
-    const float *all[] = {b->norm1_w, b->norm1_b, b->qkv_w, b->qkv_b, b->proj_w, b->proj_b, b->norm2_w,
-                          b->norm2_b, b->fc1_w, b->fc1_b, b->fc2_w, b->fc2_b, w->patch_w, w->ln_q_w,
-                          w->ln_q_b, w->mlp0_w, w->mlp0_b, w->mlp2_w, w->mlp2_b};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (!all[i]) return -1;
-    return bm->blocks ? 0 : -1;
+/* The checkpoint directory for this depth, written on first use. */
+static int ensure_checkpoint(int depth, char *dir, size_t n) {
+    const char *base = getenv("FM_BENCH_DATA") ? getenv("FM_BENCH_DATA") : "build/bench-data";
+    snprintf(dir, n, "%s/vision-2b-depth%d-f32", base, depth);
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    struct stat st;
+    if (stat(cfg, &st) == 0) return 0;
+    fm_qfix q;
+    fm_qfix_init(&q);
+    q.depth = depth, q.embed_dim = D, q.num_heads = HEADS, q.hidden_size = HOUT, q.mlp_ratio = MLP / D;
+    q.text_layers = 1, q.text_hidden = 256, q.text_heads = 4, q.text_kv_heads = 2, q.text_inter = 512, q.vocab = 1024;
+    q.tie = true, q.scale = 0.03f;
+    mkdir(base, 0755);
+    fprintf(stderr, "vision bench: writing %s (once)\n", dir);
+    fm_error err;
+    if (fm_qfix_write(dir, &q, &err) != FM_OK) return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
+    return 0;
 }
 
-static void free_model(bench_model *bm) {
-    const float *all[] = {bm->blk.norm1_w, bm->blk.norm1_b, bm->blk.qkv_w, bm->blk.qkv_b, bm->blk.proj_w,
-                          bm->blk.proj_b, bm->blk.norm2_w, bm->blk.norm2_b, bm->blk.fc1_w, bm->blk.fc1_b,
-                          bm->blk.fc2_w, bm->blk.fc2_b, bm->w.patch_w, bm->w.ln_q_w, bm->w.ln_q_b,
-                          bm->w.mlp0_w, bm->w.mlp0_b, bm->w.mlp2_w, bm->w.mlp2_b};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fm_free_aligned((void *)all[i]);
-    free(bm->blocks);
+/* Module forwards one tower forward makes: tower, patch_embed (+ its conv or linear), rotary;
+ * per block: block, norm1, attn, qkv, proj, norm2, mlp, fc1, fc2 (the activation rides fc1);
+ * merger, ln_q, mlp (Sequential), two Linear (the GELU rides the first). */
+static int64_t dispatch_calls(int depth) { return 4 + 9LL * depth + 5; }
+
+/* Nanoseconds per fm_module_forward of a cheap module (a one-element activation): what the
+ * protocol costs per call beyond the kernel. */
+static double dispatch_ns(fm_model *m, fm_run_ctx *rc) {
+    fm_module *act = fm_module_find(fm_model_root(m), "model.visual.blocks.0.mlp.act");
+    fm_shape s = {1, {1}};
+    fm_tensor x, y = {0};
+    if (!act || fm_tensor_alloc(&x, FM_DTYPE_F32, &s, NULL) != FM_OK) return -1;
+    ((float *)x.data)[0] = 0.5f;
+    int n = 200000;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        size_t mark = fm_run_mark(rc);
+        y.data = NULL;
+        fm_module_forward(act, rc, &x, 1, &y, 1, NULL);
+        fm_run_release(rc, mark);
+    }
+    double t = now_s() - t0;
+    fm_tensor_free(&x);
+    return t / n * 1e9;
 }
 
 /* ---- measurement ------------------------------------------------------------------------ */
 
 typedef struct bench_ctx {
-    fm_qwen2vl_vision_cfg cfg;
-    fm_vision_plan *plan;  /* owned */
-    bench_model bm;        /* owned */
-    float *px, *out;       /* [N][1176], [N/4][1536], owned */
+    fm_model *m;           /* owned */
+    fm_tensor px, grid;    /* [N][1176], [1][3], owned */
     int64_t n;
-    int threads, ns;
+    int depth, threads, ns;
     gemm_shape shapes[16];
     gemm_bufs bufs[16];    /* owned */
 } bench_ctx;
 
 /* Rounds alternate the forward and the reference GEMMs so the shared machine's noise hits both
  * alike; round 0 warms up; the best of the other rounds counts. Returns -1 on a forward error. */
-static int measure(bench_ctx *b, int reps, double *best, double *sg_best) {
+static int measure(bench_ctx *b, int reps, double *best, double *sg_best, double *nonfinite) {
     fm_error err;
+    fm_run_options ro;
+    fm_run_options_init(&ro);
+    ro.threads = b->threads;
     *best = INFINITY;
     for (int i = 0; i < b->ns; i++) sg_best[i] = INFINITY;
     for (int r = 0; r <= reps; r++) {
+        fm_tensor out = {0};
+        openblas_set_num_threads(1); /* as fusemap runs (its own pool parallelises) */
         double t0 = now_s();
-        if (fm_qwen2vl_vision_forward(b->plan, &b->cfg, &b->bm.w, b->px, b->n, b->out, NULL, NULL, &err) != FM_OK) {
+        if (fm_model_vision_forward(b->m, &b->px, &b->grid, &ro, &out, &err) != FM_OK) {
             fprintf(stderr, "vision bench: %s\n", err.msg);
             return -1;
         }
         double t = now_s() - t0;
         if (r > 0 && t < *best) *best = t;
-        fm_blas_set_threads(b->threads); /* as the forward runs its GEMMs */
+        *nonfinite = 0;
+        for (uint64_t i = 0; i < fm_tensor_numel(&out); i++) *nonfinite += isfinite(((float *)out.data)[i]) ? 0 : 1;
+        fm_tensor_free(&out);
+        openblas_set_num_threads(b->threads); /* the reference: OpenBLAS's own threading */
         for (int i = 0; i < b->ns; i++) {
             double ts = b->shapes[i].count > 0 ? time_sgemm(&b->shapes[i], &b->bufs[i]) : 0;
             if (r > 0 && ts < sg_best[i]) sg_best[i] = ts;
         }
     }
+    openblas_set_num_threads(1);
     return 0;
 }
 
-static void report(const bench_ctx *b, double best, const double *sg_best) {
-    double flops = 0, ref_s = 0, nonfinite = 0;
+static void report(const bench_ctx *b, double best, const double *sg_best, double nonfinite, double ns_call,
+                   bool fused) {
+    double flops = 0, ref_s = 0;
     for (int i = 0; i < b->ns; i++) {
         flops += shape_flops(&b->shapes[i]);
         ref_s += sg_best[i] * b->shapes[i].count;
     }
-    for (int64_t i = 0; i < b->n / 4 * HOUT; i++) nonfinite += isfinite(b->out[i]) ? 0 : 1;
-    printf("{\"bench\":\"vision\",\"depth\":%d,\"threads\":%d,\"patches\":%lld,\"seconds\":%.4f,"
-           "\"gflops\":%.1f,\"sgemm_gflops\":%.1f,\"efficiency\":%.3f,\"nonfinite_outputs\":%.0f}\n",
-           b->cfg.depth, b->threads, (long long)b->n, best, flops / best * 1e-9, flops / ref_s * 1e-9,
-           ref_s / best, nonfinite);
+    int64_t calls = dispatch_calls(b->depth);
+    printf("{\"bench\":\"vision\",\"model\":\"qwen2_vl\",\"depth\":%d,\"threads\":%d,\"patches\":%lld,"
+           "\"fused\":%s,\"seconds\":%.4f,\"gflops\":%.1f,\"sgemm_gflops\":%.1f,\"efficiency\":%.3f,"
+           "\"dispatch_calls\":%lld,\"dispatch_ns_per_call\":%.0f,\"dispatch_overhead\":%.2e,"
+           "\"nonfinite_outputs\":%.0f}\n",
+           b->depth, b->threads, (long long)b->n, fused ? "true" : "false", best, flops / best * 1e-9,
+           flops / ref_s * 1e-9, ref_s / best, (long long)calls, ns_call, (double)calls * ns_call * 1e-9 / best,
+           nonfinite);
     fflush(stdout);
 }
 
-static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw) {
+static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw, bool fused) {
     fm_error err;
-    int64_t grid[3] = {1, gh, gw};
-    b->cfg = (fm_qwen2vl_vision_cfg){depth, D, HOUT, HEADS, MLP, C_IN, PS, TP, M, FM_ACT_QUICK_GELU, 1e-6f};
+    char dir[4096];
+    if (ensure_checkpoint(depth, dir, sizeof dir) != 0) return -1;
+    fm_load_options o;
+    fm_load_options_init(&o);
+    o.fusion_config = fused ? "{\"patch_embeddings\": true}" : "{}";
+    if (fm_from_pretrained(dir, &o, &b->m, NULL, &err) != FM_OK) return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
+    b->depth = depth;
     b->n = gh * gw;
-    b->px = rnd(b->n * K_IN, 0, 1.5f);
-    b->out = fm_malloc_aligned((size_t)(b->n / 4) * HOUT * sizeof(float));
-    if (make_model(&b->bm, depth) != 0 || !b->px || !b->out) return fprintf(stderr, "vision bench: out of memory\n"), -1;
-    if (fm_vision_plan_new(&b->cfg, grid, 1, b->threads, &b->plan, &err) != FM_OK)
+    fm_shape ps = {2, {b->n, K_IN}}, gs = {2, {1, 3}};
+    if (fm_tensor_alloc(&b->px, FM_DTYPE_F32, &ps, &err) != FM_OK || fm_tensor_alloc(&b->grid, FM_DTYPE_I64, &gs, &err) != FM_OK)
         return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
+    float *px = rnd(b->n * K_IN, 0, 1.5f);
+    if (!px) return -1;
+    memcpy(b->px.data, px, b->px.nbytes);
+    fm_free_aligned(px);
+    int64_t *g = b->grid.data;
+    g[0] = 1, g[1] = gh, g[2] = gw;
     b->ns = shapes_of(b->n, b->n, depth, b->shapes);
     for (int i = 0; i < b->ns; i++)
         if (gemm_bufs_new(&b->bufs[i], &b->shapes[i]) != 0) return fprintf(stderr, "vision bench: out of memory\n"), -1;
@@ -197,39 +225,43 @@ static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw) {
 
 static void teardown(bench_ctx *b) {
     for (int i = 0; i < 16; i++) gemm_bufs_free(&b->bufs[i]);
-    fm_vision_plan_free(b->plan);
-    free_model(&b->bm);
-    fm_free_aligned(b->px);
-    fm_free_aligned(b->out);
+    fm_model_free(b->m);
+    fm_tensor_free(&b->px);
+    fm_tensor_free(&b->grid);
 }
 
-static int run(int depth, int threads, int reps, int64_t gh, int64_t gw) {
+static int run(int depth, int threads, int reps, int64_t gh, int64_t gw, bool fused) {
     static bench_ctx b; /* zeroed: teardown is safe after any partial setup */
-    double best, sg_best[16];
+    double best, sg_best[16], nonfinite = 0, ns_call = -1;
     b.threads = threads;
-    int rc = setup(&b, depth, gh, gw) == 0 && measure(&b, reps, &best, sg_best) == 0 ? 0 : 1;
-    if (rc == 0) report(&b, best, sg_best);
+    int rc = setup(&b, depth, gh, gw, fused) == 0 && measure(&b, reps, &best, sg_best, &nonfinite) == 0 ? 0 : 1;
+    fm_run_ctx *rc_ctx = NULL;
+    fm_run_options ro = {threads, NULL, NULL};
+    if (rc == 0 && fm_model_run_ctx(b.m, &ro, &rc_ctx, NULL) == FM_OK) ns_call = dispatch_ns(b.m, rc_ctx);
+    if (rc == 0) report(&b, best, sg_best, nonfinite, ns_call, fused);
     teardown(&b);
     return rc;
 }
 
 int main(int argc, char **argv) {
     int depth = 32, threads = 0, reps = 2;
+    bool fused = false;
     int64_t gh = 32, gw = 32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--depth") && i + 1 < argc) depth = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--grid") && i + 2 < argc) gh = atoll(argv[++i]), gw = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--fuse")) fused = true;
         else {
-            fprintf(stderr, "usage: %s [--depth N] [--threads N] [--reps N] [--grid H W]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--depth N] [--threads N] [--reps N] [--grid H W] [--fuse]\n", argv[0]);
             return 2;
         }
     }
     if (threads <= 0) threads = fm_default_threads();
-    if (depth < 0 || reps < 1 || gh < 2 || gw < 2 || gh % 2 || gw % 2) {
-        fprintf(stderr, "vision bench: need depth >= 0, reps >= 1, even grid sides\n");
+    if (depth < 1 || reps < 1 || gh < 2 || gw < 2 || gh % 2 || gw % 2) {
+        fprintf(stderr, "vision bench: need depth >= 1, reps >= 1, even grid sides\n");
         return 2;
     }
-    return run(depth, threads, reps, gh, gw);
+    return run(depth, threads, reps, gh, gw, fused);
 }

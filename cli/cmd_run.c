@@ -116,8 +116,8 @@ static int run(run_args *a) {
     double t1 = fm_cli_now();
     if (st == FM_OK) st = a->pixel_values ? read_inputs(a->pixel_values, &pv, &grid, &err) : preprocess(a, &pv, &grid, &err);
     double t2 = fm_cli_now();
-    fm_run_ctx rc = {a->threads, isatty(2) ? progress : NULL, NULL};
-    if (st == FM_OK) st = fm_model_vision_forward(m, &pv, &grid, &rc, &emb, &err);
+    fm_run_options ro = {a->threads, isatty(2) ? progress : NULL, NULL};
+    if (st == FM_OK) st = fm_model_vision_forward(m, &pv, &grid, &ro, &emb, &err);
     double t3 = fm_cli_now();
     if (st == FM_OK) st = write_output(a->out, &emb, &grid, &err);
     if (st == FM_OK) {

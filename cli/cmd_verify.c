@@ -123,9 +123,9 @@ static int verify(verify_args *a) {
     lo.strict = false;
     if (st == FM_OK) st = fm_from_pretrained(a->dir, &lo, &plain, NULL, &err);
     if (st == FM_OK) st = make_input(fused, &pv, &grid, &err);
-    fm_run_ctx rc = {a->threads, NULL, NULL};
-    if (st == FM_OK) st = fm_model_vision_forward(fused, &pv, &grid, &rc, &of, &err);
-    if (st == FM_OK) st = fm_model_vision_forward(plain, &pv, &grid, &rc, &ou, &err);
+    fm_run_options ro = {a->threads, NULL, NULL};
+    if (st == FM_OK) st = fm_model_vision_forward(fused, &pv, &grid, &ro, &of, &err);
+    if (st == FM_OK) st = fm_model_vision_forward(plain, &pv, &grid, &ro, &ou, &err);
     size_t bad = 0, checked = 0;
     if (st == FM_OK) st = compare_weights(fused, a->dir, &bad, &checked, &err);
     int rc_exit = st == FM_OK ? 0 : fm_cli_fail(&err);

@@ -17,12 +17,11 @@
 
 /* ---- the family ----------------------------------------------------------------------- */
 static bool gate_up_fusable(const fm_module *m) {
-    fm_module *g = fm_module_child_named(m, "gate_proj"), *u = fm_module_child_named(m, "up_proj");
-    if (!g || !u || strcmp(fm_module_class_of(g)->name, "Linear") || strcmp(fm_module_class_of(u)->name, "Linear"))
+    fm_linear_geometry g, u; /* both children must be Linear layers of one shape, without bias */
+    if (fm_linear_geometry_of(fm_module_child_named(m, "gate_proj"), &g, NULL) != FM_OK ||
+        fm_linear_geometry_of(fm_module_child_named(m, "up_proj"), &u, NULL) != FM_OK)
         return false;
-    const fm_tensor *gw = &fm_module_param_named(g, "weight")->tensor, *uw = &fm_module_param_named(u, "weight")->tensor;
-    return fm_shape_equal(&gw->shape, &uw->shape) && !fm_module_param_named(g, "bias") &&
-           !fm_module_param_named(u, "bias");
+    return g.in_features == u.in_features && g.out_features == u.out_features && !g.bias && !u.bias;
 }
 
 /* FusedQwen2MLP.init: the original init, then gate_proj + up_proj -> gate_up_proj [2I, H]. */
@@ -39,30 +38,30 @@ static fm_status fused_init(fm_module *self, fm_build_ctx *ctx, const fm_args *a
     return st;
 }
 
-static fm_status linear(fm_module *lin, fm_run_ctx *rc, const fm_tensor *x, fm_tensor *y, fm_error *err) {
-    return fm_module_class_of(lin)->forward(lin, rc, x, 1, y, 1, err);
-}
-
-/* FusedQwen2MLP.forward: y = down(silu(g) * u) where [g | u] = x · gate_upᵀ. */
+/* FusedQwen2MLP.forward: in[0] F32 [rows, H] -> out[0] [rows, H]:
+ * y = down(silu(g) * u) where [g | u] = x · gate_upᵀ. The output is placed first (the caller's
+ * buffer or scratch); temporaries are scratch released before returning. */
 static fm_status fused_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,
                                size_t n_out, fm_error *err) {
-    fm_tensor gu;
-    (void)n_in, (void)n_out;
-    fm_status st = linear(fm_module_child_named(self, "gate_up_proj"), rc, &in[0], &gu, err);
-    if (st != FM_OK) return st;
-    int64_t two_i = gu.shape.dims[gu.shape.ndim - 1], I = two_i / 2, rows = (int64_t)(fm_tensor_numel(&gu) / (uint64_t)two_i);
-    fm_shape hs = gu.shape;
-    hs.dims[hs.ndim - 1] = I;
-    fm_tensor h;
-    st = fm_tensor_alloc(&h, FM_DTYPE_F32, &hs, err);
+    fm_module *gate_up = fm_module_child_named(self, "gate_up_proj"), *down = fm_module_child_named(self, "down_proj");
+    fm_linear_geometry gd;
+    fm_status st = fm_linear_geometry_of(down, &gd, err);
+    if (st == FM_OK) st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, gd.out_features, err);
+    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "one output");
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &in[0].shape, err);
+    size_t mark = fm_run_mark(rc);
+    fm_tensor gu = {0}, h = {0};
+    if (st == FM_OK) st = fm_module_forward(gate_up, rc, &in[0], 1, &gu, 1, err); /* [rows, 2I] */
+    int64_t rows = in[0].shape.dims[0], I = gd.in_features;
+    fm_shape hs = {2, {rows, I}};
+    if (st == FM_OK) st = fm_run_tensor(rc, FM_DTYPE_F32, &hs, &h, err); /* [rows, I] */
     for (int64_t r = 0; st == FM_OK && r < rows; r++)
         for (int64_t j = 0; j < I; j++) {
-            float g = ((float *)gu.data)[r * two_i + j], u = ((float *)gu.data)[r * two_i + I + j];
+            float g = ((float *)gu.data)[r * 2 * I + j], u = ((float *)gu.data)[r * 2 * I + I + j];
             ((float *)h.data)[r * I + j] = g / (1.0f + expf(-g)) * u;
         }
-    if (st == FM_OK) st = linear(fm_module_child_named(self, "down_proj"), rc, &h, out, err);
-    fm_tensor_free(&gu);
-    fm_tensor_free(&h);
+    if (st == FM_OK) st = fm_module_forward(down, rc, &h, 1, &out[0], 1, err);
+    fm_run_release(rc, mark);
     return st;
 }
 
@@ -71,7 +70,8 @@ static fm_status gate_up_class(const fm_module_class *orig, const fm_module_clas
     char *name = malloc(strlen(orig->name) + 6);
     if (!c || !name) return free(c), free(name), fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     sprintf(name, "Fused%s", orig->name);
-    *c = (fm_module_class){name, fused_init, fused_forward, orig->free_impl, orig};
+    *c = (fm_module_class){.name = name, .init = fused_init, .forward = fused_forward, .free_impl = orig->free_impl,
+                           .data = orig};
     *out = c; /* kept for the life of the process, as the registry requires */
     return FM_OK;
 }
@@ -126,17 +126,14 @@ static double rel_l2(const fm_tensor *a, const fm_tensor *b) {
 
 /* Reference: the unfused MLP from its three Linear modules. */
 static fm_status unfused_mlp(fm_module *mlp, fm_run_ctx *rc, const fm_tensor *x, fm_tensor *y, fm_error *err) {
-    fm_tensor g, u;
-    fm_status st = linear(fm_module_child_named(mlp, "gate_proj"), rc, x, &g, err);
-    if (st == FM_OK) st = linear(fm_module_child_named(mlp, "up_proj"), rc, x, &u, err);
-    if (st != FM_OK) return st;
-    for (uint64_t i = 0; i < fm_tensor_numel(&g); i++) {
+    fm_tensor g = {0}, u = {0};
+    fm_status st = fm_module_forward(fm_module_child_named(mlp, "gate_proj"), rc, x, 1, &g, 1, err);
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(mlp, "up_proj"), rc, x, 1, &u, 1, err);
+    for (uint64_t i = 0; st == FM_OK && i < fm_tensor_numel(&g); i++) {
         float gv = ((float *)g.data)[i];
         ((float *)g.data)[i] = gv / (1.0f + expf(-gv)) * ((float *)u.data)[i];
     }
-    st = linear(fm_module_child_named(mlp, "down_proj"), rc, &g, y, err);
-    fm_tensor_free(&g);
-    fm_tensor_free(&u);
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(mlp, "down_proj"), rc, &g, 1, y, 1, err);
     return st;
 }
 
@@ -161,13 +158,15 @@ int main(int argc, char **argv) {
     if (!a || !b || strcmp(fm_module_class_of(b)->name, "FusedQwen2MLP")) return fail("fused class missing", NULL);
     int64_t H = fm_module_param_named(fm_module_child_named(a, "gate_proj"), "weight")->tensor.shape.dims[1];
     fm_shape xs = {2, {5, H}};
-    fm_tensor x, ya, yb;
+    fm_tensor x, ya = {0}, yb = {0};
     fm_tensor_alloc(&x, FM_DTYPE_F32, &xs, &err);
     for (int64_t i = 0; i < 5 * H; i++) ((float *)x.data)[i] = (float)sin(0.37 * (double)i + 0.1);
-    fm_run_ctx rc = {1, NULL, NULL};
-    if (unfused_mlp(a, &rc, &x, &ya, &err) != FM_OK) return fail("unfused MLP", &err);
-    if (fm_module_class_of(b)->forward(b, &rc, &x, 1, &yb, 1, &err) != FM_OK) return fail("fused MLP", &err);
-    double e = rel_l2(&yb, &ya);
+    fm_run_ctx *rca = NULL, *rcb = NULL; /* each model's own run context (pool + scratch) */
+    if (fm_model_run_ctx(plain, NULL, &rca, &err) != FM_OK || fm_model_run_ctx(fused, NULL, &rcb, &err) != FM_OK)
+        return fail("run context", &err);
+    if (unfused_mlp(a, rca, &x, &ya, &err) != FM_OK) return fail("unfused MLP", &err);
+    if (fm_module_forward(b, rcb, &x, 1, &yb, 1, &err) != FM_OK) return fail("fused MLP", &err);
+    double e = rel_l2(&yb, &ya); /* ya, yb are scratch of their run contexts, valid until released */
     printf("layer 0 MLP: fused vs unfused relative L2 %.3g\n", e);
 
     if (fm_save_pretrained(fused, argv[2], NULL, &err) != FM_OK) return fail("save", &err);
@@ -201,7 +200,7 @@ int main(int argc, char **argv) {
     if (f2) fclose(f2);
     printf("two families, saved weights identical to the source: %s\n", same2 ? "yes" : "no");
     same = same && same2;
-    fm_tensor_free(&x), fm_tensor_free(&ya), fm_tensor_free(&yb);
+    fm_tensor_free(&x);
     fm_model_free(plain);
     fm_model_free(fused);
     if (!(e <= 1e-5) || !same) return fail("mismatch", NULL);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fusemap/loading.h"
+#include "fusemap/models.h"
 #include "support/check.h"
 #include "support/eng_fixtures.h"
 
@@ -724,6 +725,7 @@ static void test_bad_arguments(void) {
 }
 
 int main(void) {
+    if (fm_init(NULL) != FM_OK) return 1; /* the built-in architectures' key mappings */
     RUN(test_natural_key_order);
     RUN(test_moe_layer0_qkv);
     RUN(test_moe_generic_roundtrip);

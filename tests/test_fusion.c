@@ -49,9 +49,9 @@ static double compare_runs(fm_model *a, fm_model *b, const fm_qfix *q, const int
     fm_tensor pv, g, oa = {0}, ob = {0};
     fm_error err;
     random_input(q, grid, n, &pv, &g, 77);
-    fm_run_ctx rc = {2, NULL, NULL};
-    CHECK_OK(fm_model_vision_forward(a, &pv, &g, &rc, &oa, &err), &err);
-    CHECK_OK(fm_model_vision_forward(b, &pv, &g, &rc, &ob, &err), &err);
+    fm_run_options ro = {2, NULL, NULL};
+    CHECK_OK(fm_model_vision_forward(a, &pv, &g, &ro, &oa, &err), &err);
+    CHECK_OK(fm_model_vision_forward(b, &pv, &g, &ro, &ob, &err), &err);
     double e = (oa.data && ob.data && oa.nbytes == ob.nbytes) ? rel_l2(&oa, &ob) : 1e9;
     fm_tensor_free(&pv), fm_tensor_free(&g), fm_tensor_free(&oa), fm_tensor_free(&ob);
     return e;
@@ -296,6 +296,7 @@ static void test_concurrent_loads(void) {
 }
 
 int main(void) {
+    if (fm_init(NULL) != FM_OK) return 1; /* the built-in architectures' key mappings */
     tmp = fm_test_tmpdir("fusion");
     RUN(test_fused_forward_matches);
     RUN(test_round_trip_and_persistence);

@@ -40,13 +40,12 @@ static fm_status toy_pe_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor
                                 size_t n_out, fm_error *err) {
     fm_module *proj = fm_module_child_named(self, "proj");
     fm_shape s5 = {5, {in[0].shape.dims[0], C, KT, KH, KW}};
-    fm_tensor v, y;
+    fm_tensor v, y = {0};
     (void)n_in, (void)n_out;
     fm_status st = fm_tensor_reshape(&v, &in[0], &s5, err);
-    if (st == FM_OK) st = fm_module_class_of(proj)->forward(proj, rc, &v, 1, &y, 1, err);
+    if (st == FM_OK) st = fm_module_forward(proj, rc, &v, 1, &y, 1, err); /* y: scratch of rc */
     fm_shape s2 = {2, {in[0].shape.dims[0], D}};
-    if (st == FM_OK) st = fm_tensor_reshape(out, &y, &s2, err), fm_tensor_free(&y);
-    fm_tensor_free(&v);
+    if (st == FM_OK) st = fm_tensor_reshape(out, &y, &s2, err);
     return st;
 }
 
@@ -68,11 +67,12 @@ static fm_status toy_build(fm_build_ctx *ctx, const void *cfg, fm_module **root,
 }
 
 static const fm_module_class toy_classes[] = {
-    {"ToyPatchEmbed", toy_pe_init, toy_pe_forward, NULL, NULL},
-    {"ToyBranch", toy_branch_init, NULL, NULL, NULL},
-    {"ToyTwinModel", toy_root_init, NULL, NULL, NULL},
+    {.name = "ToyPatchEmbed", .init = toy_pe_init, .forward = toy_pe_forward},
+    {.name = "ToyBranch", .init = toy_branch_init},
+    {.name = "ToyTwinModel", .init = toy_root_init},
 };
-static const fm_model_builder toy_builder = {"toy_patches", "ToyTwinModel", toy_parse, free, toy_build, NULL};
+static const fm_model_builder toy_builder = {.model_type = "toy_patches", .architecture = "ToyTwinModel",
+                                             .parse_config = toy_parse, .free_config = free, .build = toy_build};
 
 static char *tmp;
 
@@ -116,9 +116,11 @@ static double run_pe(fm_model *x, fm_model *y, const char *path) {
     uint64_t seed = 5;
     fm_tensor_alloc(&in, FM_DTYPE_F32, &s, NULL);
     fm_qfix_fill(in.data, fm_tensor_numel(&in), 1.0f, &seed);
-    fm_run_ctx rc = {1, NULL, NULL};
-    CHECK_OK(fm_module_class_of(a)->forward(a, &rc, &in, 1, &oa, 1, &err), &err);
-    CHECK_OK(fm_module_class_of(b)->forward(b, &rc, &in, 1, &ob, 1, &err), &err);
+    fm_run_ctx *ra = NULL, *rb = NULL;
+    CHECK_OK(fm_model_run_ctx(x, NULL, &ra, &err), &err);
+    CHECK_OK(fm_model_run_ctx(y, NULL, &rb, &err), &err);
+    if (ra && rb) CHECK_OK(fm_module_forward(a, ra, &in, 1, &oa, 1, &err), &err);
+    if (ra && rb) CHECK_OK(fm_module_forward(b, rb, &in, 1, &ob, 1, &err), &err);
     double num = 0, den = 0;
     for (uint64_t i = 0; oa.data && ob.data && i < fm_tensor_numel(&oa); i++) {
         double d = ((float *)oa.data)[i] - ((float *)ob.data)[i];
@@ -179,9 +181,9 @@ static void test_strict_unmatched_fusion(void) {
 
 int main(void) {
     fm_error err;
-    fm_nn_register_builtins();
-    for (size_t i = 0; i < 3; i++) fm_class_register(&toy_classes[i], false, &err);
-    fm_model_builder_register(&toy_builder, false, &err);
+    CHECK_OK(fm_init(&err), &err);
+    for (size_t i = 0; i < 3; i++) CHECK_OK(fm_class_register(&toy_classes[i], false, &err), &err);
+    CHECK_OK(fm_model_builder_register(&toy_builder, false, &err), &err);
     tmp = fm_test_tmpdir("instances");
     RUN(test_only_fusable_instance_is_replaced);
     RUN(test_strict_unmatched_fusion);

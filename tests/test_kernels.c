@@ -137,36 +137,39 @@ static void test_threadpool_nested_and_args(void) {
 /* ---- Linear ----------------------------------------------------------------------------- */
 
 static void test_linear_vs_ref(void) {
-    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {33, 65, 129}, {64, 100, 1176}, {5, 3, 0}};
+    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {33, 65, 129}, {64, 100, 1176}, {5, 3, 0}, {600, 300, 40}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], ld = n + 5;
         float *x = rand_buf(m * k, -1, 1), *w = rand_buf(n * k, -1, 1), *b = rand_buf(n, -1, 1);
-        float *y = rand_buf(m * n, -9, 9), *r = malloc((size_t)(m * n) * sizeof *r);
-        for (int with_b = 0; with_b < 2; with_b++) {
-            fm_k_linear(y, x, w, with_b ? b : NULL, m, n, k);
-            fm_ref_linear(r, x, w, with_b ? b : NULL, m, n, k);
-            double e = k ? rel_l2(y, r, m * n) : max_rel(y, r, m * n, 1e-30);
-            CHECK_MSG(e <= 1e-6, "linear %lldx%lldx%lld bias %d: rel-L2 %.3g", (long long)m, (long long)n,
-                      (long long)k, with_b, e);
-        }
-        free(x), free(w), free(b), free(y), free(r);
+        float *y = rand_buf(m * ld, -9, 9), *r = malloc((size_t)(m * n) * sizeof *r), *yc = malloc((size_t)(m * n) * 4);
+        for (int with_b = 0; with_b < 2; with_b++)
+            for (int act = -1; act < FM_ACTIVATION_COUNT; act += (act < 0 ? 1 : 2)) { /* none, quick_gelu, silu */
+                for (int64_t i = 0; i < m; i++) y[i * ld + n + 2] = 12345.0f; /* padding column must survive */
+                fm_k_linear(y, ld, x, w, with_b ? b : NULL, m, n, k, act, pools[2]);
+                fm_ref_linear(r, x, w, with_b ? b : NULL, m, n, k);
+                if (act >= 0) fm_ref_act(r, r, m * n, (fm_activation)act);
+                for (int64_t i = 0; i < m; i++) memcpy(yc + i * n, y + i * ld, (size_t)n * 4);
+                double e = k ? rel_l2(yc, r, m * n) : max_rel(yc, r, m * n, 1e-30);
+                CHECK_MSG(e <= 2e-6, "linear %lldx%lldx%lld bias %d act %d: rel-L2 %.3g", (long long)m, (long long)n,
+                          (long long)k, with_b, act, e);
+                for (int64_t i = 0; i < m; i++) CHECK(y[i * ld + n + 2] == 12345.0f);
+            }
+        free(x), free(w), free(b), free(y), free(r), free(yc);
     }
 }
 
+/* The tiling depends on the pool size; every element is the same sgemm dot product, so the
+ * results are identical. */
 static void test_linear_threads(void) {
-    int64_t m = 96, n = 200, k = 300;
+    int64_t m = 1030, n = 700, k = 300;
     float *x = rand_buf(m * k, -1, 1), *w = rand_buf(n * k, -1, 1), *b = rand_buf(n, -1, 1);
     float *y1 = malloc((size_t)(m * n) * sizeof *y1), *yt = malloc((size_t)(m * n) * sizeof *yt);
-    int saved = fm_blas_get_threads();
-    fm_blas_set_threads(1);
-    fm_k_linear(y1, x, w, b, m, n, k);
+    fm_k_linear(y1, n, x, w, b, m, n, k, FM_ACTIVATION_GELU, pools[1]);
     for (int t = 2; t <= 3; t++) {
-        fm_blas_set_threads(t);
-        fm_k_linear(yt, x, w, b, m, n, k);
+        fm_k_linear(yt, n, x, w, b, m, n, k, FM_ACTIVATION_GELU, pools[t]);
         double e = rel_l2(yt, y1, m * n);
-        CHECK_MSG(e <= 1e-6, "blas threads %d vs 1: rel-L2 %.3g", t, e);
+        CHECK_MSG(e <= 1e-6, "linear threads %d vs 1: rel-L2 %.3g", t, e);
     }
-    fm_blas_set_threads(saved);
     free(x), free(w), free(b), free(y1), free(yt);
 }
 
@@ -225,29 +228,30 @@ static void test_expf_poly(void) {
 
 static void test_act_vs_ref(void) {
     static const int64_t sizes[] = {1, 15, 16, 1000, 4099, 70001};
-    for (int act = 0; act < FM_ACT_COUNT; act++)
+    for (int act = 0; act < FM_ACTIVATION_COUNT; act++)
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
             int64_t n = sizes[s];
             float *x = rand_buf(n, -12, 12), *r = malloc((size_t)n * sizeof *r);
             if (n > 4) x[0] = 0.0f, x[1] = -95.0f, x[2] = 95.0f, x[3] = -1e-30f;
             float *y1 = malloc((size_t)n * sizeof *y1), *y3 = copy_buf(x, n);
-            fm_ref_act(r, x, n, (fm_act)act);
-            fm_k_act(y1, x, n, (fm_act)act, pools[1]);
-            fm_k_act(y3, y3, n, (fm_act)act, pools[3]); /* in place, 3 threads */
+            fm_ref_act(r, x, n, (fm_activation)act);
+            fm_k_act(y1, x, n, (fm_activation)act, pools[1]);
+            fm_k_act(y3, y3, n, (fm_activation)act, pools[3]); /* in place, 3 threads */
             /* a few ulp of the value; below 1e-30 (quick_gelu(-95): libm's exp overflows to
              * inf, the clamped one gives 6e-39) anything tiny is fine */
             double e = max_rel(y1, r, n, 1e-30);
-            CHECK_MSG(e <= 2e-6, "%s n=%lld: max rel %.3g", fm_act_name((fm_act)act), (long long)n, e);
+            CHECK_MSG(e <= 2e-6, "%s n=%lld: max rel %.3g", fm_act_name((fm_activation)act), (long long)n, e);
             CHECK(memcmp(y1, y3, (size_t)n * 4) == 0);
             free(x), free(r), free(y1), free(y3);
         }
-    CHECK_EQ_INT(FM_ACT_QUICK_GELU, fm_act_from_name("quick_gelu"));
-    CHECK_EQ_INT(FM_ACT_GELU, fm_act_from_name("gelu"));
-    CHECK_EQ_INT(FM_ACT_SILU, fm_act_from_name("swish"));
-    CHECK_EQ_INT(FM_ACT_GELU_TANH, fm_act_from_name("gelu_pytorch_tanh"));
-    CHECK_EQ_INT(-1, fm_act_from_name("relu6"));
-    CHECK_EQ_INT(-1, fm_act_from_name(NULL));
-    CHECK_EQ_STR("silu", fm_act_name(FM_ACT_SILU));
+    fm_activation a = FM_ACTIVATION_COUNT;
+    CHECK(fm_activation_from_name("quick_gelu", &a) && a == FM_ACTIVATION_QUICK_GELU);
+    CHECK(fm_activation_from_name("gelu", &a) && a == FM_ACTIVATION_GELU);
+    CHECK(fm_activation_from_name("swish", &a) && a == FM_ACTIVATION_SILU);
+    CHECK(fm_activation_from_name("gelu_pytorch_tanh", &a) && a == FM_ACTIVATION_GELU_TANH);
+    CHECK(!fm_activation_from_name("relu6", &a));
+    CHECK(!fm_activation_from_name(NULL, &a));
+    CHECK_EQ_STR("silu", fm_act_name(FM_ACTIVATION_SILU));
 }
 
 static void test_softmax_and_add(void) {
@@ -336,7 +340,7 @@ static void test_attention(void) {
             o[t] = copy_buf(ref, n * ldo);
             for (int64_t r = 0; r < n; r++)
                 for (int64_t i = 0; i < d; i++) o[t][r * ldo + i] = -99.0f;
-            fm_k_attention(o[t], ldo, qkv, qkv + d, qkv + 2 * d, ld, cases[c].cu, nseg, heads, hd, scale,
+            fm_k_attention(o[t], ldo, qkv, ld, qkv + d, ld, qkv + 2 * d, ld, cases[c].cu, nseg, heads, hd, scale,
                            scratch, pools[t]);
             double e = rel_l2(o[t], ref, n * ldo);
             CHECK_MSG(e <= 1e-6, "attention case %zu threads %d: rel-L2 %.3g", c, t, e);

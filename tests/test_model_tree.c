@@ -165,7 +165,7 @@ static fm_status noop_init(fm_module *m, fm_build_ctx *c, const fm_args *a, fm_e
     (void)m, (void)c, (void)a, (void)e;
     return FM_OK;
 }
-static const fm_module_class stub_attention = {"StubAttention", noop_init, NULL, NULL, NULL};
+static const fm_module_class stub_attention = {.name = "StubAttention", .init = noop_init};
 
 static void test_patch_regex_scoped_to_build(void) {
     fm_qfix q;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fusemap/loading.h"
+#include "fusemap/models.h"
 #include "loading/pattern.h"
 #include "support/check.h"
 
@@ -402,6 +403,7 @@ static void test_alloc_failures(void) {
 }
 
 int main(void) {
+    if (fm_init(NULL) != FM_OK) return 1; /* the built-in architectures' key mappings */
     RUN(test_target_normalisation);
     RUN(test_sub_span_rewrite_keeps_prefix);
     RUN(test_star_accepts_non_digits);

@@ -1,5 +1,5 @@
-/* fusemap models: a loaded model (module tree + weights + the transforms that fired),
- * fm_from_pretrained / fm_save_pretrained, and running the Qwen2-VL vision tower. */
+/* fusemap models: the library's start-up (fm_init), a loaded model (module tree + weights + the
+ * transforms that fired), fm_from_pretrained / fm_save_pretrained, and running it. */
 #ifndef FUSEMAP_MODELS_H
 #define FUSEMAP_MODELS_H
 
@@ -17,6 +17,14 @@ extern "C" {
 #endif
 
 typedef struct fm_model fm_model;
+
+/* Registers the built-in layers, architectures (module classes, builders, key mappings) and
+ * fusion families, once per process (thread-safe, idempotent). fm_from_pretrained calls it; a
+ * program that uses the registries directly (classes, patches, conversion mappings) before
+ * loading a model calls it first. Fails only for lack of memory at the first call. */
+fm_status fm_init(fm_error *err);
+/* The model_type values of the built-in architectures, in table order (static strings). */
+const char *const *fm_model_types(size_t *n);
 
 typedef struct fm_load_options {
     fm_dtype dtype;       /* FM_DTYPE_INVALID = "auto" (as stored); F32/BF16/F16 cast floats on load */
@@ -62,11 +70,18 @@ fm_status fm_model_state_dict(const fm_model *m, fm_named_tensor **out, size_t *
 fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format, fm_named_tensor **out,
                                    size_t *n, fm_error *err);
 
-/* Vision tower of a Qwen2-VL model: pixel_values F32 [N, C*T*P*P], image_grid_thw I64 [n, 3]
- * -> *out F32 [N / merge^2, hidden_size] (caller frees with fm_tensor_free). */
+/* Runs the vision tower (the builder's vision_tower module, through its class forward):
+ * pixel_values F32 [N, C*T*P*P], image_grid_thw I64 [n, 3] -> *out F32 [N / merge^2, hidden]
+ * (caller frees with fm_tensor_free). `o` (may be NULL: all cores, no progress) sets threads and
+ * progress. The model keeps its run context (thread pool, scratch) between calls. One forward
+ * at a time per model: calls on one model must not overlap; different models are independent. */
 fm_status fm_model_vision_forward(fm_model *m, const fm_tensor *pixel_values,
-                                  const fm_tensor *image_grid_thw, const fm_run_ctx *rc,
+                                  const fm_tensor *image_grid_thw, const fm_run_options *o,
                                   fm_tensor *out, fm_error *err);
+/* The model's run context for o->threads (created or re-created when the thread count changes;
+ * progress replaced by o's), borrowed until the next call or fm_model_free. For forwards of
+ * modules of the model's tree called directly. */
+fm_status fm_model_run_ctx(fm_model *m, const fm_run_options *o, fm_run_ctx **out, fm_error *err);
 
 #ifdef __cplusplus
 }

@@ -39,14 +39,28 @@ double fm_args_double(const fm_args *a, const char *key, double dflt);
 bool fm_args_has(const fm_args *a, const char *key);
 
 /* A module class. Instances are created only through fm_module_create, so any class can be
- * replaced by name before instantiation. */
+ * replaced by name before instantiation.
+ *
+ * The forward protocol (docs/extending.md): a module that computes has `forward`, reached
+ * through fm_module_forward; a container calls its children the same way and never asks which
+ * class (fused or not) it got. `prepare` runs once before the first forward after a load (and
+ * again after fm_module_invalidate): it turns parameters into their runtime form (dtype
+ * conversion, packing), caches children and checks geometry, so forward allocates nothing but
+ * scratch from the run context. */
 typedef struct fm_module_class {
     const char *name; /* e.g. "Conv3d", "PatchEmbed", "FusedPatchEmbed" */
     /* Declares parameters (fm_module_add_param) and creates children (fm_module_create);
      * may store class state in fm_module_set_impl. */
     fm_status (*init)(fm_module *self, fm_build_ctx *ctx, const fm_args *args, fm_error *err);
-    /* Generic forward: n_in input tensors -> n_out outputs (allocated by the module unless
-     * the caller passes allocated ones, see each class). NULL when the class does not run. */
+    /* Optional. Called by fm_module_prepare after the module's children are prepared;
+     * parameters hold data then. Must be callable again (replacing what it made before). */
+    fm_status (*prepare)(fm_module *self, fm_run_ctx *rc, fm_error *err);
+    /* n_in input tensors (borrowed for the call) -> n_out outputs. An output whose `data` is
+     * non-NULL on entry is written there (the caller sized it: dtype and shape must be what
+     * the module produces); otherwise the module places it in the run context's scratch
+     * (fm_run_tensor), valid until the caller releases a mark taken before the call. Each
+     * class documents its inputs, outputs and whether an output may alias an input. NULL when
+     * the class does not run on its own. */
     fm_status (*forward)(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
                          fm_tensor *out, size_t n_out, fm_error *err);
     /* Frees class state stored with fm_module_set_impl (NULL if none). */
@@ -55,11 +69,19 @@ typedef struct fm_module_class {
 } fm_module_class;
 
 /* ---- class registry (process-wide, thread-safe) ---------------------------------------- */
-/* Registers `cls` (borrowed for the life of the process / until unregistered) under cls->name. */
+/* Registers `cls` (borrowed for the life of the process) under cls->name. A built-in name
+ * without overwrite: FM_ERR_EXISTS (with overwrite the replacement applies to later builds,
+ * which is monkey patching by registration; prefer fm_patch_register). */
 fm_status fm_class_register(const fm_module_class *cls, bool overwrite, fm_error *err);
 const fm_module_class *fm_class_lookup(const char *name);
-/* Registers the built-in classes once (called by every build; idempotent, thread-safe). */
-void fm_nn_register_builtins(void);
+/* Registers a copy of class `existing` under another name (e.g. an architecture's own name for
+ * a generic layer: "Qwen2RMSNorm" for "RMSNorm"), so patches by either name apply. The copy
+ * lives for the process. FM_ERR_NOT_FOUND when `existing` is not registered. */
+fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite, fm_error *err);
+/* Registers the generic layer classes once (idempotent, thread-safe); every other registration
+ * and every build calls it first, so a user class cannot silently take a built-in's name.
+ * Fails only when memory ran out at the first call (the failure is then permanent). */
+fm_status fm_nn_register_builtins(fm_error *err);
 
 /* ---- build context ---------------------------------------------------------------------- */
 typedef struct fm_build_options {
@@ -124,12 +146,118 @@ typedef struct fm_param_ref {
 fm_status fm_module_named_params(fm_module *root, fm_param_ref **out, size_t *n, fm_error *err);
 void fm_param_refs_free(fm_param_ref *v, size_t n);
 
-/* ---- running ------------------------------------------------------------------------------ */
-struct fm_run_ctx {
-    int threads;                                    /* 0 = online cores */
-    void (*progress)(void *ctx, int done, int total); /* may be NULL */
+/* ---- running -------------------------------------------------------------------------------
+ * A run context holds what a forward needs besides the module tree: the thread pool every
+ * kernel of the forward runs on (fusemap does its own threading; OpenBLAS is used with one
+ * thread, see docs/threads.md), a scratch arena and the progress callback. One run context
+ * serves one forward at a time; fm_model owns one per model. */
+typedef struct fm_run_options {
+    int threads;                                      /* 0 = online cores */
+    void (*progress)(void *ctx, int done, int total); /* may be NULL; called from the forward */
     void *progress_ctx;
-};
+} fm_run_options;
+void fm_run_options_init(fm_run_options *o);
+
+/* Caller frees *out with fm_run_ctx_free. FM_ERR_INVALID_ARG for threads < 0 or > 1024. */
+fm_status fm_run_ctx_new(const fm_run_options *o, fm_run_ctx **out, fm_error *err);
+void fm_run_ctx_free(fm_run_ctx *rc); /* accepts NULL */
+/* Threads of the pool (the options' value, 0 resolved to the online cores). */
+int fm_run_ctx_threads(const fm_run_ctx *rc);
+/* Replaces the progress callback (NULL clears it). */
+void fm_run_ctx_set_progress(fm_run_ctx *rc, void (*progress)(void *ctx, int done, int total), void *ctx);
+/* Reports progress through the callback, if any. */
+void fm_run_ctx_progress(fm_run_ctx *rc, int done, int total);
+
+/* Scratch arena: bump allocation, released back to a mark. After the first forward of a shape
+ * the arena holds one block of the high-water size, so later forwards allocate nothing. */
+size_t fm_run_mark(const fm_run_ctx *rc);
+void fm_run_release(fm_run_ctx *rc, size_t mark);
+/* `bytes` of 64-byte aligned scratch, valid until a mark taken before the call is released. */
+fm_status fm_run_scratch(fm_run_ctx *rc, size_t bytes, void **out, fm_error *err);
+/* A tensor whose data is scratch (storage NULL: fm_tensor_free only zeroes the struct). */
+fm_status fm_run_tensor(fm_run_ctx *rc, fm_dtype dt, const fm_shape *shape, fm_tensor *out,
+                        fm_error *err);
+
+/* ---- forward -------------------------------------------------------------------------------- */
+/* Runs m's class forward (preparing m first if needed). FM_ERR_UNSUPPORTED when the class has
+ * no forward. */
+fm_status fm_module_forward(fm_module *m, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                            fm_tensor *out, size_t n_out, fm_error *err);
+/* Prepares the subtree (children before parents) where not prepared yet. */
+fm_status fm_module_prepare(fm_module *m, fm_run_ctx *rc, fm_error *err);
+/* Marks the subtree unprepared (after its parameters changed). */
+void fm_module_invalidate(fm_module *m);
+bool fm_module_is_prepared(const fm_module *m);
+/* Output i for a forward: out[i] as the caller passed it when its data is set (checked against
+ * dt and shape: FM_ERR_INPUT naming the module), else a scratch tensor. */
+fm_status fm_module_output(fm_module *m, fm_run_ctx *rc, fm_tensor *out, fm_dtype dt,
+                           const fm_shape *shape, fm_error *err);
+/* Checks in[i] is of dtype dt with `ndim` dims whose last is `last` (last < 0: any): else
+ * FM_ERR_INPUT "module 'path': input i is ..., expected ...". */
+fm_status fm_module_check_input(const fm_module *m, const fm_tensor *in, size_t n_in, size_t i,
+                                fm_dtype dt, int ndim, int64_t last, fm_error *err);
+
+/* ---- geometry of the generic layers (for fusion families and parents) -------------------
+ * FM_ERR_INVALID_ARG when m is not of that layer (its class's forward is not the layer's). */
+typedef struct fm_linear_geometry {
+    int64_t in_features, out_features;
+    bool bias;
+} fm_linear_geometry;
+fm_status fm_linear_geometry_of(const fm_module *m, fm_linear_geometry *out, fm_error *err);
+
+typedef struct fm_conv3d_geometry {
+    int64_t in_channels, out_channels, groups;
+    int64_t kernel[3], stride[3], padding[3], dilation[3]; /* (T, H, W) */
+    bool bias;
+} fm_conv3d_geometry;
+fm_status fm_conv3d_geometry_of(const fm_module *m, fm_conv3d_geometry *out, fm_error *err);
+
+/* Whether m computes a pointwise activation; *kind receives it (fm_activation). */
+typedef enum fm_activation {
+    FM_ACTIVATION_QUICK_GELU = 0, /* x * sigmoid(f32(1.702) * x) */
+    FM_ACTIVATION_GELU,           /* 0.5 * x * (1 + erf(x / sqrt(2)))  (exact erf) */
+    FM_ACTIVATION_SILU,           /* x * sigmoid(x) */
+    FM_ACTIVATION_GELU_TANH,      /* 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) */
+    FM_ACTIVATION_COUNT
+} fm_activation;
+bool fm_activation_of(const fm_module *m, fm_activation *kind);
+/* transformers' ACT2FN names ("quick_gelu", "gelu", "silu"/"swish", "gelu_pytorch_tanh"/
+ * "gelu_new") -> activation; false when unknown or NULL. */
+bool fm_activation_from_name(const char *name, fm_activation *out);
+/* The module class computing `a` ("QuickGELUActivation", "GELUActivation", "SiLUActivation",
+ * "GELUTanh"). */
+const char *fm_activation_class_name(fm_activation a);
+
+/* Linear module m, then a pointwise activation applied to each output tile while it is in cache
+ * (x: F32 [..., in]; y: output as in fm_module_output). When m's class is not the generic
+ * Linear (patched), runs m's forward and the activation as a second pass: same values. */
+fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_tensor *x, fm_tensor *y,
+                                fm_activation act, fm_error *err);
+
+/* ---- functional ops on row-major f32 matrices (for forwards written outside the library) ----
+ * A matrix view: rows x cols floats, row stride ld >= cols, borrowed. Column slices of a wider
+ * buffer (e.g. q, k, v inside one [N][3D] projection) are views with ld = 3D. */
+typedef struct fm_mat {
+    float *data;
+    int64_t rows, cols, ld;
+} fm_mat;
+/* The [rows][last dim] view of a contiguous F32 tensor (NULL data when t is not F32). */
+fm_mat fm_mat_of(const fm_tensor *t);
+/* Columns [c0, c1) of m. */
+fm_mat fm_mat_cols(fm_mat m, int64_t c0, int64_t c1);
+
+/* Rotary embedding (rotate_half pairing, d <-> d + head_dim/2) in place on `heads` heads of
+ * head_dim columns of x; cos, sin: [x.rows][head_dim/2]. */
+fm_status fm_op_rope(fm_run_ctx *rc, fm_mat x, int heads, int head_dim, const float *cos_t,
+                     const float *sin_t, fm_error *err);
+/* Attention within segments [cu[s], cu[s+1]) of the rows, no mask inside a segment (the
+ * vision towers' varlen attention): per head h (columns h*head_dim..+head_dim of q, k, v and o)
+ * o = softmax(q kᵀ · scale) v, softmax in f32. cu: [n_seg + 1], cu[0] = 0, increasing, last =
+ * rows. o must not overlap q, k or v. */
+fm_status fm_op_attention(fm_run_ctx *rc, fm_mat o, fm_mat q, fm_mat k, fm_mat v, const int32_t *cu,
+                          int n_seg, int heads, int head_dim, float scale, fm_error *err);
+/* y = act(x) elementwise over n floats (y may equal x). */
+void fm_op_activation(fm_run_ctx *rc, float *y, const float *x, int64_t n, fm_activation act);
 
 /* ---- model builders (one per architecture) -------------------------------------------- */
 struct fm_config;
@@ -144,6 +272,9 @@ typedef struct fm_model_builder {
     fm_status (*build)(fm_build_ctx *ctx, const void *cfg, fm_module **root, fm_error *err);
     /* Name of the parameter `param` is tied to, or NULL. */
     const char *(*tied_to)(const void *cfg, const char *param);
+    /* Module path of the vision tower (in: pixel_values F32 [N, C*T*P*P], image_grid_thw I64
+     * [n, 3]; out: image embeddings F32 [tokens, hidden]), or NULL when there is none. */
+    const char *vision_tower;
 } fm_model_builder;
 
 /* Registers a builder (borrowed for the life of the process). Same model_type twice without

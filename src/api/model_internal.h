@@ -1,6 +1,6 @@
-/* Internal: the fm_model structure shared by the loading and models subsystems. */
-#ifndef FUSEMAP_LOADING_MODEL_INTERNAL_H
-#define FUSEMAP_LOADING_MODEL_INTERNAL_H
+/* Internal: the fm_model structure shared by the api sources. */
+#ifndef FUSEMAP_API_MODEL_INTERNAL_H
+#define FUSEMAP_API_MODEL_INTERNAL_H
 
 #include "fusemap/models.h"
 
@@ -23,6 +23,10 @@ struct fm_model {
     uint32_t src_n_shards;
     bool src_has_total_params;       /* the source index had metadata.total_parameters */
     uint64_t src_total_params;
+    fm_run_ctx *rc;                  /* owned: made by the first forward (fm_model_run_ctx) */
 };
+
+/* "qwen2_vl, ..." (the built-in model types) into buf. */
+void fm_model_types_text(char *buf, size_t size);
 
 #endif

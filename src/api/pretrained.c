@@ -19,6 +19,7 @@ void fm_save_pretrained_options_init(fm_save_pretrained_options *o) {
 
 void fm_model_free(fm_model *m) {
     if (!m) return;
+    fm_run_ctx_free(m->rc);
     fm_module_free(m->root);
     fm_param_refs_free(m->params, m->n_params);
     fm_transform_list_free(&m->fired);
@@ -61,9 +62,12 @@ static fm_status read_identity(fm_model *m, const char *origin, fm_error *err) {
         return fm_error_set(err, FM_ERR_CONFIG, "%s: key 'model_type': missing or not a string", origin);
     fm_config_get_string(m->config, "model_type", &mt, NULL);
     m->builder = fm_model_builder_find(mt, NULL);
-    if (!m->builder)
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: unsupported model_type '%s' (supported: qwen2_vl)",
-                            origin, mt);
+    if (!m->builder) {
+        char types[256];
+        fm_model_types_text(types, sizeof types);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: unsupported model_type '%s' (supported: %s)", origin, mt,
+                            types);
+    }
     m->model_type = fm_strdup(m->builder->model_type);
     m->architecture = fm_strdup(m->builder->architecture);
     if (!m->model_type || !m->architecture) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
@@ -147,7 +151,6 @@ static fm_status record_fusions(const fm_fusion_plan *plan, fm_load_report *r, f
 static fm_status build_tree(fm_model *m, const fm_fusion_plan *plan, fm_dtype dt, fm_error *err) {
     fm_patch_map *patches = NULL;
     fm_build_ctx *ctx = NULL;
-    fm_nn_register_builtins();
     fm_status st = fm_patch_snapshot(&patches, err);
     fm_build_options bo = {patches, dt, m->model_cfg};
     if (st == FM_OK) st = fm_build_ctx_new(&bo, &ctx, err);
@@ -288,8 +291,8 @@ fm_status fm_from_pretrained(const char *dir, const fm_load_options *opts, fm_mo
     if (!opts) fm_load_options_init(&defaults), opts = &defaults;
     *out = NULL;
     snprintf(origin, sizeof origin, "%s/config.json", dir);
-    fm_nn_register_builtins();
-    fm_status st = model_new(dir, &m, err);
+    fm_status st = fm_init(err);
+    if (st == FM_OK) st = model_new(dir, &m, err);
     if (m) m->cast = opts->dtype;
     if (st == FM_OK) st = read_identity(m, origin, err);
     if (st == FM_OK) st = resolve_fusion_config(m, opts, origin, &fusion, err);

@@ -1,10 +1,10 @@
 /* The conversion-mapping registry (spec §5): key (model_type or class name) -> ordered transform
- * list, process-wide behind a mutex, with the built-in Qwen2-VL entry between hub names
- * (visual.*, model.*) and runtime names (model.visual.*, model.language_model.*). */
+ * list, process-wide behind a mutex. The architectures of the library register their entries
+ * as defaults at start-up (fm_init); reset restores the defaults. */
 #include <pthread.h>
 #include <string.h>
 
-#include "fusemap/loading.h"
+#include "loading/defaults.h"
 
 typedef struct mapping_entry {
     char *key;              /* owned */
@@ -14,30 +14,6 @@ typedef struct mapping_entry {
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static mapping_entry *g_v;
 static size_t g_n, g_cap;
-static bool g_builtins; /* the built-in entries were added (lazily, on first use) */
-
-/* Keys the built-in Qwen2-VL renamings are registered under (the Qwen2.5-VL class is an alias
- * of the same list, as in transformers' alias table). */
-static const char *const qwen2_vl_keys[] = {"Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"};
-
-static fm_status qwen2_vl_list(fm_transform_list *l, fm_error *err) {
-    static const char *const pairs[][2] = {
-        {"^visual", "model.visual"},
-        {"^model(?!\\.(language_model|visual))", "model.language_model"},
-    };
-    l->items = NULL;
-    l->count = 0;
-    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        fm_transform *t = NULL;
-        fm_status st = fm_transform_renaming_new(pairs[i][0], pairs[i][1], &t, err);
-        if (st == FM_OK) st = fm_transform_list_append(l, t, err);
-        if (st != FM_OK) {
-            fm_transform_list_free(l);
-            return st;
-        }
-    }
-    return FM_OK;
-}
 
 static long find_key(const char *key) {
     for (size_t i = 0; i < g_n; i++)
@@ -71,18 +47,32 @@ static fm_status store(const char *key, fm_transform_list *list, fm_error *err) 
     return FM_OK;
 }
 
-/* Adds the built-in entries that are absent. Lock held. Retried on the next call if it fails. */
-static fm_status ensure_builtins(fm_error *err) {
-    if (g_builtins) return FM_OK;
-    for (size_t i = 0; i < sizeof qwen2_vl_keys / sizeof qwen2_vl_keys[0]; i++) {
-        if (find_key(qwen2_vl_keys[i]) >= 0) continue;
-        fm_transform_list l;
-        fm_status st = qwen2_vl_list(&l, err);
-        if (st == FM_OK) st = store(qwen2_vl_keys[i], &l, err);
-        if (st != FM_OK) return st;
+/* Defaults: entries the library's architectures register at start-up (fm_init); reset
+ * restores exactly these. Lock held for both tables. */
+static mapping_entry *g_def;
+static size_t g_n_def;
+
+fm_status fm_conversion_mapping_register_default(const char *key, const fm_transform_list *list, fm_error *err) {
+    fm_transform_list live, kept;
+    fm_status st = fm_transform_list_clone(list, &live, err);
+    if (st != FM_OK) return st;
+    st = fm_transform_list_clone(list, &kept, err);
+    if (st != FM_OK) return fm_transform_list_free(&live), st;
+    pthread_mutex_lock(&g_mu);
+    char *k = fm_strdup(key);
+    mapping_entry *nd = k ? fm_realloc(g_def, (g_n_def + 1) * sizeof *nd) : NULL;
+    if (!nd) {
+        fm_free(k);
+        fm_transform_list_free(&kept);
+        fm_transform_list_free(&live);
+        st = fm_error_set(err, FM_ERR_NOMEM, "out of memory registering conversion mapping '%s'", key);
+    } else {
+        g_def = nd;
+        g_def[g_n_def++] = (mapping_entry){k, kept};
+        st = store(key, &live, err);
     }
-    g_builtins = true;
-    return FM_OK;
+    pthread_mutex_unlock(&g_mu);
+    return st;
 }
 
 fm_status fm_conversion_mapping_register(const char *key, const fm_transform_list *list, bool overwrite,
@@ -93,8 +83,7 @@ fm_status fm_conversion_mapping_register(const char *key, const fm_transform_lis
     fm_status st = fm_transform_list_clone(list, &copy, err);
     if (st != FM_OK) return st;
     pthread_mutex_lock(&g_mu);
-    st = ensure_builtins(err);
-    if (st == FM_OK && !overwrite && find_key(key) >= 0)
+    if (!overwrite && find_key(key) >= 0)
         st = fm_error_set(err, FM_ERR_EXISTS,
                           "Conversion mapping for '%s' already exists. Pass overwrite=true to replace it.", key);
     if (st == FM_OK) {
@@ -111,8 +100,8 @@ fm_status fm_conversion_mapping_get(const char *key, fm_transform_list *out, fm_
     out->count = 0;
     if (!key) return fm_error_set(err, FM_ERR_INVALID_ARG, "conversion mapping key is NULL");
     pthread_mutex_lock(&g_mu);
-    fm_status st = ensure_builtins(err);
-    long at = st == FM_OK ? find_key(key) : -1;
+    fm_status st = FM_OK;
+    long at = find_key(key);
     if (st == FM_OK && at < 0)
         st = fm_error_set(err, FM_ERR_NOT_FOUND, "no conversion mapping registered for '%s'", key);
     if (st == FM_OK) st = fm_transform_list_clone(&g_v[at].list, out, err);
@@ -123,8 +112,8 @@ fm_status fm_conversion_mapping_get(const char *key, fm_transform_list *out, fm_
 fm_status fm_conversion_mapping_unregister(const char *key, fm_error *err) {
     if (!key) return fm_error_set(err, FM_ERR_INVALID_ARG, "conversion mapping key is NULL");
     pthread_mutex_lock(&g_mu);
-    fm_status st = ensure_builtins(err);
-    long at = st == FM_OK ? find_key(key) : -1;
+    fm_status st = FM_OK;
+    long at = find_key(key);
     if (st == FM_OK && at < 0)
         st = fm_error_set(err, FM_ERR_NOT_FOUND, "no conversion mapping registered for '%s'; cannot unregister it",
                           key);
@@ -144,10 +133,10 @@ void fm_conversion_mapping_reset(void) {
         fm_free(g_v[i].key);
         fm_transform_list_free(&g_v[i].list);
     }
-    fm_free(g_v);
-    g_v = NULL;
-    g_n = g_cap = 0;
-    g_builtins = false;
-    ensure_builtins(NULL); /* on failure the next call retries */
+    g_n = 0;
+    for (size_t i = 0; i < g_n_def; i++) {
+        fm_transform_list l;
+        if (fm_transform_list_clone(&g_def[i].list, &l, NULL) == FM_OK) store(g_def[i].key, &l, NULL);
+    }
     pthread_mutex_unlock(&g_mu);
 }

@@ -10,10 +10,10 @@
 /* ---- activation names ------------------------------------------------------------------- */
 
 int fm_act_from_name(const char *name) {
-    static const struct { const char *name; fm_act act; } map[] = {
-        {"quick_gelu", FM_ACT_QUICK_GELU}, {"gelu", FM_ACT_GELU},
-        {"silu", FM_ACT_SILU},             {"swish", FM_ACT_SILU},
-        {"gelu_pytorch_tanh", FM_ACT_GELU_TANH}, {"gelu_new", FM_ACT_GELU_TANH},
+    static const struct { const char *name; fm_activation act; } map[] = {
+        {"quick_gelu", FM_ACTIVATION_QUICK_GELU}, {"gelu", FM_ACTIVATION_GELU},
+        {"silu", FM_ACTIVATION_SILU},             {"swish", FM_ACTIVATION_SILU},
+        {"gelu_pytorch_tanh", FM_ACTIVATION_GELU_TANH}, {"gelu_new", FM_ACTIVATION_GELU_TANH},
     };
     if (!name) return -1;
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
@@ -21,33 +21,66 @@ int fm_act_from_name(const char *name) {
     return -1;
 }
 
-const char *fm_act_name(fm_act a) {
-    static const char *const names[FM_ACT_COUNT] = {"quick_gelu", "gelu", "silu", "gelu_pytorch_tanh"};
-    return (unsigned)a < FM_ACT_COUNT ? names[a] : "?";
+const char *fm_act_name(fm_activation a) {
+    static const char *const names[FM_ACTIVATION_COUNT] = {"quick_gelu", "gelu", "silu", "gelu_pytorch_tanh"};
+    return (unsigned)a < FM_ACTIVATION_COUNT ? names[a] : "?";
 }
 
-/* ---- BLAS -------------------------------------------------------------------------------- */
+/* ---- Linear ------------------------------------------------------------------------------ */
 
-void fm_blas_set_threads(int threads) {
-    openblas_set_num_threads(threads > 0 ? threads : fm_default_threads());
+static void act_range(float *y, int64_t n, int act); /* below */
+
+typedef struct linear_job {
+    float *y;               /* [m][ldy] */
+    int64_t ldy;
+    const float *x, *w, *b; /* [m][k], [n][k], [n] or NULL */
+    int64_t m, n, k, mb, nb, n_col_tiles;
+    int act;
+} linear_job;
+
+/* One tile: rows [r0, r0+mb) x columns [c0, c0+nb): bias rows, one sgemm accumulating onto
+ * them (beta = 1; OpenBLAS would otherwise spend a pass zeroing the tile), then the activation
+ * while the tile is still in cache. */
+static void linear_tile(const linear_job *j, int64_t t) {
+    int64_t r0 = (t / j->n_col_tiles) * j->mb, c0 = (t % j->n_col_tiles) * j->nb;
+    int64_t rows = j->m - r0 < j->mb ? j->m - r0 : j->mb, cols = j->n - c0 < j->nb ? j->n - c0 : j->nb;
+    float *y = j->y + r0 * j->ldy + c0;
+    if (j->b)
+        for (int64_t r = 0; r < rows; r++) memcpy(y + r * j->ldy, j->b + c0, (size_t)cols * sizeof *y);
+    else if (j->k <= 0)
+        for (int64_t r = 0; r < rows; r++) memset(y + r * j->ldy, 0, (size_t)cols * sizeof *y);
+    if (j->k > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)j->k, 1.0f,
+                    j->x + r0 * j->k, (int)j->k, j->w + c0 * j->k, (int)j->k, j->b ? 1.0f : 0.0f, y, (int)j->ldy);
+    if (j->act >= 0)
+        for (int64_t r = 0; r < rows; r++) act_range(y + r * j->ldy, cols, j->act);
 }
 
-int fm_blas_get_threads(void) { return openblas_get_num_threads(); }
+static void linear_body(void *ctx, int64_t t0, int64_t t1, int worker) {
+    (void)worker;
+    for (int64_t t = t0; t < t1; t++) linear_tile(ctx, t);
+}
 
-void fm_k_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n,
-                 int64_t k) {
+/* Row blocks of at most 512 rows; column blocks (multiples of 64) so that there are at least
+ * four tiles per thread when the shape allows, and at most 2048 columns per tile. */
+static void linear_tiling(linear_job *j, int threads) {
+    j->mb = j->m < 512 ? j->m : 512;
+    int64_t row_tiles = (j->m + j->mb - 1) / j->mb, want = 4 * (int64_t)threads;
+    int64_t cols = (want + row_tiles - 1) / row_tiles;
+    int64_t nb = (j->n + cols - 1) / cols;
+    nb = (nb + 63) / 64 * 64;
+    if (nb < 128) nb = 128;
+    if (nb > 2048) nb = 2048;
+    j->nb = nb;
+    j->n_col_tiles = (j->n + nb - 1) / nb;
+}
+
+void fm_k_linear(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t m, int64_t n,
+                 int64_t k, int act, fm_threadpool *pool) {
     if (m <= 0 || n <= 0) return;
-    /* The bias goes into y first and sgemm accumulates onto it (beta = 1): OpenBLAS would
-     * otherwise spend the same pass zeroing y for beta = 0. */
-    if (b) {
-        for (int64_t r = 0; r < m; r++) memcpy(y + r * n, b, (size_t)n * sizeof *y);
-    }
-    if (k <= 0) {
-        if (!b) memset(y, 0, (size_t)(m * n) * sizeof *y);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, x, (int)k, w,
-                (int)k, b ? 1.0f : 0.0f, y, (int)n);
+    linear_job j = {.y = y, .ldy = ldy, .x = x, .w = w, .b = b, .m = m, .n = n, .k = k, .act = act};
+    linear_tiling(&j, fm_threadpool_threads(pool));
+    fm_threadpool_for(pool, ((m + j.mb - 1) / j.mb) * j.n_col_tiles, 1, linear_body, &j);
 }
 
 /* ---- reductions -------------------------------------------------------------------------- */
@@ -205,7 +238,7 @@ static inline float act_gelu_tanh(float x) {
 typedef struct act_job {
     float *y;       /* [n] */
     const float *x; /* [n] */
-    fm_act act;
+    fm_activation act;
 } act_job;
 
 /* One body per activation keeps the switch out of the vectorised loop; each block is read
@@ -231,10 +264,17 @@ FM_ACT_BODY(act_body_gelu, act_gelu)
 FM_ACT_BODY(act_body_gelu_tanh, act_gelu_tanh)
 #undef FM_ACT_BODY
 
-void fm_k_act(float *y, const float *x, int64_t n, fm_act act, fm_threadpool *pool) {
-    static const fm_parallel_fn bodies[FM_ACT_COUNT] = {act_body_quick_gelu, act_body_gelu,
+static void act_range(float *y, int64_t n, int act) {
+    static const fm_parallel_fn bodies[FM_ACTIVATION_COUNT] = {act_body_quick_gelu, act_body_gelu,
+                                                               act_body_silu, act_body_gelu_tanh};
+    act_job j = {y, y, (fm_activation)act};
+    bodies[act](&j, 0, n, 0);
+}
+
+void fm_k_act(float *y, const float *x, int64_t n, fm_activation act, fm_threadpool *pool) {
+    static const fm_parallel_fn bodies[FM_ACTIVATION_COUNT] = {act_body_quick_gelu, act_body_gelu,
                                                         act_body_silu, act_body_gelu_tanh};
-    if ((unsigned)act >= FM_ACT_COUNT) return;
+    if ((unsigned)act >= FM_ACTIVATION_COUNT) return;
     act_job j = {y, x, act};
     fm_threadpool_for(pool, n, 16384, bodies[act], &j);
 }

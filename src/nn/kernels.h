@@ -8,6 +8,7 @@
 
 #include "core/threadpool.h"
 #include "fusemap/core.h"
+#include "fusemap/nn.h"
 
 /* Conventions: every buffer is float32, contiguous, row-major, at least 4-byte aligned;
  * outputs come first; `pool` may be NULL (single-threaded). Sizes are preconditions (the
@@ -63,20 +64,9 @@ float fm_k_vsumsq(const float *x, float c, int64_t n);
 float fm_k_vmax(const float *x, int64_t n); /* n >= 1 */
 float fm_k_vdot(const float *a, const float *b, int64_t n);
 
-/* ---- activations ----------------------------------------------------------------------- */
-typedef enum fm_act {
-    FM_ACT_QUICK_GELU = 0, /* x * sigmoid(f32(1.702) * x) */
-    FM_ACT_GELU,           /* 0.5 * x * (1 + erf(x / sqrt(2)))  (exact erf) */
-    FM_ACT_SILU,           /* x * sigmoid(x) */
-    FM_ACT_GELU_TANH,      /* 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) */
-    FM_ACT_COUNT
-} fm_act;
-
-/* transformers ACT2FN name ("quick_gelu", "gelu", "silu"/"swish", "gelu_pytorch_tanh"/
- * "gelu_new") -> activation; -1 when unknown or NULL. */
-int fm_act_from_name(const char *name);
+/* ---- activations: fm_activation (fusemap/nn.h) ---------------------------------------- */
 /* Canonical name ("quick_gelu", ...); "?" when out of range. */
-const char *fm_act_name(fm_act a);
+const char *fm_act_name(fm_activation a);
 
 /* ---- Conv3d geometry ------------------------------------------------------------------- */
 typedef struct fm_conv3d_params {
@@ -90,18 +80,16 @@ typedef struct fm_conv3d_params {
 fm_status fm_conv3d_out_dims(const fm_conv3d_params *p, const int64_t in_dims[3],
                              int64_t out_dims[3], fm_error *err);
 
-/* ---- BLAS threading -------------------------------------------------------------------- */
-/* OpenBLAS's thread count is process-global; threads <= 0 means fm_default_threads(). */
-void fm_blas_set_threads(int threads);
-int fm_blas_get_threads(void);
-
 /* ---- optimised kernels (kernels.c, conv3d.c, attention.c) ------------------------------ */
 
-/* Linear: y[m][n] = x[m][k] · w[n][k]ᵀ + b[n] (b may be NULL), one cblas_sgemm (threads as
- * set by fm_blas_set_threads; OpenBLAS splits M/N, not K). m, n, k <= INT_MAX. y must not
- * overlap x or w. */
-void fm_k_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n,
-                 int64_t k);
+/* Linear: y[m][n] (row stride ldy >= n) = x[m][k] · w[n][k]ᵀ + b[n] (b may be NULL), then
+ * act (act < 0: none) on each element. Parallel over (row block, column block) tiles on the
+ * pool, each tile one single-threaded cblas_sgemm with its epilogue applied while the tile is
+ * in cache; every element is computed by the same code whichever thread runs it, so results do
+ * not depend on the pool size (OpenBLAS splits neither K nor the tile). m, n, k <= INT_MAX. y
+ * must not overlap x or w. */
+void fm_k_linear(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t m,
+                 int64_t n, int64_t k, int act, fm_threadpool *pool);
 
 /* LayerNorm over the last dim: y[r] = (x[r] - mean) / sqrt(var + eps) * g + b, biased
  * variance; g, b may be NULL (1, 0). y may equal x. */
@@ -111,7 +99,7 @@ void fm_k_layernorm(float *y, const float *x, const float *g, const float *b, in
 void fm_k_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int64_t dim, float eps,
                   fm_threadpool *pool);
 /* y[i] = act(x[i]) for i < n; y may equal x. */
-void fm_k_act(float *y, const float *x, int64_t n, fm_act act, fm_threadpool *pool);
+void fm_k_act(float *y, const float *x, int64_t n, fm_activation act, fm_threadpool *pool);
 /* y[i] += x[i] (residual). */
 void fm_k_add(float *y, const float *x, int64_t n, fm_threadpool *pool);
 /* In place, each of `rows` rows (stride ld) of `cols` values: max-subtracted exp, divided by
@@ -133,14 +121,13 @@ void fm_k_rope_apply(float *x, int64_t ld, int64_t rows, int heads, int head_dim
 
 /* Attention over variable-length segments: for every segment s = [cu[s], cu[s+1]) and head j,
  * O = softmax((Q Kᵀ) * scale) V with Q, K, V the rows of the segment, columns j*hd..+hd of
- * q, k, v (row stride ldqkv); O goes to o (row stride ldo) at the same columns.
+ * q, k, v (row strides ldq, ldk, ldv); O goes to o (row stride ldo) at the same columns.
  * scratch: fm_k_attention_scratch_floats(max segment length, pool threads) floats.
- * With a multi-thread pool the work is split over (segment, head, query block) and every
- * sgemm runs single-threaded: the BLAS thread count is set to 1 for the call and restored. */
+ * The work is split over (segment, head, query block) on the pool. */
 size_t fm_k_attention_scratch_floats(int64_t max_seg, int threads);
-void fm_k_attention(float *o, int64_t ldo, const float *q, const float *k, const float *v,
-                    int64_t ldqkv, const int32_t *cu /* [n_seg + 1] */, int n_seg, int heads,
-                    int head_dim, float scale, float *scratch, fm_threadpool *pool);
+void fm_k_attention(float *o, int64_t ldo, const float *q, int64_t ldq, const float *k, int64_t ldk,
+                    const float *v, int64_t ldv, const int32_t *cu /* [n_seg + 1] */, int n_seg,
+                    int heads, int head_dim, float scale, float *scratch, fm_threadpool *pool);
 
 /* Direct Conv3d (no im2col): x [batch][in_ch][T][H][W], w [out_ch][in_ch/groups][kT][kH][kW],
  * b [out_ch] or NULL, y [batch][out_ch][oT][oH][oW] (dims from fm_conv3d_out_dims, which must
@@ -154,7 +141,7 @@ void fm_ref_linear(float *y, const float *x, const float *w, const float *b, int
 void fm_ref_layernorm(float *y, const float *x, const float *g, const float *b, int64_t rows,
                       int64_t dim, float eps);
 void fm_ref_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int64_t dim, float eps);
-void fm_ref_act(float *y, const float *x, int64_t n, fm_act act);
+void fm_ref_act(float *y, const float *x, int64_t n, fm_activation act);
 void fm_ref_softmax_rows(float *s, int64_t rows, int64_t cols, int64_t ld);
 /* Full-width tables [n][hd] (cos[r][d] with d and d - hd/2 equal), libm cosf/sinf/powf. */
 void fm_ref_vision_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int64_t n,

@@ -42,18 +42,18 @@ void fm_ref_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int6
     }
 }
 
-static float ref_act1(float x, fm_act act) {
+static float ref_act1(float x, fm_activation act) {
     switch (act) {
-    case FM_ACT_QUICK_GELU: return x * (1.0f / (1.0f + expf(-1.702f * x)));
-    case FM_ACT_GELU: return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
-    case FM_ACT_SILU: return x / (1.0f + expf(-x));
-    case FM_ACT_GELU_TANH:
+    case FM_ACTIVATION_QUICK_GELU: return x * (1.0f / (1.0f + expf(-1.702f * x)));
+    case FM_ACTIVATION_GELU: return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+    case FM_ACTIVATION_SILU: return x / (1.0f + expf(-x));
+    case FM_ACTIVATION_GELU_TANH:
         return 0.5f * x * (1.0f + tanhf((float)(M_SQRT2 * M_2_SQRTPI * 0.5) * (x + 0.044715f * x * x * x)));
     default: return x;
     }
 }
 
-void fm_ref_act(float *y, const float *x, int64_t n, fm_act act) {
+void fm_ref_act(float *y, const float *x, int64_t n, fm_activation act) {
     for (int64_t i = 0; i < n; i++) y[i] = ref_act1(x[i], act);
 }
 

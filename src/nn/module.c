@@ -1,7 +1,9 @@
 /* The module tree: creation through the class registry (with per-instance overrides and a
  * patch snapshot consulted first), parameters, traversal and named_parameters. */
 #include "fusemap/nn.h"
+#include "nn/layers.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +19,7 @@ struct fm_module {
     fm_param *params; /* owned */
     size_t n_params, cap_params;
     void *impl; /* owned, freed by cls->free_impl */
+    bool prepared; /* the class's prepare ran since the last load / invalidate */
 };
 
 typedef struct override_entry {
@@ -57,7 +60,18 @@ static long class_index(const char *name) {
     return -1;
 }
 
+static fm_status class_register(const fm_module_class *cls, bool overwrite, fm_error *err);
+
+fm_status fm_class_register_builtin(const fm_module_class *cls, fm_error *err) {
+    return class_register(cls, false, err);
+}
+
 fm_status fm_class_register(const fm_module_class *cls, bool overwrite, fm_error *err) {
+    fm_status st = fm_nn_register_builtins(err);
+    return st == FM_OK ? class_register(cls, overwrite, err) : st;
+}
+
+static fm_status class_register(const fm_module_class *cls, bool overwrite, fm_error *err) {
     if (!cls || !cls->name || !cls->init)
         return fm_error_set(err, FM_ERR_INVALID_ARG, "module class must have a name and an init");
     fm_status st = FM_OK;
@@ -80,7 +94,25 @@ fm_status fm_class_register(const fm_module_class *cls, bool overwrite, fm_error
     return st;
 }
 
+fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite, fm_error *err) {
+    const fm_module_class *src = fm_class_lookup(existing);
+    if (!src) return fm_error_set(err, FM_ERR_NOT_FOUND, "cannot alias '%s': no module class named '%s'", name, existing);
+    fm_module_class *copy = fm_malloc(sizeof *copy);
+    char *nm = fm_strdup(name);
+    if (!copy || !nm) {
+        fm_free(copy);
+        fm_free(nm);
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory registering '%s'", name);
+    }
+    *copy = *src;
+    copy->name = nm;
+    fm_status st = fm_class_register(copy, overwrite, err);
+    if (st != FM_OK) fm_free(nm), fm_free(copy);
+    return st; /* on success the copy lives for the process (the registry points to it) */
+}
+
 const fm_module_class *fm_class_lookup(const char *name) {
+    fm_nn_register_builtins(NULL);
     pthread_mutex_lock(&class_lock);
     long i = class_index(name);
     const fm_module_class *c = i >= 0 ? classes[i] : NULL;
@@ -343,7 +375,6 @@ fm_status fm_model_builder_register(const fm_model_builder *b, bool overwrite, f
 }
 
 const fm_model_builder *fm_model_builder_find(const char *model_type, const char *architecture) {
-    fm_nn_register_builtins();
     const fm_model_builder *hit = NULL;
     pthread_mutex_lock(&builder_lock);
     for (size_t i = 0; !hit && model_type && i < n_builders; i++)
@@ -352,6 +383,68 @@ const fm_model_builder *fm_model_builder_find(const char *model_type, const char
         if (builders[i]->architecture && !strcmp(builders[i]->architecture, architecture)) hit = builders[i];
     pthread_mutex_unlock(&builder_lock);
     return hit;
+}
+
+/* ---- forward dispatch ------------------------------------------------------------------------ */
+bool fm_module_is_prepared(const fm_module *m) { return m->prepared; }
+
+void fm_module_invalidate(fm_module *m) {
+    m->prepared = false;
+    for (size_t i = 0; i < m->n_children; i++) fm_module_invalidate(m->children[i]);
+}
+
+fm_status fm_module_prepare(fm_module *m, fm_run_ctx *rc, fm_error *err) {
+    if (m->prepared) return FM_OK;
+    for (size_t i = 0; i < m->n_children; i++) {
+        fm_status st = fm_module_prepare(m->children[i], rc, err);
+        if (st != FM_OK) return st;
+    }
+    if (m->cls->prepare) {
+        fm_status st = m->cls->prepare(m, rc, err);
+        if (st != FM_OK) return st;
+    }
+    m->prepared = true;
+    return FM_OK;
+}
+
+fm_status fm_module_forward(fm_module *m, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                            fm_tensor *out, size_t n_out, fm_error *err) {
+    assert(m && rc && (in || !n_in) && (out || !n_out));
+    if (!m->prepared) {
+        fm_status st = fm_module_prepare(m, rc, err);
+        if (st != FM_OK) return st;
+    }
+    if (!m->cls->forward)
+        return fm_error_set(err, FM_ERR_UNSUPPORTED, "module '%s' (%s) has no forward", m->path, m->cls->name);
+    return m->cls->forward(m, rc, in, n_in, out, n_out, err);
+}
+
+static const char *path_or_root(const fm_module *m) { return m->path[0] ? m->path : "(root)"; }
+
+fm_status fm_module_output(fm_module *m, fm_run_ctx *rc, fm_tensor *out, fm_dtype dt, const fm_shape *shape,
+                           fm_error *err) {
+    if (!out->data) return fm_run_tensor(rc, dt, shape, out, err);
+    if (out->dtype == dt && fm_shape_equal(&out->shape, shape)) return FM_OK;
+    char a[128], b[128];
+    return fm_error_set(err, FM_ERR_INPUT, "module '%s': output buffer is %s %s, the module produces %s %s",
+                        path_or_root(m), fm_dtype_name(out->dtype), fm_shape_format(&out->shape, a, sizeof a),
+                        fm_dtype_name(dt), fm_shape_format(shape, b, sizeof b));
+}
+
+fm_status fm_module_check_input(const fm_module *m, const fm_tensor *in, size_t n_in, size_t i, fm_dtype dt,
+                                int ndim, int64_t last, fm_error *err) {
+    char a[128];
+    if (i >= n_in)
+        return fm_error_set(err, FM_ERR_INPUT, "module '%s' (%s): input %zu missing (%zu given)", path_or_root(m),
+                            m->cls->name, i, n_in);
+    const fm_tensor *t = &in[i];
+    int nd = t->shape.ndim;
+    if (t->dtype == dt && t->data && (ndim < 0 || nd == ndim) && nd >= 1 && (last < 0 || t->shape.dims[nd - 1] == last))
+        return FM_OK;
+    return fm_error_set(err, FM_ERR_INPUT, "module '%s' (%s): input %zu is %s %s%s, expected %s with %d dims, last %lld",
+                        path_or_root(m), m->cls->name, i, fm_dtype_name(t->dtype),
+                        fm_shape_format(&t->shape, a, sizeof a), t->data ? "" : " (no data)", fm_dtype_name(dt), ndim,
+                        (long long)last);
 }
 
 fm_status fm_module_remove_child(fm_module *m, const char *name, fm_error *err) {

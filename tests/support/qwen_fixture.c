@@ -123,7 +123,8 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
         st = fm_tensor_alloc(&f32, FM_DTYPE_F32, &p->shapes[i], err);
         if (st != FM_OK) break;
         int is_norm_w = strstr(p->names[i], "norm") && strstr(p->names[i], ".weight");
-        fm_qfix_fill(f32.data, fm_tensor_numel(&f32), q->scale, &seed);
+        float sc = q->patch_scale > 0 && strstr(p->names[i], "patch_embed") ? q->patch_scale : q->scale;
+        fm_qfix_fill(f32.data, fm_tensor_numel(&f32), sc, &seed);
         if (is_norm_w) /* norm weights around 1, like trained models */
             for (uint64_t k = 0; k < fm_tensor_numel(&f32); k++) ((float *)f32.data)[k] += 1.0f;
         if (q->dtype == FM_DTYPE_F32) ts[i] = f32;

@@ -21,6 +21,7 @@ typedef struct fm_qfix {
     uint64_t max_shard;   /* 0 = single file */
     uint64_t seed;
     float scale;          /* weight scale (default 0.05) */
+    float patch_scale;    /* scale of the patch-embedding weight (0: scale) */
     const char *extra_config; /* extra top-level JSON members, e.g. "\"fusion_config\": {...}" (no trailing comma) */
 } fm_qfix;
 

@@ -2,9 +2,13 @@
  * the library kernels (no BLAS, no shared helpers), every step in plain double loops. */
 #include "vision_ref64.h"
 
+#include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "fusemap/io.h"
 
 typedef struct ref_dims {
     int64_t n, d, hd, heads, mlp, k, m2;
@@ -36,10 +40,10 @@ static void layer_norm(double *y, const double *x, const float *g, const float *
 
 static double act64(double x, int act) {
     switch (act) {
-    case FM_ACT_QUICK_GELU: return x / (1.0 + exp(-(double)1.702f * x));
-    case FM_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case FM_ACT_SILU: return x / (1.0 + exp(-x));
-    case FM_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case FM_VREF_ACT_QUICK_GELU: return x / (1.0 + exp(-(double)1.702f * x));
+    case FM_VREF_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case FM_VREF_ACT_SILU: return x / (1.0 + exp(-x));
+    case FM_VREF_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
     default: return NAN;
     }
 }
@@ -99,7 +103,7 @@ static void attend(double *o, const double *qkv, int64_t s0, int64_t s1, int64_t
     }
 }
 
-static void block64(double *h, const fm_qwen2vl_block_w *b, const ref_dims *dm, const double *ang,
+static void block64(double *h, const fm_vref_block *b, const ref_dims *dm, const double *ang,
                     const int64_t *grid, int n_images, double eps, int act, double *t1, double *big,
                     double *p) {
     int64_t n = dm->n, d = dm->d;
@@ -126,9 +130,10 @@ static void block64(double *h, const fm_qwen2vl_block_w *b, const ref_dims *dm, 
     for (int64_t i = 0; i < n * d; i++) h[i] += t1[i];
 }
 
-int fm_vref64_forward(const fm_qwen2vl_vision_cfg *c, const fm_qwen2vl_vision_w *w,
-                      const int64_t *grid, int n_images, const float *px, double *out,
-                      double *last_hidden) {
+/* LayerNorm eps of every norm in the tower: 1e-6 (qwen2-vl.md §4). */
+#define REF_LN_EPS 1e-6
+
+int fm_vref64_forward(const fm_vref_model *c, const int64_t *grid, int n_images, const float *px, double *out) {
     ref_dims dm = {0, c->embed_dim, c->embed_dim / c->num_heads, c->num_heads, c->mlp_hidden,
                    (int64_t)c->in_channels * c->temporal_patch_size * c->patch_size * c->patch_size,
                    (int64_t)c->spatial_merge_size * c->spatial_merge_size};
@@ -138,23 +143,22 @@ int fm_vref64_forward(const fm_qwen2vl_vision_cfg *c, const fm_qwen2vl_vision_w 
         if (grid[3 * i + 1] * grid[3 * i + 2] > max_seg) max_seg = grid[3 * i + 1] * grid[3 * i + 2];
     }
     int64_t wide = 3 * dm.d > dm.mlp ? 3 * dm.d : dm.mlp;
+    if (dm.m2 * dm.d > wide) wide = dm.m2 * dm.d;
     double *x = malloc((size_t)(dm.n * dm.k) * sizeof *x), *h = malloc((size_t)(dm.n * dm.d) * sizeof *h);
     double *t1 = malloc((size_t)(dm.n * dm.d) * sizeof *t1), *big = malloc((size_t)(dm.n * wide) * sizeof *big);
     double *ang = malloc((size_t)(dm.n * dm.hd / 2) * sizeof *ang), *p = malloc((size_t)max_seg * sizeof *p);
     int rc = -1;
     if (!x || !h || !t1 || !big || !ang || !p) goto done;
     for (int64_t i = 0; i < dm.n * dm.k; i++) x[i] = px[i];
-    lin(h, x, w->patch_w, w->patch_b, dm.n, dm.d, dm.k);
+    lin(h, x, c->patch_w, c->patch_b, dm.n, dm.d, dm.k);
     rope_angles(ang, grid, n_images, c->spatial_merge_size, dm.hd);
-    for (int i = 0; i < c->depth; i++)
-        block64(h, &w->blocks[i], &dm, ang, grid, n_images, (double)c->ln_eps, c->act, t1, big, p);
-    if (last_hidden) memcpy(last_hidden, h, (size_t)(dm.n * dm.d) * sizeof *h);
+    for (int i = 0; i < c->depth; i++) block64(h, &c->blocks[i], &dm, ang, grid, n_images, REF_LN_EPS, c->act, t1, big, p);
     /* merger: ln_q per token; token j of the merged sequence concatenates rows m2*j .. m2*j+m2-1 */
-    layer_norm(t1, h, w->ln_q_w, w->ln_q_b, dm.n, dm.d, (double)c->ln_eps);
+    layer_norm(t1, h, c->ln_q_w, c->ln_q_b, dm.n, dm.d, REF_LN_EPS);
     int64_t rows = dm.n / dm.m2, mw = dm.m2 * dm.d;
-    lin(big, t1, w->mlp0_w, w->mlp0_b, rows, mw, mw);
-    for (int64_t i = 0; i < rows * mw; i++) big[i] = act64(big[i], FM_ACT_GELU);
-    lin(out, big, w->mlp2_w, w->mlp2_b, rows, c->hidden_size, mw);
+    lin(big, t1, c->mlp0_w, c->mlp0_b, rows, mw, mw);
+    for (int64_t i = 0; i < rows * mw; i++) big[i] = act64(big[i], FM_VREF_ACT_GELU);
+    lin(out, big, c->mlp2_w, c->mlp2_b, rows, c->hidden_size, mw);
     rc = 0;
 done:
     free(x);
@@ -164,6 +168,109 @@ done:
     free(ang);
     free(p);
     return rc;
+}
+
+/* ---- loading ------------------------------------------------------------------------------ */
+
+static int cfg_int(json_t *vc, const char *key, int dflt) {
+    json_t *v = json_object_get(vc, key);
+    return json_is_integer(v) ? (int)json_integer_value(v) : dflt;
+}
+
+static int read_config(const char *dir, fm_vref_model *m, char *why, size_t n) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je), *vc = root ? json_object_get(root, "vision_config") : NULL;
+    if (!vc) {
+        snprintf(why, n, "%s: no vision_config", path);
+        json_decref(root);
+        return -1;
+    }
+    m->depth = cfg_int(vc, "depth", 32), m->embed_dim = cfg_int(vc, "embed_dim", 1280);
+    m->hidden_size = cfg_int(vc, "hidden_size", 3584), m->num_heads = cfg_int(vc, "num_heads", 16);
+    m->in_channels = cfg_int(vc, "in_channels", 3), m->patch_size = cfg_int(vc, "patch_size", 14);
+    m->temporal_patch_size = cfg_int(vc, "temporal_patch_size", 2);
+    m->spatial_merge_size = cfg_int(vc, "spatial_merge_size", 2);
+    json_t *r = json_object_get(vc, "mlp_ratio");
+    m->mlp_hidden = (int)((double)m->embed_dim * (json_is_number(r) ? json_number_value(r) : 4.0));
+    const char *act = json_string_value(json_object_get(vc, "hidden_act"));
+    static const char *const names[] = {"quick_gelu", "gelu", "silu", "gelu_pytorch_tanh"};
+    m->act = FM_VREF_ACT_QUICK_GELU;
+    for (int i = 0; act && i < 4; i++)
+        if (!strcmp(act, names[i])) m->act = i;
+    json_decref(root);
+    return 0;
+}
+
+/* Tensor `name` (tried under visual.* and model.visual.*) as a fresh f32 array of `numel`
+ * values; NULL when absent and optional. */
+static float *get_f32(const fm_checkpoint *ck, const char *name, int64_t numel, int optional, int *bad,
+                      char *why, size_t n) {
+    char k1[256], k2[256];
+    snprintf(k1, sizeof k1, "visual.%s", name);
+    snprintf(k2, sizeof k2, "model.visual.%s", name);
+    long i = fm_checkpoint_find(ck, k1);
+    if (i < 0) i = fm_checkpoint_find(ck, k2);
+    fm_tensor t = {0};
+    if (i < 0 || fm_checkpoint_tensor(ck, (size_t)i, &t, NULL) != FM_OK || (int64_t)fm_tensor_numel(&t) != numel) {
+        if (!(i < 0 && optional) && !*bad) snprintf(why, n, "tensor %s missing or of the wrong size", k1), *bad = 1;
+        fm_tensor_free(&t);
+        return NULL;
+    }
+    float *v = malloc((size_t)numel * sizeof *v);
+    if (!v || fm_convert(v, FM_DTYPE_F32, t.data, t.dtype, (uint64_t)numel) != FM_OK) {
+        if (!*bad) snprintf(why, n, "tensor %s: cannot read as f32", k1), *bad = 1;
+        free(v), v = NULL;
+    }
+    fm_tensor_free(&t);
+    return v;
+}
+
+int fm_vref_load(const char *dir, fm_vref_model *m, char *why, size_t n) {
+    memset(m, 0, sizeof *m);
+    if (read_config(dir, m, why, n)) return -1;
+    fm_checkpoint *ck = NULL;
+    fm_error err;
+    if (fm_checkpoint_open(dir, &ck, &err) != FM_OK) return snprintf(why, n, "%s", err.msg), -1;
+    int64_t d = m->embed_dim, mlp = m->mlp_hidden, m2 = (int64_t)m->spatial_merge_size * m->spatial_merge_size;
+    int64_t k = (int64_t)m->in_channels * m->temporal_patch_size * m->patch_size * m->patch_size;
+    int bad = 0;
+    m->patch_w = get_f32(ck, "patch_embed.proj.weight", d * k, 0, &bad, why, n);
+    m->patch_b = get_f32(ck, "patch_embed.proj.bias", d, 1, &bad, why, n);
+    m->blocks = calloc((size_t)(m->depth > 0 ? m->depth : 1), sizeof *m->blocks);
+    for (int i = 0; m->blocks && i < m->depth; i++) {
+        fm_vref_block *b = &m->blocks[i];
+        char nm[128];
+#define W(field, suffix, count) snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix), b->field = get_f32(ck, nm, count, 0, &bad, why, n)
+        W(norm1_w, "norm1.weight", d); W(norm1_b, "norm1.bias", d); W(norm2_w, "norm2.weight", d); W(norm2_b, "norm2.bias", d);
+        W(qkv_w, "attn.qkv.weight", 3 * d * d); W(qkv_b, "attn.qkv.bias", 3 * d);
+        W(proj_w, "attn.proj.weight", d * d); W(proj_b, "attn.proj.bias", d);
+        W(fc1_w, "mlp.fc1.weight", mlp * d); W(fc1_b, "mlp.fc1.bias", mlp);
+        W(fc2_w, "mlp.fc2.weight", d * mlp); W(fc2_b, "mlp.fc2.bias", d);
+#undef W
+    }
+    m->ln_q_w = get_f32(ck, "merger.ln_q.weight", d, 0, &bad, why, n);
+    m->ln_q_b = get_f32(ck, "merger.ln_q.bias", d, 0, &bad, why, n);
+    m->mlp0_w = get_f32(ck, "merger.mlp.0.weight", m2 * d * m2 * d, 0, &bad, why, n);
+    m->mlp0_b = get_f32(ck, "merger.mlp.0.bias", m2 * d, 0, &bad, why, n);
+    m->mlp2_w = get_f32(ck, "merger.mlp.2.weight", (int64_t)m->hidden_size * m2 * d, 0, &bad, why, n);
+    m->mlp2_b = get_f32(ck, "merger.mlp.2.bias", m->hidden_size, 0, &bad, why, n);
+    fm_checkpoint_close(ck);
+    if (!m->blocks && !bad) snprintf(why, n, "out of memory"), bad = 1;
+    if (bad) fm_vref_free(m);
+    return bad ? -1 : 0;
+}
+
+void fm_vref_free(fm_vref_model *m) {
+    for (int i = 0; m->blocks && i < m->depth; i++) {
+        float **f = (float **)&m->blocks[i];
+        for (size_t k = 0; k < sizeof(fm_vref_block) / sizeof(float *); k++) free(f[k]);
+    }
+    free(m->blocks);
+    free(m->patch_w), free(m->patch_b), free(m->ln_q_w), free(m->ln_q_b);
+    free(m->mlp0_w), free(m->mlp0_b), free(m->mlp2_w), free(m->mlp2_b);
+    memset(m, 0, sizeof *m);
 }
 
 double fm_vref64_rel_l2(const float *a, const double *ref, int64_t n) {

@@ -67,16 +67,7 @@ static fm_status parse_act(const key_ctx *k, fm_qwen2vl_vision_config *v, fm_err
         fm_status st = fm_config_get_string(k->cfg, fk, &s, err);
         if (st != FM_OK) return st;
     }
-    static const struct { const char *name; fm_act_kind kind; } acts[] = {
-        {"quick_gelu", FM_ACT_KIND_QUICK_GELU}, {"gelu", FM_ACT_KIND_GELU},
-        {"silu", FM_ACT_KIND_SILU}, {"gelu_pytorch_tanh", FM_ACT_KIND_GELU_TANH}};
-    for (size_t i = 0; i < sizeof acts / sizeof *acts; i++) {
-        if (!strcmp(s, acts[i].name)) {
-            v->act = acts[i].kind;
-            snprintf(v->act_name, sizeof v->act_name, "%s", s);
-            return FM_OK;
-        }
-    }
+    if (fm_activation_from_name(s, &v->act)) return FM_OK;
     return fm_error_set(err, FM_ERR_CONFIG, "%s: key '%s': unsupported activation '%s'", k->origin, fk, s);
 }
 

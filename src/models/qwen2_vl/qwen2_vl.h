@@ -8,14 +8,11 @@
 #include "fusemap/io.h"
 #include "fusemap/nn.h"
 
-typedef enum fm_act_kind { FM_ACT_KIND_QUICK_GELU = 0, FM_ACT_KIND_GELU, FM_ACT_KIND_SILU, FM_ACT_KIND_GELU_TANH } fm_act_kind;
-
 typedef struct fm_qwen2vl_vision_config {
     int64_t depth, embed_dim, hidden_size, num_heads, in_channels, patch_size;
     int64_t temporal_patch_size, spatial_merge_size, mlp_hidden;
     double mlp_ratio;
-    fm_act_kind act;
-    char act_name[32];
+    fm_activation act; /* vision_config.hidden_act */
 } fm_qwen2vl_vision_config;
 
 typedef struct fm_qwen2vl_text_config {
@@ -35,5 +32,14 @@ typedef struct fm_qwen2vl_config {
 fm_status fm_qwen2vl_parse_config(const fm_config *cfg, const char *origin, void **out, fm_error *err);
 
 extern const fm_model_builder fm_qwen2vl_builder;
+
+/* Registers the Qwen2-VL module classes, builder and hub <-> runtime key mapping (the line in
+ * the api layer's table of built-in architectures). */
+fm_status fm_qwen2vl_register(fm_error *err);
+
+/* Parts of the registration: the vision tower's classes (vision.c) and the key mapping
+ * (mapping.c). */
+fm_status fm_qwen2vl_register_vision_classes(fm_error *err);
+fm_status fm_qwen2vl_register_mapping(fm_error *err);
 
 #endif

@@ -1,344 +1,453 @@
-/* Qwen2-VL vision tower forward in f32, in the PyTorch module's order (patch_embed, rotary
- * ids, cu_seqlens, blocks, merger), with scratch planned once per input shape. */
-#include "models/qwen2_vl/vision.h"
-
+/* Forwards of the Qwen2-VL vision tower's module classes (qwen2-vl.md §4), in the order of
+ * the PyTorch modules they mirror. The tower calls patch_embed, rotary_pos_emb, each block and
+ * the merger through their classes; a block calls norm1, attn, norm2 and mlp the same way, so
+ * a fused or patched child brings its own forward. Composite forwards place their output
+ * first, take a scratch mark, and release their temporaries before returning. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-struct fm_vision_plan {
-    fm_qwen2vl_vision_cfg cfg; /* copy; forwards must pass an equal one */
-    int64_t *grid;             /* [n_images][3], owned copy */
-    int n_images;
-    int64_t n;                 /* patches N */
-    int n_seg;
-    int32_t *cu;               /* [n_seg + 1] cu_seqlens, owned */
-    int64_t max_seg;
-    int threads;
-    fm_threadpool *pool;       /* owned */
-    /* Scratch (fm_malloc_aligned, owned): */
-    float *cos_t, *sin_t;      /* [N][hd/2] rotary tables */
-    float *h;                  /* [N][D] residual stream */
-    float *a;                  /* [N][D] norm output, attention output, fc2 output, ln_q output */
-    float *big;                /* [N][max(3D, mlp_hidden)] qkv, proj out, fc1 out, mlp.0 out */
-    float *att;                /* attention score blocks, per worker */
-};
+#include "models/qwen2_vl/qwen2_vl.h"
+#include "nn/kernels.h"
+#include "nn/run.h"
 
-/* ---- validation ------------------------------------------------------------------------- */
+/* ---- PatchEmbed: in[0] F32 [N][C*T*P*P] -> out[0] F32 [N][embed_dim] ------------------------
+ * forward: view (-1, C, T, P, P), Conv3d, view (-1, embed_dim). */
+typedef struct patch_impl {
+    int64_t patch, temporal, channels, embed; /* constructor arguments */
+} patch_impl;
 
-static fm_status check_cfg(const fm_qwen2vl_vision_cfg *c, fm_error *err) {
-    if (!c) return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision: cfg is NULL");
-    if (c->depth < 0 || c->embed_dim <= 0 || c->hidden_size <= 0 || c->num_heads <= 0 ||
-        c->mlp_hidden <= 0 || c->in_channels <= 0 || c->patch_size <= 0 ||
-        c->temporal_patch_size <= 0 || c->spatial_merge_size <= 0)
-        return fm_error_set(err, FM_ERR_CONFIG,
-                            "qwen2-vl vision config: depth %d, embed_dim %d, hidden_size %d, num_heads %d, "
-                            "mlp_hidden %d, in_channels %d, patch_size %d, temporal_patch_size %d, "
-                            "spatial_merge_size %d: sizes must be positive (depth >= 0)",
-                            c->depth, c->embed_dim, c->hidden_size, c->num_heads, c->mlp_hidden,
-                            c->in_channels, c->patch_size, c->temporal_patch_size, c->spatial_merge_size);
-    if (c->embed_dim % c->num_heads != 0)
-        return fm_error_set(err, FM_ERR_CONFIG, "qwen2-vl vision config: embed_dim %d not divisible by num_heads %d",
-                            c->embed_dim, c->num_heads);
-    int hd = c->embed_dim / c->num_heads;
-    if (hd % 4 != 0 || hd > 1024)
-        return fm_error_set(err, FM_ERR_CONFIG,
-                            "qwen2-vl vision config: head_dim %d must be a multiple of 4 (2-D rotary) and <= 1024", hd);
-    if (c->act < 0 || c->act >= FM_ACT_COUNT)
-        return fm_error_set(err, FM_ERR_CONFIG, "qwen2-vl vision config: unknown activation %d", c->act);
-    if (!(c->ln_eps > 0.0f) || !isfinite(c->ln_eps))
-        return fm_error_set(err, FM_ERR_CONFIG, "qwen2-vl vision config: ln_eps %g must be positive", (double)c->ln_eps);
-    int64_t m2 = (int64_t)c->spatial_merge_size * c->spatial_merge_size;
-    int64_t k = (int64_t)c->in_channels * c->temporal_patch_size * c->patch_size * c->patch_size;
-    if (k > INT_MAX || m2 * c->embed_dim > INT_MAX || 3LL * c->embed_dim > INT_MAX)
-        return fm_error_set(err, FM_ERR_CONFIG, "qwen2-vl vision config: patch size %lld or merged width %lld exceeds int",
-                            (long long)k, (long long)(m2 * c->embed_dim));
+static fm_status patch_embed_prepare(fm_module *self, fm_run_ctx *rc, fm_error *err) {
+    const patch_impl *p = fm_module_impl(self);
+    fm_conv3d_geometry g;
+    (void)rc;
+    fm_status st = fm_conv3d_geometry_of(fm_module_child_named(self, "proj"), &g, err);
+    if (st != FM_OK) return st;
+    int64_t in[3] = {p->temporal, p->patch, p->patch};
+    for (int a = 0; a < 3; a++) {
+        int64_t span = g.dilation[a] * (g.kernel[a] - 1) + 1, room = in[a] + 2 * g.padding[a];
+        if (span > room || (room - span) / g.stride[a] != 0)
+            return fm_error_set(err, FM_ERR_CONFIG, "module '%s': Conv3d kernel does not map a [%lld, %lld, %lld] "
+                                "patch to one output on axis %d", fm_module_path(self), (long long)p->temporal,
+                                (long long)p->patch, (long long)p->patch, a);
+    }
+    if (g.in_channels != p->channels || g.out_channels != p->embed)
+        return fm_error_set(err, FM_ERR_CONFIG, "module '%s': Conv3d %lld -> %lld, expected %lld -> %lld",
+                            fm_module_path(self), (long long)g.in_channels, (long long)g.out_channels,
+                            (long long)p->channels, (long long)p->embed);
     return FM_OK;
 }
 
-static int cfg_equal(const fm_qwen2vl_vision_cfg *a, const fm_qwen2vl_vision_cfg *b) {
-    return a->depth == b->depth && a->embed_dim == b->embed_dim && a->hidden_size == b->hidden_size &&
-           a->num_heads == b->num_heads && a->mlp_hidden == b->mlp_hidden &&
-           a->in_channels == b->in_channels && a->patch_size == b->patch_size &&
-           a->temporal_patch_size == b->temporal_patch_size &&
-           a->spatial_merge_size == b->spatial_merge_size && a->act == b->act && a->ln_eps == b->ln_eps;
+static fm_status patch_embed_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                                     fm_tensor *out, size_t n_out, fm_error *err) {
+    const patch_impl *p = fm_module_impl(self);
+    int64_t k = p->channels * p->temporal * p->patch * p->patch;
+    fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, k, err);
+    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "PatchEmbed: one output");
+    int64_t n = in[0].shape.dims[0];
+    fm_shape s5 = {5, {n, p->channels, p->temporal, p->patch, p->patch}}, o2 = {2, {n, p->embed}};
+    fm_shape o5 = {5, {n, p->embed, 1, 1, 1}};
+    fm_tensor x5, y5;
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &o2, err);
+    if (st == FM_OK) st = fm_tensor_reshape(&x5, &in[0], &s5, err);
+    if (st == FM_OK) st = fm_tensor_reshape(&y5, &out[0], &o5, err);
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "proj"), rc, &x5, 1, &y5, 1, err);
+    return st;
 }
 
-/* Grid: every t, h, w >= 1, h and w multiples of the merge size; N and every segment fit the
- * int32 cu_seqlens. Writes N, the segment count and the longest segment. */
-static fm_status check_grid(const fm_qwen2vl_vision_cfg *c, const int64_t *g, int n_images,
-                            int64_t *n_out, int *nseg_out, int64_t *max_seg, fm_error *err) {
-    if (!g || n_images <= 0)
-        return fm_error_set(err, FM_ERR_INPUT, "image_grid_thw: need at least one image (got %d)", n_images);
-    int64_t n = 0, nseg = 0, mx = 0, m = c->spatial_merge_size;
+/* ---- VisionRotaryEmbedding(dim = head_dim / 2, theta = 10000) ---------------------------------
+ * in[0] I32 [N][2] (row, col) -> out[0] cos, out[1] sin: F32 [N][head_dim / 2] (spec §4 step 3). */
+typedef struct rotary_impl {
+    int64_t dim;
+} rotary_impl;
+
+static fm_status rotary_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                                fm_tensor *out, size_t n_out, fm_error *err) {
+    const rotary_impl *r = fm_module_impl(self);
+    fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_I32, 2, 2, err);
+    if (st != FM_OK || n_out < 2) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "rotary: two outputs");
+    fm_shape os = {2, {in[0].shape.dims[0], r->dim}};
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
+    if (st == FM_OK) st = fm_module_output(self, rc, &out[1], FM_DTYPE_F32, &os, err);
+    if (st == FM_OK) fm_k_vision_rope_table(out[0].data, out[1].data, in[0].data, os.dims[0], (int)(2 * r->dim));
+    return st;
+}
+
+/* ---- VisionAttention: in = {x [N][D], cu I32 [S+1], cos, sin} -> out[0] [N][D] -------------- */
+typedef struct attn_impl {
+    int64_t dim, heads;
+} attn_impl;
+
+/* The side inputs every block and attention receive: cu_seqlens and the rotary tables. */
+static fm_status check_side(const fm_module *m, const fm_tensor *in, size_t n_in, int64_t rows, int64_t half,
+                            fm_error *err) {
+    fm_status st = fm_module_check_input(m, in, n_in, 1, FM_DTYPE_I32, 1, -1, err);
+    if (st == FM_OK) st = fm_module_check_input(m, in, n_in, 2, FM_DTYPE_F32, 2, half, err);
+    if (st == FM_OK) st = fm_module_check_input(m, in, n_in, 3, FM_DTYPE_F32, 2, half, err);
+    if (st == FM_OK && (in[2].shape.dims[0] != rows || in[3].shape.dims[0] != rows || in[1].shape.dims[0] < 2))
+        st = fm_error_set(err, FM_ERR_INPUT, "module '%s': rotary tables or cu_seqlens do not match %lld rows",
+                          fm_module_path(m), (long long)rows);
+    return st;
+}
+
+static fm_status attention_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                                   fm_tensor *out, size_t n_out, fm_error *err) {
+    const attn_impl *a = fm_module_impl(self);
+    int64_t d = a->dim, hd = a->dim / a->heads;
+    fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, d, err);
+    int64_t n = st == FM_OK ? in[0].shape.dims[0] : 0;
+    if (st == FM_OK) st = check_side(self, in, n_in, n, hd / 2, err);
+    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "attention: one output");
+    fm_shape os = {2, {n, d}};
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
+    size_t mark = fm_run_mark(rc);
+    fm_tensor qkv = {0}, o = {0};
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "qkv"), rc, &in[0], 1, &qkv, 1, err); /* [N][3D] */
+    if (st == FM_OK) st = fm_run_tensor(rc, FM_DTYPE_F32, &os, &o, err);                                    /* [N][D] */
+    fm_mat m = fm_mat_of(&qkv), q = fm_mat_cols(m, 0, d), k = fm_mat_cols(m, d, 2 * d), v = fm_mat_cols(m, 2 * d, 3 * d);
+    const float *cos_t = in[2].data, *sin_t = in[3].data;
+    if (st == FM_OK) st = fm_op_rope(rc, q, (int)a->heads, (int)hd, cos_t, sin_t, err);
+    if (st == FM_OK) st = fm_op_rope(rc, k, (int)a->heads, (int)hd, cos_t, sin_t, err);
+    float scale = (float)pow((double)hd, -0.5); /* Python float hd**-0.5, applied in f32 */
+    if (st == FM_OK)
+        st = fm_op_attention(rc, fm_mat_of(&o), q, k, v, in[1].data, (int)in[1].shape.dims[0] - 1, (int)a->heads,
+                             (int)hd, scale, err);
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "proj"), rc, &o, 1, &out[0], 1, err);
+    fm_run_release(rc, mark);
+    return st;
+}
+
+/* ---- VisionMlp: fc2(act(fc1(x))), in[0] [N][D] -> out[0] [N][D] ----------------------------- */
+static fm_status mlp_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,
+                             size_t n_out, fm_error *err) {
+    fm_module *fc1 = fm_module_child_named(self, "fc1"), *act = fm_module_child_named(self, "act");
+    fm_linear_geometry g2;
+    fm_status st = fm_linear_geometry_of(fm_module_child_named(self, "fc2"), &g2, err);
+    if (st == FM_OK) st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, -1, err);
+    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "mlp: one output");
+    fm_shape os = {2, {in[0].shape.dims[0], g2.out_features}};
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
+    size_t mark = fm_run_mark(rc);
+    fm_tensor h = {0};
+    fm_activation kind;
+    if (st == FM_OK && fm_activation_of(act, &kind)) {
+        st = fm_linear_forward_act(fc1, rc, &in[0], &h, kind, err); /* the activation rides the GEMM tiles */
+    } else if (st == FM_OK) {
+        st = fm_module_forward(fc1, rc, &in[0], 1, &h, 1, err);
+        if (st == FM_OK) st = fm_module_forward(act, rc, &h, 1, &h, 1, err);
+    }
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "fc2"), rc, &h, 1, &out[0], 1, err);
+    fm_run_release(rc, mark);
+    return st;
+}
+
+/* ---- Qwen2VLVisionBlock: in = {h [N][D], cu, cos, sin} -> out[0] [N][D] (may alias in[0]) ------
+ *   h = h + attn(norm1(h), cu, cos, sin);  h = h + mlp(norm2(h)) */
+static fm_status block_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                               fm_tensor *out, size_t n_out, fm_error *err) {
+    fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, -1, err);
+    if (st == FM_OK && n_in < 4)
+        st = fm_error_set(err, FM_ERR_INPUT, "block '%s': needs h, cu_seqlens, cos, sin", fm_module_path(self));
+    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "block: one output");
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &in[0].shape, err);
+    if (st != FM_OK) return st;
+    if (out[0].data != in[0].data) memcpy(out[0].data, in[0].data, in[0].nbytes);
+    int64_t n = (int64_t)fm_tensor_numel(&out[0]);
+    fm_threadpool *pool = fm_run_pool(rc);
+    size_t mark = fm_run_mark(rc);
+    fm_tensor a = {0}, b = {0}, side[4] = {{0}, in[1], in[2], in[3]};
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "norm1"), rc, &out[0], 1, &a, 1, err);
+    side[0] = a;
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "attn"), rc, side, 4, &b, 1, err);
+    if (st == FM_OK) fm_k_add(out[0].data, b.data, n, pool);
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "norm2"), rc, &out[0], 1, &a, 1, err);
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "mlp"), rc, &a, 1, &b, 1, err);
+    if (st == FM_OK) fm_k_add(out[0].data, b.data, n, pool);
+    fm_run_release(rc, mark);
+    return st;
+}
+
+/* ---- PatchMerger: in[0] [N][context_dim] -> out[0] [N/m²][dim] -------------------------------
+ * ln_q per patch, then the m² consecutive rows of a merge group are one row of the [N/m²][m²·C]
+ * view (no copy), then mlp (Linear, GELU, Linear). */
+typedef struct merger_impl {
+    int64_t dim, context, merge;
+} merger_impl;
+
+static fm_status merger_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                                fm_tensor *out, size_t n_out, fm_error *err) {
+    const merger_impl *mi = fm_module_impl(self);
+    int64_t m2 = mi->merge * mi->merge;
+    fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, mi->context, err);
+    if (st == FM_OK && in[0].shape.dims[0] % m2)
+        st = fm_error_set(err, FM_ERR_INPUT, "module '%s': %lld rows are not whole groups of %lld", fm_module_path(self),
+                          (long long)in[0].shape.dims[0], (long long)m2);
+    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "merger: one output");
+    fm_shape os = {2, {in[0].shape.dims[0] / m2, mi->dim}}, wide = {2, {in[0].shape.dims[0] / m2, m2 * mi->context}};
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
+    size_t mark = fm_run_mark(rc);
+    fm_tensor a = {0}, view;
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "ln_q"), rc, &in[0], 1, &a, 1, err);
+    if (st == FM_OK) st = fm_tensor_reshape(&view, &a, &wide, err);
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "mlp"), rc, &view, 1, &out[0], 1, err);
+    fm_run_release(rc, mark);
+    return st;
+}
+
+/* ---- Qwen2VisionTransformerPretrainedModel ----------------------------------------------------
+ * in[0] pixel_values F32 [N][C*T*P*P], in[1] image_grid_thw I64 [n][3] -> out[0] [N/m²][hidden].
+ * Per input grid (cached while it repeats): cu_seqlens (one segment per temporal slice) and the
+ * rotary position ids (rot_pos_emb: block-major (row, col)). */
+typedef struct tower_impl {
+    fm_qwen2vl_vision_config v;
+    int64_t *grid; /* [n_images][3], the grid the plan below was made for */
+    int n_images;
+    int64_t n;     /* patches */
+    int n_seg;
+    int32_t *cu;   /* [n_seg + 1] */
+    int32_t *pos;  /* [n][2] */
+} tower_impl;
+
+static void tower_impl_free(void *p) {
+    tower_impl *t = p;
+    if (!t) return;
+    fm_free(t->grid);
+    fm_free(t->cu);
+    fm_free(t->pos);
+    fm_free(t);
+}
+
+/* Validates grid [n][3]: t, h, w >= 1, h and w multiples of the merge size, totals within int32. */
+static fm_status check_grid(const tower_impl *t, const int64_t *g, int n_images, int64_t *patches, int *segs,
+                            fm_error *err) {
+    int64_t n = 0, nseg = 0, m = t->v.spatial_merge_size;
     for (int i = 0; i < n_images; i++) {
-        int64_t t = g[3 * i], gh = g[3 * i + 1], gw = g[3 * i + 2];
-        if (t < 1 || gh < 1 || gw < 1 || gh % m || gw % m || gh > INT_MAX || gw > INT_MAX || t > INT_MAX)
+        int64_t tt = g[3 * i], gh = g[3 * i + 1], gw = g[3 * i + 2];
+        if (tt < 1 || gh < 1 || gw < 1 || gh % m || gw % m || gh > INT_MAX || gw > INT_MAX || tt > INT_MAX)
             return fm_error_set(err, FM_ERR_INPUT,
                                 "image_grid_thw[%d] = (%lld, %lld, %lld): t, h, w must be >= 1 and h, w multiples "
-                                "of spatial_merge_size %lld", i, (long long)t, (long long)gh, (long long)gw, (long long)m);
+                                "of spatial_merge_size %lld", i, (long long)tt, (long long)gh, (long long)gw, (long long)m);
         uint64_t hw, thw;
-        if (fm_mul_u64((uint64_t)gh, (uint64_t)gw, &hw) || fm_mul_u64(hw, (uint64_t)t, &thw) ||
+        if (fm_mul_u64((uint64_t)gh, (uint64_t)gw, &hw) || fm_mul_u64(hw, (uint64_t)tt, &thw) ||
             thw > (uint64_t)INT32_MAX - (uint64_t)n)
-            return fm_error_set(err, FM_ERR_INPUT, "image_grid_thw: %d images exceed %d patches in total",
-                                n_images, INT32_MAX);
+            return fm_error_set(err, FM_ERR_INPUT, "image_grid_thw: %d images exceed %d patches in total", n_images,
+                                INT32_MAX);
         n += (int64_t)thw;
-        nseg += t;
-        if ((int64_t)hw > mx) mx = (int64_t)hw;
+        nseg += tt;
     }
     if (nseg > INT_MAX - 1)
         return fm_error_set(err, FM_ERR_INPUT, "image_grid_thw: too many temporal slices (%lld)", (long long)nseg);
-    *n_out = n;
-    *nseg_out = (int)nseg;
-    *max_seg = mx;
+    *patches = n;
+    *segs = (int)nseg;
     return FM_OK;
 }
 
-/* ---- plan ------------------------------------------------------------------------------- */
-
-/* Rotary position ids (spec §4 step 2): rows in block-major order, (row, col) absolute patch
- * coordinates, identical for every temporal slice; then the cos/sin tables. */
-static fm_status fill_rope(fm_vision_plan *p, fm_error *err) {
-    int32_t *pos = fm_malloc((size_t)p->n * 2 * sizeof *pos); /* [N][2] */
-    if (!pos) return fm_error_set(err, FM_ERR_NOMEM, "qwen2-vl vision plan: rotary ids for %lld patches", (long long)p->n);
-    int64_t r = 0, m = p->cfg.spatial_merge_size;
-    for (int i = 0; i < p->n_images; i++) {
-        int64_t t = p->grid[3 * i], gh = p->grid[3 * i + 1], gw = p->grid[3 * i + 2];
-        for (int64_t tt = 0; tt < t; tt++)
+static void fill_plan(tower_impl *t) {
+    int64_t r = 0, m = t->v.spatial_merge_size;
+    int s = 0;
+    t->cu[0] = 0;
+    for (int i = 0; i < t->n_images; i++) {
+        int64_t tt = t->grid[3 * i], gh = t->grid[3 * i + 1], gw = t->grid[3 * i + 2];
+        for (int64_t f = 0; f < tt; f++, s++) {
+            t->cu[s + 1] = t->cu[s] + (int32_t)(gh * gw);
             for (int64_t bh = 0; bh < gh / m; bh++)
                 for (int64_t bw = 0; bw < gw / m; bw++)
                     for (int64_t ih = 0; ih < m; ih++)
                         for (int64_t iw = 0; iw < m; iw++, r++) {
-                            pos[2 * r] = (int32_t)(bh * m + ih);
-                            pos[2 * r + 1] = (int32_t)(bw * m + iw);
+                            t->pos[2 * r] = (int32_t)(bh * m + ih);
+                            t->pos[2 * r + 1] = (int32_t)(bw * m + iw);
                         }
+        }
     }
-    fm_k_vision_rope_table(p->cos_t, p->sin_t, pos, p->n, p->cfg.embed_dim / p->cfg.num_heads);
-    fm_free(pos);
-    return FM_OK;
 }
 
-static void fill_cu(fm_vision_plan *p) {
-    int s = 0;
-    p->cu[0] = 0;
-    for (int i = 0; i < p->n_images; i++)
-        for (int64_t tt = 0; tt < p->grid[3 * i]; tt++, s++)
-            p->cu[s + 1] = p->cu[s] + (int32_t)(p->grid[3 * i + 1] * p->grid[3 * i + 2]);
-}
-
-/* floats * 4 bytes, overflow-checked; 0 on overflow. */
-static size_t fbytes(uint64_t a, uint64_t b) {
-    uint64_t r;
-    if (fm_mul_u64(a, b, &r) || fm_mul_u64(r, sizeof(float), &r) || r > SIZE_MAX) return 0;
-    return (size_t)r;
-}
-
-static fm_status alloc_scratch(fm_vision_plan *p, fm_error *err) {
-    const fm_qwen2vl_vision_cfg *c = &p->cfg;
-    int64_t hd = c->embed_dim / c->num_heads, wide = 3LL * c->embed_dim;
-    if (c->mlp_hidden > wide) wide = c->mlp_hidden;
-    size_t b_tab = fbytes((uint64_t)p->n, (uint64_t)hd / 2), b_d = fbytes((uint64_t)p->n, (uint64_t)c->embed_dim);
-    size_t b_big = fbytes((uint64_t)p->n, (uint64_t)wide);
-    size_t b_att = fbytes(fm_k_attention_scratch_floats(p->max_seg, p->threads), 1);
-    if (!b_tab || !b_d || !b_big || !b_att)
-        return fm_error_set(err, FM_ERR_OVERFLOW, "qwen2-vl vision plan: scratch size overflows for %lld patches",
-                            (long long)p->n);
-    p->cos_t = fm_malloc_aligned(b_tab);
-    p->sin_t = fm_malloc_aligned(b_tab);
-    p->h = fm_malloc_aligned(b_d);
-    p->a = fm_malloc_aligned(b_d);
-    p->big = fm_malloc_aligned(b_big);
-    p->att = fm_malloc_aligned(b_att);
-    if (!p->cos_t || !p->sin_t || !p->h || !p->a || !p->big || !p->att)
-        return fm_error_set(err, FM_ERR_NOMEM, "qwen2-vl vision plan: out of memory for %lld patches (%zu bytes per buffer)",
-                            (long long)p->n, b_big);
-    return FM_OK;
-}
-
-fm_status fm_vision_plan_new(const fm_qwen2vl_vision_cfg *cfg, const int64_t *grid_thw,
-                             int n_images, int threads, fm_vision_plan **out, fm_error *err) {
-    if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision plan: out is NULL");
-    *out = NULL;
-    fm_status st = check_cfg(cfg, err);
+static fm_status ensure_plan(fm_module *self, tower_impl *t, const int64_t *grid, int n_images, fm_error *err) {
+    if (t->grid && t->n_images == n_images && !memcmp(t->grid, grid, (size_t)n_images * 3 * sizeof *grid))
+        return FM_OK;
+    int64_t n = 0;
+    int segs = 0;
+    fm_status st = check_grid(t, grid, n_images, &n, &segs, err);
     if (st != FM_OK) return st;
-    if (threads < 0) return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision plan: threads %d < 0", threads);
-    int64_t n = 0, max_seg = 0;
-    int nseg = 0;
-    if ((st = check_grid(cfg, grid_thw, n_images, &n, &nseg, &max_seg, err)) != FM_OK) return st;
-    fm_vision_plan *p = fm_calloc(1, sizeof *p);
-    if (!p) return fm_error_set(err, FM_ERR_NOMEM, "qwen2-vl vision plan: out of memory");
-    p->cfg = *cfg;
-    p->n_images = n_images;
-    p->n = n;
-    p->n_seg = nseg;
-    p->max_seg = max_seg;
-    p->threads = threads ? threads : fm_default_threads();
-    p->grid = fm_malloc((size_t)n_images * 3 * sizeof *p->grid);
-    p->cu = fm_malloc(((size_t)nseg + 1) * sizeof *p->cu);
-    if (!p->grid || !p->cu) {
-        st = fm_error_set(err, FM_ERR_NOMEM, "qwen2-vl vision plan: out of memory for %d images", n_images);
-    } else {
-        memcpy(p->grid, grid_thw, (size_t)n_images * 3 * sizeof *p->grid);
-        fill_cu(p);
-        st = alloc_scratch(p, err);
+    fm_free(t->grid), fm_free(t->cu), fm_free(t->pos);
+    t->grid = fm_malloc((size_t)n_images * 3 * sizeof *grid);
+    t->cu = fm_malloc(((size_t)segs + 1) * sizeof *t->cu);
+    t->pos = fm_malloc((size_t)(n ? n : 1) * 2 * sizeof *t->pos);
+    if (!t->grid || !t->cu || !t->pos) {
+        fm_free(t->grid), fm_free(t->cu), fm_free(t->pos);
+        t->grid = NULL, t->cu = NULL, t->pos = NULL;
+        return fm_error_set(err, FM_ERR_NOMEM, "module '%s': out of memory planning %lld patches", fm_module_path(self),
+                            (long long)n);
     }
-    if (st == FM_OK) st = fm_threadpool_new(p->threads, &p->pool, err);
-    if (st == FM_OK) st = fill_rope(p, err);
-    if (st != FM_OK) {
-        fm_vision_plan_free(p);
-        return st;
-    }
-    *out = p;
+    memcpy(t->grid, grid, (size_t)n_images * 3 * sizeof *grid);
+    t->n_images = n_images, t->n = n, t->n_seg = segs;
+    fill_plan(t);
     return FM_OK;
 }
 
-void fm_vision_plan_free(fm_vision_plan *p) {
-    if (!p) return;
-    fm_threadpool_free(p->pool);
-    fm_free_aligned(p->cos_t);
-    fm_free_aligned(p->sin_t);
-    fm_free_aligned(p->h);
-    fm_free_aligned(p->a);
-    fm_free_aligned(p->big);
-    fm_free_aligned(p->att);
-    fm_free(p->grid);
-    fm_free(p->cu);
-    fm_free(p);
-}
-
-int64_t fm_vision_plan_patches(const fm_vision_plan *p) { return p ? p->n : 0; }
-
-int64_t fm_vision_plan_tokens(const fm_vision_plan *p) {
-    return p ? p->n / ((int64_t)p->cfg.spatial_merge_size * p->cfg.spatial_merge_size) : 0;
-}
-
-/* ---- weight checks ---------------------------------------------------------------------- */
-
-static fm_status check_ptr(const float *ptr, const char *name, int block, int optional, fm_error *err) {
-    char where[32] = "";
-    if (block >= 0) snprintf(where, sizeof where, "blocks[%d].", block);
-    if (!ptr && !optional)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision weights: %s%s is NULL", where, name);
-    if (ptr && ((uintptr_t)ptr % sizeof(float)) != 0)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision weights: %s%s is not 4-byte aligned", where, name);
-    return FM_OK;
-}
-
-static fm_status check_block(const fm_qwen2vl_block_w *b, int i, fm_error *err) {
-    const float *ptrs[12] = {b->norm1_w, b->norm1_b, b->qkv_w, b->qkv_b, b->proj_w, b->proj_b,
-                             b->norm2_w, b->norm2_b, b->fc1_w, b->fc1_b, b->fc2_w, b->fc2_b};
-    static const char *const names[12] = {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
-                                          "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
-                                          "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
-    for (int k = 0; k < 12; k++) {
-        fm_status st = check_ptr(ptrs[k], names[k], i, 0, err);
-        if (st != FM_OK) return st;
+static fm_status tower_inputs(fm_module *self, tower_impl *t, const fm_tensor *in, size_t n_in, fm_error *err) {
+    int64_t k = t->v.in_channels * t->v.temporal_patch_size * t->v.patch_size * t->v.patch_size;
+    fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, k, err);
+    if (st == FM_OK) st = fm_module_check_input(self, in, n_in, 1, FM_DTYPE_I64, 2, 3, err);
+    if (st == FM_OK && (in[1].shape.dims[0] < 1 || in[1].shape.dims[0] > INT_MAX))
+        st = fm_error_set(err, FM_ERR_INPUT, "%s: image_grid_thw needs 1 to %d images, got %lld", fm_module_path(self),
+                          INT_MAX, (long long)in[1].shape.dims[0]);
+    if (st == FM_OK) st = ensure_plan(self, t, in[1].data, (int)in[1].shape.dims[0], err);
+    if (st == FM_OK && in[0].shape.dims[0] != t->n) {
+        char a[128];
+        st = fm_error_set(err, FM_ERR_INPUT, "%s: pixel_values %s has %lld rows but image_grid_thw describes %lld patches",
+                          fm_module_path(self), fm_shape_format(&in[0].shape, a, sizeof a),
+                          (long long)in[0].shape.dims[0], (long long)t->n);
     }
-    return FM_OK;
-}
-
-/* The direct conv must see each row as [C][T][P][P] and produce one 1x1x1 output per row. */
-static fm_status check_conv(const fm_qwen2vl_vision_cfg *c, const fm_conv3d_params *cp, fm_error *err) {
-    int64_t in[3] = {c->temporal_patch_size, c->patch_size, c->patch_size}, od[3];
-    fm_status st = fm_conv3d_out_dims(cp, in, od, err);
-    if (st != FM_OK) {
-        fm_error_prefix(err, "qwen2-vl vision patch_embed.proj");
-        return st;
-    }
-    if (cp->in_ch != c->in_channels || cp->out_ch != c->embed_dim || od[0] != 1 || od[1] != 1 || od[2] != 1)
-        return fm_error_set(err, FM_ERR_INPUT,
-                            "qwen2-vl vision patch_embed.proj: Conv3d %d->%d on a [%d, %d, %d, %d] patch gives "
-                            "[%lld, %lld, %lld] per patch; need %d->%d and 1x1x1",
-                            cp->in_ch, cp->out_ch, c->in_channels, c->temporal_patch_size, c->patch_size,
-                            c->patch_size, (long long)od[0], (long long)od[1], (long long)od[2],
-                            c->in_channels, c->embed_dim);
-    return FM_OK;
-}
-
-static fm_status check_weights(const fm_qwen2vl_vision_cfg *c, const fm_qwen2vl_vision_w *w, fm_error *err) {
-    fm_status st = FM_OK;
-    if (!w) return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision weights: NULL");
-    if (!w->patch_fused && (st = check_conv(c, &w->conv, err)) != FM_OK) return st;
-    const float *top[7] = {w->patch_w, w->ln_q_w, w->ln_q_b, w->mlp0_w, w->mlp0_b, w->mlp2_w, w->mlp2_b};
-    static const char *const names[7] = {"patch_embed.proj.weight", "merger.ln_q.weight", "merger.ln_q.bias",
-                                         "merger.mlp.0.weight", "merger.mlp.0.bias", "merger.mlp.2.weight",
-                                         "merger.mlp.2.bias"};
-    for (int k = 0; k < 7 && st == FM_OK; k++) st = check_ptr(top[k], names[k], -1, 0, err);
-    if (st == FM_OK) st = check_ptr(w->patch_b, "patch_embed.proj.bias", -1, 1, err);
-    if (st == FM_OK && c->depth > 0 && !w->blocks)
-        st = fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision weights: blocks is NULL for depth %d", c->depth);
-    for (int i = 0; i < c->depth && st == FM_OK; i++) st = check_block(&w->blocks[i], i, err);
     return st;
 }
 
-/* ---- forward ---------------------------------------------------------------------------- */
-
-/* One pre-norm block on p->h [N][D]. */
-static void run_block(fm_vision_plan *p, const fm_qwen2vl_block_w *b) {
-    const fm_qwen2vl_vision_cfg *c = &p->cfg;
-    int64_t n = p->n, d = c->embed_dim, hd = d / c->num_heads;
-    float scale = (float)pow((double)hd, -0.5); /* Python float hd**-0.5, applied in f32 */
-    fm_k_layernorm(p->a, p->h, b->norm1_w, b->norm1_b, n, d, c->ln_eps, p->pool);       /* a [N][D] */
-    fm_k_linear(p->big, p->a, b->qkv_w, b->qkv_b, n, 3 * d, d);                          /* big [N][3D] */
-    fm_k_rope_apply(p->big, 3 * d, n, c->num_heads, (int)hd, p->cos_t, p->sin_t, p->pool); /* q */
-    fm_k_rope_apply(p->big + d, 3 * d, n, c->num_heads, (int)hd, p->cos_t, p->sin_t, p->pool); /* k */
-    fm_k_attention(p->a, d, p->big, p->big + d, p->big + 2 * d, 3 * d, p->cu, p->n_seg, c->num_heads,
-                   (int)hd, scale, p->att, p->pool);                                   /* a [N][D] */
-    fm_k_linear(p->big, p->a, b->proj_w, b->proj_b, n, d, d);                            /* big [N][D] */
-    fm_k_add(p->h, p->big, n * d, p->pool);
-    fm_k_layernorm(p->a, p->h, b->norm2_w, b->norm2_b, n, d, c->ln_eps, p->pool);       /* a [N][D] */
-    fm_k_linear(p->big, p->a, b->fc1_w, b->fc1_b, n, c->mlp_hidden, d);                  /* big [N][mlp] */
-    fm_k_act(p->big, p->big, n * c->mlp_hidden, (fm_act)c->act, p->pool);
-    fm_k_linear(p->a, p->big, b->fc2_w, b->fc2_b, n, d, c->mlp_hidden);                  /* a [N][D] */
-    fm_k_add(p->h, p->a, n * d, p->pool);
+static fm_status tower_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,
+                               size_t n_out, fm_error *err) {
+    tower_impl *t = fm_module_impl(self);
+    int64_t m2 = t->v.spatial_merge_size * t->v.spatial_merge_size, hd = t->v.embed_dim / t->v.num_heads;
+    fm_status st = tower_inputs(self, t, in, n_in, err);
+    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "tower: one output");
+    fm_shape os = {2, {t->n / m2, t->v.hidden_size}}, pos_s = {2, {t->n, 2}}, cu_s = {1, {t->n_seg + 1}};
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
+    size_t mark = fm_run_mark(rc);
+    fm_tensor h = {0}, rope[2] = {{0}, {0}}, pos = {FM_DTYPE_I32, pos_s, t->pos, (uint64_t)t->n * 8, NULL};
+    fm_tensor cu = {FM_DTYPE_I32, cu_s, t->cu, (uint64_t)(t->n_seg + 1) * 4, NULL};
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "patch_embed"), rc, &in[0], 1, &h, 1, err);
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "rotary_pos_emb"), rc, &pos, 1, rope, 2, err);
+    if (st == FM_OK && (rope[0].shape.dims[1] != hd / 2))
+        st = fm_error_set(err, FM_ERR_CONFIG, "%s: rotary tables are %lld wide, heads need %lld", fm_module_path(self),
+                          (long long)rope[0].shape.dims[1], (long long)(hd / 2));
+    fm_module *blocks = fm_module_child_named(self, "blocks");
+    for (int64_t i = 0; st == FM_OK && i < t->v.depth; i++) {
+        fm_tensor bin[4] = {h, cu, rope[0], rope[1]};
+        st = fm_module_forward(fm_module_child(blocks, (size_t)i), rc, bin, 4, &h, 1, err);
+        if (st == FM_OK) fm_run_ctx_progress(rc, (int)i + 1, (int)t->v.depth);
+    }
+    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "merger"), rc, &h, 1, &out[0], 1, err);
+    fm_run_release(rc, mark);
+    return st;
 }
 
-/* Merger: ln_q per token, then rows 4j..4j+3 are already contiguous, so [N][D] is the
- * concatenated [N/m²][m²D] view without a copy. */
-static void run_merger(fm_vision_plan *p, const fm_qwen2vl_vision_w *w, float *out) {
-    const fm_qwen2vl_vision_cfg *c = &p->cfg;
-    int64_t m2 = (int64_t)c->spatial_merge_size * c->spatial_merge_size;
-    int64_t rows = p->n / m2, wide = m2 * c->embed_dim;
-    fm_k_layernorm(p->a, p->h, w->ln_q_w, w->ln_q_b, p->n, c->embed_dim, c->ln_eps, p->pool); /* a [N][D] */
-    fm_k_linear(p->big, p->a, w->mlp0_w, w->mlp0_b, rows, wide, wide);                       /* big [N/m²][m²D] */
-    fm_k_act(p->big, p->big, rows * wide, FM_ACT_GELU, p->pool);
-    fm_k_linear(out, p->big, w->mlp2_w, w->mlp2_b, rows, c->hidden_size, wide);               /* out [N/m²][H] */
-}
+/* ---- constructors (transformers' class names and attribute order, qwen2-vl.md §2) ---------------- */
+#define CFG(ctx) ((const fm_qwen2vl_config *)fm_build_ctx_model_cfg(ctx))
 
-fm_status fm_qwen2vl_vision_forward(fm_vision_plan *p, const fm_qwen2vl_vision_cfg *cfg,
-                                    const fm_qwen2vl_vision_w *w, const float *pixel_values,
-                                    int64_t n_rows, float *out,
-                                    void (*progress)(void *ctx, int done, int total),
-                                    void *progress_ctx, fm_error *err) {
-    if (!p || !cfg || !pixel_values || !out)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision forward: NULL plan, cfg, pixel_values or out");
-    if (!cfg_equal(cfg, &p->cfg))
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision forward: config differs from the plan's");
-    const fm_qwen2vl_vision_cfg *c = &p->cfg;
-    int64_t k = (int64_t)c->in_channels * c->temporal_patch_size * c->patch_size * c->patch_size;
-    if (n_rows != p->n)
-        return fm_error_set(err, FM_ERR_INPUT,
-                            "qwen2-vl vision forward: pixel_values [%lld, %lld] does not match image_grid_thw "
-                            "(%d images), which needs [%lld, %lld]",
-                            (long long)n_rows, (long long)k, p->n_images, (long long)p->n, (long long)k);
-    if ((uintptr_t)pixel_values % sizeof(float) || (uintptr_t)out % sizeof(float))
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl vision forward: pixel_values or out not 4-byte aligned");
-    fm_status st = check_weights(c, w, err);
-    if (st != FM_OK) return st;
-    int saved = fm_blas_get_threads();
-    fm_blas_set_threads(p->threads);
-    if (w->patch_fused) {
-        fm_k_linear(p->h, pixel_values, w->patch_w, w->patch_b, p->n, c->embed_dim, k); /* h [N][D] */
-    } else {
-        int64_t in[3] = {c->temporal_patch_size, c->patch_size, c->patch_size};
-        fm_k_conv3d(p->h, pixel_values, w->patch_w, w->patch_b, p->n, &w->conv, in, p->pool); /* h [N][D][1][1][1] */
-    }
-    for (int i = 0; i < c->depth; i++) {
-        run_block(p, &w->blocks[i]);
-        if (progress) progress(progress_ctx, i + 1, c->depth);
-    }
-    run_merger(p, w, out);
-    fm_blas_set_threads(saved);
+/* Creates a child or returns the failure (inits below have `ctx` and `err` in scope). */
+#define MK(parent, name, cls, args)                                                   \
+    do {                                                                              \
+        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);    \
+        if (st_ != FM_OK) return st_;                                                 \
+    } while (0)
+
+static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) {
+    void *p = fm_malloc(n);
+    if (!p) return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
+    memcpy(p, v, n);
+    fm_module_set_impl(m, p);
     return FM_OK;
+}
+
+/* PatchEmbed(patch_size, temporal_patch_size, in_channels, embed_dim, bias = 0):
+ * proj = Conv3d(in, embed, kernel = stride = (T, P, P)). */
+static fm_status patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    patch_impl p = {fm_args_int(a, "patch_size", 14), fm_args_int(a, "temporal_patch_size", 2),
+                    fm_args_int(a, "in_channels", 3), fm_args_int(a, "embed_dim", 1152)};
+    MK(m, "proj", "Conv3d",
+       &FM_ARGS(FM_I("in", p.channels), FM_I("out", p.embed), FM_I("k0", p.temporal), FM_I("k1", p.patch),
+                FM_I("k2", p.patch), FM_I("s0", p.temporal), FM_I("s1", p.patch), FM_I("s2", p.patch),
+                FM_I("bias", fm_args_int(a, "bias", 0))));
+    return set_impl(m, &p, sizeof p, err);
+}
+
+/* VisionRotaryEmbedding(dim = head_dim / 2): no parameters (inv_freq is recomputed). */
+static fm_status rotary_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    rotary_impl r = {fm_args_int(a, "dim", 0)};
+    (void)ctx;
+    if (r.dim < 2 || r.dim % 2 || r.dim > 512)
+        return fm_error_set(err, FM_ERR_CONFIG, "module '%s': rotary dim %lld must be even and in [2, 512]",
+                            fm_module_path(m), (long long)r.dim);
+    return set_impl(m, &r, sizeof r, err);
+}
+
+static fm_status attention_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    attn_impl at = {CFG(ctx)->v.embed_dim, CFG(ctx)->v.num_heads};
+    (void)a;
+    MK(m, "qkv", "Linear", &FM_ARGS(FM_I("in", at.dim), FM_I("out", 3 * at.dim), FM_I("bias", 1)));
+    MK(m, "proj", "Linear", &FM_ARGS(FM_I("in", at.dim), FM_I("out", at.dim), FM_I("bias", 1)));
+    return set_impl(m, &at, sizeof at, err);
+}
+
+static fm_status mlp_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    const fm_qwen2vl_vision_config *v = &CFG(ctx)->v;
+    (void)a;
+    MK(m, "fc1", "Linear", &FM_ARGS(FM_I("in", v->embed_dim), FM_I("out", v->mlp_hidden)));
+    MK(m, "act", fm_activation_class_name(v->act), NULL);
+    MK(m, "fc2", "Linear", &FM_ARGS(FM_I("in", v->mlp_hidden), FM_I("out", v->embed_dim)));
+    return FM_OK;
+}
+
+static fm_status block_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    int64_t d = CFG(ctx)->v.embed_dim;
+    (void)a;
+    MK(m, "norm1", "LayerNorm", &FM_ARGS(FM_I("dim", d), FM_D("eps", 1e-6)));
+    MK(m, "norm2", "LayerNorm", &FM_ARGS(FM_I("dim", d), FM_D("eps", 1e-6)));
+    MK(m, "attn", "VisionAttention", NULL);
+    MK(m, "mlp", "VisionMlp", NULL);
+    return FM_OK;
+}
+
+/* PatchMerger(dim = out width, context_dim = embed, spatial_merge_size). */
+static fm_status merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    merger_impl mi = {fm_args_int(a, "dim", 0), fm_args_int(a, "context_dim", 0), fm_args_int(a, "spatial_merge_size", 2)};
+    int64_t hid = mi.context * mi.merge * mi.merge;
+    fm_module *mlp = NULL;
+    MK(m, "ln_q", "LayerNorm", &FM_ARGS(FM_I("dim", mi.context), FM_D("eps", 1e-6)));
+    fm_status st = fm_module_create(ctx, m, "mlp", "Sequential", NULL, &mlp, err);
+    if (st != FM_OK) return st;
+    MK(mlp, "0", "Linear", &FM_ARGS(FM_I("in", hid), FM_I("out", hid)));
+    MK(mlp, "1", "GELU", NULL);
+    MK(mlp, "2", "Linear", &FM_ARGS(FM_I("in", hid), FM_I("out", mi.dim)));
+    return set_impl(m, &mi, sizeof mi, err);
+}
+
+static fm_status tower_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    const fm_qwen2vl_vision_config *v = &CFG(ctx)->v;
+    fm_module *blocks = NULL;
+    (void)a;
+    tower_impl *t = fm_calloc(1, sizeof *t);
+    if (!t) return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
+    t->v = *v;
+    fm_module_set_impl(m, t);
+    MK(m, "patch_embed", "PatchEmbed",
+       &FM_ARGS(FM_I("patch_size", v->patch_size), FM_I("temporal_patch_size", v->temporal_patch_size),
+                FM_I("in_channels", v->in_channels), FM_I("embed_dim", v->embed_dim)));
+    MK(m, "rotary_pos_emb", "VisionRotaryEmbedding", &FM_ARGS(FM_I("dim", v->embed_dim / v->num_heads / 2)));
+    fm_status st = fm_module_create(ctx, m, "blocks", "ModuleList", NULL, &blocks, err);
+    for (int64_t i = 0; st == FM_OK && i < v->depth; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "%lld", (long long)i);
+        st = fm_module_create(ctx, blocks, name, "Qwen2VLVisionBlock", NULL, NULL, err);
+    }
+    if (st != FM_OK) return st;
+    MK(m, "merger", "PatchMerger",
+       &FM_ARGS(FM_I("dim", v->hidden_size), FM_I("context_dim", v->embed_dim),
+                FM_I("spatial_merge_size", v->spatial_merge_size)));
+    return FM_OK;
+}
+
+static const fm_module_class vision_classes[] = {
+    {"PatchEmbed", patch_embed_init, patch_embed_prepare, patch_embed_forward, fm_free, NULL},
+    {"VisionRotaryEmbedding", rotary_init, NULL, rotary_forward, fm_free, NULL},
+    {"VisionAttention", attention_init, NULL, attention_forward, fm_free, NULL},
+    {"VisionMlp", mlp_init, NULL, mlp_forward, NULL, NULL},
+    {"Qwen2VLVisionBlock", block_init, NULL, block_forward, NULL, NULL},
+    {"PatchMerger", merger_init, NULL, merger_forward, fm_free, NULL},
+    {"Qwen2VisionTransformerPretrainedModel", tower_init, NULL, tower_forward, tower_impl_free, NULL},
+};
+
+fm_status fm_qwen2vl_register_vision_classes(fm_error *err) {
+    fm_status st = FM_OK;
+    for (size_t i = 0; st == FM_OK && i < sizeof vision_classes / sizeof *vision_classes; i++)
+        st = fm_class_register(&vision_classes[i], false, err);
+    return st;
 }
