@@ -46,6 +46,7 @@ static fm_status toy_pe_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor
     if (st == FM_OK) st = fm_module_forward(proj, rc, &v, 1, &y, 1, err); /* y: scratch of rc */
     fm_shape s2 = {2, {in[0].shape.dims[0], D}};
     if (st == FM_OK) st = fm_tensor_reshape(out, &y, &s2, err);
+    fm_tensor_free(&v);
     return st;
 }
 
