@@ -106,7 +106,7 @@ install: $(STATIC) $(SHARED) $(BUILD)/fusemap
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fusemap.pc
 
 # Registry tests under ThreadSanitizer (the registries are the shared mutable state).
-TSAN_TESTS := test_patch test_model_tree test_fusion
+TSAN_TESTS := test_patch test_model_tree test_fusion test_vision_forward
 tsan: deps
 	@$(MAKE) --no-print-directory $(addprefix build-tsan/tests/,$(TSAN_TESTS)) BUILD=build-tsan OPT="-O1" \
 	  EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread"

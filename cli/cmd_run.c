@@ -70,17 +70,16 @@ static fm_status read_inputs(const char *path, fm_tensor *pv, fm_tensor *grid, f
     return st;
 }
 
-static fm_status preprocess(const run_args *a, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
-    fm_qwen2vl_preproc_params p;
+static fm_status preprocess(const run_args *a, const fm_model *m, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
     fm_image imgs[64];
+    fm_status st = FM_OK;
     memset(imgs, 0, sizeof imgs);
-    fm_status st = fm_qwen2vl_preproc_params_load(a->dir, &p, NULL, err);
     /* transformers' load_image applies the EXIF orientation before preprocessing */
     for (int i = 0; st == FM_OK && i < a->n_images; i++) {
         st = fm_image_load(a->images[i], &imgs[i], err);
         if (st == FM_OK) st = fm_image_apply_orientation(&imgs[i], err);
     }
-    if (st == FM_OK) st = fm_qwen2vl_preprocess(imgs, (size_t)a->n_images, &p, pv, grid, err);
+    if (st == FM_OK) st = fm_model_preprocess_images(m, imgs, (size_t)a->n_images, pv, grid, err);
     for (int i = 0; i < a->n_images; i++) fm_image_free(&imgs[i]);
     return st;
 }
@@ -114,7 +113,7 @@ static int run(run_args *a) {
     size_t n_fused = rep.n_fused;
     fm_load_report_free(&rep);
     double t1 = fm_cli_now();
-    if (st == FM_OK) st = a->pixel_values ? read_inputs(a->pixel_values, &pv, &grid, &err) : preprocess(a, &pv, &grid, &err);
+    if (st == FM_OK) st = a->pixel_values ? read_inputs(a->pixel_values, &pv, &grid, &err) : preprocess(a, m, &pv, &grid, &err);
     double t2 = fm_cli_now();
     fm_run_options ro = {a->threads, isatty(2) ? progress : NULL, NULL};
     if (st == FM_OK) st = fm_model_vision_forward(m, &pv, &grid, &ro, &emb, &err);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "fusemap/image.h"
+#include "fusemap/qwen2_vl.h"
 #include "support/check.h"
 #include "support/img_fixtures.h"
 

@@ -10,6 +10,7 @@
 #include "fusemap/loading.h"
 #include "fusemap/models.h"
 #include "fusemap/nn.h"
+#include "fusemap/qwen2_vl.h"
 #include "fusemap/tensor.h"
 
 #define FUSEMAP_VERSION "0.1.0"

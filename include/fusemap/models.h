@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "fusemap/core.h"
+#include "fusemap/image.h"
 #include "fusemap/io.h"
 #include "fusemap/loading.h"
 #include "fusemap/nn.h"
@@ -78,6 +79,13 @@ fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format, fm_na
 fm_status fm_model_vision_forward(fm_model *m, const fm_tensor *pixel_values,
                                   const fm_tensor *image_grid_thw, const fm_run_options *o,
                                   fm_tensor *out, fm_error *err);
+/* Preprocesses n decoded still images (borrowed; apply their EXIF orientation first, as
+ * transformers' load_image does) with the model's own image processor and its directory's
+ * preprocessor_config.json: pixel_values F32 [N, C*T*P*P] and image_grid_thw I64 [n, 3], ready
+ * for fm_model_vision_forward (caller frees both with fm_tensor_free; untouched on failure).
+ * FM_ERR_UNSUPPORTED for an architecture without images. */
+fm_status fm_model_preprocess_images(const fm_model *m, const fm_image *imgs, size_t n,
+                                     fm_tensor *pixel_values, fm_tensor *image_grid_thw, fm_error *err);
 /* The model's run context for o->threads (created or re-created when the thread count changes;
  * progress replaced by o's), borrowed until the next call or fm_model_free. For forwards of
  * modules of the model's tree called directly. */

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 #include "fusemap/core.h"
-#include "fusemap/loading.h"
+#include "fusemap/image.h"
 #include "fusemap/tensor.h"
 
 #ifdef __cplusplus
@@ -85,9 +85,13 @@ fm_status fm_nn_register_builtins(fm_error *err);
 
 /* ---- build context ---------------------------------------------------------------------- */
 typedef struct fm_build_options {
-    const fm_patch_map *patches; /* borrowed for the build; NULL = none */
-    fm_dtype dtype;              /* parameter dtype declared on the meta tree */
-    const void *model_cfg;       /* builder-specific parsed config, borrowed */
+    /* Consulted for every class name before the registry (monkey patching): returns the
+     * replacement class or NULL. NULL = none. fm_from_pretrained passes a snapshot of the patch
+     * registry here (fm_patch_map_resolve, fusemap/loading.h). */
+    const struct fm_module_class *(*resolve)(const void *resolve_ctx, const char *class_name);
+    const void *resolve_ctx; /* borrowed for the build */
+    fm_dtype dtype;          /* parameter dtype declared on the meta tree */
+    const void *model_cfg;   /* builder-specific parsed config, borrowed */
 } fm_build_options;
 
 /* Per-instance override: the module at `path` gets `cls` (fusion). */
@@ -272,6 +276,11 @@ typedef struct fm_model_builder {
     fm_status (*build)(fm_build_ctx *ctx, const void *cfg, fm_module **root, fm_error *err);
     /* Name of the parameter `param` is tied to, or NULL. */
     const char *(*tied_to)(const void *cfg, const char *param);
+    /* Optional: preprocesses n still images (borrowed) as the architecture's image processor,
+     * with the parameters of model_dir's preprocessor_config.json (defaults when absent):
+     * pixel_values F32 [N, C*T*P*P] and image_grid_thw I64 [n, 3], caller frees both. */
+    fm_status (*preprocess_images)(const char *model_dir, const fm_image *imgs, size_t n,
+                                   fm_tensor *pixel_values, fm_tensor *image_grid_thw, fm_error *err);
     /* Module path of the vision tower (in: pixel_values F32 [N, C*T*P*P], image_grid_thw I64
      * [n, 3]; out: image embeddings F32 [tokens, hidden]), or NULL when there is none. */
     const char *vision_tower;

@@ -148,11 +148,15 @@ static fm_status record_fusions(const fm_fusion_plan *plan, fm_load_report *r, f
 }
 
 /* ---- build ------------------------------------------------------------------------------------ */
+static const fm_module_class *resolve_patch(const void *patches, const char *name) {
+    return fm_patch_map_resolve(patches, name);
+}
+
 static fm_status build_tree(fm_model *m, const fm_fusion_plan *plan, fm_dtype dt, fm_error *err) {
     fm_patch_map *patches = NULL;
     fm_build_ctx *ctx = NULL;
     fm_status st = fm_patch_snapshot(&patches, err);
-    fm_build_options bo = {patches, dt, m->model_cfg};
+    fm_build_options bo = {.resolve = resolve_patch, .resolve_ctx = patches, .dtype = dt, .model_cfg = m->model_cfg};
     if (st == FM_OK) st = fm_build_ctx_new(&bo, &ctx, err);
     for (size_t i = 0; st == FM_OK && plan && i < plan->n; i++)
         st = fm_build_ctx_override(ctx, plan->paths[i], plan->classes[i], err);

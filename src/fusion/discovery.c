@@ -137,7 +137,7 @@ static fm_status discover_uncached(const fm_model_builder *b, const void *model_
     walk_ctx w = {spec, NULL, 0, NULL, out, FM_OK, err};
     fm_build_ctx *ctx = NULL;
     fm_module *root = NULL;
-    fm_build_options bo = {NULL, FM_DTYPE_F32, model_cfg};
+    fm_build_options bo = {.dtype = FM_DTYPE_F32, .model_cfg = model_cfg};
     atomic_fetch_add(&discoveries, 1);
     fm_status st = compile_patterns(&w, err);
     if (st == FM_OK) st = fm_build_ctx_new(&bo, &ctx, err);

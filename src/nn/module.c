@@ -155,8 +155,8 @@ fm_dtype fm_build_ctx_dtype(const fm_build_ctx *ctx) { return ctx->opt.dtype; }
 static const fm_module_class *resolve_class(const fm_build_ctx *ctx, const char *path, const char *name) {
     for (size_t i = 0; i < ctx->n_ov; i++)
         if (!strcmp(ctx->ov[i].path, path)) return ctx->ov[i].cls;
-    if (ctx->opt.patches) {
-        const fm_module_class *p = fm_patch_map_resolve(ctx->opt.patches, name);
+    if (ctx->opt.resolve) {
+        const fm_module_class *p = ctx->opt.resolve(ctx->opt.resolve_ctx, name);
         if (p) return p;
     }
     return fm_class_lookup(name);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fusemap/qwen2_vl.h"
+
 #include "models/qwen2_vl/qwen2_vl.h"
 
 #define CFG(ctx) ((const fm_qwen2vl_config *)fm_build_ctx_model_cfg(ctx))
@@ -109,6 +111,15 @@ static const char *qwen2vl_tied_to(const void *cfg, const char *param) {
     return NULL;
 }
 
+/* The image processor with DIR/preprocessor_config.json (defaults when absent). */
+static fm_status qwen2vl_preprocess(const char *dir, const fm_image *imgs, size_t n, fm_tensor *pv, fm_tensor *grid,
+                                    fm_error *err) {
+    fm_qwen2vl_preproc_params p;
+    fm_status st = fm_qwen2vl_preproc_params_load(dir, &p, NULL, err);
+    if (st == FM_OK) st = fm_qwen2vl_preprocess(imgs, n, &p, pv, grid, err);
+    return st;
+}
+
 const fm_model_builder fm_qwen2vl_builder = {
     .model_type = "qwen2_vl",
     .architecture = "Qwen2VLForConditionalGeneration",
@@ -116,6 +127,7 @@ const fm_model_builder fm_qwen2vl_builder = {
     .free_config = fm_free,
     .build = qwen2vl_build,
     .tied_to = qwen2vl_tied_to,
+    .preprocess_images = qwen2vl_preprocess,
     .vision_tower = "model.visual",
 };
 

@@ -1,6 +1,7 @@
 /* Qwen2-VL image preprocessing, PIL path (spec qwen2-vl.md 3): smart_resize, preprocessor_config.json,
  * rescale/normalise and patch flattening in spatial-merge order. */
 #include "fusemap/image.h"
+#include "fusemap/qwen2_vl.h"
 
 #include <errno.h>
 #include <jansson.h>
