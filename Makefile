@@ -10,7 +10,7 @@ VERSION := 0.1.0
 WARN     := -Wall -Wextra -Wpedantic -Wshadow
 OPT      ?= -O2 -march=native
 CFLAGS   ?= -g
-ALLFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -ffp-contract=off -fPIC $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
+ALLFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -ffp-contract=off -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
             -Iinclude -Isrc
 LDLIBS   := -ljansson -lpcre2-8 -lopenblas -lpng -ljpeg -lm -lpthread
 LDFLAGS  ?=
@@ -43,7 +43,7 @@ deps:
 	@sh scripts/deps.sh
 
 # Header dependencies come from the compiler (-MMD): a header change rebuilds only its users.
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -MMD -MP -c $< -o $@
 

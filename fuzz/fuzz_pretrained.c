@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "fusion/testing.h"
 #include "fusemap/fusion.h"
 #include "fusemap/models.h"
 #include "fuzz_common.h"

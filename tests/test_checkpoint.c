@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/testing.h"
 #include "fusemap/io.h"
 #include "support/check.h"
 #include "support/st_fixtures.h"

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/testing.h"
 #include "fusemap/io.h"
 #include "io/config_internal.h"
 #include "support/check.h"

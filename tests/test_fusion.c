@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fusion/testing.h"
 #include "check.h"
 #include "file_util.h"
 #include "fusemap/fusemap.h"

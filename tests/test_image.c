@@ -8,6 +8,7 @@
 
 #include <png.h>
 
+#include "core/testing.h"
 #include "fusemap/image.h"
 #include "support/check.h"
 #include "support/img_fixtures.h"

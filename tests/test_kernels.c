@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/testing.h"
 #include "support/check.h"
 #include "core/threadpool.h"
 #include "nn/kernels.h"

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/testing.h"
 #include "fusemap/loading.h"
 #include "loading/internal.h"
 #include "support/check.h"

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/testing.h"
 #include "fusemap/loading.h"
 #include "support/check.h"
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/testing.h"
 #include "fusemap/image.h"
 #include "fusemap/qwen2_vl.h"
 #include "support/check.h"

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/testing.h"
 #include "fusemap/io.h"
 #include "io/fsutil.h"
 #include "support/check.h"

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/testing.h"
 #include "fusemap/io.h"
 #include "io/fsutil.h"
 #include "support/check.h"

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fusion/testing.h"
+#include "core/testing.h"
 #include "check.h"
 #include "file_util.h"
 #include "fusemap/fusemap.h"

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/testing.h"
 #include "fusemap/tensor.h"
 #include "support/check.h"
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/testing.h"
 #include "fusemap/loading.h"
 #include "fusemap/models.h"
 #include "loading/pattern.h"

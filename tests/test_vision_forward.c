@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/testing.h"
 #include "fusemap/fusemap.h"
 #include "support/check.h"
 #include "support/qwen_fixture.h"

@@ -11,6 +11,14 @@
 extern "C" {
 #endif
 
+/* Marks the library's public functions and data: libfusemap.so is built with hidden visibility
+ * and exports exactly what the public headers declare with FM_API. */
+#if defined(__GNUC__)
+#define FM_API __attribute__((visibility("default")))
+#else
+#define FM_API
+#endif
+
 /* One status list, generated into the enum, the name table and the text table.
  * X(NAME, "short text") */
 #define FM_STATUS_LIST(X)                                                          \
@@ -57,9 +65,9 @@ typedef enum fm_status {
 } fm_status;
 
 /* "FM_ERR_IO" etc.; never NULL (unknown values give "FM_UNKNOWN"). */
-const char *fm_status_name(fm_status s);
+FM_API const char *fm_status_name(fm_status s);
 /* Human text of a status; never NULL. */
-const char *fm_status_text(fm_status s);
+FM_API const char *fm_status_text(fm_status s);
 
 #define FM_ERROR_MSG_MAX 1024
 
@@ -70,17 +78,17 @@ typedef struct fm_error {
     char msg[FM_ERROR_MSG_MAX];
 } fm_error;
 
-void fm_error_clear(fm_error *err);
+FM_API void fm_error_clear(fm_error *err);
 /* Sets err (if non-NULL) and returns `s`, so callers can `return fm_error_set(...)`. */
-fm_status fm_error_set(fm_error *err, fm_status s, const char *fmt, ...)
+FM_API fm_status fm_error_set(fm_error *err, fm_status s, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
-fm_status fm_error_setv(fm_error *err, fm_status s, const char *fmt, va_list ap);
+FM_API fm_status fm_error_setv(fm_error *err, fm_status s, const char *fmt, va_list ap);
 /* Prepends "prefix: " to an existing message (context on the way up); keeps err->status.
  * Accepts NULL. Returns nothing on purpose: callers return their own status. */
-void fm_error_prefix(fm_error *err, const char *fmt, ...)
+FM_API void fm_error_prefix(fm_error *err, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
@@ -88,32 +96,15 @@ void fm_error_prefix(fm_error *err, const char *fmt, ...)
 
 /* ---- allocation choke point -------------------------------------------------------
  * Every allocation of the library goes through these. fm_free accepts NULL. */
-void *fm_malloc(size_t n);
-void *fm_calloc(size_t count, size_t size);
-void *fm_realloc(void *p, size_t n);
-void fm_free(void *p);
-char *fm_strdup(const char *s);
-char *fm_strndup(const char *s, size_t n);
+FM_API void *fm_malloc(size_t n);
+FM_API void *fm_calloc(size_t count, size_t size);
+FM_API void *fm_realloc(void *p, size_t n);
+FM_API void fm_free(void *p);
+FM_API char *fm_strdup(const char *s);
+FM_API char *fm_strndup(const char *s, size_t n);
 /* Aligned (64 bytes) allocation for kernel buffers; free with fm_free_aligned. */
-void *fm_malloc_aligned(size_t n);
-void fm_free_aligned(void *p);
-
-/* ---- fault injection (tests) ---------------------------------------------------------
- * fm_fault_set(kind, n): the n-th call (1-based, counted from this call) of that kind fails;
- * n = 0 disables. fm_fault_count(kind) returns calls seen since the last set. Process-wide,
- * not meant for concurrent use. */
-typedef enum fm_fault_kind {
-    FM_FAULT_ALLOC = 0,
-    FM_FAULT_WRITE,
-    FM_FAULT_FSYNC,
-    FM_FAULT_RENAME,
-    FM_FAULT_OPEN,
-    FM_FAULT_KIND_COUNT
-} fm_fault_kind;
-void fm_fault_set(fm_fault_kind kind, uint64_t nth);
-uint64_t fm_fault_count(fm_fault_kind kind);
-/* Returns 1 when this call of `kind` must fail (and counts it). Used by the library. */
-int fm_fault_hit(fm_fault_kind kind);
+FM_API void *fm_malloc_aligned(size_t n);
+FM_API void fm_free_aligned(void *p);
 
 /* ---- checked arithmetic -------------------------------------------------------------- */
 /* Return 0 on success, -1 on overflow (out untouched on overflow). */
@@ -131,7 +122,7 @@ static inline int fm_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
 }
 
 /* Number of threads kernels use when the caller passes 0: online cores. */
-int fm_default_threads(void);
+FM_API int fm_default_threads(void);
 
 #ifdef __cplusplus
 }

@@ -42,22 +42,18 @@ typedef struct fm_fusion_spec {
 } fm_fusion_spec;
 
 /* Registry (process-wide, thread-safe). `spec` is borrowed for the life of the process. */
-fm_status fm_fusion_register(const fm_fusion_spec *spec, bool overwrite, fm_error *err);
-const fm_fusion_spec *fm_fusion_lookup(const char *name);
+FM_API fm_status fm_fusion_register(const fm_fusion_spec *spec, bool overwrite, fm_error *err);
+FM_API const fm_fusion_spec *fm_fusion_lookup(const char *name);
 /* Names in registration order; *names borrowed (static), caller frees the array with fm_free. */
-fm_status fm_fusion_list(const char ***names, size_t *n, fm_error *err);
-/* Empties the discovery cache (fused classes stay registered). */
-void fm_fusion_cache_clear(void);
-/* Discovery runs since start (tests use it to observe the cache). */
-uint64_t fm_fusion_discovery_count(void);
+FM_API fm_status fm_fusion_list(const char ***names, size_t *n, fm_error *err);
 
 /* The built-in patch_embeddings family. */
-extern const fm_fusion_spec fm_fusion_patch_embeddings;
+FM_API extern const fm_fusion_spec fm_fusion_patch_embeddings;
 
 /* ---- used by fm_from_pretrained -------------------------------------------------------------
  * Validates a fusion_config object: every key a registered family; each value true, false or
  * an object (options); anything else FM_ERR_FUSION naming the key. */
-fm_status fm_fusion_config_validate(const fm_config *fusion_config, const char *origin, fm_error *err);
+FM_API fm_status fm_fusion_config_validate(const fm_config *fusion_config, const char *origin, fm_error *err);
 
 typedef struct fm_fusion_plan {
     /* per-instance overrides: module path -> fused class (borrowed from the fusion cache) */
@@ -69,14 +65,14 @@ typedef struct fm_fusion_plan {
     char **unmatched;  /* enabled families that matched nothing */
     size_t n_unmatched;
 } fm_fusion_plan;
-void fm_fusion_plan_free(fm_fusion_plan *p); /* accepts NULL */
+FM_API void fm_fusion_plan_free(fm_fusion_plan *p); /* accepts NULL */
 
 /* For each enabled family in the user's order: discover fusable modules on a meta build
  * (cached by builder, family and the config values the decision depends on), and collect
  * overrides and transforms. Transforms whose source patterns equal one in `existing` (or an
  * earlier family's) are an error naming both. Disabled-but-registered families contribute
  * their defuse transforms. */
-fm_status fm_fusion_plan_make(const fm_model_builder *builder, const void *model_cfg,
+FM_API fm_status fm_fusion_plan_make(const fm_model_builder *builder, const void *model_cfg,
                               const fm_config *config, const fm_config *fusion_config,
                               const fm_transform_list *existing, fm_fusion_plan *out, fm_error *err);
 

@@ -40,15 +40,15 @@ typedef enum fm_image_format {
 } fm_image_format;
 
 /* Format from the leading magic bytes (PNG signature, JPEG SOI FF D8 FF). */
-fm_image_format fm_image_sniff(const void *bytes, size_t len);
+FM_API fm_image_format fm_image_sniff(const void *bytes, size_t len);
 /* "PNG", "JPEG" or "unknown"; never NULL. */
-const char *fm_image_format_name(fm_image_format f);
+FM_API const char *fm_image_format_name(fm_image_format f);
 
 /* Uninitialised RGB8 image of width x height (both > 0, product <= FM_IMAGE_MAX_PIXELS).
  * Caller frees with fm_image_free. */
-fm_status fm_image_alloc(fm_image *img, uint32_t width, uint32_t height, fm_error *err);
+FM_API fm_status fm_image_alloc(fm_image *img, uint32_t width, uint32_t height, fm_error *err);
 /* Frees the pixels and zeroes the struct; accepts NULL and a zeroed image. */
-void fm_image_free(fm_image *img);
+FM_API void fm_image_free(fm_image *img);
 
 /* Decodes a PNG or JPEG held in memory (borrowed for the call) into RGB8, converting as
  * Pillow's Image.convert("RGB") does: gray replicated, palette looked up, alpha dropped
@@ -57,16 +57,16 @@ void fm_image_free(fm_image *img);
  * EXIF orientation is recorded in out->orientation, not applied. `label` names the input in
  * errors. Bad input (empty, unknown magic, truncated, corrupt, too many pixels) gives
  * FM_ERR_IMAGE; *out is untouched on failure. Caller frees *out with fm_image_free. */
-fm_status fm_image_decode(const void *bytes, size_t len, const char *label, fm_image *out,
+FM_API fm_status fm_image_decode(const void *bytes, size_t len, const char *label, fm_image *out,
                           fm_error *err);
 /* Reads the file at `path` and decodes it as fm_image_decode. Open/read failures give
  * FM_ERR_IO (FM_ERR_NOT_FOUND when the file does not exist). */
-fm_status fm_image_load(const char *path, fm_image *out, fm_error *err);
+FM_API fm_status fm_image_load(const char *path, fm_image *out, fm_error *err);
 /* Applies img->orientation in place as Pillow's ImageOps.exif_transpose (2: mirror,
  * 3: rotate 180, 4: flip, 5: transpose, 6: rotate 90 clockwise, 7: transverse, 8: rotate 90
  * counter-clockwise), then sets orientation to 1 (0 stays 0). Width and height swap for
  * 5..8. On failure the image is unchanged. */
-fm_status fm_image_apply_orientation(fm_image *img, fm_error *err);
+FM_API fm_status fm_image_apply_orientation(fm_image *img, fm_error *err);
 
 /* ---- resizing ---------------------------------------------------------------------------
  * Pillow's Image.resize(..., BICUBIC) bit-for-bit (libImaging/Resample.c, 8 bits per
@@ -76,12 +76,12 @@ fm_status fm_image_apply_orientation(fm_image *img, fm_error *err);
  * interleaved bytes; `dst` (dst_h * dst_w * channels bytes, caller-owned, not overlapping
  * src) receives the result. Each channel is resampled independently (no premultiplied
  * alpha, unlike Pillow's RGBA path). */
-fm_status fm_resize_bicubic_u8(const uint8_t *src, uint32_t src_w, uint32_t src_h,
+FM_API fm_status fm_resize_bicubic_u8(const uint8_t *src, uint32_t src_w, uint32_t src_h,
                                uint32_t channels, uint8_t *dst, uint32_t dst_w, uint32_t dst_h,
                                fm_error *err);
 /* Resized copy of an RGB8 image (a plain copy when the size is unchanged, as Pillow does).
  * Caller frees *out with fm_image_free. */
-fm_status fm_image_resize_bicubic(const fm_image *src, uint32_t width, uint32_t height,
+FM_API fm_status fm_image_resize_bicubic(const fm_image *src, uint32_t width, uint32_t height,
                                   fm_image *out, fm_error *err);
 
 #ifdef __cplusplus

@@ -34,9 +34,9 @@ typedef struct fm_args {
 #define FM_D(k, v) {.key = (k), .d = (v)}
 #define FM_ARGS(...) ((fm_args){(const fm_arg[]){__VA_ARGS__}, sizeof((fm_arg[]){__VA_ARGS__}) / sizeof(fm_arg)})
 #define FM_NO_ARGS ((fm_args){NULL, 0})
-int64_t fm_args_int(const fm_args *a, const char *key, int64_t dflt);
-double fm_args_double(const fm_args *a, const char *key, double dflt);
-bool fm_args_has(const fm_args *a, const char *key);
+FM_API int64_t fm_args_int(const fm_args *a, const char *key, int64_t dflt);
+FM_API double fm_args_double(const fm_args *a, const char *key, double dflt);
+FM_API bool fm_args_has(const fm_args *a, const char *key);
 
 /* A module class. Instances are created only through fm_module_create, so any class can be
  * replaced by name before instantiation.
@@ -72,16 +72,16 @@ typedef struct fm_module_class {
 /* Registers `cls` (borrowed for the life of the process) under cls->name. A built-in name
  * without overwrite: FM_ERR_EXISTS (with overwrite the replacement applies to later builds,
  * which is monkey patching by registration; prefer fm_patch_register). */
-fm_status fm_class_register(const fm_module_class *cls, bool overwrite, fm_error *err);
-const fm_module_class *fm_class_lookup(const char *name);
+FM_API fm_status fm_class_register(const fm_module_class *cls, bool overwrite, fm_error *err);
+FM_API const fm_module_class *fm_class_lookup(const char *name);
 /* Registers a copy of class `existing` under another name (e.g. an architecture's own name for
  * a generic layer: "Qwen2RMSNorm" for "RMSNorm"), so patches by either name apply. The copy
  * lives for the process. FM_ERR_NOT_FOUND when `existing` is not registered. */
-fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite, fm_error *err);
+FM_API fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite, fm_error *err);
 /* Registers the generic layer classes once (idempotent, thread-safe); every other registration
  * and every build calls it first, so a user class cannot silently take a built-in's name.
  * Fails only when memory ran out at the first call (the failure is then permanent). */
-fm_status fm_nn_register_builtins(fm_error *err);
+FM_API fm_status fm_nn_register_builtins(fm_error *err);
 
 /* ---- build context ---------------------------------------------------------------------- */
 typedef struct fm_build_options {
@@ -95,20 +95,20 @@ typedef struct fm_build_options {
 } fm_build_options;
 
 /* Per-instance override: the module at `path` gets `cls` (fusion). */
-fm_status fm_build_ctx_new(const fm_build_options *o, fm_build_ctx **out, fm_error *err);
-fm_status fm_build_ctx_override(fm_build_ctx *ctx, const char *path, const fm_module_class *cls,
+FM_API fm_status fm_build_ctx_new(const fm_build_options *o, fm_build_ctx **out, fm_error *err);
+FM_API fm_status fm_build_ctx_override(fm_build_ctx *ctx, const char *path, const fm_module_class *cls,
                                 fm_error *err);
-void fm_build_ctx_free(fm_build_ctx *ctx);
-const void *fm_build_ctx_model_cfg(const fm_build_ctx *ctx);
-fm_dtype fm_build_ctx_dtype(const fm_build_ctx *ctx);
+FM_API void fm_build_ctx_free(fm_build_ctx *ctx);
+FM_API const void *fm_build_ctx_model_cfg(const fm_build_ctx *ctx);
+FM_API fm_dtype fm_build_ctx_dtype(const fm_build_ctx *ctx);
 
 /* Creates child `name` of `parent` (NULL for the root, name "") of class `class_name`,
  * resolved as: per-instance override for its path, then the patch map, then the registry.
  * The child is owned by its parent (the root by the caller: fm_module_free). */
-fm_status fm_module_create(fm_build_ctx *ctx, fm_module *parent, const char *name,
+FM_API fm_status fm_module_create(fm_build_ctx *ctx, fm_module *parent, const char *name,
                            const char *class_name, const fm_args *args, fm_module **out,
                            fm_error *err);
-void fm_module_free(fm_module *m); /* frees the subtree; accepts NULL */
+FM_API void fm_module_free(fm_module *m); /* frees the subtree; accepts NULL */
 
 /* ---- module tree ------------------------------------------------------------------------ */
 typedef struct fm_param {
@@ -116,30 +116,30 @@ typedef struct fm_param {
     fm_tensor tensor; /* meta until loaded; the module holds one reference */
 } fm_param;
 
-fm_status fm_module_add_param(fm_module *m, const char *name, fm_dtype dt, const fm_shape *shape,
+FM_API fm_status fm_module_add_param(fm_module *m, const char *name, fm_dtype dt, const fm_shape *shape,
                               fm_error *err);
-const char *fm_module_name(const fm_module *m);  /* attribute name; "" for root */
-const char *fm_module_path(const fm_module *m);  /* dotted path from the root; "" for root */
-const fm_module_class *fm_module_class_of(const fm_module *m);
+FM_API const char *fm_module_name(const fm_module *m);  /* attribute name; "" for root */
+FM_API const char *fm_module_path(const fm_module *m);  /* dotted path from the root; "" for root */
+FM_API const fm_module_class *fm_module_class_of(const fm_module *m);
 /* The class originally asked for (differs from fm_module_class_of when patched/fused). */
-const char *fm_module_requested_class(const fm_module *m);
-fm_module *fm_module_parent(const fm_module *m);
-size_t fm_module_child_count(const fm_module *m);
-fm_module *fm_module_child(const fm_module *m, size_t i);
-fm_module *fm_module_child_named(const fm_module *m, const char *name);
+FM_API const char *fm_module_requested_class(const fm_module *m);
+FM_API fm_module *fm_module_parent(const fm_module *m);
+FM_API size_t fm_module_child_count(const fm_module *m);
+FM_API fm_module *fm_module_child(const fm_module *m, size_t i);
+FM_API fm_module *fm_module_child_named(const fm_module *m, const char *name);
 /* Module at dotted path relative to m ("" = m), or NULL. */
-fm_module *fm_module_find(fm_module *m, const char *path);
-size_t fm_module_param_count(const fm_module *m);
-fm_param *fm_module_param(fm_module *m, size_t i);
-fm_param *fm_module_param_named(fm_module *m, const char *name);
+FM_API fm_module *fm_module_find(fm_module *m, const char *path);
+FM_API size_t fm_module_param_count(const fm_module *m);
+FM_API fm_param *fm_module_param(fm_module *m, size_t i);
+FM_API fm_param *fm_module_param_named(fm_module *m, const char *name);
 /* Removes and frees child `name` (used by fused classes that replace a submodule). */
-fm_status fm_module_remove_child(fm_module *m, const char *name, fm_error *err);
-void fm_module_set_impl(fm_module *m, void *impl); /* owned; freed with cls->free_impl */
-void *fm_module_impl(const fm_module *m);
+FM_API fm_status fm_module_remove_child(fm_module *m, const char *name, fm_error *err);
+FM_API void fm_module_set_impl(fm_module *m, void *impl); /* owned; freed with cls->free_impl */
+FM_API void *fm_module_impl(const fm_module *m);
 
 /* Depth-first, definition order (module itself before its children), like named_modules(). */
 typedef int (*fm_module_visit_fn)(fm_module *m, int depth, void *ctx); /* nonzero stops */
-int fm_module_walk(fm_module *root, fm_module_visit_fn fn, void *ctx);
+FM_API int fm_module_walk(fm_module *root, fm_module_visit_fn fn, void *ctx);
 
 /* named_parameters(): full dotted names in definition order. */
 typedef struct fm_param_ref {
@@ -147,8 +147,8 @@ typedef struct fm_param_ref {
     fm_module *module; /* borrowed */
     size_t index;      /* parameter index in module */
 } fm_param_ref;
-fm_status fm_module_named_params(fm_module *root, fm_param_ref **out, size_t *n, fm_error *err);
-void fm_param_refs_free(fm_param_ref *v, size_t n);
+FM_API fm_status fm_module_named_params(fm_module *root, fm_param_ref **out, size_t *n, fm_error *err);
+FM_API void fm_param_refs_free(fm_param_ref *v, size_t n);
 
 /* ---- running -------------------------------------------------------------------------------
  * A run context holds what a forward needs besides the module tree: the thread pool every
@@ -160,45 +160,45 @@ typedef struct fm_run_options {
     void (*progress)(void *ctx, int done, int total); /* may be NULL; called from the forward */
     void *progress_ctx;
 } fm_run_options;
-void fm_run_options_init(fm_run_options *o);
+FM_API void fm_run_options_init(fm_run_options *o);
 
 /* Caller frees *out with fm_run_ctx_free. FM_ERR_INVALID_ARG for threads < 0 or > 1024. */
-fm_status fm_run_ctx_new(const fm_run_options *o, fm_run_ctx **out, fm_error *err);
-void fm_run_ctx_free(fm_run_ctx *rc); /* accepts NULL */
+FM_API fm_status fm_run_ctx_new(const fm_run_options *o, fm_run_ctx **out, fm_error *err);
+FM_API void fm_run_ctx_free(fm_run_ctx *rc); /* accepts NULL */
 /* Threads of the pool (the options' value, 0 resolved to the online cores). */
-int fm_run_ctx_threads(const fm_run_ctx *rc);
+FM_API int fm_run_ctx_threads(const fm_run_ctx *rc);
 /* Replaces the progress callback (NULL clears it). */
-void fm_run_ctx_set_progress(fm_run_ctx *rc, void (*progress)(void *ctx, int done, int total), void *ctx);
+FM_API void fm_run_ctx_set_progress(fm_run_ctx *rc, void (*progress)(void *ctx, int done, int total), void *ctx);
 /* Reports progress through the callback, if any. */
-void fm_run_ctx_progress(fm_run_ctx *rc, int done, int total);
+FM_API void fm_run_ctx_progress(fm_run_ctx *rc, int done, int total);
 
 /* Scratch arena: bump allocation, released back to a mark. After the first forward of a shape
  * the arena holds one block of the high-water size, so later forwards allocate nothing. */
-size_t fm_run_mark(const fm_run_ctx *rc);
-void fm_run_release(fm_run_ctx *rc, size_t mark);
+FM_API size_t fm_run_mark(const fm_run_ctx *rc);
+FM_API void fm_run_release(fm_run_ctx *rc, size_t mark);
 /* `bytes` of 64-byte aligned scratch, valid until a mark taken before the call is released. */
-fm_status fm_run_scratch(fm_run_ctx *rc, size_t bytes, void **out, fm_error *err);
+FM_API fm_status fm_run_scratch(fm_run_ctx *rc, size_t bytes, void **out, fm_error *err);
 /* A tensor whose data is scratch (storage NULL: fm_tensor_free only zeroes the struct). */
-fm_status fm_run_tensor(fm_run_ctx *rc, fm_dtype dt, const fm_shape *shape, fm_tensor *out,
+FM_API fm_status fm_run_tensor(fm_run_ctx *rc, fm_dtype dt, const fm_shape *shape, fm_tensor *out,
                         fm_error *err);
 
 /* ---- forward -------------------------------------------------------------------------------- */
 /* Runs m's class forward (preparing m first if needed). FM_ERR_UNSUPPORTED when the class has
  * no forward. */
-fm_status fm_module_forward(fm_module *m, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+FM_API fm_status fm_module_forward(fm_module *m, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
                             fm_tensor *out, size_t n_out, fm_error *err);
 /* Prepares the subtree (children before parents) where not prepared yet. */
-fm_status fm_module_prepare(fm_module *m, fm_run_ctx *rc, fm_error *err);
+FM_API fm_status fm_module_prepare(fm_module *m, fm_run_ctx *rc, fm_error *err);
 /* Marks the subtree unprepared (after its parameters changed). */
-void fm_module_invalidate(fm_module *m);
-bool fm_module_is_prepared(const fm_module *m);
+FM_API void fm_module_invalidate(fm_module *m);
+FM_API bool fm_module_is_prepared(const fm_module *m);
 /* Output i for a forward: out[i] as the caller passed it when its data is set (checked against
  * dt and shape: FM_ERR_INPUT naming the module), else a scratch tensor. */
-fm_status fm_module_output(fm_module *m, fm_run_ctx *rc, fm_tensor *out, fm_dtype dt,
+FM_API fm_status fm_module_output(fm_module *m, fm_run_ctx *rc, fm_tensor *out, fm_dtype dt,
                            const fm_shape *shape, fm_error *err);
 /* Checks in[i] is of dtype dt with `ndim` dims whose last is `last` (last < 0: any): else
  * FM_ERR_INPUT "module 'path': input i is ..., expected ...". */
-fm_status fm_module_check_input(const fm_module *m, const fm_tensor *in, size_t n_in, size_t i,
+FM_API fm_status fm_module_check_input(const fm_module *m, const fm_tensor *in, size_t n_in, size_t i,
                                 fm_dtype dt, int ndim, int64_t last, fm_error *err);
 
 /* ---- geometry of the generic layers (for fusion families and parents) -------------------
@@ -207,14 +207,14 @@ typedef struct fm_linear_geometry {
     int64_t in_features, out_features;
     bool bias;
 } fm_linear_geometry;
-fm_status fm_linear_geometry_of(const fm_module *m, fm_linear_geometry *out, fm_error *err);
+FM_API fm_status fm_linear_geometry_of(const fm_module *m, fm_linear_geometry *out, fm_error *err);
 
 typedef struct fm_conv3d_geometry {
     int64_t in_channels, out_channels, groups;
     int64_t kernel[3], stride[3], padding[3], dilation[3]; /* (T, H, W) */
     bool bias;
 } fm_conv3d_geometry;
-fm_status fm_conv3d_geometry_of(const fm_module *m, fm_conv3d_geometry *out, fm_error *err);
+FM_API fm_status fm_conv3d_geometry_of(const fm_module *m, fm_conv3d_geometry *out, fm_error *err);
 
 /* Whether m computes a pointwise activation; *kind receives it (fm_activation). */
 typedef enum fm_activation {
@@ -224,18 +224,18 @@ typedef enum fm_activation {
     FM_ACTIVATION_GELU_TANH,      /* 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) */
     FM_ACTIVATION_COUNT
 } fm_activation;
-bool fm_activation_of(const fm_module *m, fm_activation *kind);
+FM_API bool fm_activation_of(const fm_module *m, fm_activation *kind);
 /* transformers' ACT2FN names ("quick_gelu", "gelu", "silu"/"swish", "gelu_pytorch_tanh"/
  * "gelu_new") -> activation; false when unknown or NULL. */
-bool fm_activation_from_name(const char *name, fm_activation *out);
+FM_API bool fm_activation_from_name(const char *name, fm_activation *out);
 /* The module class computing `a` ("QuickGELUActivation", "GELUActivation", "SiLUActivation",
  * "GELUTanh"). */
-const char *fm_activation_class_name(fm_activation a);
+FM_API const char *fm_activation_class_name(fm_activation a);
 
 /* Linear module m, then a pointwise activation applied to each output tile while it is in cache
  * (x: F32 [..., in]; y: output as in fm_module_output). When m's class is not the generic
  * Linear (patched), runs m's forward and the activation as a second pass: same values. */
-fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_tensor *x, fm_tensor *y,
+FM_API fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_tensor *x, fm_tensor *y,
                                 fm_activation act, fm_error *err);
 
 /* ---- functional ops on row-major f32 matrices (for forwards written outside the library) ----
@@ -246,22 +246,22 @@ typedef struct fm_mat {
     int64_t rows, cols, ld;
 } fm_mat;
 /* The [rows][last dim] view of a contiguous F32 tensor (NULL data when t is not F32). */
-fm_mat fm_mat_of(const fm_tensor *t);
+FM_API fm_mat fm_mat_of(const fm_tensor *t);
 /* Columns [c0, c1) of m. */
-fm_mat fm_mat_cols(fm_mat m, int64_t c0, int64_t c1);
+FM_API fm_mat fm_mat_cols(fm_mat m, int64_t c0, int64_t c1);
 
 /* Rotary embedding (rotate_half pairing, d <-> d + head_dim/2) in place on `heads` heads of
  * head_dim columns of x; cos, sin: [x.rows][head_dim/2]. */
-fm_status fm_op_rope(fm_run_ctx *rc, fm_mat x, int heads, int head_dim, const float *cos_t,
+FM_API fm_status fm_op_rope(fm_run_ctx *rc, fm_mat x, int heads, int head_dim, const float *cos_t,
                      const float *sin_t, fm_error *err);
 /* Attention within segments [cu[s], cu[s+1]) of the rows, no mask inside a segment (the
  * vision towers' varlen attention): per head h (columns h*head_dim..+head_dim of q, k, v and o)
  * o = softmax(q kᵀ · scale) v, softmax in f32. cu: [n_seg + 1], cu[0] = 0, increasing, last =
  * rows. o must not overlap q, k or v. */
-fm_status fm_op_attention(fm_run_ctx *rc, fm_mat o, fm_mat q, fm_mat k, fm_mat v, const int32_t *cu,
+FM_API fm_status fm_op_attention(fm_run_ctx *rc, fm_mat o, fm_mat q, fm_mat k, fm_mat v, const int32_t *cu,
                           int n_seg, int heads, int head_dim, float scale, fm_error *err);
 /* y = act(x) elementwise over n floats (y may equal x). */
-void fm_op_activation(fm_run_ctx *rc, float *y, const float *x, int64_t n, fm_activation act);
+FM_API void fm_op_activation(fm_run_ctx *rc, float *y, const float *x, int64_t n, fm_activation act);
 
 /* ---- model builders (one per architecture) -------------------------------------------- */
 struct fm_config;
@@ -288,9 +288,9 @@ typedef struct fm_model_builder {
 
 /* Registers a builder (borrowed for the life of the process). Same model_type twice without
  * overwrite: FM_ERR_EXISTS. */
-fm_status fm_model_builder_register(const fm_model_builder *b, bool overwrite, fm_error *err);
+FM_API fm_status fm_model_builder_register(const fm_model_builder *b, bool overwrite, fm_error *err);
 /* By model_type, else by architecture name; NULL if none. */
-const fm_model_builder *fm_model_builder_find(const char *model_type, const char *architecture);
+FM_API const fm_model_builder *fm_model_builder_find(const char *model_type, const char *architecture);
 
 #ifdef __cplusplus
 }

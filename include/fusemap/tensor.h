@@ -47,13 +47,13 @@ typedef enum fm_dtype {
 } fm_dtype;
 
 /* Safetensors name ("BF16"); NULL for an invalid dtype. */
-const char *fm_dtype_name(fm_dtype dt);
+FM_API const char *fm_dtype_name(fm_dtype dt);
 /* Exact, case-sensitive lookup of a safetensors name of `len` bytes; FM_DTYPE_INVALID if unknown. */
-fm_dtype fm_dtype_from_name(const char *name, size_t len);
-unsigned fm_dtype_bits(fm_dtype dt);
-unsigned fm_dtype_rank(fm_dtype dt);
+FM_API fm_dtype fm_dtype_from_name(const char *name, size_t len);
+FM_API unsigned fm_dtype_bits(fm_dtype dt);
+FM_API unsigned fm_dtype_rank(fm_dtype dt);
 /* True for F16, BF16, F32, F64 (the dtypes fm_convert handles). */
-bool fm_dtype_is_float(fm_dtype dt);
+FM_API bool fm_dtype_is_float(fm_dtype dt);
 
 #define FM_MAX_DIMS 8
 
@@ -64,14 +64,14 @@ typedef struct fm_shape {
 } fm_shape;
 
 /* Builds a shape; FM_ERR_INVALID_ARG for ndim outside 0..8 or a negative dim. */
-fm_status fm_shape_make(fm_shape *out, int ndim, const int64_t *dims);
-bool fm_shape_equal(const fm_shape *a, const fm_shape *b);
+FM_API fm_status fm_shape_make(fm_shape *out, int ndim, const int64_t *dims);
+FM_API bool fm_shape_equal(const fm_shape *a, const fm_shape *b);
 /* Element count, left-to-right checked product (the reference rule); FM_ERR_OVERFLOW on overflow. */
-fm_status fm_shape_numel(const fm_shape *s, uint64_t *out);
+FM_API fm_status fm_shape_numel(const fm_shape *s, uint64_t *out);
 /* Byte size for dtype; FM_ERR_OVERFLOW, or FM_ERR_INVALID_ARG if bits are not a multiple of 8. */
-fm_status fm_shape_nbytes(const fm_shape *s, fm_dtype dt, uint64_t *out);
+FM_API fm_status fm_shape_nbytes(const fm_shape *s, fm_dtype dt, uint64_t *out);
 /* "[1280, 3, 2, 14, 14]" into buf (always NUL-terminated); returns buf. */
-char *fm_shape_format(const fm_shape *s, char *buf, size_t size);
+FM_API char *fm_shape_format(const fm_shape *s, char *buf, size_t size);
 
 /* ---- storage ----------------------------------------------------------------------
  * Reference-counted bytes backing tensor data: either owned heap memory or a file
@@ -81,15 +81,15 @@ typedef struct fm_storage fm_storage;
 typedef enum fm_storage_kind { FM_STORAGE_OWNED = 0, FM_STORAGE_MAPPED = 1 } fm_storage_kind;
 
 /* Owned storage of n bytes (64-byte aligned, uninitialised). Caller releases with fm_storage_release. */
-fm_status fm_storage_alloc(uint64_t n, fm_storage **out, fm_error *err);
+FM_API fm_status fm_storage_alloc(uint64_t n, fm_storage **out, fm_error *err);
 /* Wraps a mapping of `len` bytes at `base`; `unmap(base, len, ctx)` runs when the last reference goes. */
-fm_status fm_storage_wrap_mapping(void *base, uint64_t len, void (*unmap)(void *, uint64_t, void *),
+FM_API fm_status fm_storage_wrap_mapping(void *base, uint64_t len, void (*unmap)(void *, uint64_t, void *),
                                   void *ctx, fm_storage **out, fm_error *err);
-void fm_storage_retain(fm_storage *s);
-void fm_storage_release(fm_storage *s); /* accepts NULL */
-fm_storage_kind fm_storage_kind_of(const fm_storage *s);
-void *fm_storage_data(const fm_storage *s);
-uint64_t fm_storage_size(const fm_storage *s);
+FM_API void fm_storage_retain(fm_storage *s);
+FM_API void fm_storage_release(fm_storage *s); /* accepts NULL */
+FM_API fm_storage_kind fm_storage_kind_of(const fm_storage *s);
+FM_API void *fm_storage_data(const fm_storage *s);
+FM_API uint64_t fm_storage_size(const fm_storage *s);
 
 /* ---- tensors ------------------------------------------------------------------------
  * A small value type. Contiguous row-major. `data` points into `storage` (one reference
@@ -104,38 +104,38 @@ typedef struct fm_tensor {
 } fm_tensor;
 
 /* Meta tensor (no data). */
-fm_status fm_tensor_init_meta(fm_tensor *t, fm_dtype dt, const fm_shape *shape, fm_error *err);
+FM_API fm_status fm_tensor_init_meta(fm_tensor *t, fm_dtype dt, const fm_shape *shape, fm_error *err);
 /* Owned, uninitialised data. */
-fm_status fm_tensor_alloc(fm_tensor *t, fm_dtype dt, const fm_shape *shape, fm_error *err);
+FM_API fm_status fm_tensor_alloc(fm_tensor *t, fm_dtype dt, const fm_shape *shape, fm_error *err);
 /* A view of nbytes at `data` inside `storage` (takes a new reference on storage). */
-fm_status fm_tensor_view(fm_tensor *t, fm_storage *storage, void *data, fm_dtype dt,
+FM_API fm_status fm_tensor_view(fm_tensor *t, fm_storage *storage, void *data, fm_dtype dt,
                          const fm_shape *shape, fm_error *err);
 /* Another reference to the same data (new reference on storage). */
-void fm_tensor_ref(fm_tensor *dst, const fm_tensor *src);
+FM_API void fm_tensor_ref(fm_tensor *dst, const fm_tensor *src);
 /* Same data, new shape of equal element count (zero-copy). */
-fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape *shape, fm_error *err);
+FM_API fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape *shape, fm_error *err);
 /* Releases the storage reference and zeroes the struct; accepts NULL. */
-void fm_tensor_free(fm_tensor *t);
+FM_API void fm_tensor_free(fm_tensor *t);
 /* True when the data is a view into a mapped file (zero-copy). */
-bool fm_tensor_is_mapped(const fm_tensor *t);
-uint64_t fm_tensor_numel(const fm_tensor *t);
+FM_API bool fm_tensor_is_mapped(const fm_tensor *t);
+FM_API uint64_t fm_tensor_numel(const fm_tensor *t);
 
 /* Converted copy into a new owned tensor of dtype `dt` (a plain copy when dtypes are equal).
  * Float dtypes (F16/BF16/F32/F64) convert between each other; others must be equal. */
-fm_status fm_tensor_cast(fm_tensor *dst, const fm_tensor *src, fm_dtype dt, fm_error *err);
+FM_API fm_status fm_tensor_cast(fm_tensor *dst, const fm_tensor *src, fm_dtype dt, fm_error *err);
 
 /* ---- element conversion (round to nearest even; NaN stays NaN, Inf, subnormals exact) --
  * Buffers may be unaligned for the 16-bit and 64-bit sources; they must not overlap. */
-void fm_bf16_to_f32(float *dst, const uint16_t *src, uint64_t n);
-void fm_f16_to_f32(float *dst, const uint16_t *src, uint64_t n);
-void fm_f32_to_bf16(uint16_t *dst, const float *src, uint64_t n);
-void fm_f32_to_f16(uint16_t *dst, const float *src, uint64_t n);
-void fm_f64_to_f32(float *dst, const double *src, uint64_t n);
-void fm_f32_to_f64(double *dst, const float *src, uint64_t n);
-void fm_f64_to_bf16(uint16_t *dst, const double *src, uint64_t n); /* single rounding */
-void fm_f64_to_f16(uint16_t *dst, const double *src, uint64_t n);  /* single rounding */
+FM_API void fm_bf16_to_f32(float *dst, const uint16_t *src, uint64_t n);
+FM_API void fm_f16_to_f32(float *dst, const uint16_t *src, uint64_t n);
+FM_API void fm_f32_to_bf16(uint16_t *dst, const float *src, uint64_t n);
+FM_API void fm_f32_to_f16(uint16_t *dst, const float *src, uint64_t n);
+FM_API void fm_f64_to_f32(float *dst, const double *src, uint64_t n);
+FM_API void fm_f32_to_f64(double *dst, const float *src, uint64_t n);
+FM_API void fm_f64_to_bf16(uint16_t *dst, const double *src, uint64_t n); /* single rounding */
+FM_API void fm_f64_to_f16(uint16_t *dst, const double *src, uint64_t n);  /* single rounding */
 /* Any float dtype to any float dtype, n elements (raw bytes, may be unaligned). */
-fm_status fm_convert(void *dst, fm_dtype dst_dt, const void *src, fm_dtype src_dt, uint64_t n);
+FM_API fm_status fm_convert(void *dst, fm_dtype dst_dt, const void *src, fm_dtype src_dt, uint64_t n);
 
 #ifdef __cplusplus
 }

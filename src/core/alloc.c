@@ -1,5 +1,6 @@
 /* The allocation choke point and the fault-injection counters tests use to make the
  * N-th allocation, write, fsync, rename or open fail. */
+#include "core/testing.h"
 #include "fusemap/core.h"
 
 #include <stdatomic.h>

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fusion/testing.h"
 #include "fusemap/fusion.h"
 #include "fusion/fusion_internal.h"
 

@@ -1,5 +1,6 @@
 /* PNG (libpng) and JPEG (libjpeg-turbo) decoding to RGB8 with Pillow's convert("RGB") rules, plus
  * EXIF orientation; codec errors longjmp back here and become FM_ERR_IMAGE, nothing prints. */
+#include "core/testing.h"
 #include "fusemap/image.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
-/* Bicubic resampling identical to Pillow's Image.resize(..., BICUBIC) on 8-bit data (spec
- * qwen2-vl.md 3.5: double Keys weights, 22-bit fixed point, two passes, uint8 intermediate). */
+/* Bicubic resampling identical to Pillow's Image.resize(..., BICUBIC) on 8-bit data (double
+ * Keys weights, 22-bit fixed point, two passes, uint8 intermediate; docs/preprocessing.md). */
 #include "fusemap/image.h"
 
 #include <math.h>

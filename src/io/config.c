@@ -1,6 +1,7 @@
 /* The config.json tree: jansson underneath (key order kept, duplicate keys refused, nesting and
  * size limits), dotted-key typed access, in-place setters, and a writer byte-identical to Python.
  */
+#include "core/testing.h"
 #include "fusemap/io.h"
 #include "io/config_internal.h"
 

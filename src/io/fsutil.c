@@ -1,5 +1,6 @@
 /* File-system wrappers for the writer and the atomic save: fault hooks, EINTR and short-write
  * handling, error messages that name the path and the system's reason. */
+#include "core/testing.h"
 #include "io/fsutil.h"
 
 #include <dirent.h>

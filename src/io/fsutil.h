@@ -9,6 +9,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "core/testing.h"
 #include "fusemap/core.h"
 
 /* Largest number of bytes one write(2)/writev(2) call is asked to write. Bounded so that a

@@ -1,5 +1,6 @@
 /* Qwen2-VL image preprocessing, PIL path (spec qwen2-vl.md 3): smart_resize, preprocessor_config.json,
  * rescale/normalise and patch flattening in spatial-merge order. */
+#include "core/testing.h"
 #include "fusemap/image.h"
 #include "fusemap/qwen2_vl.h"
 
