@@ -1,4 +1,4 @@
-/* `fusemap run MODEL_DIR (--pixel-values IN | --image FILE...) -o OUT`: load the model
+/* `fusemap run MODEL_DIR (--pixel-values IN | --image FILE [--image FILE]...) -o OUT`: load the model
  * (optionally fused), preprocess or read the inputs, run the vision tower, write
  * image_embeds + image_grid_thw atomically. Shapes and timings go to stderr. */
 #include <stdio.h>
@@ -12,37 +12,36 @@
 
 typedef struct run_args {
     const char *dir, *pixel_values, *out;
-    const char *images[64];
-    int n_images, threads;
+    fm_cli_images images;
+    int threads;
     fm_cli_fusion fusion;
 } run_args;
 
 static int parse(run_args *a, int argc, char **argv) {
+    int dir_at = 0;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         int f = fm_cli_fusion_arg(&a->fusion, argc, argv, &i);
+        if (!f) f = fm_cli_image_arg(&a->images, argc, argv, &i);
         if (f < 0) return 2;
         if (f) continue;
-        int needs = !strcmp(s, "--pixel-values") || !strcmp(s, "--image") || !strcmp(s, "-o") ||
-                    !strcmp(s, "--output") || !strcmp(s, "--threads");
+        int needs = !strcmp(s, "--pixel-values") || !strcmp(s, "-o") || !strcmp(s, "--output") ||
+                    !strcmp(s, "--threads");
         if (needs && i + 1 >= argc) return fm_cli_usage_error("%s needs a value", s);
         if (!strcmp(s, "--pixel-values")) a->pixel_values = argv[++i];
-        else if (!strcmp(s, "--image")) {
-            if (a->n_images == 64) return fm_cli_usage_error("at most 64 --image");
-            a->images[a->n_images++] = argv[++i];
-        } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) a->out = argv[++i];
+        else if (!strcmp(s, "-o") || !strcmp(s, "--output")) a->out = argv[++i];
         else if (!strcmp(s, "--threads")) {
             char *end;
             long t = strtol(argv[++i], &end, 10);
             if (*end || t < 1 || t > 1024) return fm_cli_usage_error("--threads: expected 1..1024, got '%s'", argv[i]);
             a->threads = (int)t;
         } else if (s[0] == '-') return fm_cli_usage_error("run: unknown option '%s'", s);
-        else if (!a->dir) a->dir = s;
-        else return fm_cli_usage_error("run: unexpected argument '%s'", s);
+        else if (!a->dir) a->dir = s, dir_at = i;
+        else return fm_cli_unexpected_arg("run", argv, i, dir_at);
     }
-    if (!a->dir || !a->out || (!a->pixel_values && !a->n_images))
-        return fm_cli_usage_error("usage: fusemap run MODEL_DIR (--pixel-values IN | --image FILE...) -o OUT");
-    if (a->pixel_values && a->n_images) return fm_cli_usage_error("use either --pixel-values or --image, not both");
+    if (!a->dir || !a->out || (!a->pixel_values && !a->images.n))
+        return fm_cli_usage_error("usage: fusemap run MODEL_DIR (--pixel-values IN | --image FILE [--image FILE]...) -o OUT");
+    if (a->pixel_values && a->images.n) return fm_cli_usage_error("use either --pixel-values or --image, not both");
     if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
     return 0;
 }
@@ -71,16 +70,16 @@ static fm_status read_inputs(const char *path, fm_tensor *pv, fm_tensor *grid, f
 }
 
 static fm_status preprocess(const run_args *a, const fm_model *m, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
-    fm_image imgs[64];
+    fm_image imgs[FM_CLI_MAX_IMAGES];
     fm_status st = FM_OK;
     memset(imgs, 0, sizeof imgs);
     /* transformers' load_image applies the EXIF orientation before preprocessing */
-    for (int i = 0; st == FM_OK && i < a->n_images; i++) {
-        st = fm_image_load(a->images[i], &imgs[i], err);
+    for (int i = 0; st == FM_OK && i < a->images.n; i++) {
+        st = fm_image_load(a->images.path[i], &imgs[i], err);
         if (st == FM_OK) st = fm_image_apply_orientation(&imgs[i], err);
     }
-    if (st == FM_OK) st = fm_model_preprocess_images(m, imgs, (size_t)a->n_images, pv, grid, err);
-    for (int i = 0; i < a->n_images; i++) fm_image_free(&imgs[i]);
+    if (st == FM_OK) st = fm_model_preprocess_images(m, imgs, (size_t)a->images.n, pv, grid, err);
+    for (int i = 0; i < a->images.n; i++) fm_image_free(&imgs[i]);
     return st;
 }
 

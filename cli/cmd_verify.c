@@ -1,4 +1,4 @@
-/* `fusemap verify MODEL_DIR --fuse NAME...`: loads the model fused and unfused, runs both on
+/* `fusemap verify MODEL_DIR --fuse NAME [--fuse NAME]...`: loads the model fused and unfused, runs both on
  * the same random input of the model's shape, and checks that every weight the fused model
  * would save equals the checkpoint's bytes. Exit 1 when outputs differ beyond the threshold
  * or any weight differs. */
@@ -38,7 +38,8 @@ static int parse(verify_args *a, int argc, char **argv) {
         else return fm_cli_usage_error("verify: unexpected argument '%s'", s);
     }
     if (!a->dir || (!a->fusion.n_fuse && !a->fusion.json))
-        return fm_cli_usage_error("usage: fusemap verify MODEL_DIR --fuse NAME... [--threshold X]");
+        return fm_cli_usage_error("usage: fusemap verify MODEL_DIR (--fuse NAME [--fuse NAME]... | --fusion-config JSON) "
+                                  "[--threshold X] [--threads N]");
     if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
     return 0;
 }

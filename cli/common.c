@@ -1,4 +1,5 @@
-/* Shared CLI helpers: fusion options, dtype names, the load report printer, timing. */
+/* Shared CLI helpers: fusion options, --image lists, dtype names, the load report printer,
+ * timing. */
 #include "common.h"
 
 #include <stdlib.h>
@@ -40,6 +41,32 @@ const char *fm_cli_fusion_config(fm_cli_fusion *f) {
 void fm_cli_fusion_free(fm_cli_fusion *f) {
     free(f->built);
     f->built = NULL;
+}
+
+int fm_cli_image_arg(fm_cli_images *im, int argc, char **argv, int *i) {
+    if (strcmp(argv[*i], "--image")) return 0;
+    if (*i + 1 >= argc) return fm_cli_usage_error("--image needs a file"), -1;
+    const char *v = argv[*i + 1];
+    if (v[0] == '-' && v[1])
+        return fm_cli_usage_error("--image needs a file, got the option '%s' (write ./%s for a file "
+                                  "of that name)", v, v), -1;
+    if (im->n == FM_CLI_MAX_IMAGES) return fm_cli_usage_error("at most %d images (--image)", FM_CLI_MAX_IMAGES), -1;
+    im->path[im->n++] = v;
+    ++*i;
+    return 1;
+}
+
+/* Whether argv[k] is the value of an --image flag. */
+static int is_image_value(char **argv, int k) {
+    return k >= 2 && !strcmp(argv[k - 1], "--image");
+}
+
+int fm_cli_unexpected_arg(const char *cmd, char **argv, int i, int first_at) {
+    int k = is_image_value(argv, i - 1) ? i : first_at > 0 && is_image_value(argv, first_at - 1) ? first_at : 0;
+    if (k)
+        return fm_cli_usage_error("%s: unexpected argument '%s': one file per --image (--image %s --image %s)",
+                                  cmd, argv[i], argv[k - 1], argv[k]);
+    return fm_cli_usage_error("%s: unexpected argument '%s'", cmd, argv[i]);
 }
 
 int fm_cli_parse_dtype(const char *s, fm_dtype *out) {

@@ -1,4 +1,5 @@
-/* Shared CLI helpers: fusion options, dtype names, the load report printer, timing. */
+/* Shared CLI helpers: fusion options, --image lists, dtype names, the load report printer,
+ * timing. */
 #ifndef FUSEMAP_CLI_COMMON_H
 #define FUSEMAP_CLI_COMMON_H
 
@@ -22,6 +23,23 @@ int fm_cli_fusion_arg(fm_cli_fusion *f, int argc, char **argv, int *i);
 /* The fusion_config for fm_load_options (NULL when neither option was given). */
 const char *fm_cli_fusion_config(fm_cli_fusion *f);
 void fm_cli_fusion_free(fm_cli_fusion *f);
+
+/* --image FILE: one file per flag, repeatable (`--image a.png --image b.png`), in every command
+ * that takes images. A second word after the file is not taken as an image: it would be
+ * ambiguous with the positional arguments (`--image a.png MODEL_DIR`). */
+#define FM_CLI_MAX_IMAGES 64
+typedef struct fm_cli_images {
+    const char *path[FM_CLI_MAX_IMAGES]; /* borrowed from argv, in command-line order */
+    int n;
+} fm_cli_images;
+
+/* If argv[*i] is --image, consumes it and its value and returns 1; 0 if not one; -1 on a
+ * usage error (already printed): no value, a value that looks like an option, too many. */
+int fm_cli_image_arg(fm_cli_images *im, int argc, char **argv, int *i);
+/* The usage error for an unexpected positional argv[i] of command `cmd` (returns 2). When it,
+ * or the positional taken before it (argv[first_at], 0 if none), directly follows an --image
+ * value, the message says to repeat --image for each file. */
+int fm_cli_unexpected_arg(const char *cmd, char **argv, int i, int first_at);
 
 /* "auto" -> FM_DTYPE_INVALID, "f32"/"float32", "bf16"/"bfloat16", "f16"/"float16"; -2 if bad. */
 int fm_cli_parse_dtype(const char *s, fm_dtype *out);

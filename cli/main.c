@@ -12,9 +12,12 @@ static const char usage[] =
     "  inspect DIR [--json] [--modules] [--fuse NAME]... [--fusion-config JSON]\n"
     "  convert SRC DST [--dtype auto|f32|bf16|f16] [--max-shard-size SIZE]\n"
     "          [--save-runtime-format] [--strict] [--fuse NAME]... [--fusion-config JSON]\n"
-    "  run MODEL_DIR (--pixel-values IN.safetensors | --image FILE...) -o OUT.safetensors\n"
-    "          [--threads N] [--fuse NAME]... [--fusion-config JSON]\n"
-    "  verify MODEL_DIR --fuse NAME... [--threshold X]\n";
+    "  run MODEL_DIR (--pixel-values IN.safetensors | --image FILE [--image FILE]...)\n"
+    "          -o OUT.safetensors [--threads N] [--fuse NAME]... [--fusion-config JSON]\n"
+    "  verify MODEL_DIR (--fuse NAME [--fuse NAME]... | --fusion-config JSON)\n"
+    "          [--threshold X] [--threads N]\n"
+    "\n"
+    "A flag shown as [--flag VALUE]... is repeated, one value each: --image a.png --image b.png.\n";
 
 int fm_cli_fail(const fm_error *err) {
     fprintf(stderr, "fusemap: error: %s\n", err && err->msg[0] ? err->msg : fm_status_text(err ? err->status : FM_ERR_INTERNAL));

@@ -1,6 +1,7 @@
 /* The CLI end to end on generated checkpoints: convert (byte-identical, --dtype, shard size,
  * runtime format, fusion), inspect --modules with a fusion, run on PNG and JPEG images (fused
- * and unfused agree) and on pixel_values, verify. */
+ * and unfused agree; EXIF orientation after IDAT matches the library on upright pixels) and on
+ * pixel_values, verify. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -124,6 +125,92 @@ static void test_run_images(void) {
     fm_tensor_free(&a), fm_tensor_free(&b);
 }
 
+/* Stored pixels S that Pillow's exif_transpose turns into the upright image U (u_w x u_h) for
+ * orientation o (6: ROTATE_270, 7: TRANSVERSE): the inverse of each transposition, written out
+ * here independently of the library's table. S is u_h wide and u_w tall. */
+static void store_for_orientation(const uint8_t *u, uint32_t u_w, uint32_t u_h, int o, uint8_t *s) {
+    uint32_t s_w = u_h, s_h = u_w;
+    for (uint32_t ys = 0; ys < s_h; ys++) {
+        for (uint32_t xs = 0; xs < s_w; xs++) {
+            /* o=6: D(x, y) = S(y, s_h-1-x); o=7: D(x, y) = S(s_w-1-y, s_h-1-x) */
+            uint32_t x = s_h - 1 - ys, y = o == 6 ? xs : s_w - 1 - xs;
+            memcpy(s + ((size_t)ys * s_w + xs) * 3, u + ((size_t)y * u_w + x) * 3, 3);
+        }
+    }
+}
+
+/* Library path on the upright pixels: preprocess + vision forward, one thread. */
+static fm_tensor library_embeds(const uint8_t *u, uint32_t w, uint32_t h) {
+    fm_error err;
+    fm_load_options lo;
+    fm_load_options_init(&lo);
+    fm_model *m = NULL;
+    fm_qwen2vl_preproc_params p;
+    fm_image img = {0};
+    fm_tensor pv = {0}, grid = {0}, emb = {0};
+    fm_run_options ro = {1, NULL, NULL};
+    CHECK_OK(fm_from_pretrained(src, &lo, &m, NULL, &err), &err);
+    CHECK_OK(fm_qwen2vl_preproc_params_load(src, &p, NULL, &err), &err);
+    CHECK_OK(fm_image_alloc(&img, w, h, &err), &err);
+    if (img.data) memcpy(img.data, u, (size_t)w * h * 3);
+    if (m && img.data) CHECK_OK(fm_qwen2vl_preprocess(&img, 1, &p, &pv, &grid, &err), &err);
+    if (pv.data) CHECK_OK(fm_model_vision_forward(m, &pv, &grid, &ro, &emb, &err), &err);
+    fm_tensor_free(&pv), fm_tensor_free(&grid), fm_image_free(&img);
+    fm_model_free(m);
+    return emb;
+}
+
+/* `run --image` on a PNG whose eXIf (orientation 6 or 7) follows IDAT, as libpng writes it,
+ * gives the embeddings of the upright pixels through the library, bit for bit; and the same
+ * as a plain PNG of the upright pixels. */
+static void test_run_exif_after_idat(void) {
+    uint32_t w = 56, h = 84; /* multiples of 28: preprocessing keeps the size */
+    uint8_t *u = malloc((size_t)w * h * 3), *st = malloc((size_t)w * h * 3);
+    imgfx_fill_smooth(u, w, h, 3, 15);
+    fm_tensor ref = library_embeds(u, w, h);
+    CHECK(ref.data != NULL);
+    for (int o = 6; ref.data && o <= 7; o++) {
+        uint8_t tiff[26];
+        size_t len = 0;
+        imgfx_tiff_orientation(tiff, (unsigned)o, o == 6);
+        store_for_orientation(u, w, h, o, st);
+        uint8_t *png = imgfx_png_encode_exif(st, h, w, 0, tiff, 26, 1, &len);
+        char in[4300], out[4300];
+        snprintf(in, sizeof in, "%s/exif%d.png", tmp, o);
+        snprintf(out, sizeof out, "%s/exif%d.safetensors", tmp, o);
+        CHECK(png && imgfx_write_file(in, png, len) == 0);
+        free(png);
+        char *log = NULL;
+        CHECK_EQ_INT(0, fm(&log, "run %s --image %s -o %s --threads 1", src, in, out));
+        CHECK_CONTAINS(log, "image_grid_thw [1, 3] -> image_embeds [6, 48]"); /* 6x4 patches / 4 */
+        free(log);
+        int64_t r, c;
+        fm_tensor e = read_embeds(out, &r, &c);
+        size_t nb = (size_t)fm_tensor_numel(&ref) * 4;
+        CHECK_MSG(e.data && fm_tensor_numel(&e) == fm_tensor_numel(&ref) && memcmp(e.data, ref.data, nb) == 0,
+                  "orientation %d: CLI embeddings differ from the library's on the upright pixels", o);
+        fm_tensor_free(&e);
+    }
+    /* and a rotated copy without EXIF really gives other embeddings (the check can fail) */
+    if (ref.data) {
+        size_t len = 0;
+        uint8_t *png = imgfx_png_encode(h, w, 2, 8, 0, st, NULL, 0, NULL, 0, &len);
+        char in[4300], out[4300];
+        snprintf(in, sizeof in, "%s/noexif.png", tmp);
+        snprintf(out, sizeof out, "%s/noexif.safetensors", tmp);
+        CHECK(png && imgfx_write_file(in, png, len) == 0);
+        free(png);
+        CHECK_EQ_INT(0, fm(NULL, "run %s --image %s -o %s --threads 1", src, in, out));
+        int64_t r, c;
+        fm_tensor e = read_embeds(out, &r, &c);
+        CHECK(e.data && (fm_tensor_numel(&e) != fm_tensor_numel(&ref) ||
+                         memcmp(e.data, ref.data, (size_t)fm_tensor_numel(&ref) * 4) != 0));
+        fm_tensor_free(&e);
+    }
+    fm_tensor_free(&ref);
+    free(u), free(st);
+}
+
 static void test_verify(void) {
     char *out = NULL;
     CHECK_EQ_INT(0, fm(&out, "verify %s --fuse patch_embeddings", src));
@@ -148,6 +235,7 @@ int main(void) {
     RUN(test_convert);
     RUN(test_inspect_modules_fused);
     RUN(test_run_images);
+    RUN(test_run_exif_after_idat);
     RUN(test_verify);
     fm_test_rmtree(tmp);
     free(tmp), free(src);

@@ -139,6 +139,35 @@ static void test_usage_errors_exit_2(void) {
     }
 }
 
+/* --image takes one file per flag; several words after one flag are refused with a message
+ * that says how to write it, wherever the stray word is (before or after MODEL_DIR). */
+static void test_image_flag_one_file_each(void) {
+    static const struct { const char *args, *needle; } cases[] = {
+        {"run d --image a.png b.png -o o", "one file per --image (--image a.png --image b.png)"},
+        {"run --image a.png b.png d -o o", "one file per --image (--image a.png --image b.png)"},
+        {"run d --image a.png --image b.png c.png -o o", "(--image b.png --image c.png)"},
+        {"run d --image -o o", "--image needs a file, got the option '-o'"},
+        {"run d -o o --image", "--image needs a file"},
+        {"run d e -o o", "run: unexpected argument 'e'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int lines;
+        char first[1024];
+        int rc = run(cases[i].args, &lines, first, sizeof first);
+        CHECK_MSG(rc == 2, "'fusemap %s' exits 2, got %d", cases[i].args, rc);
+        CHECK_MSG(strstr(first, cases[i].needle) != NULL, "'fusemap %s': expected \"%s\" in '%s'",
+                  cases[i].args, cases[i].needle, first);
+    }
+    char path[4400], sh[9000];
+    snprintf(path, sizeof path, "%s/help.txt", tmp);
+    snprintf(sh, sizeof sh, "%s --help > %s 2>&1", cli, path);
+    CHECK(system(sh) != -1);
+    char *text = fm_test_read_file(path, NULL);
+    CHECK_MSG(text && strstr(text, "--image FILE [--image FILE]...") && !strstr(text, "FILE..."),
+              "--help shows --image as a repeated flag: %s", text ? text : "(none)");
+    free(text);
+}
+
 /* pixel_values [rows][cols] F32 + image_grid_thw [[1, gh, gw]] I64 into path. */
 static void write_pv(const char *path, int64_t rows, int64_t cols, int64_t gh, int64_t gw) {
     fm_tensor pv, g;
@@ -193,6 +222,7 @@ int main(void) {
     RUN(test_every_command_on_every_bad_dir);
     RUN(test_run_shape_mismatch);
     RUN(test_usage_errors_exit_2);
+    RUN(test_image_flag_one_file_each);
     fm_test_rmtree(tmp);
     free(tmp);
     TEST_END();

@@ -30,7 +30,8 @@ extern "C" {
 typedef struct fm_image {
     uint32_t width, height;
     uint8_t *data;       /* owned; 3 * width * height bytes */
-    uint8_t orientation; /* EXIF Orientation tag found in the file (1..8), 0 when absent */
+    uint8_t orientation; /* EXIF Orientation found in the file (1..8); 0 when absent, malformed
+                            or a value Pillow's exif_transpose ignores */
 } fm_image;
 
 typedef enum fm_image_format {
@@ -54,8 +55,10 @@ FM_API void fm_image_free(fm_image *img);
  * Pillow's Image.convert("RGB") does: gray replicated, palette looked up, alpha dropped
  * without compositing, 16-bit RGB(A)/gray+alpha reduced to the high byte, 16-bit gray
  * clamped to 255 (Pillow's "I" -> "RGB" rule), CMYK JPEG with Adobe (inverted) polarity.
- * EXIF orientation is recorded in out->orientation, not applied. `label` names the input in
- * errors. Bad input (empty, unknown magic, truncated, corrupt, too many pixels) gives
+ * EXIF orientation is recorded in out->orientation, not applied: IFD0 tag 0x0112 of the last
+ * PNG eXIf chunk, before or after IDAT (as Pillow >= 10.1's exif_transpose reads it), or of the
+ * first JPEG APP1 Exif segment (docs/preprocessing.md); bad EXIF is ignored, never an error.
+ * `label` names the input in errors. Bad input (empty, unknown magic, truncated, corrupt, too many pixels) gives
  * FM_ERR_IMAGE; *out is untouched on failure. Caller frees *out with fm_image_free. */
 FM_API fm_status fm_image_decode(const void *bytes, size_t len, const char *label, fm_image *out,
                           fm_error *err);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +15,8 @@
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
+
+#include "image/exif.h"
 
 /* ---- the image value type --------------------------------------------------------------- */
 
@@ -71,37 +74,6 @@ void fm_image_free(fm_image *img) {
 
 /* ---- EXIF orientation ------------------------------------------------------------------- */
 
-static uint32_t rd16(const uint8_t *p, int le) {
-    return le ? (uint32_t)p[0] | (uint32_t)p[1] << 8 : (uint32_t)p[0] << 8 | p[1];
-}
-static uint32_t rd32(const uint8_t *p, int le) {
-    return le ? rd16(p, 1) | rd16(p + 2, 1) << 16 : rd16(p, 0) << 16 | rd16(p + 2, 0);
-}
-
-/* Orientation (1..8) from a TIFF structure (optionally behind "Exif\0\0"), 0 if absent or
- * malformed. Only IFD0's 0x0112 SHORT entry counts, as Pillow's getexif() reads it. */
-static uint8_t exif_orientation(const uint8_t *p, size_t n) {
-    if (n >= 6 && memcmp(p, "Exif\0\0", 6) == 0) p += 6, n -= 6;
-    if (n < 8) return 0;
-    int le;
-    if (p[0] == 'I' && p[1] == 'I') le = 1;
-    else if (p[0] == 'M' && p[1] == 'M') le = 0;
-    else return 0;
-    if (rd16(p + 2, le) != 42) return 0;
-    uint64_t off = rd32(p + 4, le);
-    if (off + 2 > n) return 0;
-    uint32_t count = rd16(p + off, le);
-    for (uint32_t i = 0; i < count; i++) {
-        uint64_t e = off + 2 + 12ull * i;
-        if (e + 12 > n) return 0;
-        if (rd16(p + e, le) == 0x0112 && rd16(p + e + 2, le) == 3 && rd32(p + e + 4, le) >= 1) {
-            uint32_t v = rd16(p + e + 8, le);
-            return v >= 1 && v <= 8 ? (uint8_t)v : 0;
-        }
-    }
-    return 0;
-}
-
 /* Source pixel of destination (x, y) for orientation o on a w x h source. */
 static void orient_src(int o, uint32_t w, uint32_t h, uint32_t x, uint32_t y, uint32_t *sx,
                        uint32_t *sy) {
@@ -152,6 +124,14 @@ typedef struct png_ctx {
     uint8_t *row;        /* owned scratch: one decoded row, or the whole image if interlaced */
     png_bytep *rows;     /* owned: row pointers into `row` (interlaced only) */
     fm_image img;        /* owned until success */
+    bool nomem;          /* an allocation failed (even one libpng treats as benign) */
+    bool pixels_done;    /* every row decoded: errors after this point lose nothing */
+    bool after_idat;     /* chunks seen now follow the image data */
+    bool trailer_stop;   /* Pillow stops reading here (first fcTL after IDAT of an APNG) */
+    uint32_t apng_frames; /* acTL frame count Pillow accepted (0: none) */
+    bool fctl_before_idat;
+    bool exif_present;    /* the last eXIf read holds an Orientation entry */
+    uint8_t exif_value;   /* its value (1..8), 0 when Pillow would ignore it */
 } png_ctx;
 
 static void png_on_error(png_structp png, png_const_charp msg) {
@@ -172,13 +152,53 @@ static void png_on_read(png_structp png, png_bytep out, size_t n) {
 }
 
 static png_voidp png_on_malloc(png_structp png, png_alloc_size_t n) {
-    (void)png;
-    return fm_malloc(n);
+    png_voidp p = fm_malloc(n);
+    if (!p) { /* libpng drops some chunks quietly when memory runs out: never lose EXIF so */
+        png_ctx *c = png_get_mem_ptr(png);
+        if (c) c->nomem = true;
+    }
+    return p;
 }
 
 static void png_on_free(png_structp png, png_voidp p) {
     (void)png;
     fm_free(p);
+}
+
+/* The chunks read through png_on_chunk (5 bytes each: name and NUL). */
+static const png_byte png_watched[] = "eXIf\0acTL\0fcTL";
+
+/* eXIf, acTL and fcTL chunks wherever they are (before or after IDAT), in file order. The
+ * orientation is that of the last eXIf chunk Pillow reads: Pillow >= 10.1's exif_transpose
+ * loads the image first, so an eXIf after IDAT replaces one before it. After IDAT, Pillow
+ * stops at the first fcTL of an animated PNG (acTL with a valid frame count, more than one
+ * frame counting a default image that is not a frame). */
+static int png_on_chunk(png_structp png, png_unknown_chunkp ch) {
+    png_ctx *c = png_get_user_chunk_ptr(png);
+    const uint8_t *d = ch->data;
+    if (c->trailer_stop) return 1;
+    if (!memcmp(ch->name, "eXIf", 4)) {
+        c->exif_present = fm_exif_orientation(d, d ? ch->size : 0, &c->exif_value) == FM_EXIF_PRESENT;
+    } else if (!memcmp(ch->name, "acTL", 4) && !c->after_idat && ch->size >= 8) {
+        uint32_t n = (uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
+        /* a second acTL cancels the first, as in Pillow's chunk_acTL */
+        c->apng_frames = c->apng_frames ? 0 : (n == 0 || n > 0x80000000u) ? 0 : n;
+    } else if (!memcmp(ch->name, "fcTL", 4)) {
+        if (!c->after_idat) c->fctl_before_idat = true;
+        else if (c->apng_frames && c->apng_frames + !c->fctl_before_idat > 1) c->trailer_stop = true;
+    }
+    return 1; /* handled: libpng neither stores nor complains */
+}
+
+/* Chunk handling: every ancillary chunk libpng knows is skipped unread (none is needed for
+ * Pillow's convert("RGB"), and skipping bounds memory), except the watched ones, which go to
+ * png_on_chunk. Chunk lengths are limited by the input size instead of libpng's 8 MB default,
+ * so a large eXIf (or iCCP, text...) is no error. */
+static void png_chunk_setup(png_structp png, png_ctx *c) {
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_ALWAYS, png_watched, 3);
+    png_set_read_user_chunk_fn(png, c, png_on_chunk);
+    png_set_chunk_malloc_max(png, c->len < 0x7fffffffu ? (png_alloc_size_t)c->len : 0x7fffffffu);
 }
 
 /* Palette of 256 entries as Pillow builds it: PLTE entries first, gray ramp (i,i,i) after. */
@@ -231,12 +251,11 @@ static void png_setup(png_structp png, int color_type, int bit_depth) {
     if (bit_depth == 16 && color_type != PNG_COLOR_TYPE_GRAY) png_set_strip_16(png);
 }
 
-/* Header phase (inside setjmp): IHDR, pixel limit, EXIF, transforms; sets the geometry. */
+/* Header phase (inside setjmp): chunks up to IDAT, pixel limit, transforms; sets the geometry. */
 typedef struct png_geom {
     png_uint_32 w, h;
     int bit_depth, color_type, passes;
     size_t rowbytes;
-    uint8_t orientation;
 } png_geom;
 
 static fm_status png_header(png_structp png, png_infop info, const char *label, png_geom *g,
@@ -246,11 +265,6 @@ static fm_status png_header(png_structp png, png_infop info, const char *label, 
     png_get_IHDR(png, info, &g->w, &g->h, &g->bit_depth, &g->color_type, NULL, NULL, NULL);
     fm_status st = check_dims(g->w, g->h, label, err);
     if (st != FM_OK) return st;
-    png_bytep exif = NULL;
-    png_uint_32 exif_len = 0;
-    g->orientation = 0;
-    if (png_get_eXIf_1(png, info, &exif_len, &exif) && exif)
-        g->orientation = exif_orientation(exif, exif_len);
     png_setup(png, g->color_type, g->bit_depth);
     g->passes = png_set_interlace_handling(png);
     png_read_update_info(png, info);
@@ -274,7 +288,6 @@ static fm_status png_pixels(png_structp png, png_infop info, png_ctx *c, const p
         fm_error_prefix(err, "%s", label);
         return st;
     }
-    c->img.orientation = g->orientation;
     if (g->passes > 1) {
         c->rows = fm_malloc(g->h * sizeof *c->rows);
         if (!c->rows) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG row table", label);
@@ -289,12 +302,19 @@ static fm_status png_pixels(png_structp png, png_infop info, png_ctx *c, const p
     return FM_OK;
 }
 
-/* Runs inside setjmp: any libpng error longjmps out. Fills c->img on success. */
-static fm_status png_run(png_structp png, png_infop info, png_ctx *c, const char *label,
-                         fm_error *err) {
+/* Runs inside setjmp: any libpng error longjmps out. Fills c->img on success, then reads the
+ * chunks after the image data (into end_info) for a later eXIf; an error there (truncated or
+ * corrupt trailer, missing IEND) longjmps too but loses nothing, as c->pixels_done says. */
+static fm_status png_run(png_structp png, png_infop info, png_infop end_info, png_ctx *c,
+                         const char *label, fm_error *err) {
     png_geom g;
     fm_status st = png_header(png, info, label, &g, err);
-    return st == FM_OK ? png_pixels(png, info, c, &g, label, err) : st;
+    if (st == FM_OK) st = png_pixels(png, info, c, &g, label, err);
+    if (st != FM_OK) return st;
+    c->pixels_done = true;
+    c->after_idat = true;
+    png_read_end(png, end_info);
+    return FM_OK;
 }
 
 static fm_status decode_png(const uint8_t *bytes, size_t len, const char *label, fm_image *out,
@@ -303,19 +323,26 @@ static fm_status decode_png(const uint8_t *bytes, size_t len, const char *label,
     if (!c) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG decoder state", label);
     c->src = bytes, c->len = len;
     png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, c, png_on_error,
-                                               png_on_warning, NULL, png_on_malloc, png_on_free);
+                                               png_on_warning, c, png_on_malloc, png_on_free);
     png_infop info = png ? png_create_info_struct(png) : NULL;
+    png_infop end_info = info ? png_create_info_struct(png) : NULL;
     fm_status st;
-    if (!png || !info) {
+    if (!png || !info || !end_info) {
         st = fm_error_set(err, FM_ERR_NOMEM, "%s: cannot create the PNG decoder", label);
     } else if (setjmp(c->jb) == 0) {
         png_set_read_fn(png, c, png_on_read);
-        st = png_run(png, info, c, label, err);
+        png_chunk_setup(png, c);
+        st = png_run(png, info, end_info, c, label, err);
+    } else if (c->pixels_done && !c->nomem) {
+        st = FM_OK; /* a bad trailer after complete image data: Pillow's load_end stops there too */
     } else {
-        st = fm_error_set(err, c->msg[0] && strstr(c->msg, "memory") ? FM_ERR_NOMEM : FM_ERR_IMAGE,
+        st = fm_error_set(err, c->nomem || strstr(c->msg, "emory") ? FM_ERR_NOMEM : FM_ERR_IMAGE,
                           "%s: PNG: %s", label, c->msg);
     }
-    if (png) png_destroy_read_struct(&png, info ? &info : NULL, NULL);
+    if (st == FM_OK && c->nomem)
+        st = fm_error_set(err, FM_ERR_NOMEM, "%s: PNG: out of memory reading its chunks", label);
+    if (st == FM_OK) c->img.orientation = c->exif_present ? c->exif_value : 0;
+    if (png) png_destroy_read_struct(&png, info ? &info : NULL, end_info ? &end_info : NULL);
     if (st == FM_OK) *out = c->img;
     else fm_image_free(&c->img);
     fm_free(c->rows);
@@ -389,10 +416,13 @@ static void jpg_row_to_rgb(const uint8_t *in, uint8_t *out, uint32_t w, int comp
     }
 }
 
+/* Pillow keeps the first APP1 segment that starts with "Exif\0" (of the header, before SOS). */
 static uint8_t jpg_orientation(j_decompress_ptr ci) {
     for (jpeg_saved_marker_ptr m = ci->marker_list; m; m = m->next) {
-        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 && memcmp(m->data, "Exif\0\0", 6) == 0)
-            return exif_orientation(m->data, m->data_length);
+        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 5 && memcmp(m->data, "Exif", 5) == 0) {
+            uint8_t v = 0;
+            return fm_exif_orientation(m->data, m->data_length, &v) == FM_EXIF_PRESENT ? v : 0;
+        }
     }
     return 0;
 }
@@ -404,6 +434,7 @@ static fm_status jpg_run(jpg_ctx *c, const uint8_t *bytes, size_t len, const cha
     jpeg_mem_src(ci, bytes, (unsigned long)len);
     jpeg_save_markers(ci, JPEG_APP0 + 1, 0xffff);
     jpeg_read_header(ci, TRUE);
+    uint8_t orientation = jpg_orientation(ci); /* before later scans add markers to the list */
     int comps = ci->num_components;
     if (comps == 1) ci->out_color_space = JCS_GRAYSCALE;
     else if (comps == 3) ci->out_color_space = JCS_RGB;
@@ -420,7 +451,7 @@ static fm_status jpg_run(jpg_ctx *c, const uint8_t *bytes, size_t len, const cha
         fm_error_prefix(err, "%s", label);
         return st;
     }
-    c->img.orientation = jpg_orientation(ci);
+    c->img.orientation = orientation;
     while (ci->output_scanline < h) {
         uint32_t y = ci->output_scanline;
         JSAMPROW rp = c->row;

@@ -275,9 +275,230 @@ def gen_pipeline():
     put("pipeline.txt", ("\n".join(lines) + "\n").encode())
 
 
+# ---- EXIF orientation: where Pillow reads it from and which values it honours ----
+# exif_fixture.jpg: an 11x6 non-symmetric image (every orientation distinguishable). Its
+# decoded pixels P, transposed by Pillow's exif_transpose for orientation o (read from a PNG
+# eXIf before IDAT, after IDAT, big- and little-endian, and from a JPEG APP1 segment, all
+# checked equal here), are exif_fixture.o<o>.rgb. exif_cases.txt lists crafted files (exif_*.png,
+# exif_*.jpg) with the orientation Pillow's exif_transpose applies to each:
+#   <file> <modern> <pillow94>
+# <modern>: Pillow >= 10.1 (exif_transpose calls load() first, so an eXIf after IDAT replaces
+# one before it), reproduced here by calling load() before exif_transpose; <pillow94>: this
+# Pillow 9.4 on a freshly opened image (getexif loads nothing when an eXIf precedes IDAT).
+# Values: 1..8 the transposition applied (1: none), E: exif_transpose raised.
+def tiff_entries(entries, le=True, extra=b"", next_ifd=0, ifd_off=8, head=None):
+    """TIFF block: header, IFD0 at ifd_off with the (tag, type, count, 4-byte value) entries,
+    then `extra` bytes (out-of-line values, placed right after the IFD)."""
+    e = "<" if le else ">"
+    h = head if head is not None else (b"II" if le else b"MM") + struct.pack(e + "HI", 42, ifd_off)
+    body = struct.pack(e + "H", len(entries))
+    for tag, typ, count, val in entries:
+        body += struct.pack(e + "HHI", tag, typ, count) + val
+    body += struct.pack(e + "I", next_ifd)
+    pad = b"\0" * (ifd_off - len(h))
+    return h + pad + body + extra
+
+
+def v16(x, le=True):
+    return struct.pack(("<" if le else ">") + "HH", x, 0)
+
+
+def v32(x, le=True, fmt="I"):
+    return struct.pack(("<" if le else ">") + fmt, x)
+
+
+def png_layout(rows, w, h, pre=(), post=(), iend=True, extra_pre=(), raw_post=b""):
+    """RGB8 PNG with the given chunks (already framed) before and after IDAT."""
+    raw = b"".join(b"\x00" + r for r in rows)
+    out = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    out += b"".join(extra_pre) + b"".join(pre)
+    out += png_chunk(b"IDAT", zlib.compress(raw)) + b"".join(post) + raw_post
+    return out + (png_chunk(b"IEND", b"") if iend else b"")
+
+
+def jpeg_with_app1(jpg, *payloads):
+    segs = b"".join(b"\xff\xe1" + struct.pack(">H", len(p) + 2) + p for p in payloads)
+    return jpg[:2] + segs + jpg[2:]
+
+
+TRANSPOSE = {2: Image.FLIP_LEFT_RIGHT, 3: Image.ROTATE_180, 4: Image.FLIP_TOP_BOTTOM,
+             5: Image.TRANSPOSE, 6: Image.ROTATE_270, 7: Image.TRANSVERSE, 8: Image.ROTATE_90}
+
+
+def applied(data, load_first):
+    """The orientation exif_transpose applies to the file (1: none), "E" if it raises."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            im = Image.open(io.BytesIO(data))
+            if load_first:
+                im.load()
+            out = ImageOps.exif_transpose(im).convert("RGB")
+            base = Image.open(io.BytesIO(data)).convert("RGB")
+        except Exception:
+            return "E"
+    for o in range(1, 9):
+        t = base if o == 1 else base.transpose(TRANSPOSE[o])
+        if t.size == out.size and t.tobytes() == out.tobytes():
+            return str(o)
+    raise AssertionError("no transposition matches")
+
+
+def gen_exif():
+    r = np.random.RandomState(15)
+    jpg_src = Image.fromarray(r.randint(0, 256, size=(6, 11, 3)).astype(np.uint8), "RGB")
+    b = io.BytesIO()
+    jpg_src.save(b, "JPEG", quality=95, subsampling=0)
+    fixture = b.getvalue()
+    put("exif_fixture.jpg", fixture)
+    px = Image.open(io.BytesIO(fixture)).convert("RGB")
+    w, hh = px.size
+    a = np.asarray(px)
+    rows = [a[y].tobytes() for y in range(hh)]
+    for o in range(1, 9):
+        results = set()
+        for le in (True, False):
+            t = tiff_orientation(o, le)
+            X = png_chunk(b"eXIf", t)
+            for data in (png_layout(rows, w, hh, pre=[X]), png_layout(rows, w, hh, post=[X]),
+                         jpeg_with_app1(fixture, b"Exif\0\0" + t)):
+                for load_first in (False, True):
+                    im = Image.open(io.BytesIO(data))
+                    if load_first:
+                        im.load()
+                    results.add(rgb_record(ImageOps.exif_transpose(im)))
+        assert len(results) == 1, "orientation %d: the layouts disagree" % o
+        put("exif_fixture.o%d.rgb" % o, results.pop())
+
+    # crafted cases on a 3x2 image (all eight transpositions differ)
+    small = [bytes(range(y * 9, y * 9 + 9)) for y in range(2)]
+    X = lambda t: png_chunk(b"eXIf", t)
+    O = lambda o, le=True: tiff_orientation(o, le)
+    S = 0x0112
+    cases = {
+        # where the chunk is
+        "pre6": dict(pre=[X(O(6))]),
+        "post6": dict(post=[X(O(6))]),
+        "pre6_post3": dict(pre=[X(O(6))], post=[X(O(3, False))]),
+        "pre3_post6": dict(pre=[X(O(3))], post=[X(O(6))]),
+        "pre6_pre3": dict(pre=[X(O(6)), X(O(3))]),
+        "post6_post3": dict(post=[X(O(6)), X(O(3))]),
+        "pre_empty_post6": dict(pre=[X(b"")], post=[X(O(6))]),
+        "pre6_post_empty": dict(pre=[X(O(6))], post=[X(b"")]),
+        "pre6_post_garbage": dict(pre=[X(O(6))], post=[X(b"garbage!")]),
+        "post8_badcrc": dict(post=[X(O(8))[:-1] + b"\x00"]),
+        "post5_no_iend": dict(post=[X(O(5))], iend=False),
+        "post7_then_junk": dict(post=[X(O(7))], iend=False, raw_post=b"\x00\x00"),
+        "post4_cut": dict(post=[X(O(4))[:-9]], iend=False),
+        "post2_after_text": dict(post=[png_chunk(b"tEXt", b"k\x00v"), png_chunk(b"prVt", b"xyz"), X(O(2))]),
+        # TIFF header and value forms
+        "be6": dict(pre=[X(O(6, False))]),
+        "magic_swapped_mm": dict(pre=[X(b"MM\x2a\x00" + O(6, False)[4:])]),
+        "magic_swapped_ii": dict(pre=[X(b"II\x00\x2a" + O(6)[4:])]),
+        "bigtiff": dict(pre=[X(b"II\x2b\x00" + O(6)[4:])]),
+        "not_tiff": dict(pre=[X(b"IIxx" + O(6)[4:])]),
+        "short7": dict(pre=[X(O(6)[:7])]),
+        "one_byte": dict(pre=[X(b"I")]),
+        "exif_prefixed": dict(pre=[X(b"Exif\0\0" + O(6))]),
+        "val0": dict(pre=[X(O(0))]),
+        "val9": dict(pre=[X(O(9))]),
+        "val65535": dict(pre=[X(O(65535))]),
+        "long6": dict(pre=[X(tiff_entries([(S, 4, 1, v32(6))]))]),
+        "long6_be": dict(pre=[X(tiff_entries([(S, 4, 1, v32(6, False))], le=False))]),
+        "sshort6": dict(pre=[X(tiff_entries([(S, 8, 1, v16(6))]))]),
+        "sshort_neg": dict(pre=[X(tiff_entries([(S, 8, 1, v16(0xfffa))]))]),
+        "slong3": dict(pre=[X(tiff_entries([(S, 9, 1, v32(3))]))]),
+        "sbyte8": dict(pre=[X(tiff_entries([(S, 6, 1, b"\x08\0\0\0")]))]),
+        "byte6": dict(pre=[X(tiff_entries([(S, 1, 1, b"\x06\0\0\0")]))]),
+        "undefined6": dict(pre=[X(tiff_entries([(S, 7, 1, b"\x06\0\0\0")]))]),
+        "ascii6": dict(pre=[X(tiff_entries([(S, 2, 2, b"6\0\0\0")]))]),
+        "ifd_type6": dict(pre=[X(tiff_entries([(S, 13, 1, v32(6))]))]),
+        "type99": dict(pre=[X(tiff_entries([(S, 99, 1, v16(6))]))]),
+        "count2": dict(pre=[X(tiff_entries([(S, 3, 2, struct.pack("<HH", 6, 3))]))]),
+        "count0": dict(pre=[X(tiff_entries([(S, 3, 0, v16(6))]))]),
+        "count3_outofline": dict(pre=[X(tiff_entries([(S, 3, 3, v32(26))], extra=struct.pack("<HHH", 8, 1, 1)))]),
+        "count3_bad_offset": dict(pre=[X(tiff_entries([(S, 3, 3, v32(4000))]))]),
+        "rational6": dict(pre=[X(tiff_entries([(S, 5, 1, v32(26))], extra=struct.pack("<II", 6, 1)))]),
+        "rational12_2": dict(pre=[X(tiff_entries([(S, 5, 1, v32(26))], extra=struct.pack("<II", 12, 2)))]),
+        "rational13_2": dict(pre=[X(tiff_entries([(S, 5, 1, v32(26))], extra=struct.pack("<II", 13, 2)))]),
+        "rational6_0": dict(pre=[X(tiff_entries([(S, 5, 1, v32(26))], extra=struct.pack("<II", 6, 0)))]),
+        "srational_neg": dict(pre=[X(tiff_entries([(S, 10, 1, v32(26))], extra=struct.pack("<ii", -6, -1)))]),
+        "float6": dict(pre=[X(tiff_entries([(S, 11, 1, struct.pack("<f", 6.0))]))]),
+        "float6_5": dict(pre=[X(tiff_entries([(S, 11, 1, struct.pack("<f", 6.5))]))]),
+        "double3": dict(pre=[X(tiff_entries([(S, 12, 1, v32(26))], extra=struct.pack("<d", 3.0)))]),
+        "long8_6": dict(pre=[X(tiff_entries([(S, 16, 1, v32(26))], extra=struct.pack("<Q", 6)))]),
+        "dup_6_then_3": dict(pre=[X(tiff_entries([(S, 3, 1, v16(6)), (S, 3, 1, v16(3))]))]),
+        "dup_6_then_bad_type": dict(pre=[X(tiff_entries([(S, 3, 1, v16(6)), (S, 99, 1, v16(3))]))]),
+        "dup_6_then_byte": dict(pre=[X(tiff_entries([(S, 3, 1, v16(6)), (S, 1, 1, b"\x03\0\0\0")]))]),
+        "bad_value_before": dict(pre=[X(tiff_entries([(0x010F, 2, 20, v32(4000)), (S, 3, 1, v16(6))]))]),
+        "bad_value_after": dict(pre=[X(tiff_entries([(S, 3, 1, v16(6)), (0x010F, 2, 20, v32(4000))]))]),
+        "ifd_offset_out": dict(pre=[X(O(6)[:4] + struct.pack("<I", 500) + O(6)[8:])]),
+        "ifd_cut_after": dict(pre=[X(tiff_entries([(S, 3, 1, v16(6)), (0x0100, 3, 1, v16(1))])[:8 + 2 + 12 + 5])]),
+        "ifd_count_high": dict(pre=[X(O(6)[:8] + struct.pack("<H", 40) + O(6)[10:])]),
+        "ifd_at_odd_offset": dict(pre=[X(tiff_entries([(S, 3, 1, v16(7))], ifd_off=13))]),
+        "other_tags_only": dict(pre=[X(tiff_entries([(0x0100, 3, 1, v16(6)), (0x0101, 3, 1, v16(6))]))]),
+        "ifd1_only": dict(pre=[X(tiff_entries([(0x0100, 3, 1, v16(3))], next_ifd=26,
+                                              extra=struct.pack("<H", 1) + struct.pack("<HHI", S, 3, 1) + v16(6) + v32(0)))]),
+        "exif_subifd_only": dict(pre=[X(tiff_entries([(0x8769, 4, 1, v32(26))],
+                                                     extra=struct.pack("<H", 1) + struct.pack("<HHI", S, 3, 1) + v16(6) + v32(0)))]),
+    }
+    # Pillow >= 10 strips every leading "Exif\0\0" (Exif.load: `while data.startswith(...)`);
+    # 9.4 strips one and raises on the rest. Derived by hand from that line, not run:
+    modern_by_hand = {"exif_prefixed": "6"}
+    lines = []
+    for name, kw in cases.items():
+        data = png_layout(small, 3, 2, **kw)
+        put("exif_%s.png" % name, data)
+        lines.append(("exif_%s.png" % name, modern_by_hand.get(name, applied(data, True)), applied(data, False)))
+    # Chunks above libpng's 8 MB default limit (not committed; test_exif.c builds such files):
+    # Pillow reads a 9 MB eXIf, and an eXIf after IDAT behind a 9 MB tEXt.
+    big = png_layout(small, 3, 2, pre=[X(O(3) + b"\0" * (9 << 20))])
+    assert applied(big, True) == "3" and applied(big, False) == "3"
+    big = png_layout(small, 3, 2, extra_pre=[png_chunk(b"tEXt", b"big\x00" + b"a" * (9 << 20))], post=[X(O(6))])
+    assert applied(big, True) == "6" and applied(big, False) == "6"
+    # APNG: after IDAT, Pillow stops at the first fcTL of an animated image
+    def actl(n):
+        return png_chunk(b"acTL", struct.pack(">II", n, 0))
+
+    def fctl(seq):
+        return png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, 3, 2, 0, 0, 1, 10, 0, 0))
+
+    frame = png_chunk(b"fdAT", struct.pack(">I", 2) + zlib.compress(b"".join(b"\x00" + r for r in small)))
+    apng = {
+        "apng_exif_after_frames": dict(extra_pre=[actl(2), fctl(0)], post=[fctl(1), frame, X(O(6))]),
+        "apng_exif_before_frames": dict(extra_pre=[actl(2), fctl(0)], post=[X(O(6)), fctl(1), frame]),
+        "apng_default_image": dict(extra_pre=[actl(1)], post=[fctl(0), frame, X(O(6))]),
+        "apng_one_frame": dict(extra_pre=[actl(1), fctl(0)], post=[X(O(6))]),
+        "apng_zero_frames": dict(extra_pre=[actl(0), fctl(0)], post=[fctl(1), frame, X(O(6))]),
+    }
+    for name, kw in apng.items():
+        data = png_layout(small, 3, 2, **kw)
+        put("exif_%s.png" % name, data)
+        lines.append(("exif_%s.png" % name, applied(data, True), applied(data, False)))
+    # JPEG APP1: Pillow keeps the first segment that starts with "Exif\0"
+    tiny = io.BytesIO()
+    Image.frombytes("RGB", (3, 2), b"".join(small)).save(tiny, "JPEG", quality=100, subsampling=0)
+    tiny = tiny.getvalue()
+    jcases = {
+        "jpg_le6": [b"Exif\0\0" + O(6)],
+        "jpg_be3": [b"Exif\0\0" + O(3, False)],
+        "jpg_first_wins": [b"Exif\0\0" + O(6), b"Exif\0\0" + O(3)],
+        "jpg_bad_first": [b"Exif\0X" + O(6), b"Exif\0\0" + O(3)],
+        "jpg_xmp_then_exif": [b"http://ns.adobe.com/xap/1.0/\0<x/>", b"Exif\0\0" + O(8)],
+        "jpg_val9": [b"Exif\0\0" + O(9)],
+    }
+    for name, segs in jcases.items():
+        data = jpeg_with_app1(tiny, *segs)
+        put("exif_%s.jpg" % name, data)
+        lines.append(("exif_%s.jpg" % name, applied(data, True), applied(data, False)))
+    put("exif_cases.txt", ("".join("%s %s %s\n" % l for l in lines)).encode())
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     gen_resize()
     gen_decode()
     gen_pipeline()
+    gen_exif()
     print("goldens written to", OUT)

@@ -226,6 +226,98 @@ void imgfx_png_fix_crc(uint8_t *buf, size_t type_off, uint32_t n) {
     q[0] = (uint8_t)(c >> 24), q[1] = (uint8_t)(c >> 16), q[2] = (uint8_t)(c >> 8), q[3] = (uint8_t)c;
 }
 
+uint8_t *imgfx_png_encode_exif(const uint8_t *rgb, uint32_t w, uint32_t h, int interlace,
+                               const uint8_t *exif, uint32_t n, int after_idat, size_t *len) {
+    membuf m = {0};
+    png_bytep *rows = malloc(h * sizeof *rows);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, png_quiet_error, png_quiet_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    png_infop end = info ? png_create_info_struct(png) : NULL;
+    if (!rows || !png || !info || !end || setjmp(png_jmpbuf(png))) {
+        if (end) png_destroy_info_struct(png, &end);
+        if (png) png_destroy_write_struct(&png, info ? &info : NULL);
+        free(rows), free(m.p);
+        return NULL;
+    }
+    png_set_write_fn(png, &m, mb_write, mb_flush);
+    png_set_IHDR(png, info, w, h, 8, PNG_COLOR_TYPE_RGB,
+                 interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    png_set_eXIf_1(png, after_idat ? end : info, n, (png_bytep)exif);
+    png_write_info(png, info);
+    for (uint32_t y = 0; y < h; y++) rows[y] = (png_bytep)rgb + (size_t)y * w * 3;
+    png_write_image(png, rows);
+    png_write_end(png, end);
+    png_destroy_info_struct(png, &end);
+    png_destroy_write_struct(&png, &info);
+    free(rows);
+    if (m.failed) {
+        free(m.p);
+        return NULL;
+    }
+    *len = m.len;
+    return m.p;
+}
+
+size_t imgfx_tiff_orientation(uint8_t out[26], unsigned o, int little_endian) {
+    static const uint8_t le[26] = {'I', 'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 1, 3, 0, 1, 0, 0, 0};
+    static const uint8_t be[26] = {'M', 'M', 0, 42, 0, 0, 0, 8, 0, 1, 1, 0x12, 0, 3, 0, 0, 0, 1};
+    memcpy(out, little_endian ? le : be, 26);
+    out[little_endian ? 18 : 19] = (uint8_t)o;
+    out[little_endian ? 19 : 18] = (uint8_t)(o >> 8);
+    return 26;
+}
+
+size_t imgfx_png_chunk(uint8_t *out, const char type[4], const uint8_t *data, uint32_t n) {
+    out[0] = (uint8_t)(n >> 24), out[1] = (uint8_t)(n >> 16), out[2] = (uint8_t)(n >> 8), out[3] = (uint8_t)n;
+    memcpy(out + 4, type, 4);
+    if (n) memcpy(out + 8, data, n);
+    imgfx_png_fix_crc(out, 4, n);
+    return (size_t)n + 12;
+}
+
+/* Offsets of the first IDAT chunk and of the end of the last one, 0 when there is none. */
+static void png_idat_span(const uint8_t *b, size_t len, size_t *first, size_t *end) {
+    *first = *end = 0;
+    for (size_t at = 8; at + 12 <= len;) {
+        uint32_t n = (uint32_t)b[at] << 24 | (uint32_t)b[at + 1] << 16 | (uint32_t)b[at + 2] << 8 | b[at + 3];
+        if (n > len - at - 12) break;
+        if (!memcmp(b + at + 4, "IDAT", 4)) {
+            if (!*first) *first = at;
+            *end = at + 12 + n;
+        }
+        at += 12 + (size_t)n;
+    }
+}
+
+uint8_t *imgfx_png_splice(const uint8_t *png, size_t len, const uint8_t *pre, size_t pre_len,
+                          const uint8_t *post, size_t post_len, size_t *out_len) {
+    size_t first, end;
+    png_idat_span(png, len, &first, &end);
+    uint8_t *o = first ? malloc(len + pre_len + post_len) : NULL;
+    if (!o) return NULL;
+    size_t k = 0;
+    memcpy(o, png, first), k = first;
+    if (pre_len) memcpy(o + k, pre, pre_len), k += pre_len;
+    memcpy(o + k, png + first, end - first), k += end - first;
+    if (post_len) memcpy(o + k, post, post_len), k += post_len;
+    memcpy(o + k, png + end, len - end), k += len - end;
+    *out_len = k;
+    return o;
+}
+
+uint8_t *imgfx_jpeg_add_app1(const uint8_t *jpg, size_t len, const uint8_t *payload, size_t n,
+                             size_t *out_len) {
+    uint8_t *o = len >= 2 && n <= 65533 ? malloc(len + n + 4) : NULL;
+    if (!o) return NULL;
+    memcpy(o, jpg, 2);
+    o[2] = 0xff, o[3] = 0xe1, o[4] = (uint8_t)((n + 2) >> 8), o[5] = (uint8_t)(n + 2);
+    memcpy(o + 6, payload, n);
+    memcpy(o + 6 + n, jpg + 2, len - 2);
+    *out_len = len + n + 4;
+    return o;
+}
+
 uint32_t imgfx_le32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
