@@ -264,6 +264,16 @@ FM_API fm_status fm_op_attention(fm_run_ctx *rc, fm_mat o, fm_mat q, fm_mat k, f
 FM_API void fm_op_activation(fm_run_ctx *rc, float *y, const float *x, int64_t n, fm_activation act);
 
 /* ---- model builders (one per architecture) -------------------------------------------- */
+#define FM_LM_MAX_EOS 8
+/* What the generation API needs to know of a language model. */
+typedef struct fm_lm_info {
+    int64_t layers, kv_heads, head_dim, hidden, vocab, max_positions;
+    int64_t image_token_id, vision_start_token_id, vision_end_token_id; /* -1 when absent */
+    int64_t spatial_merge_size;                                       /* image tokens = t·h·w / merge² */
+    int64_t eos[FM_LM_MAX_EOS];                                       /* config.json eos_token_id */
+    int n_eos;
+} fm_lm_info;
+
 struct fm_config;
 
 typedef struct fm_model_builder {
@@ -281,6 +291,16 @@ typedef struct fm_model_builder {
      * pixel_values F32 [N, C*T*P*P] and image_grid_thw I64 [n, 3], caller frees both. */
     fm_status (*preprocess_images)(const char *model_dir, const fm_image *imgs, size_t n,
                                    fm_tensor *pixel_values, fm_tensor *image_grid_thw, fm_error *err);
+    /* Text generation (NULL for an architecture that does not generate). The root module's
+     * forward is then the language model: in = {input_ids I64 [T], positions I64 [3][T] (M-RoPE
+     * t, h, w rows), image_embeds F32 [k][hidden] (k = the image tokens among the ids, in order;
+     * k may be 0), KV cache [layers][2][slots][kv_heads][capacity][head_dim] F32 or BF16, rows
+     * I32 [T][2] (cache slot, position of each id), logit_rows I32 [R] (which rows' logits)}
+     * -> logits F32 [R][vocab]. lm_info describes it; rope_index gives the prefill positions
+     * (transformers' get_rope_index) and the next free position. */
+    void (*lm_info)(const void *cfg, struct fm_lm_info *out);
+    fm_status (*rope_index)(const void *cfg, const int64_t *ids, int64_t n, const int64_t *grid_thw, int64_t n_images,
+                            int64_t *pos3, int64_t *next, fm_error *err);
     /* Module path of the vision tower (in: pixel_values F32 [N, C*T*P*P], image_grid_thw I64
      * [n, 3]; out: image embeddings F32 [tokens, hidden]), or NULL when there is none. */
     const char *vision_tower;

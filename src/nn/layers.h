@@ -7,8 +7,12 @@
 
 typedef struct fm_linear_impl {
     fm_linear_geometry g;
-    const float *w, *b;  /* prepared: [out][in], [out] or NULL; views of the parameters or of own */
-    fm_tensor w_own, b_own; /* converted copies when a parameter is not aligned F32 */
+    /* prepared: the weight [out][in] in its stored dtype (F32, BF16 or F16; no f32 copy of a
+     * 16-bit weight: the kernels widen it), the bias as f32 [out] or NULL */
+    const void *w;
+    fm_dtype wdt;
+    const float *b;
+    fm_tensor w_own, b_own; /* converted copies: an unaligned F32 weight, a non-F32 bias */
 } fm_linear_impl;
 
 typedef struct fm_conv3d_impl {

@@ -46,10 +46,25 @@ void fm_linear_impl_free(void *p) {
     fm_free(li);
 }
 
+/* 16-bit weights stay as stored (2-byte aligned is enough for the kernels); anything else
+ * becomes f32 (a view when it already is, aligned). */
 fm_status fm_linear_prepare(fm_module *self, fm_run_ctx *rc, fm_error *err) {
     fm_linear_impl *li = fm_module_impl(self);
+    const fm_tensor *w = &fm_module_param(self, 0)->tensor;
     (void)rc;
-    return prepare_wb(self, li->g.bias, &li->w, &li->w_own, &li->b, &li->b_own, err);
+    if (w->data && (w->dtype == FM_DTYPE_BF16 || w->dtype == FM_DTYPE_F16) && (uintptr_t)w->data % 2 == 0) {
+        fm_tensor_free(&li->w_own);
+        fm_tensor_free(&li->b_own);
+        li->w = w->data;
+        li->wdt = w->dtype;
+        li->b = NULL;
+        return li->g.bias ? fm_param_f32(self, fm_module_param(self, 1), &li->b, &li->b_own, err) : FM_OK;
+    }
+    const float *wf = NULL;
+    fm_status st = prepare_wb(self, li->g.bias, &wf, &li->w_own, &li->b, &li->b_own, err);
+    li->w = wf;
+    li->wdt = FM_DTYPE_F32;
+    return st;
 }
 
 static fm_status linear_run(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,
@@ -60,10 +75,20 @@ static fm_status linear_run(fm_module *self, fm_run_ctx *rc, const fm_tensor *in
     os.dims[os.ndim - 1] = li->g.out_features;
     if (st == FM_OK) st = fm_module_output(self, rc, out, FM_DTYPE_F32, &os, err);
     if (st != FM_OK) return st;
-    int64_t rows = (int64_t)(fm_tensor_numel(&in[0]) / (uint64_t)li->g.in_features);
-    fm_k_linear(out->data, li->g.out_features, in[0].data, li->w, li->b, rows, li->g.out_features,
-                li->g.in_features, act, fm_run_pool(rc));
-    return FM_OK;
+    int64_t rows = (int64_t)(fm_tensor_numel(&in[0]) / (uint64_t)li->g.in_features), n = li->g.out_features;
+    int64_t k = li->g.in_features;
+    if (li->wdt == FM_DTYPE_F32 && rows > 8) { /* GEMM tiles straight on the f32 weight */
+        fm_k_linear(out->data, n, in[0].data, li->w, li->b, rows, n, k, act, fm_run_pool(rc));
+        return FM_OK;
+    }
+    /* 16-bit weights (converted panel by panel for many rows) and decode-sized f32 GEMV */
+    size_t mark = fm_run_mark(rc), sf = fm_k_linear_w_scratch_floats(rows, n, k, fm_run_ctx_threads(rc));
+    float *scratch = NULL;
+    st = sf ? fm_run_scratch(rc, sf * sizeof(float), (void **)&scratch, err) : FM_OK;
+    if (st == FM_OK)
+        fm_k_linear_w(out->data, n, in[0].data, k, li->w, li->wdt, li->b, rows, n, k, act, scratch, fm_run_pool(rc));
+    fm_run_release(rc, mark);
+    return st;
 }
 
 fm_status fm_linear_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,

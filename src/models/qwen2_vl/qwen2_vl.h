@@ -7,6 +7,7 @@
 
 #include "fusemap/io.h"
 #include "fusemap/nn.h"
+#include "models/qwen2/decoder.h"
 
 typedef struct fm_qwen2vl_vision_config {
     int64_t depth, embed_dim, hidden_size, num_heads, in_channels, patch_size;
@@ -15,15 +16,11 @@ typedef struct fm_qwen2vl_vision_config {
     fm_activation act; /* vision_config.hidden_act */
 } fm_qwen2vl_vision_config;
 
-typedef struct fm_qwen2vl_text_config {
-    int64_t hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
-    int64_t num_key_value_heads, vocab_size;
-    double rms_norm_eps;
-} fm_qwen2vl_text_config;
+
 
 typedef struct fm_qwen2vl_config {
     fm_qwen2vl_vision_config v;
-    fm_qwen2vl_text_config t;
+    fm_qwen2_text_config t;
     bool tie_word_embeddings;
 } fm_qwen2vl_config;
 
@@ -41,5 +38,13 @@ fm_status fm_qwen2vl_register(fm_error *err);
  * (mapping.c). */
 fm_status fm_qwen2vl_register_vision_classes(fm_error *err);
 fm_status fm_qwen2vl_register_mapping(fm_error *err);
+
+/* get_rope_index for images (generation.md §4.2): ids [n], grids [n_images][3] in order of
+ * appearance -> pos3 [3][n] (t, h, w rows) and the next free position (max + 1). An image
+ * counts where a vision_start token is followed by the image token; its tokens must number
+ * t·(h/m)·(w/m). FM_ERR_INPUT when ids and grids disagree. Videos are refused. */
+fm_status fm_qwen2vl_rope_index(const fm_qwen2_text_config *t, int64_t merge, const int64_t *ids, int64_t n,
+                                const int64_t *grid_thw, int64_t n_images, int64_t *pos3, int64_t *next,
+                                fm_error *err);
 
 #endif
