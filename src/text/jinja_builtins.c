@@ -138,8 +138,7 @@ static fm_status split_ws(jj_ctx *c, const jj_node *at, const jj_value *s, int64
             }
             end = i;
         } else {
-            jj_value tail = jj_substr(s, start, n);
-            return list_push(c, at, out, cap, strip(&tail, NULL, 'r'));
+            return list_push(c, at, out, cap, jj_substr(s, start, n)); /* the rest, as CPython */
         }
         st = list_push(c, at, out, cap, jj_substr(s, start, end));
         done++;

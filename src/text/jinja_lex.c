@@ -253,7 +253,11 @@ static fm_status lex_operator(lexer *L) {
         L->stack[L->depth++] = p[0];
     } else if (len == 1 && strchr(")]}", p[0])) {
         char want = p[0] == ')' ? '(' : p[0] == ']' ? '[' : '{';
-        if (!L->depth || L->stack[L->depth - 1] != want) return lex_fail(L, L->line, "unexpected '%c'", p[0]);
+        if (!L->depth) return lex_fail(L, L->line, "unexpected '%c'", p[0]);
+        if (L->stack[L->depth - 1] != want) {
+            char open = L->stack[L->depth - 1];
+            return lex_fail(L, L->line, "unexpected '%c', expected '%c'", p[0], open == '(' ? ')' : open == '[' ? ']' : '}');
+        }
         L->depth--;
     }
     L->pos += len;
