@@ -84,8 +84,10 @@ fm_status fm_chat_template_parse(const char *text, size_t len, const char *origi
     }
     jj_toks toks;
     fm_status st = jj_lex(text, len, &t->arena, t->origin, &toks, err);
-    if (st == FM_OK) st = jj_parse(&toks, &t->arena, t->origin, &t->body, err);
-    if (st == FM_OK) fm_free(toks.v);
+    if (st == FM_OK) {
+        st = jj_parse(&toks, &t->arena, t->origin, &t->body, err);
+        fm_free(toks.v); /* the tree points into the arena, not the tokens */
+    }
     if (st != FM_OK) {
         fm_chat_template_free(t);
         return st;
