@@ -139,7 +139,9 @@ fm_status jj_concat(jj_ctx *c, const jj_node *at, const jj_value *x, const jj_va
     char *p = jj_alloc(c->a, n + 1);
     uint8_t *m = x->u.s.m || y->u.s.m ? jj_alloc(c->a, n ? n : 1) : NULL;
     if (!p || ((x->u.s.m || y->u.s.m) && !m)) return jj_oom(c, at);
-    memcpy(p, x->u.s.p, x->u.s.n), memcpy(p + x->u.s.n, y->u.s.p, y->u.s.n);
+    if (x->u.s.n) memcpy(p, x->u.s.p, x->u.s.n);
+    if (y->u.s.n) memcpy(p + x->u.s.n, y->u.s.p, y->u.s.n);
+    if (m) memset(m, 0, n ? n : 1);
     if (m && x->u.s.m) memcpy(m, x->u.s.m, x->u.s.n);
     if (m && y->u.s.m) memcpy(m + x->u.s.n, y->u.s.m, y->u.s.n);
     *out = jj_str(p, n, m);
