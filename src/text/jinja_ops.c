@@ -252,6 +252,8 @@ static fm_status float_arith(jj_ctx *c, const jj_node *at, int op, double x, dou
 
 static fm_status repeat(jj_ctx *c, const jj_node *at, const jj_value *seq, int64_t times, jj_value *out) {
     size_t t = times > 0 ? (size_t)times : 0;
+    if (seq->t == JT_LIST ? seq->u.l->n == 0 : seq->u.s.n == 0) t = 0; /* empty * n: no n-step loop */
+    if (t == 0 && seq->t == JT_STR) return *out = jj_str("", 0, NULL), FM_OK;
     if (seq->t == JT_LIST) {
         uint64_t n;
         if (fm_mul_u64(seq->u.l->n, t, &n) || n > c->lim.max_output) return jj_buf_fail(c, at, true);
