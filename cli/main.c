@@ -16,6 +16,7 @@ static const char usage[] =
     "          -o OUT.safetensors [--threads N] [--fuse NAME]... [--fusion-config JSON]\n"
     "  verify MODEL_DIR (--fuse NAME [--fuse NAME]... | --fusion-config JSON)\n"
     "          [--threshold X] [--threads N]\n"
+    "  prompt MODEL_DIR --messages FILE.json [--no-generation-prompt]\n"
     "\n"
     "A flag shown as [--flag VALUE]... is repeated, one value each: --image a.png --image b.png.\n";
 
@@ -61,5 +62,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "convert")) return fm_cli_convert(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return fm_cli_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify")) return fm_cli_verify(argc - 1, argv + 1);
+    if (!strcmp(cmd, "prompt")) return fm_cli_prompt(argc - 1, argv + 1);
     return fm_cli_usage_error("unknown command '%s'", cmd);
 }

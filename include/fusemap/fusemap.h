@@ -3,6 +3,7 @@
 #ifndef FUSEMAP_FUSEMAP_H
 #define FUSEMAP_FUSEMAP_H
 
+#include "fusemap/chat.h"
 #include "fusemap/core.h"
 #include "fusemap/fusion.h"
 #include "fusemap/image.h"
