@@ -11,7 +11,6 @@
 #include "fusemap/models.h"
 #include "fusemap/nn.h"
 #include "fusemap/tensor.h"
-
-#define FUSEMAP_VERSION "0.1.0"
+#include "fusemap/version.h"
 
 #endif
