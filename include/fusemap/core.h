@@ -115,6 +115,14 @@ uint64_t fm_fault_count(fm_fault_kind kind);
 /* Returns 1 when this call of `kind` must fail (and counts it). Used by the library. */
 int fm_fault_hit(fm_fault_kind kind);
 
+/* ---- progress of long operations -----------------------------------------------------
+ * Loads and saves accept an optional callback. Contract: `total` is the same in every call;
+ * `done` never decreases and stays below `total` until the operation has succeeded, which is
+ * reported by one last call with done == total (also when total is 0). A failed operation
+ * makes no final call. Called on the thread that called the operation; the callback must not
+ * call back into the operation's objects. Units: bytes unless the option says otherwise. */
+typedef void (*fm_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
 /* ---- checked arithmetic -------------------------------------------------------------- */
 /* Return 0 on success, -1 on overflow (out untouched on overflow). */
 static inline int fm_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
