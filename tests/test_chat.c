@@ -360,7 +360,7 @@ static void test_cli_prompt(void) {
     free(out), free(errt);
     CHECK_EQ_INT(0, run_cli("prompt --help", &out, &len, &errt));
     CHECK_CONTAINS(out, "usage: fusemap prompt MODEL_DIR --messages FILE.json");
-    CHECK_CONTAINS(out, "example:");
+    CHECK_CONTAINS(out, "examples:");
     CHECK_CONTAINS(out, "--no-generation-prompt");
     free(out), free(errt);
     const char *usage[] = {"prompt", "prompt dir", "prompt dir --messages", "prompt dir --messages f --bogus", "prompt a b --messages f"};

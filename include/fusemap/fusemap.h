@@ -13,7 +13,6 @@
 #include "fusemap/nn.h"
 #include "fusemap/qwen2_vl.h"
 #include "fusemap/tensor.h"
-
-#define FUSEMAP_VERSION "0.1.0"
+#include "fusemap/version.h"
 
 #endif
