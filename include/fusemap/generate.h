@@ -53,7 +53,7 @@ bool fm_sampling_options_greedy(const fm_sampling_options *o);
 typedef struct fm_sampler fm_sampler;
 
 /* vocab: logits per step, 1..INT32_MAX. Options are validated and copied. *out: caller frees
- * with fm_sampler_free. Working buffers (up to 32 bytes per vocab entry) are allocated here, so
+ * with fm_sampler_free. Working buffers (up to 40 bytes per vocab entry) are allocated here, so
  * fm_sampler_next never allocates. */
 fm_status fm_sampler_new(const fm_sampling_options *o, int64_t vocab, fm_sampler **out,
                          fm_error *err);

@@ -93,21 +93,22 @@ bool fm_sampling_options_greedy(const fm_sampling_options *o) {
 
 /* ---- the sampler -------------------------------------------------------------------------- */
 
-/* A token still in the running: its processed score and id. */
-typedef struct cand {
+/* A token still in the running: its processed score, id and (when computed) its weight
+ * exp(score - max score). */
+typedef struct item {
     float s;
     int32_t id;
-} cand;
+    double w;
+} item;
 
 struct fm_sampler {
     fm_sampling_options o;
     int64_t vocab;
     bool greedy;
     float *scores; /* owned [vocab]: the working copy of the logits */
-    cand *cand;    /* owned [vocab]: survivors, ascending id */
+    item *cand;    /* owned [vocab]: survivors, ascending id */
     size_t n_cand;
-    cand *sel;      /* owned [vocab]: selection scratch (reordered freely) */
-    double *w;      /* owned [vocab]: the survivors' weights for the draw */
+    item *sel;      /* owned [vocab]: selection scratch (reordered freely) */
     uint32_t *seen; /* owned [vocab]: repetition-penalty stamps (NULL when the penalty is off) */
     uint32_t epoch; /* stamp of the current call */
     fm_rng rng;
@@ -132,11 +133,10 @@ fm_status fm_sampler_new(const fm_sampling_options *o, int64_t vocab, fm_sampler
         s->scores = fm_malloc(n * sizeof *s->scores);
         s->cand = s->greedy ? NULL : fm_malloc(n * sizeof *s->cand);
         s->sel = s->greedy ? NULL : fm_malloc(n * sizeof *s->sel);
-        s->w = s->greedy ? NULL : fm_malloc(n * sizeof *s->w);
         s->seen = o->repetition_penalty != 1.0 ? fm_calloc(n, sizeof *s->seen) : NULL;
         fm_rng_seed(&s->rng, o->seed);
     }
-    if (!s || !s->scores || (!s->greedy && (!s->cand || !s->sel || !s->w)) ||
+    if (!s || !s->scores || (!s->greedy && (!s->cand || !s->sel)) ||
         (o->repetition_penalty != 1.0 && !s->seen)) {
         fm_sampler_free(s);
         return fm_error_set(err, FM_ERR_NOMEM,
@@ -151,7 +151,6 @@ void fm_sampler_free(fm_sampler *s) {
     fm_free(s->scores);
     fm_free(s->cand);
     fm_free(s->sel);
-    fm_free(s->w);
     fm_free(s->seen);
     fm_free(s);
 }
@@ -228,56 +227,64 @@ static void remove_invalid(fm_sampler *s) {
  * ascending sort (ties by ascending id), the order top-p's ascending cumulative sum walks;
  * transformers leaves tie order to torch's sort. Ids are distinct, so the order is total. */
 
-static inline bool ranks_above(const cand *a, const cand *b) {
+static inline bool ranks_above(const item *a, const item *b) {
     return a->s > b->s || (a->s == b->s && a->id > b->id);
 }
 
 static int rank_cmp(const void *x, const void *y) {
-    const cand *a = x, *b = y;
+    const item *a = x, *b = y;
     return ranks_above(a, b) ? -1 : ranks_above(b, a) ? 1 : 0;
 }
 
-static inline void swap_cand(cand *a, cand *b) {
-    cand t = *a;
+static inline void swap_items(item *a, item *b) {
+    item t = *a;
     *a = *b;
     *b = t;
 }
 
-/* Moves the median of a[i], a[j], a[k] (by rank) to a[k]. */
-static void median_to(cand *a, size_t i, size_t j, size_t k) {
-    if (ranks_above(&a[j], &a[i])) swap_cand(&a[i], &a[j]); /* a[i] ranks above a[j] */
-    if (ranks_above(&a[k], &a[i])) swap_cand(&a[i], &a[k]); /* a[i] is the top of the three */
-    if (ranks_above(&a[j], &a[k])) swap_cand(&a[j], &a[k]); /* a[k] is the middle */
+/* Moves the median of a[i], a[j], a[k] (by rank) to a[k], as the partition pivot. */
+static void median_to(item *a, size_t i, size_t j, size_t k) {
+    if (ranks_above(&a[j], &a[i])) swap_items(&a[i], &a[j]); /* a[i] ranks above a[j] */
+    if (ranks_above(&a[k], &a[i])) swap_items(&a[i], &a[k]); /* a[i] is the top of the three */
+    if (ranks_above(&a[j], &a[k])) swap_items(&a[j], &a[k]); /* a[k] is the middle */
 }
 
-/* Rearranges a[0..n) so that a[r] holds the element of rank r, the r elements before it rank
- * above it and the rest below (nth_element). Expected O(n); a partition budget bounds the worst
- * case by falling back to a sort. */
-static void select_rank(cand *a, size_t n, size_t r) {
-    size_t lo = 0, hi = n;
-    int budget = 64;
-    while (hi - lo > 16) {
-        if (budget-- == 0) {
-            qsort(a + lo, hi - lo, sizeof *a, rank_cmp);
-            return;
+/* Partitions a[lo..hi) around the median-of-three pivot: the items ranking above it first, then
+ * the pivot at the returned index (its exact rank within a[lo..hi)); *upper sums their weights. */
+static size_t partition(item *a, size_t lo, size_t hi, double *upper) {
+    median_to(a, lo, lo + (hi - lo) / 2, hi - 1);
+    item pivot = a[hi - 1];
+    size_t store = lo;
+    double sum = 0;
+    for (size_t i = lo; i < hi - 1; i++)
+        if (ranks_above(&a[i], &pivot)) {
+            sum += a[i].w;
+            swap_items(&a[i], &a[store++]);
         }
-        median_to(a, lo, lo + (hi - lo) / 2, hi - 1);
-        cand pivot = a[hi - 1];
-        size_t store = lo;
-        for (size_t i = lo; i < hi - 1; i++)
-            if (ranks_above(&a[i], &pivot)) swap_cand(&a[i], &a[store++]);
-        swap_cand(&a[store], &a[hi - 1]);
-        if (r == store) return;
-        if (r < store)
-            hi = store;
+    swap_items(&a[store], &a[hi - 1]);
+    *upper = sum;
+    return store;
+}
+
+/* Rearranges a[0..n) so that a[r] holds the item of rank r, the r items before it rank above
+ * it and the rest below (nth_element). Expected O(n); a partition budget bounds the worst case
+ * by falling back to a sort. */
+static void select_rank(item *a, size_t n, size_t r) {
+    size_t lo = 0, hi = n;
+    double unused;
+    for (int budget = 64; hi - lo > 16 && budget > 0; budget--) {
+        size_t p = partition(a, lo, hi, &unused);
+        if (r == p) return;
+        if (r < p)
+            hi = p;
         else
-            lo = store + 1;
+            lo = p + 1;
     }
     qsort(a + lo, hi - lo, sizeof *a, rank_cmp);
 }
 
 /* Keeps (in id order) the candidates ranking at or above `last`. */
-static void keep_down_to(fm_sampler *s, cand last) {
+static void keep_down_to(fm_sampler *s, item last) {
     size_t k = 0;
     for (size_t i = 0; i < s->n_cand; i++)
         if (!ranks_above(&last, &s->cand[i])) s->cand[k++] = s->cand[i];
@@ -286,11 +293,13 @@ static void keep_down_to(fm_sampler *s, cand last) {
 
 /* ---- warpers --------------------------------------------------------------------------------- */
 
-/* The survivors: every token whose score is above -inf, in id order. */
-static void gather_candidates(fm_sampler *s) {
+/* The survivors in id order: every token scoring at least `thr` and above -inf. */
+static void gather_candidates(fm_sampler *s, float thr) {
     size_t k = 0;
-    for (int64_t i = 0; i < s->vocab; i++)
-        if (s->scores[i] > -INFINITY) s->cand[k++] = (cand){s->scores[i], (int32_t)i};
+    for (int64_t i = 0; i < s->vocab; i++) {
+        float x = s->scores[i];
+        if (x > -INFINITY && x >= thr) s->cand[k++] = (item){x, (int32_t)i, 0};
+    }
     s->n_cand = k;
 }
 
@@ -301,19 +310,54 @@ static void temperature(fm_sampler *s) {
         s->scores[i] = s->scores[i] / t;
 }
 
-/* transformers' TopKLogitsWarper: k = max(top_k, min_keep) capped at the vocabulary; removes
- * scores strictly below the k-th largest, so ties with the k-th survive. -inf tokens are
- * already out; when k reaches past the survivors nothing is removed. */
-static void top_k(fm_sampler *s) {
+/* Min-heap by rank (the root ranks lowest) of the k best items seen. */
+static void sift_down(item *h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && ranks_above(&h[m], &h[l])) m = l;
+        if (r < n && ranks_above(&h[m], &h[r])) m = r;
+        if (m == i) return;
+        swap_items(&h[i], &h[m]);
+        i = m;
+    }
+}
+
+static void sift_up(item *h, size_t i) {
+    while (i > 0 && ranks_above(&h[(i - 1) / 2], &h[i])) {
+        swap_items(&h[(i - 1) / 2], &h[i]);
+        i = (i - 1) / 2;
+    }
+}
+
+/* Largest k for the one-pass heap; above it a copy and a selection are cheaper. */
+#define TOP_K_HEAP_MAX 1024
+
+/* transformers' TopKLogitsWarper, as a threshold: k = max(top_k, min_keep) capped at the
+ * vocabulary; returns the k-th largest score (tokens strictly below it are removed, so ties with
+ * the k-th survive), or -inf when at most k tokens are above -inf (nothing to remove). */
+static float top_k_threshold(fm_sampler *s) {
     uint64_t k = (uint64_t)(s->o.top_k > s->o.min_keep ? s->o.top_k : s->o.min_keep);
-    if (k >= s->n_cand) return;
-    memcpy(s->sel, s->cand, s->n_cand * sizeof *s->cand);
-    select_rank(s->sel, s->n_cand, (size_t)k - 1);
-    float thr = s->sel[k - 1].s;
-    size_t n = 0;
-    for (size_t i = 0; i < s->n_cand; i++)
-        if (s->cand[i].s >= thr) s->cand[n++] = s->cand[i];
-    s->n_cand = n;
+    size_t n = 0, live = 0;
+    item *h = s->sel;
+    if (k >= (uint64_t)s->vocab) return -INFINITY;
+    for (int64_t i = 0; i < s->vocab; i++) {
+        item it = {s->scores[i], (int32_t)i, 0};
+        if (!(it.s > -INFINITY)) continue;
+        live++;
+        if (k > TOP_K_HEAP_MAX) {
+            h[n++] = it; /* collected for a selection below */
+        } else if (n < k) {
+            h[n] = it;
+            sift_up(h, n++);
+        } else if (it.s >= h[0].s && ranks_above(&it, &h[0])) {
+            h[0] = it;
+            sift_down(h, n, 0);
+        }
+    }
+    if (live <= k) return -INFINITY;
+    if (k <= TOP_K_HEAP_MAX) return h[0].s;
+    select_rank(h, n, (size_t)k - 1);
+    return h[k - 1].s;
 }
 
 /* exp(s - m) relative to the largest score m; when m is +inf the limit: 1 for +inf, else 0. */
@@ -322,56 +366,53 @@ static inline double weight(float x, float m) {
     return exp((double)x - (double)m);
 }
 
-static float max_score(const fm_sampler *s) {
+/* Fills each candidate's weight (relative to the largest score); returns their sum (>= 1). */
+static double weigh_candidates(fm_sampler *s) {
     float m = -INFINITY;
+    double total = 0;
     for (size_t i = 0; i < s->n_cand; i++)
         if (s->cand[i].s > m) m = s->cand[i].s;
-    return m;
+    for (size_t i = 0; i < s->n_cand; i++)
+        total += s->cand[i].w = weight(s->cand[i].s, m);
+    return total;
 }
 
-/* Walks sel[from..from+c) (sorted by rank) for top-p's cut; returns its rank or SIZE_MAX. */
-static size_t top_p_walk(const fm_sampler *s, size_t from, size_t c, float m, double total,
-                         double *above) {
-    double limit = 1.0 - s->o.top_p;
-    for (size_t j = from; j < from + c; j++) {
-        /* ascending cumulative of rank j = 1 - (mass ranked above j) */
-        if (j >= (size_t)s->o.min_keep && 1.0 - *above <= limit) return j;
-        *above += weight(s->sel[j].s, m) / total;
-    }
-    return SIZE_MAX;
-}
-
-/* transformers' TopPLogitsWarper: over the ascending sort, cumulative softmax; removes entries
- * whose cumulative is <= 1 - top_p, always keeping the min_keep largest. Computed in double from
- * the top down (mass above a token = 1 - its ascending cumulative), sorting only as many top
- * tokens as the cut needs: chunks of growing size are selected, sorted and walked. */
+/* transformers' TopPLogitsWarper: over the ascending sort, cumulative softmax; removes tokens
+ * whose cumulative is <= 1 - top_p, always keeping the min_keep largest. The ascending cumulative
+ * of a token is 1 - (mass ranked above it), so the cut (the first removed rank) is found from the
+ * top by a weighted selection: partitions narrow the range that holds it, in double, without
+ * sorting more than the last small range. */
 static void top_p(fm_sampler *s) {
-    size_t n = s->n_cand, done = 0, chunk = 64, cut = SIZE_MAX;
-    float m = max_score(s);
-    double total = 0, above = 0;
-    for (size_t i = 0; i < n; i++)
-        total += weight(s->cand[i].s, m);
+    size_t n = s->n_cand, lo = 0, hi = n, cut, keep = (size_t)s->o.min_keep;
+    double total = weigh_candidates(s), limit = 1.0 - s->o.top_p, above = 0, upper;
     memcpy(s->sel, s->cand, n * sizeof *s->cand);
-    while (done < n && cut == SIZE_MAX) {
-        size_t c = chunk < n - done ? chunk : n - done;
-        if (c < n - done) select_rank(s->sel + done, n - done, c - 1);
-        qsort(s->sel + done, c, sizeof *s->sel, rank_cmp);
-        cut = top_p_walk(s, done, c, m, total, &above);
-        done += c;
-        chunk *= 4;
+    /* invariant: sel[0..lo) are the lo top-ranked tokens, all kept (mass `above`); every token
+     * from sel[hi] down is removed; so the cut lies in [lo, hi] */
+    for (int budget = 64; hi - lo > 32 && budget > 0; budget--) {
+        size_t p = partition(s->sel, lo, hi, &upper);
+        if (p >= keep && 1.0 - (above + upper) / total <= limit) {
+            hi = p;
+        } else {
+            above += upper + s->sel[p].w;
+            lo = p + 1;
+        }
     }
-    if (cut != SIZE_MAX) keep_down_to(s, s->sel[cut - 1]);
+    qsort(s->sel + lo, hi - lo, sizeof *s->sel, rank_cmp);
+    for (cut = lo; cut < hi; cut++) {
+        if (cut >= keep && 1.0 - above / total <= limit) break;
+        above += s->sel[cut].w;
+    }
+    if (cut < n) keep_down_to(s, s->sel[cut - 1]); /* cut >= min_keep >= 1 */
 }
 
 /* transformers' MinPLogitsWarper: removes probabilities below min_p times the largest, i.e.
  * exp(s - max) < min_p (a score threshold, so the survivors are a top-ranked prefix); when fewer
  * than min_keep survive, exactly the min_keep top-ranked tokens stay. */
 static void min_p(fm_sampler *s) {
-    float m = max_score(s);
-    size_t keep = (size_t)s->o.min_keep < s->n_cand ? (size_t)s->o.min_keep : s->n_cand;
-    size_t n = 0;
+    size_t keep = (size_t)s->o.min_keep < s->n_cand ? (size_t)s->o.min_keep : s->n_cand, n = 0;
+    weigh_candidates(s);
     for (size_t i = 0; i < s->n_cand; i++)
-        n += weight(s->cand[i].s, m) >= s->o.min_p;
+        n += s->cand[i].w >= s->o.min_p;
     if (n < keep) {
         memcpy(s->sel, s->cand, s->n_cand * sizeof *s->cand);
         select_rank(s->sel, s->n_cand, keep - 1);
@@ -380,7 +421,7 @@ static void min_p(fm_sampler *s) {
     }
     n = 0;
     for (size_t i = 0; i < s->n_cand; i++)
-        if (weight(s->cand[i].s, m) >= s->o.min_p) s->cand[n++] = s->cand[i];
+        if (s->cand[i].w >= s->o.min_p) s->cand[n++] = s->cand[i];
     s->n_cand = n;
 }
 
@@ -404,9 +445,8 @@ static fm_status run_processors(fm_sampler *s, const float *logits, const int32_
     if (s->o.remove_invalid_values) remove_invalid(s);
     if (s->greedy) return FM_OK;
     if (s->o.temperature != 1.0) temperature(s);
-    gather_candidates(s);
+    gather_candidates(s, s->o.top_k != 0 ? top_k_threshold(s) : -INFINITY);
     if (s->n_cand == 0) return nothing_left(s, err);
-    if (s->o.top_k != 0) top_k(s);
     if (s->o.top_p < 1.0) top_p(s);
     if (s->o.min_p > 0) min_p(s);
     return FM_OK;
@@ -428,16 +468,13 @@ static fm_status argmax(const fm_sampler *s, int32_t *out, fm_error *err) {
 
 /* One draw: u * (total weight) located on the cumulative weights in ascending id order. */
 static int32_t draw(fm_sampler *s) {
-    float m = max_score(s);
-    double total = 0, acc = 0;
-    for (size_t i = 0; i < s->n_cand; i++)
-        total += s->w[i] = weight(s->cand[i].s, m);
+    double total = weigh_candidates(s), acc = 0;
     double t = fm_rng_uniform(&s->rng) * total;
     int32_t last = s->cand[0].id;
     for (size_t i = 0; i < s->n_cand; i++) {
-        if (s->w[i] <= 0) continue;
+        if (s->cand[i].w <= 0) continue;
         last = s->cand[i].id;
-        acc += s->w[i];
+        acc += s->cand[i].w;
         if (acc > t) return last;
     }
     return last; /* u * total rounded up to the total: the last token with weight */
