@@ -6,6 +6,7 @@
 #include "fusemap/chat.h"
 #include "fusemap/core.h"
 #include "fusemap/fusion.h"
+#include "fusemap/generate.h"
 #include "fusemap/image.h"
 #include "fusemap/io.h"
 #include "fusemap/loading.h"
