@@ -11,9 +11,9 @@ enum { OPT_MESSAGES = FM_CLI_OPT_OWN, OPT_NO_GEN };
 
 static const fm_cli_opt opts[] = {
     {OPT_MESSAGES, "--messages", NULL, "FILE.json", "required",
-     "a message list in Hugging Face format ([{\"role\": \"user\", \"content\": \"Hi\"}], contents as\n"
-     "strings or lists of {\"type\": \"image\"} / {\"type\": \"text\", \"text\": ...} parts), or an\n"
-     "object {\"messages\": [...], ...} whose other keys are template variables\n"
+     "a message list in Hugging Face format ([{\"role\": \"user\", \"content\": \"Hi\"}], contents as "
+     "strings or lists of {\"type\": \"image\"} / {\"type\": \"text\", \"text\": ...} parts), or an "
+     "object {\"messages\": [...], ...} whose other keys are template variables "
      "(e.g. \"add_vision_id\": true); '-' reads standard input"},
     {OPT_NO_GEN, "--no-generation-prompt", NULL, NULL, NULL,
      "do not end with the assistant turn header (add_generation_prompt is true by default)"},

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/testing.h"
 #include "fusemap/generate.h"
 #include "support/check.h"
 #include "support/file_util.h"

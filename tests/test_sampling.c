@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/testing.h"
 #include "api/sampling_internal.h"
 #include "fusemap/generate.h"
 #include "support/check.h"

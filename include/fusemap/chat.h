@@ -29,19 +29,19 @@ typedef struct fm_chat_template fm_chat_template;
  * ChatML template (fm_chat_default_template_text). String special tokens of tokenizer_config.json
  * (bos_token, eos_token, unk_token, pad_token, ..., additional_special_tokens) become template
  * variables, as transformers passes them. Caller frees *out with fm_chat_template_free. */
-fm_status fm_chat_template_load(const char *model_dir, fm_chat_template **out, fm_error *err);
+FM_API fm_status fm_chat_template_load(const char *model_dir, fm_chat_template **out, fm_error *err);
 /* Parses template text (borrowed for the call). `origin` names it in errors (NULL: "template"). */
-fm_status fm_chat_template_parse(const char *text, size_t len, const char *origin,
+FM_API fm_status fm_chat_template_parse(const char *text, size_t len, const char *origin,
                                  fm_chat_template **out, fm_error *err);
-void fm_chat_template_free(fm_chat_template *t); /* accepts NULL */
+FM_API void fm_chat_template_free(fm_chat_template *t); /* accepts NULL */
 /* Where the template came from: "DIR/chat_template.json", ..., or "default ChatML template".
  * Borrowed until fm_chat_template_free. */
-const char *fm_chat_template_origin(const fm_chat_template *t);
-bool fm_chat_template_is_default(const fm_chat_template *t);
+FM_API const char *fm_chat_template_origin(const fm_chat_template *t);
+FM_API bool fm_chat_template_is_default(const fm_chat_template *t);
 /* The default ChatML template: per message "<|im_start|>ROLE\nCONTENT<|im_end|>\n" (content parts:
  * text verbatim, images "<|vision_start|><|image_pad|><|vision_end|>", videos the same with
  * <|video_pad|>), then "<|im_start|>assistant\n" with the generation prompt. Static storage. */
-const char *fm_chat_default_template_text(void);
+FM_API const char *fm_chat_default_template_text(void);
 
 typedef struct fm_chat_render_options {
     bool add_generation_prompt; /* default true */
@@ -51,7 +51,7 @@ typedef struct fm_chat_render_options {
     size_t max_memory_bytes;    /* values created while rendering (default 256 MiB) */
     uint64_t max_work;          /* bytes processed by string operations (default 2^32) */
 } fm_chat_render_options;
-void fm_chat_render_options_init(fm_chat_render_options *o);
+FM_API void fm_chat_render_options_init(fm_chat_render_options *o);
 
 /* A rendered prompt: len bytes of text (NUL-terminated for convenience; it may contain NUL bytes
  * that came from the messages) and a parallel mask: user_mask[i] = 1 when text[i] came from the
@@ -62,7 +62,7 @@ typedef struct fm_chat_prompt {
     uint8_t *user_mask;
     size_t len;
 } fm_chat_prompt;
-void fm_chat_prompt_free(fm_chat_prompt *p); /* accepts NULL; zeroes the record */
+FM_API void fm_chat_prompt_free(fm_chat_prompt *p); /* accepts NULL; zeroes the record */
 
 /* Renders the template. `messages_json` (json_len bytes, valid UTF-8) is a message list
  * [{"role": "...", "content": "..." | [{"type": "image"}, {"type": "text", "text": "..."}] | null},
@@ -70,17 +70,17 @@ void fm_chat_prompt_free(fm_chat_prompt *p); /* accepts NULL; zeroes the record 
  * variables (as apply_chat_template's kwargs; "add_generation_prompt" is set by the options and
  * refused there). Variables always defined: messages, add_generation_prompt, tools (None unless
  * given), documents (None unless given). o may be NULL (defaults). */
-fm_status fm_chat_render(const fm_chat_template *t, const char *messages_json, size_t json_len,
+FM_API fm_status fm_chat_render(const fm_chat_template *t, const char *messages_json, size_t json_len,
                          const fm_chat_render_options *o, fm_chat_prompt *out, fm_error *err);
 
 /* Number of "<|image_pad|>" the template itself emitted (user-typed ones are not counted). */
-size_t fm_chat_count_image_pads(const fm_chat_prompt *p);
+FM_API size_t fm_chat_count_image_pads(const fm_chat_prompt *p);
 /* The processor's placeholder expansion: the k-th template-origin "<|image_pad|>" becomes
  * tokens_per_image[k] copies (t*h*w / merge^2, computed by the caller; each 1..
  * FM_CHAT_MAX_IMAGE_TOKENS). User-typed "<|image_pad|>" stays as it is (user text). Errors when
  * the counts differ, and on a template-origin "<|video_pad|>" (videos are not supported yet).
  * `in` is borrowed; caller frees *out with fm_chat_prompt_free. */
-fm_status fm_chat_expand_image_pads(const fm_chat_prompt *in, const uint64_t *tokens_per_image,
+FM_API fm_status fm_chat_expand_image_pads(const fm_chat_prompt *in, const uint64_t *tokens_per_image,
                                     size_t n_images, fm_chat_prompt *out, fm_error *err);
 
 #ifdef __cplusplus

@@ -43,11 +43,11 @@ typedef struct fm_sampling_options {
 
 /* transformers' GenerationConfig defaults: greedy, temperature 1, top_k 50, top_p 1, min_p 0,
  * repetition_penalty 1, min_keep 1, seed FM_SAMPLING_DEFAULT_SEED. */
-void fm_sampling_options_init(fm_sampling_options *o);
+FM_API void fm_sampling_options_init(fm_sampling_options *o);
 /* FM_ERR_INVALID_ARG naming the field and the allowed range when a value is out of range. */
-fm_status fm_sampling_options_validate(const fm_sampling_options *o, fm_error *err);
+FM_API fm_status fm_sampling_options_validate(const fm_sampling_options *o, fm_error *err);
 /* True when the options choose by argmax (do_sample false or temperature 0): no draw is made. */
-bool fm_sampling_options_greedy(const fm_sampling_options *o);
+FM_API bool fm_sampling_options_greedy(const fm_sampling_options *o);
 
 /* Stateful (its RNG advances one draw per sampled token); one thread at a time per sampler. */
 typedef struct fm_sampler fm_sampler;
@@ -55,22 +55,22 @@ typedef struct fm_sampler fm_sampler;
 /* vocab: logits per step, 1..INT32_MAX. Options are validated and copied. *out: caller frees
  * with fm_sampler_free. Working buffers (up to 40 bytes per vocab entry) are allocated here, so
  * fm_sampler_next never allocates. */
-fm_status fm_sampler_new(const fm_sampling_options *o, int64_t vocab, fm_sampler **out,
+FM_API fm_status fm_sampler_new(const fm_sampling_options *o, int64_t vocab, fm_sampler **out,
                          fm_error *err);
-void fm_sampler_free(fm_sampler *s); /* accepts NULL */
+FM_API void fm_sampler_free(fm_sampler *s); /* accepts NULL */
 /* Restarts the random stream as if created with `seed` (e.g. per request). */
-void fm_sampler_reseed(fm_sampler *s, uint64_t seed);
+FM_API void fm_sampler_reseed(fm_sampler *s, uint64_t seed);
 
 /* Chooses the next id. logits: [vocab], borrowed for the call, not modified. history: the
  * sequence so far (prompt + generated ids, image pads included), n_history ids, each in
  * [0, vocab) (FM_ERR_INPUT otherwise); may be NULL when n_history is 0. FM_ERR_INPUT also for
  * NaN logits (see above) and when no token can be chosen (every score -inf). */
-fm_status fm_sampler_next(fm_sampler *s, const float *logits, const int32_t *history,
+FM_API fm_status fm_sampler_next(fm_sampler *s, const float *logits, const int32_t *history,
                           size_t n_history, int32_t *out_id, fm_error *err);
 /* The processed scores fm_sampler_next would choose from (transformers' `next_token_scores`):
  * scores[vocab] receives the penalised logits when greedy, else the warped scores with removed
  * tokens at -inf; softmax(scores) is the distribution a draw follows. Consumes no randomness. */
-fm_status fm_sampler_process(fm_sampler *s, const float *logits, const int32_t *history,
+FM_API fm_status fm_sampler_process(fm_sampler *s, const float *logits, const int32_t *history,
                              size_t n_history, float *scores, fm_error *err);
 
 /* ==== generation_config.json ================================================================
@@ -110,14 +110,14 @@ typedef struct fm_generation_config {
 
 /* transformers' defaults: greedy, temperature 1, top_k 50, top_p 1, min_p 0, repetition 1,
  * max_length 20, no max_new_tokens, no token ids. */
-void fm_generation_config_init(fm_generation_config *c);
+FM_API void fm_generation_config_init(fm_generation_config *c);
 
 /* Reads MODEL_DIR/generation_config.json (absent: defaults, found = false). eos_token_id (int or
  * list) falls back to config.json's (top level, then text_config) when the file lacks it or is
  * absent. *out is written only on success. Errors: FM_ERR_NOT_FOUND (MODEL_DIR missing),
  * FM_ERR_IO, FM_ERR_LIMIT (over FM_GENERATION_CONFIG_MAX_BYTES, too many eos ids), FM_ERR_JSON,
  * FM_ERR_CONFIG (wrong type or range; the message names the file and key), FM_ERR_NOMEM. */
-fm_status fm_generation_config_load(const char *model_dir, fm_generation_config *out,
+FM_API fm_status fm_generation_config_load(const char *model_dir, fm_generation_config *out,
                                     fm_error *err);
 
 /* Explicit user choices (CLI flags, request fields) layered over the file. */
@@ -144,25 +144,25 @@ typedef struct fm_generation_overrides {
     int64_t max_new_tokens;
 } fm_generation_overrides;
 
-void fm_generation_overrides_init(fm_generation_overrides *o); /* nothing set */
+FM_API void fm_generation_overrides_init(fm_generation_overrides *o); /* nothing set */
 
 /* Applies the given overrides to *c (unchanged on error: FM_ERR_INVALID_ARG naming the value).
  * Unless do_sample itself is given, a temperature > 0, top_k, top_p or min_p turns sampling on
  * (a user who asks for a temperature wants sampling), and temperature 0 means greedy. Values
  * not overridden keep the file's: with Qwen2-VL-Instruct's top_k 1 / top_p 0.001, a new
  * temperature alone still picks the top token (docs/generation.md). */
-fm_status fm_generation_config_override(fm_generation_config *c, const fm_generation_overrides *o,
+FM_API fm_status fm_generation_config_override(fm_generation_config *c, const fm_generation_overrides *o,
                                         fm_error *err);
 
 /* The sampler options the config describes (validated). */
-fm_status fm_generation_config_sampling(const fm_generation_config *c, fm_sampling_options *out,
+FM_API fm_status fm_generation_config_sampling(const fm_generation_config *c, fm_sampling_options *out,
                                         fm_error *err);
 
 /* Tokens to generate after a prompt of prompt_len tokens, as transformers counts them:
  * max_new_tokens when set; else 20 when max_length is the default 20 (transformers then means
  * "20 new tokens"); else max_length - prompt_len, FM_ERR_INPUT when that is not positive.
  * The caller still bounds the total by the model's context. */
-fm_status fm_generation_config_new_tokens(const fm_generation_config *c, int64_t prompt_len,
+FM_API fm_status fm_generation_config_new_tokens(const fm_generation_config *c, int64_t prompt_len,
                                           int64_t *out, fm_error *err);
 
 #ifdef __cplusplus

@@ -3,6 +3,8 @@
 #ifndef FUSEMAP_VERSION_H
 #define FUSEMAP_VERSION_H
 
+#include "fusemap/core.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -23,7 +25,7 @@ extern "C" {
 /* The version of the library linked at run time ("MAJOR.MINOR.PATCH", a static string). It
  * differs from FM_VERSION_STRING when a program runs against another build of libfusemap than
  * the headers it was compiled with; within one MAJOR the ABI is meant to stay compatible. */
-const char *fm_version(void);
+FM_API const char *fm_version(void);
 
 #ifdef __cplusplus
 }

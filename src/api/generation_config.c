@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/testing.h"
 #include "fusemap/generate.h"
 #include "fusemap/io.h"
 #include "io/config_internal.h"
