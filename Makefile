@@ -5,7 +5,18 @@ CC      ?= cc
 BUILD   ?= build
 PREFIX  ?= /usr/local
 DESTDIR ?=
-VERSION := 0.1.0
+
+# The version lives in include/fusemap/version.h only; read it from there.
+VERSION_H := include/fusemap/version.h
+version_part = $(shell sed -n 's/^.define FM_VERSION_$(1)  *\([0-9][0-9]*\).*/\1/p' $(VERSION_H))
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION_MINOR := $(call version_part,MINOR)
+VERSION_PATCH := $(call version_part,PATCH)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+ifeq ($(words $(VERSION_MAJOR) $(VERSION_MINOR) $(VERSION_PATCH)),3)
+else
+$(error cannot read FM_VERSION_MAJOR/MINOR/PATCH from $(VERSION_H))
+endif
 
 WARN     := -Wall -Wextra -Wpedantic -Wshadow
 OPT      ?= -O2 -march=native
@@ -31,7 +42,11 @@ EX_BIN    := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRC))
 HDRS      := $(shell find include src tests/support -name '*.h' 2>/dev/null)
 
 STATIC := $(BUILD)/libfusemap.a
-SHARED := $(BUILD)/libfusemap.so
+# The shared library: the real file libfusemap.so.X.Y.Z with SONAME libfusemap.so.MAJOR, and the
+# usual links libfusemap.so.MAJOR -> libfusemap.so.X.Y.Z, libfusemap.so -> libfusemap.so.MAJOR.
+SONAME      := libfusemap.so.$(VERSION_MAJOR)
+SHARED_REAL := $(BUILD)/libfusemap.so.$(VERSION)
+SHARED      := $(BUILD)/libfusemap.so
 
 .SECONDARY:
 
@@ -53,8 +68,14 @@ $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED): $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(ALLLDFLAGS) $(LDLIBS)
+$(SHARED_REAL): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(ALLLDFLAGS) $(LDLIBS)
+
+$(BUILD)/$(SONAME): $(SHARED_REAL)
+	ln -sf $(notdir $<) $@
+
+$(SHARED): $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
 
 $(BUILD)/fusemap: $(CLI_OBJ) $(STATIC)
 	$(CC) $(ALLFLAGS) -o $@ $(CLI_OBJ) $(STATIC) $(ALLLDFLAGS) $(LDLIBS)
@@ -71,7 +92,8 @@ $(BUILD)/examples/%: examples/%.c $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) -o $@ $< $(STATIC) $(ALLLDFLAGS) $(LDLIBS)
 
-tests: $(TEST_BIN) $(BUILD)/fusemap $(EX_BIN)
+# The shared library too: tests check its SONAME and what `make install` does with it.
+tests: $(TEST_BIN) $(BUILD)/fusemap $(EX_BIN) $(SHARED)
 benches: $(BENCH_BIN)
 examples: $(EX_BIN)
 
@@ -100,7 +122,9 @@ install: $(STATIC) $(SHARED) $(BUILD)/fusemap
 	install -d $(DESTDIR)$(PREFIX)/include/fusemap $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 644 include/fusemap/*.h $(DESTDIR)$(PREFIX)/include/fusemap/
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED_REAL) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libfusemap.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libfusemap.so
 	install -m 755 $(BUILD)/fusemap $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' fusemap.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fusemap.pc

@@ -11,10 +11,34 @@
 #include "common.h"
 #include "fusemap/io.h"
 
+enum { OPT_JSON = FM_CLI_OPT_OWN, OPT_MODULES };
+
+static const fm_cli_opt opts[] = {
+    {OPT_JSON, "--json", NULL, NULL, NULL, "print one JSON document on stdout instead of a table"},
+    {OPT_MODULES, "--modules", NULL, NULL, NULL,
+     "show the module tree a load builds (classes, parameter shapes and dtypes) instead of the "
+     "checkpoint's tensors"},
+    FM_CLI_OPTS_FUSION, /* imply --modules */
+    FM_CLI_OPT_STRICT_ENTRY,
+    FM_CLI_OPT_QUIET_ENTRY,
+};
+
+const fm_cli_help fm_cli_inspect_help = {
+    "inspect DIR [options]",
+    "Without --modules: model_type and architectures from config.json, every checkpoint tensor\n"
+    "(name, dtype, shape, shard, bytes) and the totals; reads no weight data. With --modules (or\n"
+    "--fuse / --fusion-config, which imply it): loads the model and shows its module tree, fused\n"
+    "modules marked [replaces Original]; --strict and --quiet apply to that load.\n",
+    opts,
+    sizeof opts / sizeof *opts,
+    "fusemap inspect Qwen2-VL-2B-Instruct\n"
+    "fusemap inspect Qwen2-VL-2B-Instruct --modules --fuse patch_embeddings --json\n",
+};
+
 typedef struct inspect_args {
     const char *dir; /* borrowed from argv */
     bool json, modules;
-    fm_cli_fusion fusion; /* --fuse / --fusion-config: imply --modules */
+    fm_cli_common c; /* --fuse / --fusion-config imply --modules */
 } inspect_args;
 
 /* What the report shows besides the tensors. */
@@ -25,25 +49,12 @@ typedef struct inspect_info {
     uint64_t bytes_per_dtype[FM_DTYPE_COUNT];
 } inspect_info;
 
-static int parse_args(inspect_args *a, int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        int f = fm_cli_fusion_arg(&a->fusion, argc, argv, &i);
-        if (f < 0) return 2;
-        if (f) a->modules = true;
-        else if (!strcmp(s, "--modules"))
-            a->modules = true;
-        else if (!strcmp(s, "--json"))
-            a->json = true;
-        else if (s[0] == '-' && s[1])
-            return fm_cli_usage_error("inspect: unknown option '%s'", s);
-        else if (!a->dir)
-            a->dir = s;
-        else
-            return fm_cli_usage_error("inspect: unexpected argument '%s'", s);
-    }
-    if (!a->dir) return fm_cli_usage_error("usage: fusemap inspect DIR [--json] [--modules] [--fuse NAME]...");
-    if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
+static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
+    inspect_args *a = ctx;
+    if (id == OPT_JSON) a->json = true;
+    else if (id == OPT_MODULES) a->modules = true;
+    else if (!a->dir) a->dir = v;
+    else return fm_cli_usage(cmd, "inspect: unexpected argument '%s'", v);
     return 0;
 }
 
@@ -203,11 +214,16 @@ static void print_table(const fm_checkpoint *c, const inspect_info *info) {
                    (unsigned long long)info->bytes_per_dtype[d]);
 }
 
-int fm_cli_inspect(int argc, char **argv) {
-    inspect_args a = {0};
-    int rc = parse_args(&a, argc, argv);
-    if (!rc && a.modules) rc = fm_cli_inspect_modules(a.dir, fm_cli_fusion_config(&a.fusion), a.json);
-    if (rc || a.modules) return fm_cli_fusion_free(&a.fusion), rc;
+int fm_cli_inspect_run(const fm_cli_command *self, int argc, char **argv) {
+    inspect_args a;
+    memset(&a, 0, sizeof a);
+    int rc = fm_cli_parse(self, argc, argv, &a.c, on_opt, &a);
+    if (rc == FM_CLI_GO && !a.dir) rc = fm_cli_usage(self, "inspect needs DIR");
+    if (rc == FM_CLI_GO && (a.modules || a.c.fusion.json || a.c.fusion.n_fuse))
+        rc = fm_cli_inspect_modules(a.dir, &a.c, a.json);
+    fm_cli_common_free(&a.c);
+    if (rc != FM_CLI_GO) return rc;
+    rc = 0;
     fm_error err;
     fm_error_clear(&err);
     fm_checkpoint *c = NULL;

@@ -1,6 +1,6 @@
 /* `fusemap inspect DIR --modules [--fuse NAME]... [--fusion-config JSON] [--json]`: the
  * module tree as built (dotted name, class name, parameter shapes and dtypes), fused modules
- * marked with their new class and the class they replace. */
+ * marked with their new class and the class they replace. The load's warnings go to stderr. */
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,14 +52,13 @@ static int visit(fm_module *m, int depth, void *vctx) {
     return 0;
 }
 
-int fm_cli_inspect_modules(const char *dir, const char *fusion_config, bool json) {
+int fm_cli_inspect_modules(const char *dir, fm_cli_common *c, bool json) {
     fm_load_options lo;
-    fm_load_options_init(&lo);
-    lo.fusion_config = fusion_config;
+    if (fm_cli_load_options(c, &lo)) return 1;
     fm_model *m = NULL;
     fm_load_report rep;
     fm_error err;
-    fm_status st = fm_from_pretrained(dir, &lo, &m, &rep, &err);
+    fm_status st = fm_cli_load(dir, &lo, c->quiet, &m, &rep, &err);
     if (st != FM_OK) {
         fm_load_report_free(&rep);
         return fm_cli_fail(&err);
@@ -82,6 +81,7 @@ int fm_cli_inspect_modules(const char *dir, const char *fusion_config, bool json
         putchar('\n');
         json_decref(doc);
     }
+    if (fflush(stdout) != 0 || ferror(stdout)) rc = 1;
     fm_load_report_free(&rep);
     fm_model_free(m);
     return rc ? fm_cli_errorf("inspect: cannot write the output") : 0;

@@ -1,49 +1,87 @@
-/* `fusemap run MODEL_DIR (--pixel-values IN | --image FILE [--image FILE]...) -o OUT`: load the model
+/* `fusemap run MODEL_DIR (--pixel-values IN | --image FILE...) -o OUT`: load the model
  * (optionally fused), preprocess or read the inputs, run the vision tower, write
  * image_embeds + image_grid_thw atomically. Shapes and timings go to stderr. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "commands.h"
 #include "common.h"
 #include "fusemap/image.h"
+#include "progress.h"
+
+enum { OPT_IMAGE = FM_CLI_OPT_OWN, OPT_PIXEL_VALUES, OPT_OUTPUT, OPT_THREADS };
+
+#define MAX_IMAGES 64
+
+static const fm_cli_opt opts[] = {
+    {OPT_IMAGE, "--image", NULL, "FILE", "none", "a PNG or JPEG image, preprocessed by the model's image processor\n"
+                                                 "(one file per flag, repeatable: --image a.png --image b.png;\n"
+                                                 "at most 64; EXIF orientation applied first)"},
+    {OPT_PIXEL_VALUES, "--pixel-values", NULL, "FILE", "none",
+     "a safetensors file with pixel_values (F32) and image_grid_thw (I64), instead of --image"},
+    {OPT_OUTPUT, "--output", "-o", "FILE", "required",
+     "where to write image_embeds and image_grid_thw (safetensors, atomically)"},
+    {OPT_THREADS, "--threads", NULL, "N", "all cores", "threads of the forward (1..1024)"},
+    FM_CLI_OPTS_FUSION,
+    FM_CLI_OPT_STRICT_ENTRY,
+    FM_CLI_OPT_QUIET_ENTRY,
+};
+
+const fm_cli_help fm_cli_run_help = {
+    "run MODEL_DIR (--image FILE [--image FILE]... | --pixel-values FILE) -o OUT [options]",
+    "Loads the model, preprocesses the images (or reads pixel_values), runs the vision tower and\n"
+    "writes image_embeds [patches / merge^2, hidden] F32 and image_grid_thw to OUT. Shapes and\n"
+    "timings go to stderr, and a progress line while the forward runs on a terminal.\n",
+    opts,
+    sizeof opts / sizeof *opts,
+    "fusemap run Qwen2-VL-2B-Instruct --image cat.png -o embeds.safetensors --fuse patch_embeddings\n"
+    "fusemap run Qwen2-VL-2B-Instruct --pixel-values inputs.safetensors -o embeds.safetensors --threads 4\n",
+};
 
 typedef struct run_args {
     const char *dir, *pixel_values, *out;
-    fm_cli_images images;
-    int threads;
-    fm_cli_fusion fusion;
+    const char *images[MAX_IMAGES];
+    int n_images, threads;
+    const char *last_image;            /* the --image value just parsed (cleared by the next token) */
+    const char *stray, *stray_image;   /* a word right after an --image value, and that value */
+    fm_cli_common c;
 } run_args;
 
-static int parse(run_args *a, int argc, char **argv) {
-    int dir_at = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        int f = fm_cli_fusion_arg(&a->fusion, argc, argv, &i);
-        if (!f) f = fm_cli_image_arg(&a->images, argc, argv, &i);
-        if (f < 0) return 2;
-        if (f) continue;
-        int needs = !strcmp(s, "--pixel-values") || !strcmp(s, "-o") || !strcmp(s, "--output") ||
-                    !strcmp(s, "--threads");
-        if (needs && i + 1 >= argc) return fm_cli_usage_error("%s needs a value", s);
-        if (!strcmp(s, "--pixel-values")) a->pixel_values = argv[++i];
-        else if (!strcmp(s, "-o") || !strcmp(s, "--output")) a->out = argv[++i];
-        else if (!strcmp(s, "--threads")) {
-            char *end;
-            long t = strtol(argv[++i], &end, 10);
-            if (*end || t < 1 || t > 1024) return fm_cli_usage_error("--threads: expected 1..1024, got '%s'", argv[i]);
-            a->threads = (int)t;
-        } else if (s[0] == '-') return fm_cli_usage_error("run: unknown option '%s'", s);
-        else if (!a->dir) a->dir = s, dir_at = i;
-        else return fm_cli_unexpected_arg("run", argv, i, dir_at);
+static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
+    run_args *a = ctx;
+    char *end;
+    long t;
+    const char *after_image = a->last_image;
+    a->last_image = NULL;
+    switch (id) {
+    case OPT_IMAGE:
+        if (v[0] == '-' && v[1]) return fm_cli_usage(cmd, "--image needs a file, got the option '%s'", v);
+        if (a->n_images == MAX_IMAGES) return fm_cli_usage(cmd, "at most %d --image", MAX_IMAGES);
+        a->images[a->n_images++] = a->last_image = v;
+        return 0;
+    case OPT_PIXEL_VALUES: a->pixel_values = v; return 0;
+    case OPT_OUTPUT: a->out = v; return 0;
+    case OPT_THREADS:
+        t = strtol(v, &end, 10);
+        if (*end || end == v || t < 1 || t > 1024) return fm_cli_usage(cmd, "--threads: expected 1..1024, got '%s'", v);
+        a->threads = (int)t;
+        return 0;
+    default: /* MODEL_DIR; a word right after an --image value may be a second image */
+        if (after_image && !a->stray) a->stray = v, a->stray_image = after_image;
+        if (a->dir && a->stray)
+            return fm_cli_usage(cmd, "one file per --image (--image %s --image %s)", a->stray_image, a->stray);
+        if (a->dir) return fm_cli_usage(cmd, "run: unexpected argument '%s'", v);
+        a->dir = v;
+        return 0;
     }
-    if (!a->dir || !a->out || (!a->pixel_values && !a->images.n))
-        return fm_cli_usage_error("usage: fusemap run MODEL_DIR (--pixel-values IN | --image FILE [--image FILE]...) -o OUT");
-    if (a->pixel_values && a->images.n) return fm_cli_usage_error("use either --pixel-values or --image, not both");
-    if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
-    return 0;
+}
+
+static int check_args(const fm_cli_command *cmd, const run_args *a) {
+    if (!a->dir || !a->out || (!a->pixel_values && !a->n_images))
+        return fm_cli_usage(cmd, "run needs MODEL_DIR, --image or --pixel-values, and -o");
+    if (a->pixel_values && a->n_images) return fm_cli_usage(cmd, "use either --pixel-values or --image, not both");
+    return FM_CLI_GO;
 }
 
 /* Reads pixel_values (F32) and image_grid_thw (I64) from IN (views, freed by the caller). */
@@ -70,23 +108,17 @@ static fm_status read_inputs(const char *path, fm_tensor *pv, fm_tensor *grid, f
 }
 
 static fm_status preprocess(const run_args *a, const fm_model *m, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
-    fm_image imgs[FM_CLI_MAX_IMAGES];
+    fm_image imgs[MAX_IMAGES];
     fm_status st = FM_OK;
     memset(imgs, 0, sizeof imgs);
     /* transformers' load_image applies the EXIF orientation before preprocessing */
-    for (int i = 0; st == FM_OK && i < a->images.n; i++) {
-        st = fm_image_load(a->images.path[i], &imgs[i], err);
+    for (int i = 0; st == FM_OK && i < a->n_images; i++) {
+        st = fm_image_load(a->images[i], &imgs[i], err);
         if (st == FM_OK) st = fm_image_apply_orientation(&imgs[i], err);
     }
-    if (st == FM_OK) st = fm_model_preprocess_images(m, imgs, (size_t)a->images.n, pv, grid, err);
-    for (int i = 0; i < a->images.n; i++) fm_image_free(&imgs[i]);
+    if (st == FM_OK) st = fm_model_preprocess_images(m, imgs, (size_t)a->n_images, pv, grid, err);
+    for (int i = 0; i < a->n_images; i++) fm_image_free(&imgs[i]);
     return st;
-}
-
-static void progress(void *ctx, int done, int total) {
-    (void)ctx;
-    fprintf(stderr, "\r  forward: block %d/%d", done, total);
-    if (done == total) fputc('\n', stderr);
 }
 
 static fm_status write_output(const char *path, const fm_tensor *emb, const fm_tensor *grid, fm_error *err) {
@@ -101,24 +133,26 @@ static fm_status write_output(const char *path, const fm_tensor *emb, const fm_t
 static int run(run_args *a) {
     fm_error err;
     fm_load_options lo;
-    fm_load_options_init(&lo);
-    lo.fusion_config = fm_cli_fusion_config(&a->fusion);
+    if (fm_cli_load_options(&a->c, &lo)) return 1;
     fm_model *m = NULL;
     fm_tensor pv = {0}, grid = {0}, emb = {0};
     char s1[128], s2[128], s3[128];
     fm_load_report rep;
     double t0 = fm_cli_now();
-    fm_status st = fm_from_pretrained(a->dir, &lo, &m, &rep, &err);
+    fm_status st = fm_cli_load(a->dir, &lo, a->c.quiet, &m, &rep, &err);
     size_t n_fused = rep.n_fused;
     fm_load_report_free(&rep);
     double t1 = fm_cli_now();
     if (st == FM_OK) st = a->pixel_values ? read_inputs(a->pixel_values, &pv, &grid, &err) : preprocess(a, m, &pv, &grid, &err);
     double t2 = fm_cli_now();
-    fm_run_options ro = {a->threads, isatty(2) ? progress : NULL, NULL};
+    fm_cli_meter meter;
+    fm_cli_meter_start(&meter, "forward", "blocks", fm_cli_progress_wanted(a->c.quiet));
+    fm_run_options ro = {a->threads, fm_cli_meter_count, &meter};
     if (st == FM_OK) st = fm_model_vision_forward(m, &pv, &grid, &ro, &emb, &err);
+    fm_cli_meter_clear(&meter);
     double t3 = fm_cli_now();
     if (st == FM_OK) st = write_output(a->out, &emb, &grid, &err);
-    if (st == FM_OK) {
+    if (st == FM_OK && !a->c.quiet) {
         fprintf(stderr, "pixel_values %s, image_grid_thw %s -> image_embeds %s%s\n",
                 fm_shape_format(&pv.shape, s1, sizeof s1), fm_shape_format(&grid.shape, s2, sizeof s2),
                 fm_shape_format(&emb.shape, s3, sizeof s3), n_fused ? " (fused)" : "");
@@ -130,11 +164,12 @@ static int run(run_args *a) {
     return st == FM_OK ? 0 : fm_cli_fail(&err);
 }
 
-int fm_cli_run(int argc, char **argv) {
+int fm_cli_run_run(const fm_cli_command *self, int argc, char **argv) {
     run_args a;
     memset(&a, 0, sizeof a);
-    int rc = parse(&a, argc, argv);
-    if (!rc) rc = run(&a);
-    fm_cli_fusion_free(&a.fusion);
+    int rc = fm_cli_parse(self, argc, argv, &a.c, on_opt, &a);
+    if (rc == FM_CLI_GO) rc = check_args(self, &a);
+    if (rc == FM_CLI_GO) rc = run(&a);
+    fm_cli_common_free(&a.c);
     return rc;
 }

@@ -1,4 +1,4 @@
-/* `fusemap verify MODEL_DIR --fuse NAME [--fuse NAME]...`: loads the model fused and unfused, runs both on
+/* `fusemap verify MODEL_DIR --fuse NAME...`: loads the model fused and unfused, runs both on
  * the same random input of the model's shape, and checks that every weight the fused model
  * would save equals the checkpoint's bytes. Exit 1 when outputs differ beyond the threshold
  * or any weight differs. */
@@ -10,38 +10,54 @@
 #include "commands.h"
 #include "common.h"
 
+enum { OPT_THRESHOLD = FM_CLI_OPT_OWN, OPT_THREADS };
+
+static const fm_cli_opt opts[] = {
+    FM_CLI_OPTS_FUSION, /* one of them is required */
+    {OPT_THRESHOLD, "--threshold", NULL, "X", "1e-5",
+     "largest relative L2 difference allowed between fused and unfused outputs"},
+    {OPT_THREADS, "--threads", NULL, "N", "all cores", "threads of the forwards (1..1024)"},
+    FM_CLI_OPT_QUIET_ENTRY,
+};
+
+const fm_cli_help fm_cli_verify_help = {
+    "verify MODEL_DIR (--fuse NAME [--fuse NAME]... | --fusion-config JSON) [options]",
+    "Loads the model fused (strictly: any missing or unexpected weight is an error) and unfused,\n"
+    "runs both vision towers on a random input of the model's shape and compares the outputs,\n"
+    "then checks that every weight the fused model would save equals the checkpoint's bytes.\n"
+    "Exit 1 when the outputs differ beyond the threshold or any weight differs.\n",
+    opts,
+    sizeof opts / sizeof *opts,
+    "fusemap verify Qwen2-VL-2B-Instruct --fuse patch_embeddings\n"
+    "fusemap verify Qwen2-VL-2B-Instruct --fusion-config '{\"patch_embeddings\": true}' --threshold 1e-6\n",
+};
+
 typedef struct verify_args {
     const char *dir;
     double threshold;
     int threads;
-    fm_cli_fusion fusion;
+    fm_cli_common c;
 } verify_args;
 
-static int parse(verify_args *a, int argc, char **argv) {
-    a->threshold = 1e-5;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        int f = fm_cli_fusion_arg(&a->fusion, argc, argv, &i);
-        if (f < 0) return 2;
-        if (f) continue;
-        if ((!strcmp(s, "--threshold") || !strcmp(s, "--threads")) && i + 1 >= argc)
-            return fm_cli_usage_error("%s needs a value", s);
-        if (!strcmp(s, "--threshold")) {
-            char *end;
-            a->threshold = strtod(argv[++i], &end);
-            if (*end || !(a->threshold >= 0)) return fm_cli_usage_error("--threshold: invalid number '%s'", argv[i]);
-        } else if (!strcmp(s, "--threads")) {
-            a->threads = atoi(argv[++i]);
-            if (a->threads < 1) return fm_cli_usage_error("--threads: expected a positive integer");
-        } else if (s[0] == '-') return fm_cli_usage_error("verify: unknown option '%s'", s);
-        else if (!a->dir) a->dir = s;
-        else return fm_cli_usage_error("verify: unexpected argument '%s'", s);
+static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
+    verify_args *a = ctx;
+    char *end;
+    long t;
+    switch (id) {
+    case OPT_THRESHOLD:
+        a->threshold = strtod(v, &end);
+        if (*end || end == v || !(a->threshold >= 0)) return fm_cli_usage(cmd, "--threshold: invalid number '%s'", v);
+        return 0;
+    case OPT_THREADS:
+        t = strtol(v, &end, 10);
+        if (*end || end == v || t < 1 || t > 1024) return fm_cli_usage(cmd, "--threads: expected 1..1024, got '%s'", v);
+        a->threads = (int)t;
+        return 0;
+    default:
+        if (a->dir) return fm_cli_usage(cmd, "verify: unexpected argument '%s'", v);
+        a->dir = v;
+        return 0;
     }
-    if (!a->dir || (!a->fusion.n_fuse && !a->fusion.json))
-        return fm_cli_usage_error("usage: fusemap verify MODEL_DIR (--fuse NAME [--fuse NAME]... | --fusion-config JSON) "
-                                  "[--threshold X] [--threads N]");
-    if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
-    return 0;
 }
 
 /* A random input of the model's shape: two images, grids (1, 2m, 2m) and (2, 2m, 4m). */
@@ -112,17 +128,16 @@ static int verify(verify_args *a) {
     fm_error err;
     fm_model *fused = NULL, *plain = NULL;
     fm_load_options lo;
-    fm_load_options_init(&lo);
-    lo.fusion_config = fm_cli_fusion_config(&a->fusion);
+    if (fm_cli_load_options(&a->c, &lo)) return 1;
     lo.strict = true;
     fm_tensor pv = {0}, grid = {0}, of = {0}, ou = {0};
     fm_load_report rep;
-    fm_status st = fm_from_pretrained(a->dir, &lo, &fused, &rep, &err);
-    if (st == FM_OK) fm_cli_print_report(stderr, a->dir, &rep);
+    fm_status st = fm_cli_load(a->dir, &lo, a->c.quiet, &fused, &rep, &err);
+    if (st == FM_OK && !a->c.quiet) fm_cli_print_report(stderr, a->dir, &rep);
     fm_load_report_free(&rep);
     lo.fusion_config = "{}";
     lo.strict = false;
-    if (st == FM_OK) st = fm_from_pretrained(a->dir, &lo, &plain, NULL, &err);
+    if (st == FM_OK) st = fm_cli_load(a->dir, &lo, true, &plain, NULL, &err); /* the fused load warned */
     if (st == FM_OK) st = make_input(fused, &pv, &grid, &err);
     fm_run_options ro = {a->threads, NULL, NULL};
     if (st == FM_OK) st = fm_model_vision_forward(fused, &pv, &grid, &ro, &of, &err);
@@ -149,11 +164,14 @@ static int verify(verify_args *a) {
     return rc_exit;
 }
 
-int fm_cli_verify(int argc, char **argv) {
+int fm_cli_verify_run(const fm_cli_command *self, int argc, char **argv) {
     verify_args a;
     memset(&a, 0, sizeof a);
-    int rc = parse(&a, argc, argv);
-    if (!rc) rc = verify(&a);
-    fm_cli_fusion_free(&a.fusion);
+    a.threshold = 1e-5;
+    int rc = fm_cli_parse(self, argc, argv, &a.c, on_opt, &a);
+    if (rc == FM_CLI_GO && (!a.dir || (!a.c.fusion.n_fuse && !a.c.fusion.json)))
+        rc = fm_cli_usage(self, "verify needs MODEL_DIR and --fuse or --fusion-config");
+    if (rc == FM_CLI_GO) rc = verify(&a);
+    fm_cli_common_free(&a.c);
     return rc;
 }

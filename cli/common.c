@@ -1,82 +1,137 @@
-/* Shared CLI helpers: fusion options, --image lists, dtype names, the load report printer,
- * timing. */
+/* Shared CLI helpers: dtype names, loads and saves with progress and warnings, the report
+ * printer, timing. */
 #include "common.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "commands.h"
+#include "progress.h"
 
-int fm_cli_fusion_arg(fm_cli_fusion *f, int argc, char **argv, int *i) {
-    const char *a = argv[*i];
-    if (strcmp(a, "--fuse") && strcmp(a, "--fusion-config")) return 0;
-    if (*i + 1 >= argc) return fm_cli_usage_error("%s needs a value", a), -1;
-    const char *v = argv[++*i];
-    if (!strcmp(a, "--fusion-config")) {
-        f->json = v;
-        return 1;
-    }
-    if (f->n_fuse == (int)(sizeof f->fuse / sizeof *f->fuse)) return fm_cli_usage_error("too many --fuse"), -1;
-    if (!*v || strpbrk(v, "\"\\")) return fm_cli_usage_error("--fuse: invalid family name '%s'", v), -1;
-    f->fuse[f->n_fuse++] = v;
-    return 1;
+/* Keys shown per kind of warning; the rest are counted in one more line. */
+#define WARN_KEYS_MAX 10
+
+int fm_cli_parse_dtype(const char *s, fm_dtype *out) {
+    static const struct {
+        const char *a, *b;
+        fm_dtype dt;
+    } names[] = {{"auto", "auto", FM_DTYPE_INVALID},
+                 {"f32", "float32", FM_DTYPE_F32},
+                 {"bf16", "bfloat16", FM_DTYPE_BF16},
+                 {"f16", "float16", FM_DTYPE_F16}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(s, names[i].a) || !strcmp(s, names[i].b)) return *out = names[i].dt, 0;
+    return -2;
 }
 
-const char *fm_cli_fusion_config(fm_cli_fusion *f) {
-    if (f->json && f->n_fuse) return NULL; /* both given: every command rejects that as usage */
-    if (f->json) return f->json;
-    if (!f->n_fuse) return NULL;
+/* {"a": true, "b": true} from --fuse a --fuse b (names are checked to need no escaping). */
+static char *fusion_json(fm_cli_fusion *f) {
     size_t n = 3;
     for (int i = 0; i < f->n_fuse; i++) n += strlen(f->fuse[i]) + 12;
-    f->built = malloc(n);
-    if (!f->built) return NULL;
-    char *w = f->built;
+    char *w = f->built = malloc(n);
+    if (!w) return NULL;
     *w++ = '{';
     for (int i = 0; i < f->n_fuse; i++) w += sprintf(w, "%s\"%s\": true", i ? ", " : "", f->fuse[i]);
     strcpy(w, "}");
     return f->built;
 }
 
-void fm_cli_fusion_free(fm_cli_fusion *f) {
-    free(f->built);
-    f->built = NULL;
+int fm_cli_load_options(fm_cli_common *c, fm_load_options *lo) {
+    fm_load_options_init(lo);
+    lo->strict = c->strict;
+    lo->fusion_config = c->fusion.json;
+    if (c->fusion.n_fuse && !(lo->fusion_config = fusion_json(&c->fusion)))
+        return fm_cli_errorf("out of memory");
+    return 0;
 }
 
-int fm_cli_image_arg(fm_cli_images *im, int argc, char **argv, int *i) {
-    if (strcmp(argv[*i], "--image")) return 0;
-    if (*i + 1 >= argc) return fm_cli_usage_error("--image needs a file"), -1;
-    const char *v = argv[*i + 1];
-    if (v[0] == '-' && v[1])
-        return fm_cli_usage_error("--image needs a file, got the option '%s' (write ./%s for a file "
-                                  "of that name)", v, v), -1;
-    if (im->n == FM_CLI_MAX_IMAGES) return fm_cli_usage_error("at most %d images (--image)", FM_CLI_MAX_IMAGES), -1;
-    im->path[im->n++] = v;
-    ++*i;
-    return 1;
+/* ---- warnings ------------------------------------------------------------------------------ */
+
+/* Exponent and mantissa bits of the float dtypes a load can cast between. */
+static bool float_bits(fm_dtype dt, int *exp, int *man) {
+    switch (dt) {
+    case FM_DTYPE_F16: return *exp = 5, *man = 10, true;
+    case FM_DTYPE_BF16: return *exp = 8, *man = 7, true;
+    case FM_DTYPE_F32: return *exp = 8, *man = 23, true;
+    case FM_DTYPE_F64: return *exp = 11, *man = 52, true;
+    default: return false;
+    }
 }
 
-/* Whether argv[k] is the value of an --image flag. */
-static int is_image_value(char **argv, int k) {
-    return k >= 2 && !strcmp(argv[k - 1], "--image");
+/* What a cast loses ("precision", "range", both), or NULL when every value survives. */
+static const char *cast_loss(fm_dtype from, fm_dtype to) {
+    int fe, fm, te, tm;
+    if (!float_bits(from, &fe, &fm) || !float_bits(to, &te, &tm)) return "exactness";
+    bool range = te < fe, precision = tm < fm;
+    return range && precision ? "range and precision" : range ? "range (large values become inf)"
+                                                        : precision ? "precision" : NULL;
 }
 
-int fm_cli_unexpected_arg(const char *cmd, char **argv, int i, int first_at) {
-    int k = is_image_value(argv, i - 1) ? i : first_at > 0 && is_image_value(argv, first_at - 1) ? first_at : 0;
-    if (k)
-        return fm_cli_usage_error("%s: unexpected argument '%s': one file per --image (--image %s --image %s)",
-                                  cmd, argv[i], argv[k - 1], argv[k]);
-    return fm_cli_usage_error("%s: unexpected argument '%s'", cmd, argv[i]);
+static void warn_casts(const char *dir, const fm_load_report *r, bool quiet) {
+    size_t counted[FM_DTYPE_COUNT][FM_DTYPE_COUNT] = {{0}};
+    const char *first[FM_DTYPE_COUNT][FM_DTYPE_COUNT] = {{0}};
+    for (size_t i = 0; i < r->n_casts; i++) {
+        const fm_cast *c = &r->casts[i];
+        if ((unsigned)c->from >= FM_DTYPE_COUNT || (unsigned)c->to >= FM_DTYPE_COUNT) continue;
+        if (!counted[c->from][c->to]++) first[c->from][c->to] = c->key;
+    }
+    for (int a = 0; a < FM_DTYPE_COUNT; a++)
+        for (int b = 0; b < FM_DTYPE_COUNT; b++) {
+            const char *loss = counted[a][b] ? cast_loss((fm_dtype)a, (fm_dtype)b) : NULL;
+            if (!loss) continue;
+            fm_cli_warnf(quiet, "%s: %zu weight%s cast from %s to %s on load (--dtype), losing %s (first: %s)", dir,
+                         counted[a][b], counted[a][b] == 1 ? "" : "s", fm_dtype_name((fm_dtype)a),
+                         fm_dtype_name((fm_dtype)b), loss, first[a][b]);
+        }
 }
 
-int fm_cli_parse_dtype(const char *s, fm_dtype *out) {
-    static const struct { const char *a, *b; fm_dtype dt; } names[] = {
-        {"auto", "auto", FM_DTYPE_INVALID}, {"f32", "float32", FM_DTYPE_F32},
-        {"bf16", "bfloat16", FM_DTYPE_BF16}, {"f16", "float16", FM_DTYPE_F16}};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (!strcmp(s, names[i].a) || !strcmp(s, names[i].b)) return *out = names[i].dt, 0;
-    return -2;
+void fm_cli_warn_report(const char *dir, const char *arch, const fm_load_report *r, bool quiet) {
+    if (quiet) return;
+    for (size_t i = 0; i < r->n_unexpected && i < WARN_KEYS_MAX; i++)
+        fm_cli_warnf(quiet, "%s: checkpoint weight '%s' was not used when initializing %s (the model has no place for it)",
+                     dir, r->unexpected[i], arch);
+    if (r->n_unexpected > WARN_KEYS_MAX)
+        fm_cli_warnf(quiet, "%s: ... and %zu more checkpoint weights were not used ('fusemap inspect %s' lists them)",
+                     dir, r->n_unexpected - WARN_KEYS_MAX, dir);
+    for (size_t i = 0; i < r->n_missing && i < WARN_KEYS_MAX; i++)
+        fm_cli_warnf(quiet, "%s: weight '%s' of %s is missing from the checkpoint and was not loaded", dir,
+                     r->missing[i], arch);
+    if (r->n_missing > WARN_KEYS_MAX)
+        fm_cli_warnf(quiet, "%s: ... and %zu more weights are missing from the checkpoint", dir,
+                     r->n_missing - WARN_KEYS_MAX);
+    warn_casts(dir, r, quiet);
 }
+
+/* ---- load and save ------------------------------------------------------------------------- */
+
+fm_status fm_cli_load(const char *dir, const fm_load_options *lo, bool quiet, fm_model **out, fm_load_report *rep,
+                      fm_error *err) {
+    fm_load_options o = *lo;
+    fm_load_report local;
+    fm_cli_meter meter;
+    fm_cli_meter_start(&meter, "loading", NULL, fm_cli_progress_wanted(quiet));
+    if (!o.progress) o.progress = fm_cli_meter_progress, o.progress_ctx = &meter;
+    fm_status st = fm_from_pretrained(dir, &o, out, rep ? rep : &local, err);
+    fm_cli_meter_clear(&meter);
+    if (st == FM_OK) fm_cli_warn_report(dir, fm_model_architecture(*out), rep ? rep : &local, quiet);
+    if (!rep) fm_load_report_free(&local);
+    return st;
+}
+
+fm_status fm_cli_save(const fm_model *m, const char *dir, const fm_save_pretrained_options *so, bool quiet,
+                      fm_error *err) {
+    fm_save_pretrained_options o = *so;
+    fm_cli_meter meter;
+    fm_cli_meter_start(&meter, "saving", NULL, fm_cli_progress_wanted(quiet));
+    if (!o.progress) o.progress = fm_cli_meter_progress, o.progress_ctx = &meter;
+    fm_status st = fm_save_pretrained(m, dir, &o, err);
+    fm_cli_meter_clear(&meter);
+    return st;
+}
+
+/* ---- report ---------------------------------------------------------------------------------- */
 
 static void section(FILE *out, const char *title, char **v, size_t n) {
     if (!n) return;
@@ -88,21 +143,10 @@ void fm_cli_print_report(FILE *out, const char *dir, const fm_load_report *r) {
     fprintf(out, "load report for %s:\n", dir);
     section(out, "fused modules", r->fused, r->n_fused);
     section(out, "transforms fired", r->fired, r->n_fired);
-    section(out, "missing keys", r->missing, r->n_missing);
-    section(out, "unexpected keys", r->unexpected, r->n_unexpected);
-    for (size_t i = 0; i < r->n_mismatched; i++) {
-        char a[128], b[128];
-        if (!i) fprintf(out, "  shape mismatches (%zu):\n", r->n_mismatched);
-        fprintf(out, "    %s: checkpoint %s vs model %s\n", r->mismatched[i].key,
-                fm_shape_format(&r->mismatched[i].checkpoint_shape, a, sizeof a),
-                fm_shape_format(&r->mismatched[i].model_shape, b, sizeof b));
-    }
-    for (size_t i = 0; i < r->n_conversion_errors; i++) {
-        if (!i) fprintf(out, "  conversion errors (%zu):\n", r->n_conversion_errors);
-        fprintf(out, "    %s: %s\n", r->conversion_errors[i].key, r->conversion_errors[i].message);
-    }
-    if (!r->n_fused && !r->n_fired && !r->n_missing && !r->n_unexpected && !r->n_mismatched &&
-        !r->n_conversion_errors)
+    if (r->n_casts) fprintf(out, "  cast on load: %zu weights\n", r->n_casts);
+    if (r->n_missing || r->n_unexpected)
+        fprintf(out, "  %zu missing and %zu unexpected weights (warnings above)\n", r->n_missing, r->n_unexpected);
+    if (!r->n_fused && !r->n_fired && !r->n_missing && !r->n_unexpected && !r->n_casts)
         fprintf(out, "  clean: every key loaded as stored\n");
 }
 
@@ -110,4 +154,38 @@ double fm_cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+fm_status fm_cli_read_input(const char *path, size_t max, char **out, size_t *len, fm_error *err) {
+    const char *label = strcmp(path, "-") ? path : "standard input";
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    *out = NULL;
+    *len = 0;
+    if (!f) return fm_error_set(err, errno == ENOENT ? FM_ERR_NOT_FOUND : FM_ERR_IO, "%s: %s", label, strerror(errno));
+    size_t cap = 65536, n = 0;
+    char *b = fm_malloc(cap + 1);
+    fm_status st = b ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", label);
+    while (st == FM_OK) {
+        if (n == cap) {
+            char *nb = cap <= max ? fm_realloc(b, 2 * cap + 1) : NULL;
+            if (!nb) st = cap > max ? fm_error_set(err, FM_ERR_LIMIT, "%s: larger than %zu bytes", label, max)
+                                    : fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", label);
+            else b = nb, cap *= 2;
+            continue;
+        }
+        size_t r = fread(b + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (st == FM_OK && ferror(f)) st = fm_error_set(err, FM_ERR_IO, "%s: read failed", label);
+    if (st == FM_OK && n > max) st = fm_error_set(err, FM_ERR_LIMIT, "%s: larger than %zu bytes", label, max);
+    if (f != stdin) fclose(f);
+    if (st != FM_OK) {
+        fm_free(b);
+        return st;
+    }
+    b[n] = '\0';
+    *out = b;
+    *len = n;
+    return FM_OK;
 }

@@ -1,52 +1,41 @@
-/* Shared CLI helpers: fusion options, --image lists, dtype names, the load report printer,
- * timing. */
+/* Shared CLI helpers: dtype names, loading and saving with the CLI's conventions (progress
+ * line, load-report warnings, --quiet, --strict), the load report printer, timing. */
 #ifndef FUSEMAP_CLI_COMMON_H
 #define FUSEMAP_CLI_COMMON_H
 
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "commands.h"
 #include "fusemap/loading.h"
 #include "fusemap/models.h"
-
-/* --fuse NAME (repeatable) and --fusion-config JSON, turned into one fusion_config text. */
-typedef struct fm_cli_fusion {
-    const char *json;  /* --fusion-config (borrowed from argv) */
-    const char *fuse[32];
-    int n_fuse;
-    char *built; /* owned: the text passed to the loader */
-} fm_cli_fusion;
-
-/* If argv[*i] is a fusion option, consumes it (and its value) and returns 1; 0 if not one;
- * -1 on a usage error (already printed). */
-int fm_cli_fusion_arg(fm_cli_fusion *f, int argc, char **argv, int *i);
-/* The fusion_config for fm_load_options (NULL when neither option was given). */
-const char *fm_cli_fusion_config(fm_cli_fusion *f);
-void fm_cli_fusion_free(fm_cli_fusion *f);
-
-/* --image FILE: one file per flag, repeatable (`--image a.png --image b.png`), in every command
- * that takes images. A second word after the file is not taken as an image: it would be
- * ambiguous with the positional arguments (`--image a.png MODEL_DIR`). */
-#define FM_CLI_MAX_IMAGES 64
-typedef struct fm_cli_images {
-    const char *path[FM_CLI_MAX_IMAGES]; /* borrowed from argv, in command-line order */
-    int n;
-} fm_cli_images;
-
-/* If argv[*i] is --image, consumes it and its value and returns 1; 0 if not one; -1 on a
- * usage error (already printed): no value, a value that looks like an option, too many. */
-int fm_cli_image_arg(fm_cli_images *im, int argc, char **argv, int *i);
-/* The usage error for an unexpected positional argv[i] of command `cmd` (returns 2). When it,
- * or the positional taken before it (argv[first_at], 0 if none), directly follows an --image
- * value, the message says to repeat --image for each file. */
-int fm_cli_unexpected_arg(const char *cmd, char **argv, int i, int first_at);
 
 /* "auto" -> FM_DTYPE_INVALID, "f32"/"float32", "bf16"/"bfloat16", "f16"/"float16"; -2 if bad. */
 int fm_cli_parse_dtype(const char *s, fm_dtype *out);
 
-/* Prints the load report (to `out`), one section per non-empty list. */
+/* fm_load_options with the shared options applied (--strict, --fuse / --fusion-config).
+ * Returns 0, or 1 after printing an error (out of memory). */
+int fm_cli_load_options(fm_cli_common *c, fm_load_options *lo);
+
+/* fm_from_pretrained with a progress line (when wanted) and, after a successful load, the load
+ * report's problems as one-line warnings on stderr (unless quiet). `rep` may be NULL; when
+ * given it receives the report (caller frees with fm_load_report_free). */
+fm_status fm_cli_load(const char *dir, const fm_load_options *lo, bool quiet, fm_model **out, fm_load_report *rep,
+                      fm_error *err);
+/* The warnings: each unexpected weight ("was not used"), each missing one, lossy casts. */
+void fm_cli_warn_report(const char *dir, const char *architecture, const fm_load_report *r, bool quiet);
+
+/* fm_save_pretrained with a progress line (when wanted). */
+fm_status fm_cli_save(const fm_model *m, const char *dir, const fm_save_pretrained_options *so, bool quiet,
+                      fm_error *err);
+
+/* Prints what a load did (fused modules, transforms fired; "clean" when nothing happened). */
 void fm_cli_print_report(FILE *out, const char *dir, const fm_load_report *r);
 
 double fm_cli_now(void);
+
+/* The whole file at path ("-": standard input), at most `max` bytes, NUL-terminated; caller
+ * frees *out with fm_free. Errors name the file. */
+fm_status fm_cli_read_input(const char *path, size_t max, char **out, size_t *len, fm_error *err);
 
 #endif

@@ -1,65 +1,34 @@
-/* fusemap CLI entry point: dispatches to the commands and owns the terminal. */
-#include <stdarg.h>
+/* fusemap CLI entry point: the tool's own options (--help, --version), `help [COMMAND]`, and
+ * dispatch through the command table. */
 #include <stdio.h>
 #include <string.h>
 
 #include "commands.h"
 
-static const char usage[] =
-    "usage: fusemap <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  inspect DIR [--json] [--modules] [--fuse NAME]... [--fusion-config JSON]\n"
-    "  convert SRC DST [--dtype auto|f32|bf16|f16] [--max-shard-size SIZE]\n"
-    "          [--save-runtime-format] [--strict] [--fuse NAME]... [--fusion-config JSON]\n"
-    "  run MODEL_DIR (--pixel-values IN.safetensors | --image FILE [--image FILE]...)\n"
-    "          -o OUT.safetensors [--threads N] [--fuse NAME]... [--fusion-config JSON]\n"
-    "  verify MODEL_DIR (--fuse NAME [--fuse NAME]... | --fusion-config JSON)\n"
-    "          [--threshold X] [--threads N]\n"
-    "\n"
-    "A flag shown as [--flag VALUE]... is repeated, one value each: --image a.png --image b.png.\n";
-
-int fm_cli_fail(const fm_error *err) {
-    fprintf(stderr, "fusemap: error: %s\n", err && err->msg[0] ? err->msg : fm_status_text(err ? err->status : FM_ERR_INTERNAL));
-    return 1;
-}
-
-static void print_error(const char *fmt, va_list ap) {
-    fputs("fusemap: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs("\n", stderr);
-}
-
-int fm_cli_usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    print_error(fmt, ap);
-    va_end(ap);
-    fputs("(run 'fusemap --help' for usage)\n", stderr);
-    return 2;
-}
-
-int fm_cli_errorf(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    print_error(fmt, ap);
-    va_end(ap);
-    return 1;
+/* `fusemap help [COMMAND]`; `fusemap help --commands` lists the names (for completion). */
+static int help(int argc, char **argv) {
+    if (argc < 3) {
+        fm_cli_print_main_help(stdout);
+    } else if (!strcmp(argv[2], "--commands")) {
+        for (size_t i = 0; i < fm_cli_n_commands; i++) printf("%s\n", fm_cli_commands[i].name);
+    } else {
+        const fm_cli_command *cmd = fm_cli_command_find(argv[2]);
+        if (!cmd) return fm_cli_usage(NULL, "help: unknown command '%s'", argv[2]);
+        fm_cli_print_command_help(stdout, cmd);
+    }
+    return fflush(stdout) == 0 && !ferror(stdout) ? 0 : fm_cli_errorf("cannot write the help");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fputs(usage, stderr);
+        fm_cli_print_main_help(stderr);
         return 2;
     }
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (!strcmp(cmd, "inspect")) return fm_cli_inspect(argc - 1, argv + 1);
-    if (!strcmp(cmd, "convert")) return fm_cli_convert(argc - 1, argv + 1);
-    if (!strcmp(cmd, "run")) return fm_cli_run(argc - 1, argv + 1);
-    if (!strcmp(cmd, "verify")) return fm_cli_verify(argc - 1, argv + 1);
-    return fm_cli_usage_error("unknown command '%s'", cmd);
+    const char *a = argv[1];
+    if (!strcmp(a, "help") || !strcmp(a, "--help") || !strcmp(a, "-h")) return help(argc, argv);
+    if (!strcmp(a, "--version") || !strcmp(a, "-V")) return fm_cli_print_version(stdout);
+    const fm_cli_command *cmd = fm_cli_command_find(a);
+    if (cmd) return cmd->run(cmd, argc - 1, argv + 1);
+    if (a[0] == '-') return fm_cli_usage(NULL, "unknown option '%s'", a);
+    return fm_cli_usage(NULL, "unknown command '%s'", a);
 }

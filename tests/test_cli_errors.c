@@ -147,7 +147,7 @@ static void test_image_flag_one_file_each(void) {
         {"run --image a.png b.png d -o o", "one file per --image (--image a.png --image b.png)"},
         {"run d --image a.png --image b.png c.png -o o", "(--image b.png --image c.png)"},
         {"run d --image -o o", "--image needs a file, got the option '-o'"},
-        {"run d -o o --image", "--image needs a file"},
+        {"run d -o o --image", "--image needs a value"},
         {"run d e -o o", "run: unexpected argument 'e'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -160,7 +160,7 @@ static void test_image_flag_one_file_each(void) {
     }
     char path[4400], sh[9000];
     snprintf(path, sizeof path, "%s/help.txt", tmp);
-    snprintf(sh, sizeof sh, "%s --help > %s 2>&1", cli, path);
+    snprintf(sh, sizeof sh, "%s run --help > %s 2>&1", cli, path);
     CHECK(system(sh) != -1);
     char *text = fm_test_read_file(path, NULL);
     CHECK_MSG(text && strstr(text, "--image FILE [--image FILE]...") && !strstr(text, "FILE..."),

@@ -33,6 +33,24 @@ static void names_free(names *s) {
     free(s->v);
 }
 
+/* Declarations at the start of a line that name an fm_ function but lack FM_API (a public
+ * function that would not be exported): the first one into *first, the count returned. */
+static size_t unannotated(const char *text, char *first, size_t size) {
+    size_t n = 0;
+    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (*line == ' ' || *line == '#' || *line == '/' || *line == '*' || *line == '}' || *line == '\n' ||
+            !strncmp(line, "FM_API", 6) || !strncmp(line, "typedef", 7) || !strncmp(line, "static", 6) ||
+            !strncmp(line, "extern \"C\"", 10))
+            continue;
+        const char *end = strpbrk(line, "(;\n");
+        const char *fm = strstr(line, "fm_");
+        if (end && *end == '(' && fm && fm < end) {
+            if (!n++) snprintf(first, size, "%.*s", (int)(end - line), line);
+        }
+    }
+    return n;
+}
+
 /* Every "FM_API ... fm_name(" or "FM_API ... fm_name;" in one header text. */
 static void declared_in(names *out, const char *text) {
     for (const char *p = strstr(text, "FM_API "); p; p = strstr(p + 1, "FM_API ")) {
@@ -49,7 +67,8 @@ static void declared_in(names *out, const char *text) {
     }
 }
 
-static void public_declarations(const char *root, names *out) {
+static size_t public_declarations(const char *root, names *out, char *first_bad, size_t size) {
+    size_t bad = 0;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/include/fusemap", root);
     DIR *d = opendir(dir);
@@ -58,9 +77,11 @@ static void public_declarations(const char *root, names *out) {
         char *p = fm_test_join(dir, e->d_name);
         char *text = p ? fm_test_read_file(p, NULL) : NULL;
         if (text) declared_in(out, text);
+        if (text) bad += unannotated(text, first_bad, size);
         free(text), free(p);
     }
     if (d) closedir(d);
+    return bad;
 }
 
 /* Dynamic symbols libfusemap.so defines (nm -D --defined-only); 0 on success. */
@@ -85,6 +106,10 @@ static void test_declared_in_parser(void) {
     CHECK_EQ_INT(3, n.n);
     CHECK(has(&n, "fm_a") && has(&n, "fm_b") && has(&n, "fm_e") && !has(&n, "fm_c") && !has(&n, "fm_d"));
     names_free(&n);
+    char first[128] = "";
+    CHECK_EQ_INT(1, (long long)unannotated("FM_API int fm_ok(void);\nint fm_bad(void);\nstatic inline int fm_i(void);\n",
+                                           first, sizeof first));
+    CHECK_EQ_STR("int fm_bad", first);
 }
 
 static void test_exports_match_public_headers(void) {
@@ -94,7 +119,9 @@ static void test_exports_match_public_headers(void) {
     const char *slash = strrchr(cli, '/');
     snprintf(so, sizeof so, "%.*s/libfusemap.so", slash ? (int)(slash - cli) : 1, slash ? cli : ".");
     names decl = {0}, exp = {0};
-    public_declarations(root, &decl);
+    char first_bad[128] = "";
+    size_t bad = public_declarations(root, &decl, first_bad, sizeof first_bad);
+    CHECK_MSG(bad == 0, "expected every public function declared with FM_API, %zu without; first: %s", bad, first_bad);
     int rc = exported(so, &exp);
     CHECK_MSG(rc == 0 && exp.n > 0, "nm -D on %s: expected the exported symbols, got %zu (rc %d)", so, exp.n, rc);
     CHECK_MSG(decl.n > 100, "expected the public API declarations, found %zu", decl.n);

@@ -8,6 +8,7 @@
 #include "../fuzz/fuzz_pattern.c"
 #include "../fuzz/fuzz_pretrained.c"
 #include "../fuzz/fuzz_st_header.c"
+#include "../fuzz/fuzz_template.c"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -117,11 +118,35 @@ REPLAY_CASE(checkpoint)
 REPLAY_CASE(config)
 REPLAY_CASE(pattern)
 REPLAY_CASE(pretrained)
+REPLAY_CASE(template)
+
+/* Template seeds say what they expect: ok_* render, bad_* are refused (parse or render error). */
+static void test_template_seed_names(void) {
+    char dir[4096];
+    size_t n = 0;
+    snprintf(dir, sizeof dir, "%s/template", corpus_root);
+    char **files = corpus_root[0] ? list_files(dir, &n) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        char path[4096 + 512];
+        size_t len = 0;
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        uint8_t *data = read_exact(path, &len);
+        bool ok = !strncmp(files[i], "ok_", 3), bad = !strncmp(files[i], "bad_", 4);
+        fm_status st = data ? fz_template_run(data, len) : FM_ERR_IO;
+        CHECK_MSG(ok || bad, "fuzz/corpus/template/%s: name must start with ok_ or bad_", files[i]);
+        CHECK_MSG(!ok || st == FM_OK, "%s: expected to render, seen %s", files[i], fm_status_name(st));
+        CHECK_MSG(!bad || st != FM_OK, "%s: expected an error, seen FM_OK", files[i]);
+        free(data);
+        free(files[i]);
+    }
+    free(files);
+    CHECK(n >= 8);
+}
 
 /* Every corpus directory has a harness in this test (a new harness must be added above). */
 static void test_every_corpus_has_a_harness(void) {
     static const char *const known[] = {"st_header", "checkpoint", "config", "pattern",
-                                        "pretrained"};
+                                        "pretrained", "template"};
     DIR *d = corpus_root[0] ? opendir(corpus_root) : NULL;
     CHECK(d != NULL);
     for (struct dirent *e; d && (e = readdir(d));) {
@@ -170,6 +195,8 @@ int main(void) {
     RUN(test_replay_config);
     RUN(test_replay_pattern);
     RUN(test_replay_pretrained);
+    RUN(test_replay_template);
+    RUN(test_template_seed_names);
     fmz_cleanup();
     if (tmp) fm_test_rmtree(tmp);
     free(tmp);

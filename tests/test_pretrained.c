@@ -117,8 +117,25 @@ static void test_cast_on_load(void) {
     fm_load_options_init(&o);
     o.dtype = FM_DTYPE_F32;
     fm_model *m = NULL, *auto_m = NULL;
-    CHECK_OK(fm_from_pretrained(src, &o, &m, NULL, &err), &err);
-    CHECK_OK(fm_from_pretrained(src, NULL, &auto_m, NULL, &err), &err);
+    fm_load_report rep, auto_rep;
+    CHECK_OK(fm_from_pretrained(src, &o, &m, &rep, &err), &err);
+    CHECK_OK(fm_from_pretrained(src, NULL, &auto_m, &auto_rep, &err), &err);
+    /* the report lists every parameter loaded in another dtype than stored (all of them here) */
+    fm_named_tensor *sd = NULL;
+    size_t n_sd = 0;
+    if (m) CHECK_OK(fm_model_state_dict(m, &sd, &n_sd, &err), &err);
+    CHECK_EQ_INT(n_sd, rep.n_casts);
+    for (size_t i = 0; i < rep.n_casts; i++) {
+        CHECK_MSG(rep.casts[i].from == FM_DTYPE_BF16 && rep.casts[i].to == FM_DTYPE_F32, "%s: cast %s -> %s",
+                  rep.casts[i].key, fm_dtype_name(rep.casts[i].from), fm_dtype_name(rep.casts[i].to));
+        size_t j = 0;
+        while (j < n_sd && strcmp(sd[j].name, rep.casts[i].key)) j++;
+        CHECK_MSG(j < n_sd, "cast record '%s' names a parameter", rep.casts[i].key);
+    }
+    CHECK_EQ_INT(0, auto_rep.n_casts); /* "auto" keeps the stored dtypes */
+    fm_named_tensors_free(sd, n_sd);
+    fm_load_report_free(&rep);
+    fm_load_report_free(&auto_rep);
     if (!m || !auto_m) {
         fm_model_free(m), fm_model_free(auto_m);
         return;

@@ -66,8 +66,10 @@ static void test_save_failure_points(void) {
     CHECK_OK(fm_qfix_write(dst, &q2, &err), &err);
     CHECK_OK(fm_qfix_write(snap, &q2, &err), &err);
     fm_model *m = NULL;
-    CHECK_OK(fm_from_pretrained(src, &(fm_load_options){FM_DTYPE_INVALID, false, false, "{\"patch_embeddings\": true}"},
-                                &m, NULL, &err), &err);
+    fm_load_options lo;
+    fm_load_options_init(&lo);
+    lo.fusion_config = "{\"patch_embeddings\": true}";
+    CHECK_OK(fm_from_pretrained(src, &lo, &m, NULL, &err), &err);
     if (!m) return;
     sweep(m, dst, snap, FM_FAULT_ALLOC, "allocation");
     sweep(m, dst, snap, FM_FAULT_WRITE, "write");

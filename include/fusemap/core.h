@@ -106,6 +106,14 @@ FM_API char *fm_strndup(const char *s, size_t n);
 FM_API void *fm_malloc_aligned(size_t n);
 FM_API void fm_free_aligned(void *p);
 
+/* ---- progress of long operations -----------------------------------------------------
+ * Loads and saves accept an optional callback. Contract: `total` is the same in every call;
+ * `done` never decreases and stays below `total` until the operation has succeeded, which is
+ * reported by one last call with done == total (also when total is 0). A failed operation
+ * makes no final call. Called on the thread that called the operation; the callback must not
+ * call back into the operation's objects. Units: bytes unless the option says otherwise. */
+typedef void (*fm_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
 /* ---- checked arithmetic -------------------------------------------------------------- */
 /* Return 0 on success, -1 on overflow (out untouched on overflow). */
 static inline int fm_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {

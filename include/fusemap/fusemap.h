@@ -3,8 +3,10 @@
 #ifndef FUSEMAP_FUSEMAP_H
 #define FUSEMAP_FUSEMAP_H
 
+#include "fusemap/chat.h"
 #include "fusemap/core.h"
 #include "fusemap/fusion.h"
+#include "fusemap/generate.h"
 #include "fusemap/image.h"
 #include "fusemap/io.h"
 #include "fusemap/loading.h"
@@ -12,7 +14,6 @@
 #include "fusemap/nn.h"
 #include "fusemap/qwen2_vl.h"
 #include "fusemap/tensor.h"
-
-#define FUSEMAP_VERSION "0.1.0"
+#include "fusemap/version.h"
 
 #endif

@@ -133,6 +133,11 @@ typedef struct fm_save_options {
      * ignored. NULL = huggingface_hub's greedy split. Borrowed for the call. */
     const uint32_t *shard_of;
     uint32_t n_shards;
+    /* Optional (NULL: none): tensor data bytes written, total = the sum of the items' nbytes,
+     * with the contract of fm_progress_fn (core.h); done == total once the save is durable and
+     * in place. */
+    fm_progress_fn progress;
+    void *progress_ctx;
 } fm_save_options;
 FM_API void fm_save_options_init(fm_save_options *o);
 

@@ -202,6 +202,11 @@ typedef struct fm_conversion_error {
     char *message; /* op name, the tensors involved and the reason */
 } fm_conversion_error;
 
+typedef struct fm_cast {
+    char *key;         /* the parameter */
+    fm_dtype from, to; /* stored dtype (of the first checkpoint tensor it came from) -> loaded */
+} fm_cast;
+
 /* The load report. Everything owned by the report; free with fm_load_report_free. `missing` excludes
  * the mismatched keys (listed in `mismatched`), as in transformers. `unexpected` (deduplicated,
  * natural-key order) also holds every target a converter would have produced for a key it claimed
@@ -215,6 +220,9 @@ typedef struct fm_load_report {
     fm_conversion_error *conversion_errors; size_t n_conversion_errors;
     char **fired;            size_t n_fired;       /* fm_transform_describe of each transform that fired */
     char **fused;            size_t n_fused;       /* "path: Class -> FusedClass (family)" (fusion) */
+    /* Parameters loaded in another dtype than stored (the cast option), in load order; filled
+     * when the source gives dtypes (fm_tensor_source.info). */
+    fm_cast *casts;          size_t n_casts;
 } fm_load_report;
 FM_API void fm_load_report_free(fm_load_report *r); /* accepts NULL */
 

@@ -34,6 +34,11 @@ typedef struct fm_load_options {
     /* fusion_config as JSON text, exactly the Python argument ('{"patch_embeddings": true}').
      * NULL: use config.json's fusion_config if present. "{}" disables a stored one. Borrowed. */
     const char *fusion_config;
+    /* Optional (NULL: none): checkpoint bytes loaded, total = every tensor's bytes in the
+     * checkpoint, with the contract of fm_progress_fn (core.h): done == total once the model
+     * is loaded. Casts and converters run between the calls, so done tracks the real work. */
+    fm_progress_fn progress;
+    void *progress_ctx;
 } fm_load_options;
 FM_API void fm_load_options_init(fm_load_options *o);
 
@@ -48,6 +53,10 @@ typedef struct fm_save_pretrained_options {
     /* 0 (default): a sharded source keeps its shard layout in an original-format save, else one
      * split at FM_DEFAULT_MAX_SHARD_SIZE (50 GB, transformers v5); > 0: greedy split at that size. */
     uint64_t max_shard_size;
+    /* Optional (NULL: none): bytes of tensor data written, total = the bytes the save writes,
+     * with the contract of fm_progress_fn (core.h): done == total once the save is durable. */
+    fm_progress_fn progress;
+    void *progress_ctx;
 } fm_save_pretrained_options;
 FM_API void fm_save_pretrained_options_init(fm_save_pretrained_options *o);
 

@@ -6,6 +6,7 @@
 #include "fusemap/fusion.h"
 #include "fusemap/models.h"
 #include "api/model_internal.h"
+#include "core/progress.h"
 
 void fm_load_options_init(fm_load_options *o) {
     memset(o, 0, sizeof *o);
@@ -168,14 +169,33 @@ static fm_status build_tree(fm_model *m, const fm_fusion_plan *plan, fm_dtype dt
 }
 
 /* ---- checkpoint as an engine source ----------------------------------------------------------- */
-static const char *src_name(void *ctx, size_t i) { return fm_checkpoint_entry_at(ctx, i)->name; }
+/* Progress: the engine fetches a tensor right before converting it, so the bytes of the tensors
+ * fetched before this one are done. Keys never fetched (unexpected, tied copies) count at the end. */
+typedef struct load_source {
+    const fm_checkpoint *ck;
+    fm_progress prog;
+    uint64_t fetched; /* bytes of the tensors fetched so far */
+} load_source;
+
+static const char *src_name(void *ctx, size_t i) {
+    return fm_checkpoint_entry_at(((load_source *)ctx)->ck, i)->name;
+}
 static void src_info(void *ctx, size_t i, fm_dtype *dt, fm_shape *shape) {
-    const fm_ckpt_entry *e = fm_checkpoint_entry_at(ctx, i);
+    const fm_ckpt_entry *e = fm_checkpoint_entry_at(((load_source *)ctx)->ck, i);
     *dt = e->dtype;
     *shape = e->shape;
 }
 static fm_status src_get(void *ctx, size_t i, fm_tensor *out, fm_error *err) {
-    return fm_checkpoint_tensor(ctx, i, out, err);
+    load_source *ls = ctx;
+    fm_progress_report(&ls->prog, ls->fetched);
+    ls->fetched += fm_checkpoint_entry_at(ls->ck, i)->nbytes;
+    return fm_checkpoint_tensor(ls->ck, i, out, err);
+}
+
+static uint64_t checkpoint_bytes(const fm_checkpoint *ck) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < fm_checkpoint_count(ck); i++) n += fm_checkpoint_entry_at(ck, i)->nbytes;
+    return n;
 }
 
 /* Remembers a sharded source's layout (key -> shard) and its index's total_parameters. */
@@ -201,8 +221,9 @@ static fm_status record_layout(fm_model *m, const fm_checkpoint *ck, fm_error *e
     return FM_OK;
 }
 
+/* Loads every parameter; on success *prog holds the progress to finish when the load is done. */
 static fm_status load_weights(fm_model *m, const fm_load_options *o, const fm_transform_list *transforms,
-                              fm_load_report *rep, fm_error *err) {
+                              fm_load_report *rep, fm_progress *prog, fm_error *err) {
     fm_checkpoint *ck = NULL;
     fm_status st = fm_checkpoint_open(m->dir, &ck, err);
     if (st == FM_OK) st = record_layout(m, ck, err);
@@ -218,7 +239,9 @@ static fm_status load_weights(fm_model *m, const fm_load_options *o, const fm_tr
         specs[ns] = (fm_param_spec){m->params[i].name, p->tensor.dtype, p->tensor.shape};
         which[ns++] = i;
     }
-    fm_tensor_source src = {fm_checkpoint_count(ck), src_name, src_info, src_get, ck};
+    load_source ls = {ck, {0}, 0};
+    fm_progress_start(&ls.prog, o->progress, o->progress_ctx, checkpoint_bytes(ck));
+    fm_tensor_source src = {fm_checkpoint_count(ck), src_name, src_info, src_get, &ls};
     fm_weights_load_options wo;
     fm_weights_load_options_init(&wo);
     wo.cast = o->dtype;
@@ -236,6 +259,7 @@ static fm_status load_weights(fm_model *m, const fm_load_options *o, const fm_tr
     fm_free(which);
     fm_free(loaded);
     fm_checkpoint_close(ck);
+    *prog = ls.prog;
     return st;
 }
 
@@ -308,8 +332,9 @@ fm_status fm_from_pretrained(const char *dir, const fm_load_options *opts, fm_mo
         st = fm_transform_list_append(&transforms, t, err);
     }
     fm_dtype meta_dt = opts->dtype == FM_DTYPE_INVALID ? FM_DTYPE_F32 : opts->dtype;
+    fm_progress prog = {opts->progress, opts->progress_ctx, 0, 0}; /* meta_only: just the final (0, 0) */
     if (st == FM_OK) st = build_tree(m, &plan, meta_dt, err);
-    if (st == FM_OK && !opts->meta_only) st = load_weights(m, opts, &transforms, rep, err);
+    if (st == FM_OK && !opts->meta_only) st = load_weights(m, opts, &transforms, rep, &prog, err);
     if (st == FM_OK && !opts->meta_only) st = tie_weights(m, rep, err);
     if (st == FM_OK) st = record_fusions(&plan, rep, err);
     if (st == FM_OK && opts->strict) st = check_strict(m, rep, &plan, err);
@@ -321,6 +346,7 @@ fm_status fm_from_pretrained(const char *dir, const fm_load_options *opts, fm_mo
         fm_model_free(m);
         return st;
     }
+    fm_progress_finish(&prog);
     *out = m;
     return FM_OK;
 }
@@ -430,6 +456,8 @@ fm_status fm_save_pretrained(const fm_model *m, const char *dir, const fm_save_p
     if (st == FM_OK) {
         fm_save_options so;
         fm_save_options_init(&so);
+        so.progress = opts->progress;
+        so.progress_ctx = opts->progress_ctx;
         so.total_parameters = params;
         if (opts->max_shard_size) so.max_shard_size = opts->max_shard_size;
         else if (!opts->runtime_format && (shard_of = source_layout(m, sd, n)))

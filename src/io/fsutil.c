@@ -116,7 +116,13 @@ static void advance(struct iovec *iov, size_t n, size_t *i, size_t w) {
 }
 
 fm_status fm_fs_writev_all(int fd, struct iovec *iov, size_t n, const char *label, fm_error *err) {
+    return fm_fs_writev_all_notify(fd, iov, n, label, NULL, NULL, err);
+}
+
+fm_status fm_fs_writev_all_notify(int fd, struct iovec *iov, size_t n, const char *label, fm_fs_written_fn fn,
+                                  void *ctx, fm_error *err) {
     size_t i = 0;
+    uint64_t written = 0;
     struct iovec batch[FS_IOV_BATCH];
     while (i < n) {
         if (iov[i].iov_len == 0) {
@@ -130,6 +136,8 @@ fm_status fm_fs_writev_all(int fd, struct iovec *iov, size_t n, const char *labe
         if (w < 0) return sys_error(err, "write", label, errno, false);
         if (w == 0) return sys_error(err, "write", label, EIO, false);
         advance(iov, n, &i, (size_t)w);
+        written += (uint64_t)w;
+        if (fn) fn(ctx, written);
     }
     return FM_OK;
 }

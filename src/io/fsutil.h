@@ -39,6 +39,12 @@ fm_status fm_fs_write_all(int fd, const void *buf, size_t len, const char *label
 /* Writes every piece of iov[0..n) in order with writev(2). `iov` is the caller's scratch: it is
  * consumed (bases advanced, lengths zeroed). */
 fm_status fm_fs_writev_all(int fd, struct iovec *iov, size_t n, const char *label, fm_error *err);
+/* Called after each successful write(2) call with the bytes written so far by this call of
+ * fm_fs_writev_all_notify. */
+typedef void (*fm_fs_written_fn)(void *ctx, uint64_t written);
+/* fm_fs_writev_all reporting its progress to fn (may be NULL). */
+fm_status fm_fs_writev_all_notify(int fd, struct iovec *iov, size_t n, const char *label, fm_fs_written_fn fn,
+                                  void *ctx, fm_error *err);
 fm_status fm_fs_fsync(int fd, const char *label, fm_error *err);
 /* Opens, fsyncs and closes the directory at `path` (makes its entries durable). */
 fm_status fm_fs_fsync_dir(const char *path, fm_error *err);

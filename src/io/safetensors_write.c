@@ -9,6 +9,7 @@
 
 #include "fusemap/io.h"
 #include "io/fsutil.h"
+#include "io/st_write.h"
 
 /* One tensor in file order. Pointers borrowed from the caller's items for the call. */
 typedef struct wr_entry {
@@ -324,8 +325,22 @@ fm_status fm_st_serialize_header(const fm_st_item *items, size_t n, const fm_st_
 
 /* ---- writing ----------------------------------------------------------------------------- */
 
-/* Header and every tensor straight from its memory (views into mappings: no copy). */
-static fm_status plan_write(int fd, const char *label, const wr_plan *p, fm_error *err) {
+/* Progress of one file: the write's byte count minus the header is the tensor data written. */
+typedef struct data_notify {
+    fm_fs_written_fn fn;
+    void *ctx;
+    uint64_t hdr_len;
+} data_notify;
+
+static void on_written(void *vctx, uint64_t written) {
+    const data_notify *d = vctx;
+    d->fn(d->ctx, written > d->hdr_len ? written - d->hdr_len : 0);
+}
+
+/* Header and every tensor straight from its memory (views into mappings: no copy). `fn` (may
+ * be NULL) hears the tensor data bytes written so far. */
+static fm_status plan_write(int fd, const char *label, const wr_plan *p, fm_fs_written_fn fn, void *ctx,
+                            fm_error *err) {
     struct iovec *iov = fm_malloc((p->n + 1) * sizeof *iov);
     if (!iov) return fm_error_set(err, FM_ERR_NOMEM, "write '%s': out of memory", label);
     iov[0].iov_base = p->hdr;
@@ -334,13 +349,19 @@ static fm_status plan_write(int fd, const char *label, const wr_plan *p, fm_erro
         iov[i + 1].iov_base = p->ents[i].t->data;
         iov[i + 1].iov_len = (size_t)p->ents[i].nbytes;
     }
-    fm_status st = fm_fs_writev_all(fd, iov, p->n + 1, label, err);
+    data_notify d = {fn, ctx, p->hdr_len};
+    fm_status st = fm_fs_writev_all_notify(fd, iov, p->n + 1, label, fn ? on_written : NULL, &d, err);
     fm_free(iov);
     return st;
 }
 
 fm_status fm_st_write_fd(int fd, const char *label, const fm_st_item *items, size_t n,
                          const fm_st_write_options *o, fm_error *err) {
+    return fm_st_write_fd_notify(fd, label, items, n, o, NULL, NULL, err);
+}
+
+fm_status fm_st_write_fd_notify(int fd, const char *label, const fm_st_item *items, size_t n,
+                                const fm_st_write_options *o, fm_fs_written_fn fn, void *ctx, fm_error *err) {
     if (!label) label = "(fd)";
     wr_plan p;
     fm_status st = plan_build(items, n, o, &p, err);
@@ -348,7 +369,7 @@ fm_status fm_st_write_fd(int fd, const char *label, const fm_st_item *items, siz
         fm_error_prefix(err, "write '%s'", label);
         return st;
     }
-    st = plan_write(fd, label, &p, err);
+    st = plan_write(fd, label, &p, fn, ctx, err);
     plan_free(&p);
     return st;
 }
@@ -372,7 +393,7 @@ static fm_status write_atomically(const char *path, const char *dir, const char 
     int fd = -1;
     fm_status st = fm_fs_create_temp_file(dir, base, &tmp, &fd, err);
     if (st != FM_OK) return st;
-    st = plan_write(fd, tmp, p, err);
+    st = plan_write(fd, tmp, p, NULL, NULL, err);
     if (st == FM_OK) st = fm_fs_fsync(fd, tmp, err);
     fm_status cst = fm_fs_close(fd, tmp, st == FM_OK ? err : NULL);
     if (st == FM_OK) st = cst;

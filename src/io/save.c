@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "fusemap/io.h"
+#include "core/progress.h"
 #include "io/fsutil.h"
+#include "io/st_write.h"
 
 #define SAVE_WEIGHTS "model.safetensors"
 #define SAVE_INDEX "model.safetensors.index.json"
@@ -134,6 +136,7 @@ typedef struct save_plan {
     size_t *shard_start;     /* fm_malloc'd, n_shards + 1 offsets into grouped */
     char *index;             /* fm_malloc'd index text; NULL with a single shard */
     size_t index_len;
+    uint64_t bytes; /* tensor data over all shards: the progress total */
 } save_plan;
 
 static void plan_free(save_plan *p) {
@@ -400,6 +403,7 @@ static fm_status plan_build(const fm_st_item *items, size_t n, const fm_save_opt
     if (st == FM_OK) st = plan_group(items, n, shard_of, p, err);
     if (st == FM_OK) st = sorted_names(items, n, shard_of, &names, err);
     if (st == FM_OK) st = plan_validate_shards(p, err);
+    p->bytes = bytes;
     if (st == FM_OK && p->n_shards > 1)
         st = build_index(names, n, p, o->total_parameters ? o->total_parameters : params, o->write_total_parameters,
                          bytes, &p->index, &p->index_len, err);
@@ -418,6 +422,8 @@ typedef struct save_fs {
     mode_t mode;   /* permission bits of the existing directory */
     char *staging; /* fm_malloc'd path of the staging directory */
     char *backup;  /* fm_malloc'd; fallback commit only */
+    fm_progress prog;  /* tensor data bytes written */
+    uint64_t prog_base; /* data bytes of the shards already written */
 } save_fs;
 
 /* DIR does not exist yet: its parent must; target = realpath(parent) + "/" + last component. */
@@ -612,11 +618,16 @@ static fm_status carry_old(const save_fs *fs, const fm_extra_file *extra, size_t
 
 /* ---- writing the new files ---------------------------------------------------------------- */
 
+static void on_shard_written(void *ctx, uint64_t data_bytes) {
+    save_fs *fs = ctx;
+    fm_progress_report(&fs->prog, fs->prog_base + data_bytes);
+}
+
 /* Creates staging/NAME (O_EXCL), writes shard `shard` of the plan or, when `blob` is given, its
- * bytes; then fsyncs and closes it. */
-static fm_status write_new_file(const char *staging, const char *name, const save_plan *p, uint32_t shard,
+ * bytes; then fsyncs and closes it. Shards report their data bytes to fs->prog. */
+static fm_status write_new_file(save_fs *fs, const char *name, const save_plan *p, uint32_t shard,
                                 const fm_extra_file *blob, fm_error *err) {
-    char *path = fm_fs_join(staging, name);
+    char *path = fm_fs_join(fs->staging, name);
     if (!path) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     int fd;
     fm_status st = fm_fs_open(path, O_WRONLY | O_CREAT | O_EXCL, 0666, &fd, err);
@@ -630,7 +641,8 @@ static fm_status write_new_file(const char *staging, const char *name, const sav
         fm_st_write_options wo;
         shard_write_options(&wo);
         size_t a = p->shard_start[shard], z = p->shard_start[shard + 1];
-        st = fm_st_write_fd(fd, path, p->grouped + a, z - a, &wo, err);
+        st = fm_st_write_fd_notify(fd, path, p->grouped + a, z - a, &wo, on_shard_written, fs, err);
+        for (size_t i = a; i < z; i++) fs->prog_base += p->grouped[i].tensor->nbytes;
     }
     if (st == FM_OK) st = fm_fs_fsync(fd, path, err);
     fm_status cst = fm_fs_close(fd, path, st == FM_OK ? err : NULL);
@@ -638,22 +650,22 @@ static fm_status write_new_file(const char *staging, const char *name, const sav
     return st == FM_OK ? cst : st;
 }
 
-static fm_status write_new(const save_fs *fs, const save_plan *p, const fm_extra_file *extra, size_t n_extra,
+static fm_status write_new(save_fs *fs, const save_plan *p, const fm_extra_file *extra, size_t n_extra,
                            fm_error *err) {
     fm_status st = FM_OK;
     for (uint32_t s = 0; st == FM_OK && s < p->n_shards; s++)
-        st = write_new_file(fs->staging, p->shard_names[s], p, s, NULL, err);
+        st = write_new_file(fs, p->shard_names[s], p, s, NULL, err);
     if (st == FM_OK && p->index) {
         fm_extra_file idx = {SAVE_INDEX, p->index, p->index_len};
-        st = write_new_file(fs->staging, SAVE_INDEX, p, 0, &idx, err);
+        st = write_new_file(fs, SAVE_INDEX, p, 0, &idx, err);
     }
     for (size_t i = 0; st == FM_OK && i < n_extra; i++)
-        st = write_new_file(fs->staging, extra[i].name, p, 0, &extra[i], err);
+        st = write_new_file(fs, extra[i].name, p, 0, &extra[i], err);
     return st;
 }
 
 /* Fills the staging directory and makes it durable; the target is untouched. */
-static fm_status stage(const save_fs *fs, const save_plan *p, const fm_extra_file *extra, size_t n_extra,
+static fm_status stage(save_fs *fs, const save_plan *p, const fm_extra_file *extra, size_t n_extra,
                        fm_error *err) {
     fm_status st = FM_OK;
     if (fs->exists) st = carry_old(fs, extra, n_extra, err);
@@ -760,7 +772,9 @@ fm_status fm_checkpoint_save(const char *dir, const fm_st_item *items, size_t n,
         return fm_error_set(err, FM_ERR_NOMEM, "save to '%s': out of memory", dir);
     }
     st = resolve_target(dir, fs, err);
+    if (st == FM_OK) fm_progress_start(&fs->prog, o->progress, o->progress_ctx, plan.bytes);
     if (st == FM_OK) st = save_fs_run(fs, &plan, extra, n_extra, err);
+    if (st == FM_OK) fm_progress_finish(&fs->prog);
     fm_free(fs->parent);
     fm_free(fs->staging);
     fm_free(fs->backup);

@@ -26,6 +26,8 @@ void fm_load_report_free(fm_load_report *r) {
     fm_free(r->conversion_errors);
     strv_free(r->fired, r->n_fired);
     strv_free(r->fused, r->n_fused);
+    for (size_t i = 0; i < r->n_casts; i++) fm_free(r->casts[i].key);
+    fm_free(r->casts);
     memset(r, 0, sizeof *r);
 }
 
@@ -200,7 +202,19 @@ static void note_first(load_ctx *c, fm_status st, const char *msg) {
     fm_error_set(&c->first, st, "%s", msg);
 }
 
-static fm_status set_param(load_ctx *c, fm_named_tensor *nt, fm_error *err) {
+static fm_status add_cast(load_ctx *c, const char *key, fm_dtype from, fm_dtype to, fm_error *err) {
+    fm_cast *v = fm_realloc(c->rep->casts, (c->rep->n_casts + 1) * sizeof *v);
+    if (!v) return fm_error_set(err, FM_ERR_NOMEM, "out of memory filling the load report");
+    c->rep->casts = v;
+    char *k = fm_strdup(key);
+    if (!k) return fm_error_set(err, FM_ERR_NOMEM, "out of memory filling the load report");
+    v[c->rep->n_casts++] = (fm_cast){k, from, to};
+    return FM_OK;
+}
+
+/* Sets the parameter nt names (taking its tensor). `stored`: the dtype of the group's first
+ * checkpoint tensor (FM_DTYPE_INVALID when the source gives no dtypes), for the cast record. */
+static fm_status set_param(load_ctx *c, fm_named_tensor *nt, fm_dtype stored, fm_error *err) {
     size_t p;
     fm_status st = FM_OK;
     if (!fm_keymap_get(&c->pmap, nt->name, &p)) {
@@ -217,6 +231,8 @@ static fm_status set_param(load_ctx *c, fm_named_tensor *nt, fm_error *err) {
                  fm_shape_format(&c->params[p].shape, a, sizeof a), fm_shape_format(&nt->tensor.shape, b, sizeof b));
         note_first(c, FM_ERR_SHAPE, msg);
     } else {
+        if (stored != FM_DTYPE_INVALID && stored != nt->tensor.dtype)
+            st = add_cast(c, nt->name, stored, nt->tensor.dtype, err);
         fm_tensor_free(&c->out[p]);
         c->out[p] = nt->tensor;
         memset(&nt->tensor, 0, sizeof nt->tensor);
@@ -255,7 +271,10 @@ static fm_status convert_groups(load_ctx *c, fm_error *err) {
             continue;
         }
         if (st != FM_OK) return fm_error_set(err, st, "%s", e.msg);
-        for (size_t k = 0; st == FM_OK && k < n; k++) st = set_param(c, &outs[k], err);
+        fm_dtype stored = FM_DTYPE_INVALID;
+        fm_shape shape;
+        if (c->src->info) c->src->info(c->src->ctx, g->src, &stored, &shape);
+        for (size_t k = 0; st == FM_OK && k < n; k++) st = set_param(c, &outs[k], stored, err);
         fm_named_tensors_free(outs, n);
         if (st != FM_OK) return st;
     }

@@ -1,0 +1,171 @@
+/* fusemap generation: choosing each next token the way transformers' `generate` does (logits
+ * processors in HF order, then greedy or one seeded draw) and reading generation_config.json.
+ * The generate API itself (decoder loop, stop conditions) has its own section below. */
+#ifndef FUSEMAP_GENERATE_H
+#define FUSEMAP_GENERATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fusemap/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== Sampling: logits processors and the next-token choice ===============================
+ * Per step, on an f32 copy of the last position's logits (the caller's array is not modified),
+ * in transformers' order (docs/generation.md):
+ *   1. repetition penalty (when != 1): every DISTINCT id of the history once, s < 0 ? s*r : s/r;
+ *   2. remove_invalid_values (when set): NaN -> 0, +inf -> FLT_MAX, -inf -> -FLT_MAX;
+ *   greedy (do_sample false, or temperature 0): argmax, the first id among equal maxima;
+ *   sampling: 3. temperature s/T (when != 1), 4. top-k (when != 0; ties with the k-th survive),
+ *   5. top-p (when < 1), 6. min-p (when > 0); then softmax and ONE draw u in [0, 1) from
+ *   xoshiro256** (seeded by splitmix64), inverse CDF accumulated in double in ascending id order.
+ * Logits containing NaN are an error (FM_ERR_INPUT) unless remove_invalid_values is set; +inf
+ * and -inf are accepted. Same options, seed and inputs => same ids, whatever the thread count. */
+
+/* Seed used when none is given (the CLI prints the seed it uses). */
+#define FM_SAMPLING_DEFAULT_SEED UINT64_C(0)
+
+typedef struct fm_sampling_options {
+    bool do_sample;             /* false: greedy (default, as transformers) */
+    double temperature;         /* >= 0, finite; 1 = off; 0 = greedy whatever do_sample says */
+    int64_t top_k;              /* >= 0; 0 = off; default 50 (transformers' default) */
+    double top_p;               /* [0, 1]; 1 = off */
+    double min_p;               /* [0, 1]; 0 = off */
+    double repetition_penalty;  /* > 0, finite; 1 = off; applies to greedy too */
+    int64_t min_keep;           /* >= 1: tokens top-k/top-p/min-p always keep (transformers: 1) */
+    bool remove_invalid_values; /* transformers' InfNanRemoveLogitsProcessor (default off) */
+    uint64_t seed;              /* xoshiro256** seed (splitmix64 expansion) */
+} fm_sampling_options;
+
+/* transformers' GenerationConfig defaults: greedy, temperature 1, top_k 50, top_p 1, min_p 0,
+ * repetition_penalty 1, min_keep 1, seed FM_SAMPLING_DEFAULT_SEED. */
+FM_API void fm_sampling_options_init(fm_sampling_options *o);
+/* FM_ERR_INVALID_ARG naming the field and the allowed range when a value is out of range. */
+FM_API fm_status fm_sampling_options_validate(const fm_sampling_options *o, fm_error *err);
+/* True when the options choose by argmax (do_sample false or temperature 0): no draw is made. */
+FM_API bool fm_sampling_options_greedy(const fm_sampling_options *o);
+
+/* Stateful (its RNG advances one draw per sampled token); one thread at a time per sampler. */
+typedef struct fm_sampler fm_sampler;
+
+/* vocab: logits per step, 1..INT32_MAX. Options are validated and copied. *out: caller frees
+ * with fm_sampler_free. Working buffers (up to 40 bytes per vocab entry) are allocated here, so
+ * fm_sampler_next never allocates. */
+FM_API fm_status fm_sampler_new(const fm_sampling_options *o, int64_t vocab, fm_sampler **out,
+                         fm_error *err);
+FM_API void fm_sampler_free(fm_sampler *s); /* accepts NULL */
+/* Restarts the random stream as if created with `seed` (e.g. per request). */
+FM_API void fm_sampler_reseed(fm_sampler *s, uint64_t seed);
+
+/* Chooses the next id. logits: [vocab], borrowed for the call, not modified. history: the
+ * sequence so far (prompt + generated ids, image pads included), n_history ids, each in
+ * [0, vocab) (FM_ERR_INPUT otherwise); may be NULL when n_history is 0. FM_ERR_INPUT also for
+ * NaN logits (see above) and when no token can be chosen (every score -inf). */
+FM_API fm_status fm_sampler_next(fm_sampler *s, const float *logits, const int32_t *history,
+                          size_t n_history, int32_t *out_id, fm_error *err);
+/* The processed scores fm_sampler_next would choose from (transformers' `next_token_scores`):
+ * scores[vocab] receives the penalised logits when greedy, else the warped scores with removed
+ * tokens at -inf; softmax(scores) is the distribution a draw follows. Consumes no randomness. */
+FM_API fm_status fm_sampler_process(fm_sampler *s, const float *logits, const int32_t *history,
+                             size_t n_history, float *scores, fm_error *err);
+
+/* ==== generation_config.json ================================================================
+ * The keys fusemap uses, with transformers' GenerationConfig defaults for absent keys (or an
+ * absent file). A key set to null means "not set": top_k null disables top-k (as transformers),
+ * temperature/top_p/repetition_penalty null mean 1, min_p null 0, do_sample null false,
+ * max_length null 20. Other keys are ignored. Wrong types or out-of-range values are errors
+ * naming the file and key. */
+
+#define FM_GENERATION_MAX_EOS 64                         /* eos_token_id list length limit */
+#define FM_GENERATION_CONFIG_MAX_BYTES ((size_t)1 << 20) /* generation_config.json size limit */
+
+typedef enum fm_eos_source {
+    FM_EOS_NONE = 0,          /* no eos_token_id anywhere */
+    FM_EOS_GENERATION_CONFIG, /* generation_config.json */
+    FM_EOS_MODEL_CONFIG       /* config.json (top level, else text_config) */
+} fm_eos_source;
+
+typedef struct fm_generation_config {
+    bool found; /* generation_config.json exists */
+    bool do_sample;
+    double temperature;
+    int64_t top_k;
+    double top_p;
+    double min_p;
+    double repetition_penalty;
+    bool remove_invalid_values;
+    int64_t max_length;     /* total length, prompt included (default 20; see new_tokens below) */
+    int64_t max_new_tokens; /* 0 = not set */
+    int64_t eos_token_ids[FM_GENERATION_MAX_EOS]; /* each in [0, INT32_MAX] */
+    size_t n_eos_token_ids;
+    fm_eos_source eos_source;
+    int64_t bos_token_id; /* -1 = not set (negative values in a file read as not set) */
+    int64_t pad_token_id; /* -1 = not set */
+    uint64_t seed;        /* not a file key: FM_SAMPLING_DEFAULT_SEED unless overridden */
+} fm_generation_config;
+
+/* transformers' defaults: greedy, temperature 1, top_k 50, top_p 1, min_p 0, repetition 1,
+ * max_length 20, no max_new_tokens, no token ids. */
+FM_API void fm_generation_config_init(fm_generation_config *c);
+
+/* Reads MODEL_DIR/generation_config.json (absent: defaults, found = false). eos_token_id (int or
+ * list) falls back to config.json's (top level, then text_config) when the file lacks it or is
+ * absent. *out is written only on success. Errors: FM_ERR_NOT_FOUND (MODEL_DIR missing),
+ * FM_ERR_IO, FM_ERR_LIMIT (over FM_GENERATION_CONFIG_MAX_BYTES, too many eos ids), FM_ERR_JSON,
+ * FM_ERR_CONFIG (wrong type or range; the message names the file and key), FM_ERR_NOMEM. */
+FM_API fm_status fm_generation_config_load(const char *model_dir, fm_generation_config *out,
+                                    fm_error *err);
+
+/* Explicit user choices (CLI flags, request fields) layered over the file. */
+enum {
+    FM_GEN_SET_DO_SAMPLE = 1u << 0,
+    FM_GEN_SET_TEMPERATURE = 1u << 1,
+    FM_GEN_SET_TOP_K = 1u << 2,
+    FM_GEN_SET_TOP_P = 1u << 3,
+    FM_GEN_SET_MIN_P = 1u << 4,
+    FM_GEN_SET_REPETITION_PENALTY = 1u << 5,
+    FM_GEN_SET_SEED = 1u << 6,
+    FM_GEN_SET_MAX_NEW_TOKENS = 1u << 7
+};
+
+typedef struct fm_generation_overrides {
+    unsigned set; /* FM_GEN_SET_* bits: the fields below that were given */
+    bool do_sample;
+    double temperature;
+    int64_t top_k;
+    double top_p;
+    double min_p;
+    double repetition_penalty;
+    uint64_t seed;
+    int64_t max_new_tokens;
+} fm_generation_overrides;
+
+FM_API void fm_generation_overrides_init(fm_generation_overrides *o); /* nothing set */
+
+/* Applies the given overrides to *c (unchanged on error: FM_ERR_INVALID_ARG naming the value).
+ * Unless do_sample itself is given, a temperature > 0, top_k, top_p or min_p turns sampling on
+ * (a user who asks for a temperature wants sampling), and temperature 0 means greedy. Values
+ * not overridden keep the file's: with Qwen2-VL-Instruct's top_k 1 / top_p 0.001, a new
+ * temperature alone still picks the top token (docs/generation.md). */
+FM_API fm_status fm_generation_config_override(fm_generation_config *c, const fm_generation_overrides *o,
+                                        fm_error *err);
+
+/* The sampler options the config describes (validated). */
+FM_API fm_status fm_generation_config_sampling(const fm_generation_config *c, fm_sampling_options *out,
+                                        fm_error *err);
+
+/* Tokens to generate after a prompt of prompt_len tokens, as transformers counts them:
+ * max_new_tokens when set; else 20 when max_length is the default 20 (transformers then means
+ * "20 new tokens"); else max_length - prompt_len, FM_ERR_INPUT when that is not positive.
+ * The caller still bounds the total by the model's context. */
+FM_API fm_status fm_generation_config_new_tokens(const fm_generation_config *c, int64_t prompt_len,
+                                          int64_t *out, fm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
