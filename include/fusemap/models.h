@@ -95,6 +95,51 @@ FM_API fm_status fm_model_vision_forward(fm_model *m, const fm_tensor *pixel_val
  * FM_ERR_UNSUPPORTED for an architecture without images. */
 FM_API fm_status fm_model_preprocess_images(const fm_model *m, const fm_image *imgs, size_t n,
                                      fm_tensor *pixel_values, fm_tensor *image_grid_thw, fm_error *err);
+/* ---- language model: KV cache, positions, forward ------------------------------------------ */
+/* What the architecture's language model looks like (FM_ERR_UNSUPPORTED when it has none). */
+FM_API fm_status fm_model_lm_info(const fm_model *m, fm_lm_info *out, fm_error *err);
+
+/* A KV cache for `slots` sequences of up to `capacity` positions each, F32 or BF16 (rounded to
+ * nearest even on write), one block of layers x 2 x slots x kv_heads x capacity x head_dim
+ * elements allocated once. capacity must be >= 1 and <= the model's max_position_embeddings
+ * (FM_ERR_LIMIT naming both). Caller frees with fm_kv_cache_free. */
+typedef struct fm_kv_cache fm_kv_cache;
+FM_API fm_status fm_kv_cache_new(const fm_model *m, int slots, int64_t capacity, fm_dtype dtype, fm_kv_cache **out,
+                                 fm_error *err);
+FM_API void fm_kv_cache_free(fm_kv_cache *c); /* accepts NULL */
+FM_API int64_t fm_kv_cache_capacity(const fm_kv_cache *c);
+FM_API int fm_kv_cache_slots(const fm_kv_cache *c);
+FM_API fm_dtype fm_kv_cache_dtype(const fm_kv_cache *c);
+/* Bytes of cache per position and slot (2 · layers · kv_heads · head_dim · element size). */
+FM_API uint64_t fm_kv_cache_bytes_per_token(const fm_kv_cache *c);
+
+/* Prefill positions of a prompt (transformers' get_rope_index): ids [n] with image_grid_thw
+ * I64 [k, 3] (NULL or 0 rows: text only) for the images in the order they appear -> pos3
+ * [3][n] (caller-allocated; t, h, w rows) and the next free position (tokens generated after
+ * the prompt take next, next + 1, ... on all three axes). FM_ERR_INPUT when the image tokens
+ * and the grids disagree. */
+FM_API fm_status fm_model_rope_index(const fm_model *m, const int64_t *ids, int64_t n, const fm_tensor *grid_thw,
+                                     int64_t *pos3, int64_t *next, fm_error *err);
+
+/* One forward of the language model over `n` rows (borrowed for the call). Rows may belong to
+ * several sequences (a prefill of one prompt, one new token of each of several sequences, or a
+ * mix): row i is token ids[i] of cache slot slot[i] at position pos[i] (its K/V written there;
+ * it attends to positions 0..pos[i] of its slot) with M-RoPE positions pos3[0..2][i]. */
+typedef struct fm_text_batch {
+    const int64_t *ids;         /* [n] */
+    const int64_t *pos3;        /* [3][n]: t row, then h, then w */
+    const int32_t *slot, *pos;  /* [n] */
+    size_t n;
+    const fm_tensor *image_embeds; /* F32 [k, hidden] for the image tokens among ids, in order; NULL: none */
+    const int32_t *logit_rows;  /* rows whose logits are wanted, e.g. the last row of each sequence */
+    size_t n_logits;
+} fm_text_batch;
+/* -> *logits F32 [n_logits, vocab] (caller frees with fm_tensor_free). Bad ids, rows outside
+ * the cache, image-token/feature count mismatch: FM_ERR_INPUT naming the row. One forward at a
+ * time per model (and per cache). */
+FM_API fm_status fm_model_forward_text(fm_model *m, fm_kv_cache *c, const fm_text_batch *b, const fm_run_options *o,
+                                       fm_tensor *logits, fm_error *err);
+
 /* The model's run context for o->threads (created or re-created when the thread count changes;
  * progress replaced by o's), borrowed until the next call or fm_model_free. For forwards of
  * modules of the model's tree called directly. */
