@@ -1,4 +1,4 @@
-/* A fusion family registered from outside the library: "gate_up" fuses a Qwen2 MLP's
+/* A fusion family registered from outside the library: "custom_gate_up" fuses a Qwen2 MLP's
  * gate_proj and up_proj (two GEMMs over the same input) into one gate_up_proj GEMM, with a
  * Concatenate converter on load and its Chunk reverse on save, so checkpoints keep their
  * original layout.
@@ -69,7 +69,7 @@ static fm_status gate_up_class(const fm_module_class *orig, const fm_module_clas
     fm_module_class *c = calloc(1, sizeof *c);
     char *name = malloc(strlen(orig->name) + 6);
     if (!c || !name) return free(c), free(name), fm_error_set(err, FM_ERR_NOMEM, "out of memory");
-    sprintf(name, "Fused%s", orig->name);
+    sprintf(name, "Custom%s", orig->name);
     *c = (fm_module_class){.name = name, .init = fused_init, .forward = fused_forward, .free_impl = orig->free_impl,
                            .data = orig};
     *out = c; /* kept for the life of the process, as the registry requires */
@@ -89,7 +89,7 @@ static void esc(char *dst, size_t n, const char *path, const char *suffix) {
 static fm_status gate_up_transforms(const fm_config *config, fm_module *const *modules, size_t n,
                                     fm_transform_list *out, fm_error *err) {
     (void)config;
-    fm_op_desc cat = {FM_OP_CONCATENATE, 0, 0, 0, {0, 0, 0}};
+    fm_op_desc cat = {.kind = FM_OP_CONCATENATE};
     for (size_t i = 0; i < n; i++) {
         char g[512], u[512], gu[512];
         const char *path = fm_module_path(modules[i]);
@@ -106,7 +106,7 @@ static fm_status gate_up_transforms(const fm_config *config, fm_module *const *m
 }
 
 static const char *const mlp_paths[] = {"(^|\\.)mlp$", NULL};
-static const fm_fusion_spec gate_up_spec = {"gate_up", mlp_paths, gate_up_fusable, gate_up_class,
+static const fm_fusion_spec gate_up_spec = {"custom_gate_up", mlp_paths, gate_up_fusable, gate_up_class,
                                             gate_up_transforms, NULL};
 
 /* ---- the demonstration ---------------------------------------------------------------- */
@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
     if (fm_fusion_register(&gate_up_spec, false, &err) != FM_OK) return fail("register", &err);
     o.fusion_config = "{}";
     if (fm_from_pretrained(argv[1], &o, &plain, NULL, &err) != FM_OK) return fail("load unfused", &err);
-    o.fusion_config = "{\"gate_up\": true}";
+    o.fusion_config = "{\"custom_gate_up\": true}";
     o.strict = true;
     fm_load_report rep;
     if (fm_from_pretrained(argv[1], &o, &fused, &rep, &err) != FM_OK) return fail("load fused", &err);
@@ -155,7 +155,7 @@ int main(int argc, char **argv) {
 
     const char *path = "model.language_model.layers.0.mlp";
     fm_module *a = fm_module_find(fm_model_root(plain), path), *b = fm_module_find(fm_model_root(fused), path);
-    if (!a || !b || strcmp(fm_module_class_of(b)->name, "FusedQwen2MLP")) return fail("fused class missing", NULL);
+    if (!a || !b || strcmp(fm_module_class_of(b)->name, "CustomQwen2MLP")) return fail("fused class missing", NULL);
     int64_t H = fm_module_param_named(fm_module_child_named(a, "gate_proj"), "weight")->tensor.shape.dims[1];
     fm_shape xs = {2, {5, H}};
     fm_tensor x, ya = {0}, yb = {0};
@@ -183,7 +183,7 @@ int main(int argc, char **argv) {
 
     /* Families that touch different keys compose: both at once, then save the original layout. */
     fm_model *both = NULL;
-    o.fusion_config = "{\"patch_embeddings\": true, \"gate_up\": true}";
+    o.fusion_config = "{\"patch_embeddings\": true, \"custom_gate_up\": true}";
     if (fm_from_pretrained(argv[1], &o, &both, &rep, &err) != FM_OK) return fail("load with two families", &err);
     printf("two families: %zu fused modules\n", rep.n_fused);
     fm_load_report_free(&rep);

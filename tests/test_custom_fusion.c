@@ -29,7 +29,7 @@ static void test_custom_family_end_to_end(void) {
     out[n] = '\0';
     int rc = p ? pclose(p) : -1;
     CHECK_MSG(rc == 0, "custom_fusion exits 0 (rc %d), output:\n%s", rc, out);
-    CHECK_CONTAINS(out, "fused modules: 2 (first: model.language_model.layers.0.mlp: Qwen2MLP -> FusedQwen2MLP (gate_up))");
+    CHECK_CONTAINS(out, "fused modules: 2 (first: model.language_model.layers.0.mlp: Qwen2MLP -> CustomQwen2MLP (custom_gate_up))");
     CHECK_CONTAINS(out, "saved weights identical to the source: yes");
     CHECK_CONTAINS(out, "two families: 3 fused modules"); /* the patch embedding + 2 MLPs */
     CHECK_CONTAINS(out, "two families, saved weights identical to the source: yes");

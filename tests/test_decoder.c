@@ -324,8 +324,82 @@ static void test_bad_input(void) {
     free(dir);
 }
 
+/* Logits of the whole prompt with one fresh cache. */
+static fm_tensor prompt_logits(fm_model *m, const int64_t *ids, int64_t T, const fm_tensor *img, const fm_tensor *gt) {
+    fm_tensor lg = {0};
+    int64_t *pos3 = malloc((size_t)(3 * T) * sizeof *pos3), next;
+    fm_kv_cache *c = NULL;
+    fm_error e;
+    if (m) {
+        CHECK_OK(fm_model_rope_index(m, ids, T, gt, pos3, &next, &e), &e);
+        CHECK_OK(fm_kv_cache_new(m, 1, T, FM_DTYPE_F32, &c, &e), &e);
+        if (c) CHECK_OK(forward_rows(m, c, ids, pos3, T, 0, T, 0, img, &lg, &e), &e);
+    }
+    fm_kv_cache_free(c);
+    free(pos3);
+    return lg;
+}
+
+static double max_rel(const fm_tensor *a, const fm_tensor *b) {
+    double num = 0, den = 0;
+    for (uint64_t i = 0; a->data && b->data && i < fm_tensor_numel(a); i++) {
+        double d = ((float *)a->data)[i] - (double)((float *)b->data)[i];
+        num += d * d, den += ((float *)b->data)[i] * (double)((float *)b->data)[i];
+    }
+    return a->data && b->data ? sqrt(num / den) : 1e9;
+}
+
+/* qkv + gate_up + patch_embeddings: logits equal unfused; the original-format save is the source
+ * byte for byte; a runtime-format save loads back fused and unfused with the same logits. */
+static void test_decoder_fusions(void) {
+    static const char *three = "{\"qkv\": true, \"gate_up\": true, \"patch_embeddings\": true}";
+    for (int dt = 0; dt < 2; dt++) {
+        fm_qfix q = text_fixture(dt ? FM_DTYPE_BF16 : FM_DTYPE_F32, dt == 1);
+        char tag[32];
+        snprintf(tag, sizeof tag, "fuse%d", dt);
+        char *dir = write_fixture(&q, tag);
+        fm_load_report rep;
+        fm_load_options o;
+        fm_load_options_init(&o);
+        o.fusion_config = three, o.strict = true;
+        fm_model *plain = load(dir, "{}"), *fused = NULL;
+        fm_error e;
+        CHECK_OK(fm_from_pretrained(dir, &o, &fused, &rep, &e), &e);
+        CHECK_EQ_INT(1 + 2 * 2, (long long)rep.n_fused); /* patch embed + 2 layers x (attention, MLP) */
+        if (rep.n_fused > 1) CHECK_CONTAINS(rep.fused[1], "Qwen2VLAttention -> FusedQwen2VLAttention (qkv)");
+        fm_load_report_free(&rep);
+        const int64_t grid[] = {1, 4, 6};
+        int64_t ids[128], T = make_prompt(ids, 9, grid, 1), k = 0;
+        for (int64_t i = 0; i < T; i++) k += ids[i] == IMG;
+        fm_tensor img = {0}, gt = {0};
+        fm_shape is = {2, {k, 64}}, gs = {2, {1, 3}};
+        fm_tensor_alloc(&img, FM_DTYPE_F32, &is, NULL), fm_qfix_fill(img.data, (uint64_t)(k * 64), 1.0f, &seed);
+        fm_tensor_alloc(&gt, FM_DTYPE_I64, &gs, NULL), memcpy(gt.data, grid, 24);
+        fm_tensor lp = prompt_logits(plain, ids, T, &img, &gt), lf = prompt_logits(fused, ids, T, &img, &gt);
+        CHECK_MSG(max_rel(&lf, &lp) <= 1e-5, "%s: fused vs unfused logits rel-L2 %.3g", tag, max_rel(&lf, &lp));
+        char *orig = fm_test_join(tmp, "orig"), *rt = fm_test_join(tmp, "runtime");
+        char *a = fm_test_join(dir, "model.safetensors"), *b = fm_test_join(orig, "model.safetensors");
+        if (fused) CHECK_OK(fm_save_pretrained(fused, orig, NULL, &e), &e);
+        CHECK_MSG(fm_test_same_file(a, b), "%s: original-format save of the fused model is the source byte for byte", tag);
+        fm_save_pretrained_options so;
+        fm_save_pretrained_options_init(&so);
+        so.runtime_format = true;
+        if (fused) CHECK_OK(fm_save_pretrained(fused, rt, &so, &e), &e);
+        fm_model *back_fused = load(rt, NULL), *back_plain = load(rt, "{}");
+        fm_tensor l1 = prompt_logits(back_fused, ids, T, &img, &gt), l2 = prompt_logits(back_plain, ids, T, &img, &gt);
+        CHECK_MSG(max_rel(&l1, &lp) <= 1e-5 && max_rel(&l2, &lp) <= 1e-5,
+                  "%s: runtime-format save reloaded fused %.3g / unfused %.3g", tag, max_rel(&l1, &lp), max_rel(&l2, &lp));
+        fm_tensor_free(&l1), fm_tensor_free(&l2), fm_tensor_free(&lp), fm_tensor_free(&lf);
+        fm_tensor_free(&img), fm_tensor_free(&gt);
+        fm_model_free(back_fused), fm_model_free(back_plain), fm_model_free(plain), fm_model_free(fused);
+        fm_test_rmtree(orig), fm_test_rmtree(rt);
+        free(orig), free(rt), free(a), free(b), free(dir);
+    }
+}
+
 int main(void) {
     tmp = fm_test_tmpdir("decoder");
+    RUN(test_decoder_fusions);
     RUN(test_logits_vs_ref64);
     RUN(test_incremental_equals_full);
     RUN(test_greedy_continuation);

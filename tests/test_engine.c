@@ -92,9 +92,9 @@ static const char *const kW1[2] = {"mlp.experts.*.w1.weight", "mlp.experts.*.w3.
 static const char *const kGU[1] = {"mlp.experts.gate_up_proj"};
 static const char *const kW2[1] = {"mlp.experts.*.w2.weight"};
 static const char *const kDN[1] = {"mlp.experts.down_proj"};
-static const fm_op_desc kMergeCat[2] = {{FM_OP_MERGE_MODULELIST, 0, 0, 0, {0, 0, 0}},
-                                        {FM_OP_CONCATENATE, 1, 0, 0, {0, 0, 0}}};
-static const fm_op_desc kChunk0 = {FM_OP_CHUNK, 0, 0, 0, {0, 0, 0}};
+static const fm_op_desc kMergeCat[2] = {{.kind = FM_OP_MERGE_MODULELIST},
+                                        {.kind = FM_OP_CONCATENATE, .dim = 1}};
+static const fm_op_desc kChunk0 = {.kind = FM_OP_CHUNK};
 
 static void moe_transforms(fm_transform_list *l, bool generic_qkv) {
     add_renaming(l, ".block_sparse_moe.", ".mlp.");
@@ -324,7 +324,7 @@ static void qwen_setup(qwen_case *q, uint64_t *st, fm_dtype dt, bool fused) {
     CHECK_OK(fm_conversion_mapping_get("Qwen2VLForConditionalGeneration", &q->tl, &e), &e);
     if (fused) {
         const char *s[1] = {"patch_embed\\.proj\\.weight$"}, *t[1] = {"patch_embed\\.linear_proj\\.weight$"};
-        fm_op_desc op = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 3, {2, 4, 4}};
+        fm_op_desc op = {.kind = FM_OP_CONV3D_TO_LINEAR, .in_channels = 3, .kernel = {2, 4, 4}};
         add_converter(&q->tl, s, 1, t, 1, &op, 1);
     }
     static const struct {

@@ -217,7 +217,7 @@ static void test_conflict_error(void) {
     fm_transform_list l = {0};
     CHECK_OK(fm_conversion_mapping_get("Qwen2VLForConditionalGeneration", &l, &err), &err);
     const char *src = "^model\\.visual\\.patch_embed\\.proj\\.weight$", *dst = "^model\\.visual\\.patch_embed\\.w2d$";
-    fm_op_desc op = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 3, {2, 14, 14}};
+    fm_op_desc op = {.kind = FM_OP_CONV3D_TO_LINEAR, .in_channels = 3, .kernel = {2, 14, 14}};
     fm_transform *t = NULL;
     CHECK_OK(fm_transform_converter_new(&src, 1, &dst, 1, &op, 1, &t, &err), &err);
     CHECK_OK(fm_transform_list_append(&l, t, &err), &err);

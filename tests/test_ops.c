@@ -124,7 +124,7 @@ static void test_conv3d_linear_roundtrip(void) {
     CHECK(eng_same_bytes(&x, &z));
     CHECK(z.data == x.data);
     /* the same through fm_op_apply and fm_op_reverse, input passed as one bare tensor */
-    fm_op_desc op = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 3, {2, 2, 2}}, rop;
+    fm_op_desc op = {.kind = FM_OP_CONV3D_TO_LINEAR, .in_channels = 3, .kernel = {2, 2, 2}}, rop;
     CHECK_OK(fm_op_reverse(&op, &rop, &e), &e);
     CHECK_EQ_INT(FM_OP_LINEAR_TO_CONV3D, rop.kind);
     fm_tensor *a = NULL, *b = NULL;
@@ -195,7 +195,7 @@ static void test_chunk_semantics(void) {
     CHECK_OK(fm_op_chunk(&y, 0, 3, p, &n, &e), &e); /* ceil(4/3) = 2: only 2 pieces */
     CHECK_EQ_INT(2, n);
     free_all(p, n);
-    fm_op_desc op = {FM_OP_CHUNK, 0, 0, 0, {0, 0, 0}};
+    fm_op_desc op = {.kind = FM_OP_CHUNK};
     fm_tensor *o = NULL;
     CHECK_STATUS(FM_ERR_SHAPE, fm_op_apply(&op, &y, 1, 3, FM_DTYPE_INVALID, &o, &n, &e), &e);
     CHECK(o == NULL && n == 0);
@@ -303,7 +303,7 @@ static void prop_transpose(uint64_t *st, fm_dtype dt) {
     fm_tensor r = ref_transpose(&x, a, b);
     CHECK(eng_same_bytes(&y, &r));
     fm_tensor_free(&r);
-    fm_op_desc op = {FM_OP_TRANSPOSE, a, b, 0, {0, 0, 0}}, rop;
+    fm_op_desc op = {.kind = FM_OP_TRANSPOSE, .dim = a, .dim1 = b}, rop;
     CHECK_OK(fm_op_reverse(&op, &rop, &e), &e);
     CHECK_OK(fm_op_transpose(&y, rop.dim, rop.dim1, FM_DTYPE_INVALID, &z, &e), &e);
     CHECK(eng_same_bytes(&z, &x));
@@ -316,7 +316,7 @@ static void prop_transpose(uint64_t *st, fm_dtype dt) {
 static void prop_apply_reverse(uint64_t *st, fm_dtype dt) {
     fm_op_kind k = (fm_op_kind)eng_rand_range(st, 0, FM_OP_KIND_COUNT - 1);
     int rank = (int)eng_rand_range(st, 2, 4), d = (int)eng_rand_range(st, 0, rank - 1);
-    fm_op_desc op = {k, d, (int)eng_rand_range(st, 0, rank - 1), 2, {1, 2, 2}}, rop;
+    fm_op_desc op = {.kind = k, .dim = d, .dim1 = (int)eng_rand_range(st, 0, rank - 1), .in_channels = 2, .kernel = {1, 2, 2}}, rop;
     int64_t dims[FM_MAX_DIMS];
     for (int i = 0; i < rank; i++) dims[i] = eng_rand_range(st, 1, 4);
     fm_tensor in[4];
@@ -527,7 +527,7 @@ static void test_reverse_table_and_bad_ops(void) {
         {FM_OP_TRANSPOSE, FM_OP_TRANSPOSE}};
     fm_error e;
     for (int i = 0; i < FM_OP_KIND_COUNT; i++) {
-        fm_op_desc op = {rev[i][0], 1, 2, 3, {1, 2, 2}}, r, rr;
+        fm_op_desc op = {.kind = rev[i][0], .dim = 1, .dim1 = 2, .in_channels = 3, .kernel = {1, 2, 2}}, r, rr;
         CHECK_OK(fm_op_reverse(&op, &r, &e), &e);
         CHECK_EQ_INT(rev[i][1], r.kind);
         CHECK_OK(fm_op_reverse(&r, &rr, &e), &e);
@@ -535,8 +535,8 @@ static void test_reverse_table_and_bad_ops(void) {
         if (op.kind == FM_OP_TRANSPOSE) CHECK(r.dim == 2 && r.dim1 == 1);
     }
     CHECK_EQ_STR("MergeModulelist", fm_op_name(FM_OP_MERGE_MODULELIST));
-    fm_op_desc bad = {(fm_op_kind)99, 0, 0, 0, {0, 0, 0}}, conv0 = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 0, {2, 2, 2}},
-               dim9 = {FM_OP_CHUNK, 9, 0, 0, {0, 0, 0}}, out;
+    fm_op_desc bad = {.kind = (fm_op_kind)99}, conv0 = {.kind = FM_OP_CONV3D_TO_LINEAR, .kernel = {2, 2, 2}},
+               dim9 = {.kind = FM_OP_CHUNK, .dim = 9}, out;
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_op_reverse(&bad, &out, &e), &e);
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_op_reverse(&conv0, &out, &e), &e);
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_op_reverse(&dim9, &out, &e), &e);
@@ -567,7 +567,7 @@ static void test_keyed_moe_chain(void) {
         fm_tensor_ref(&keep[i], &t);
         CHECK_OK(fm_opv_map_push(&m, src[i % 2], &t, &e), &e);
     }
-    fm_op_desc merge = {FM_OP_MERGE_MODULELIST, 0, 0, 0, {0, 0, 0}}, cat = {FM_OP_CONCATENATE, 1, 0, 0, {0, 0, 0}};
+    fm_op_desc merge = {.kind = FM_OP_MERGE_MODULELIST}, cat = {.kind = FM_OP_CONCATENATE, .dim = 1};
     CHECK_OK(fm_opchain_step(&merge, &m, src, 2, tgt, 1, FM_DTYPE_INVALID, &e), &e);
     CHECK_EQ_INT(2, m.n);
     for (size_t i = 0; i < m.n; i++) { /* lazy: the parts are the inputs themselves */
@@ -591,7 +591,7 @@ static void test_keyed_moe_chain(void) {
     /* routing errors ("Undefined Operation"): Chunk needs >= 2 targets, Concatenate one */
     fm_tensor t = eng_tensor(FM_DTYPE_F32, 2, d, &st);
     CHECK_OK(fm_opv_map_push(&m, "qkv", &t, &e), &e);
-    fm_op_desc chunk = {FM_OP_CHUNK, 0, 0, 0, {0, 0, 0}};
+    fm_op_desc chunk = {.kind = FM_OP_CHUNK};
     char *one[1] = {"qkv"}, *q[1] = {"q"};
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_opchain_step(&chunk, &m, one, 1, q, 1, FM_DTYPE_INVALID, &e), &e);
     CHECK_CONTAINS(e.msg, "Undefined Operation");
@@ -600,7 +600,57 @@ static void test_keyed_moe_chain(void) {
     free_all(keep, 6);
 }
 
+/* Uneven parts (GQA q/k/v): Chunk with sizes splits exactly so, along dim 0 and dim 1; the
+ * Concatenate that records the sizes checks its sources, and the two reverse each other. */
+static void test_uneven_parts(void) {
+    uint64_t st = 77;
+    fm_error e;
+    int64_t d2[2] = {12, 5};
+    fm_tensor x = eng_tensor(FM_DTYPE_BF16, 2, d2, &st), parts[3] = {{0}}, *out = NULL;
+    const int64_t sz[3] = {8, 2, 2};
+    for (int dim = 0; dim < 2; dim++) {
+        int64_t dd[2] = {dim ? 5 : 12, dim ? 12 : 5};
+        fm_tensor y = dim ? eng_tensor(FM_DTYPE_F32, 2, dd, &st) : x;
+        fm_op_desc chunk = {.kind = FM_OP_CHUNK, .dim = dim, .n_sizes = 3, .sizes = {8, 2, 2}}, cat;
+        size_t n = 0;
+        CHECK_OK(fm_op_apply(&chunk, &y, 1, 3, FM_DTYPE_INVALID, &out, &n, &e), &e);
+        CHECK_EQ_INT(3, n);
+        for (size_t i = 0, at = 0; out && i < n; at += (size_t)sz[i], i++) {
+            fm_tensor want = ref_slice(&y, dim, (int64_t)at, sz[i]);
+            CHECK_MSG(fm_shape_equal(&out[i].shape, &want.shape) && !memcmp(out[i].data, want.data, want.nbytes),
+                      "dim %d part %zu: expected rows %zu..%zu of the input", dim, i, at, at + (size_t)sz[i]);
+            fm_tensor_free(&want);
+        }
+        CHECK_OK(fm_op_reverse(&chunk, &cat, &e), &e);
+        CHECK(cat.kind == FM_OP_CONCATENATE && cat.n_sizes == 3 && cat.sizes[0] == 8 && cat.sizes[2] == 2);
+        fm_tensor *back = NULL;
+        size_t nb = 0;
+        if (out) CHECK_OK(fm_op_apply(&cat, out, 3, 1, FM_DTYPE_INVALID, &back, &nb, &e), &e);
+        CHECK(back && !memcmp(back[0].data, y.data, y.nbytes));
+        if (out) { /* sources that do not fit the recorded sizes */
+            fm_tensor sw[3] = {out[1], out[0], out[2]};
+            fm_tensor *bad = NULL;
+            size_t nbad = 0;
+            CHECK_STATUS(FM_ERR_SHAPE, fm_op_apply(&cat, sw, 3, 1, FM_DTYPE_INVALID, &bad, &nbad, &e), &e);
+            CHECK_CONTAINS(e.msg, "must be 8");
+        }
+        fm_tensors_free(back, nb), fm_tensors_free(out, n);
+        out = NULL;
+        if (dim) fm_tensor_free(&y);
+    }
+    fm_op_desc wrong = {.kind = FM_OP_CHUNK, .n_sizes = 3, .sizes = {8, 2, 3}}, neg = {.kind = FM_OP_CHUNK, .n_sizes = 2, .sizes = {12, 0}};
+    fm_op_desc on_transpose = {.kind = FM_OP_TRANSPOSE, .dim1 = 1, .n_sizes = 1, .sizes = {1}};
+    size_t n = 0;
+    CHECK_STATUS(FM_ERR_SHAPE, fm_op_apply(&wrong, &x, 1, 3, FM_DTYPE_INVALID, &out, &n, &e), &e);
+    CHECK_CONTAINS(e.msg, "13 in total");
+    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_op_apply(&neg, &x, 1, 2, FM_DTYPE_INVALID, &out, &n, &e), &e);
+    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_op_reverse(&on_transpose, &wrong, &e), &e);
+    (void)parts;
+    fm_tensor_free(&x);
+}
+
 int main(void) {
+    RUN(test_uneven_parts);
     RUN(test_conv3d_linear_roundtrip);
     RUN(test_conv3d_linear_errors);
     RUN(test_zero_copy_mapping_lifetime);

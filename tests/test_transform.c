@@ -45,9 +45,9 @@ static const char *rn(const fm_transform *t, const char *key, int *branch) {
     return buf;
 }
 
-static const fm_op_desc kMerge0 = {FM_OP_MERGE_MODULELIST, 0, 0, 0, {0, 0, 0}};
-static const fm_op_desc kCat1 = {FM_OP_CONCATENATE, 1, 0, 0, {0, 0, 0}};
-static const fm_op_desc kChunk0 = {FM_OP_CHUNK, 0, 0, 0, {0, 0, 0}};
+static const fm_op_desc kMerge0 = {.kind = FM_OP_MERGE_MODULELIST};
+static const fm_op_desc kCat1 = {.kind = FM_OP_CONCATENATE, .dim = 1};
+static const fm_op_desc kChunk0 = {.kind = FM_OP_CHUNK};
 
 /* ---- normalisation ------------------------------------------------------------------------------ */
 static void test_target_normalisation(void) {
@@ -117,7 +117,7 @@ static void test_star_accepts_non_digits(void) {
 
 static void test_leftmost_then_branch_order(void) {
     const char *s[2] = {"b", "a"}, *t[1] = {"X"};
-    fm_op_desc op = {FM_OP_CONCATENATE, 0, 0, 0, {0, 0, 0}};
+    fm_op_desc op = {.kind = FM_OP_CONCATENATE};
     fm_transform *c = conv(s, 2, t, 1, &op, 1);
     int b;
     CHECK_EQ_STR("X.b", rn(c, "a.b", &b)); /* "a" starts further left, although listed second */
@@ -206,7 +206,7 @@ static void test_200_branches(void) {
         s[i] = malloc(32);
         snprintf(s[i], 32, "block%d\\.weight$", i);
     }
-    fm_op_desc op = {FM_OP_CONCATENATE, 0, 0, 0, {0, 0, 0}};
+    fm_op_desc op = {.kind = FM_OP_CONCATENATE};
     fm_transform *c = conv((const char *const *)s, 200, (const char *const *)t, 1, &op, 1);
     int b;
     CHECK_EQ_STR("model.fused", rn(c, "model.block57.weight", &b));
@@ -232,7 +232,7 @@ static void test_creation_errors(void) {
     const char *s1[1] = {"a"}, *s2[2] = {"a", "b"}, *t1[1] = {"x"}, *t2[2] = {"x", "y"};
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_transform_converter_new(s1, 1, t1, 1, NULL, 0, &t, &e), &e);
     CHECK_CONTAINS(e.msg, "WeightConverter requires at least one operation.");
-    fm_op_desc ch = kChunk0, cat = {FM_OP_CONCATENATE, 0, 0, 0, {0, 0, 0}};
+    fm_op_desc ch = kChunk0, cat = {.kind = FM_OP_CONCATENATE};
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_transform_converter_new(s2, 2, t2, 2, &ch, 1, &t, &e), &e);
     CHECK_CONTAINS(e.msg, "one to many, one to one or many to one");
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_transform_converter_new(s1, 1, t1, 1, &ch, 1, &t, &e), &e);
@@ -248,7 +248,7 @@ static void test_creation_errors(void) {
     /* the reverse is built at creation: a target that would not compile as a source is refused */
     CHECK_STATUS(FM_ERR_PATTERN, fm_transform_renaming_new("a", "b[", &t, &e), &e);
     CHECK_CONTAINS(e.msg, "not reversible");
-    fm_op_desc bad = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 0, {2, 2, 2}};
+    fm_op_desc bad = {.kind = FM_OP_CONV3D_TO_LINEAR, .kernel = {2, 2, 2}};
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_transform_converter_new(s1, 1, t1, 1, &bad, 1, &t, &e), &e);
 }
 
@@ -277,7 +277,7 @@ static void test_reverse_clone_describe(void) {
     CHECK_EQ_INT(FM_OP_CONCATENATE, fm_transform_op(cl, 1)->kind);
     CHECK(fm_transform_op(cl, 2) == NULL && fm_transform_source(cl, 2) == NULL);
     const char *ws[1] = {"patch_embed\\.proj\\.weight$"}, *wt[1] = {"patch_embed\\.linear_proj\\.weight$"};
-    fm_op_desc c3 = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 3, {2, 14, 14}};
+    fm_op_desc c3 = {.kind = FM_OP_CONV3D_TO_LINEAR, .in_channels = 3, .kernel = {2, 14, 14}};
     fm_transform *f = conv(ws, 1, wt, 1, &c3, 1);
     CHECK_EQ_STR("WeightConverter(patch_embed\\.proj\\.weight$ -> patch_embed.linear_proj.weight; Conv3dToLinear)",
                  fm_transform_describe(f));

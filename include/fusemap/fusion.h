@@ -47,8 +47,12 @@ FM_API const fm_fusion_spec *fm_fusion_lookup(const char *name);
 /* Names in registration order; *names borrowed (static), caller frees the array with fm_free. */
 FM_API fm_status fm_fusion_list(const char ***names, size_t *n, fm_error *err);
 
-/* The built-in patch_embeddings family. */
+/* The built-in families: patch_embeddings (a stride == kernel Conv3d patch embedding becomes one
+ * Linear), qkv (an attention's q_proj, k_proj, v_proj become one qkv_proj) and gate_up (an MLP's
+ * gate_proj and up_proj become one gate_up_proj). */
 FM_API extern const fm_fusion_spec fm_fusion_patch_embeddings;
+FM_API extern const fm_fusion_spec fm_fusion_qkv;
+FM_API extern const fm_fusion_spec fm_fusion_gate_up;
 
 /* ---- used by fm_from_pretrained -------------------------------------------------------------
  * Validates a fusion_config object: every key a registered family; each value true, false or

@@ -59,12 +59,21 @@ typedef enum fm_op_kind {
     FM_OP_KIND_COUNT
 } fm_op_kind;
 
+#define FM_OP_MAX_PARTS 16
+
 typedef struct fm_op_desc {
     fm_op_kind kind;
     int dim;              /* CONCATENATE/CHUNK/MERGE/SPLIT/TRANSPOSE dim0 */
     int dim1;             /* TRANSPOSE dim1 */
     int64_t in_channels;  /* CONV3D<->LINEAR */
     int64_t kernel[3];    /* CONV3D<->LINEAR (kT, kH, kW) */
+    /* CHUNK and CONCATENATE: explicit part extents along dim (n_sizes 0: none). A Chunk with
+     * sizes splits into exactly those parts (their sum must be the extent, their count the
+     * number of targets) instead of torch.chunk's equal pieces; a Concatenate with sizes checks
+     * each source's extent on load, and its reverse is the Chunk with the same sizes — what
+     * uneven GQA q/k/v need (spec generation.md §6.3). */
+    int n_sizes;
+    int64_t sizes[FM_OP_MAX_PARTS];
 } fm_op_desc;
 
 FM_API const char *fm_op_name(fm_op_kind k); /* "Conv3dToLinear", ... */
@@ -79,6 +88,9 @@ FM_API fm_status fm_op_reverse(const fm_op_desc *op, fm_op_desc *out, fm_error *
  * contiguous (every dim before `dim` of extent 1, e.g. dim 0). */
 /* torch.chunk: piece = ceil(n/k), the last may be smaller, so fewer than k pieces can come back
  * (*n_out); a zero-length dim gives k empty pieces. `out` has room for k tensors. */
+/* Split into parts of the given extents along dim (they must sum to its extent: FM_ERR_SHAPE
+ * otherwise); `out` has room for n tensors. Views where the slices are contiguous. */
+FM_API fm_status fm_op_split(const fm_tensor *x, int dim, const int64_t *sizes, size_t n, fm_tensor *out, fm_error *err);
 FM_API fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, size_t *n_out, fm_error *err);
 /* One allocation for the result, whatever n is. */
 FM_API fm_status fm_op_concatenate(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out,

@@ -20,6 +20,8 @@ static void ensure_builtins(void) {
     if (builtins_done) return;
     builtins_done = 1;
     specs[n_specs++] = &fm_fusion_patch_embeddings;
+    specs[n_specs++] = &fm_fusion_qkv;
+    specs[n_specs++] = &fm_fusion_gate_up;
 }
 
 fm_status fm_fusion_register(const fm_fusion_spec *spec, bool overwrite, fm_error *err) {

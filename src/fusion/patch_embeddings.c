@@ -99,8 +99,7 @@ static fm_status module_transforms(fm_module *m, bool to_fused, fm_transform_lis
     snprintf(conv_b, sizeof conv_b, "^%s\\.proj\\.bias$", esc);
     snprintf(lin_b, sizeof lin_b, "^%s\\.linear_proj\\.bias$", esc);
     fm_free(esc);
-    fm_op_desc op = {to_fused ? FM_OP_CONV3D_TO_LINEAR : FM_OP_LINEAR_TO_CONV3D, 0, 0, c.in_channels,
-                     {c.kernel[0], c.kernel[1], c.kernel[2]}};
+    fm_op_desc op = {.kind = to_fused ? FM_OP_CONV3D_TO_LINEAR : FM_OP_LINEAR_TO_CONV3D, .in_channels = c.in_channels, .kernel = {c.kernel[0], c.kernel[1], c.kernel[2]}};
     const char *ws = to_fused ? conv_w : lin_w, *wt = to_fused ? lin_w : conv_w;
     fm_transform *w = NULL, *b = NULL;
     fm_status st = fm_transform_converter_new(&ws, 1, &wt, 1, &op, 1, &w, err);

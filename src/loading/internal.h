@@ -16,6 +16,8 @@ fm_status fm_op_validate(const fm_op_desc *op, fm_error *err);
 /* The dtype a copy of a `have` tensor ends in when `cast` is asked for: cast applies to float
  * tensors only (FM_DTYPE_INVALID keeps the stored dtype). */
 fm_dtype fm_op_out_dtype(fm_dtype have, fm_dtype cast);
+/* A Concatenate with part sizes: each source's extent along dim must be its size. */
+fm_status fm_op_check_parts(const fm_op_desc *op, const fm_tensor *xs, size_t n, fm_error *err);
 
 /* One input of a join: parts[0] alone (stack_dim < 0, n == 1), or a virtual stack of n
  * equally shaped parts along stack_dim that is never materialised on its own. */

@@ -114,7 +114,12 @@ static fm_status op_chunk(const fm_op_desc *op, const fm_opv_map *m, char *const
     if (!pcs) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     size_t n = 0;
     fm_status st = opv_tensor(&m->v[0], want, &x, err);
-    if (st == FM_OK) {
+    if (st == FM_OK && op->n_sizes) {
+        st = (size_t)op->n_sizes == nt ? fm_op_split(&x, op->dim, op->sizes, nt, pcs, err)
+                                       : fm_error_set(err, FM_ERR_SHAPE, "Chunk: %d part sizes for %zu targets", op->n_sizes, nt);
+        n = st == FM_OK ? nt : 0;
+        fm_tensor_free(&x);
+    } else if (st == FM_OK) {
         st = fm_op_chunk(&x, op->dim, nt, pcs, &n, err);
         if (st == FM_OK && n != nt) {
             char a[256];
@@ -148,7 +153,16 @@ static fm_status op_concat(const fm_op_desc *op, const fm_opv_map *m, char *cons
         }
     }
     fm_tensor r;
-    fm_status st = np ? fm_op_concat_pieces("Concatenate", pcs, np, op->dim, want, &r, err)
+    fm_status st = FM_OK;
+    if (op->n_sizes && (size_t)op->n_sizes != np)
+        st = fm_error_set(err, FM_ERR_SHAPE, "Concatenate: %zu source tensors for %d part sizes", np, op->n_sizes);
+    for (size_t i = 0; st == FM_OK && op->n_sizes && i < np; i++)
+        st = pcs[i].n == 1 ? fm_op_check_parts(&(fm_op_desc){.kind = FM_OP_CONCATENATE, .dim = op->dim, .n_sizes = 1,
+                                                             .sizes = {op->sizes[i]}},
+                                               pcs[i].parts, 1, err)
+                           : fm_error_set(err, FM_ERR_SHAPE, "Concatenate with part sizes takes plain tensors");
+    if (st == FM_OK)
+        st = np ? fm_op_concat_pieces("Concatenate", pcs, np, op->dim, want, &r, err)
                       : fm_error_set(err, FM_ERR_INVALID_ARG, "none of the source patterns has tensors");
     fm_free(pcs);
     return st == FM_OK ? map_put(o, tgt[0], &r, err) : st;

@@ -26,6 +26,14 @@ fm_status fm_op_validate(const fm_op_desc *op, fm_error *err) {
     if (op->kind == FM_OP_TRANSPOSE && (op->dim1 < -FM_MAX_DIMS || op->dim1 >= FM_MAX_DIMS))
         return fm_error_set(err, FM_ERR_INVALID_ARG, "Transpose: dim1 %d outside -%d..%d", op->dim1, FM_MAX_DIMS,
                             FM_MAX_DIMS - 1);
+    if ((op->kind == FM_OP_CHUNK || op->kind == FM_OP_CONCATENATE) ? (op->n_sizes < 0 || op->n_sizes > FM_OP_MAX_PARTS)
+                                                                   : op->n_sizes != 0)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: %d part sizes (Chunk and Concatenate take 0..%d)",
+                            op_names[op->kind], op->n_sizes, FM_OP_MAX_PARTS);
+    for (int i = 0; i < op->n_sizes; i++)
+        if (op->sizes[i] <= 0)
+            return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: part size %d is %lld, must be > 0", op_names[op->kind], i,
+                                (long long)op->sizes[i]);
     if (!has_dim && (op->in_channels <= 0 || op->kernel[0] <= 0 || op->kernel[1] <= 0 || op->kernel[2] <= 0))
         return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: in_channels %lld and kernel (%lld, %lld, %lld) must be > 0",
                             op_names[op->kind], (long long)op->in_channels, (long long)op->kernel[0],
@@ -298,6 +306,46 @@ fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, siz
     return FM_OK;
 }
 
+fm_status fm_op_split(const fm_tensor *x, int dim, const int64_t *sizes, size_t n, fm_tensor *out, fm_error *err) {
+    int d;
+    fm_status st = norm_dim("Chunk", dim, x->shape.ndim, &d, err);
+    if (st == FM_OK && x->data) st = need_bytes("Chunk", x, err);
+    if (st != FM_OK) return st;
+    int64_t total = 0;
+    for (size_t i = 0; i < n; i++) total += sizes[i];
+    if (total != x->shape.dims[d]) {
+        char a[256];
+        return fm_error_set(err, FM_ERR_SHAPE, "Chunk: parts of %lld in total cannot split %s along dim %d",
+                            (long long)total, fm_shape_format(&x->shape, a, sizeof a), dim);
+    }
+    for (size_t i = 0, start = 0; i < n; start += (size_t)sizes[i], i++) {
+        st = slice_along(x, d, (int64_t)start, sizes[i], false, &out[i], err);
+        if (st != FM_OK) {
+            for (size_t j = 0; j < i; j++) fm_tensor_free(&out[j]);
+            return st;
+        }
+    }
+    return FM_OK;
+}
+
+/* Sources of a Concatenate with sizes must have those extents along dim. */
+fm_status fm_op_check_parts(const fm_op_desc *op, const fm_tensor *xs, size_t n, fm_error *err) {
+    if (!op->n_sizes) return FM_OK;
+    if ((size_t)op->n_sizes != n)
+        return fm_error_set(err, FM_ERR_SHAPE, "Concatenate: %zu sources for %d part sizes", n, op->n_sizes);
+    for (size_t i = 0; i < n; i++) {
+        int d;
+        fm_status st = norm_dim("Concatenate", op->dim, xs[i].shape.ndim, &d, err);
+        if (st != FM_OK) return st;
+        if (xs[i].shape.dims[d] != op->sizes[i]) {
+            char a[256];
+            return fm_error_set(err, FM_ERR_SHAPE, "Concatenate: source %zu is %s, its part along dim %d must be %lld",
+                                i, fm_shape_format(&xs[i].shape, a, sizeof a), op->dim, (long long)op->sizes[i]);
+        }
+    }
+    return FM_OK;
+}
+
 fm_status fm_op_unstack(const fm_tensor *x, int dim, fm_tensor *out, fm_error *err) {
     int d;
     fm_status st = norm_dim("SplitModulelist", dim, x->shape.ndim, &d, err);
@@ -421,10 +469,20 @@ static fm_status apply_one(const fm_op_desc *op, const fm_tensor *in, size_t n_i
     switch (op->kind) {
     case FM_OP_CONV3D_TO_LINEAR: return fm_op_conv3d_to_linear(&in[0], o, err);
     case FM_OP_LINEAR_TO_CONV3D: return fm_op_linear_to_conv3d(&in[0], op->in_channels, op->kernel, o, err);
-    case FM_OP_CONCATENATE: return fm_op_concatenate(in, n_in, op->dim, cast, o, err);
+    case FM_OP_CONCATENATE: {
+        fm_status st = fm_op_check_parts(op, in, n_in, err);
+        return st == FM_OK ? fm_op_concatenate(in, n_in, op->dim, cast, o, err) : st;
+    }
     case FM_OP_MERGE_MODULELIST: return fm_op_stack(in, n_in, op->dim, cast, o, err);
     case FM_OP_TRANSPOSE: return fm_op_transpose(&in[0], op->dim, op->dim1, cast, o, err);
     case FM_OP_CHUNK: {
+        if (op->n_sizes) {
+            if ((size_t)op->n_sizes != n_targets)
+                return fm_error_set(err, FM_ERR_SHAPE, "Chunk: %d part sizes for %zu targets", op->n_sizes, n_targets);
+            fm_status st = fm_op_split(&in[0], op->dim, op->sizes, n_targets, o, err);
+            *n = st == FM_OK ? n_targets : 0;
+            return st;
+        }
         fm_status st = fm_op_chunk(&in[0], op->dim, n_targets, o, n, err);
         if (st == FM_OK && *n != n_targets) {
             char a[256];

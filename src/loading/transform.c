@@ -58,8 +58,13 @@ static size_t op_text(const fm_op_desc *op, char *b, size_t cap) {
     case FM_OP_TRANSPOSE: return (size_t)snprintf(b, cap, "Transpose(dim0=%d, dim1=%d)", op->dim, op->dim1);
     case FM_OP_CONV3D_TO_LINEAR:
     case FM_OP_LINEAR_TO_CONV3D: return (size_t)snprintf(b, cap, "%s", fm_op_name(op->kind));
-    default: return (size_t)snprintf(b, cap, "%s(dim=%d)", fm_op_name(op->kind), op->dim);
+    default: break;
     }
+    size_t w = (size_t)snprintf(b, cap, "%s(dim=%d", fm_op_name(op->kind), op->dim);
+    for (int i = 0; i < op->n_sizes && w < cap; i++)
+        w += (size_t)snprintf(b + w, cap - w, "%s%lld", i ? ", " : ", sizes=[", (long long)op->sizes[i]);
+    if (w < cap) w += (size_t)snprintf(b + w, cap - w, "%s)", op->n_sizes ? "]" : "");
+    return w;
 }
 
 static fm_status build_desc(fm_transform *t, fm_error *err) {
