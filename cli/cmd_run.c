@@ -12,7 +12,7 @@
 
 enum { OPT_IMAGE = FM_CLI_OPT_OWN, OPT_PIXEL_VALUES, OPT_OUTPUT, OPT_THREADS };
 
-#define MAX_IMAGES 64
+#define MAX_IMAGES FM_CLI_MAX_IMAGES
 
 static const fm_cli_opt opts[] = {
     {OPT_IMAGE, "--image", NULL, "FILE", "none", "a PNG or JPEG image, preprocessed by the model's image processor\n"
@@ -84,43 +84,6 @@ static int check_args(const fm_cli_command *cmd, const run_args *a) {
     return FM_CLI_GO;
 }
 
-/* Reads pixel_values (F32) and image_grid_thw (I64) from IN (views, freed by the caller). */
-static fm_status read_inputs(const char *path, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
-    fm_st_file *f = NULL;
-    fm_status st = fm_st_open(path, &f, err);
-    long ip = st == FM_OK ? fm_st_find(f, "pixel_values") : -1, ig = st == FM_OK ? fm_st_find(f, "image_grid_thw") : -1;
-    if (st == FM_OK && (ip < 0 || ig < 0))
-        st = fm_error_set(err, FM_ERR_INPUT, "%s: needs tensors 'pixel_values' and 'image_grid_thw'", path);
-    if (st == FM_OK) st = fm_st_tensor(f, (size_t)ip, pv, err);
-    if (st == FM_OK) st = fm_st_tensor(f, (size_t)ig, grid, err);
-    if (st == FM_OK && (pv->dtype != FM_DTYPE_F32 || grid->dtype != FM_DTYPE_I64))
-        st = fm_error_set(err, FM_ERR_INPUT, "%s: pixel_values must be F32 (is %s) and image_grid_thw I64 (is %s)",
-                          path, fm_dtype_name(pv->dtype), fm_dtype_name(grid->dtype));
-    fm_tensor aligned;
-    if (st == FM_OK && ((uintptr_t)pv->data % 4 || (uintptr_t)grid->data % 8)) { /* unaligned file layout */
-        st = fm_tensor_cast(&aligned, pv, FM_DTYPE_F32, err);
-        if (st == FM_OK) fm_tensor_free(pv), *pv = aligned;
-        if (st == FM_OK) st = fm_tensor_cast(&aligned, grid, FM_DTYPE_I64, err);
-        if (st == FM_OK) fm_tensor_free(grid), *grid = aligned;
-    }
-    fm_st_close(f);
-    return st;
-}
-
-static fm_status preprocess(const run_args *a, const fm_model *m, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
-    fm_image imgs[MAX_IMAGES];
-    fm_status st = FM_OK;
-    memset(imgs, 0, sizeof imgs);
-    /* transformers' load_image applies the EXIF orientation before preprocessing */
-    for (int i = 0; st == FM_OK && i < a->n_images; i++) {
-        st = fm_image_load(a->images[i], &imgs[i], err);
-        if (st == FM_OK) st = fm_image_apply_orientation(&imgs[i], err);
-    }
-    if (st == FM_OK) st = fm_model_preprocess_images(m, imgs, (size_t)a->n_images, pv, grid, err);
-    for (int i = 0; i < a->n_images; i++) fm_image_free(&imgs[i]);
-    return st;
-}
-
 static fm_status write_output(const char *path, const fm_tensor *emb, const fm_tensor *grid, fm_error *err) {
     fm_st_item items[2] = {{"image_embeds", emb}, {"image_grid_thw", grid}};
     fm_st_kv meta = {"format", "pt"};
@@ -143,7 +106,8 @@ static int run(run_args *a) {
     size_t n_fused = rep.n_fused;
     fm_load_report_free(&rep);
     double t1 = fm_cli_now();
-    if (st == FM_OK) st = a->pixel_values ? read_inputs(a->pixel_values, &pv, &grid, &err) : preprocess(a, m, &pv, &grid, &err);
+    if (st == FM_OK) st = a->pixel_values ? fm_cli_read_pixel_values(a->pixel_values, &pv, &grid, &err)
+                                                 : fm_cli_preprocess_images(m, a->images, a->n_images, &pv, &grid, &err);
     double t2 = fm_cli_now();
     fm_cli_meter meter;
     fm_cli_meter_start(&meter, "forward", "blocks", fm_cli_progress_wanted(a->c.quiet));

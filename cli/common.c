@@ -3,11 +3,13 @@
 #include "common.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "fusemap/image.h"
 #include "progress.h"
 
 /* Keys shown per kind of warning; the rest are counted in one more line. */
@@ -187,5 +189,83 @@ fm_status fm_cli_read_input(const char *path, size_t max, char **out, size_t *le
     b[n] = '\0';
     *out = b;
     *len = n;
+    return FM_OK;
+}
+
+/* Reads pixel_values (F32) and image_grid_thw (I64) from IN (views, freed by the caller). */
+fm_status fm_cli_read_pixel_values(const char *path, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
+    fm_st_file *f = NULL;
+    fm_status st = fm_st_open(path, &f, err);
+    long ip = st == FM_OK ? fm_st_find(f, "pixel_values") : -1, ig = st == FM_OK ? fm_st_find(f, "image_grid_thw") : -1;
+    if (st == FM_OK && (ip < 0 || ig < 0))
+        st = fm_error_set(err, FM_ERR_INPUT, "%s: needs tensors 'pixel_values' and 'image_grid_thw'", path);
+    if (st == FM_OK) st = fm_st_tensor(f, (size_t)ip, pv, err);
+    if (st == FM_OK) st = fm_st_tensor(f, (size_t)ig, grid, err);
+    if (st == FM_OK && (pv->dtype != FM_DTYPE_F32 || grid->dtype != FM_DTYPE_I64))
+        st = fm_error_set(err, FM_ERR_INPUT, "%s: pixel_values must be F32 (is %s) and image_grid_thw I64 (is %s)",
+                          path, fm_dtype_name(pv->dtype), fm_dtype_name(grid->dtype));
+    fm_tensor aligned;
+    if (st == FM_OK && ((uintptr_t)pv->data % 4 || (uintptr_t)grid->data % 8)) { /* unaligned file layout */
+        st = fm_tensor_cast(&aligned, pv, FM_DTYPE_F32, err);
+        if (st == FM_OK) fm_tensor_free(pv), *pv = aligned;
+        if (st == FM_OK) st = fm_tensor_cast(&aligned, grid, FM_DTYPE_I64, err);
+        if (st == FM_OK) fm_tensor_free(grid), *grid = aligned;
+    }
+    fm_st_close(f);
+    return st;
+}
+
+fm_status fm_cli_preprocess_images(const fm_model *m, const char *const *paths, int n, fm_tensor *pv, fm_tensor *grid,
+                                   fm_error *err) {
+    fm_image imgs[FM_CLI_MAX_IMAGES];
+    fm_status st = n <= FM_CLI_MAX_IMAGES ? FM_OK : fm_error_set(err, FM_ERR_LIMIT, "at most %d images", FM_CLI_MAX_IMAGES);
+    memset(imgs, 0, sizeof imgs);
+    /* transformers' load_image applies the EXIF orientation before preprocessing */
+    for (int i = 0; st == FM_OK && i < n; i++) {
+        st = fm_image_load(paths[i], &imgs[i], err);
+        if (st == FM_OK) st = fm_image_apply_orientation(&imgs[i], err);
+    }
+    if (st == FM_OK) st = fm_model_preprocess_images(m, imgs, (size_t)n, pv, grid, err);
+    for (int i = 0; i < n && i < FM_CLI_MAX_IMAGES; i++) fm_image_free(&imgs[i]);
+    return st;
+}
+
+
+int fm_cli_parse_threads(const fm_cli_command *cmd, const char *v, int *out) {
+    char *end;
+    long t = strtol(v, &end, 10);
+    if (*end || end == v || t < 1 || t > 1024) return fm_cli_usage(cmd, "--threads: expected 1..1024, got '%s'", v);
+    *out = (int)t;
+    return 0;
+}
+
+int fm_cli_parse_kv_dtype(const fm_cli_command *cmd, const char *v, fm_dtype *out) {
+    if (!strcmp(v, "f32") || !strcmp(v, "float32")) *out = FM_DTYPE_F32;
+    else if (!strcmp(v, "bf16") || !strcmp(v, "bfloat16")) *out = FM_DTYPE_BF16;
+    else return fm_cli_usage(cmd, "--kv-dtype: expected f32 or bf16, got '%s'", v);
+    return 0;
+}
+
+fm_status fm_cli_parse_ids(const char *s, int64_t **ids, size_t *n, fm_error *err) {
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    int64_t *v = fm_malloc(cap * sizeof *v);
+    *ids = NULL, *n = 0;
+    if (!v) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (const char *p = s;; k++) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || errno || x < 0 || (*end && *end != ',')) {
+            fm_free(v);
+            return fm_error_set(err, FM_ERR_INPUT, "--input-ids: item %zu ('%.*s') is not a token id", k + 1,
+                                (int)strcspn(p, ","), p);
+        }
+        v[k] = x;
+        if (!*end) break;
+        p = end + 1;
+    }
+    *ids = v, *n = k + 1;
     return FM_OK;
 }

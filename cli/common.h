@@ -38,4 +38,18 @@ double fm_cli_now(void);
  * frees *out with fm_free. Errors name the file. */
 fm_status fm_cli_read_input(const char *path, size_t max, char **out, size_t *len, fm_error *err);
 
+/* Option values shared by several commands: each returns 0, or 2 after a usage error. */
+int fm_cli_parse_threads(const fm_cli_command *cmd, const char *v, int *out);       /* 1..1024 */
+int fm_cli_parse_kv_dtype(const fm_cli_command *cmd, const char *v, fm_dtype *out); /* f32 | bf16 */
+/* "1,2,3" -> ids (caller frees with fm_free); FM_ERR_INPUT naming the bad item. */
+fm_status fm_cli_parse_ids(const char *s, int64_t **ids, size_t *n, fm_error *err);
+
+/* At most this many --image per command. */
+#define FM_CLI_MAX_IMAGES 64
+/* Reads pixel_values (F32) and image_grid_thw (I64) from a safetensors file (caller frees both). */
+fm_status fm_cli_read_pixel_values(const char *path, fm_tensor *pv, fm_tensor *grid, fm_error *err);
+/* Loads n images (EXIF orientation applied) and preprocesses them with the model's processor. */
+fm_status fm_cli_preprocess_images(const fm_model *m, const char *const *paths, int n, fm_tensor *pv, fm_tensor *grid,
+                                   fm_error *err);
+
 #endif

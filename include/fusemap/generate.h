@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "fusemap/core.h"
+#include "fusemap/tensor.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -164,6 +165,51 @@ FM_API fm_status fm_generation_config_sampling(const fm_generation_config *c, fm
  * The caller still bounds the total by the model's context. */
 FM_API fm_status fm_generation_config_new_tokens(const fm_generation_config *c, int64_t prompt_len,
                                           int64_t *out, fm_error *err);
+
+/* ---- generation --------------------------------------------------------------------------------
+ * Prefill the prompt (images through the vision tower), then one token at a time with a KV cache,
+ * sampling each next token; stops at a stop id (appended, as transformers does) or after
+ * max_new_tokens. Needs fusemap/models.h's fm_model. */
+struct fm_model;
+struct fm_tokenizer;
+
+typedef enum fm_stop_reason { FM_STOP_NONE = 0, FM_STOP_EOS, FM_STOP_LENGTH, FM_STOP_CANCELLED } fm_stop_reason;
+
+typedef struct fm_generate_options {
+    fm_sampling_options sampling;
+    int64_t max_new_tokens;  /* >= 1 */
+    fm_dtype kv_dtype;       /* F32 (default) or BF16 */
+    int threads;             /* 0: all cores */
+    const int32_t *stop_ids; /* borrowed for the call: generation ends after one of these */
+    size_t n_stop;
+    /* Streaming (optional): called after every token with the text that became complete (UTF-8,
+     * special tokens skipped; may be empty). Returning false cancels the generation
+     * (FM_STOP_CANCELLED). `tokenizer` (borrowed) decodes; without it text is NULL. */
+    const struct fm_tokenizer *tokenizer;
+    bool (*on_token)(void *ctx, int32_t id, const char *text, size_t len);
+    void *ctx;
+} fm_generate_options;
+/* max_new_tokens 20, F32 cache, greedy sampling options, no stop ids. */
+FM_API void fm_generate_options_init(fm_generate_options *o);
+
+typedef struct fm_generate_result {
+    int32_t *tokens;     /* generated ids (the stop id included); caller frees with fm_generate_result_free */
+    size_t n_tokens;
+    char *text;          /* decoded generated text, special tokens skipped (NULL without a tokenizer) */
+    size_t text_len;
+    int64_t prompt_tokens;
+    double prefill_s, decode_s; /* seconds: prompt forward (vision tower included); the decode steps */
+    fm_stop_reason stop;
+} fm_generate_result;
+FM_API void fm_generate_result_free(fm_generate_result *r); /* accepts NULL */
+
+/* Generates after prompt ids [n]. pixel_values / image_grid_thw (both NULL for text): as for
+ * fm_model_vision_forward, one grid row per image in the prompt's order. Checks before any work:
+ * ids within the vocabulary, the image tokens against the grids, prompt + max_new_tokens within
+ * the model's context (FM_ERR_LIMIT naming both). */
+FM_API fm_status fm_generate(struct fm_model *m, const int64_t *ids, size_t n, const fm_tensor *pixel_values,
+                             const fm_tensor *image_grid_thw, const fm_generate_options *o, fm_generate_result *out,
+                             fm_error *err);
 
 #ifdef __cplusplus
 }

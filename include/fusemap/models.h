@@ -140,6 +140,19 @@ typedef struct fm_text_batch {
 FM_API fm_status fm_model_forward_text(fm_model *m, fm_kv_cache *c, const fm_text_batch *b, const fm_run_options *o,
                                        fm_tensor *logits, fm_error *err);
 
+/* A chat prompt as token ids, the way fusemap generate and serve build it: the template
+ * rendered for messages_json (a message list, or {"messages": [...], variables...}), each
+ * template-emitted image placeholder expanded to its image's token count (t·h·w / merge² from
+ * image_grid_thw's rows in order; NULL when there are no images), then encoded with special
+ * tokens recognised only in bytes the template wrote — text from the messages never forms a
+ * control token (docs/tokenizer.md). *ids: caller frees with fm_free. */
+struct fm_tokenizer;
+struct fm_chat_template;
+FM_API fm_status fm_model_encode_chat(const fm_model *m, const struct fm_tokenizer *tok,
+                                      const struct fm_chat_template *tmpl, const char *messages_json, size_t len,
+                                      bool add_generation_prompt, const fm_tensor *image_grid_thw, int64_t **ids,
+                                      size_t *n, fm_error *err);
+
 /* The model's run context for o->threads (created or re-created when the thread count changes;
  * progress replaced by o's), borrowed until the next call or fm_model_free. For forwards of
  * modules of the model's tree called directly. */
