@@ -11,6 +11,7 @@ int fm_cli_inspect(int argc, char **argv);
 int fm_cli_convert(int argc, char **argv);
 int fm_cli_run(int argc, char **argv);
 int fm_cli_verify(int argc, char **argv);
+int fm_cli_tokenize(int argc, char **argv);
 /* inspect --modules: the module tree as loaded with this fusion_config (may be NULL). */
 int fm_cli_inspect_modules(const char *dir, const char *fusion_config, bool json);
 

@@ -14,7 +14,8 @@ static const char usage[] =
     "          [--save-runtime-format] [--strict] [--fuse NAME]... [--fusion-config JSON]\n"
     "  run MODEL_DIR (--pixel-values IN.safetensors | --image FILE...) -o OUT.safetensors\n"
     "          [--threads N] [--fuse NAME]... [--fusion-config JSON]\n"
-    "  verify MODEL_DIR --fuse NAME... [--threshold X]\n";
+    "  verify MODEL_DIR --fuse NAME... [--threshold X]\n"
+    "  tokenize MODEL_DIR [--no-special] [--decode]   (JSON Lines on stdin)\n";
 
 int fm_cli_fail(const fm_error *err) {
     fprintf(stderr, "fusemap: error: %s\n", err && err->msg[0] ? err->msg : fm_status_text(err ? err->status : FM_ERR_INTERNAL));
@@ -58,5 +59,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "convert")) return fm_cli_convert(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return fm_cli_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify")) return fm_cli_verify(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return fm_cli_tokenize(argc - 1, argv + 1);
     return fm_cli_usage_error("unknown command '%s'", cmd);
 }

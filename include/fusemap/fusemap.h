@@ -11,6 +11,7 @@
 #include "fusemap/models.h"
 #include "fusemap/nn.h"
 #include "fusemap/tensor.h"
+#include "fusemap/tokenizer.h"
 
 #define FUSEMAP_VERSION "0.1.0"
 
