@@ -234,12 +234,24 @@ function report(name, mismatches, total) {
   return mismatches.length;
 }
 
+// transformers.js reads a model directory; one without tokenizer_config.json gets a copy with
+// a minimal one (the fast tokenizer class, which only uses tokenizer.json).
+function transformersJsDir(file) {
+  const dir = path.dirname(file);
+  if (path.basename(file) === 'tokenizer.json' && fs.existsSync(path.join(dir, 'tokenizer_config.json'))) return dir;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fm-xc-tj-'));
+  fs.copyFileSync(file, path.join(tmp, 'tokenizer.json'));
+  fs.writeFileSync(path.join(tmp, 'tokenizer_config.json'), '{"tokenizer_class": "PreTrainedTokenizerFast"}');
+  return tmp;
+}
+
 async function transformersJsEncode(file, texts) {
   try {
     const { AutoTokenizer, env } = await import('@huggingface/transformers');
+    const dir = transformersJsDir(file);
     env.allowRemoteModels = false;
-    env.localModelPath = path.dirname(path.dirname(file)) + '/';
-    const tok = await AutoTokenizer.from_pretrained(path.basename(path.dirname(file)));
+    env.localModelPath = path.dirname(path.resolve(dir)) + '/';
+    const tok = await AutoTokenizer.from_pretrained(path.basename(dir));
     return texts.map((t) => tok.encode(t));
   } catch (e) {
     return { error: String(e.message || e).split('\n')[0] };
@@ -291,6 +303,11 @@ async function check(bin, paths, nRandom, seed) {
   return bad;
 }
 
+function packageVersion(name) {
+  const file = path.join(path.dirname(new URL(import.meta.url).pathname), 'node_modules', name, 'package.json');
+  return JSON.parse(fs.readFileSync(file, 'utf8')).version;
+}
+
 async function goldens(out, p, nRandom, seed) {
   const file = resolveTokenizerPath(p);
   const ref = loadReference(file);
@@ -307,7 +324,8 @@ async function goldens(out, p, nRandom, seed) {
     decode.push({ ids, text: await ref.full.decode(ids, false), skip_special: await ref.full.decode(ids, true) });
   }
   const versions = {
-    tokenizers: require('tokenizers/package.json').version,
+    tokenizers: packageVersion('tokenizers'),
+    '@huggingface/transformers (check only)': packageVersion('@huggingface/transformers'),
     node: process.version,
   };
   const doc = {
@@ -318,7 +336,10 @@ async function goldens(out, p, nRandom, seed) {
     encode,
     decode,
   };
-  fs.writeFileSync(out, JSON.stringify(doc, null, 0) + '\n');
+  // One case per line, so a regenerated file diffs readably.
+  const head = JSON.stringify({ ...doc, encode: undefined, decode: undefined }).slice(0, -1);
+  const list = (xs) => '[\n' + xs.map((x) => '  ' + JSON.stringify(x)).join(',\n') + '\n]';
+  fs.writeFileSync(out, `${head},\n"encode": ${list(encode)},\n"decode": ${list(decode)}}\n`);
   console.log(`wrote ${out}: ${encode.length} encode cases, ${decode.length} decode cases (tokenizers ${versions.tokenizers})`);
 }
 
