@@ -15,7 +15,8 @@ extern "C" {
 #endif
 
 /* Limits on an untrusted tokenizer.json; each one exceeded is FM_ERR_LIMIT naming the file,
- * the limit and the key. JSON nesting is bounded by FM_JSON_MAX_DEPTH (io.h). */
+ * the limit and the key. JSON nesting is bounded by FM_JSON_MAX_DEPTH (io.h). The first five
+ * are defaults of fm_tokenizer_limits; the last two are fixed. */
 #define FM_TOK_MAX_FILE_BYTES ((uint64_t)128 << 20) /* the whole tokenizer.json */
 #define FM_TOK_MAX_VOCAB 2000000u                   /* model.vocab entries, and every id < this */
 #define FM_TOK_MAX_MERGES 4000000u                  /* model.merges entries */
@@ -24,16 +25,32 @@ extern "C" {
 #define FM_TOK_MAX_REGEX_BYTES 16384u               /* one Split pattern */
 #define FM_TOK_MAX_STAGES 16u                       /* pre-tokenizer / normalizer Sequence items */
 
+typedef struct fm_tokenizer_limits {
+    uint64_t max_file_bytes;
+    uint32_t max_vocab; /* entries, and every id must be below it */
+    uint32_t max_merges;
+    uint32_t max_token_bytes;
+    uint32_t max_added;
+} fm_tokenizer_limits;
+/* The FM_TOK_MAX_* defaults. */
+void fm_tokenizer_limits_init(fm_tokenizer_limits *l);
+
 /* A loaded tokenizer. Immutable after loading: every const function below may be called from
  * several threads at once. */
 typedef struct fm_tokenizer fm_tokenizer;
 
-/* Loads `path`: a tokenizer.json file, or a directory holding one (a model directory). Caller
- * frees *out with fm_tokenizer_free. Unsupported components are FM_ERR_UNSUPPORTED naming the
- * file and JSON key; malformed ones FM_ERR_CONFIG / FM_ERR_JSON; limits FM_ERR_LIMIT. */
+/* Loads `path`: a tokenizer.json file, or a directory holding one (a model directory), with the
+ * default limits. Caller frees *out with fm_tokenizer_free. Unsupported components are
+ * FM_ERR_UNSUPPORTED naming the file and JSON key; malformed ones FM_ERR_CONFIG / FM_ERR_JSON;
+ * limits FM_ERR_LIMIT. */
 fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out, fm_error *err);
-/* The same from JSON text in memory (borrowed for the call); `label` names it in errors. */
-fm_status fm_tokenizer_parse(const char *json, size_t len, const char *label, fm_tokenizer **out,
+/* The same with explicit limits (NULL = defaults). */
+fm_status fm_tokenizer_open_limits(const char *path, const fm_tokenizer_limits *limits,
+                                   fm_tokenizer **out, fm_error *err);
+/* From JSON text in memory (borrowed for the call); `label` names it in errors; `limits` NULL
+ * = defaults. */
+fm_status fm_tokenizer_parse(const char *json, size_t len, const char *label,
+                             const fm_tokenizer_limits *limits, fm_tokenizer **out,
                              fm_error *err);
 void fm_tokenizer_free(fm_tokenizer *t); /* accepts NULL */
 

@@ -107,7 +107,7 @@ static fm_status parse_normalizer(fm_tokenizer *t, json_t *v, const char *key, s
     if (tst != FM_OK) return tst;
     if (++*stages > FM_TOK_MAX_STAGES)
         return fm_error_set(err, FM_ERR_LIMIT, "%s: %s: more than %u normalizer steps "
-                            "(FM_TOK_MAX_STAGES)", t->label, key, FM_TOK_MAX_STAGES);
+                            "(the steps limit)", t->label, key, FM_TOK_MAX_STAGES);
     if (!strcmp(type, "NFC")) {
         t->nfc = true;
         return FM_OK;
@@ -133,10 +133,10 @@ static fm_status add_split(fm_tokenizer *t, const char *pat, size_t len, bool li
                            const char *key, fm_error *err) {
     if (t->n_split >= FM_TOK_MAX_STAGES)
         return fm_error_set(err, FM_ERR_LIMIT, "%s: %s: more than %u pre-tokenizer splits "
-                            "(FM_TOK_MAX_STAGES)", t->label, key, FM_TOK_MAX_STAGES);
+                            "(the steps limit)", t->label, key, FM_TOK_MAX_STAGES);
     if (len > FM_TOK_MAX_REGEX_BYTES)
         return fm_error_set(err, FM_ERR_LIMIT, "%s: %s: pattern of %zu bytes exceeds %u "
-                            "(FM_TOK_MAX_REGEX_BYTES)", t->label, key, len, FM_TOK_MAX_REGEX_BYTES);
+                            "(the pattern length limit)", t->label, key, len, FM_TOK_MAX_REGEX_BYTES);
     fm_status st = tk_regex_compile(t, pat, len, literal, key, &t->split[t->n_split], err);
     if (st == FM_OK) t->n_split++;
     return st;
@@ -183,7 +183,7 @@ static fm_status parse_pretok(fm_tokenizer *t, json_t *v, const char *key, bool 
     if (tst != FM_OK) return tst;
     if (++*stages > FM_TOK_MAX_STAGES)
         return fm_error_set(err, FM_ERR_LIMIT, "%s: %s: more than %u pre-tokenizer steps "
-                            "(FM_TOK_MAX_STAGES)", t->label, key, FM_TOK_MAX_STAGES);
+                            "(the steps limit)", t->label, key, FM_TOK_MAX_STAGES);
     if (*byte_level)
         return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s: a step after ByteLevel is not "
                             "supported", t->label, key);
@@ -241,7 +241,7 @@ static fm_status parse_post(fm_tokenizer *t, json_t *v, const char *key, int dep
     }
     if (json_array_size(items) > FM_TOK_MAX_STAGES)
         return fm_error_set(err, FM_ERR_LIMIT, "%s: %s.processors: more than %u steps "
-                            "(FM_TOK_MAX_STAGES)", t->label, key, FM_TOK_MAX_STAGES);
+                            "(the steps limit)", t->label, key, FM_TOK_MAX_STAGES);
     return FM_OK;
 }
 
@@ -376,14 +376,13 @@ static void pcre2_fm_free(void *p, void *data) {
     fm_free(p);
 }
 
-static fm_status load_json(const char *json, size_t len, const char *label, json_t **out,
-                           fm_error *err) {
+static fm_status load_json(const char *json, size_t len, const char *label, uint64_t max,
+                           json_t **out, fm_error *err) {
     json_error_t je;
     *out = NULL;
-    if (len > FM_TOK_MAX_FILE_BYTES)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: %zu bytes exceed the limit of %llu bytes "
-                            "(FM_TOK_MAX_FILE_BYTES)", label, len,
-                            (unsigned long long)FM_TOK_MAX_FILE_BYTES);
+    if (len > max)
+        return fm_error_set(err, FM_ERR_LIMIT, "%s: %zu bytes exceed the file size limit of %llu "
+                            "bytes", label, len, (unsigned long long)max);
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
         enum json_error_code code = json_error_code(&je);
@@ -391,29 +390,39 @@ static fm_status load_json(const char *json, size_t len, const char *label, json
             return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory parsing JSON", label);
         if (code == json_error_stack_overflow)
             return fm_error_set(err, FM_ERR_LIMIT, "%s:%d:%d: JSON nesting deeper than %d levels "
-                                "(FM_JSON_MAX_DEPTH)", label, je.line, je.column,
+                                "(the nesting limit)", label, je.line, je.column,
                                 FM_JSON_MAX_DEPTH);
         return fm_error_set(err, FM_ERR_JSON, "%s:%d:%d: %s", label, je.line, je.column, je.text);
     }
     if (deeper_than(root, FM_JSON_MAX_DEPTH)) {
         json_decref(root);
         return fm_error_set(err, FM_ERR_LIMIT, "%s: JSON nesting deeper than %d levels "
-                            "(FM_JSON_MAX_DEPTH)", label, FM_JSON_MAX_DEPTH);
+                            "(the nesting limit)", label, FM_JSON_MAX_DEPTH);
     }
     *out = root;
     return FM_OK;
 }
 
-fm_status fm_tokenizer_parse(const char *json, size_t len, const char *label, fm_tokenizer **out,
+void fm_tokenizer_limits_init(fm_tokenizer_limits *l) {
+    *l = (fm_tokenizer_limits){FM_TOK_MAX_FILE_BYTES, FM_TOK_MAX_VOCAB, FM_TOK_MAX_MERGES,
+                               FM_TOK_MAX_TOKEN_BYTES, FM_TOK_MAX_ADDED};
+}
+
+fm_status fm_tokenizer_parse(const char *json, size_t len, const char *label,
+                             const fm_tokenizer_limits *limits, fm_tokenizer **out,
                              fm_error *err) {
+    fm_tokenizer_limits lim;
+    if (limits) lim = *limits;
+    else fm_tokenizer_limits_init(&lim);
     if (!label) label = DEFAULT_LABEL;
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: no output pointer", label);
     *out = NULL;
     if (!json) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: no text", label);
     json_t *root;
-    fm_status st = load_json(json, len, label, &root, err);
+    fm_status st = load_json(json, len, label, lim.max_file_bytes, &root, err);
     if (st != FM_OK) return st;
     fm_tokenizer *t = fm_calloc(1, sizeof *t);
+    if (t) t->lim = lim;
     if (t && (t->label = fm_strdup(label)))
         t->gctx = pcre2_general_context_create(pcre2_fm_malloc, pcre2_fm_free, NULL);
     if (!t || !t->gctx) {
@@ -431,6 +440,14 @@ fm_status fm_tokenizer_parse(const char *json, size_t len, const char *label, fm
 }
 
 fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out, fm_error *err) {
+    return fm_tokenizer_open_limits(path, NULL, out, err);
+}
+
+fm_status fm_tokenizer_open_limits(const char *path, const fm_tokenizer_limits *limits,
+                                   fm_tokenizer **out, fm_error *err) {
+    fm_tokenizer_limits lim;
+    if (limits) lim = *limits;
+    else fm_tokenizer_limits_init(&lim);
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "tokenizer: no output pointer");
     *out = NULL;
     if (!path) return fm_error_set(err, FM_ERR_INVALID_ARG, "tokenizer: no path");
@@ -440,9 +457,9 @@ fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out, fm_error *err)
     if (!file) return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", path);
     char *text = NULL;
     size_t len = 0;
-    fm_status st = fm_fs_read_file(file, FM_TOK_MAX_FILE_BYTES, &text, &len, err);
-    if (st == FM_ERR_LIMIT) fm_error_prefix(err, "tokenizer file size (FM_TOK_MAX_FILE_BYTES)");
-    if (st == FM_OK) st = fm_tokenizer_parse(text, len, file, out, err);
+    fm_status st = fm_fs_read_file(file, lim.max_file_bytes, &text, &len, err);
+    if (st == FM_ERR_LIMIT) fm_error_prefix(err, "tokenizer file size limit");
+    if (st == FM_OK) st = fm_tokenizer_parse(text, len, file, &lim, out, err);
     fm_free(text);
     fm_free(file);
     return st;

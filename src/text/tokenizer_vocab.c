@@ -38,10 +38,10 @@ static fm_status vocab_id(fm_tokenizer *t, const char *key, json_t *v, int32_t *
     if (x < 0)
         return fm_error_set(err, FM_ERR_CONFIG, "%s: model.vocab[\"%s\"]: expected an id "
                             "(integer >= 0)", t->label, show(key, strlen(key), b));
-    if (x >= (json_int_t)FM_TOK_MAX_VOCAB)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.vocab[\"%s\"]: id %lld exceeds the "
-                            "limit of %u (FM_TOK_MAX_VOCAB)", t->label, show(key, strlen(key), b),
-                            (long long)x, FM_TOK_MAX_VOCAB - 1);
+    if (x >= (json_int_t)t->lim.max_vocab)
+        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.vocab[\"%s\"]: id %lld is not below the "
+                            "vocab limit of %u", t->label, show(key, strlen(key), b),
+                            (long long)x, t->lim.max_vocab);
     *id = (int32_t)x;
     return FM_OK;
 }
@@ -49,10 +49,10 @@ static fm_status vocab_id(fm_tokenizer *t, const char *key, json_t *v, int32_t *
 static fm_status vocab_entry(fm_tokenizer *t, const char *key, size_t klen, int32_t id,
                              fm_error *err) {
     char b[80], b2[80];
-    if (klen > FM_TOK_MAX_TOKEN_BYTES)
+    if (klen > t->lim.max_token_bytes)
         return fm_error_set(err, FM_ERR_LIMIT, "%s: model.vocab: token \"%s\" of %zu bytes exceeds "
-                            "%u (FM_TOK_MAX_TOKEN_BYTES)", t->label, show(key, klen, b), klen,
-                            FM_TOK_MAX_TOKEN_BYTES);
+                            "the token length limit of %u bytes", t->label, show(key, klen, b),
+                            klen, t->lim.max_token_bytes);
     fm_status st = grow_ids(t, (size_t)id + 1, err);
     if (st != FM_OK) return st;
     tk_entry *e = &t->ent[id];
@@ -72,9 +72,9 @@ fm_status tk_load_vocab(fm_tokenizer *t, void *modelp, fm_error *err) {
     if (!json_is_object(vocab))
         return fm_error_set(err, FM_ERR_CONFIG, "%s: model.vocab: expected an object", t->label);
     size_t n = json_object_size(vocab);
-    if (n > FM_TOK_MAX_VOCAB)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.vocab: %zu entries exceed the limit of "
-                            "%u (FM_TOK_MAX_VOCAB)", t->label, n, FM_TOK_MAX_VOCAB);
+    if (n > t->lim.max_vocab)
+        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.vocab: %zu entries exceed the vocab "
+                            "limit of %u", t->label, n, t->lim.max_vocab);
     if (tk_strmap_init(&t->vocab, n) != FM_OK)
         return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
     const char *key;
@@ -147,7 +147,7 @@ static fm_status merge_add(fm_tokenizer *t, const merge_in *m, size_t i, size_t 
     fm_status st = merge_lookup(t, m->a, m->alen, i, rank + 1, &a, err);
     if (st == FM_OK) st = merge_lookup(t, m->b, m->blen, i, rank + 1, &c, err);
     if (st != FM_OK) return st;
-    if (m->alen + m->blen > FM_TOK_MAX_TOKEN_BYTES) /* longer than any vocab entry */
+    if (m->alen + m->blen > t->lim.max_token_bytes) /* longer than any vocab entry */
         return fm_error_set(err, FM_ERR_CONFIG, "%s: model.merges[%zu] (line %zu): merged token "
                             "\"%s\" is not in model.vocab", t->label, i, rank + 1,
                             show(m->a, m->alen, b));
@@ -163,10 +163,10 @@ fm_status tk_load_merges(fm_tokenizer *t, void *modelp, fm_error *err) {
     if (merges && !json_is_null(merges) && !json_is_array(merges))
         return fm_error_set(err, FM_ERR_CONFIG, "%s: model.merges: expected an array", t->label);
     size_t n = json_array_size(merges);
-    if (n > FM_TOK_MAX_MERGES)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.merges: %zu entries exceed the limit "
-                            "of %u (FM_TOK_MAX_MERGES)", t->label, n, FM_TOK_MAX_MERGES);
-    char *scratch = fm_malloc(2 * (size_t)FM_TOK_MAX_TOKEN_BYTES + 2);
+    if (n > t->lim.max_merges)
+        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.merges: %zu entries exceed the merges "
+                            "limit of %u", t->label, n, t->lim.max_merges);
+    char *scratch = fm_malloc(2 * (size_t)t->lim.max_token_bytes + 2);
     if (!scratch || tk_pairmap_init(&t->merges, n) != FM_OK) {
         fm_free(scratch);
         return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
@@ -207,15 +207,15 @@ static fm_status added_fields(fm_tokenizer *t, json_t *v, size_t i, tk_added *a,
         return fm_error_set(err, FM_ERR_CONFIG, "%s: %s: expected an object with an integer "
                             "\"id\" and a string \"content\"", t->label, key);
     json_int_t x = json_integer_value(id);
-    if (x < 0 || x >= (json_int_t)FM_TOK_MAX_VOCAB)
-        return fm_error_set(err, x < 0 ? FM_ERR_CONFIG : FM_ERR_LIMIT, "%s: %s.id: %lld is "
-                            "outside 0..%u (FM_TOK_MAX_VOCAB)", t->label, key, (long long)x,
-                            FM_TOK_MAX_VOCAB - 1);
+    if (x < 0 || x >= (json_int_t)t->lim.max_vocab)
+        return fm_error_set(err, x < 0 ? FM_ERR_CONFIG : FM_ERR_LIMIT, "%s: %s.id: %lld is not "
+                            "in 0..%u (the vocab limit)", t->label, key, (long long)x,
+                            t->lim.max_vocab - 1);
     *content = json_string_value(c), *clen = json_string_length(c);
-    if (*clen == 0 || *clen > FM_TOK_MAX_TOKEN_BYTES)
+    if (*clen == 0 || *clen > t->lim.max_token_bytes)
         return fm_error_set(err, *clen ? FM_ERR_LIMIT : FM_ERR_CONFIG, "%s: %s.content: %zu bytes "
-                            "(must be 1..%u, FM_TOK_MAX_TOKEN_BYTES)", t->label, key, *clen,
-                            FM_TOK_MAX_TOKEN_BYTES);
+                            "(must be 1..%u, the token length limit)", t->label, key, *clen,
+                            t->lim.max_token_bytes);
     a->id = (int32_t)x;
     fm_status st = get_flag(t, v, "special", key, false, &a->special, err);
     if (st == FM_OK) st = get_flag(t, v, "single_word", key, false, &a->single_word, err);
@@ -276,9 +276,9 @@ fm_status tk_load_added(fm_tokenizer *t, void *list, fm_error *err) {
     if (arr && !json_is_null(arr) && !json_is_array(arr))
         return fm_error_set(err, FM_ERR_CONFIG, "%s: added_tokens: expected an array", t->label);
     size_t n = json_array_size(arr);
-    if (n > FM_TOK_MAX_ADDED)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: added_tokens: %zu entries exceed the limit of "
-                            "%u (FM_TOK_MAX_ADDED)", t->label, n, FM_TOK_MAX_ADDED);
+    if (n > t->lim.max_added)
+        return fm_error_set(err, FM_ERR_LIMIT, "%s: added_tokens: %zu entries exceed the added "
+                            "tokens limit of %u", t->label, n, t->lim.max_added);
     t->added = fm_calloc(n ? n : 1, sizeof *t->added);
     if (!t->added || tk_strmap_init(&t->added_map, n) != FM_OK)
         return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
