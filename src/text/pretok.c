@@ -49,12 +49,13 @@ fm_status tk_regex_compile(fm_tokenizer *t, const char *pattern, size_t len, boo
         fm_free(pat);
         return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
     }
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP); /* LITERAL refuses UCP */
     out->code = pcre2_compile((PCRE2_SPTR)(pat ? pat : pattern), plen, opts, &code, &off, cc);
     pcre2_compile_context_free(cc);
     fm_free(pat);
     if (!out->code) {
-        if (code == PCRE2_ERROR_NOMEMORY || code == PCRE2_ERROR_HEAPLIMIT)
+        if (code == PCRE2_ERROR_NOMEMORY || code == PCRE2_ERROR_HEAPLIMIT ||
+            code == PCRE2_ERROR_HEAP_FAILED)
             return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);

@@ -253,10 +253,12 @@ static fm_status added_entry(fm_tokenizer *t, size_t i, tk_added *a, const char 
                                      : "the next id after the vocab and the added tokens before it");
     if ((st = grow_ids(t, (size_t)a->id + 1, err)) != FM_OK) return st;
     tk_entry *e = &t->ent[a->id];
-    if (vid < 0 && e->kind)
+    if (vid < 0 && e->kind) {
+        char b2[80];
         return fm_error_set(err, FM_ERR_CONFIG, "%s: added_tokens[%zu] (\"%s\"): id %d is already "
                             "model.vocab's \"%s\"", t->label, i, show(content, clen, b), a->id,
-                            show(t->arena + e->off, e->len, b));
+                            show(t->arena + e->off, e->len, b2));
+    }
     if (vid < 0) e->off = off, e->len = (uint32_t)clen;
     e->kind |= TK_IS_ADDED | (a->special ? TK_IS_SPECIAL : 0);
     if (a->id > *max_added) *max_added = a->id;
