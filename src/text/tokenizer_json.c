@@ -452,7 +452,10 @@ fm_status fm_tokenizer_open_limits(const char *path, const fm_tokenizer_limits *
     *out = NULL;
     if (!path) return fm_error_set(err, FM_ERR_INVALID_ARG, "tokenizer: no path");
     struct stat sb;
-    bool dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    if (stat(path, &sb) != 0)
+        return fm_error_set(err, FM_ERR_NOT_FOUND, "'%s': no such tokenizer.json or model "
+                            "directory", path);
+    bool dir = S_ISDIR(sb.st_mode);
     char *file = dir ? fm_fs_join(path, DEFAULT_LABEL) : fm_strdup(path);
     if (!file) return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", path);
     char *text = NULL;
