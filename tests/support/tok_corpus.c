@@ -161,10 +161,11 @@ static int sentence(sbuf *b, const lexicon *lx, rng *r, bool mixed) {
 }
 
 char *tokfx_corpus(size_t bytes, uint64_t seed, bool mixed, size_t *out_len) {
+    rng lang = {0x5EED}; /* one lexicon for every seed: texts of one language */
     rng r = {seed * 0x2545F4914F6CDD1Dull + 1};
     lexicon lx = {0};
     sbuf b = {0};
-    int rc = lexicon_init(&lx, &r);
+    int rc = lexicon_init(&lx, &lang);
     while (rc == 0 && b.n < bytes) {
         rc = sentence(&b, &lx, &r, mixed);
         if (rc == 0) rc = put(&b, below(&r, 7) ? " " : below(&r, 3) ? "\n" : "\n\n");
