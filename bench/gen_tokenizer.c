@@ -20,14 +20,20 @@ int main(int argc, char **argv) {
     unsigned long long seed = 1;
     bool mixed = false;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--merges") && i + 1 < argc) spec.merges = strtoull(argv[++i], NULL, 10);
+        if (!strcmp(argv[i], "--merges") && i + 1 < argc)
+            spec.merges = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--corpus-bytes") && i + 1 < argc)
             corpus_bytes = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--legacy")) spec.legacy_merges = true;
-        else if (!strcmp(argv[i], "--mixed")) mixed = true;
-        else if (!strcmp(argv[i], "--no-added")) spec.added_tokens = false;
-        else return fprintf(stderr, "gen_tokenizer: bad argument '%s'\n", argv[i]), 2;
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--legacy"))
+            spec.legacy_merges = true;
+        else if (!strcmp(argv[i], "--mixed"))
+            mixed = true;
+        else if (!strcmp(argv[i], "--no-added"))
+            spec.added_tokens = false;
+        else
+            return fprintf(stderr, "gen_tokenizer: bad argument '%s'\n", argv[i]), 2;
     }
     size_t len = 0, jlen = 0;
     char *text = tokfx_corpus(corpus_bytes, seed, mixed, &len);

@@ -24,7 +24,8 @@ static double now(void) {
 static double encode_whole(const fm_tokenizer *t, const char *s, size_t n, size_t *ntok) {
     int32_t *ids = NULL;
     double t0 = now();
-    if (fm_tokenizer_encode(t, s, n, NULL, FM_TOKENIZE_SPECIAL, &ids, ntok, NULL) != FM_OK) return -1;
+    if (fm_tokenizer_encode(t, s, n, NULL, FM_TOKENIZE_SPECIAL, &ids, ntok, NULL) != FM_OK)
+        return -1;
     double dt = now() - t0;
     fm_free(ids);
     return dt;
@@ -63,11 +64,16 @@ int main(int argc, char **argv) {
     tokfx_spec spec = {40000, false, true};
     int reps = 3;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--text-mb") && i + 1 < argc) text_mb = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--train-mb") && i + 1 < argc) train_mb = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--merges") && i + 1 < argc) spec.merges = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else return fprintf(stderr, "tokenize: bad argument '%s'\n", argv[i]), 2;
+        if (!strcmp(argv[i], "--text-mb") && i + 1 < argc)
+            text_mb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--train-mb") && i + 1 < argc)
+            train_mb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--merges") && i + 1 < argc)
+            spec.merges = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else
+            return fprintf(stderr, "tokenize: bad argument '%s'\n", argv[i]), 2;
     }
     size_t tlen = 0, jlen = 0, n = 0;
     double t0 = now();

@@ -79,7 +79,8 @@ static int decode_line(const fm_tokenizer *t, json_t *v, size_t lineno) {
         if (id < 0 || id > INT32_MAX) {
             fm_free(ids);
             return fm_cli_errorf("stdin line %zu: element %zu is not a token id (an integer in "
-                                 "0..2147483647)", lineno, i);
+                                 "0..2147483647)",
+                                 lineno, i);
         }
         ids[i] = (int32_t)id;
     }
@@ -137,11 +138,16 @@ int fm_cli_tokenize(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(tokenize_usage, stdout), 0;
-        if (!strcmp(a, "--no-special")) o.special = false;
-        else if (!strcmp(a, "--decode")) o.decode = true;
-        else if (a[0] == '-' && a[1]) return fm_cli_usage_error("tokenize: unknown option '%s'", a);
-        else if (o.dir) return fm_cli_usage_error("tokenize: more than one MODEL_DIR ('%s')", a);
-        else o.dir = a;
+        if (!strcmp(a, "--no-special"))
+            o.special = false;
+        else if (!strcmp(a, "--decode"))
+            o.decode = true;
+        else if (a[0] == '-' && a[1])
+            return fm_cli_usage_error("tokenize: unknown option '%s'", a);
+        else if (o.dir)
+            return fm_cli_usage_error("tokenize: more than one MODEL_DIR ('%s')", a);
+        else
+            o.dir = a;
     }
     if (!o.dir) return fm_cli_usage_error("tokenize: MODEL_DIR is missing");
     return run(&o);

@@ -57,7 +57,8 @@ static void tkh_encode(const fm_tokenizer *t, const char *s, size_t n) {
         goto done;
     }
     for (size_t i = 0; i < na; i++)
-        if (!fm_tokenizer_id_to_token(t, a[i], NULL)) fmz_fail("tokenizer", "encode gave an unknown id");
+        if (!fm_tokenizer_id_to_token(t, a[i], NULL))
+            fmz_fail("tokenizer", "encode gave an unknown id");
     if (fm_tokenizer_encode(t, s, n, zeros, FM_TOKENIZE_SPECIAL, &b, &nb, NULL) == FM_OK)
         tkh_same(a, na, b, nb, "a zero mask changed the ids");
     if (fm_tokenizer_encode(t, s, n, NULL, 0, &c, &nc, NULL) == FM_OK &&
@@ -87,8 +88,10 @@ int fm_fuzz_tokenizer(const uint8_t *data, size_t size) {
         if (t) fmz_fail("tokenizer", "output set on failure");
         return 0;
     }
-    if (nul) tkh_encode(t, (const char *)nul + 1, size - jlen - 1);
-    else tkh_encode(t, TKH_PROBE, sizeof TKH_PROBE - 1);
+    if (nul)
+        tkh_encode(t, (const char *)nul + 1, size - jlen - 1);
+    else
+        tkh_encode(t, TKH_PROBE, sizeof TKH_PROBE - 1);
     int32_t ids[6] = {0, 1, 255, 256, (int32_t)fm_tokenizer_vocab_size(t) - 1, 1 << 30};
     tkh_decode(t, ids, 6, false);
     fm_tokenizer_free(t);

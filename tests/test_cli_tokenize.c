@@ -53,7 +53,8 @@ static void test_encode_decode(void) {
      * gives "caf\uFFFD" and so does fusemap */
     char *dec = NULL, *err3 = NULL;
     CHECK_EQ_INT(0, tokenize(out, out ? strlen(out) : 0, &dec, &err3, "%s --decode", fixture));
-    CHECK_EQ_STR("\"<|im_start|>user\\nHello world<|im_end|>\"\n\"caf\xef\xbf\xbd <tool_call>\"\n", dec);
+    CHECK_EQ_STR("\"<|im_start|>user\\nHello world<|im_end|>\"\n\"caf\xef\xbf\xbd <tool_call>\"\n",
+                 dec);
     free(out), free(err), free(out2), free(err2), free(dec), free(err3);
 }
 
@@ -97,13 +98,15 @@ static void expect_line_error(const char *input, const char *args, int line, con
     CHECK_CONTAINS(err, want);
     CHECK_CONTAINS(err, what);
     size_t lines = 0;
-    for (const char *p = out; p && *p; p++) lines += *p == '\n';
+    for (const char *p = out; p && *p; p++)
+        lines += *p == '\n';
     CHECK_EQ_INT(answered, lines);
     free(out), free(err);
 }
 
 static void test_malformed_lines(void) {
-    expect_line_error("\"ok\"\n{\"not\": \"a string\"}\n\"never\"\n", "", 2, "expected a JSON string", 1);
+    expect_line_error("\"ok\"\n{\"not\": \"a string\"}\n\"never\"\n", "", 2,
+                      "expected a JSON string", 1);
     expect_line_error("\"ok\"\n\"ok\"\n\"unterminated\n", "", 3, "invalid JSON", 2);
     expect_line_error("\n", "", 1, "invalid JSON", 0);
     expect_line_error("[1,2]\n[1,-3]\n", "--decode", 2, "element 1 is not a token id", 1);

@@ -37,11 +37,13 @@ static fm_tokenizer *load(const char *sub) {
 static bool same_ids(const int32_t *ids, size_t n, json_t *want, const char *what,
                      const char *text) {
     bool ok = json_array_size(want) == n;
-    for (size_t i = 0; ok && i < n; i++) ok = json_integer_value(json_array_get(want, i)) == ids[i];
+    for (size_t i = 0; ok && i < n; i++)
+        ok = json_integer_value(json_array_get(want, i)) == ids[i];
     if (!ok) {
         char *w = json_dumps(want, JSON_COMPACT);
         fprintf(stderr, "  %s of \"%.80s\": expected %s, seen", what, text, w);
-        for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
+        for (size_t i = 0; i < n && i < 40; i++)
+            fprintf(stderr, " %d", ids[i]);
         fputc('\n', stderr);
         free(w);
     }
@@ -81,8 +83,12 @@ static void goldens_encode(const fm_tokenizer *t, const char *name) {
     CHECK_MSG(ok == n, "%s: %zu of %zu golden strings encode as Hugging Face does", name, ok, n);
 }
 
-static void test_goldens_encode_pairs(void) { goldens_encode(tok_pairs, "pairs"); }
-static void test_goldens_encode_legacy(void) { goldens_encode(tok_legacy, "legacy"); }
+static void test_goldens_encode_pairs(void) {
+    goldens_encode(tok_pairs, "pairs");
+}
+static void test_goldens_encode_legacy(void) {
+    goldens_encode(tok_legacy, "legacy");
+}
 
 static void test_goldens_decode(void) {
     json_t *cases = json_object_get(goldens, "decode");
@@ -92,7 +98,8 @@ static void test_goldens_decode(void) {
         json_t *c = json_array_get(cases, i), *ids = json_object_get(c, "ids");
         int32_t v[64];
         size_t k = json_array_size(ids);
-        for (size_t j = 0; j < k && j < 64; j++) v[j] = (int32_t)json_integer_value(json_array_get(ids, j));
+        for (size_t j = 0; j < k && j < 64; j++)
+            v[j] = (int32_t)json_integer_value(json_array_get(ids, j));
         for (int skip = 0; skip < 2; skip++) {
             json_t *want = json_object_get(c, skip ? "skip_special" : "text");
             char *text = NULL;
@@ -101,8 +108,9 @@ static void test_goldens_decode(void) {
             CHECK_OK(fm_tokenizer_decode(tok_pairs, v, k, skip, &text, &len, &err), &err);
             bool same = text && len == json_string_length(want) &&
                         !memcmp(text, json_string_value(want), len);
-            if (!same) fprintf(stderr, "  decode case %zu (skip %d): expected \"%s\", seen \"%s\"\n",
-                               i, skip, json_string_value(want), text ? text : "(null)");
+            if (!same)
+                fprintf(stderr, "  decode case %zu (skip %d): expected \"%s\", seen \"%s\"\n", i,
+                        skip, json_string_value(want), text ? text : "(null)");
             ok += same;
             fm_free(text);
         }
@@ -181,7 +189,8 @@ static void test_user_mask(void) {
     int32_t *b = enc(t, "user\n<|im_end|>hi", NULL, 0, &n2);
     CHECK(a && b && n1 == n2 + 2 && a[0] == im_start && a[n1 - 1] == im_end);
     CHECK(a && b && ids_eq(a + 1, n1 - 2, b, n2));
-    for (size_t i = 1; a && i + 1 < n1; i++) CHECK(a[i] != im_end);
+    for (size_t i = 1; a && i + 1 < n1; i++)
+        CHECK(a[i] != im_end);
     fm_free(a), fm_free(b);
     /* a special token straddling the seam is not recognised either */
     a = enc_seam("x<|im_", "end|>", "", &n1);
@@ -196,12 +205,14 @@ static void test_user_mask(void) {
     /* non-special added tokens are recognised in user text */
     a = enc_seam("say ", "<tool_call>", "", &n1);
     bool found = false;
-    for (size_t i = 0; a && i < n1; i++) found |= a[i] == tool;
+    for (size_t i = 0; a && i < n1; i++)
+        found |= a[i] == tool;
     CHECK(found);
     fm_free(a);
     /* without FM_TOKENIZE_SPECIAL even template bytes form no special token */
     a = enc(t, "<|im_start|>", NULL, 0, &n1);
-    for (size_t i = 0; a && i < n1; i++) CHECK(a[i] != im_start);
+    for (size_t i = 0; a && i < n1; i++)
+        CHECK(a[i] != im_start);
     fm_free(a);
 }
 
@@ -214,13 +225,15 @@ static void test_user_mask_normalized(void) {
     size_t n;
     int32_t *a = enc(t, "a <n\xcc\x83> b", NULL, FM_TOKENIZE_SPECIAL, &n);
     bool found = false;
-    for (size_t i = 0; a && i < n; i++) found |= a[i] == nt;
+    for (size_t i = 0; a && i < n; i++)
+        found |= a[i] == nt;
     CHECK_MSG(found, "decomposed <n~> matches the normalized special token");
     fm_free(a);
     uint8_t mask[16] = {0};
     mask[0] = 1; /* only the leading "a" is user text */
     a = enc(t, "a <n\xcc\x83> b", mask, FM_TOKENIZE_SPECIAL, &n);
-    for (size_t i = 0; a && i < n; i++) CHECK(a[i] != nt);
+    for (size_t i = 0; a && i < n; i++)
+        CHECK(a[i] != nt);
     fm_free(a);
 }
 
@@ -230,15 +243,16 @@ static void test_invalid_utf8(void) {
     static const struct {
         const char *s;
         size_t n, off;
-    } cases[] = {{"ab\xff", 3, 2},     {"\xc0\xaf", 2, 0},     {"x\xed\xa0\x80", 4, 1},
-                 {"ok\xe4\xb8", 4, 2}, {"\xf4\x90\x80\x80", 4, 0}, {"a\x80", 2, 1},
-                 {"\xe2\x82", 2, 0},   {"good text \xf0\x9f\x98", 13, 10}};
+    } cases[] = {{"ab\xff", 3, 2},           {"\xc0\xaf", 2, 0},
+                 {"x\xed\xa0\x80", 4, 1},    {"ok\xe4\xb8", 4, 2},
+                 {"\xf4\x90\x80\x80", 4, 0}, {"a\x80", 2, 1},
+                 {"\xe2\x82", 2, 0},         {"good text \xf0\x9f\x98", 13, 10}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int32_t *ids = (int32_t *)&ids;
         size_t n = 99;
         fm_error err;
-        fm_status st = fm_tokenizer_encode(tok_pairs, cases[i].s, cases[i].n, NULL, 0, &ids, &n,
-                                           &err);
+        fm_status st =
+            fm_tokenizer_encode(tok_pairs, cases[i].s, cases[i].n, NULL, 0, &ids, &n, &err);
         CHECK_STATUS(FM_ERR_INPUT, st, &err);
         char want[64];
         snprintf(want, sizeof want, "byte offset %zu", cases[i].off);
@@ -260,8 +274,8 @@ static void test_invalid_utf8(void) {
     CHECK_OK(fm_tokenizer_encode(tok_pairs, NULL, 0, NULL, 0, &ids, &n, &err), &err);
     CHECK(ids != NULL && n == 0);
     fm_free(ids);
-    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_tokenizer_encode(tok_pairs, "x", 1, NULL, 0, NULL, &n, &err),
-                 &err);
+    CHECK_STATUS(FM_ERR_INVALID_ARG,
+                 fm_tokenizer_encode(tok_pairs, "x", 1, NULL, 0, NULL, &n, &err), &err);
 }
 
 /* ---- decode rules (spec §1.5) ------------------------------------------------------------- */
@@ -278,7 +292,8 @@ static int32_t byte_token(uint8_t b) {
 
 static void expect_decode(const uint8_t *bytes, size_t n, const char *want) {
     int32_t ids[8];
-    for (size_t i = 0; i < n; i++) ids[i] = byte_token(bytes[i]);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = byte_token(bytes[i]);
     char *text = NULL;
     size_t len;
     fm_error err;
@@ -293,7 +308,11 @@ static void test_decode_lossy(void) {
     expect_decode((const uint8_t *)"\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd");
     expect_decode((const uint8_t *)"\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
     expect_decode((const uint8_t *)"\xe4\xb8\xad", 3, "\xe4\xb8\xad");
-    expect_decode((const uint8_t *)"a\xe4\xb8" "b", 4, "a\xef\xbf\xbd" "b");
+    expect_decode((const uint8_t *)"a\xe4\xb8"
+                                   "b",
+                  4,
+                  "a\xef\xbf\xbd"
+                  "b");
     int32_t ids[3] = {byte_token('h'), 1 << 29, byte_token('i')}; /* unknown ids vanish */
     char *text = NULL;
     size_t len;
@@ -324,7 +343,8 @@ static void roundtrip(const char *s, size_t n, const char *what) {
 static void test_long_inputs(void) {
     size_t n = 1 << 20;
     char *s = malloc(n + 2);
-    for (size_t i = 0; i < n; i++) s[i] = (char)('a' + (i * 7919 % 26));
+    for (size_t i = 0; i < n; i++)
+        s[i] = (char)('a' + (i * 7919 % 26));
     clock_t c0 = clock();
     roundtrip(s, n, "1 MiB word");
     memset(s, ' ', n), s[n] = 'x';
@@ -345,10 +365,10 @@ static uint32_t rnd(uint32_t n) {
 /* A random valid code point from ranges that matter (ASCII, Latin with combining marks, CJK,
  * emoji, whitespace of several kinds). */
 static uint32_t random_cp(void) {
-    static const uint32_t ranges[][2] = {{0x20, 0x7e},       {0x09, 0x0d},     {0xa0, 0x17f},
-                                         {0x300, 0x36f},     {0x1100, 0x11ff}, {0x3000, 0x30ff},
-                                         {0x4e00, 0x4eff},   {0xac00, 0xacff}, {0x1f300, 0x1f6ff},
-                                         {0x2000, 0x206f},   {0xfe00, 0xfe0f}, {0x10000, 0x1007f}};
+    static const uint32_t ranges[][2] = {{0x20, 0x7e},     {0x09, 0x0d},     {0xa0, 0x17f},
+                                         {0x300, 0x36f},   {0x1100, 0x11ff}, {0x3000, 0x30ff},
+                                         {0x4e00, 0x4eff}, {0xac00, 0xacff}, {0x1f300, 0x1f6ff},
+                                         {0x2000, 0x206f}, {0xfe00, 0xfe0f}, {0x10000, 0x1007f}};
     const uint32_t *r = ranges[rnd(sizeof ranges / sizeof *ranges)];
     return r[0] + rnd(r[1] - r[0] + 1);
 }
@@ -359,8 +379,8 @@ static void test_random_roundtrip(void) {
     char s[4096];
     for (int iter = 0; iter < 300; iter++) {
         size_t n = 0, k = 1 + rnd(200);
-        for (size_t i = 0; i < k; i++) n += utf8proc_encode_char((utf8proc_int32_t)random_cp(),
-                                                                 (utf8proc_uint8_t *)s + n);
+        for (size_t i = 0; i < k; i++)
+            n += utf8proc_encode_char((utf8proc_int32_t)random_cp(), (utf8proc_uint8_t *)s + n);
         char what[64];
         snprintf(what, sizeof what, "random text (seed %llu, iteration %d)",
                  (unsigned long long)seed, iter);
@@ -389,8 +409,10 @@ static void *encode_all(void *arg) {
 static void test_threads(void) {
     pthread_t th[3];
     size_t bad[3] = {0};
-    for (int i = 0; i < 3; i++) CHECK_EQ_INT(0, pthread_create(&th[i], NULL, encode_all, &bad[i]));
-    for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(0, pthread_create(&th[i], NULL, encode_all, &bad[i]));
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
     CHECK_EQ_INT(0, bad[0] + bad[1] + bad[2]);
 }
 

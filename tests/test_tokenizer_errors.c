@@ -29,20 +29,27 @@ static const char *bl(unsigned b, char out[4]) {
     uint32_t cp = b;
     if (!printable(b)) {
         cp = 0x100;
-        for (unsigned x = 0; x < b; x++) cp += !printable(x);
+        for (unsigned x = 0; x < b; x++)
+            cp += !printable(x);
     }
-    if (cp < 0x80) out[0] = (char)cp, out[1] = 0;
-    else out[0] = (char)(0xC0 | (cp >> 6)), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
+    if (cp < 0x80)
+        out[0] = (char)cp, out[1] = 0;
+    else
+        out[0] = (char)(0xC0 | (cp >> 6)), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
     return out;
 }
 
 static json_t *base(void) {
     json_t *vocab = json_object();
     char c[4];
-    for (unsigned b = 0; b < 256; b++) json_object_set_new(vocab, bl(b, c), json_integer(b));
+    for (unsigned b = 0; b < 256; b++)
+        json_object_set_new(vocab, bl(b, c), json_integer(b));
     json_object_set_new(vocab, "ab", json_integer(256));
     json_object_set_new(vocab, "abc", json_integer(257));
-    json_object_set_new(vocab, "\xc4\xa0" "a", json_integer(258));
+    json_object_set_new(vocab,
+                        "\xc4\xa0"
+                        "a",
+                        json_integer(258));
     json_t *root = json_pack(
         "{ss sn sn s[{si ss sb sb sb sb sb}] s{ss} s{ss s[{ss s{ss} ss sb} {ss sb sb sb}]} "
         "s{ss sb sb sb} s{ss sb sb sb} s{ss sn sn ss ss sb sb sb so s[sss]}}",
@@ -64,7 +71,8 @@ static json_t *at(json_t *root, const char *path) { /* "model.vocab" style, obje
     char buf[128];
     snprintf(buf, sizeof buf, "%s", path);
     json_t *v = root;
-    for (char *tok = strtok(buf, "."); v && tok; tok = strtok(NULL, ".")) v = json_object_get(v, tok);
+    for (char *tok = strtok(buf, "."); v && tok; tok = strtok(NULL, "."))
+        v = json_object_get(v, tok);
     return v;
 }
 
@@ -113,8 +121,10 @@ static void test_json_level(void) {
         size_t n = (size_t)depth * 2 + 16;
         char *s = malloc(n);
         size_t k = (size_t)sprintf(s, "{\"x\":");
-        for (int i = 1; i < depth; i++) s[k++] = '[';
-        for (int i = 1; i < depth; i++) s[k++] = ']';
+        for (int i = 1; i < depth; i++)
+            s[k++] = '[';
+        for (int i = 1; i < depth; i++)
+            s[k++] = ']';
         s[k++] = '}';
         CHECK_STATUS(FM_ERR_LIMIT, fm_tokenizer_parse(s, k, LABEL, NULL, &t, &err), &err);
         CHECK_CONTAINS(err.msg, "nesting");
@@ -180,15 +190,17 @@ static void test_components(void) {
     expect(r, NULL, FM_ERR_CONFIG, "model.fuse_unk", NULL, "fuse_unk type");
     r = base(), SET(r, "", "normalizer", json_pack("{ss}", "type", "NFKC"));
     expect(r, NULL, FM_ERR_UNSUPPORTED, "normalizer.type", "NFKC", "NFKC");
-    r = base(), SET(r, "", "normalizer", json_pack("{ss s[{ss}{ss}]}", "type", "Sequence",
-                                                   "normalizers", "type", "NFC", "type",
-                                                   "Lowercase"));
+    r = base(), SET(r, "", "normalizer",
+                    json_pack("{ss s[{ss}{ss}]}", "type", "Sequence", "normalizers", "type", "NFC",
+                              "type", "Lowercase"));
     expect(r, NULL, FM_ERR_UNSUPPORTED, "normalizer.normalizers[1].type", "Lowercase", "seq");
     r = base(), SET(r, "", "normalizer", json_null());
     expect(r, NULL, FM_OK, NULL, NULL, "no normalizer");
     json_t *many = json_array();
-    for (int i = 0; i < 17; i++) json_array_append_new(many, json_pack("{ss}", "type", "NFC"));
-    r = base(), SET(r, "", "normalizer", json_pack("{ss so}", "type", "Sequence", "normalizers", many));
+    for (int i = 0; i < 17; i++)
+        json_array_append_new(many, json_pack("{ss}", "type", "NFC"));
+    r = base(),
+    SET(r, "", "normalizer", json_pack("{ss so}", "type", "Sequence", "normalizers", many));
     expect(r, NULL, FM_ERR_LIMIT, "normalizer", "steps limit", "17 normalizers");
     r = base(), SET(r, "", "decoder", json_null());
     expect(r, NULL, FM_ERR_UNSUPPORTED, "decoder", NULL, "no decoder");
@@ -198,9 +210,9 @@ static void test_components(void) {
                     json_pack("{ss s[{s{ss}} {s{ss}}]}", "type", "TemplateProcessing", "single",
                               "SpecialToken", "id", "<s>", "Sequence", "id", "A"));
     expect(r, NULL, FM_ERR_UNSUPPORTED, "post_processor.type", "BOS", "template adds a token");
-    r = base(), SET(r, "", "post_processor", json_pack("{ss s[{s{ss}}]}", "type",
-                                                       "TemplateProcessing", "single", "Sequence",
-                                                       "id", "A"));
+    r = base(), SET(r, "", "post_processor",
+                    json_pack("{ss s[{s{ss}}]}", "type", "TemplateProcessing", "single", "Sequence",
+                              "id", "A"));
     expect(r, NULL, FM_OK, NULL, NULL, "template that adds nothing");
 }
 
@@ -273,7 +285,9 @@ static void test_vocab(void) {
     free(tok);
 }
 
-static void set_merges(json_t *r, json_t *merges) { SET(r, "model", "merges", merges); }
+static void set_merges(json_t *r, json_t *merges) {
+    SET(r, "model", "merges", merges);
+}
 
 static void test_merges(void) {
     json_t *r;
@@ -326,8 +340,8 @@ static void test_added(void) {
     expect(r, NULL, FM_ERR_CONFIG, "added_tokens[1]", "id 256", "vocab content, wrong id");
     r = base(), json_array_append_new(at(r, "added_tokens"), added(256, "ab", false));
     expect(r, NULL, FM_OK, NULL, NULL, "vocab content keeps its id");
-    r = base(), json_object_set_new(json_array_get(at(r, "added_tokens"), 0), "lstrip",
-                                    json_integer(1));
+    r = base(),
+    json_object_set_new(json_array_get(at(r, "added_tokens"), 0), "lstrip", json_integer(1));
     expect(r, NULL, FM_ERR_CONFIG, "added_tokens[0].lstrip", NULL, "flag type");
     /* a vocab with a hole: 258 entries, ids 0..256 and 258; tokenizers gives the next added
      * token id 258, which is a vocab id */
@@ -377,8 +391,8 @@ static void expect_ids(json_t *root, const char *text, const int32_t *want, size
     fm_status st;
     int32_t *ids = encode(root, text, &n, &st);
     bool ok = st == FM_OK && n == nwant && !memcmp(ids, want, n * sizeof *ids);
-    CHECK_MSG(ok, "%s: \"%s\" -> %zu ids (first %d), expected %zu", name, text, n,
-              n ? ids[0] : -1, nwant);
+    CHECK_MSG(ok, "%s: \"%s\" -> %zu ids (first %d), expected %zu", name, text, n, n ? ids[0] : -1,
+              nwant);
     fm_free(ids);
 }
 
@@ -393,7 +407,10 @@ static json_t *renumber(json_t *r) {
 static json_t *without_z(const char *unk, bool fuse) {
     json_t *r = base();
     json_object_del(at(r, "model.vocab"), "z");
-    SET(r, "model.vocab", "\xc4\xa0" "a", json_integer('z'));
+    SET(r, "model.vocab",
+        "\xc4\xa0"
+        "a",
+        json_integer('z'));
     if (unk) SET(r, "model", "unk_token", json_string(unk));
     SET(r, "model", "fuse_unk", json_boolean(fuse));
     return renumber(r);
@@ -409,7 +426,10 @@ static void test_bpe_by_hand(void) {
     expect_ids(base(), " a", (int32_t[]){258}, 1, "single merge");
     /* ignore_merges: a piece that is a vocab entry is taken whole, merges or not */
     json_t *r = base();
-    SET(r, "model.vocab", "\xc4\xa0" "ab", json_integer(259));
+    SET(r, "model.vocab",
+        "\xc4\xa0"
+        "ab",
+        json_integer(259));
     SET(r, "model", "ignore_merges", json_true());
     expect_ids(renumber(r), " ab", (int32_t[]){259}, 1, "ignore_merges");
     /* bytes missing from the vocab: dropped without unk_token, unk (fused or not) with it */
@@ -430,8 +450,9 @@ static void test_other_splits(void) {
     expect_ids(r, "abc", (int32_t[]){'a', 'b', 'c'}, 3, "String split");
     /* GPT-2: ByteLevel with use_regex and no Split: "x", " abc" -> x, Ġ, abc */
     r = base();
-    SET(r, "", "pre_tokenizer", json_pack("{ss sb sb sb}", "type", "ByteLevel", "add_prefix_space",
-                                          0, "trim_offsets", 0, "use_regex", 1));
+    SET(r, "", "pre_tokenizer",
+        json_pack("{ss sb sb sb}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 0,
+                  "use_regex", 1));
     expect_ids(r, "x abc", (int32_t[]){'x', ' ', 257}, 3, "GPT-2 regex");
     /* a catastrophic pattern: PCRE2's match limit stops it with an error, not a hang */
     r = base();

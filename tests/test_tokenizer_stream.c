@@ -45,7 +45,8 @@ static bool valid_utf8(const char *s, size_t n) {
         unsigned char c = (unsigned char)copy[i];
         size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
         ok = k && i + k <= n && !(c >= 0x80 && c < 0xC2) && c <= 0xF4;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)copy[i + j] & 0xC0) == 0x80;
+        for (size_t j = 1; ok && j < k; j++)
+            ok = ((unsigned char)copy[i + j] & 0xC0) == 0x80;
         if (ok && k == 3) {
             unsigned d = (unsigned char)copy[i + 1];
             ok = !(c == 0xE0 && d < 0xA0) && !(c == 0xED && d > 0x9F);
@@ -64,11 +65,16 @@ static void random_ids(int32_t *ids, size_t n, int32_t vocab, const int32_t *spe
     static const uint8_t lead[] = {0xC3, 0xE4, 0xF0, 0xED, 0xC0, 0xF4, 0xE0, 0x80, 0xBF, 0xFF};
     for (size_t i = 0; i < n; i++) {
         uint32_t u = rnd(100);
-        if (u < 35) ids[i] = byte_token((uint8_t)(0x80 + rnd(0x80))); /* continuation or lead */
-        else if (u < 45) ids[i] = byte_token(lead[rnd(sizeof lead)]);
-        else if (u < 85) ids[i] = (int32_t)rnd((uint32_t)vocab);
-        else if (u < 95) ids[i] = special[rnd((uint32_t)ns)];
-        else ids[i] = vocab + (int32_t)rnd(1000); /* unknown */
+        if (u < 35)
+            ids[i] = byte_token((uint8_t)(0x80 + rnd(0x80))); /* continuation or lead */
+        else if (u < 45)
+            ids[i] = byte_token(lead[rnd(sizeof lead)]);
+        else if (u < 85)
+            ids[i] = (int32_t)rnd((uint32_t)vocab);
+        else if (u < 95)
+            ids[i] = special[rnd((uint32_t)ns)];
+        else
+            ids[i] = vocab + (int32_t)rnd(1000); /* unknown */
     }
 }
 
@@ -114,8 +120,9 @@ static void test_stream_random(void) {
         random_ids(ids, n, vocab, special, 4);
         for (int skip = 0; skip < 2; skip++) {
             if (stream_matches(ids, n, skip, s[skip])) continue;
-            if (bad++ < 3) fprintf(stderr, "  stream != decode (seed %llu, iteration %d, skip %d)\n",
-                                   (unsigned long long)seed, iter, skip);
+            if (bad++ < 3)
+                fprintf(stderr, "  stream != decode (seed %llu, iteration %d, skip %d)\n",
+                        (unsigned long long)seed, iter, skip);
         }
     }
     CHECK_EQ_INT(0, bad);
@@ -165,9 +172,13 @@ static void sweep(const char *what, fm_status (*fn)(void)) {
             CHECK_MSG(st == FM_OK, "%s: %s without an injected failure", what, fm_status_name(st));
             break;
         }
-        if (st == FM_ERR_NOMEM) clean++;
-        else CHECK_MSG(st == FM_OK, "%s: allocation %llu failed -> %s, expected FM_ERR_NOMEM or "
-                       "a fallback", what, (unsigned long long)n, fm_status_name(st));
+        if (st == FM_ERR_NOMEM)
+            clean++;
+        else
+            CHECK_MSG(st == FM_OK,
+                      "%s: allocation %llu failed -> %s, expected FM_ERR_NOMEM or "
+                      "a fallback",
+                      what, (unsigned long long)n, fm_status_name(st));
     }
     CHECK_MSG(runs > 0 && clean > 0, "%s: %zu failure points, %zu reported NOMEM", what, runs,
               clean);
@@ -185,8 +196,9 @@ static fm_status load_once(void) {
     return st;
 }
 
-static const char ENC_TEXT[] = "<|im_start|>user\nUn cafe\xcc\x81 <mask> et <n\xcc\x83> !! "
-                               "supercalifragilisticexpialidocious 2024\r\n\t\xe4\xb8\xad<|im_end|>";
+static const char ENC_TEXT[] =
+    "<|im_start|>user\nUn cafe\xcc\x81 <mask> et <n\xcc\x83> !! "
+    "supercalifragilisticexpialidocious 2024\r\n\t\xe4\xb8\xad<|im_end|>";
 
 static fm_status encode_once(void) {
     int32_t *ids = NULL, *ref = NULL;
@@ -222,16 +234,25 @@ static fm_status stream_once(void) {
     const char *c;
     size_t len;
     fm_status st = fm_detok_stream_new(tok, false, &s, NULL);
-    for (int32_t id = 0; st == FM_OK && id < 40; id++) st = fm_detok_stream_push(s, id, &c, &len, NULL);
+    for (int32_t id = 0; st == FM_OK && id < 40; id++)
+        st = fm_detok_stream_push(s, id, &c, &len, NULL);
     if (st == FM_OK) st = fm_detok_stream_finish(s, &c, &len, NULL);
     fm_detok_stream_free(s);
     return st;
 }
 
-static void test_fault_load(void) { sweep("load", load_once); }
-static void test_fault_encode(void) { sweep("encode", encode_once); }
-static void test_fault_decode(void) { sweep("decode", decode_once); }
-static void test_fault_stream(void) { sweep("stream", stream_once); }
+static void test_fault_load(void) {
+    sweep("load", load_once);
+}
+static void test_fault_encode(void) {
+    sweep("encode", encode_once);
+}
+static void test_fault_decode(void) {
+    sweep("decode", decode_once);
+}
+static void test_fault_stream(void) {
+    sweep("stream", stream_once);
+}
 
 int main(void) {
     char path[1024];

@@ -1,6 +1,7 @@
 /* fusemap text: Hugging Face `tokenizer.json` (byte-level BPE as Qwen2, Qwen2.5-VL and Qwen3-VL
  * ship it) — encode exactly as the tokenizers library does, decode, and stream detokenization.
- * Contract: shared/spec/generation.md §1 and §5.6; supported subset and limits: docs/tokenizer.md. */
+ * Contract: shared/spec/generation.md §1 and §5.6; supported subset and limits: docs/tokenizer.md.
+ */
 #ifndef FUSEMAP_TOKENIZER_H
 #define FUSEMAP_TOKENIZER_H
 
@@ -50,8 +51,7 @@ fm_status fm_tokenizer_open_limits(const char *path, const fm_tokenizer_limits *
 /* From JSON text in memory (borrowed for the call); `label` names it in errors; `limits` NULL
  * = defaults. */
 fm_status fm_tokenizer_parse(const char *json, size_t len, const char *label,
-                             const fm_tokenizer_limits *limits, fm_tokenizer **out,
-                             fm_error *err);
+                             const fm_tokenizer_limits *limits, fm_tokenizer **out, fm_error *err);
 void fm_tokenizer_free(fm_tokenizer *t); /* accepts NULL */
 
 /* Encode flags. */
@@ -111,8 +111,7 @@ fm_status fm_detok_stream_new(const fm_tokenizer *t, bool skip_special, fm_detok
 fm_status fm_detok_stream_push(fm_detok_stream *s, int32_t id, const char **text, size_t *len,
                                fm_error *err);
 /* Ends the stream: returns what was held back. The stream may then be reused from empty. */
-fm_status fm_detok_stream_finish(fm_detok_stream *s, const char **text, size_t *len,
-                                 fm_error *err);
+fm_status fm_detok_stream_finish(fm_detok_stream *s, const char **text, size_t *len, fm_error *err);
 void fm_detok_stream_free(fm_detok_stream *s); /* accepts NULL */
 
 #ifdef __cplusplus

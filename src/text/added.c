@@ -42,15 +42,15 @@ static fm_status build_set(fm_tokenizer *t, tk_addset *set, bool normalized, fm_
     size_t k = 0;
     for (unsigned b = 0; b < 256; b++) {
         set->start[b] = (uint32_t)k;
-        while (k < set->n && keys[k].first == b) set->order[k] = keys[k].idx, k++;
+        while (k < set->n && keys[k].first == b)
+            set->order[k] = keys[k].idx, k++;
     }
     set->start[256] = (uint32_t)k;
     fm_free(keys);
     return FM_OK;
 }
 
-static fm_status compile_class(fm_tokenizer *t, const char *pat, pcre2_code **out,
-                               fm_error *err) {
+static fm_status compile_class(fm_tokenizer *t, const char *pat, pcre2_code **out, fm_error *err) {
     tk_regex re = {0};
     fm_status st = tk_regex_compile(t, pat, strlen(pat), false, "added token flags", &re, err);
     *out = re.code;
@@ -131,7 +131,8 @@ static bool usable(const tk_enc *e, const tk_added *a, const char *s, size_t n, 
 
 static size_t strip_left(const fm_tokenizer *t, const char *s, size_t q, size_t floor) {
     size_t back;
-    while (q > floor && tk_is_space(t, tk_utf8_prev((const uint8_t *)s, q, &back))) q -= back;
+    while (q > floor && tk_is_space(t, tk_utf8_prev((const uint8_t *)s, q, &back)))
+        q -= back;
     return q < floor ? floor : q;
 }
 

@@ -6,7 +6,7 @@
  * the ids of pieces already seen. */
 #include "text/tok_internal.h"
 
-#define CACHE_MAX_WORD 255            /* longer pieces are not cached */
+#define CACHE_MAX_WORD 255 /* longer pieces are not cached */
 #define CACHE_MIN_SLOTS 1024u
 #define CACHE_MAX_SLOTS (1u << 17)
 
@@ -34,7 +34,8 @@ static tk_cache *cache_new(void) {
         return NULL;
     }
     if (!c) return NULL;
-    for (size_t i = 0; i < CACHE_MIN_SLOTS; i++) c->slot[i].klen = UINT32_MAX;
+    for (size_t i = 0; i < CACHE_MIN_SLOTS; i++)
+        c->slot[i].klen = UINT32_MAX;
     c->mask = CACHE_MIN_SLOTS - 1;
     return c;
 }
@@ -61,13 +62,15 @@ static bool cache_grow(tk_cache *c) {
     if (cap > CACHE_MAX_SLOTS) return false;
     cache_slot *ns = fm_malloc(cap * sizeof *ns), *old = c->slot;
     if (!ns) return false;
-    for (size_t i = 0; i < cap; i++) ns[i].klen = UINT32_MAX;
+    for (size_t i = 0; i < cap; i++)
+        ns[i].klen = UINT32_MAX;
     size_t oldcap = c->mask + 1;
     c->slot = ns, c->mask = cap - 1;
     for (size_t i = 0; i < oldcap; i++) {
         if (old[i].klen == UINT32_MAX) continue;
         size_t j = (size_t)old[i].hash & c->mask;
-        while (ns[j].klen != UINT32_MAX) j = (j + 1) & c->mask;
+        while (ns[j].klen != UINT32_MAX)
+            j = (j + 1) & c->mask;
         ns[j] = old[i];
     }
     fm_free(old);
@@ -77,7 +80,8 @@ static bool cache_grow(tk_cache *c) {
 static bool reserve(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return true;
     size_t n = *cap ? *cap : 4096;
-    while (n < need) n *= 2;
+    while (n < need)
+        n *= 2;
     void *q = fm_realloc(*p, n * elem);
     if (!q) return false;
     *p = q, *cap = n;
@@ -139,7 +143,8 @@ static void push_pair(const tk_pairmap *mg, tk_sym *sym, tk_heapent *h, size_t *
 
 static void merge_all(const fm_tokenizer *t, tk_sym *sym, size_t ns, tk_heapent *h) {
     size_t nh = 0;
-    for (size_t i = 0; i + 1 < ns; i++) push_pair(&t->merges, sym, h, &nh, (int32_t)i);
+    for (size_t i = 0; i + 1 < ns; i++)
+        push_pair(&t->merges, sym, h, &nh, (int32_t)i);
     while (nh) {
         tk_heapent top = heap_pop(h, &nh);
         tk_sym *l = &sym[top.pos];
@@ -162,7 +167,8 @@ static void merge_all(const fm_tokenizer *t, tk_sym *sym, size_t ns, tk_heapent 
 static fm_status scratch(tk_enc *e, size_t n) {
     if (n <= e->cap_sym) return FM_OK;
     size_t cap = e->cap_sym ? e->cap_sym : 64;
-    while (cap < n) cap *= 2;
+    while (cap < n)
+        cap *= 2;
     tk_sym *s = fm_realloc(e->sym, cap * sizeof *s);
     if (s) e->sym = s;
     tk_heapent *h = s ? fm_realloc(e->heap, 3 * cap * sizeof *h) : NULL;
@@ -192,8 +198,10 @@ static fm_status init_syms(tk_enc *e, const uint8_t *s, size_t n, size_t *ns) {
         }
         if (t->unk_id == -1) continue;
         if (t->unk_id < 0)
-            return fm_error_set(e->err, FM_ERR_CONFIG, "%s: model.unk_token \"%.64s\" is not in "
-                                "model.vocab", t->label, t->unk_token);
+            return fm_error_set(e->err, FM_ERR_CONFIG,
+                                "%s: model.unk_token \"%.64s\" is not in "
+                                "model.vocab",
+                                t->label, t->unk_token);
         if (unk_len && !t->fuse_unk) add_sym(e->sym, ns, t->unk_id, unk_len), unk_len = 0;
         unk_len++;
     }
@@ -207,7 +215,8 @@ static fm_status whole_piece(tk_enc *e, const uint8_t *s, size_t n, int32_t *id)
     if (!reserve((void **)&e->mapped, &e->cap_mapped, 2 * n, 1))
         return fm_error_set(e->err, FM_ERR_NOMEM, "%s: encode: out of memory", e->t->label);
     size_t o = 0;
-    for (size_t i = 0; i < n; i++) o += tk_utf8_put(tk_b2u(s[i]), e->mapped + o);
+    for (size_t i = 0; i < n; i++)
+        o += tk_utf8_put(tk_b2u(s[i]), e->mapped + o);
     *id = tk_strmap_get(&e->t->vocab, e->t->arena, e->mapped, o);
     return FM_OK;
 }
@@ -218,7 +227,8 @@ static fm_status bpe_compute(tk_enc *e, const uint8_t *s, size_t n) {
     if (st == FM_OK) st = init_syms(e, s, n, &ns);
     if (st != FM_OK || ns == 0) return st;
     merge_all(e->t, e->sym, ns, e->heap);
-    for (int32_t i = 0; i >= 0 && st == FM_OK; i = e->sym[i].next) st = tk_enc_push(e, e->sym[i].id);
+    for (int32_t i = 0; i >= 0 && st == FM_OK; i = e->sym[i].next)
+        st = tk_enc_push(e, e->sym[i].id);
     return st;
 }
 
@@ -231,8 +241,10 @@ fm_status tk_bpe_word(tk_enc *e, const uint8_t *s, size_t n) {
         if (st != FM_OK || id >= 0) return st == FM_OK ? tk_enc_push(e, id) : st;
     }
     if (n > (size_t)INT32_MAX / 4)
-        return fm_error_set(e->err, FM_ERR_LIMIT, "%s: encode: a pre-tokenized piece of %zu bytes "
-                            "is too long", t->label, n);
+        return fm_error_set(e->err, FM_ERR_LIMIT,
+                            "%s: encode: a pre-tokenized piece of %zu bytes "
+                            "is too long",
+                            t->label, n);
     if (n > CACHE_MAX_WORD) return bpe_compute(e, s, n);
     if (!e->cache && !(e->cache = cache_new())) return bpe_compute(e, s, n);
     uint64_t h = tk_hash_bytes(s, n);

@@ -28,7 +28,9 @@ const char *fm_tokenizer_token_bytes(const fm_tokenizer *t, int32_t id, size_t *
     return e ? t->darena + e->doff : NULL;
 }
 
-size_t fm_tokenizer_vocab_size(const fm_tokenizer *t) { return t ? t->n_ids : 0; }
+size_t fm_tokenizer_vocab_size(const fm_tokenizer *t) {
+    return t ? t->n_ids : 0;
+}
 
 bool fm_tokenizer_is_special(const fm_tokenizer *t, int32_t id) {
     const tk_entry *e = entry(t, id);
@@ -103,7 +105,8 @@ fm_status fm_detok_stream_new(const fm_tokenizer *t, bool skip_special, fm_detok
 static fm_status stream_reserve(fm_detok_stream *s, size_t need, fm_error *err) {
     if (need <= s->cap) return FM_OK;
     size_t cap = s->cap ? s->cap : 64;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     uint8_t *in = fm_malloc(cap);
     char *out = in ? fm_malloc(3 * cap + 1) : NULL;
     if (!out) {

@@ -40,8 +40,8 @@ static fm_status plain_pieces(tk_enc *e, const char *s, size_t n, const uint8_t 
 fm_status tk_encode_segment(tk_enc *e, const char *s, size_t n, const uint8_t *mask) {
     const fm_tokenizer *t = e->t;
     if (!t->nfc || all_ascii(s, n)) {
-        if (t->norm_set.n) return tk_split_added(e, &t->norm_set, s, n, mask, e->specials,
-                                                 plain_pieces);
+        if (t->norm_set.n)
+            return tk_split_added(e, &t->norm_set, s, n, mask, e->specials, plain_pieces);
         return tk_pretokenize(e, 0, s, n);
     }
     char *ns = NULL;
@@ -68,14 +68,16 @@ fm_status fm_tokenizer_encode(const fm_tokenizer *t, const char *text, size_t le
         return fm_error_set(err, FM_ERR_INVALID_ARG, "encode: no tokenizer or text");
     size_t bad = tk_utf8_invalid_at((const uint8_t *)text, len);
     if (bad < len)
-        return fm_error_set(err, FM_ERR_INPUT, "%s: encode: input is not valid UTF-8 at byte "
-                            "offset %zu", t->label, bad);
-    tk_enc e = {.t = t, .mask = user_mask, .specials = (flags & FM_TOKENIZE_SPECIAL) != 0,
-                .err = err};
+        return fm_error_set(err, FM_ERR_INPUT,
+                            "%s: encode: input is not valid UTF-8 at byte "
+                            "offset %zu",
+                            t->label, bad);
+    tk_enc e = {
+        .t = t, .mask = user_mask, .specials = (flags & FM_TOKENIZE_SPECIAL) != 0, .err = err};
     e.md = pcre2_match_data_create(1, t->gctx);
     e.mctx = e.md ? pcre2_match_context_create(t->gctx) : NULL;
-    fm_status st = e.mctx ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "%s: encode: out of memory",
-                                                 t->label);
+    fm_status st =
+        e.mctx ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "%s: encode: out of memory", t->label);
     if (st == FM_OK && len)
         st = tk_split_added(&e, &t->raw_set, text, len, user_mask, e.specials, tk_encode_segment);
     if (st == FM_OK && !e.ids && !(e.ids = fm_malloc(sizeof *e.ids)))

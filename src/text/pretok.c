@@ -3,8 +3,8 @@
  * behaviour — every match and every gap between matches is its own piece, empty matches are
  * dropped — and each final piece handed to BPE (the ByteLevel mapping is folded into BPE's
  * byte -> id table). */
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <utf8proc.h>
 
 #include "text/tok_internal.h"
@@ -59,9 +59,10 @@ fm_status tk_regex_compile(fm_tokenizer *t, const char *pattern, size_t len, boo
             return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s: regex not accepted by PCRE2 (at "
-                            "offset %zu of the compiled form): %s", t->label, key, (size_t)off,
-                            (const char *)msg);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED,
+                            "%s: %s: regex not accepted by PCRE2 (at "
+                            "offset %zu of the compiled form): %s",
+                            t->label, key, (size_t)off, (const char *)msg);
     }
     out->jit = pcre2_jit_compile(out->code, PCRE2_JIT_COMPLETE) == 0;
     return FM_OK;
@@ -72,14 +73,13 @@ fm_status tk_nfc(const char *s, size_t n, char **out, size_t *out_len, fm_error 
     *out = NULL, *out_len = 0;
     if (n > (size_t)PTRDIFF_MAX / 8)
         return fm_error_set(err, FM_ERR_LIMIT, "NFC: text of %zu bytes is too long", n);
-    utf8proc_ssize_t cps = utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n,
-                                              NULL, 0, opts);
-    if (cps < 0)
-        return fm_error_set(err, FM_ERR_INPUT, "NFC: %s", utf8proc_errmsg(cps));
+    utf8proc_ssize_t cps =
+        utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, NULL, 0, opts);
+    if (cps < 0) return fm_error_set(err, FM_ERR_INPUT, "NFC: %s", utf8proc_errmsg(cps));
     int32_t *buf = fm_malloc(((size_t)cps + 1) * sizeof *buf);
     if (!buf) return fm_error_set(err, FM_ERR_NOMEM, "NFC: out of memory");
-    utf8proc_ssize_t got = utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n,
-                                              buf, cps, opts);
+    utf8proc_ssize_t got =
+        utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, buf, cps, opts);
     utf8proc_ssize_t bytes = got == cps ? utf8proc_reencode(buf, got, opts) : -1;
     if (bytes < 0) {
         fm_free(buf);

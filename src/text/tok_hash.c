@@ -41,7 +41,8 @@ fm_status tk_strmap_init(tk_strmap *m, size_t expected) {
     m->slot = cap ? fm_malloc(cap * sizeof *m->slot) : NULL;
     m->mask = 0;
     if (!m->slot) return FM_ERR_NOMEM;
-    for (size_t i = 0; i < cap; i++) m->slot[i].val = -1;
+    for (size_t i = 0; i < cap; i++)
+        m->slot[i].val = -1;
     m->mask = cap - 1;
     return FM_OK;
 }
@@ -81,7 +82,8 @@ fm_status tk_pairmap_init(tk_pairmap *m, size_t expected) {
     m->slot = cap ? fm_malloc(cap * sizeof *m->slot) : NULL;
     m->mask = 0;
     if (!m->slot) return FM_ERR_NOMEM;
-    for (size_t i = 0; i < cap; i++) m->slot[i] = (tk_pairslot){UINT64_MAX, -1, -1};
+    for (size_t i = 0; i < cap; i++)
+        m->slot[i] = (tk_pairslot){UINT64_MAX, -1, -1};
     m->mask = cap - 1;
     return FM_OK;
 }

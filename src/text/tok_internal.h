@@ -116,7 +116,7 @@ typedef struct tk_regex {
 } tk_regex;
 
 struct fm_tokenizer {
-    char *label;                 /* owned; names the file in errors */
+    char *label; /* owned; names the file in errors */
     fm_tokenizer_limits lim;
     pcre2_general_context *gctx; /* owned; PCRE2 allocates through fm_malloc */
     char *arena;                 /* owned; every token string, each NUL-terminated */

@@ -40,7 +40,8 @@ fm_status tk_arena_add(fm_tokenizer *t, const char *s, size_t len, uint32_t *off
         return fm_error_set(err, FM_ERR_LIMIT, "%s: token strings exceed 4 GiB", t->label);
     if (t->arena_len + len + 1 > t->arena_cap) {
         size_t cap = t->arena_cap ? t->arena_cap : 4096;
-        while (cap < t->arena_len + len + 1) cap *= 2;
+        while (cap < t->arena_len + len + 1)
+            cap *= 2;
         char *p = fm_realloc(t->arena, cap);
         if (!p) return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
         t->arena = p, t->arena_cap = cap;
@@ -60,8 +61,10 @@ static fm_status component_type(fm_tokenizer *t, json_t *v, const char *key, con
     json_t *ty = json_is_object(v) ? json_object_get(v, "type") : NULL;
     *type = json_is_string(ty) ? json_string_value(ty) : NULL;
     if (!*type)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: %s: expected an object with a \"type\" "
-                            "string", t->label, key);
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: %s: expected an object with a \"type\" "
+                            "string",
+                            t->label, key);
     return FM_OK;
 }
 
@@ -106,8 +109,10 @@ static fm_status parse_normalizer(fm_tokenizer *t, json_t *v, const char *key, s
     fm_status tst = component_type(t, v, key, &type, err);
     if (tst != FM_OK) return tst;
     if (++*stages > FM_TOK_MAX_STAGES)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: %s: more than %u normalizer steps "
-                            "(the steps limit)", t->label, key, FM_TOK_MAX_STAGES);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: %s: more than %u normalizer steps "
+                            "(the steps limit)",
+                            t->label, key, FM_TOK_MAX_STAGES);
     if (!strcmp(type, "NFC")) {
         t->nfc = true;
         return FM_OK;
@@ -132,11 +137,15 @@ static fm_status parse_normalizer(fm_tokenizer *t, json_t *v, const char *key, s
 static fm_status add_split(fm_tokenizer *t, const char *pat, size_t len, bool literal,
                            const char *key, fm_error *err) {
     if (t->n_split >= FM_TOK_MAX_STAGES)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: %s: more than %u pre-tokenizer splits "
-                            "(the steps limit)", t->label, key, FM_TOK_MAX_STAGES);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: %s: more than %u pre-tokenizer splits "
+                            "(the steps limit)",
+                            t->label, key, FM_TOK_MAX_STAGES);
     if (len > FM_TOK_MAX_REGEX_BYTES)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: %s: pattern of %zu bytes exceeds %u "
-                            "(the pattern length limit)", t->label, key, len, FM_TOK_MAX_REGEX_BYTES);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: %s: pattern of %zu bytes exceeds %u "
+                            "(the pattern length limit)",
+                            t->label, key, len, FM_TOK_MAX_REGEX_BYTES);
     fm_status st = tk_regex_compile(t, pat, len, literal, key, &t->split[t->n_split], err);
     if (st == FM_OK) t->n_split++;
     return st;
@@ -148,17 +157,21 @@ static fm_status parse_split(fm_tokenizer *t, json_t *v, const char *key, fm_err
     json_t *lit = json_is_object(pat) ? json_object_get(pat, "String") : NULL;
     json_t *s = re ? re : lit;
     if (!json_is_string(s) || json_object_size(pat) != 1)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: %s.pattern: expected {\"Regex\": string} "
-                            "or {\"String\": string}", t->label, key);
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: %s.pattern: expected {\"Regex\": string} "
+                            "or {\"String\": string}",
+                            t->label, key);
     json_t *beh = json_object_get(v, "behavior");
     if (!json_is_string(beh) || strcmp(json_string_value(beh), "Isolated"))
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s.behavior: only \"Isolated\" is "
-                            "supported", t->label, key);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED,
+                            "%s: %s.behavior: only \"Isolated\" is "
+                            "supported",
+                            t->label, key);
     bool invert;
     fm_status st = get_bool(t, v, "invert", key, false, &invert, err);
     if (st == FM_OK && invert)
-        st = fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s.invert: true is not supported",
-                          t->label, key);
+        st = fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s.invert: true is not supported", t->label,
+                          key);
     if (st != FM_OK) return st;
     char sub[128];
     snprintf(sub, sizeof sub, "%.70s.pattern", key);
@@ -171,8 +184,10 @@ static fm_status parse_byte_level_pre(fm_tokenizer *t, json_t *v, const char *ke
     if (st == FM_OK) st = get_bool(t, v, "use_regex", key, true, &use_regex, err);
     if (st != FM_OK) return st;
     if (prefix)
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s.add_prefix_space: true is not "
-                            "supported", t->label, key);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED,
+                            "%s: %s.add_prefix_space: true is not "
+                            "supported",
+                            t->label, key);
     return use_regex ? add_split(t, GPT2_PATTERN, sizeof GPT2_PATTERN - 1, false, key, err) : FM_OK;
 }
 
@@ -182,11 +197,15 @@ static fm_status parse_pretok(fm_tokenizer *t, json_t *v, const char *key, bool 
     fm_status tst = component_type(t, v, key, &type, err);
     if (tst != FM_OK) return tst;
     if (++*stages > FM_TOK_MAX_STAGES)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: %s: more than %u pre-tokenizer steps "
-                            "(the steps limit)", t->label, key, FM_TOK_MAX_STAGES);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: %s: more than %u pre-tokenizer steps "
+                            "(the steps limit)",
+                            t->label, key, FM_TOK_MAX_STAGES);
     if (*byte_level)
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s: a step after ByteLevel is not "
-                            "supported", t->label, key);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED,
+                            "%s: %s: a step after ByteLevel is not "
+                            "supported",
+                            t->label, key);
     if (!strcmp(type, "Split")) return parse_split(t, v, key, err);
     if (!strcmp(type, "ByteLevel")) {
         *byte_level = true;
@@ -196,8 +215,8 @@ static fm_status parse_pretok(fm_tokenizer *t, json_t *v, const char *key, bool 
         return unsupported_type(t, key, type, "supported: Split, ByteLevel, Sequence", err);
     json_t *items = json_object_get(v, "pretokenizers");
     if (!json_is_array(items))
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: %s.pretokenizers: expected an array",
-                            t->label, key);
+        return fm_error_set(err, FM_ERR_CONFIG, "%s: %s.pretokenizers: expected an array", t->label,
+                            key);
     for (size_t i = 0; i < json_array_size(items); i++) {
         char sub[128];
         snprintf(sub, sizeof sub, "%.60s.pretokenizers[%zu]", key, i);
@@ -220,8 +239,7 @@ static bool template_adds_nothing(json_t *v) {
     return true;
 }
 
-static fm_status parse_post(fm_tokenizer *t, json_t *v, const char *key, int depth,
-                            fm_error *err) {
+static fm_status parse_post(fm_tokenizer *t, json_t *v, const char *key, int depth, fm_error *err) {
     if (!v || json_is_null(v)) return FM_OK;
     const char *type;
     fm_status tst = component_type(t, v, key, &type, err);
@@ -230,7 +248,8 @@ static fm_status parse_post(fm_tokenizer *t, json_t *v, const char *key, int dep
     if (!strcmp(type, "TemplateProcessing") && template_adds_nothing(v)) return FM_OK;
     json_t *items = json_object_get(v, "processors");
     if (strcmp(type, "Sequence") || !json_is_array(items) || depth > 0)
-        return unsupported_type(t, key, type, "supported: ByteLevel, a TemplateProcessing that "
+        return unsupported_type(t, key, type,
+                                "supported: ByteLevel, a TemplateProcessing that "
                                 "adds no token, a Sequence of those; fusemap never adds BOS/EOS",
                                 err);
     for (size_t i = 0; i < json_array_size(items) && i < FM_TOK_MAX_STAGES; i++) {
@@ -240,15 +259,19 @@ static fm_status parse_post(fm_tokenizer *t, json_t *v, const char *key, int dep
         if (st != FM_OK) return st;
     }
     if (json_array_size(items) > FM_TOK_MAX_STAGES)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: %s.processors: more than %u steps "
-                            "(the steps limit)", t->label, key, FM_TOK_MAX_STAGES);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: %s.processors: more than %u steps "
+                            "(the steps limit)",
+                            t->label, key, FM_TOK_MAX_STAGES);
     return FM_OK;
 }
 
 static fm_status parse_decoder(fm_tokenizer *t, json_t *v, fm_error *err) {
     if (!v || json_is_null(v))
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: decoder: null is not supported "
-                            "(only ByteLevel)", t->label);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED,
+                            "%s: decoder: null is not supported "
+                            "(only ByteLevel)",
+                            t->label);
     const char *type;
     fm_status tst = component_type(t, v, "decoder", &type, err);
     if (tst != FM_OK) return tst;
@@ -261,8 +284,7 @@ static fm_status parse_decoder(fm_tokenizer *t, json_t *v, fm_error *err) {
         ok = json_is_string(ty) && !strcmp(json_string_value(ty), "ByteLevel");
     }
     return ok ? FM_OK
-              : unsupported_type(t, "decoder", type, "supported: ByteLevel, a Sequence of it",
-                                 err);
+              : unsupported_type(t, "decoder", type, "supported: ByteLevel, a Sequence of it", err);
 }
 
 /* ---- model options -------------------------------------------------------------------------- */
@@ -271,8 +293,10 @@ static fm_status check_affix(fm_tokenizer *t, json_t *model, const char *key, fm
     const char *s;
     fm_status st = get_opt_string(t, model, key, "model", &s, err);
     if (st == FM_OK && s && *s)
-        st = fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: model.%s: \"%.32s\" is not supported "
-                          "(only empty)", t->label, key, s);
+        st = fm_error_set(err, FM_ERR_UNSUPPORTED,
+                          "%s: model.%s: \"%.32s\" is not supported "
+                          "(only empty)",
+                          t->label, key, s);
     return st;
 }
 
@@ -284,13 +308,17 @@ static fm_status parse_model_options(fm_tokenizer *t, json_t *model, fm_error *e
         st = unsupported_type(t, "model", type, "supported: BPE", err);
     if (st == FM_OK && drop && !json_is_null(drop) &&
         !(json_is_number(drop) && json_number_value(drop) == 0.0))
-        st = fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: model.dropout: BPE dropout is not "
-                          "supported (only null)", t->label);
+        st = fm_error_set(err, FM_ERR_UNSUPPORTED,
+                          "%s: model.dropout: BPE dropout is not "
+                          "supported (only null)",
+                          t->label);
     bool byte_fallback;
     if (st == FM_OK) st = get_bool(t, model, "byte_fallback", "model", false, &byte_fallback, err);
     if (st == FM_OK && byte_fallback)
-        st = fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: model.byte_fallback: true is not "
-                          "supported", t->label);
+        st = fm_error_set(err, FM_ERR_UNSUPPORTED,
+                          "%s: model.byte_fallback: true is not "
+                          "supported",
+                          t->label);
     if (st == FM_OK) st = get_bool(t, model, "fuse_unk", "model", false, &t->fuse_unk, err);
     if (st == FM_OK)
         st = get_bool(t, model, "ignore_merges", "model", false, &t->ignore_merges, err);
@@ -313,8 +341,8 @@ static fm_status check_top(fm_tokenizer *t, json_t *root, fm_error *err) {
     for (size_t i = 0; i < 2; i++) {
         json_t *v = json_object_get(root, null_keys[i]);
         if (v && !json_is_null(v))
-            return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s: only null is supported",
-                                t->label, null_keys[i]);
+            return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: %s: only null is supported", t->label,
+                                null_keys[i]);
     }
     return FM_OK;
 }
@@ -342,18 +370,22 @@ fm_status tk_parse_root(fm_tokenizer *t, void *rootp, fm_error *err) {
     size_t nstages = 0, pstages = 0;
     bool byte_level = false;
     if (st == FM_OK) st = parse_model_options(t, model, err);
-    if (st == FM_OK) st = parse_normalizer(t, json_object_get(root, "normalizer"), "normalizer",
-                                           &nstages, err);
+    if (st == FM_OK)
+        st = parse_normalizer(t, json_object_get(root, "normalizer"), "normalizer", &nstages, err);
     json_t *pre = json_object_get(root, "pre_tokenizer");
     if (st == FM_OK && (!pre || json_is_null(pre)))
-        st = fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: pre_tokenizer: null is not supported "
-                          "(only byte-level BPE)", t->label);
+        st = fm_error_set(err, FM_ERR_UNSUPPORTED,
+                          "%s: pre_tokenizer: null is not supported "
+                          "(only byte-level BPE)",
+                          t->label);
     if (st == FM_OK) st = parse_pretok(t, pre, "pre_tokenizer", &byte_level, &pstages, err);
     if (st == FM_OK && !byte_level)
-        st = fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: pre_tokenizer: no ByteLevel step (only "
-                          "byte-level BPE is supported)", t->label);
-    if (st == FM_OK) st = parse_post(t, json_object_get(root, "post_processor"), "post_processor",
-                                     0, err);
+        st = fm_error_set(err, FM_ERR_UNSUPPORTED,
+                          "%s: pre_tokenizer: no ByteLevel step (only "
+                          "byte-level BPE is supported)",
+                          t->label);
+    if (st == FM_OK)
+        st = parse_post(t, json_object_get(root, "post_processor"), "post_processor", 0, err);
     if (st == FM_OK) st = parse_decoder(t, json_object_get(root, "decoder"), err);
     if (st == FM_OK) st = tk_load_vocab(t, model, err);
     if (st == FM_OK) st = tk_load_merges(t, model, err);
@@ -381,23 +413,28 @@ static fm_status load_json(const char *json, size_t len, const char *label, uint
     json_error_t je;
     *out = NULL;
     if (len > max)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: %zu bytes exceed the file size limit of %llu "
-                            "bytes", label, len, (unsigned long long)max);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: %zu bytes exceed the file size limit of %llu "
+                            "bytes",
+                            label, len, (unsigned long long)max);
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
         enum json_error_code code = json_error_code(&je);
         if (code == json_error_out_of_memory)
             return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory parsing JSON", label);
         if (code == json_error_stack_overflow)
-            return fm_error_set(err, FM_ERR_LIMIT, "%s:%d:%d: JSON nesting deeper than %d levels "
-                                "(the nesting limit)", label, je.line, je.column,
-                                FM_JSON_MAX_DEPTH);
+            return fm_error_set(err, FM_ERR_LIMIT,
+                                "%s:%d:%d: JSON nesting deeper than %d levels "
+                                "(the nesting limit)",
+                                label, je.line, je.column, FM_JSON_MAX_DEPTH);
         return fm_error_set(err, FM_ERR_JSON, "%s:%d:%d: %s", label, je.line, je.column, je.text);
     }
     if (deeper_than(root, FM_JSON_MAX_DEPTH)) {
         json_decref(root);
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: JSON nesting deeper than %d levels "
-                            "(the nesting limit)", label, FM_JSON_MAX_DEPTH);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: JSON nesting deeper than %d levels "
+                            "(the nesting limit)",
+                            label, FM_JSON_MAX_DEPTH);
     }
     *out = root;
     return FM_OK;
@@ -409,11 +446,12 @@ void fm_tokenizer_limits_init(fm_tokenizer_limits *l) {
 }
 
 fm_status fm_tokenizer_parse(const char *json, size_t len, const char *label,
-                             const fm_tokenizer_limits *limits, fm_tokenizer **out,
-                             fm_error *err) {
+                             const fm_tokenizer_limits *limits, fm_tokenizer **out, fm_error *err) {
     fm_tokenizer_limits lim;
-    if (limits) lim = *limits;
-    else fm_tokenizer_limits_init(&lim);
+    if (limits)
+        lim = *limits;
+    else
+        fm_tokenizer_limits_init(&lim);
     if (!label) label = DEFAULT_LABEL;
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: no output pointer", label);
     *out = NULL;
@@ -446,15 +484,19 @@ fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out, fm_error *err)
 fm_status fm_tokenizer_open_limits(const char *path, const fm_tokenizer_limits *limits,
                                    fm_tokenizer **out, fm_error *err) {
     fm_tokenizer_limits lim;
-    if (limits) lim = *limits;
-    else fm_tokenizer_limits_init(&lim);
+    if (limits)
+        lim = *limits;
+    else
+        fm_tokenizer_limits_init(&lim);
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "tokenizer: no output pointer");
     *out = NULL;
     if (!path) return fm_error_set(err, FM_ERR_INVALID_ARG, "tokenizer: no path");
     struct stat sb;
     if (stat(path, &sb) != 0)
-        return fm_error_set(err, FM_ERR_NOT_FOUND, "'%s': no such tokenizer.json or model "
-                            "directory", path);
+        return fm_error_set(err, FM_ERR_NOT_FOUND,
+                            "'%s': no such tokenizer.json or model "
+                            "directory",
+                            path);
     bool dir = S_ISDIR(sb.st_mode);
     char *file = dir ? fm_fs_join(path, DEFAULT_LABEL) : fm_strdup(path);
     if (!file) return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", path);
@@ -470,7 +512,8 @@ fm_status fm_tokenizer_open_limits(const char *path, const fm_tokenizer_limits *
 
 void fm_tokenizer_free(fm_tokenizer *t) {
     if (!t) return;
-    for (size_t i = 0; i < t->n_split; i++) pcre2_code_free(t->split[i].code);
+    for (size_t i = 0; i < t->n_split; i++)
+        pcre2_code_free(t->split[i].code);
     pcre2_code_free(t->word_re);
     pcre2_code_free(t->space_re);
     pcre2_general_context_free(t->gctx);

@@ -11,8 +11,10 @@ static const char *show(const char *s, size_t n, char buf[80]) {
     size_t o = 0;
     for (size_t i = 0; i < n && o < 64; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != 0x7F && c != '"' && c != '\\') buf[o++] = (char)c;
-        else o += (size_t)snprintf(buf + o, 80 - o, "\\x%02x", c);
+        if (c >= 0x20 && c != 0x7F && c != '"' && c != '\\')
+            buf[o++] = (char)c;
+        else
+            o += (size_t)snprintf(buf + o, 80 - o, "\\x%02x", c);
     }
     if (o >= 64) memcpy(buf + 64, "...", 4), o = 67;
     buf[o] = '\0';
@@ -31,17 +33,19 @@ static fm_status grow_ids(fm_tokenizer *t, size_t n, fm_error *err) {
 
 /* ---- model.vocab ---------------------------------------------------------------------------- */
 
-static fm_status vocab_id(fm_tokenizer *t, const char *key, json_t *v, int32_t *id,
-                          fm_error *err) {
+static fm_status vocab_id(fm_tokenizer *t, const char *key, json_t *v, int32_t *id, fm_error *err) {
     char b[80];
     json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
     if (x < 0)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: model.vocab[\"%s\"]: expected an id "
-                            "(integer >= 0)", t->label, show(key, strlen(key), b));
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: model.vocab[\"%s\"]: expected an id "
+                            "(integer >= 0)",
+                            t->label, show(key, strlen(key), b));
     if (x >= (json_int_t)t->lim.max_vocab)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.vocab[\"%s\"]: id %lld is not below the "
-                            "vocab limit of %u", t->label, show(key, strlen(key), b),
-                            (long long)x, t->lim.max_vocab);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: model.vocab[\"%s\"]: id %lld is not below the "
+                            "vocab limit of %u",
+                            t->label, show(key, strlen(key), b), (long long)x, t->lim.max_vocab);
     *id = (int32_t)x;
     return FM_OK;
 }
@@ -50,16 +54,18 @@ static fm_status vocab_entry(fm_tokenizer *t, const char *key, size_t klen, int3
                              fm_error *err) {
     char b[80], b2[80];
     if (klen > t->lim.max_token_bytes)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.vocab: token \"%s\" of %zu bytes exceeds "
-                            "the token length limit of %u bytes", t->label, show(key, klen, b),
-                            klen, t->lim.max_token_bytes);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: model.vocab: token \"%s\" of %zu bytes exceeds "
+                            "the token length limit of %u bytes",
+                            t->label, show(key, klen, b), klen, t->lim.max_token_bytes);
     fm_status st = grow_ids(t, (size_t)id + 1, err);
     if (st != FM_OK) return st;
     tk_entry *e = &t->ent[id];
     if (e->kind)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: model.vocab: id %d is given to both \"%s\" "
-                            "and \"%s\"", t->label, id, show(t->arena + e->off, e->len, b),
-                            show(key, klen, b2));
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: model.vocab: id %d is given to both \"%s\" "
+                            "and \"%s\"",
+                            t->label, id, show(t->arena + e->off, e->len, b), show(key, klen, b2));
     uint32_t off;
     if ((st = tk_arena_add(t, key, klen, &off, err)) != FM_OK) return st;
     e->off = off, e->len = (uint32_t)klen, e->kind = TK_IS_VOCAB;
@@ -73,8 +79,10 @@ fm_status tk_load_vocab(fm_tokenizer *t, void *modelp, fm_error *err) {
         return fm_error_set(err, FM_ERR_CONFIG, "%s: model.vocab: expected an object", t->label);
     size_t n = json_object_size(vocab);
     if (n > t->lim.max_vocab)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.vocab: %zu entries exceed the vocab "
-                            "limit of %u", t->label, n, t->lim.max_vocab);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: model.vocab: %zu entries exceed the vocab "
+                            "limit of %u",
+                            t->label, n, t->lim.max_vocab);
     if (tk_strmap_init(&t->vocab, n) != FM_OK)
         return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
     const char *key;
@@ -105,15 +113,17 @@ static fm_status merge_parts(fm_tokenizer *t, json_t *v, size_t i, size_t line, 
     *skip = false;
     if (!k || (*kind && k != *kind))
         return fm_error_set(err, FM_ERR_CONFIG, "%s: model.merges[%zu]: expected %s", t->label, i,
-                            *kind == 1 ? "a string \"a b\" like the entries before it"
+                            *kind == 1   ? "a string \"a b\" like the entries before it"
                             : *kind == 2 ? "a pair [\"a\", \"b\"] like the entries before it"
                                          : "a string \"a b\" or a pair [\"a\", \"b\"]");
     *kind = k;
     if (k == 2) {
         json_t *a = json_array_get(v, 0), *c = json_array_get(v, 1);
         if (json_array_size(v) != 2 || !json_is_string(a) || !json_is_string(c))
-            return fm_error_set(err, FM_ERR_CONFIG, "%s: model.merges[%zu] (line %zu): expected "
-                                "a pair of two strings", t->label, i, line);
+            return fm_error_set(err, FM_ERR_CONFIG,
+                                "%s: model.merges[%zu] (line %zu): expected "
+                                "a pair of two strings",
+                                t->label, i, line);
         *m = (merge_in){json_string_value(a), json_string_value(c), json_string_length(a),
                         json_string_length(c)};
         return FM_OK;
@@ -123,9 +133,10 @@ static fm_status merge_parts(fm_tokenizer *t, json_t *v, size_t i, size_t line, 
     if (n >= 8 && !memcmp(s, "#version", 8)) return *skip = true, FM_OK;
     const char *sp = memchr(s, ' ', n);
     if (!sp || memchr(sp + 1, ' ', n - (size_t)(sp + 1 - s)))
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: model.merges[%zu]: bad merge \"%s\" at line "
-                            "%zu (expected two tokens separated by one space)", t->label, i,
-                            show(s, n, b), line);
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: model.merges[%zu]: bad merge \"%s\" at line "
+                            "%zu (expected two tokens separated by one space)",
+                            t->label, i, show(s, n, b), line);
     *m = (merge_in){s, sp + 1, (size_t)(sp - s), n - (size_t)(sp + 1 - s)};
     return FM_OK;
 }
@@ -135,22 +146,25 @@ static fm_status merge_lookup(fm_tokenizer *t, const char *s, size_t n, size_t i
     char b[80];
     *id = tk_strmap_get(&t->vocab, t->arena, s, n);
     if (*id < 0)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: model.merges[%zu] (line %zu): token \"%s\" is "
-                            "not in model.vocab", t->label, i, line, show(s, n, b));
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: model.merges[%zu] (line %zu): token \"%s\" is "
+                            "not in model.vocab",
+                            t->label, i, line, show(s, n, b));
     return FM_OK;
 }
 
-static fm_status merge_add(fm_tokenizer *t, const merge_in *m, size_t i, size_t rank,
-                           char *scratch, fm_error *err) {
+static fm_status merge_add(fm_tokenizer *t, const merge_in *m, size_t i, size_t rank, char *scratch,
+                           fm_error *err) {
     char b[80];
     int32_t a, c, ac;
     fm_status st = merge_lookup(t, m->a, m->alen, i, rank + 1, &a, err);
     if (st == FM_OK) st = merge_lookup(t, m->b, m->blen, i, rank + 1, &c, err);
     if (st != FM_OK) return st;
     if (m->alen + m->blen > t->lim.max_token_bytes) /* longer than any vocab entry */
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: model.merges[%zu] (line %zu): merged token "
-                            "\"%s\" is not in model.vocab", t->label, i, rank + 1,
-                            show(m->a, m->alen, b));
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: model.merges[%zu] (line %zu): merged token "
+                            "\"%s\" is not in model.vocab",
+                            t->label, i, rank + 1, show(m->a, m->alen, b));
     memcpy(scratch, m->a, m->alen);
     memcpy(scratch + m->alen, m->b, m->blen);
     st = merge_lookup(t, scratch, m->alen + m->blen, i, rank + 1, &ac, err);
@@ -164,8 +178,10 @@ fm_status tk_load_merges(fm_tokenizer *t, void *modelp, fm_error *err) {
         return fm_error_set(err, FM_ERR_CONFIG, "%s: model.merges: expected an array", t->label);
     size_t n = json_array_size(merges);
     if (n > t->lim.max_merges)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: model.merges: %zu entries exceed the merges "
-                            "limit of %u", t->label, n, t->lim.max_merges);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: model.merges: %zu entries exceed the merges "
+                            "limit of %u",
+                            t->label, n, t->lim.max_merges);
     char *scratch = fm_malloc(2 * (size_t)t->lim.max_token_bytes + 2);
     if (!scratch || tk_pairmap_init(&t->merges, n) != FM_OK) {
         fm_free(scratch);
@@ -204,18 +220,22 @@ static fm_status added_fields(fm_tokenizer *t, json_t *v, size_t i, tk_added *a,
     snprintf(key, sizeof key, "added_tokens[%zu]", i);
     json_t *id = json_object_get(v, "id"), *c = json_object_get(v, "content");
     if (!json_is_object(v) || !json_is_integer(id) || !json_is_string(c))
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: %s: expected an object with an integer "
-                            "\"id\" and a string \"content\"", t->label, key);
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: %s: expected an object with an integer "
+                            "\"id\" and a string \"content\"",
+                            t->label, key);
     json_int_t x = json_integer_value(id);
     if (x < 0 || x >= (json_int_t)t->lim.max_vocab)
-        return fm_error_set(err, x < 0 ? FM_ERR_CONFIG : FM_ERR_LIMIT, "%s: %s.id: %lld is not "
-                            "in 0..%u (the vocab limit)", t->label, key, (long long)x,
-                            t->lim.max_vocab - 1);
+        return fm_error_set(err, x < 0 ? FM_ERR_CONFIG : FM_ERR_LIMIT,
+                            "%s: %s.id: %lld is not "
+                            "in 0..%u (the vocab limit)",
+                            t->label, key, (long long)x, t->lim.max_vocab - 1);
     *content = json_string_value(c), *clen = json_string_length(c);
     if (*clen == 0 || *clen > t->lim.max_token_bytes)
-        return fm_error_set(err, *clen ? FM_ERR_LIMIT : FM_ERR_CONFIG, "%s: %s.content: %zu bytes "
-                            "(must be 1..%u, the token length limit)", t->label, key, *clen,
-                            t->lim.max_token_bytes);
+        return fm_error_set(err, *clen ? FM_ERR_LIMIT : FM_ERR_CONFIG,
+                            "%s: %s.content: %zu bytes "
+                            "(must be 1..%u, the token length limit)",
+                            t->label, key, *clen, t->lim.max_token_bytes);
     a->id = (int32_t)x;
     fm_status st = get_flag(t, v, "special", key, false, &a->special, err);
     if (st == FM_OK) st = get_flag(t, v, "single_word", key, false, &a->single_word, err);
@@ -241,22 +261,28 @@ static fm_status added_entry(fm_tokenizer *t, size_t i, tk_added *a, const char 
     if (st != FM_OK) return st;
     int32_t prev = tk_strmap_put(&t->added_map, t->arena, off, (uint32_t)clen, (int32_t)i);
     if (prev >= 0)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: added_tokens[%zu]: content \"%s\" repeats "
-                            "added_tokens[%d]", t->label, i, show(content, clen, b), prev);
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: added_tokens[%zu]: content \"%s\" repeats "
+                            "added_tokens[%d]",
+                            t->label, i, show(content, clen, b), prev);
     int32_t vid = tk_strmap_get(&t->vocab, t->arena, content, clen);
     int64_t want = expected_id(t, vid, *max_added);
     if (a->id != want)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: added_tokens[%zu] (\"%s\"): id %d in the "
-                            "file, but tokenizers gives this token id %lld (%s)", t->label, i,
-                            show(content, clen, b), a->id, (long long)want,
-                            vid >= 0 ? "its model.vocab id"
-                                     : "the next id after the vocab and the added tokens before it");
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: added_tokens[%zu] (\"%s\"): id %d in the "
+                            "file, but tokenizers gives this token id %lld (%s)",
+                            t->label, i, show(content, clen, b), a->id, (long long)want,
+                            vid >= 0
+                                ? "its model.vocab id"
+                                : "the next id after the vocab and the added tokens before it");
     if ((st = grow_ids(t, (size_t)a->id + 1, err)) != FM_OK) return st;
     tk_entry *e = &t->ent[a->id];
     if (vid < 0 && e->kind) {
         char b2[80];
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: added_tokens[%zu] (\"%s\"): id %d is already "
-                            "model.vocab's \"%s\"", t->label, i, show(content, clen, b), a->id,
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: added_tokens[%zu] (\"%s\"): id %d is already "
+                            "model.vocab's \"%s\"",
+                            t->label, i, show(content, clen, b), a->id,
                             show(t->arena + e->off, e->len, b2));
     }
     if (vid < 0) e->off = off, e->len = (uint32_t)clen;
@@ -279,8 +305,10 @@ fm_status tk_load_added(fm_tokenizer *t, void *list, fm_error *err) {
         return fm_error_set(err, FM_ERR_CONFIG, "%s: added_tokens: expected an array", t->label);
     size_t n = json_array_size(arr);
     if (n > t->lim.max_added)
-        return fm_error_set(err, FM_ERR_LIMIT, "%s: added_tokens: %zu entries exceed the added "
-                            "tokens limit of %u", t->label, n, t->lim.max_added);
+        return fm_error_set(err, FM_ERR_LIMIT,
+                            "%s: added_tokens: %zu entries exceed the added "
+                            "tokens limit of %u",
+                            t->label, n, t->lim.max_added);
     t->added = fm_calloc(n ? n : 1, sizeof *t->added);
     if (!t->added || tk_strmap_init(&t->added_map, n) != FM_OK)
         return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
@@ -317,9 +345,11 @@ static size_t decode_token(const int16_t *u2b, const char *s, size_t n, char *ou
 
 fm_status tk_build_decoded(fm_tokenizer *t, fm_error *err) {
     int16_t u2b[0x144];
-    for (uint32_t cp = 0; cp < 0x144; cp++) u2b[cp] = (int16_t)tk_u2b(cp);
+    for (uint32_t cp = 0; cp < 0x144; cp++)
+        u2b[cp] = (int16_t)tk_u2b(cp);
     size_t total = 1;
-    for (size_t id = 0; id < t->n_ids; id++) total += t->ent[id].len;
+    for (size_t id = 0; id < t->n_ids; id++)
+        total += t->ent[id].len;
     if (!(t->darena = fm_malloc(total)))
         return fm_error_set(err, FM_ERR_NOMEM, "%s: out of memory", t->label);
     size_t o = 0;

@@ -75,7 +75,8 @@ uint32_t tk_utf8_next(const uint8_t *s, size_t n, size_t *adv) {
 
 uint32_t tk_utf8_prev(const uint8_t *s, size_t end, size_t *back) {
     size_t i = end - 1;
-    while (i > 0 && end - i < 4 && (s[i] & 0xC0) == 0x80) i--;
+    while (i > 0 && end - i < 4 && (s[i] & 0xC0) == 0x80)
+        i--;
     size_t adv;
     uint32_t cp = tk_utf8_next(s + i, end - i, &adv);
     *back = end - i;
@@ -133,7 +134,8 @@ static bool printable(unsigned b) {
 uint32_t tk_b2u(uint8_t b) {
     if (printable(b)) return b;
     uint32_t k = 0;
-    for (unsigned x = 0; x < b; x++) k += !printable(x);
+    for (unsigned x = 0; x < b; x++)
+        k += !printable(x);
     return 0x100 + k;
 }
 

@@ -12,40 +12,76 @@
 #define N_GENERATED 60000
 
 static const char *const COMMON[] = {
-    "the", "of", "and", "to", "a", "in", "is", "you", "that", "it", "he", "was", "for", "on",
-    "are", "as", "with", "his", "they", "I", "at", "be", "this", "have", "from", "or", "one",
-    "had", "by", "word", "but", "not", "what", "all", "were", "we", "when", "your", "can", "said",
-    "there", "use", "an", "each", "which", "she", "do", "how", "their", "if", "will", "up",
-    "other", "about", "out", "many", "then", "them", "these", "so", "some", "her", "would",
-    "make", "like", "him", "into", "time", "has", "look", "two", "more", "write", "go", "see",
-    "number", "no", "way", "could", "people", "my", "than", "first", "water", "been", "call",
-    "who", "oil", "its", "now", "find", "long", "down", "day", "did", "get", "come", "made",
-    "may", "part", "over", "new", "sound", "take", "only", "little", "work", "know", "place",
-    "year", "live", "me", "back", "give", "most", "very", "after", "thing", "our", "just",
-    "name", "good", "sentence", "man", "think", "say", "great", "where", "help", "through",
-    "much", "before", "line", "right", "too", "mean", "old", "any", "same", "tell", "boy",
-    "follow", "came", "want", "show", "also", "around", "form", "three", "small", "set", "put",
-    "end", "does", "another", "well", "large", "must", "big", "even", "such", "because", "turn",
-    "here", "why", "ask", "went", "men", "read", "need", "land", "different", "home", "us",
-    "move", "try", "kind", "hand", "picture", "again", "change", "off", "play", "spell", "air",
-    "away", "animal", "house", "point", "page", "letter", "mother", "answer", "found", "study",
-    "still", "learn", "should", "America", "world", "model", "image", "token", "vision"};
+    "the",    "of",      "and",      "to",        "a",      "in",     "is",      "you",
+    "that",   "it",      "he",       "was",       "for",    "on",     "are",     "as",
+    "with",   "his",     "they",     "I",         "at",     "be",     "this",    "have",
+    "from",   "or",      "one",      "had",       "by",     "word",   "but",     "not",
+    "what",   "all",     "were",     "we",        "when",   "your",   "can",     "said",
+    "there",  "use",     "an",       "each",      "which",  "she",    "do",      "how",
+    "their",  "if",      "will",     "up",        "other",  "about",  "out",     "many",
+    "then",   "them",    "these",    "so",        "some",   "her",    "would",   "make",
+    "like",   "him",     "into",     "time",      "has",    "look",   "two",     "more",
+    "write",  "go",      "see",      "number",    "no",     "way",    "could",   "people",
+    "my",     "than",    "first",    "water",     "been",   "call",   "who",     "oil",
+    "its",    "now",     "find",     "long",      "down",   "day",    "did",     "get",
+    "come",   "made",    "may",      "part",      "over",   "new",    "sound",   "take",
+    "only",   "little",  "work",     "know",      "place",  "year",   "live",    "me",
+    "back",   "give",    "most",     "very",      "after",  "thing",  "our",     "just",
+    "name",   "good",    "sentence", "man",       "think",  "say",    "great",   "where",
+    "help",   "through", "much",     "before",    "line",   "right",  "too",     "mean",
+    "old",    "any",     "same",     "tell",      "boy",    "follow", "came",    "want",
+    "show",   "also",    "around",   "form",      "three",  "small",  "set",     "put",
+    "end",    "does",    "another",  "well",      "large",  "must",   "big",     "even",
+    "such",   "because", "turn",     "here",      "why",    "ask",    "went",    "men",
+    "read",   "need",    "land",     "different", "home",   "us",     "move",    "try",
+    "kind",   "hand",    "picture",  "again",     "change", "off",    "play",    "spell",
+    "air",    "away",    "animal",   "house",     "point",  "page",   "letter",  "mother",
+    "answer", "found",   "study",    "still",     "learn",  "should", "America", "world",
+    "model",  "image",   "token",    "vision"};
 #define N_COMMON (sizeof COMMON / sizeof *COMMON)
 
-static const char *const ONSET[] = {"", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n",
-                                    "p", "r", "s", "t", "v", "w", "y", "z", "br", "cr", "dr",
-                                    "fl", "gr", "pl", "pr", "sh", "st", "str", "th", "tr", "ch",
-                                    "sp", "sc", "wh", "qu", "bl", "cl", "gl"};
-static const char *const NUCLEUS[] = {"a", "e", "i", "o", "u", "ea", "ou", "ai", "ie", "oo",
-                                      "ee", "y", "io", "au"};
-static const char *const CODA[] = {"", "", "", "n", "r", "s", "t", "l", "m", "nd", "ng", "st",
-                                   "rt", "ck", "ll", "ss", "nt", "rd", "th", "ght", "sh", "x"};
-static const char *const SUFFIX[] = {"", "", "", "", "s", "ed", "ing", "er", "ly", "tion", "ness",
-                                     "ment", "able", "ous", "ive", "al", "est", "ity"};
-static const char *const MIXED[] = {
-    "日本語の文章です。", "中文的句子", "한국어 문장", "مرحبا", "नमस्ते", "Привет, мир", "Ελληνικά",
-    "😀", "👍🏽", "👨\u200d👩\u200d👧", "🇫🇷", "café", "cafe\u0301", "naïve", "Å", "e\u0301",
-    "\u00a0", "\u3000", "\t", "\r\n", "  ", "\u2003", "½", "²", "٣", "ſ", "ß", "ﬁ", "€", "—"};
+static const char *const ONSET[] = {"",   "b",  "c",  "d",  "f",  "g",  "h",  "j",  "k",  "l",
+                                    "m",  "n",  "p",  "r",  "s",  "t",  "v",  "w",  "y",  "z",
+                                    "br", "cr", "dr", "fl", "gr", "pl", "pr", "sh", "st", "str",
+                                    "th", "tr", "ch", "sp", "sc", "wh", "qu", "bl", "cl", "gl"};
+static const char *const NUCLEUS[] = {"a",  "e",  "i",  "o",  "u", "ea", "ou",
+                                      "ai", "ie", "oo", "ee", "y", "io", "au"};
+static const char *const CODA[] = {"",   "",   "",   "n",   "r",  "s",  "t",  "l",
+                                   "m",  "nd", "ng", "st",  "rt", "ck", "ll", "ss",
+                                   "nt", "rd", "th", "ght", "sh", "x"};
+static const char *const SUFFIX[] = {"",     "",    "",    "",     "s",    "ed",
+                                     "ing",  "er",  "ly",  "tion", "ness", "ment",
+                                     "able", "ous", "ive", "al",   "est",  "ity"};
+static const char *const MIXED[] = {"日本語の文章です。",
+                                    "中文的句子",
+                                    "한국어 문장",
+                                    "مرحبا",
+                                    "नमस्ते",
+                                    "Привет, мир",
+                                    "Ελληνικά",
+                                    "😀",
+                                    "👍🏽",
+                                    "👨\u200d👩\u200d👧",
+                                    "🇫🇷",
+                                    "café",
+                                    "cafe\u0301",
+                                    "naïve",
+                                    "Å",
+                                    "e\u0301",
+                                    "\u00a0",
+                                    "\u3000",
+                                    "\t",
+                                    "\r\n",
+                                    "  ",
+                                    "\u2003",
+                                    "½",
+                                    "²",
+                                    "٣",
+                                    "ſ",
+                                    "ß",
+                                    "ﬁ",
+                                    "€",
+                                    "—"};
 #define N_MIXED (sizeof MIXED / sizeof *MIXED)
 
 typedef struct rng {
@@ -59,8 +95,12 @@ static uint64_t next(rng *r) {
     return z ^ (z >> 31);
 }
 
-static size_t below(rng *r, size_t n) { return (size_t)(next(r) % n); }
-static double unit(rng *r) { return (double)(next(r) >> 11) / 9007199254740992.0; }
+static size_t below(rng *r, size_t n) {
+    return (size_t)(next(r) % n);
+}
+static double unit(rng *r) {
+    return (double)(next(r) >> 11) / 9007199254740992.0;
+}
 #define PICK(r, a) ((a)[below(r, sizeof(a) / sizeof *(a))])
 
 typedef struct lexicon {
@@ -94,12 +134,14 @@ static int lexicon_init(lexicon *lx, rng *r) {
         sum += 1.0 / pow((double)i + 2.7, 1.07); /* Zipf-Mandelbrot, like English word ranks */
         lx->cdf[i] = sum;
     }
-    for (size_t i = 0; i < lx->n; i++) lx->cdf[i] /= sum;
+    for (size_t i = 0; i < lx->n; i++)
+        lx->cdf[i] /= sum;
     return 0;
 }
 
 static void lexicon_free(lexicon *lx) {
-    for (size_t i = 0; lx->words && i < lx->n; i++) free(lx->words[i]);
+    for (size_t i = 0; lx->words && i < lx->n; i++)
+        free(lx->words[i]);
     free(lx->words);
     free(lx->cdf);
 }
@@ -109,8 +151,10 @@ static const char *sample(const lexicon *lx, rng *r) {
     size_t lo = 0, hi = lx->n - 1;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (lx->cdf[mid] < u) lo = mid + 1;
-        else hi = mid;
+        if (lx->cdf[mid] < u)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lx->words[lo];
 }
@@ -124,7 +168,8 @@ static int put(sbuf *b, const char *s) {
     size_t k = strlen(s);
     if (b->n + k + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 1 << 16;
-        while (cap < b->n + k + 1) cap *= 2;
+        while (cap < b->n + k + 1)
+            cap *= 2;
         char *q = realloc(b->p, cap);
         if (!q) return -1;
         b->p = q, b->cap = cap;
@@ -138,13 +183,17 @@ static int put(sbuf *b, const char *s) {
 static int word(sbuf *b, const lexicon *lx, rng *r, bool first, bool mixed) {
     char w[96];
     size_t roll = below(r, 100);
-    if (roll < 3) snprintf(w, sizeof w, "%zu", below(r, 3000));
-    else if (roll < 4) snprintf(w, sizeof w, "%zu.%zu", below(r, 100), below(r, 100));
-    else if (roll < 5) snprintf(w, sizeof w, "%zu%%", below(r, 100));
-    else snprintf(w, sizeof w, "%s", sample(lx, r));
+    if (roll < 3)
+        snprintf(w, sizeof w, "%zu", below(r, 3000));
+    else if (roll < 4)
+        snprintf(w, sizeof w, "%zu.%zu", below(r, 100), below(r, 100));
+    else if (roll < 5)
+        snprintf(w, sizeof w, "%zu%%", below(r, 100));
+    else
+        snprintf(w, sizeof w, "%s", sample(lx, r));
     if (first || below(r, 40) == 0) w[0] = (char)(w[0] >= 'a' && w[0] <= 'z' ? w[0] - 32 : w[0]);
-    if (roll >= 5 && roll < 8) strcat(w, PICK(r, ((const char *const[]){"'s", "n't", "'re", "'ll",
-                                                                         "'ve", "'d", "'m"})));
+    if (roll >= 5 && roll < 8)
+        strcat(w, PICK(r, ((const char *const[]){"'s", "n't", "'re", "'ll", "'ve", "'d", "'m"})));
     if (mixed && below(r, 12) == 0) return put(b, MIXED[below(r, N_MIXED)]);
     if (below(r, 60) == 0) return put(b, "\"") || put(b, w) || put(b, "\"");
     return put(b, w);

@@ -20,7 +20,8 @@ const char tokfx_qwen2_pattern[] =
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return 0;
     size_t n = *cap ? *cap * 2 : 64;
-    while (n < need) n *= 2;
+    while (n < need)
+        n *= 2;
     void *q = realloc(*p, n * elem);
     if (!q) return -1;
     *p = q, *cap = n;
@@ -29,7 +30,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
 
 static uint64_t hash_bytes(const void *p, size_t n, uint64_t h) {
     const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 0x100000001b3ull;
     return h ^ (h >> 29);
 }
 
@@ -88,7 +90,8 @@ static int rehash_tokens(trainer *t) {
     free(t->tslot);
     if (!(t->tslot = calloc(cap, sizeof *t->tslot))) return -1;
     t->tmask = cap - 1;
-    for (size_t i = 0; i < t->ntok; i++) *tok_slot(t, t->tok[i].s, t->tok[i].n) = (int64_t)i + 1;
+    for (size_t i = 0; i < t->ntok; i++)
+        *tok_slot(t, t->tok[i].s, t->tok[i].n) = (int64_t)i + 1;
     return 0;
 }
 
@@ -114,7 +117,8 @@ static bool printable(unsigned b) {
 static uint32_t b2u(unsigned b) {
     if (printable(b)) return b;
     uint32_t k = 0;
-    for (unsigned x = 0; x < b; x++) k += !printable(x);
+    for (unsigned x = 0; x < b; x++)
+        k += !printable(x);
     return 0x100 + k;
 }
 
@@ -145,7 +149,8 @@ static int rehash_pairs(trainer *t) {
     free(t->pslot);
     if (!(t->pslot = calloc(cap, sizeof *t->pslot))) return -1;
     t->pmask = cap - 1;
-    for (size_t i = 0; i < t->npair; i++) *pair_slot(t, t->pair[i].a, t->pair[i].b) = (int64_t)i + 1;
+    for (size_t i = 0; i < t->npair; i++)
+        *pair_slot(t, t->pair[i].a, t->pair[i].b) = (int64_t)i + 1;
     return 0;
 }
 
@@ -176,7 +181,8 @@ static bool heap_above(const heap_t *x, const heap_t *y) {
 static int heap_push(trainer *t, heap_t x) {
     if (grow((void **)&t->heap, &t->cheap, t->nheap + 1, sizeof *t->heap)) return -1;
     size_t i = t->nheap++;
-    while (i && heap_above(&x, &t->heap[(i - 1) / 2])) t->heap[i] = t->heap[(i - 1) / 2], i = (i - 1) / 2;
+    while (i && heap_above(&x, &t->heap[(i - 1) / 2]))
+        t->heap[i] = t->heap[(i - 1) / 2], i = (i - 1) / 2;
     t->heap[i] = x;
     return 0;
 }
@@ -232,14 +238,17 @@ static int count_words(trainer *t, const char *text, size_t len) {
         }
         if (pieces.ntok > before) {
             word_t *x = &t->word[t->nword++];
-            *x = (word_t){malloc((ov[1] - ov[0]) * sizeof(int32_t)), (uint32_t)(ov[1] - ov[0]), 0, 0};
+            *x = (word_t){malloc((ov[1] - ov[0]) * sizeof(int32_t)), (uint32_t)(ov[1] - ov[0]), 0,
+                          0};
             if (!x->sym) rc = -1;
-            for (size_t i = 0; rc == 0 && i < x->len; i++) x->sym[i] = byte_ids[(unsigned char)text[ov[0] + i]];
+            for (size_t i = 0; rc == 0 && i < x->len; i++)
+                x->sym[i] = byte_ids[(unsigned char)text[ov[0] + i]];
         }
         t->word[w].count++;
         pos = ov[1];
     }
-    for (size_t i = 0; i < pieces.ntok; i++) free(pieces.tok[i].s);
+    for (size_t i = 0; i < pieces.ntok; i++)
+        free(pieces.tok[i].s);
     free(pieces.tok);
     free(pieces.tslot);
     pcre2_match_data_free(md);
@@ -251,8 +260,10 @@ static int count_words(trainer *t, const char *text, size_t len) {
 static void rewrite(word_t *x, int32_t a, int32_t b, int32_t id) {
     uint32_t o = 0;
     for (uint32_t i = 0; i < x->len; i++) {
-        if (i + 1 < x->len && x->sym[i] == a && x->sym[i + 1] == b) x->sym[o++] = id, i++;
-        else x->sym[o++] = x->sym[i];
+        if (i + 1 < x->len && x->sym[i] == a && x->sym[i + 1] == b)
+            x->sym[o++] = id, i++;
+        else
+            x->sym[o++] = x->sym[i];
     }
     x->len = o;
 }
@@ -322,8 +333,10 @@ static char *byte_level(const tok_t *x) {
     if (!o) return NULL;
     for (size_t i = 0; i < x->n; i++) {
         uint32_t cp = b2u((unsigned char)x->s[i]);
-        if (cp < 0x80) o[k++] = (char)cp;
-        else o[k++] = (char)(0xC0 | (cp >> 6)), o[k++] = (char)(0x80 | (cp & 0x3F));
+        if (cp < 0x80)
+            o[k++] = (char)cp;
+        else
+            o[k++] = (char)(0xC0 | (cp >> 6)), o[k++] = (char)(0x80 | (cp & 0x3F));
     }
     o[k] = '\0';
     return o;
@@ -408,10 +421,10 @@ static char *write_json(trainer *t, const tokfx_spec *spec, size_t *out_len) {
     json_t *root = json_pack("{ss so so}", "version", "1.0", "truncation", json_null(), "padding",
                              json_null());
     json_t *pipe = json_pipeline(), *added = spec->added_tokens ? json_added(t) : json_array();
-    json_t *model = json_pack("{ss so so ss ss sb sb sb}", "type", "BPE", "dropout", json_null(),
-                              "unk_token", json_null(), "continuing_subword_prefix", "",
-                              "end_of_word_suffix", "", "fuse_unk", 0, "byte_fallback", 0,
-                              "ignore_merges", 0);
+    json_t *model =
+        json_pack("{ss so so ss ss sb sb sb}", "type", "BPE", "dropout", json_null(), "unk_token",
+                  json_null(), "continuing_subword_prefix", "", "end_of_word_suffix", "",
+                  "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", 0);
     json_t *vocab = json_vocab(t), *merges = json_merges(t, spec->legacy_merges);
     char *out = NULL;
     if (root && pipe && added && model && vocab && merges) {
@@ -429,9 +442,12 @@ static char *write_json(trainer *t, const tokfx_spec *spec, size_t *out_len) {
 }
 
 static void trainer_free(trainer *t) {
-    for (size_t i = 0; i < t->ntok; i++) free(t->tok[i].s);
-    for (size_t i = 0; i < t->nword; i++) free(t->word[i].sym);
-    for (size_t i = 0; i < t->npair; i++) free(t->pair[i].where);
+    for (size_t i = 0; i < t->ntok; i++)
+        free(t->tok[i].s);
+    for (size_t i = 0; i < t->nword; i++)
+        free(t->word[i].sym);
+    for (size_t i = 0; i < t->npair; i++)
+        free(t->pair[i].where);
     free(t->tok), free(t->word), free(t->pair), free(t->pslot), free(t->tslot), free(t->heap);
     free(t->merge);
 }

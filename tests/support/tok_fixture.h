@@ -16,8 +16,9 @@ extern const char tokfx_qwen2_pattern[];
 
 /* `bytes` (approximately) of English-like text: Zipf-distributed words (common English function
  * words, then generated words), sentences with punctuation, numbers, contractions, quotes and
- * paragraphs. The lexicon is the same for every seed; the seed picks the sentences. With `mixed`, also other scripts, emoji, combining marks and odd whitespace.
- * Caller frees with free(); NULL on OOM. */
+ * paragraphs. The lexicon is the same for every seed; the seed picks the sentences. With `mixed`,
+ * also other scripts, emoji, combining marks and odd whitespace. Caller frees with free(); NULL on
+ * OOM. */
 char *tokfx_corpus(size_t bytes, uint64_t seed, bool mixed, size_t *out_len);
 
 typedef struct tokfx_spec {
