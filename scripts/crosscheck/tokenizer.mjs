@@ -48,7 +48,8 @@ export const HARD_STRINGS = [
   'a<|im_start|>b', '<|im_start|><|im_end|>', '<|im_sta', '<|im_start', '<|im_end|>\n\n',
   'x <tool_call> y', '<tool_call><tool_call>', 'Hi <mask> there', 'Hi\t<mask>\n\nthere',
   '<mask><mask>', 'a <sw> b', 'a<sw>b', '<sw>', 'é<sw>', '_<sw>', 'say <lst>  and', 'say  <rst>  x',
-  'un café noir', 'un cafe\u0301 noir', 'CAFÉ', 'stop!', 'stop!!', '!', '<n\u0303>', '<ñ> and <ñ>',
+  'a\u3000<mask>\u2003b', 'x\u00a0<lst>y', '<rst>\u2028z', '日<sw>本', 'ü <sw> ß', 'e\u0301<sw>',
+  '\u200d<sw>', '٣<sw>', '²<sw>', 'un café noir', 'un cafe\u0301 noir', 'CAFÉ', 'stop!', 'stop!!', '!', '<n\u0303>', '<ñ> and <ñ>',
   'x'.repeat(3000), 'supercalifragilisticexpialidocious'.repeat(40), ' '.repeat(300) + 'end',
   '\n'.repeat(100), '9'.repeat(500), '😀'.repeat(200), 'é'.repeat(400),
 ];
@@ -193,8 +194,8 @@ function splitAdded(tokens, text, specials) {
 
 // Encode through the replayed added-token split and the added-token-free tokenizer.
 export async function replayEncode(ref, text, specials) {
-  const raw = ref.added.filter((a) => !a.normalized || !ref.nfc);
-  const norm = ref.added.filter((a) => a.normalized && ref.nfc);
+  const raw = ref.added.filter((a) => !a.normalized); // matched on the raw text
+  const norm = ref.added.filter((a) => a.normalized); // then on each normalized segment
   const ids = [];
   for (const item of splitAdded(raw, text, specials)) {
     if (item.id !== undefined) { ids.push(item.id); continue; }

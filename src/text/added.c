@@ -70,28 +70,24 @@ fm_status tk_addsets_build(fm_tokenizer *t, fm_error *err) {
     return st;
 }
 
-/* True when the code point matches the one-character class `re`. */
-static bool class_has(const fm_tokenizer *t, pcre2_code *re, uint32_t cp) {
-    if (!re) return false;
+/* True when the code point matches the one-character class `re`. Uses the encode call's match
+ * data (free here: no regex iteration is in progress while added tokens are split). */
+static bool class_has(const tk_enc *e, pcre2_code *re, uint32_t cp) {
     char u[4];
     size_t n = tk_utf8_put(cp, u);
-    pcre2_match_data *md = pcre2_match_data_create(1, t->gctx);
-    if (!md) return false; /* out of memory: treat as not a member */
-    int rc = pcre2_match(re, (PCRE2_SPTR)u, n, 0, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, md, NULL);
-    pcre2_match_data_free(md);
-    return rc >= 0;
+    return re && pcre2_match(re, (PCRE2_SPTR)u, n, 0, PCRE2_NO_UTF_CHECK, e->md, NULL) >= 0;
 }
 
-bool tk_is_word_char(const fm_tokenizer *t, uint32_t cp) {
+static bool is_word_char(const tk_enc *e, uint32_t cp) {
     if (cp < 0x80)
         return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
                cp == '_';
-    return class_has(t, t->word_re, cp);
+    return class_has(e, e->t->word_re, cp);
 }
 
-bool tk_is_space(const fm_tokenizer *t, uint32_t cp) {
+static bool is_space(const tk_enc *e, uint32_t cp) {
     if (cp < 0x80) return cp == ' ' || (cp >= 0x09 && cp <= 0x0D);
-    return class_has(t, t->space_re, cp);
+    return class_has(e, e->t->space_re, cp);
 }
 
 /* ---- splitting ------------------------------------------------------------------------------ */
@@ -112,10 +108,10 @@ static const tk_added *find_next(const fm_tokenizer *t, const tk_addset *set, co
     return NULL;
 }
 
-static bool single_word_ok(const fm_tokenizer *t, const char *s, size_t n, size_t q, size_t end) {
+static bool single_word_ok(const tk_enc *e, const char *s, size_t n, size_t q, size_t end) {
     size_t adv;
-    if (q > 0 && tk_is_word_char(t, tk_utf8_prev((const uint8_t *)s, q, &adv))) return false;
-    return end == n || !tk_is_word_char(t, tk_utf8_next((const uint8_t *)s + end, n - end, &adv));
+    if (q > 0 && is_word_char(e, tk_utf8_prev((const uint8_t *)s, q, &adv))) return false;
+    return end == n || !is_word_char(e, tk_utf8_next((const uint8_t *)s + end, n - end, &adv));
 }
 
 static bool usable(const tk_enc *e, const tk_added *a, const char *s, size_t n, size_t q,
@@ -126,19 +122,19 @@ static bool usable(const tk_enc *e, const tk_added *a, const char *s, size_t n, 
         for (size_t i = q; mask && i < end; i++)
             if (mask[i]) return false;
     }
-    return !a->single_word || single_word_ok(e->t, s, n, q, end);
+    return !a->single_word || single_word_ok(e, s, n, q, end);
 }
 
-static size_t strip_left(const fm_tokenizer *t, const char *s, size_t q, size_t floor) {
+static size_t strip_left(const tk_enc *e, const char *s, size_t q, size_t floor) {
     size_t back;
-    while (q > floor && tk_is_space(t, tk_utf8_prev((const uint8_t *)s, q, &back)))
+    while (q > floor && is_space(e, tk_utf8_prev((const uint8_t *)s, q, &back)))
         q -= back;
     return q < floor ? floor : q;
 }
 
-static size_t strip_right(const fm_tokenizer *t, const char *s, size_t n, size_t end) {
+static size_t strip_right(const tk_enc *e, const char *s, size_t n, size_t end) {
     size_t adv;
-    while (end < n && tk_is_space(t, tk_utf8_next((const uint8_t *)s + end, n - end, &adv)))
+    while (end < n && is_space(e, tk_utf8_next((const uint8_t *)s + end, n - end, &adv)))
         end += adv;
     return end;
 }
@@ -156,8 +152,8 @@ fm_status tk_split_added(tk_enc *e, const tk_addset *set, const char *s, size_t 
             pos = end; /* skipped whole, as tokenizers' find_iter does */
             continue;
         }
-        size_t start = a->lstrip ? strip_left(t, s, q, seg) : q;
-        if (a->rstrip) end = strip_right(t, s, n, end);
+        size_t start = a->lstrip ? strip_left(e, s, q, seg) : q;
+        if (a->rstrip) end = strip_right(e, s, n, end);
         if (start > seg) st = plain(e, s + seg, start - seg, mask ? mask + seg : NULL);
         if (st == FM_OK) st = tk_enc_push(e, a->id);
         seg = pos = end;

@@ -157,8 +157,6 @@ fm_status tk_regex_compile(fm_tokenizer *t, const char *pattern, size_t len, boo
 fm_status tk_nfc(const char *s, size_t n, char **out, size_t *out_len, fm_error *err);
 /* added.c */
 fm_status tk_addsets_build(fm_tokenizer *t, fm_error *err);
-bool tk_is_word_char(const fm_tokenizer *t, uint32_t cp);
-bool tk_is_space(const fm_tokenizer *t, uint32_t cp);
 
 /* ---- per-call encode context -------------------------------------------------------------- */
 typedef struct tk_cache tk_cache; /* bpe.c: the word cache of one encode call */
