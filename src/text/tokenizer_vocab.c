@@ -253,6 +253,42 @@ static int64_t expected_id(const fm_tokenizer *t, int32_t vocab_id, int64_t max_
     return max_added >= (int64_t)t->n_vocab ? max_added + 1 : (int64_t)t->n_vocab;
 }
 
+/* The id rules: the id tokenizers would give, and not another vocab entry's id. */
+static fm_status added_id_ok(fm_tokenizer *t, size_t i, const tk_added *a, const char *content,
+                             size_t clen, int32_t vid, int64_t max_added, fm_error *err) {
+    char b[80], b2[80];
+    int64_t want = expected_id(t, vid, max_added);
+    if (a->id != want)
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: added_tokens[%zu] (\"%s\"): id %d in the file, but tokenizers "
+                            "gives this token id %lld (%s)",
+                            t->label, i, show(content, clen, b), a->id, (long long)want,
+                            vid >= 0
+                                ? "its model.vocab id"
+                                : "the next id after the vocab and the added tokens before it");
+    const tk_entry *e = (size_t)a->id < t->n_ids ? &t->ent[a->id] : NULL;
+    if (vid < 0 && e && e->kind)
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: added_tokens[%zu] (\"%s\"): id %d is already model.vocab's "
+                            "\"%s\"",
+                            t->label, i, show(content, clen, b), a->id,
+                            show(t->arena + e->off, e->len, b2));
+    return FM_OK;
+}
+
+/* The form a normalized token is matched in: its NFC when the normalizer is NFC. */
+static fm_status added_match_form(fm_tokenizer *t, tk_added *a, const char *content, size_t clen,
+                                  fm_error *err) {
+    if (!a->normalized || !t->nfc) return FM_OK;
+    char *norm = NULL;
+    size_t nlen = 0;
+    fm_status st = tk_nfc(content, clen, &norm, &nlen, err);
+    if (st == FM_OK) st = tk_arena_add(t, norm, nlen, &a->off, err);
+    if (st == FM_OK) a->len = (uint32_t)nlen;
+    fm_free(norm);
+    return st;
+}
+
 static fm_status added_entry(fm_tokenizer *t, size_t i, tk_added *a, const char *content,
                              size_t clen, int64_t *max_added, fm_error *err) {
     char b[80];
@@ -262,41 +298,18 @@ static fm_status added_entry(fm_tokenizer *t, size_t i, tk_added *a, const char 
     int32_t prev = tk_strmap_put(&t->added_map, t->arena, off, (uint32_t)clen, (int32_t)i);
     if (prev >= 0)
         return fm_error_set(err, FM_ERR_CONFIG,
-                            "%s: added_tokens[%zu]: content \"%s\" repeats "
-                            "added_tokens[%d]",
+                            "%s: added_tokens[%zu]: content \"%s\" repeats added_tokens[%d]",
                             t->label, i, show(content, clen, b), prev);
     int32_t vid = tk_strmap_get(&t->vocab, t->arena, content, clen);
-    int64_t want = expected_id(t, vid, *max_added);
-    if (a->id != want)
-        return fm_error_set(err, FM_ERR_CONFIG,
-                            "%s: added_tokens[%zu] (\"%s\"): id %d in the "
-                            "file, but tokenizers gives this token id %lld (%s)",
-                            t->label, i, show(content, clen, b), a->id, (long long)want,
-                            vid >= 0
-                                ? "its model.vocab id"
-                                : "the next id after the vocab and the added tokens before it");
-    if ((st = grow_ids(t, (size_t)a->id + 1, err)) != FM_OK) return st;
+    st = added_id_ok(t, i, a, content, clen, vid, *max_added, err);
+    if (st == FM_OK) st = grow_ids(t, (size_t)a->id + 1, err);
+    if (st != FM_OK) return st;
     tk_entry *e = &t->ent[a->id];
-    if (vid < 0 && e->kind) {
-        char b2[80];
-        return fm_error_set(err, FM_ERR_CONFIG,
-                            "%s: added_tokens[%zu] (\"%s\"): id %d is already "
-                            "model.vocab's \"%s\"",
-                            t->label, i, show(content, clen, b), a->id,
-                            show(t->arena + e->off, e->len, b2));
-    }
     if (vid < 0) e->off = off, e->len = (uint32_t)clen;
     e->kind |= TK_IS_ADDED | (a->special ? TK_IS_SPECIAL : 0);
     if (a->id > *max_added) *max_added = a->id;
     a->off = off, a->len = (uint32_t)clen;
-    if (!a->normalized || !t->nfc) return FM_OK;
-    char *norm = NULL;
-    size_t nlen = 0;
-    st = tk_nfc(content, clen, &norm, &nlen, err);
-    if (st == FM_OK) st = tk_arena_add(t, norm, nlen, &a->off, err);
-    if (st == FM_OK) a->len = (uint32_t)nlen;
-    fm_free(norm);
-    return st;
+    return added_match_form(t, a, content, clen, err);
 }
 
 fm_status tk_load_added(fm_tokenizer *t, void *list, fm_error *err) {
