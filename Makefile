@@ -23,7 +23,7 @@ OPT      ?= -O2 -march=native
 CFLAGS   ?= -g
 ALLFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -ffp-contract=off -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
             -Iinclude -Isrc
-LDLIBS   := -ljansson -lpcre2-8 -lopenblas -lpng -ljpeg -lm -lpthread
+LDLIBS   := -ljansson -lpcre2-8 -lutf8proc -lopenblas -lpng -ljpeg -lm -lpthread
 LDFLAGS  ?=
 ALLLDFLAGS := $(LDFLAGS) $(EXTRA_LDFLAGS)
 

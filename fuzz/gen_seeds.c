@@ -13,6 +13,9 @@
 #include "fuzz_common.h"
 #include "qwen_fixture.h"
 #include "st_fixtures.h"
+#include "tok_fixture.h"
+
+#include <jansson.h>
 
 static const char *g_root; /* output root (borrowed from argv) */
 static int g_count, g_bad;
@@ -480,6 +483,105 @@ static void pattern_seeds(void) {
     pat("conv_unroutable", 0x21 | (3 << 1) | (1 << 3), bad, "a\nb\nc\nd\nx\ny\nabcd\n");
 }
 
+/* ---- tokenizer: tokenizer.json [NUL text] ---------------------------------------------------
+ * Named ok_* when the tokenizer.json loads, bad_* when it is rejected. */
+static void tok_put(const char *name, json_t *root, const char *text, size_t tlen) {
+    char *j = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    size_t jl = j ? strlen(j) : 0;
+    char *buf = j ? malloc(jl + 1 + tlen) : NULL;
+    if (buf) {
+        memcpy(buf, j, jl);
+        buf[jl] = '\0';
+        if (text) memcpy(buf + jl + 1, text, tlen);
+        put("tokenizer", name, buf, text ? jl + 1 + tlen : jl);
+    }
+    free(buf), free(j);
+    json_decref(root);
+}
+
+/* A tokenizer trained on a small generated corpus (40 merges), as a JSON tree. */
+static json_t *tok_trained(bool legacy, bool added) {
+    size_t len = 0, jl = 0;
+    char *text = tokfx_corpus(4000, 7, true, &len);
+    tokfx_spec spec = {40, legacy, added};
+    char *j = text ? tokfx_train_json(text, len, &spec, &jl) : NULL;
+    json_t *root = j ? json_loadb(j, jl, 0, NULL) : NULL;
+    free(text), free(j);
+    return root;
+}
+
+static json_t *tok_at(json_t *root, const char *a, const char *b) {
+    json_t *v = json_object_get(root, a);
+    return b ? json_object_get(v, b) : v;
+}
+
+static void tokenizer_seeds(void) {
+    static const char probe[] = "<|im_start|>user\nHi  <mask> there!! I'M 42\r\n\tcafe\xcc\x81 "
+                                "<\xc3\xb1> \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9<|im_end|>";
+    const size_t pl = sizeof probe - 1;
+    tok_put("ok_trained_pairs", tok_trained(false, true), probe, pl);
+    tok_put("ok_trained_legacy", tok_trained(true, true), probe, pl);
+    tok_put("ok_trained_no_added", tok_trained(false, false), probe, pl);
+    tok_put("ok_no_text", tok_trained(false, true), NULL, 0);
+    tok_put("ok_invalid_utf8_text", tok_trained(false, true), "ab\xff\xfe", 4);
+    char word[3000];
+    memset(word, 'w', sizeof word);
+    tok_put("ok_long_word", tok_trained(false, true), word, sizeof word);
+    json_t *r = tok_trained(false, false);
+    json_object_set_new(r, "pre_tokenizer", json_pack("{ss sb sb sb}", "type", "ByteLevel",
+                                                      "add_prefix_space", 0, "trim_offsets", 0,
+                                                      "use_regex", 1));
+    tok_put("ok_gpt2_byte_level", r, probe, pl);
+    r = tok_trained(false, false);
+    json_object_set_new(json_array_get(tok_at(tok_at(r, "pre_tokenizer", NULL), "pretokenizers",
+                                              NULL), 0),
+                        "pattern", json_pack("{ss}", "String", " "));
+    tok_put("ok_string_split", r, probe, pl);
+    r = tok_trained(false, false);
+    json_object_set_new(json_array_get(tok_at(r, "pre_tokenizer", "pretokenizers"), 0), "pattern",
+                        json_pack("{ss}", "Regex", "(a+)+$"));
+    tok_put("ok_catastrophic_regex", r, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", 31);
+    r = tok_trained(false, false);
+    json_object_del(tok_at(r, "model", "vocab"), "Q");
+    json_object_set_new(tok_at(r, "model", NULL), "unk_token", json_string("?"));
+    json_object_set_new(tok_at(r, "model", NULL), "fuse_unk", json_true());
+    tok_put("ok_unk_fused", r, "QQ?QxQ", 6);
+    r = tok_trained(true, true);
+    json_array_append_new(tok_at(r, "model", "merges"), json_string("a b c"));
+    tok_put("bad_merge_three_parts", r, probe, pl);
+    r = tok_trained(false, true);
+    json_array_append_new(tok_at(r, "model", "merges"), json_pack("[ss]", "zq", "x"));
+    tok_put("bad_merge_out_of_vocab", r, probe, pl);
+    r = tok_trained(false, true);
+    json_object_set_new(r, "normalizer", json_pack("{ss}", "type", "NFKC"));
+    tok_put("bad_normalizer_nfkc", r, probe, pl);
+    r = tok_trained(false, true);
+    json_object_set_new(json_array_get(json_object_get(r, "added_tokens"), 0), "id",
+                        json_integer(5000));
+    tok_put("bad_added_id", r, probe, pl);
+    r = tok_trained(false, true);
+    json_object_set_new(tok_at(r, "model", "vocab"), "dup", json_integer(3));
+    tok_put("bad_duplicate_vocab_id", r, probe, pl);
+    r = tok_trained(false, true);
+    json_object_set_new(json_array_get(tok_at(r, "pre_tokenizer", "pretokenizers"), 0), "pattern",
+                        json_pack("{ss}", "Regex", "(unclosed"));
+    tok_put("bad_regex", r, probe, pl);
+    r = tok_trained(false, true);
+    json_object_set_new(r, "version", json_string("2.0"));
+    tok_put("bad_version", r, probe, pl);
+    char *j = json_dumps((r = tok_trained(false, true)), JSON_COMPACT);
+    if (j) put("tokenizer", "bad_truncated", j, strlen(j) / 2);
+    free(j);
+    json_decref(r);
+    char deep[200];
+    size_t k = (size_t)sprintf(deep, "{\"model\":");
+    for (int i = 0; i < 65; i++) deep[k++] = '[';
+    for (int i = 0; i < 65; i++) deep[k++] = ']';
+    deep[k++] = '}';
+    put("tokenizer", "bad_deep_65", deep, k);
+    put_text("tokenizer", "bad_array_root", "[{\"model\": {}}]");
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s OUTDIR (e.g. fuzz/corpus)\n", argv[0]);
@@ -495,6 +597,7 @@ int main(int argc, char **argv) {
     checkpoint_seeds();
     config_seeds();
     pattern_seeds();
+    tokenizer_seeds();
     printf("gen_seeds: %d seeds written to %s%s\n", g_count, g_root, g_bad ? " (with errors)" : "");
     return g_bad ? 1 : 0;
 }

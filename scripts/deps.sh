@@ -2,7 +2,7 @@
 # Installs the Debian packages fusemap needs, only those missing. Idempotent and fast
 # (one dpkg-query) when everything is present. apt-get when root, else prints the command.
 set -eu
-PKGS="gcc make pkg-config libjansson-dev libpcre2-dev libopenblas-dev libpng-dev libjpeg-dev"
+PKGS="gcc make pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libopenblas-dev libpng-dev libjpeg-dev"
 missing=""
 for p in $PKGS; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -9,6 +9,7 @@
 #include "../fuzz/fuzz_pretrained.c"
 #include "../fuzz/fuzz_st_header.c"
 #include "../fuzz/fuzz_template.c"
+#include "../fuzz/fuzz_tokenizer.c"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -143,10 +144,39 @@ static void test_template_seed_names(void) {
     CHECK(n >= 8);
 }
 
+REPLAY_CASE(tokenizer)
+
+/* Tokenizer seeds are named after the harness's verdict: ok_* load, bad_* are rejected. */
+static void test_tokenizer_seed_verdicts(void) {
+    char dir[4096];
+    size_t n = 0, checked = 0;
+    snprintf(dir, sizeof dir, "%s/tokenizer", corpus_root);
+    char **files = corpus_root[0] ? list_files(dir, &n) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        char path[4096 + 512];
+        size_t len = 0;
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        uint8_t *data = read_exact(path, &len);
+        bool ok = !strncmp(files[i], "ok_", 3), bad = !strncmp(files[i], "bad_", 4);
+        CHECK_MSG(ok || bad, "tokenizer seed %s is named neither ok_* nor bad_*", files[i]);
+        if (data && (ok || bad)) {
+            fm_fuzz_tokenizer(data, len);
+            CHECK_MSG(fm_fuzz_tokenizer_accepted == ok, "tokenizer seed %s: expected %s, seen %s",
+                      files[i], ok ? "accepted" : "rejected",
+                      fm_fuzz_tokenizer_accepted ? "accepted" : "rejected");
+            checked++;
+        }
+        free(data);
+        free(files[i]);
+    }
+    free(files);
+    CHECK(checked >= 8);
+}
+
 /* Every corpus directory has a harness in this test (a new harness must be added above). */
 static void test_every_corpus_has_a_harness(void) {
     static const char *const known[] = {"st_header", "checkpoint", "config", "pattern",
-                                        "pretrained", "template"};
+                                        "pretrained", "template", "tokenizer"};
     DIR *d = corpus_root[0] ? opendir(corpus_root) : NULL;
     CHECK(d != NULL);
     for (struct dirent *e; d && (e = readdir(d));) {
@@ -197,6 +227,8 @@ int main(void) {
     RUN(test_replay_pretrained);
     RUN(test_replay_template);
     RUN(test_template_seed_names);
+    RUN(test_replay_tokenizer);
+    RUN(test_tokenizer_seed_verdicts);
     fmz_cleanup();
     if (tmp) fm_test_rmtree(tmp);
     free(tmp);

@@ -15,5 +15,6 @@
 #include "fusemap/qwen2_vl.h"
 #include "fusemap/tensor.h"
 #include "fusemap/version.h"
+#include "fusemap/tokenizer.h"
 
 #endif

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "core/testing.h"
 #include "fusemap/core.h"
 
 /* ---- fault injection (tests) ---------------------------------------------------------
