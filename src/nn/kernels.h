@@ -9,6 +9,7 @@
 #include "core/threadpool.h"
 #include "fusemap/core.h"
 #include "fusemap/nn.h"
+#include "fusemap/tensor.h"
 
 /* Conventions: every buffer is float32, contiguous, row-major, at least 4-byte aligned;
  * outputs come first; `pool` may be NULL (single-threaded). Sizes are preconditions (the
@@ -135,6 +136,73 @@ void fm_k_attention(float *o, int64_t ldo, const float *q, int64_t ldq, const fl
 void fm_k_conv3d(float *y, const float *x, const float *w, const float *b, int64_t batch,
                  const fm_conv3d_params *p, const int64_t in_dims[3], fm_threadpool *pool);
 
+/* ---- decoder kernels (kernels_lowp.c, attention_cache.c, rope.c, kernels.c) ---------------
+ * Weights may be F32, BF16 or F16 as mapped from a checkpoint: 16-bit rows need only 2-byte
+ * alignment, F32 rows 4-byte. Activations, accumulators and softmax are f32. */
+
+/* Linear over stored-dtype weights: y[m][ldy] = x[m][ldx] · w[n][k]ᵀ + b[n] (b may be NULL),
+ * then act (an fm_activation; < 0: none), as fm_k_linear. wdt: FM_DTYPE_F32, _BF16 or _F16.
+ * m <= 8 (decode): a multi-row GEMV that streams w once for all m rows, each thread a block of
+ * output rows, 16-bit weights widened in registers; a row's result does not depend on m or on
+ * the other rows. m > 8 (prefill): f32 panels of w (converted per thread into scratch unless
+ * wdt is F32) times x by cblas_sgemm, tiles fixed by the shape. Either way the results do not
+ * depend on the pool size. scratch: fm_k_linear_w_scratch_floats(m, n, k, pool threads)
+ * floats, 64-byte aligned preferred (may be NULL when that is 0). y must not overlap x, w or
+ * scratch. m, n, k <= INT_MAX. */
+size_t fm_k_linear_w_scratch_floats(int64_t m, int64_t n, int64_t k, int threads);
+void fm_k_linear_w(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w, fm_dtype wdt,
+                   const float *b, int64_t m, int64_t n, int64_t k, int act, float *scratch,
+                   fm_threadpool *pool);
+
+/* SwiGLU: y[r][c] = silu(g[r][c]) · u[r][c] for r < rows, c < cols, silu(z) = z / (1 + e^-z)
+ * (g and u may be the two halves of one fused gate_up row: u = g + cols, ldu = ldg). y may
+ * equal g (same stride). */
+void fm_k_swiglu(float *y, int64_t ldy, const float *g, int64_t ldg, const float *u, int64_t ldu,
+                 int64_t rows, int64_t cols, fm_threadpool *pool);
+
+/* M-RoPE tables (generation spec §4): inv_freq[j] = f32(1 / f32(theta ^ f32(f32(2j) / hd))),
+ * j < hd/2; for token r and frequency j the angle is f32(f32(pos_a) · inv_freq[j]) with the
+ * axis a (0 = t, 1 = h, 2 = w) given by the layout:
+ *   interleaved = 0 (Qwen2-VL, Qwen2.5-VL): sections[0] frequencies from t, then sections[1]
+ *     from h, then sections[2] from w (sections sum to hd/2; the doubled mrope_section of
+ *     transformers maps d and d + hd/2 to the same axis);
+ *   interleaved = 1 (Qwen3-VL): axis t, except j % 3 == 1 and j < 3·sections[1] -> h,
+ *     j % 3 == 2 and j < 3·sections[2] -> w.
+ * cos_t, sin_t: [T][hd/2] (cos/sin of the f32 angle, correctly rounded), the layout
+ * fm_k_rope_apply takes (rotate_half: d pairs with d + hd/2). pos3: [3][T] (t row, h row,
+ * w row); plain 1-D RoPE has the three rows equal. head_dim even, <= 1024. */
+void fm_k_mrope_table(float *cos_t, float *sin_t, const int64_t *pos3, int64_t T, int head_dim,
+                      double theta, const int sections[3], int interleaved);
+
+/* KV cache, one layer: K and V each [slots][n_kv][cap][head_dim] of cdt (FM_DTYPE_F32 or
+ * FM_DTYPE_BF16, rounded to nearest even on write). Row r of k (row stride ldk) and of v holds
+ * n_kv heads of head_dim (keys after RoPE) for sequence slot[r] at position pos[r] (0 <= pos <
+ * cap): they go to kc[slot][g][pos][:] and vc[slot][g][pos][:]. */
+void fm_k_kv_write(void *kc, void *vc, fm_dtype cdt, int64_t cap, int n_kv, int head_dim,
+                   const int32_t *slot, const int32_t *pos, int64_t rows, const float *k, int64_t ldk,
+                   const float *v, int64_t ldv, fm_threadpool *pool);
+
+/* Attention against the cache: row r of q (n_heads heads of head_dim, row stride ldq) is the
+ * query of slot[r] at position pos[r]; it attends to cached positions 0..pos[r] of its slot
+ * (its own K/V already written: causal by position). Query head h reads KV head
+ * h / (n_heads / n_kv). s_j = (q·k_j)·scale in f32, softmax in f32 (max-subtracted), o = Σ p_j
+ * v_j into o (row stride ldo, heads at h·head_dim). Runs of >= 16 rows of one slot at
+ * consecutive positions (prefill, chunked prefill) take a blocked path (64-query block x
+ * 256-key block by sgemm, online softmax, bf16 blocks converted to f32); other rows (decode)
+ * a per-row path that reads each K/V row once for all query heads of its group, the context
+ * in fixed 256-key chunks (one task each, merged by log-sum-exp). A row's result differs
+ * between the two paths by rounding only; it never depends on the pool size, and on the
+ * decode path not on the other rows either. scratch:
+ * fm_k_attention_cache_scratch_floats(slot, pos, rows, n_heads, n_kv, head_dim, pool threads)
+ * floats for the same slot/pos (the path of each row, and so the scratch, follows from them).
+ * n_heads % n_kv == 0; o must not overlap q, the caches or scratch. */
+size_t fm_k_attention_cache_scratch_floats(const int32_t *slot, const int32_t *pos, int64_t rows,
+                                           int n_heads, int n_kv, int head_dim, int threads);
+void fm_k_attention_cache(float *o, int64_t ldo, const float *q, int64_t ldq, const void *kc,
+                          const void *vc, fm_dtype cdt, int64_t cap, int n_kv, const int32_t *slot,
+                          const int32_t *pos, int64_t rows, int n_heads, int head_dim, float scale,
+                          float *scratch, fm_threadpool *pool);
+
 /* ---- reference kernels (kernels_ref.c): naive loops, float32, libm ------------------- */
 void fm_ref_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n,
                    int64_t k);
@@ -154,5 +222,16 @@ void fm_ref_attention(float *o, int64_t ldo, const float *q, const float *k, con
                       float scale);
 void fm_ref_conv3d(float *y, const float *x, const float *w, const float *b, int64_t batch,
                    const fm_conv3d_params *p, const int64_t in_dims[3]);
+/* Decoder references: y[m][n] (x[m][k] contiguous) over stored-dtype weights; SwiGLU over n
+ * values; full-width M-RoPE tables [T][hd] (libm powf/cosf/sinf); attention against the cache
+ * (one row, one head at a time, softmax as exp / sum). */
+void fm_ref_linear_w(float *y, const float *x, const void *w, fm_dtype wdt, const float *b, int64_t m,
+                     int64_t n, int64_t k);
+void fm_ref_swiglu(float *y, const float *g, const float *u, int64_t n);
+void fm_ref_mrope_table(float *cos_t, float *sin_t, const int64_t *pos3, int64_t T, int head_dim,
+                        double theta, const int sections[3], int interleaved);
+void fm_ref_attention_cache(float *o, int64_t ldo, const float *q, int64_t ldq, const void *kc,
+                            const void *vc, fm_dtype cdt, int64_t cap, int n_kv, const int32_t *slot,
+                            const int32_t *pos, int64_t rows, int n_heads, int head_dim, float scale);
 
 #endif
