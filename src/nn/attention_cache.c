@@ -1,13 +1,12 @@
 /* KV cache write and causal attention against the cache (decoder): a per-row path for decode
- * (each K/V row read once for all query heads of its group, the context in fixed chunks merged
+ * (the query heads of a GQA group against fixed chunks of the context by sgemm, chunks merged
  * by log-sum-exp) and a blocked path for prefill runs (query block x key block by sgemm,
- * online softmax, causal mask by position). */
+ * online softmax, causal mask by position). bf16 caches are widened to f32 block by block. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "nn/kernels.h"
-#include "nn/vec.h"
 
 /* A run of at least RUN_MIN rows of one slot at consecutive positions takes the blocked path. */
 #define RUN_MIN 16
@@ -17,8 +16,6 @@
 /* Decode path: keys per chunk. Fixed (not derived from the thread count or the batch), so a
  * row's result depends only on its own query and cache. */
 #define DCHUNK 256
-/* Blocks of the pair layout (as in the GEMV). */
-#define BK (2 * FM_VW)
 
 static inline size_t cache_index(int64_t cap, int n_kv, int hd, int64_t s, int g, int64_t p) {
     return (((size_t)s * (size_t)n_kv + (size_t)g) * (size_t)cap + (size_t)p) * (size_t)hd;
@@ -164,32 +161,9 @@ typedef struct ac_job {
 } ac_job;
 
 static int64_t slab_floats(int rep, int hd) {
-    int64_t dec = (int64_t)rep * hd * 2 + (int64_t)rep * DCHUNK + 2 * (int64_t)rep;
+    int64_t dec = 2 * (int64_t)DCHUNK * hd + (int64_t)rep * DCHUNK;
     int64_t blk = 2 * (int64_t)KB * hd + (int64_t)QB * KB + (int64_t)rep * QB * hd + 2 * (int64_t)rep * QB;
     return (dec > blk ? dec : blk) + 16;
-}
-
-/* One cache row (hd values of cdt at p) as pair-layout blocks, like the GEMV weights. */
-static inline void row_pairs(const unsigned char *p, int64_t i, fm_dtype cdt, fm_vf *e, fm_vf *o) {
-    if (cdt == FM_DTYPE_F32) {
-        *e = fm_v_load(p + 4 * i);
-        *o = fm_v_load(p + 4 * i + 4 * FM_VW);
-    } else {
-        fm_v_bf16_pairs(p + 2 * i, e, o);
-    }
-}
-static inline float row_elem(const unsigned char *p, int64_t i, fm_dtype cdt) {
-    if (cdt == FM_DTYPE_F32) {
-        float f;
-        memcpy(&f, p + 4 * i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, p + 2 * i, 2);
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 /* exp(s[i] - mx) in place for i < n; returns their sum (FM_VL lanes, fixed order). */
@@ -213,77 +187,38 @@ static float exp_row(float *s, int64_t n, float mx) {
 
 /* ---- decode path -------------------------------------------------------------------------- */
 
-/* q·k for one head (qp in the pair layout of the cache dtype) and one cache row. */
-static inline float dot_row(const float *qp, const unsigned char *krow, int hd, fm_dtype cdt) {
-    fm_vf a = fm_v_zero(), b = fm_v_zero();
-    int64_t kb = hd / BK * BK;
-    for (int64_t i = 0; i < kb; i += BK) {
-        fm_vf e, o;
-        row_pairs(krow, i, cdt, &e, &o);
-        a = fm_v_fma(a, e, fm_v_load(qp + i));
-        b = fm_v_fma(b, o, fm_v_load(qp + i + FM_VW));
-    }
-    float s = fm_v_sum(a + b);
-    for (int64_t i = kb; i < hd; i++) s += qp[i] * row_elem(krow, i, cdt);
-    return s;
+/* The f32 rows [k0, k0 + n) of one (slot, group) of a cache: the cache itself for F32, else
+ * converted into buf. */
+static const float *f32_rows(const ac_job *j, const unsigned char *cache, int64_t s, int g, int64_t k0,
+                             int64_t n, float *buf) {
+    size_t at = cache_index(j->cap, j->n_kv, j->hd, s, g, k0);
+    if (j->cdt == FM_DTYPE_F32) return (const float *)(const void *)(cache + 4 * at);
+    fm_bf16_to_f32(buf, (const uint16_t *)(const void *)(cache + 2 * at), (uint64_t)(n * j->hd));
+    return buf;
 }
 
-/* acc (pair layout) += p · v for one cache row. */
-static inline void axpy_row(float *acc, float p, const unsigned char *vrow, int hd, fm_dtype cdt) {
-    fm_vf pv = fm_v_set1(p);
-    int64_t kb = hd / BK * BK;
-    for (int64_t i = 0; i < kb; i += BK) {
-        fm_vf e, o;
-        row_pairs(vrow, i, cdt, &e, &o);
-        fm_v_store(acc + i, fm_v_fma(fm_v_load(acc + i), pv, e));
-        fm_v_store(acc + i + FM_VW, fm_v_fma(fm_v_load(acc + i + FM_VW), pv, o));
-    }
-    for (int64_t i = kb; i < hd; i++) acc[i] += p * row_elem(vrow, i, cdt);
-}
-
-/* Natural order <-> the pair layout of the cache dtype (f32 rows are already natural). */
-static void to_layout(float *dst, const float *src, int hd, fm_dtype cdt) {
-    int64_t kb = cdt == FM_DTYPE_F32 ? 0 : hd / BK * BK;
-    for (int64_t i = 0; i < kb; i += BK) fm_v_to_pairs(dst + i, src + i);
-    memcpy(dst + kb, src + kb, (size_t)(hd - kb) * sizeof *dst);
-}
-static void from_layout(float *dst, const float *src, int hd, fm_dtype cdt) {
-    int64_t kb = cdt == FM_DTYPE_F32 ? 0 : hd / BK * BK;
-    for (int64_t i = 0; i < kb; i += BK) fm_v_from_pairs(dst + i, src + i);
-    memcpy(dst + kb, src + kb, (size_t)(hd - kb) * sizeof *dst);
-}
-
-/* Decode chunk c of row r, KV group g: keys [k0, k1); writes (m, l, unnormalised o) of every
- * query head of the group to the chunk's partials. Worker scratch: q and acc [rep][hd] in the
- * pair layout, scores [rep][DCHUNK], max and sum [rep]. */
+/* Decode chunk c of row r, KV group g: keys [k0, k1). The group's query heads are contiguous
+ * in the row, so they form the rows of one small sgemm against the chunk's keys (each K and V
+ * row read once for all of them); writes (m, l, unnormalised o) per head to the chunk's
+ * partials. Worker scratch: K and V rows [DCHUNK][hd] (bf16 caches), scores [rep][DCHUNK]. */
 static void decode_chunk(const ac_job *j, int64_t r, int64_t chunk_id, int64_t c, int g, float *ws) {
     int hd = j->hd, rep = j->rep;
     int64_t k0 = c * DCHUNK, k1 = (int64_t)j->pos[r] + 1;
     k1 = k1 < k0 + DCHUNK ? k1 : k0 + DCHUNK;
     int64_t n = k1 - k0;
-    size_t es = j->cdt == FM_DTYPE_F32 ? 4 : 2;
-    float *qs = ws, *acc = qs + (int64_t)rep * hd, *s = acc + (int64_t)rep * hd;
-    float *mx = s + (int64_t)rep * DCHUNK, *sum = mx + rep;
-    for (int h = 0; h < rep; h++)
-        to_layout(qs + (int64_t)h * hd, j->q + r * j->ldq + (int64_t)(g * rep + h) * hd, hd, j->cdt);
-    size_t at = cache_index(j->cap, j->n_kv, hd, j->slot[r], g, k0) * es;
-    const unsigned char *kbase = j->kc + at, *vbase = j->vc + at;
-    for (int64_t t = 0; t < n; t++) /* each key row read once for the whole group */
-        for (int h = 0; h < rep; h++)
-            s[h * n + t] = dot_row(qs + (int64_t)h * hd, kbase + t * hd * es, hd, j->cdt) * j->scale;
+    float *kbuf = ws, *vbuf = kbuf + (int64_t)DCHUNK * hd, *s = vbuf + (int64_t)DCHUNK * hd;
+    const float *kb = f32_rows(j, j->kc, j->slot[r], g, k0, n, kbuf);
+    const float *vb = f32_rows(j, j->vc, j->slot[r], g, k0, n, vbuf);
+    float *part = j->partials + (chunk_id * j->n_heads + (int64_t)g * rep) * (hd + 2);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rep, (int)n, hd, j->scale,
+                j->q + r * j->ldq + (int64_t)g * rep * hd, hd, kb, hd, 0.0f, s, DCHUNK);
     for (int h = 0; h < rep; h++) {
-        mx[h] = fm_k_vmax(s + h * n, n);
-        sum[h] = exp_row(s + h * n, n, mx[h]);
+        float *sh = s + (int64_t)h * DCHUNK, *ph = part + (int64_t)h * (hd + 2);
+        ph[0] = fm_k_vmax(sh, n);
+        ph[1] = exp_row(sh, n, ph[0]);
     }
-    memset(acc, 0, (size_t)rep * hd * sizeof *acc);
-    for (int64_t t = 0; t < n; t++)
-        for (int h = 0; h < rep; h++)
-            axpy_row(acc + (int64_t)h * hd, s[h * n + t], vbase + t * hd * es, hd, j->cdt);
-    for (int h = 0; h < rep; h++) {
-        float *part = j->partials + (chunk_id * j->n_heads + g * rep + h) * (int64_t)(hd + 2);
-        part[0] = mx[h], part[1] = sum[h];
-        from_layout(part + 2, acc + (int64_t)h * hd, hd, j->cdt);
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rep, hd, (int)n, 1.0f, s, DCHUNK, vb, hd, 0.0f,
+                part + 2, hd + 2);
 }
 
 /* Merges the chunks of decode row d for head h into the output, in chunk order:
@@ -308,16 +243,6 @@ static void decode_combine(const ac_job *j, int64_t d, int h) {
 }
 
 /* ---- blocked path (prefill runs) ---------------------------------------------------------- */
-
-/* The f32 rows [k0, k0 + n) of one (slot, group) of a cache: the cache itself for F32, else
- * converted into buf. */
-static const float *f32_rows(const ac_job *j, const unsigned char *cache, int64_t s, int g, int64_t k0,
-                             int64_t n, float *buf) {
-    size_t at = cache_index(j->cap, j->n_kv, j->hd, s, g, k0);
-    if (j->cdt == FM_DTYPE_F32) return (const float *)(const void *)(cache + 4 * at);
-    fm_bf16_to_f32(buf, (const uint16_t *)(const void *)(cache + 2 * at), (uint64_t)(n * j->hd));
-    return buf;
-}
 
 /* Online-softmax update of query row i (position pi) of one head for the key block at kb0 of
  * kn keys: scores srow become probabilities (0 past the row's own position), the running max m

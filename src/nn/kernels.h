@@ -189,8 +189,9 @@ void fm_k_kv_write(void *kc, void *vc, fm_dtype cdt, int64_t cap, int n_kv, int 
  * v_j into o (row stride ldo, heads at h·head_dim). Runs of >= 16 rows of one slot at
  * consecutive positions (prefill, chunked prefill) take a blocked path (64-query block x
  * 256-key block by sgemm, online softmax, bf16 blocks converted to f32); other rows (decode)
- * a per-row path that reads each K/V row once for all query heads of its group, the context
- * in fixed 256-key chunks (one task each, merged by log-sum-exp). A row's result differs
+ * a per-row path: the context in fixed 256-key chunks (one task per chunk and KV group, merged
+ * by log-sum-exp), the group's query heads the rows of one small sgemm against the chunk, so
+ * each K/V row is read once for all of them. A row's result differs
  * between the two paths by rounding only; it never depends on the pool size, and on the
  * decode path not on the other rows either. scratch:
  * fm_k_attention_cache_scratch_floats(slot, pos, rows, n_heads, n_kv, head_dim, pool threads)

@@ -22,6 +22,9 @@
 #define GEMM_MB 256
 /* Floats in front of each worker's panel: the id of the panel it holds (int64 via memcpy). */
 #define PANEL_HDR 16
+/* GEMV: rows per k-split pass, and the x floats (all rows of the group) kept per span (16 KB). */
+#define GEMV_SUB 16
+#define GEMV_X_SPAN 100000
 /* GEMV block: one vector of even and one of odd elements. */
 #define BK (2 * FM_VW)
 /* Separate accumulators for the even and odd lanes (two independent fma chains per row
@@ -101,22 +104,24 @@ static void x_pack(float *xq, const float *x, int64_t ldx, int64_t m, int64_t k,
     }
 }
 
-/* y[r] = Σ_i x[r][i] w[i] (+ b) for the MR rows of one packed group and ONE weight row: every
- * BK-element block is one lane-wise fma into row r's even-lane accumulator and one into its
- * odd-lane accumulator, then a fixed pairwise lane sum and the k % BK tail in order. The same
- * element gets the same operations whatever MR or thread computes it. One weight row at a time
- * keeps the weight stream strictly sequential (rows are contiguous): several rows side by side
- * measured 2-3x slower from DRAM, their k-long streams too short for the hardware prefetchers
- * (software prefetch in this stream measured no gain). */
-static inline __attribute__((always_inline)) void gemv_tile(float *y, int64_t ldy, const float *xq,
-                                                            const unsigned char *w, const float *b,
-                                                            int64_t k, const int MR, const int dt) {
+/* Accumulates the BK-blocks [i0, i1) of ONE weight row into the MR rows of one packed group:
+ * every block is one lane-wise fma into row r's even-lane accumulator and one into its
+ * odd-lane accumulator. The accumulators start at zero (i0 == 0) or come from st ([MR][2]
+ * vectors) and go back there, so splitting k into spans changes no bit of the result. One
+ * weight row at a time keeps the weight stream strictly sequential (rows are contiguous):
+ * several rows side by side measured 2-3x slower from DRAM, their k-long streams too short for
+ * the hardware prefetchers (software prefetch in this stream measured no gain). */
+static inline __attribute__((always_inline)) void gemv_span(float *st, const float *xq,
+                                                            const unsigned char *w, int64_t i0,
+                                                            int64_t i1, const int MR, const int dt) {
     fm_vf acc[8], acc_o[8];
-    int64_t kb = k / BK * BK, kt = k - kb;
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) acc[r] = acc_o[r] = fm_v_zero();
-    const float *xb = xq;
-    for (int64_t i = 0; i < kb; i += BK, xb += MR * BK) {
+    for (int r = 0; r < MR; r++) {
+        acc[r] = i0 ? fm_v_load(st + (2 * r) * FM_VW) : fm_v_zero();
+        acc_o[r] = i0 ? fm_v_load(st + (2 * r + 1) * FM_VW) : fm_v_zero();
+    }
+    const float *xb = xq + i0 * MR;
+    for (int64_t i = i0; i < i1; i += BK, xb += MR * BK) {
         fm_vf we, wo;
         w_pairs(w, i, dt, &we, &wo);
         if (MR > 1) {
@@ -130,21 +135,50 @@ static inline __attribute__((always_inline)) void gemv_tile(float *y, int64_t ld
             else acc[r] = fm_v_fma(acc[r], wo, fm_v_load(xb + r * BK + FM_VW));
         }
     }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+        fm_v_store(st + (2 * r) * FM_VW, acc[r]);
+        fm_v_store(st + (2 * r + 1) * FM_VW, acc_o[r]);
+    }
+}
+
+/* y[r] = fixed pairwise lane sum of row r's accumulators (zero when k < BK), then the k % BK
+ * tail in order, then + b. */
+static inline __attribute__((always_inline)) void gemv_finish(float *y, int64_t ldy, const float *st,
+                                                              const float *xq, const unsigned char *w,
+                                                              const float *b, int64_t k, const int MR,
+                                                              const int dt) {
+    int64_t kb = k / BK * BK, kt = k - kb;
     const float *xt = xq + MR * kb;
     for (int r = 0; r < MR; r++) {
-        float s = fm_v_sum(GEMV_SPLIT ? acc[r] + acc_o[r] : acc[r]);
+        fm_vf e = kb ? fm_v_load(st + (2 * r) * FM_VW) : fm_v_zero();
+        fm_vf o = kb ? fm_v_load(st + (2 * r + 1) * FM_VW) : fm_v_zero();
+        float s = fm_v_sum(GEMV_SPLIT ? e + o : e);
         for (int64_t i = 0; i < kt; i++) s += xt[r * kt + i] * w_elem(w, kb + i, dt);
         y[r * ldy] = b ? s + *b : s;
     }
 }
 
-/* Weight rows [j0, j1) against the MR rows of the group at r0. */
+/* Weight rows [j0, j1) against the MR rows of the group at r0, GEMV_SUB rows at a time; within
+ * them k goes in spans whose x part (span x MR floats) stays in L1 while the rows pass over
+ * it (unsplit, a k = 8960 row measured half the bandwidth of k = 1536 ones: x re-read from
+ * L2 for every row). */
 static inline __attribute__((always_inline)) void gemv_rows(const lw_job *j, int64_t r0, int64_t j0,
                                                             int64_t j1, const int MR, const int dt) {
+    float st[GEMV_SUB][2 * 8 * FM_VW];
     float *y = j->y + r0 * j->ldy;
     const float *xq = j->xq + r0 * j->k;
-    for (int64_t c = j0; c < j1; c++)
-        gemv_tile(y + c, j->ldy, xq, j->w + c * j->wrow, j->b ? j->b + c : NULL, j->k, MR, dt);
+    int64_t kb = j->k / BK * BK, span = GEMV_X_SPAN / MR / BK * BK;
+    if (span < BK) span = BK;
+    for (int64_t c0 = j0; c0 < j1; c0 += GEMV_SUB) {
+        int64_t c1 = c0 + GEMV_SUB < j1 ? c0 + GEMV_SUB : j1;
+        for (int64_t i0 = 0; i0 < kb; i0 += span)
+            for (int64_t c = c0; c < c1; c++)
+                gemv_span(st[c - c0], xq, j->w + c * j->wrow, i0, i0 + span < kb ? i0 + span : kb, MR, dt);
+        for (int64_t c = c0; c < c1; c++)
+            gemv_finish(y + c, j->ldy, st[c - c0], xq, j->w + c * j->wrow, j->b ? j->b + c : NULL, j->k, MR,
+                        dt);
+    }
 }
 
 #define GEMV_DT(MR)                                                                                \
