@@ -184,7 +184,8 @@ void fm_k_kv_write(void *kc, void *vc, fm_dtype cdt, int64_t cap, int n_kv, int 
 
 /* Attention against the cache: row r of q (n_heads heads of head_dim, row stride ldq) is the
  * query of slot[r] at position pos[r]; it attends to cached positions 0..pos[r] of its slot
- * (its own K/V already written: causal by position). Query head h reads KV head
+ * (its own K/V already written: causal by position; 0 <= pos[r] < cap, slot[r] a slot of the
+ * caches). Query head h reads KV head
  * h / (n_heads / n_kv). s_j = (q·k_j)·scale in f32, softmax in f32 (max-subtracted), o = Σ p_j
  * v_j into o (row stride ldo, heads at h·head_dim). Runs of >= 16 rows of one slot at
  * consecutive positions (prefill, chunked prefill) take a blocked path (64-query block x

@@ -8,11 +8,11 @@
 #include "nn/kernels.h"
 #include "nn/vec.h"
 
-/* Rows at or below which the GEMV path runs (measured with bench/decode_kernels: at 2B shapes
- * the GEMV stays at the streaming bound up to 8 rows and the converted-panel sgemm only
- * catches up beyond that). */
+/* Rows at or below which the GEMV path runs. Measured at 2B shapes: per row, the GEMV at 8 rows
+ * is still faster than the converted-panel sgemm at 9 to 16 rows (whose panel conversion is a
+ * fixed cost per call); with 16 output rows or more the sgemm path wins. */
 #define GEMV_MAX_M 8
-/* Weight rows per GEMV task (one sequential stream of 64 rows). */
+/* Weight rows per GEMV task (contiguous: one sequential stream per task). */
 #define GEMV_RB 64
 /* Largest f32 panel converted per thread, in floats (8 MB), and the panel width bounds. */
 #define PANEL_FLOATS (1 << 21)
@@ -24,7 +24,7 @@
 #define PANEL_HDR 16
 /* GEMV: rows per k-split pass, and the x floats (all rows of the group) kept per span (16 KB). */
 #define GEMV_SUB 16
-#define GEMV_X_SPAN 100000
+#define GEMV_X_SPAN 4096
 /* GEMV block: one vector of even and one of odd elements. */
 #define BK (2 * FM_VW)
 /* Separate accumulators for the even and odd lanes (two independent fma chains per row
