@@ -22,9 +22,9 @@
 #define GEMM_MB 256
 /* Floats in front of each worker's panel: the id of the panel it holds (int64 via memcpy). */
 #define PANEL_HDR 16
-/* GEMV: rows per k-split pass, and the x floats (all rows of the group) kept per span (16 KB). */
+/* GEMV: rows per k-split pass, and the k elements per span (one row's x span: 16 KB). */
 #define GEMV_SUB 16
-#define GEMV_X_SPAN 4096
+#define GEMV_SPAN 4096
 /* GEMV block: one vector of even and one of odd elements. */
 #define BK (2 * FM_VW)
 /* Separate accumulators for the even and odd lanes (two independent fma chains per row
@@ -160,16 +160,16 @@ static inline __attribute__((always_inline)) void gemv_finish(float *y, int64_t 
 }
 
 /* Weight rows [j0, j1) against the MR rows of the group at r0, GEMV_SUB rows at a time; within
- * them k goes in spans whose x part (span x MR floats) stays in L1 while the rows pass over
- * it (unsplit, a k = 8960 row measured half the bandwidth of k = 1536 ones: x re-read from
- * L2 for every row). */
+ * them k goes in spans of GEMV_SPAN, so that with one x row its span stays in L1 while the
+ * rows pass over it (unsplit, cache-resident k = 8960 rows measured 35% slower: x re-read
+ * from L2 for every row). Spans are not shortened for more rows: shorter weight runs measured
+ * slower from DRAM, which is where decode reads them. */
 static inline __attribute__((always_inline)) void gemv_rows(const lw_job *j, int64_t r0, int64_t j0,
                                                             int64_t j1, const int MR, const int dt) {
     float st[GEMV_SUB][2 * 8 * FM_VW];
     float *y = j->y + r0 * j->ldy;
     const float *xq = j->xq + r0 * j->k;
-    int64_t kb = j->k / BK * BK, span = GEMV_X_SPAN / MR / BK * BK;
-    if (span < BK) span = BK;
+    int64_t kb = j->k / BK * BK, span = GEMV_SPAN / BK * BK;
     for (int64_t c0 = j0; c0 < j1; c0 += GEMV_SUB) {
         int64_t c1 = c0 + GEMV_SUB < j1 ? c0 + GEMV_SUB : j1;
         for (int64_t i0 = 0; i0 < kb; i0 += span)
