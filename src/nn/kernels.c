@@ -392,3 +392,36 @@ void fm_k_rope_apply(float *x, int64_t ld, int64_t rows, int heads, int head_dim
     rope_job j = {x, ld, heads, head_dim, cos_t, sin_t};
     fm_threadpool_for(pool, rows, row_grain((int64_t)heads * head_dim), rope_body, &j);
 }
+
+/* ---- SwiGLU ------------------------------------------------------------------------------ */
+
+typedef struct swiglu_job {
+    float *y;       /* [rows][ldy] */
+    const float *g; /* [rows][ldg] */
+    const float *u; /* [rows][ldu] */
+    int64_t ldy, ldg, ldu, cols;
+} swiglu_job;
+
+/* Each block is read into locals before it is stored (y may equal g). */
+static void swiglu_row(float *y, const float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + FM_VL <= n; i += FM_VL) {
+        float t[FM_VL];
+        for (int l = 0; l < FM_VL; l++) t[l] = g[i + l];
+        for (int l = 0; l < FM_VL; l++) t[l] = act_silu(t[l]) * u[i + l];
+        for (int l = 0; l < FM_VL; l++) y[i + l] = t[l];
+    }
+    for (; i < n; i++) y[i] = act_silu(g[i]) * u[i];
+}
+
+static void swiglu_body(void *ctx, int64_t r0, int64_t r1, int worker) {
+    (void)worker;
+    const swiglu_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) swiglu_row(j->y + r * j->ldy, j->g + r * j->ldg, j->u + r * j->ldu, j->cols);
+}
+
+void fm_k_swiglu(float *y, int64_t ldy, const float *g, int64_t ldg, const float *u, int64_t ldu,
+                 int64_t rows, int64_t cols, fm_threadpool *pool) {
+    swiglu_job j = {y, g, u, ldy, ldg, ldu, cols};
+    fm_threadpool_for(pool, rows, row_grain(cols), swiglu_body, &j);
+}

@@ -9,6 +9,7 @@
 #include "core/threadpool.h"
 #include "fusemap/core.h"
 #include "fusemap/nn.h"
+#include "fusemap/tensor.h"
 
 /* Conventions: every buffer is float32, contiguous, row-major, at least 4-byte aligned;
  * outputs come first; `pool` may be NULL (single-threaded). Sizes are preconditions (the
@@ -183,17 +184,22 @@ void fm_k_kv_write(void *kc, void *vc, fm_dtype cdt, int64_t cap, int n_kv, int 
 
 /* Attention against the cache: row r of q (n_heads heads of head_dim, row stride ldq) is the
  * query of slot[r] at position pos[r]; it attends to cached positions 0..pos[r] of its slot
- * (its own K/V already written: causal by position). Query head h reads KV head
+ * (its own K/V already written: causal by position; 0 <= pos[r] < cap, slot[r] a slot of the
+ * caches). Query head h reads KV head
  * h / (n_heads / n_kv). s_j = (q·k_j)·scale in f32, softmax in f32 (max-subtracted), o = Σ p_j
  * v_j into o (row stride ldo, heads at h·head_dim). Runs of >= 16 rows of one slot at
- * consecutive positions (prefill, chunked prefill) take a blocked path (query block x key
- * block sgemm, online softmax); other rows (decode) a per-row path that reads each K/V row
- * once for all query heads of its group, the context split in fixed chunks when few rows
- * would leave threads idle. A row's result differs between the two paths by rounding only and
- * never depends on the pool size. scratch: fm_k_attention_cache_scratch_floats(rows, n_heads,
- * n_kv, head_dim, pool threads) floats. o must not overlap q or the caches. */
-size_t fm_k_attention_cache_scratch_floats(int64_t rows, int n_heads, int n_kv, int head_dim,
-                                           int threads);
+ * consecutive positions (prefill, chunked prefill) take a blocked path (64-query block x
+ * 256-key block by sgemm, online softmax, bf16 blocks converted to f32); other rows (decode)
+ * a per-row path: the context in fixed 256-key chunks (one task per chunk and KV group, merged
+ * by log-sum-exp), the group's query heads the rows of one small sgemm against the chunk, so
+ * each K/V row is read once for all of them. A row's result differs
+ * between the two paths by rounding only; it never depends on the pool size, and on the
+ * decode path not on the other rows either. scratch:
+ * fm_k_attention_cache_scratch_floats(slot, pos, rows, n_heads, n_kv, head_dim, pool threads)
+ * floats for the same slot/pos (the path of each row, and so the scratch, follows from them).
+ * n_heads % n_kv == 0; o must not overlap q, the caches or scratch. */
+size_t fm_k_attention_cache_scratch_floats(const int32_t *slot, const int32_t *pos, int64_t rows,
+                                           int n_heads, int n_kv, int head_dim, int threads);
 void fm_k_attention_cache(float *o, int64_t ldo, const float *q, int64_t ldq, const void *kc,
                           const void *vc, fm_dtype cdt, int64_t cap, int n_kv, const int32_t *slot,
                           const int32_t *pos, int64_t rows, int n_heads, int head_dim, float scale,
@@ -218,5 +224,16 @@ void fm_ref_attention(float *o, int64_t ldo, const float *q, const float *k, con
                       float scale);
 void fm_ref_conv3d(float *y, const float *x, const float *w, const float *b, int64_t batch,
                    const fm_conv3d_params *p, const int64_t in_dims[3]);
+/* Decoder references: y[m][n] (x[m][k] contiguous) over stored-dtype weights; SwiGLU over n
+ * values; full-width M-RoPE tables [T][hd] (libm powf/cosf/sinf); attention against the cache
+ * (one row, one head at a time, softmax as exp / sum). */
+void fm_ref_linear_w(float *y, const float *x, const void *w, fm_dtype wdt, const float *b, int64_t m,
+                     int64_t n, int64_t k);
+void fm_ref_swiglu(float *y, const float *g, const float *u, int64_t n);
+void fm_ref_mrope_table(float *cos_t, float *sin_t, const int64_t *pos3, int64_t T, int head_dim,
+                        double theta, const int sections[3], int interleaved);
+void fm_ref_attention_cache(float *o, int64_t ldo, const float *q, int64_t ldq, const void *kc,
+                            const void *vc, fm_dtype cdt, int64_t cap, int n_kv, const int32_t *slot,
+                            const int32_t *pos, int64_t rows, int n_heads, int head_dim, float scale);
 
 #endif

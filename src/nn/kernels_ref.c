@@ -165,3 +165,71 @@ void fm_ref_conv3d(float *y, const float *x, const float *w, const float *b, int
         y[(((n * p->out_ch + oc) * od[0] + ot) * od[1] + oh) * od[2] + ow] = acc;
     }
 }
+
+/* ---- decoder kernels ------------------------------------------------------------------- */
+
+/* Element i of a weight buffer of dtype dt, widened exactly (the tensor layer's converters). */
+static float ref_widen(const void *w, fm_dtype dt, int64_t i) {
+    float f;
+    if (dt == FM_DTYPE_F32) memcpy(&f, (const unsigned char *)w + 4 * i, 4);
+    else if (dt == FM_DTYPE_BF16) fm_bf16_to_f32(&f, (const uint16_t *)(const void *)((const unsigned char *)w + 2 * i), 1);
+    else fm_f16_to_f32(&f, (const uint16_t *)(const void *)((const unsigned char *)w + 2 * i), 1);
+    return f;
+}
+
+void fm_ref_linear_w(float *y, const float *x, const void *w, fm_dtype wdt, const float *b, int64_t m,
+                     int64_t n, int64_t k) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t p = 0; p < k; p++) acc += x[i * k + p] * ref_widen(w, wdt, j * k + p);
+            y[i * n + j] = b ? acc + b[j] : acc;
+        }
+}
+
+void fm_ref_swiglu(float *y, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void fm_ref_mrope_table(float *cos_t, float *sin_t, const int64_t *pos3, int64_t T, int head_dim,
+                        double theta, const int sections[3], int interleaved) {
+    int half = head_dim / 2;
+    for (int64_t r = 0; r < T; r++)
+        for (int d = 0; d < head_dim; d++) {
+            int j = d % half, axis = 0;
+            if (interleaved) axis = j % 3 == 1 && j < 3 * sections[1] ? 1 : j % 3 == 2 && j < 3 * sections[2] ? 2 : 0;
+            else axis = j < sections[0] ? 0 : j < sections[0] + sections[1] ? 1 : 2;
+            float inv = 1.0f / powf((float)theta, (float)(2 * j) / (float)head_dim);
+            float th = (float)pos3[axis * T + r] * inv;
+            cos_t[r * head_dim + d] = cosf(th);
+            sin_t[r * head_dim + d] = sinf(th);
+        }
+}
+
+void fm_ref_attention_cache(float *o, int64_t ldo, const float *q, int64_t ldq, const void *kc,
+                            const void *vc, fm_dtype cdt, int64_t cap, int n_kv, const int32_t *slot,
+                            const int32_t *pos, int64_t rows, int n_heads, int head_dim, float scale) {
+    int rep = n_heads / n_kv;
+    for (int64_t r = 0; r < rows; r++)
+        for (int h = 0; h < n_heads; h++) {
+            int g = h / rep;
+            int64_t base = ((int64_t)slot[r] * n_kv + g) * cap * head_dim;
+            const float *qh = q + r * ldq + (int64_t)h * head_dim;
+            float *oh = o + r * ldo + (int64_t)h * head_dim;
+            float mx = -INFINITY, sum = 0.0f;
+            for (int64_t t = 0; t <= pos[r]; t++) {
+                float s = 0.0f;
+                for (int d = 0; d < head_dim; d++) s += qh[d] * ref_widen(kc, cdt, base + t * head_dim + d);
+                mx = s * scale > mx ? s * scale : mx;
+            }
+            for (int d = 0; d < head_dim; d++) oh[d] = 0.0f;
+            for (int64_t t = 0; t <= pos[r]; t++) {
+                float s = 0.0f;
+                for (int d = 0; d < head_dim; d++) s += qh[d] * ref_widen(kc, cdt, base + t * head_dim + d);
+                float p = expf(s * scale - mx);
+                sum += p;
+                for (int d = 0; d < head_dim; d++) oh[d] += p * ref_widen(vc, cdt, base + t * head_dim + d);
+            }
+            for (int d = 0; d < head_dim; d++) oh[d] /= sum;
+        }
+}

@@ -184,7 +184,9 @@ fm_status fm_qwen2_attention_forward(fm_module *self, fm_run_ctx *rc, const fm_t
     fm_shape os = {2, {t, a->heads * hd}};
     if (st == FM_OK) st = fm_run_tensor(rc, FM_DTYPE_F32, &os, &o, err); /* [T][nh·hd] */
     float *scratch = NULL;
-    size_t sf = fm_k_attention_cache_scratch_floats(t, (int)a->heads, (int)a->kv_heads, (int)hd, fm_run_ctx_threads(rc));
+    size_t sf = st == FM_OK ? fm_k_attention_cache_scratch_floats(slot, pos, t, (int)a->heads, (int)a->kv_heads, (int)hd,
+                                                                   fm_run_ctx_threads(rc))
+                            : 0;
     if (st == FM_OK && sf) st = fm_run_scratch(rc, sf * sizeof(float), (void **)&scratch, err);
     if (st == FM_OK) {
         const fm_tensor *kc = &in[3], *vc = &in[4];
