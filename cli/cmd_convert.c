@@ -45,17 +45,23 @@ static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
     fm_error err;
     switch (id) {
     case OPT_DTYPE:
-        if (fm_cli_parse_dtype(v, &a->dtype)) return fm_cli_usage(cmd, "--dtype: expected auto, f32, bf16 or f16, got '%s'", v);
+        if (fm_cli_parse_dtype(v, &a->dtype))
+            return fm_cli_usage(cmd, "--dtype: expected auto, f32, bf16 or f16, got '%s'", v);
         return 0;
     case OPT_MAX_SHARD:
         if (fm_parse_size(v, &a->so.max_shard_size, &err) != FM_OK || !a->so.max_shard_size)
             return fm_cli_usage(cmd, "--max-shard-size: invalid size '%s'", v);
         return 0;
-    case OPT_RUNTIME: a->so.runtime_format = true; return 0;
+    case OPT_RUNTIME:
+        a->so.runtime_format = true;
+        return 0;
     default:
-        if (!a->src) a->src = v;
-        else if (!a->dst) a->dst = v;
-        else return fm_cli_usage(cmd, "convert: unexpected argument '%s'", v);
+        if (!a->src)
+            a->src = v;
+        else if (!a->dst)
+            a->dst = v;
+        else
+            return fm_cli_usage(cmd, "convert: unexpected argument '%s'", v);
         return 0;
     }
 }

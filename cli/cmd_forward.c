@@ -11,10 +11,12 @@
 enum { OPT_IDS = FM_CLI_OPT_OWN, OPT_PIXEL_VALUES, OPT_OUTPUT, OPT_THREADS, OPT_KV_DTYPE };
 
 static const fm_cli_opt opts[] = {
-    {OPT_IDS, "--input-ids", NULL, "IDS", "required", "the prompt's token ids, comma-separated (e.g. 1,2,3)"},
+    {OPT_IDS, "--input-ids", NULL, "IDS", "required",
+     "the prompt's token ids, comma-separated (e.g. 1,2,3)"},
     {OPT_PIXEL_VALUES, "--pixel-values", NULL, "FILE", "none",
      "pixel_values (F32) and image_grid_thw (I64) of the prompt's images, as `run` reads them"},
-    {OPT_OUTPUT, "--output", "-o", "FILE", "required", "where to write logits F32 [seq, vocab] (safetensors)"},
+    {OPT_OUTPUT, "--output", "-o", "FILE", "required",
+     "where to write logits F32 [seq, vocab] (safetensors)"},
     {OPT_THREADS, "--threads", NULL, "N", "all cores", "threads of the forward (1..1024)"},
     {OPT_KV_DTYPE, "--kv-dtype", NULL, "f32|bf16", "f32", "the KV cache's element type"},
     FM_CLI_OPTS_FUSION,
@@ -30,7 +32,8 @@ const fm_cli_help fm_cli_forward_help = {
     opts,
     sizeof opts / sizeof *opts,
     "fusemap forward Qwen2-VL-2B-Instruct --input-ids 151644,8948,198 -o logits.safetensors\n"
-    "fusemap forward Qwen2-VL-2B-Instruct --input-ids \"$IDS\" --pixel-values px.safetensors -o logits.safetensors "
+    "fusemap forward Qwen2-VL-2B-Instruct --input-ids \"$IDS\" --pixel-values px.safetensors -o "
+    "logits.safetensors "
     "--fuse qkv\n",
 };
 
@@ -44,11 +47,19 @@ typedef struct forward_args {
 static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
     forward_args *a = ctx;
     switch (id) {
-    case OPT_IDS: a->ids = v; return 0;
-    case OPT_PIXEL_VALUES: a->pixel_values = v; return 0;
-    case OPT_OUTPUT: a->out = v; return 0;
-    case OPT_THREADS: return fm_cli_parse_threads(cmd, v, &a->threads);
-    case OPT_KV_DTYPE: return fm_cli_parse_kv_dtype(cmd, v, &a->kv);
+    case OPT_IDS:
+        a->ids = v;
+        return 0;
+    case OPT_PIXEL_VALUES:
+        a->pixel_values = v;
+        return 0;
+    case OPT_OUTPUT:
+        a->out = v;
+        return 0;
+    case OPT_THREADS:
+        return fm_cli_parse_threads(cmd, v, &a->threads);
+    case OPT_KV_DTYPE:
+        return fm_cli_parse_kv_dtype(cmd, v, &a->kv);
     default:
         if (a->dir) return fm_cli_usage(cmd, "forward: unexpected argument '%s'", v);
         a->dir = v;
@@ -66,19 +77,25 @@ static fm_status write_logits(const char *path, const fm_tensor *logits, fm_erro
 }
 
 /* Every row of the prompt in one forward, logits of all rows. */
-static fm_status all_logits(fm_model *m, const forward_args *a, const int64_t *ids, size_t n, fm_tensor *logits,
-                            fm_error *err) {
+static fm_status all_logits(fm_model *m, const forward_args *a, const int64_t *ids, size_t n,
+                            fm_tensor *logits, fm_error *err) {
     fm_tensor pv = {0}, grid = {0}, img = {0};
     fm_run_options ro = {a->threads, NULL, NULL};
     int64_t *pos3 = fm_malloc(3 * n * sizeof *pos3), next = 0;
-    int32_t *slot = fm_calloc(n, sizeof *slot), *pos = fm_malloc(n * sizeof *pos), *rows = fm_malloc(n * sizeof *rows);
+    int32_t *slot = fm_calloc(n, sizeof *slot), *pos = fm_malloc(n * sizeof *pos),
+            *rows = fm_malloc(n * sizeof *rows);
     fm_kv_cache *c = NULL;
-    fm_status st = pos3 && slot && pos && rows ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
-    if (st == FM_OK && a->pixel_values) st = fm_cli_read_pixel_values(a->pixel_values, &pv, &grid, err);
-    if (st == FM_OK) st = fm_model_rope_index(m, ids, (int64_t)n, a->pixel_values ? &grid : NULL, pos3, &next, err);
+    fm_status st =
+        pos3 && slot && pos && rows ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+    if (st == FM_OK && a->pixel_values)
+        st = fm_cli_read_pixel_values(a->pixel_values, &pv, &grid, err);
+    if (st == FM_OK)
+        st = fm_model_rope_index(m, ids, (int64_t)n, a->pixel_values ? &grid : NULL, pos3, &next,
+                                 err);
     if (st == FM_OK && a->pixel_values) st = fm_model_vision_forward(m, &pv, &grid, &ro, &img, err);
     if (st == FM_OK) st = fm_kv_cache_new(m, 1, (int64_t)n, a->kv, &c, err);
-    for (size_t i = 0; st == FM_OK && i < n; i++) pos[i] = rows[i] = (int32_t)i;
+    for (size_t i = 0; st == FM_OK && i < n; i++)
+        pos[i] = rows[i] = (int32_t)i;
     fm_text_batch b = {ids, pos3, slot, pos, n, a->pixel_values ? &img : NULL, rows, n};
     if (st == FM_OK) st = fm_model_forward_text(m, c, &b, &ro, logits, err);
     fm_kv_cache_free(c);
@@ -114,7 +131,8 @@ int fm_cli_forward_run(const fm_cli_command *self, int argc, char **argv) {
     memset(&a, 0, sizeof a);
     a.kv = FM_DTYPE_F32;
     int rc = fm_cli_parse(self, argc, argv, &a.c, on_opt, &a);
-    if (rc == FM_CLI_GO && (!a.dir || !a.ids || !a.out)) rc = fm_cli_usage(self, "forward needs MODEL_DIR, --input-ids and -o");
+    if (rc == FM_CLI_GO && (!a.dir || !a.ids || !a.out))
+        rc = fm_cli_usage(self, "forward needs MODEL_DIR, --input-ids and -o");
     if (rc == FM_CLI_GO) rc = run(&a);
     fm_cli_common_free(&a.c);
     return rc;

@@ -51,10 +51,14 @@ typedef struct inspect_info {
 
 static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
     inspect_args *a = ctx;
-    if (id == OPT_JSON) a->json = true;
-    else if (id == OPT_MODULES) a->modules = true;
-    else if (!a->dir) a->dir = v;
-    else return fm_cli_usage(cmd, "inspect: unexpected argument '%s'", v);
+    if (id == OPT_JSON)
+        a->json = true;
+    else if (id == OPT_MODULES)
+        a->modules = true;
+    else if (!a->dir)
+        a->dir = v;
+    else
+        return fm_cli_usage(cmd, "inspect: unexpected argument '%s'", v);
     return 0;
 }
 

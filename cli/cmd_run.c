@@ -15,9 +15,10 @@ enum { OPT_IMAGE = FM_CLI_OPT_OWN, OPT_PIXEL_VALUES, OPT_OUTPUT, OPT_THREADS };
 #define MAX_IMAGES FM_CLI_MAX_IMAGES
 
 static const fm_cli_opt opts[] = {
-    {OPT_IMAGE, "--image", NULL, "FILE", "none", "a PNG or JPEG image, preprocessed by the model's image processor\n"
-                                                 "(one file per flag, repeatable: --image a.png --image b.png;\n"
-                                                 "at most 64; EXIF orientation applied first)"},
+    {OPT_IMAGE, "--image", NULL, "FILE", "none",
+     "a PNG or JPEG image, preprocessed by the model's image processor\n"
+     "(one file per flag, repeatable: --image a.png --image b.png;\n"
+     "at most 64; EXIF orientation applied first)"},
     {OPT_PIXEL_VALUES, "--pixel-values", NULL, "FILE", "none",
      "a safetensors file with pixel_values (F32) and image_grid_thw (I64), instead of --image"},
     {OPT_OUTPUT, "--output", "-o", "FILE", "required",
@@ -35,16 +36,18 @@ const fm_cli_help fm_cli_run_help = {
     "timings go to stderr, and a progress line while the forward runs on a terminal.\n",
     opts,
     sizeof opts / sizeof *opts,
-    "fusemap run Qwen2-VL-2B-Instruct --image cat.png -o embeds.safetensors --fuse patch_embeddings\n"
-    "fusemap run Qwen2-VL-2B-Instruct --pixel-values inputs.safetensors -o embeds.safetensors --threads 4\n",
+    "fusemap run Qwen2-VL-2B-Instruct --image cat.png -o embeds.safetensors --fuse "
+    "patch_embeddings\n"
+    "fusemap run Qwen2-VL-2B-Instruct --pixel-values inputs.safetensors -o embeds.safetensors "
+    "--threads 4\n",
 };
 
 typedef struct run_args {
     const char *dir, *pixel_values, *out;
     const char *images[MAX_IMAGES];
     int n_images, threads;
-    const char *last_image;            /* the --image value just parsed (cleared by the next token) */
-    const char *stray, *stray_image;   /* a word right after an --image value, and that value */
+    const char *last_image;          /* the --image value just parsed (cleared by the next token) */
+    const char *stray, *stray_image; /* a word right after an --image value, and that value */
     fm_cli_common c;
 } run_args;
 
@@ -56,21 +59,28 @@ static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
     a->last_image = NULL;
     switch (id) {
     case OPT_IMAGE:
-        if (v[0] == '-' && v[1]) return fm_cli_usage(cmd, "--image needs a file, got the option '%s'", v);
+        if (v[0] == '-' && v[1])
+            return fm_cli_usage(cmd, "--image needs a file, got the option '%s'", v);
         if (a->n_images == MAX_IMAGES) return fm_cli_usage(cmd, "at most %d --image", MAX_IMAGES);
         a->images[a->n_images++] = a->last_image = v;
         return 0;
-    case OPT_PIXEL_VALUES: a->pixel_values = v; return 0;
-    case OPT_OUTPUT: a->out = v; return 0;
+    case OPT_PIXEL_VALUES:
+        a->pixel_values = v;
+        return 0;
+    case OPT_OUTPUT:
+        a->out = v;
+        return 0;
     case OPT_THREADS:
         t = strtol(v, &end, 10);
-        if (*end || end == v || t < 1 || t > 1024) return fm_cli_usage(cmd, "--threads: expected 1..1024, got '%s'", v);
+        if (*end || end == v || t < 1 || t > 1024)
+            return fm_cli_usage(cmd, "--threads: expected 1..1024, got '%s'", v);
         a->threads = (int)t;
         return 0;
     default: /* MODEL_DIR; a word right after an --image value may be a second image */
         if (after_image && !a->stray) a->stray = v, a->stray_image = after_image;
         if (a->dir && a->stray)
-            return fm_cli_usage(cmd, "one file per --image (--image %s --image %s)", a->stray_image, a->stray);
+            return fm_cli_usage(cmd, "one file per --image (--image %s --image %s)", a->stray_image,
+                                a->stray);
         if (a->dir) return fm_cli_usage(cmd, "run: unexpected argument '%s'", v);
         a->dir = v;
         return 0;
@@ -80,11 +90,13 @@ static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
 static int check_args(const fm_cli_command *cmd, const run_args *a) {
     if (!a->dir || !a->out || (!a->pixel_values && !a->n_images))
         return fm_cli_usage(cmd, "run needs MODEL_DIR, --image or --pixel-values, and -o");
-    if (a->pixel_values && a->n_images) return fm_cli_usage(cmd, "use either --pixel-values or --image, not both");
+    if (a->pixel_values && a->n_images)
+        return fm_cli_usage(cmd, "use either --pixel-values or --image, not both");
     return FM_CLI_GO;
 }
 
-static fm_status write_output(const char *path, const fm_tensor *emb, const fm_tensor *grid, fm_error *err) {
+static fm_status write_output(const char *path, const fm_tensor *emb, const fm_tensor *grid,
+                              fm_error *err) {
     fm_st_item items[2] = {{"image_embeds", emb}, {"image_grid_thw", grid}};
     fm_st_kv meta = {"format", "pt"};
     fm_st_write_options o;
@@ -106,8 +118,10 @@ static int run(run_args *a) {
     size_t n_fused = rep.n_fused;
     fm_load_report_free(&rep);
     double t1 = fm_cli_now();
-    if (st == FM_OK) st = a->pixel_values ? fm_cli_read_pixel_values(a->pixel_values, &pv, &grid, &err)
-                                                 : fm_cli_preprocess_images(m, a->images, a->n_images, &pv, &grid, &err);
+    if (st == FM_OK)
+        st = a->pixel_values
+                 ? fm_cli_read_pixel_values(a->pixel_values, &pv, &grid, &err)
+                 : fm_cli_preprocess_images(m, a->images, a->n_images, &pv, &grid, &err);
     double t2 = fm_cli_now();
     fm_cli_meter meter;
     fm_cli_meter_start(&meter, "forward", "blocks", fm_cli_progress_wanted(a->c.quiet));
@@ -118,7 +132,8 @@ static int run(run_args *a) {
     if (st == FM_OK) st = write_output(a->out, &emb, &grid, &err);
     if (st == FM_OK && !a->c.quiet) {
         fprintf(stderr, "pixel_values %s, image_grid_thw %s -> image_embeds %s%s\n",
-                fm_shape_format(&pv.shape, s1, sizeof s1), fm_shape_format(&grid.shape, s2, sizeof s2),
+                fm_shape_format(&pv.shape, s1, sizeof s1),
+                fm_shape_format(&grid.shape, s2, sizeof s2),
                 fm_shape_format(&emb.shape, s3, sizeof s3), n_fused ? " (fused)" : "");
         fprintf(stderr, "timings: load %.3f s, %s %.3f s, forward %.3f s\n", t1 - t0,
                 a->pixel_values ? "read inputs" : "preprocess", t2 - t1, t3 - t2);

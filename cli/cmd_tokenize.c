@@ -15,9 +15,11 @@ enum { OPT_NO_SPECIAL = FM_CLI_OPT_OWN, OPT_DECODE };
 static const fm_cli_opt opts[] = {
     {OPT_NO_SPECIAL, "--no-special", NULL, NULL, NULL,
      "special-token text (added tokens with \"special\": true) stays plain text; added tokens with "
-     "\"special\": false are still recognised (default: special tokens are recognised, as Hugging Face's encode)"},
+     "\"special\": false are still recognised (default: special tokens are recognised, as Hugging "
+     "Face's encode)"},
     {OPT_DECODE, "--decode", NULL, NULL, NULL,
-     "each line is a JSON array of ids; prints the decoded text as a JSON string (special tokens kept, "
+     "each line is a JSON array of ids; prints the decoded text as a JSON string (special tokens "
+     "kept, "
      "as Hugging Face's decode(ids); unknown ids dropped) (default: encode)"},
 };
 
@@ -30,8 +32,10 @@ const fm_cli_help fm_cli_tokenize_help = {
     "been answered.\n",
     opts,
     sizeof opts / sizeof *opts,
-    "fusemap tokenize Qwen2-VL-2B-Instruct < texts.jsonl > ids.jsonl    (a line \"Hello world\" -> [9707,1879])\n"
-    "fusemap tokenize Qwen2-VL-2B-Instruct --decode < ids.jsonl        (a line [9707,1879] -> \"Hello world\")\n",
+    "fusemap tokenize Qwen2-VL-2B-Instruct < texts.jsonl > ids.jsonl    (a line \"Hello world\" -> "
+    "[9707,1879])\n"
+    "fusemap tokenize Qwen2-VL-2B-Instruct --decode < ids.jsonl        (a line [9707,1879] -> "
+    "\"Hello world\")\n",
 };
 
 typedef struct tok_opts {
@@ -132,10 +136,14 @@ static int run(const tok_opts *o) {
 
 static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
     tok_opts *o = ctx;
-    if (id == OPT_NO_SPECIAL) o->special = false;
-    else if (id == OPT_DECODE) o->decode = true;
-    else if (o->dir) return fm_cli_usage(cmd, "tokenize: more than one MODEL_DIR ('%s')", v);
-    else o->dir = v;
+    if (id == OPT_NO_SPECIAL)
+        o->special = false;
+    else if (id == OPT_DECODE)
+        o->decode = true;
+    else if (o->dir)
+        return fm_cli_usage(cmd, "tokenize: more than one MODEL_DIR ('%s')", v);
+    else
+        o->dir = v;
     return 0;
 }
 

@@ -29,7 +29,8 @@ const fm_cli_help fm_cli_verify_help = {
     opts,
     sizeof opts / sizeof *opts,
     "fusemap verify Qwen2-VL-2B-Instruct --fuse patch_embeddings\n"
-    "fusemap verify Qwen2-VL-2B-Instruct --fusion-config '{\"patch_embeddings\": true}' --threshold 1e-6\n",
+    "fusemap verify Qwen2-VL-2B-Instruct --fusion-config '{\"patch_embeddings\": true}' "
+    "--threshold 1e-6\n",
 };
 
 typedef struct verify_args {
@@ -46,11 +47,13 @@ static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
     switch (id) {
     case OPT_THRESHOLD:
         a->threshold = strtod(v, &end);
-        if (*end || end == v || !(a->threshold >= 0)) return fm_cli_usage(cmd, "--threshold: invalid number '%s'", v);
+        if (*end || end == v || !(a->threshold >= 0))
+            return fm_cli_usage(cmd, "--threshold: invalid number '%s'", v);
         return 0;
     case OPT_THREADS:
         t = strtol(v, &end, 10);
-        if (*end || end == v || t < 1 || t > 1024) return fm_cli_usage(cmd, "--threads: expected 1..1024, got '%s'", v);
+        if (*end || end == v || t < 1 || t > 1024)
+            return fm_cli_usage(cmd, "--threads: expected 1..1024, got '%s'", v);
         a->threads = (int)t;
         return 0;
     default:
@@ -81,7 +84,8 @@ static fm_status make_input(const fm_model *m, fm_tensor *pv, fm_tensor *grid, f
     return st;
 }
 
-static void compare_outputs(const fm_tensor *a, const fm_tensor *b, double *max_abs, double *rel_l2) {
+static void compare_outputs(const fm_tensor *a, const fm_tensor *b, double *max_abs,
+                            double *rel_l2) {
     double num = 0, den = 0;
     *max_abs = 0;
     const float *x = a->data, *y = b->data;
@@ -93,9 +97,10 @@ static void compare_outputs(const fm_tensor *a, const fm_tensor *b, double *max_
     *rel_l2 = den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-/* Every tensor the fused model would save must equal the checkpoint's (name, dtype, shape, bytes). */
-static fm_status compare_weights(const fm_model *fused, const char *dir, size_t *n_bad, size_t *n_checked,
-                                 fm_error *err) {
+/* Every tensor the fused model would save must equal the checkpoint's (name, dtype, shape, bytes).
+ */
+static fm_status compare_weights(const fm_model *fused, const char *dir, size_t *n_bad,
+                                 size_t *n_checked, fm_error *err) {
     fm_named_tensor *sd = NULL;
     size_t n = 0;
     fm_checkpoint *ck = NULL;
@@ -105,18 +110,23 @@ static fm_status compare_weights(const fm_model *fused, const char *dir, size_t 
     for (size_t i = 0; st == FM_OK && i < fm_checkpoint_count(ck); i++) {
         const fm_ckpt_entry *e = fm_checkpoint_entry_at(ck, i);
         size_t j = 0;
-        while (j < n && strcmp(sd[j].name, e->name)) j++;
+        while (j < n && strcmp(sd[j].name, e->name))
+            j++;
         fm_tensor t;
-        bool same = j < n && sd[j].tensor.dtype == e->dtype && fm_shape_equal(&sd[j].tensor.shape, &e->shape);
+        bool same = j < n && sd[j].tensor.dtype == e->dtype &&
+                    fm_shape_equal(&sd[j].tensor.shape, &e->shape);
         if (same && (st = fm_checkpoint_tensor(ck, i, &t, err)) == FM_OK) {
-            same = t.nbytes == sd[j].tensor.nbytes && !memcmp(t.data, sd[j].tensor.data, (size_t)t.nbytes);
+            same = t.nbytes == sd[j].tensor.nbytes &&
+                   !memcmp(t.data, sd[j].tensor.data, (size_t)t.nbytes);
             fm_tensor_free(&t);
         }
-        if (!same && (*n_bad)++ < 5) fprintf(stderr, "  weight differs from the checkpoint: %s\n", e->name);
+        if (!same && (*n_bad)++ < 5)
+            fprintf(stderr, "  weight differs from the checkpoint: %s\n", e->name);
         (*n_checked)++;
     }
     if (st == FM_OK && n != fm_checkpoint_count(ck)) {
-        fprintf(stderr, "  the fused model would save %zu tensors, the checkpoint has %zu\n", n, fm_checkpoint_count(ck));
+        fprintf(stderr, "  the fused model would save %zu tensors, the checkpoint has %zu\n", n,
+                fm_checkpoint_count(ck));
         (*n_bad)++;
     }
     fm_checkpoint_close(ck);
@@ -137,7 +147,8 @@ static int verify(verify_args *a) {
     fm_load_report_free(&rep);
     lo.fusion_config = "{}";
     lo.strict = false;
-    if (st == FM_OK) st = fm_cli_load(a->dir, &lo, true, &plain, NULL, &err); /* the fused load warned */
+    if (st == FM_OK)
+        st = fm_cli_load(a->dir, &lo, true, &plain, NULL, &err); /* the fused load warned */
     if (st == FM_OK) st = make_input(fused, &pv, &grid, &err);
     fm_run_options ro = {a->threads, NULL, NULL};
     if (st == FM_OK) st = fm_model_vision_forward(fused, &pv, &grid, &ro, &of, &err);
@@ -148,12 +159,13 @@ static int verify(verify_args *a) {
     if (st == FM_OK) {
         double max_abs, rel;
         compare_outputs(&of, &ou, &max_abs, &rel);
-        printf("outputs: fused vs unfused max |diff| %.3g, relative L2 %.3g (threshold %.3g)\n", max_abs, rel,
-               a->threshold);
+        printf("outputs: fused vs unfused max |diff| %.3g, relative L2 %.3g (threshold %.3g)\n",
+               max_abs, rel, a->threshold);
         printf("weights: %zu checked, %zu differ from the checkpoint\n", checked, bad);
         if (!(rel <= a->threshold) || bad) {
-            rc_exit = fm_cli_errorf("verify failed: %s", bad ? "saved weights differ from the checkpoint"
-                                                              : "fused outputs differ beyond the threshold");
+            rc_exit = fm_cli_errorf("verify failed: %s",
+                                    bad ? "saved weights differ from the checkpoint"
+                                        : "fused outputs differ beyond the threshold");
         } else {
             printf("verify: OK\n");
         }

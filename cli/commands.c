@@ -8,10 +8,10 @@
     X(inspect, "show a checkpoint's tensors and totals, or the module tree a load builds")         \
     X(convert, "load a checkpoint (fused or cast on request) and save it atomically")              \
     X(run, "run the vision tower on images or pixel_values and write the embeddings")              \
-    X(verify, "check a fusion: fused vs unfused outputs, saved weights vs the checkpoint")          \
-    X(prompt, "render the model's chat template for a message list")                              \
-    X(tokenize, "text to token ids and back, as Hugging Face's tokenizer (JSON Lines)")             \
-    X(forward, "the language model's logits for every position of a prompt given as token ids")   \
+    X(verify, "check a fusion: fused vs unfused outputs, saved weights vs the checkpoint")         \
+    X(prompt, "render the model's chat template for a message list")                               \
+    X(tokenize, "text to token ids and back, as Hugging Face's tokenizer (JSON Lines)")            \
+    X(forward, "the language model's logits for every position of a prompt given as token ids")    \
     X(generate, "answer a prompt (text and images) with the model, streaming the text")
 
 #define FM_CLI_DECLARE(name, summary)                                                              \

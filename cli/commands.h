@@ -37,20 +37,30 @@ typedef struct fm_cli_opt {
 
 /* The shared options, for a command's option table. */
 #define FM_CLI_OPTS_FUSION                                                                         \
-    {FM_CLI_OPT_FUSE, "--fuse", NULL, "NAME", "none: config.json's fusion_config applies",         \
+    {FM_CLI_OPT_FUSE,                                                                              \
+     "--fuse",                                                                                     \
+     NULL,                                                                                         \
+     "NAME",                                                                                       \
+     "none: config.json's fusion_config applies",                                                  \
      "enable fusion family NAME (repeatable; e.g. patch_embeddings)"},                             \
-    {FM_CLI_OPT_FUSION_CONFIG, "--fusion-config", NULL, "JSON", "config.json's fusion_config",     \
-     "fusion_config as JSON text ('{}' disables a stored one); not with --fuse"}
+    {                                                                                              \
+        FM_CLI_OPT_FUSION_CONFIG, "--fusion-config", NULL, "JSON", "config.json's fusion_config",  \
+            "fusion_config as JSON text ('{}' disables a stored one); not with --fuse"             \
+    }
 #define FM_CLI_OPT_STRICT_ENTRY                                                                    \
-    {FM_CLI_OPT_STRICT, "--strict", NULL, NULL, NULL,                                              \
-     "missing or unexpected weights (and a fusion that matches nothing) are errors"}
+    {                                                                                              \
+        FM_CLI_OPT_STRICT, "--strict", NULL, NULL, NULL,                                           \
+            "missing or unexpected weights (and a fusion that matches nothing) are errors"         \
+    }
 #define FM_CLI_OPT_QUIET_ENTRY                                                                     \
-    {FM_CLI_OPT_QUIET, "--quiet", "-q", NULL, NULL,                                                \
-     "no warnings, progress or informational lines on stderr (errors still)"}
+    {                                                                                              \
+        FM_CLI_OPT_QUIET, "--quiet", "-q", NULL, NULL,                                             \
+            "no warnings, progress or informational lines on stderr (errors still)"                \
+    }
 
 typedef struct fm_cli_help {
-    const char *usage;    /* after "usage: fusemap ": "convert SRC DST [options]" */
-    const char *about;    /* what the command does (lines end with '\n') */
+    const char *usage; /* after "usage: fusemap ": "convert SRC DST [options]" */
+    const char *about; /* what the command does (lines end with '\n') */
     const fm_cli_opt *opts;
     size_t n_opts;
     const char *examples; /* command lines, one per line, each starting with "fusemap " */
@@ -93,10 +103,11 @@ typedef int (*fm_cli_opt_fn)(const fm_cli_command *cmd, void *ctx, int id, const
  * stdout. Returns FM_CLI_GO to go on, else the exit code (0 after --help, 2 on a usage error,
  * already printed). `common` receives the shared options. */
 #define FM_CLI_GO (-1)
-int fm_cli_parse(const fm_cli_command *cmd, int argc, char **argv, fm_cli_common *common, fm_cli_opt_fn fn,
-                 void *ctx);
+int fm_cli_parse(const fm_cli_command *cmd, int argc, char **argv, fm_cli_common *common,
+                 fm_cli_opt_fn fn, void *ctx);
 
-/* inspect --modules: the module tree as loaded with the shared options (cli/cmd_inspect_modules.c). */
+/* inspect --modules: the module tree as loaded with the shared options (cli/cmd_inspect_modules.c).
+ */
 int fm_cli_inspect_modules(const char *dir, fm_cli_common *c, bool json);
 
 /* Help: the whole tool's (commands and global options) and one command's. */

@@ -20,14 +20,15 @@ int fm_cli_load_options(fm_cli_common *c, fm_load_options *lo);
 /* fm_from_pretrained with a progress line (when wanted) and, after a successful load, the load
  * report's problems as one-line warnings on stderr (unless quiet). `rep` may be NULL; when
  * given it receives the report (caller frees with fm_load_report_free). */
-fm_status fm_cli_load(const char *dir, const fm_load_options *lo, bool quiet, fm_model **out, fm_load_report *rep,
-                      fm_error *err);
+fm_status fm_cli_load(const char *dir, const fm_load_options *lo, bool quiet, fm_model **out,
+                      fm_load_report *rep, fm_error *err);
 /* The warnings: each unexpected weight ("was not used"), each missing one, lossy casts. */
-void fm_cli_warn_report(const char *dir, const char *architecture, const fm_load_report *r, bool quiet);
+void fm_cli_warn_report(const char *dir, const char *architecture, const fm_load_report *r,
+                        bool quiet);
 
 /* fm_save_pretrained with a progress line (when wanted). */
-fm_status fm_cli_save(const fm_model *m, const char *dir, const fm_save_pretrained_options *so, bool quiet,
-                      fm_error *err);
+fm_status fm_cli_save(const fm_model *m, const char *dir, const fm_save_pretrained_options *so,
+                      bool quiet, fm_error *err);
 
 /* Prints what a load did (fused modules, transforms fired; "clean" when nothing happened). */
 void fm_cli_print_report(FILE *out, const char *dir, const fm_load_report *r);
@@ -49,7 +50,7 @@ fm_status fm_cli_parse_ids(const char *s, int64_t **ids, size_t *n, fm_error *er
 /* Reads pixel_values (F32) and image_grid_thw (I64) from a safetensors file (caller frees both). */
 fm_status fm_cli_read_pixel_values(const char *path, fm_tensor *pv, fm_tensor *grid, fm_error *err);
 /* Loads n images (EXIF orientation applied) and preprocesses them with the model's processor. */
-fm_status fm_cli_preprocess_images(const fm_model *m, const char *const *paths, int n, fm_tensor *pv, fm_tensor *grid,
-                                   fm_error *err);
+fm_status fm_cli_preprocess_images(const fm_model *m, const char *const *paths, int n,
+                                   fm_tensor *pv, fm_tensor *grid, fm_error *err);
 
 #endif

@@ -10,7 +10,8 @@ static int help(int argc, char **argv) {
     if (argc < 3) {
         fm_cli_print_main_help(stdout);
     } else if (!strcmp(argv[2], "--commands")) {
-        for (size_t i = 0; i < fm_cli_n_commands; i++) printf("%s\n", fm_cli_commands[i].name);
+        for (size_t i = 0; i < fm_cli_n_commands; i++)
+            printf("%s\n", fm_cli_commands[i].name);
     } else {
         const fm_cli_command *cmd = fm_cli_command_find(argv[2]);
         if (!cmd) return fm_cli_usage(NULL, "help: unknown command '%s'", argv[2]);

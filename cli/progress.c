@@ -20,7 +20,9 @@ static double delay_from_env(void) {
     return s && *s && !*end && d >= 0 && d < 1e6 ? d : 1.0;
 }
 
-bool fm_cli_progress_wanted(bool quiet) { return !quiet && isatty(STDERR_FILENO); }
+bool fm_cli_progress_wanted(bool quiet) {
+    return !quiet && isatty(STDERR_FILENO);
+}
 
 void fm_cli_meter_start(fm_cli_meter *m, const char *label, const char *unit, bool enabled) {
     memset(m, 0, sizeof *m);
@@ -33,7 +35,8 @@ void fm_cli_meter_start(fm_cli_meter *m, const char *label, const char *unit, bo
     m->delay = delay_from_env();
     m->columns = 80;
     struct winsize ws;
-    if (enabled && ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20) m->columns = ws.ws_col;
+    if (enabled && ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+        m->columns = ws.ws_col;
 }
 
 bool fm_cli_meter_due(uint64_t done, uint64_t total, double elapsed, double delay) {
@@ -50,19 +53,24 @@ static void amount(char *buf, size_t n, double v, const char *unit) {
         return;
     }
     int k = 0;
-    while (v >= 1024.0 && k < 4) v /= 1024.0, k++;
-    if (k == 0) snprintf(buf, n, "%.0f B", v);
-    else snprintf(buf, n, "%.1f %s", v, names[k]);
+    while (v >= 1024.0 && k < 4)
+        v /= 1024.0, k++;
+    if (k == 0)
+        snprintf(buf, n, "%.0f B", v);
+    else
+        snprintf(buf, n, "%.1f %s", v, names[k]);
 }
 
 static void duration(char *buf, size_t n, double s) {
     unsigned long t = (unsigned long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%lu:%02lu:%02lu", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%lu:%02lu", t / 60, t % 60);
+    if (t >= 3600)
+        snprintf(buf, n, "%lu:%02lu:%02lu", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%lu:%02lu", t / 60, t % 60);
 }
 
-void fm_cli_meter_format(char *buf, size_t n, const char *label, const char *unit, uint64_t done, uint64_t total,
-                         double elapsed) {
+void fm_cli_meter_format(char *buf, size_t n, const char *label, const char *unit, uint64_t done,
+                         uint64_t total, double elapsed) {
     char d[32], t[32], r[48] = "--", eta[32] = "--";
     amount(d, sizeof d, (double)done, unit);
     amount(t, sizeof t, (double)total, unit);
@@ -77,8 +85,8 @@ void fm_cli_meter_format(char *buf, size_t n, const char *label, const char *uni
         duration(eta, sizeof eta, (double)(total - done) / rate);
     }
     int pct = total ? (int)(100.0 * (double)done / (double)total) : 100;
-    snprintf(buf, n, "%s  %s / %s%s%s  %d%%  %s  ETA %s", label, d, t, unit ? " " : "", unit ? unit : "", pct, r,
-             eta);
+    snprintf(buf, n, "%s  %s / %s%s%s  %d%%  %s  ETA %s", label, d, t, unit ? " " : "",
+             unit ? unit : "", pct, r, eta);
 }
 
 void fm_cli_meter_clear(fm_cli_meter *m) {
@@ -95,7 +103,8 @@ void fm_cli_meter_update(fm_cli_meter *m, uint64_t done, uint64_t total) {
         return;
     }
     double t = m->now(), elapsed = t - m->t0;
-    if (!fm_cli_meter_due(done, total, elapsed, m->delay) || (m->drawn && t - m->last_draw < 0.1)) return;
+    if (!fm_cli_meter_due(done, total, elapsed, m->delay) || (m->drawn && t - m->last_draw < 0.1))
+        return;
     char line[512];
     size_t width = (size_t)m->columns < sizeof line ? (size_t)m->columns : sizeof line;
     fm_cli_meter_format(line, width, m->label, m->unit, done, total, elapsed); /* fits: no wrap */
@@ -105,7 +114,9 @@ void fm_cli_meter_update(fm_cli_meter *m, uint64_t done, uint64_t total) {
     m->last_draw = t;
 }
 
-void fm_cli_meter_progress(void *ctx, uint64_t done, uint64_t total) { fm_cli_meter_update(ctx, done, total); }
+void fm_cli_meter_progress(void *ctx, uint64_t done, uint64_t total) {
+    fm_cli_meter_update(ctx, done, total);
+}
 
 void fm_cli_meter_count(void *ctx, int done, int total) {
     fm_cli_meter_update(ctx, done < 0 ? 0 : (uint64_t)done, total < 0 ? 0 : (uint64_t)total);

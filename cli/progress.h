@@ -37,7 +37,7 @@ void fm_cli_meter_count(void *ctx, int done, int total);              /* fm_run_
  * projected duration reaches `delay`; never once done == total. */
 bool fm_cli_meter_due(uint64_t done, uint64_t total, double elapsed, double delay);
 /* The line, e.g. "loading  1.2 GiB / 4.4 GiB  27%  310.5 MiB/s  ETA 0:11", cut to `n` - 1. */
-void fm_cli_meter_format(char *buf, size_t n, const char *label, const char *unit, uint64_t done, uint64_t total,
-                         double elapsed);
+void fm_cli_meter_format(char *buf, size_t n, const char *label, const char *unit, uint64_t done,
+                         uint64_t total, double elapsed);
 
 #endif

@@ -16,7 +16,9 @@
 
 typedef void (*version_fn)(char *buf, size_t n);
 
-static void v_openblas(char *buf, size_t n) { snprintf(buf, n, "%s", openblas_get_config()); }
+static void v_openblas(char *buf, size_t n) {
+    snprintf(buf, n, "%s", openblas_get_config());
+}
 
 static void v_pcre2(char *buf, size_t n) {
     char v[64] = "";
@@ -24,17 +26,21 @@ static void v_pcre2(char *buf, size_t n) {
     snprintf(buf, n, "%s", v);
 }
 
-static void v_jansson(char *buf, size_t n) { snprintf(buf, n, "%s", jansson_version_str()); }
+static void v_jansson(char *buf, size_t n) {
+    snprintf(buf, n, "%s", jansson_version_str());
+}
 
-static void v_libpng(char *buf, size_t n) { snprintf(buf, n, "%s", png_get_libpng_ver(NULL)); }
+static void v_libpng(char *buf, size_t n) {
+    snprintf(buf, n, "%s", png_get_libpng_ver(NULL));
+}
 
 /* libjpeg has no run-time version call: the headers' (libjpeg-turbo's soname pins the API). */
 static void v_libjpeg(char *buf, size_t n) {
 #define FM_STR_(x) #x
 #define FM_STR(x) FM_STR_(x)
 #ifdef LIBJPEG_TURBO_VERSION
-    snprintf(buf, n, "libjpeg-turbo %s (libjpeg API %d, compiled against)", FM_STR(LIBJPEG_TURBO_VERSION),
-             JPEG_LIB_VERSION);
+    snprintf(buf, n, "libjpeg-turbo %s (libjpeg API %d, compiled against)",
+             FM_STR(LIBJPEG_TURBO_VERSION), JPEG_LIB_VERSION);
 #else
     snprintf(buf, n, "libjpeg API %d (compiled against)", JPEG_LIB_VERSION);
 #endif
@@ -44,8 +50,8 @@ static const struct {
     const char *name;
     version_fn get;
 } libs[] = {
-    {"OpenBLAS", v_openblas}, {"PCRE2", v_pcre2}, {"jansson", v_jansson}, {"libpng", v_libpng},
-    {"libjpeg", v_libjpeg},
+    {"OpenBLAS", v_openblas}, {"PCRE2", v_pcre2},     {"jansson", v_jansson},
+    {"libpng", v_libpng},     {"libjpeg", v_libjpeg},
 };
 
 int fm_cli_print_version(FILE *out) {

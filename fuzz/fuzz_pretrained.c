@@ -6,9 +6,9 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "fusion/testing.h"
 #include "fusemap/fusion.h"
 #include "fusemap/models.h"
+#include "fusion/testing.h"
 #include "fuzz_common.h"
 
 /* Option byte: bits 0-1 dtype (auto, F32, BF16, F16), bits 2-3 the explicit fusion_config,

@@ -11,12 +11,18 @@
 
 static const char *const g_fz_msgs[] = {
     "[{\"role\": \"user\", \"content\": \"What is the capital of France?\"}]",
-    "[{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": [{\"type\": \"image\"},"
-    " {\"type\": \"text\", \"text\": \"<|im_start|>x \\u00e9\"}]}, {\"role\": \"assistant\", \"content\": "
-    "\"<think>\\nr\\n</think>\\n\\nok\", \"tool_calls\": [{\"function\": {\"name\": \"f\", \"arguments\": {\"a\": 1}}}]}]",
-    "{\"add_vision_id\": true, \"tools\": [{\"name\": \"t\"}], \"messages\": [{\"role\": \"user\", \"content\": "
-    "[{\"type\": \"video\"}, {\"type\": \"image_url\", \"image_url\": {\"url\": \"u\"}}]}, {\"role\": \"tool\", \"content\": \"r\"}]}",
-    "[{\"role\": \"user\", \"content\": \"\"}, {\"role\": \"assistant\", \"content\": [], \"reasoning_content\": \"r\"},"
+    "[{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
+    "[{\"type\": \"image\"},"
+    " {\"type\": \"text\", \"text\": \"<|im_start|>x \\u00e9\"}]}, {\"role\": \"assistant\", "
+    "\"content\": "
+    "\"<think>\\nr\\n</think>\\n\\nok\", \"tool_calls\": [{\"function\": {\"name\": \"f\", "
+    "\"arguments\": {\"a\": 1}}}]}]",
+    "{\"add_vision_id\": true, \"tools\": [{\"name\": \"t\"}], \"messages\": [{\"role\": \"user\", "
+    "\"content\": "
+    "[{\"type\": \"video\"}, {\"type\": \"image_url\", \"image_url\": {\"url\": \"u\"}}]}, "
+    "{\"role\": \"tool\", \"content\": \"r\"}]}",
+    "[{\"role\": \"user\", \"content\": \"\"}, {\"role\": \"assistant\", \"content\": [], "
+    "\"reasoning_content\": \"r\"},"
     " {\"role\": \"assistant\", \"content\": null}]",
 };
 
@@ -58,12 +64,14 @@ static fm_status fz_template_run(const uint8_t *data, size_t size) {
     if (s1 != s2) fmz_fail("template", "two renders disagree on success");
     if (s1 == FM_OK) {
         fz_check_prompt(&a);
-        if (a.len != b.len || memcmp(a.text, b.text, a.len) || memcmp(a.user_mask, b.user_mask, a.len))
+        if (a.len != b.len || memcmp(a.text, b.text, a.len) ||
+            memcmp(a.user_mask, b.user_mask, a.len))
             fmz_fail("template", "two renders differ");
         size_t pads = fm_chat_count_image_pads(&a);
         if (pads <= 64) {
             uint64_t n[64];
-            for (size_t i = 0; i < pads; i++) n[i] = 1 + i % 3;
+            for (size_t i = 0; i < pads; i++)
+                n[i] = 1 + i % 3;
             fm_chat_prompt e = {0};
             if (fm_chat_expand_image_pads(&a, n, pads, &e, NULL) == FM_OK) fz_check_prompt(&e);
             fm_chat_prompt_free(&e);

@@ -528,14 +528,14 @@ static void tokenizer_seeds(void) {
     memset(word, 'w', sizeof word);
     tok_put("ok_long_word", tok_trained(false, true), word, sizeof word);
     json_t *r = tok_trained(false, false);
-    json_object_set_new(r, "pre_tokenizer", json_pack("{ss sb sb sb}", "type", "ByteLevel",
-                                                      "add_prefix_space", 0, "trim_offsets", 0,
-                                                      "use_regex", 1));
+    json_object_set_new(r, "pre_tokenizer",
+                        json_pack("{ss sb sb sb}", "type", "ByteLevel", "add_prefix_space", 0,
+                                  "trim_offsets", 0, "use_regex", 1));
     tok_put("ok_gpt2_byte_level", r, probe, pl);
     r = tok_trained(false, false);
-    json_object_set_new(json_array_get(tok_at(tok_at(r, "pre_tokenizer", NULL), "pretokenizers",
-                                              NULL), 0),
-                        "pattern", json_pack("{ss}", "String", " "));
+    json_object_set_new(
+        json_array_get(tok_at(tok_at(r, "pre_tokenizer", NULL), "pretokenizers", NULL), 0),
+        "pattern", json_pack("{ss}", "String", " "));
     tok_put("ok_string_split", r, probe, pl);
     r = tok_trained(false, false);
     json_object_set_new(json_array_get(tok_at(r, "pre_tokenizer", "pretokenizers"), 0), "pattern",
@@ -575,8 +575,10 @@ static void tokenizer_seeds(void) {
     json_decref(r);
     char deep[200];
     size_t k = (size_t)sprintf(deep, "{\"model\":");
-    for (int i = 0; i < 65; i++) deep[k++] = '[';
-    for (int i = 0; i < 65; i++) deep[k++] = ']';
+    for (int i = 0; i < 65; i++)
+        deep[k++] = '[';
+    for (int i = 0; i < 65; i++)
+        deep[k++] = ']';
     deep[k++] = '}';
     put("tokenizer", "bad_deep_65", deep, k);
     put_text("tokenizer", "bad_array_root", "[{\"model\": {}}]");

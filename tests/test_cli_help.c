@@ -35,14 +35,17 @@ static result fm(const char *fmt, ...) {
     char *o = fm_test_join(tmp, "out"), *e = fm_test_join(tmp, "err");
     snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", cli, args, o, e);
     int rc = system(cmd);
-    result r = {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, fm_test_read_file(o, NULL), fm_test_read_file(e, NULL)};
+    result r = {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, fm_test_read_file(o, NULL),
+                fm_test_read_file(e, NULL)};
     if (!r.out) r.out = strdup("");
     if (!r.err) r.err = strdup("");
     free(o), free(e);
     return r;
 }
 
-static void result_free(result *r) { free(r->out), free(r->err); }
+static void result_free(result *r) {
+    free(r->out), free(r->err);
+}
 
 /* True when `word` occurs in text delimited by non-option characters. */
 static bool has_word(const char *text, const char *word) {
@@ -76,7 +79,8 @@ static void test_main_help(void) {
     for (size_t i = 0; i < n_names; i++) {
         char line[128];
         snprintf(line, sizeof line, "\n  %.60s ", names[i]);
-        CHECK_MSG(strstr(a.out, line) != NULL, "the main help lists '%s' with its summary", names[i]);
+        CHECK_MSG(strstr(a.out, line) != NULL, "the main help lists '%s' with its summary",
+                  names[i]);
     }
     CHECK_CONTAINS(a.out, "--version");
     CHECK_EQ_INT(2, none.code); /* no command: usage on stderr */
@@ -85,7 +89,8 @@ static void test_main_help(void) {
     CHECK_EQ_INT(2, u.code);
     CHECK_CONTAINS(u.err, "usage: fusemap");
     CHECK_EQ_INT(2, h.code);
-    result_free(&a), result_free(&b), result_free(&c), result_free(&none), result_free(&u), result_free(&h);
+    result_free(&a), result_free(&b), result_free(&c), result_free(&none), result_free(&u),
+        result_free(&h);
 }
 
 /* One option line of a help: "  -o, --output FILE   text" or "      --json   text". */
@@ -128,16 +133,18 @@ static size_t parse_options(const char *help, opt_line *v, size_t cap) {
 }
 
 static void check_command_help(const char *name) {
-    result a = fm("%s --help", name), b = fm("%s -h", name), c = fm("help %s", name), d = fm("--help %s", name);
-    CHECK_MSG(a.code == 0 && b.code == 0 && c.code == 0 && d.code == 0, "%s: help exits 0 (%d %d %d %d)", name,
-              a.code, b.code, c.code, d.code);
+    result a = fm("%s --help", name), b = fm("%s -h", name), c = fm("help %s", name),
+           d = fm("--help %s", name);
+    CHECK_MSG(a.code == 0 && b.code == 0 && c.code == 0 && d.code == 0,
+              "%s: help exits 0 (%d %d %d %d)", name, a.code, b.code, c.code, d.code);
     CHECK_EQ_STR("", a.err);
     CHECK_EQ_STR(a.out, b.out);
     CHECK_EQ_STR(a.out, c.out);
     CHECK_EQ_STR(a.out, d.out);
     char want[128];
     snprintf(want, sizeof want, "usage: fusemap %s ", name);
-    CHECK_MSG(!strncmp(a.out, want, strlen(want)), "%s: help starts with '%s': %.80s", name, want, a.out);
+    CHECK_MSG(!strncmp(a.out, want, strlen(want)), "%s: help starts with '%s': %.80s", name, want,
+              a.out);
     snprintf(want, sizeof want, "\nexamples:\n  fusemap %s ", name);
     CHECK_MSG(strstr(a.out, want) != NULL, "%s: an example of the command", name);
     opt_line opts[64];
@@ -145,15 +152,15 @@ static void check_command_help(const char *name) {
     CHECK_MSG(n >= 2, "%s: options listed (seen %zu)", name, n);
     for (size_t i = 0; i < n; i++) {
         if (opts[i].has_value)
-            CHECK_MSG(strstr(opts[i].text, "(default: ") != NULL, "%s %s: the help states its default: '%s'", name,
-                      opts[i].name, opts[i].text);
+            CHECK_MSG(strstr(opts[i].text, "(default: ") != NULL,
+                      "%s %s: the help states its default: '%s'", name, opts[i].name, opts[i].text);
         if (!strcmp(opts[i].name, "--help")) continue;
         /* the parser knows it: whatever else goes wrong, it is not an unknown option */
         for (int form = 0; form < (opts[i].alias[0] ? 2 : 1); form++) {
             const char *o = form ? opts[i].alias : opts[i].name;
             result r = fm("%s %s%s", name, o, opts[i].has_value ? " 1" : "");
-            CHECK_MSG(!strstr(r.err, "unknown option"), "%s: '%s' is in the help but the parser refuses it: %s",
-                      name, o, r.err);
+            CHECK_MSG(!strstr(r.err, "unknown option"),
+                      "%s: '%s' is in the help but the parser refuses it: %s", name, o, r.err);
             result_free(&r);
         }
     }
@@ -166,7 +173,8 @@ static void check_command_help(const char *name) {
 }
 
 static void test_every_command_help(void) {
-    for (size_t i = 0; i < n_names; i++) check_command_help(names[i]);
+    for (size_t i = 0; i < n_names; i++)
+        check_command_help(names[i]);
 }
 
 /* The source without its comments (string and character literals kept as they are). */
@@ -174,8 +182,10 @@ static void strip_comments(char *s) {
     char *w = s, quote = 0;
     for (const char *r = s; *r;) {
         if (quote) {
-            if (*r == '\\' && r[1]) *w++ = *r++;
-            else if (*r == quote) quote = 0;
+            if (*r == '\\' && r[1])
+                *w++ = *r++;
+            else if (*r == quote)
+                quote = 0;
             *w++ = *r++;
         } else if (r[0] == '/' && r[1] == '*') {
             const char *end = strstr(r + 2, "*/");
@@ -214,8 +224,8 @@ static const char *owner(const char *file) {
     if (strncmp(file, "cmd_", 4)) return NULL;
     for (size_t i = 0; i < n_names; i++) {
         size_t l = strlen(names[i]);
-        if (!strncmp(file + 4, names[i], l) && (!strcmp(file + 4 + l, ".c") || file[4 + l] == '_') &&
-            (!best || l > strlen(best)))
+        if (!strncmp(file + 4, names[i], l) &&
+            (!strcmp(file + 4 + l, ".c") || file[4 + l] == '_') && (!best || l > strlen(best)))
             best = names[i];
     }
     return best ? best : "";
@@ -238,7 +248,8 @@ static void test_sources_match_help(void) {
     struct dirent *e;
     while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);
-        if (len < 3 || (strcmp(e->d_name + len - 2, ".c") && strcmp(e->d_name + len - 2, ".h"))) continue;
+        if (len < 3 || (strcmp(e->d_name + len - 2, ".c") && strcmp(e->d_name + len - 2, ".h")))
+            continue;
         const char *cmd = owner(e->d_name);
         CHECK_MSG(!cmd || *cmd, "%s: a command file whose command is not in the table", e->d_name);
         if (cmd && *cmd) covered++;
@@ -251,15 +262,17 @@ static void test_sources_match_help(void) {
             for (size_t i = 0; i < n_names && !found; i++)
                 if ((!cmd || !strcmp(cmd, names[i])) && has_word(helps[i], lits[k])) found = true;
             if (!cmd && has_word(main_help, lits[k])) found = true;
-            CHECK_MSG(found, "%s parses or names option '%s', which %s help does not show", e->d_name, lits[k],
-                      cmd ? cmd : "no");
+            CHECK_MSG(found, "%s parses or names option '%s', which %s help does not show",
+                      e->d_name, lits[k], cmd ? cmd : "no");
         }
     }
     closedir(d);
-    CHECK_MSG(covered >= n_names, "every command has its cli/cmd_NAME.c (%zu files for %zu commands)", covered,
+    CHECK_MSG(covered >= n_names,
+              "every command has its cli/cmd_NAME.c (%zu files for %zu commands)", covered,
               n_names);
     CHECK_MSG(scanned > 20, "option strings found in the sources: %zu", scanned);
-    for (size_t i = 0; i < n_names; i++) free(helps[i]);
+    for (size_t i = 0; i < n_names; i++)
+        free(helps[i]);
     free(main_help);
 }
 
@@ -270,7 +283,8 @@ int main(void) {
     /* the sources: cli/ beside this file's tests/ directory */
     const char *f = __FILE__, *slash = strrchr(f, '/');
     cli_dir = malloc(strlen(f) + 16);
-    snprintf(cli_dir, strlen(f) + 16, "%.*s%scli", slash ? (int)(slash - f) : 0, f, slash ? "/../" : "../");
+    snprintf(cli_dir, strlen(f) + 16, "%.*s%scli", slash ? (int)(slash - f) : 0, f,
+             slash ? "/../" : "../");
     load_command_names();
     RUN(test_main_help);
     RUN(test_every_command_help);

@@ -23,7 +23,9 @@ static const char *cli;
 /* ---- the meter alone ------------------------------------------------------------------------ */
 
 static double fake_t;
-static double fake_now(void) { return fake_t; }
+static double fake_now(void) {
+    return fake_t;
+}
 
 static void test_due(void) {
     CHECK(!fm_cli_meter_due(0, 100, 0.1, 1.0));   /* too early to tell */
@@ -99,7 +101,8 @@ static void test_meter_draws_and_erases(void) {
     }
 }
 
-/* ---- the tool on a terminal -------------------------------------------------------------------- */
+/* ---- the tool on a terminal --------------------------------------------------------------------
+ */
 
 /* Runs argv with stderr on a new pseudo-terminal (stdout to out_path); returns the exit code and
  * everything the terminal received (malloc'd). */
@@ -139,14 +142,19 @@ static int run_on_pty(char *const argv[], const char *out_path, char **pty_text)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static bool has_control(const char *s) { return strchr(s, '\r') && strstr(s, "\033[K"); }
+static bool has_control(const char *s) {
+    return strchr(s, '\r') && strstr(s, "\033[K");
+}
 
 /* After the last progress line comes the erase sequence, and no progress text after it. */
 static void check_erased(const char *what, const char *text, const char *label) {
     const char *last = NULL;
-    for (const char *p = text; (p = strstr(p, label)); p++) last = p;
-    CHECK_MSG(last != NULL, "%s: a '%s' progress line on the terminal, got '%s'", what, label, text);
-    if (last) CHECK_MSG(strstr(last, "\r\033[K") != NULL, "%s: the line is erased at the end", what);
+    for (const char *p = text; (p = strstr(p, label)); p++)
+        last = p;
+    CHECK_MSG(last != NULL, "%s: a '%s' progress line on the terminal, got '%s'", what, label,
+              text);
+    if (last)
+        CHECK_MSG(strstr(last, "\r\033[K") != NULL, "%s: the line is erased at the end", what);
 }
 
 static void test_progress_on_a_terminal(void) {
@@ -180,19 +188,22 @@ static void test_progress_on_a_terminal(void) {
     /* the default delay: a small model loads and saves well within a second, no line at all */
     unsetenv("FUSEMAP_PROGRESS_DELAY");
     CHECK_EQ_INT(0, run_on_pty(conv, out, &text));
-    CHECK_MSG(!strstr(text, "\033[K") && !strstr(text, "loading  "), "short work shows no progress: '%s'", text);
+    CHECK_MSG(!strstr(text, "\033[K") && !strstr(text, "loading  "),
+              "short work shows no progress: '%s'", text);
     CHECK_CONTAINS(text, "saved ");
     free(text);
     free(out), free(dst);
 }
 
 static void test_no_progress_when_not_a_terminal(void) {
-    char cmd[16384], *err = fm_test_join(tmp, "stderr.txt"), *dst = fm_test_join(tmp, "converted-file");
-    snprintf(cmd, sizeof cmd, "FUSEMAP_PROGRESS_DELAY=0 %s convert %s %s 2>%s", cli, model, dst, err);
+    char cmd[16384], *err = fm_test_join(tmp, "stderr.txt"),
+                     *dst = fm_test_join(tmp, "converted-file");
+    snprintf(cmd, sizeof cmd, "FUSEMAP_PROGRESS_DELAY=0 %s convert %s %s 2>%s", cli, model, dst,
+             err);
     CHECK_EQ_INT(0, system(cmd));
     char *text = fm_test_read_file(err, NULL);
-    CHECK_MSG(text && !has_control(text) && !strstr(text, "loading  "), "stderr to a file: no progress, got '%s'",
-              text ? text : "(none)");
+    CHECK_MSG(text && !has_control(text) && !strstr(text, "loading  "),
+              "stderr to a file: no progress, got '%s'", text ? text : "(none)");
     CHECK_CONTAINS(text, "saved ");
     free(text), free(err), free(dst);
 }

@@ -33,18 +33,22 @@ static result fm(const char *fmt, ...) {
     char *o = fm_test_join(tmp, "stdout"), *e = fm_test_join(tmp, "stderr");
     snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", cli, args, o, e);
     int rc = system(cmd);
-    result r = {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, fm_test_read_file(o, NULL), fm_test_read_file(e, NULL)};
+    result r = {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, fm_test_read_file(o, NULL),
+                fm_test_read_file(e, NULL)};
     if (!r.out) r.out = strdup("");
     if (!r.err) r.err = strdup("");
     free(o), free(e);
     return r;
 }
 
-static void result_free(result *r) { free(r->out), free(r->err); }
+static void result_free(result *r) {
+    free(r->out), free(r->err);
+}
 
 static int lines(const char *s) {
     int n = 0;
-    for (; *s; s++) n += *s == '\n';
+    for (; *s; s++)
+        n += *s == '\n';
     return n;
 }
 
@@ -81,7 +85,8 @@ static void edit_checkpoint(const char *dir, const char *add, int64_t n, const c
     fm_st_write_options_init(&o);
     o.metadata = &meta, o.n_metadata = 1, o.with_metadata = true;
     CHECK_OK(fm_st_write_file(path, items, k, &o, &err), &err);
-    for (size_t i = 0; i < k; i++) fm_tensor_free(&ts[i]);
+    for (size_t i = 0; i < k; i++)
+        fm_tensor_free(&ts[i]);
     fm_st_close(f);
     free(items), free(ts), free(path);
 }
@@ -112,7 +117,8 @@ static void check_unused_warning(const char *what, const result *r) {
 }
 
 static void test_inspect_modules(void) {
-    result a = fm("inspect %s --modules --json", extra_dir), q = fm("inspect %s --modules --json --quiet", extra_dir),
+    result a = fm("inspect %s --modules --json", extra_dir),
+           q = fm("inspect %s --modules --json --quiet", extra_dir),
            s = fm("inspect %s --modules --json --strict", extra_dir);
     check_unused_warning("inspect --modules", &a);
     CHECK_MSG(!strstr(a.out, "warning"), "no warning on stdout: %s", a.out);
@@ -138,13 +144,15 @@ static void test_inspect_modules(void) {
 }
 
 static void test_convert(void) {
-    char *o1 = fm_test_join(tmp, "conv-loud"), *o2 = fm_test_join(tmp, "conv-quiet"), *o3 = fm_test_join(tmp, "conv-strict");
+    char *o1 = fm_test_join(tmp, "conv-loud"), *o2 = fm_test_join(tmp, "conv-quiet"),
+         *o3 = fm_test_join(tmp, "conv-strict");
     result a = fm("convert %s %s", extra_dir, o1), q = fm("convert %s %s -q", extra_dir, o2),
            s = fm("convert %s %s --strict", extra_dir, o3);
     check_unused_warning("convert", &a);
     CHECK_EQ_INT(0, q.code);
     CHECK_EQ_STR("", q.err);
-    CHECK_MSG(fm_test_same_dir(o1, o2, NULL), "convert writes the same files with and without --quiet");
+    CHECK_MSG(fm_test_same_dir(o1, o2, NULL),
+              "convert writes the same files with and without --quiet");
     CHECK_EQ_INT(1, s.code);
     CHECK_EQ_INT(1, lines(s.err));
     CHECK_CONTAINS(s.err, unused_key);
@@ -154,7 +162,8 @@ static void test_convert(void) {
 }
 
 static void test_run(void) {
-    char *o1 = fm_test_join(tmp, "run-loud.safetensors"), *o2 = fm_test_join(tmp, "run-quiet.safetensors"),
+    char *o1 = fm_test_join(tmp, "run-loud.safetensors"),
+         *o2 = fm_test_join(tmp, "run-quiet.safetensors"),
          *o3 = fm_test_join(tmp, "run-strict.safetensors");
     result a = fm("run %s --pixel-values %s -o %s", extra_dir, pv_path, o1),
            q = fm("run %s --pixel-values %s -o %s --quiet", extra_dir, pv_path, o2),
@@ -174,7 +183,8 @@ static void test_run(void) {
 
 /* verify always loads the fused model strictly: the unused weight fails it, quiet or not. */
 static void test_verify(void) {
-    result a = fm("verify %s --fuse patch_embeddings", extra_dir), q = fm("verify %s --fuse patch_embeddings -q", extra_dir);
+    result a = fm("verify %s --fuse patch_embeddings", extra_dir),
+           q = fm("verify %s --fuse patch_embeddings -q", extra_dir);
     CHECK_EQ_INT(1, a.code);
     CHECK_EQ_INT(1, lines(a.err));
     CHECK_CONTAINS(a.err, "model.visual.patch_embed");
@@ -189,7 +199,8 @@ static void test_verify(void) {
 }
 
 static void test_missing_weight(void) {
-    result a = fm("inspect %s --modules", missing_dir), q = fm("inspect %s --modules -q", missing_dir),
+    result a = fm("inspect %s --modules", missing_dir),
+           q = fm("inspect %s --modules -q", missing_dir),
            s = fm("inspect %s --modules --strict", missing_dir);
     CHECK_EQ_INT(0, a.code);
     CHECK_CONTAINS(a.err, "fusemap: warning: ");
@@ -204,14 +215,17 @@ static void test_missing_weight(void) {
 }
 
 static void test_lossy_cast(void) {
-    char *o1 = fm_test_join(tmp, "cast-bf16"), *o2 = fm_test_join(tmp, "cast-bf16-q"), *o3 = fm_test_join(tmp, "cast-f32");
-    result a = fm("convert %s %s --dtype bf16", plain_dir, o1), q = fm("convert %s %s --dtype bf16 --quiet", plain_dir, o2);
+    char *o1 = fm_test_join(tmp, "cast-bf16"), *o2 = fm_test_join(tmp, "cast-bf16-q"),
+         *o3 = fm_test_join(tmp, "cast-f32");
+    result a = fm("convert %s %s --dtype bf16", plain_dir, o1),
+           q = fm("convert %s %s --dtype bf16 --quiet", plain_dir, o2);
     CHECK_EQ_INT(0, a.code);
     CHECK_CONTAINS(a.err, "fusemap: warning: ");
     CHECK_CONTAINS(a.err, "cast from F32 to BF16");
     CHECK_CONTAINS(a.err, "precision");
     CHECK_EQ_STR("", q.err);
-    CHECK_MSG(fm_test_same_dir(o1, o2, NULL), "the cast checkpoint is the same with and without --quiet");
+    CHECK_MSG(fm_test_same_dir(o1, o2, NULL),
+              "the cast checkpoint is the same with and without --quiet");
     result_free(&a), result_free(&q);
     /* back to f32 widens: nothing is lost, no warning */
     result w = fm("convert %s %s --dtype f32", o1, o3);

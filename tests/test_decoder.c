@@ -12,15 +12,18 @@
 #include "support/text_ref64.h"
 
 enum { IMG = 290, VSTART = 291, VEND = 292, VOCAB = 300 };
-static const char *extra = "\"image_token_id\": 290, \"vision_start_token_id\": 291, \"vision_end_token_id\": 292, "
-                           "\"video_token_id\": 293, \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}";
+static const char *extra =
+    "\"image_token_id\": 290, \"vision_start_token_id\": 291, \"vision_end_token_id\": 292, "
+    "\"video_token_id\": 293, \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, "
+    "3]}";
 static char *tmp;
 static uint64_t seed = 0x9E3779B97F4A7C15ull;
 
 static fm_qfix text_fixture(fm_dtype dt, bool tie) {
     fm_qfix q;
     fm_qfix_init(&q);
-    q.text_layers = 2, q.text_hidden = 64, q.text_heads = 4, q.text_kv_heads = 2, q.text_inter = 96, q.vocab = VOCAB;
+    q.text_layers = 2, q.text_hidden = 64, q.text_heads = 4, q.text_kv_heads = 2, q.text_inter = 96,
+    q.vocab = VOCAB;
     q.hidden_size = 64; /* the vision merger's output = the decoder width */
     q.dtype = dt, q.tie = tie, q.scale = 0.12f, q.extra_config = extra;
     return q;
@@ -45,7 +48,8 @@ static fm_model *load(const char *dir, const char *fusion) {
 
 static double rel_l2(const float *a, const double *ref, int64_t n) {
     double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) num += (a[i] - ref[i]) * (a[i] - ref[i]), den += ref[i] * ref[i];
+    for (int64_t i = 0; i < n; i++)
+        num += (a[i] - ref[i]) * (a[i] - ref[i]), den += ref[i] * ref[i];
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
@@ -58,7 +62,8 @@ static int64_t make_prompt(int64_t *ids, int n_text, const int64_t *grid, int n_
         if (i == n_text / 2)
             for (int k = 0; k < n_images; k++) {
                 ids[n++] = VSTART;
-                for (int64_t j = 0; j < grid[3 * k] * grid[3 * k + 1] * grid[3 * k + 2] / 4; j++) ids[n++] = IMG;
+                for (int64_t j = 0; j < grid[3 * k] * grid[3 * k + 1] * grid[3 * k + 2] / 4; j++)
+                    ids[n++] = IMG;
                 ids[n++] = VEND;
             }
     }
@@ -66,13 +71,15 @@ static int64_t make_prompt(int64_t *ids, int n_text, const int64_t *grid, int n_
 }
 
 /* Forward of rows [from, to) of one sequence in slot `slot`, logits of every row. */
-static fm_status forward_rows(fm_model *m, fm_kv_cache *c, const int64_t *ids, const int64_t *pos3, int64_t T,
-                              int64_t from, int64_t to, int slot, const fm_tensor *img, fm_tensor *logits, fm_error *e) {
+static fm_status forward_rows(fm_model *m, fm_kv_cache *c, const int64_t *ids, const int64_t *pos3,
+                              int64_t T, int64_t from, int64_t to, int slot, const fm_tensor *img,
+                              fm_tensor *logits, fm_error *e) {
     int64_t n = to - from;
     int64_t *p3 = malloc((size_t)(3 * n) * sizeof *p3);
     int32_t *sl = malloc((size_t)n * 4), *ps = malloc((size_t)n * 4), *lr = malloc((size_t)n * 4);
     for (int64_t i = 0; i < n; i++) {
-        for (int a = 0; a < 3; a++) p3[a * n + i] = pos3[a * T + from + i];
+        for (int a = 0; a < 3; a++)
+            p3[a * n + i] = pos3[a * T + from + i];
         sl[i] = slot, ps[i] = (int32_t)(from + i), lr[i] = (int32_t)i;
     }
     fm_text_batch b = {ids + from, p3, sl, ps, (size_t)n, img, lr, (size_t)n};
@@ -82,35 +89,43 @@ static fm_status forward_rows(fm_model *m, fm_kv_cache *c, const int64_t *ids, c
 }
 
 /* Prefill of the whole prompt vs the reference, every row; positions vs the reference's. */
-static void check_prompt(const char *dir, fm_dtype cache_dt, const int64_t *grid, int n_images, double tol,
-                         const char *what) {
+static void check_prompt(const char *dir, fm_dtype cache_dt, const int64_t *grid, int n_images,
+                         double tol, const char *what) {
     fm_tref_model ref;
     char why[256] = "";
     fm_model *m = load(dir, NULL);
     CHECK_MSG(fm_tref_load(dir, &ref, why, sizeof why) == 0, "%s: reference load: %s", what, why);
     int64_t ids[512], T = make_prompt(ids, 9, grid, n_images), k = 0;
-    for (int64_t i = 0; i < T; i++) k += ids[i] == IMG;
+    for (int64_t i = 0; i < T; i++)
+        k += ids[i] == IMG;
     fm_tensor img = {0}, gt = {0}, logits = {0};
     fm_shape is = {2, {k, 64}}, gs = {2, {n_images, 3}};
-    if (k) fm_tensor_alloc(&img, FM_DTYPE_F32, &is, NULL), fm_qfix_fill(img.data, (uint64_t)(k * 64), 1.0f, &seed);
-    if (n_images) fm_tensor_alloc(&gt, FM_DTYPE_I64, &gs, NULL), memcpy(gt.data, grid, (size_t)n_images * 24);
-    int64_t *pos3 = malloc((size_t)(3 * T) * sizeof *pos3), *want = malloc((size_t)(3 * T) * sizeof *want), next = 0;
+    if (k)
+        fm_tensor_alloc(&img, FM_DTYPE_F32, &is, NULL),
+            fm_qfix_fill(img.data, (uint64_t)(k * 64), 1.0f, &seed);
+    if (n_images)
+        fm_tensor_alloc(&gt, FM_DTYPE_I64, &gs, NULL), memcpy(gt.data, grid, (size_t)n_images * 24);
+    int64_t *pos3 = malloc((size_t)(3 * T) * sizeof *pos3),
+            *want = malloc((size_t)(3 * T) * sizeof *want), next = 0;
     double *rl = malloc((size_t)(T * VOCAB) * sizeof *rl);
     fm_kv_cache *c = NULL;
     fm_error e;
     if (m && ref.l) {
         CHECK_OK(fm_model_rope_index(m, ids, T, n_images ? &gt : NULL, pos3, &next, &e), &e);
         fm_tref_positions(&ref, ids, T, grid, n_images, want);
-        CHECK_MSG(!memcmp(pos3, want, (size_t)(3 * T) * sizeof *pos3), "%s: rope index differs from the reference", what);
+        CHECK_MSG(!memcmp(pos3, want, (size_t)(3 * T) * sizeof *pos3),
+                  "%s: rope index differs from the reference", what);
         int64_t mx = 0;
-        for (int64_t i = 0; i < 3 * T; i++) mx = want[i] > mx ? want[i] : mx;
+        for (int64_t i = 0; i < 3 * T; i++)
+            mx = want[i] > mx ? want[i] : mx;
         CHECK_EQ_INT(mx + 1, next);
         CHECK_OK(fm_kv_cache_new(m, 1, T + 4, cache_dt, &c, &e), &e);
         CHECK_OK(forward_rows(m, c, ids, pos3, T, 0, T, 0, k ? &img : NULL, &logits, &e), &e);
         CHECK(fm_tref_forward(&ref, ids, T, k ? img.data : NULL, grid, n_images, rl) == 0);
         if (logits.data) {
             double err = rel_l2(logits.data, rl, T * VOCAB);
-            CHECK_MSG(err <= tol, "%s: logits rel-L2 %.3g vs float64 reference (want <= %.0e)", what, err, tol);
+            CHECK_MSG(err <= tol, "%s: logits rel-L2 %.3g vs float64 reference (want <= %.0e)",
+                      what, err, tol);
         }
     }
     fm_kv_cache_free(c);
@@ -142,10 +157,12 @@ static void test_incremental_equals_full(void) {
     fm_model *m = load(dir, NULL);
     const int64_t grid[] = {1, 4, 6};
     int64_t ids[256], T = make_prompt(ids, 10, grid, 1), k = 0, next;
-    for (int64_t i = 0; i < T; i++) k += ids[i] == IMG;
+    for (int64_t i = 0; i < T; i++)
+        k += ids[i] == IMG;
     fm_tensor img = {0}, gt = {0}, full = {0}, step = {0};
     fm_shape is = {2, {k, 64}}, gs = {2, {1, 3}};
-    fm_tensor_alloc(&img, FM_DTYPE_F32, &is, NULL), fm_qfix_fill(img.data, (uint64_t)(k * 64), 1.0f, &seed);
+    fm_tensor_alloc(&img, FM_DTYPE_F32, &is, NULL),
+        fm_qfix_fill(img.data, (uint64_t)(k * 64), 1.0f, &seed);
     fm_tensor_alloc(&gt, FM_DTYPE_I64, &gs, NULL), memcpy(gt.data, grid, 24);
     int64_t *pos3 = malloc((size_t)(3 * T) * sizeof *pos3);
     fm_kv_cache *a = NULL, *b = NULL;
@@ -156,15 +173,18 @@ static void test_incremental_equals_full(void) {
         CHECK_OK(fm_kv_cache_new(m, 1, T, FM_DTYPE_F32, &b, &e), &e);
         CHECK_OK(forward_rows(m, a, ids, pos3, T, 0, T, 0, &img, &full, &e), &e);
         fm_tensor pre = {0};
-        CHECK_OK(forward_rows(m, b, ids, pos3, T, 0, T - 3, 0, &img, &pre, &e), &e); /* all images in the prefill */
+        CHECK_OK(forward_rows(m, b, ids, pos3, T, 0, T - 3, 0, &img, &pre, &e),
+                 &e); /* all images in the prefill */
         fm_tensor_free(&pre);
         for (int64_t t = T - 3; t < T && full.data; t++) {
             CHECK_OK(forward_rows(m, b, ids, pos3, T, t, t + 1, 0, NULL, &step, &e), &e);
             double num = 0, den = 0;
             const float *x = step.data, *y = (const float *)full.data + t * VOCAB;
-            for (int64_t i = 0; x && i < VOCAB; i++) num += (x[i] - y[i]) * (double)(x[i] - y[i]), den += (double)y[i] * y[i];
-            CHECK_MSG(x && sqrt(num / den) <= 1e-5, "row %lld decoded alone vs in the full forward: rel-L2 %.3g",
-                      (long long)t, sqrt(num / den));
+            for (int64_t i = 0; x && i < VOCAB; i++)
+                num += (x[i] - y[i]) * (double)(x[i] - y[i]), den += (double)y[i] * y[i];
+            CHECK_MSG(x && sqrt(num / den) <= 1e-5,
+                      "row %lld decoded alone vs in the full forward: rel-L2 %.3g", (long long)t,
+                      sqrt(num / den));
             fm_tensor_free(&step);
         }
     }
@@ -177,14 +197,17 @@ static void test_incremental_equals_full(void) {
 
 static int64_t argmax_f(const float *x, int64_t n) {
     int64_t b = 0;
-    for (int64_t i = 1; i < n; i++) b = x[i] > x[b] ? i : b;
+    for (int64_t i = 1; i < n; i++)
+        b = x[i] > x[b] ? i : b;
     return b;
 }
 static int64_t argmax_d(const double *x, int64_t n, double *margin) {
     int64_t b = 0, s = -1;
     for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) s = b, b = i;
-        else if (s < 0 || x[i] > x[s]) s = i;
+        if (x[i] > x[b])
+            s = b, b = i;
+        else if (s < 0 || x[i] > x[s])
+            s = i;
     *margin = x[b] - x[s];
     return b;
 }
@@ -210,17 +233,19 @@ static void test_greedy_continuation(void) {
         fm_tensor lg = {0};
         CHECK_OK(forward_rows(m, c, ids, pos3, T, 0, T, 0, NULL, &lg, &e), &e);
         for (int step = 0; step < 16 && lg.data; step++) {
-            int64_t mine = argmax_f((const float *)lg.data + (lg.shape.dims[0] - 1) * VOCAB, VOCAB), theirs;
+            int64_t mine = argmax_f((const float *)lg.data + (lg.shape.dims[0] - 1) * VOCAB, VOCAB),
+                    theirs;
             double margin;
             CHECK(fm_tref_forward(&ref, ids, n, NULL, NULL, 0, rl) == 0);
             theirs = argmax_d(rl + (n - 1) * VOCAB, VOCAB, &margin);
             min_margin = fmin(min_margin, margin);
-            CHECK_MSG(mine == theirs, "step %d: greedy token %lld, reference %lld (margin %.3g)", step, (long long)mine,
-                      (long long)theirs, margin);
+            CHECK_MSG(mine == theirs, "step %d: greedy token %lld, reference %lld (margin %.3g)",
+                      step, (long long)mine, (long long)theirs, margin);
             agree += mine == theirs;
             ids[n] = theirs;
             fm_tensor_free(&lg);
-            int64_t row_pos[3] = {n, n, n}; /* a text token after text: the next position on all axes */
+            int64_t row_pos[3] = {n, n,
+                                  n}; /* a text token after text: the next position on all axes */
             int32_t sl = 0, ps = (int32_t)n, lr = 0;
             fm_text_batch b = {&ids[n], row_pos, &sl, &ps, 1, NULL, &lr, 1};
             CHECK_OK(fm_model_forward_text(m, c, &b, NULL, &lg, &e), &e);
@@ -264,7 +289,8 @@ static void test_two_sequences_in_one_batch(void) {
         fm_tensor_free(&tmpl);
         CHECK_OK(forward_rows(m, both, b, pb, Tb, 0, Tb - 1, 1, NULL, &tmpl, &e), &e);
         fm_tensor_free(&tmpl);
-        int64_t ids[2] = {a[Ta - 1], b[Tb - 1]}, p3[6] = {Ta - 1, Tb - 1, Ta - 1, Tb - 1, Ta - 1, Tb - 1};
+        int64_t ids[2] = {a[Ta - 1], b[Tb - 1]},
+                p3[6] = {Ta - 1, Tb - 1, Ta - 1, Tb - 1, Ta - 1, Tb - 1};
         int32_t sl[2] = {0, 1}, ps[2] = {(int32_t)(Ta - 1), (int32_t)(Tb - 1)}, lr[2] = {0, 1};
         fm_text_batch bt = {ids, p3, sl, ps, 2, NULL, lr, 2};
         CHECK_OK(fm_model_forward_text(m, both, &bt, NULL, &lab, &e), &e);
@@ -272,8 +298,10 @@ static void test_two_sequences_in_one_batch(void) {
             const float *x = lab.data;
             double da = 0, db = 0;
             for (int i = 0; i < VOCAB; i++)
-                da = fmax(da, fabs(x[i] - ((float *)la.data)[i])), db = fmax(db, fabs(x[VOCAB + i] - ((float *)lb.data)[i]));
-            CHECK_MSG(da <= 1e-4 && db <= 1e-4, "batched rows vs alone: max |diff| %.3g and %.3g", da, db);
+                da = fmax(da, fabs(x[i] - ((float *)la.data)[i])),
+                db = fmax(db, fabs(x[VOCAB + i] - ((float *)lb.data)[i]));
+            CHECK_MSG(da <= 1e-4 && db <= 1e-4, "batched rows vs alone: max |diff| %.3g and %.3g",
+                      da, db);
         }
     }
     fm_tensor_free(&la), fm_tensor_free(&lb), fm_tensor_free(&lab);
@@ -325,7 +353,8 @@ static void test_bad_input(void) {
 }
 
 /* Logits of the whole prompt with one fresh cache. */
-static fm_tensor prompt_logits(fm_model *m, const int64_t *ids, int64_t T, const fm_tensor *img, const fm_tensor *gt) {
+static fm_tensor prompt_logits(fm_model *m, const int64_t *ids, int64_t T, const fm_tensor *img,
+                               const fm_tensor *gt) {
     fm_tensor lg = {0};
     int64_t *pos3 = malloc((size_t)(3 * T) * sizeof *pos3), next;
     fm_kv_cache *c = NULL;
@@ -365,33 +394,44 @@ static void test_decoder_fusions(void) {
         fm_model *plain = load(dir, "{}"), *fused = NULL;
         fm_error e;
         CHECK_OK(fm_from_pretrained(dir, &o, &fused, &rep, &e), &e);
-        CHECK_EQ_INT(1 + 2 * 2, (long long)rep.n_fused); /* patch embed + 2 layers x (attention, MLP) */
-        if (rep.n_fused > 1) CHECK_CONTAINS(rep.fused[1], "Qwen2VLAttention -> FusedQwen2VLAttention (qkv)");
+        CHECK_EQ_INT(1 + 2 * 2,
+                     (long long)rep.n_fused); /* patch embed + 2 layers x (attention, MLP) */
+        if (rep.n_fused > 1)
+            CHECK_CONTAINS(rep.fused[1], "Qwen2VLAttention -> FusedQwen2VLAttention (qkv)");
         fm_load_report_free(&rep);
         const int64_t grid[] = {1, 4, 6};
         int64_t ids[128], T = make_prompt(ids, 9, grid, 1), k = 0;
-        for (int64_t i = 0; i < T; i++) k += ids[i] == IMG;
+        for (int64_t i = 0; i < T; i++)
+            k += ids[i] == IMG;
         fm_tensor img = {0}, gt = {0};
         fm_shape is = {2, {k, 64}}, gs = {2, {1, 3}};
-        fm_tensor_alloc(&img, FM_DTYPE_F32, &is, NULL), fm_qfix_fill(img.data, (uint64_t)(k * 64), 1.0f, &seed);
+        fm_tensor_alloc(&img, FM_DTYPE_F32, &is, NULL),
+            fm_qfix_fill(img.data, (uint64_t)(k * 64), 1.0f, &seed);
         fm_tensor_alloc(&gt, FM_DTYPE_I64, &gs, NULL), memcpy(gt.data, grid, 24);
-        fm_tensor lp = prompt_logits(plain, ids, T, &img, &gt), lf = prompt_logits(fused, ids, T, &img, &gt);
-        CHECK_MSG(max_rel(&lf, &lp) <= 1e-5, "%s: fused vs unfused logits rel-L2 %.3g", tag, max_rel(&lf, &lp));
+        fm_tensor lp = prompt_logits(plain, ids, T, &img, &gt),
+                  lf = prompt_logits(fused, ids, T, &img, &gt);
+        CHECK_MSG(max_rel(&lf, &lp) <= 1e-5, "%s: fused vs unfused logits rel-L2 %.3g", tag,
+                  max_rel(&lf, &lp));
         char *orig = fm_test_join(tmp, "orig"), *rt = fm_test_join(tmp, "runtime");
-        char *a = fm_test_join(dir, "model.safetensors"), *b = fm_test_join(orig, "model.safetensors");
+        char *a = fm_test_join(dir, "model.safetensors"),
+             *b = fm_test_join(orig, "model.safetensors");
         if (fused) CHECK_OK(fm_save_pretrained(fused, orig, NULL, &e), &e);
-        CHECK_MSG(fm_test_same_file(a, b), "%s: original-format save of the fused model is the source byte for byte", tag);
+        CHECK_MSG(fm_test_same_file(a, b),
+                  "%s: original-format save of the fused model is the source byte for byte", tag);
         fm_save_pretrained_options so;
         fm_save_pretrained_options_init(&so);
         so.runtime_format = true;
         if (fused) CHECK_OK(fm_save_pretrained(fused, rt, &so, &e), &e);
         fm_model *back_fused = load(rt, NULL), *back_plain = load(rt, "{}");
-        fm_tensor l1 = prompt_logits(back_fused, ids, T, &img, &gt), l2 = prompt_logits(back_plain, ids, T, &img, &gt);
+        fm_tensor l1 = prompt_logits(back_fused, ids, T, &img, &gt),
+                  l2 = prompt_logits(back_plain, ids, T, &img, &gt);
         CHECK_MSG(max_rel(&l1, &lp) <= 1e-5 && max_rel(&l2, &lp) <= 1e-5,
-                  "%s: runtime-format save reloaded fused %.3g / unfused %.3g", tag, max_rel(&l1, &lp), max_rel(&l2, &lp));
+                  "%s: runtime-format save reloaded fused %.3g / unfused %.3g", tag,
+                  max_rel(&l1, &lp), max_rel(&l2, &lp));
         fm_tensor_free(&l1), fm_tensor_free(&l2), fm_tensor_free(&lp), fm_tensor_free(&lf);
         fm_tensor_free(&img), fm_tensor_free(&gt);
-        fm_model_free(back_fused), fm_model_free(back_plain), fm_model_free(plain), fm_model_free(fused);
+        fm_model_free(back_fused), fm_model_free(back_plain), fm_model_free(plain),
+            fm_model_free(fused);
         fm_test_rmtree(orig), fm_test_rmtree(rt);
         free(orig), free(rt), free(a), free(b), free(dir);
     }

@@ -16,7 +16,8 @@ static uint8_t *golden(const char *name, size_t *len) {
     char path[1024];
     snprintf(path, sizeof path, "%s/image/%s", imgfx_data_dir(), name);
     uint8_t *b = imgfx_read_file(path, len);
-    CHECK_MSG(b != NULL, "golden file %s missing (run from the repository root or set FM_TEST_DATA)", path);
+    CHECK_MSG(b != NULL,
+              "golden file %s missing (run from the repository root or set FM_TEST_DATA)", path);
     return b;
 }
 
@@ -42,7 +43,8 @@ static void check_record(const fm_image *img, const uint8_t *rec, size_t len, co
     size_t diff = 0, first = 0;
     for (size_t i = 0; i < (size_t)w * h * 3; i++)
         if (img->data[i] != rec[12 + i] && diff++ == 0) first = i;
-    CHECK_MSG(diff == 0, "%s: %zu bytes differ from Pillow's exif_transpose, first at %zu", what, diff, first);
+    CHECK_MSG(diff == 0, "%s: %zu bytes differ from Pillow's exif_transpose, first at %zu", what,
+              diff, first);
 }
 
 /* ---- the crafted files: orientation as Pillow >= 10.1 applies it -------------------------- */
@@ -66,7 +68,8 @@ static void test_pillow_cases(void) {
         CHECK_OK(fm_image_decode(b, blen, name, &img, err), err);
         int want = modern[0] >= '2' && modern[0] <= '8' ? modern[0] - '0' : -1;
         if (want > 0) {
-            CHECK_MSG(img.orientation == want, "%s: orientation %d, Pillow applies %d", name, img.orientation, want);
+            CHECK_MSG(img.orientation == want, "%s: orientation %d, Pillow applies %d", name,
+                      img.orientation, want);
             applied++;
         } else {
             CHECK_MSG(img.orientation <= 1, "%s: orientation %d, Pillow applies none (%s)", name,
@@ -110,9 +113,13 @@ static void test_every_layout_matches_pillow(void) {
             decode_oriented(b, n, name, (int)o, &ref);
             check_record(&ref, g, glen, name);
             free(b);
-            struct { const char *what; int after, interlace, spliced; } lay[] = {
-                {"eXIf before IDAT", 0, 0, 0}, {"eXIf after IDAT", 1, 0, 0},
-                {"eXIf after IDAT, interlaced", 1, 1, 0}, {"eXIf 1 before IDAT, o after", 1, 0, 1}};
+            struct {
+                const char *what;
+                int after, interlace, spliced;
+            } lay[] = {{"eXIf before IDAT", 0, 0, 0},
+                       {"eXIf after IDAT", 1, 0, 0},
+                       {"eXIf after IDAT, interlaced", 1, 1, 0},
+                       {"eXIf 1 before IDAT, o after", 1, 0, 1}};
             for (size_t k = 0; ref.data && k < sizeof lay / sizeof *lay; k++) {
                 b = imgfx_png_encode_exif(px.data, px.width, px.height, lay[k].interlace, tiff + 6,
                                           26, lay[k].after, &n);
@@ -129,7 +136,8 @@ static void test_every_layout_matches_pillow(void) {
                 if (decode_oriented(b, n, name, (int)o, &img) == 0) {
                     check_record(&img, g, glen, name);
                     CHECK_MSG(img.width == ref.width && img.height == ref.height &&
-                                  memcmp(img.data, ref.data, (size_t)img.width * img.height * 3) == 0,
+                                  memcmp(img.data, ref.data, (size_t)img.width * img.height * 3) ==
+                                      0,
                               "%s: differs from the JPEG APP1 path", name);
                 }
                 fm_image_free(&img);
@@ -172,8 +180,9 @@ static void test_huge_chunks(void) {
     for (int after = 0; after < 2; after++) {
         uint8_t *b = imgfx_png_encode_exif(rgb, w, h, 0, exif, (uint32_t)big, after, &n);
         CHECK(b != NULL);
-        if (b) CHECK_MSG(orientation_of(b, n, &st) == 3, "9 MiB eXIf %s IDAT: %s", after ? "after" : "before",
-                         fm_status_name(st));
+        if (b)
+            CHECK_MSG(orientation_of(b, n, &st) == 3, "9 MiB eXIf %s IDAT: %s",
+                      after ? "after" : "before", fm_status_name(st));
         free(b);
     }
     /* a 9 MiB tEXt before IDAT, then an eXIf after it */
@@ -185,7 +194,8 @@ static void test_huge_chunks(void) {
     size_t pl = imgfx_png_chunk(post, "eXIf", tiff, 26);
     uint8_t *plain = imgfx_png_encode(w, h, 2, 8, 0, rgb, NULL, 0, NULL, 0, &n);
     uint8_t *b = imgfx_png_splice(plain, n, text, tl, post, pl, &n);
-    CHECK_MSG(b && orientation_of(b, n, &st) == 6, "9 MiB tEXt, eXIf after IDAT: %s", fm_status_name(st));
+    CHECK_MSG(b && orientation_of(b, n, &st) == 6, "9 MiB tEXt, eXIf after IDAT: %s",
+              fm_status_name(st));
     free(b), free(plain), free(text), free(exif), free(rgb);
 }
 
@@ -204,7 +214,8 @@ static void test_cut_after_pixels(void) {
         int o = orientation_of(b, cut, &st);
         CHECK_MSG(st == FM_OK, "cut at %zu of %zu: %s", cut, n, fm_status_name(st));
         if (cut >= exif_end) CHECK_MSG(o == 6, "cut at %zu (chunk whole): orientation %d", cut, o);
-        if (cut < exif_data_end) CHECK_MSG(o == 0, "cut at %zu (chunk cut): orientation %d", cut, o);
+        if (cut < exif_data_end)
+            CHECK_MSG(o == 0, "cut at %zu (chunk cut): orientation %d", cut, o);
     }
     /* a length field running past the end: after IDAT nothing is lost, before IDAT the file is
      * truncated (Pillow cannot open it either) */
@@ -244,7 +255,8 @@ static void test_mutated_exif(void) {
         uint8_t t[sizeof tiff];
         memcpy(t, tiff, sizeof t);
         int flips = 1 + (int)(imgfx_rand(&s) % 4);
-        for (int f = 0; f < flips; f++) t[imgfx_rand(&s) % sizeof t] = (uint8_t)imgfx_rand(&s);
+        for (int f = 0; f < flips; f++)
+            t[imgfx_rand(&s) % sizeof t] = (uint8_t)imgfx_rand(&s);
         uint32_t tl = it % 3 == 2 ? (uint32_t)(imgfx_rand(&s) % sizeof t) : (uint32_t)sizeof t;
         uint8_t *b = imgfx_png_encode_exif(rgb, w, h, 0, t, tl, after, &n);
         if (!b) continue;
@@ -253,7 +265,8 @@ static void test_mutated_exif(void) {
             b[at + imgfx_rand(&s) % 8] ^= (uint8_t)(1 + imgfx_rand(&s) % 255);
         fm_status st;
         int o = orientation_of(b, n, &st);
-        CHECK_MSG(st == FM_OK && o >= 0 && o <= 8, "mutant %d: %s, orientation %d", it, fm_status_name(st), o);
+        CHECK_MSG(st == FM_OK && o >= 0 && o <= 8, "mutant %d: %s, orientation %d", it,
+                  fm_status_name(st), o);
         if (o >= 0 && o <= 8) counts[o]++;
         free(b);
     }

@@ -135,7 +135,8 @@ static void test_template_seed_names(void) {
         bool ok = !strncmp(files[i], "ok_", 3), bad = !strncmp(files[i], "bad_", 4);
         fm_status st = data ? fz_template_run(data, len) : FM_ERR_IO;
         CHECK_MSG(ok || bad, "fuzz/corpus/template/%s: name must start with ok_ or bad_", files[i]);
-        CHECK_MSG(!ok || st == FM_OK, "%s: expected to render, seen %s", files[i], fm_status_name(st));
+        CHECK_MSG(!ok || st == FM_OK, "%s: expected to render, seen %s", files[i],
+                  fm_status_name(st));
         CHECK_MSG(!bad || st != FM_OK, "%s: expected an error, seen FM_OK", files[i]);
         free(data);
         free(files[i]);
@@ -175,8 +176,8 @@ static void test_tokenizer_seed_verdicts(void) {
 
 /* Every corpus directory has a harness in this test (a new harness must be added above). */
 static void test_every_corpus_has_a_harness(void) {
-    static const char *const known[] = {"st_header", "checkpoint", "config", "pattern",
-                                        "pretrained", "template", "tokenizer"};
+    static const char *const known[] = {"st_header",  "checkpoint", "config",   "pattern",
+                                        "pretrained", "template",   "tokenizer"};
     DIR *d = corpus_root[0] ? opendir(corpus_root) : NULL;
     CHECK(d != NULL);
     for (struct dirent *e; d && (e = readdir(d));) {

@@ -28,8 +28,9 @@ static int write_tokenizer(const char *to) {
     static const char *const names[3] = {"<|vision_start|>", "<|image_pad|>", "<|vision_end|>"};
     json_t *added = json_object_get(t, "added_tokens");
     for (int i = 0; i < 3; i++)
-        json_array_append_new(added, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", VSTART + i, "content", names[i],
-                                               "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", 1));
+        json_array_append_new(added, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", VSTART + i,
+                                               "content", names[i], "single_word", 0, "lstrip", 0,
+                                               "rstrip", 0, "normalized", 0, "special", 1));
     char *path = fm_test_join(to, "tokenizer.json");
     int rc = json_dump_file(t, path, JSON_COMPACT);
     json_decref(t);
@@ -40,11 +41,15 @@ static int write_tokenizer(const char *to) {
 /* A Qwen2-VL-like template (written for this test). */
 static const char *template_text =
     "{% set image_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and "
-    "message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% "
+    "endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] "
+    "}}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] "
+    "}}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt "
+    "%}<|im_start|>assistant\n{% endif %}";
 
 static void write_file(const char *d, const char *name, const char *text) {
     char *p = fm_test_join(d, name);
@@ -57,16 +62,19 @@ static void setup(void) {
     dir = fm_test_join(tmp, "model");
     fm_qfix q;
     fm_qfix_init(&q);
-    q.text_layers = 2, q.text_hidden = 64, q.text_heads = 4, q.text_kv_heads = 2, q.text_inter = 96, q.vocab = VOCAB;
+    q.text_layers = 2, q.text_hidden = 64, q.text_heads = 4, q.text_kv_heads = 2, q.text_inter = 96,
+    q.vocab = VOCAB;
     q.hidden_size = 64, q.tie = true, q.scale = 0.15f;
-    q.extra_config = "\"image_token_id\": 1268, \"vision_start_token_id\": 1267, \"vision_end_token_id\": 1269, "
-                     "\"video_token_id\": 1270, \"eos_token_id\": 1258, "
-                     "\"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}";
+    q.extra_config =
+        "\"image_token_id\": 1268, \"vision_start_token_id\": 1267, \"vision_end_token_id\": 1269, "
+        "\"video_token_id\": 1270, \"eos_token_id\": 1258, "
+        "\"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}";
     fm_error e;
     CHECK_OK(fm_qfix_write(dir, &q, &e), &e);
     CHECK(write_tokenizer(dir) == 0);
     write_file(dir, "chat_template.jinja", template_text);
-    write_file(dir, "generation_config.json", "{\"eos_token_id\": [1258, 1256], \"max_new_tokens\": 16}\n");
+    write_file(dir, "generation_config.json",
+               "{\"eos_token_id\": [1258, 1256], \"max_new_tokens\": 16}\n");
     uint8_t rgb[56 * 84 * 3];
     imgfx_fill_smooth(rgb, 84, 56, 3, 7);
     size_t len = 0;
@@ -88,7 +96,8 @@ static int fm(char **out, char **errt, const char *fmt, ...) {
     FILE *p = popen(cmd, "r");
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
-    while (p && buf && (n += fread(buf + n, 1, cap - n - 1, p)) == cap - 1) buf = realloc(buf, cap *= 2);
+    while (p && buf && (n += fread(buf + n, 1, cap - n - 1, p)) == cap - 1)
+        buf = realloc(buf, cap *= 2);
     if (buf) buf[n] = '\0';
     int rc = p ? pclose(p) : -1;
     *out = buf;
@@ -119,7 +128,8 @@ static size_t ref_greedy(const int64_t *prompt, size_t np, int n, int64_t *out) 
         size_t T = np + k;
         fm_tref_forward(&ref, seq, (int64_t)T, NULL, NULL, 0, lg);
         int64_t best = 0;
-        for (int64_t i = 1; i < VOCAB; i++) best = lg[(T - 1) * VOCAB + i] > lg[(T - 1) * VOCAB + best] ? i : best;
+        for (int64_t i = 1; i < VOCAB; i++)
+            best = lg[(T - 1) * VOCAB + i] > lg[(T - 1) * VOCAB + best] ? i : best;
         out[k] = seq[T] = best;
         if (best == IM_END || best == 1256) {
             k++;
@@ -146,15 +156,18 @@ static void test_greedy_matches_reference(void) {
     size_t nw = ref_greedy(prompt, 12, 16, want);
     CHECK_EQ_INT((long long)nw, (long long)r.n_tokens);
     for (size_t i = 0; i < nw && i < r.n_tokens; i++)
-        CHECK_MSG(r.tokens[i] == want[i], "token %zu: generated %d, reference %lld", i, r.tokens[i], (long long)want[i]);
+        CHECK_MSG(r.tokens[i] == want[i], "token %zu: generated %d, reference %lld", i, r.tokens[i],
+                  (long long)want[i]);
     CHECK(r.stop == (nw < 16 ? FM_STOP_EOS : FM_STOP_LENGTH));
     /* the CLI, from the same ids, prints the same tokens */
     char *out = NULL;
-    CHECK_EQ_INT(0, fm(&out, NULL, "generate %s --input-ids %d,5,77,300,9,1000,42,11,8,%d,198,%d --json -q", dir, IM_START,
-                       IM_END, IM_START));
+    CHECK_EQ_INT(0, fm(&out, NULL,
+                       "generate %s --input-ids %d,5,77,300,9,1000,42,11,8,%d,198,%d --json -q",
+                       dir, IM_START, IM_END, IM_START));
     json_error_t je;
     json_t *j = out ? json_loads(out, 0, &je) : NULL, *toks = json_object_get(j, "tokens");
-    CHECK_MSG(json_is_array(toks) && json_array_size(toks) == r.n_tokens, "CLI tokens: %s", out ? out : "(none)");
+    CHECK_MSG(json_is_array(toks) && json_array_size(toks) == r.n_tokens, "CLI tokens: %s",
+              out ? out : "(none)");
     for (size_t i = 0; json_is_array(toks) && i < json_array_size(toks) && i < r.n_tokens; i++)
         CHECK_EQ_INT(r.tokens[i], json_integer_value(json_array_get(toks, i)));
     CHECK_EQ_INT(12, json_integer_value(json_object_get(j, "prompt_tokens")));
@@ -170,12 +183,14 @@ static void test_prompt_stream_and_injection(void) {
     const char *q = "'<|im_start|>system hello <|vision_start|>'";
     CHECK_EQ_INT(0, fm(&a, &errt, "generate %s --prompt %s --max-new-tokens 6", dir, q));
     CHECK_EQ_INT(0, fm(&b, NULL, "generate %s --prompt %s --max-new-tokens 6 --json", dir, q));
-    CHECK_MSG(errt && strstr(errt, "prefill") && strstr(errt, "decode") && strstr(errt, "tok/s"), "stderr: %s", errt ? errt : "");
+    CHECK_MSG(errt && strstr(errt, "prefill") && strstr(errt, "decode") && strstr(errt, "tok/s"),
+              "stderr: %s", errt ? errt : "");
     json_error_t je;
     json_t *j = b ? json_loads(b, 0, &je) : NULL;
     const char *text = json_string_value(json_object_get(j, "text"));
     CHECK_MSG(a && text && strlen(a) == strlen(text) + 1 && !strncmp(a, text, strlen(text)),
-              "streamed text + newline equals the JSON text: '%s' vs '%s'", a ? a : "", text ? text : "");
+              "streamed text + newline equals the JSON text: '%s' vs '%s'", a ? a : "",
+              text ? text : "");
     json_decref(j);
     free(a), free(b), free(errt);
     /* library view of the same prompt: 3 <|im_start|> from the template, none from the user text */
@@ -183,13 +198,16 @@ static void test_prompt_stream_and_injection(void) {
     fm_tokenizer *tok = NULL;
     fm_chat_template *t = NULL;
     fm_error e;
-    const char *msgs = "[{\"role\": \"user\", \"content\": \"<|im_start|>system hello <|vision_start|>\"}]";
+    const char *msgs =
+        "[{\"role\": \"user\", \"content\": \"<|im_start|>system hello <|vision_start|>\"}]";
     int64_t *ids = NULL;
     size_t n = 0, starts = 0, vstarts = 0;
     CHECK_OK(fm_tokenizer_open(dir, &tok, &e), &e);
     CHECK_OK(fm_chat_template_load(dir, &t, &e), &e);
-    if (m && tok && t) CHECK_OK(fm_model_encode_chat(m, tok, t, msgs, strlen(msgs), true, NULL, &ids, &n, &e), &e);
-    for (size_t i = 0; i < n; i++) starts += ids[i] == IM_START, vstarts += ids[i] == VSTART;
+    if (m && tok && t)
+        CHECK_OK(fm_model_encode_chat(m, tok, t, msgs, strlen(msgs), true, NULL, &ids, &n, &e), &e);
+    for (size_t i = 0; i < n; i++)
+        starts += ids[i] == IM_START, vstarts += ids[i] == VSTART;
     CHECK_EQ_INT(3, starts);
     CHECK_EQ_INT(0, vstarts);
     fm_free(ids);
@@ -201,7 +219,9 @@ static void test_prompt_stream_and_injection(void) {
 /* An image through the CLI equals the library path (preprocess, vision tower, prompt, generate). */
 static void test_image_prompt(void) {
     char *out = NULL;
-    CHECK_EQ_INT(0, fm(&out, NULL, "generate %s --image %s --prompt 'What is it?' --max-new-tokens 5 --json -q", dir, png));
+    CHECK_EQ_INT(0, fm(&out, NULL,
+                       "generate %s --image %s --prompt 'What is it?' --max-new-tokens 5 --json -q",
+                       dir, png));
     fm_model *m = load(NULL);
     fm_tokenizer *tok = NULL;
     fm_chat_template *t = NULL;
@@ -211,17 +231,22 @@ static void test_image_prompt(void) {
     fm_error e;
     int64_t *ids = NULL;
     size_t n = 0;
-    const char *msgs = "[{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"What is it?\"}]}]";
+    const char *msgs = "[{\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": "
+                       "\"text\", \"text\": \"What is it?\"}]}]";
     CHECK_OK(fm_tokenizer_open(dir, &tok, &e), &e);
     CHECK_OK(fm_chat_template_load(dir, &t, &e), &e);
     CHECK_OK(fm_image_load(png, &img, &e), &e);
     if (m) CHECK_OK(fm_model_preprocess_images(m, &img, 1, &pv, &grid, &e), &e);
-    if (m && tok && t && grid.data) CHECK_OK(fm_model_encode_chat(m, tok, t, msgs, strlen(msgs), true, &grid, &ids, &n, &e), &e);
+    if (m && tok && t && grid.data)
+        CHECK_OK(fm_model_encode_chat(m, tok, t, msgs, strlen(msgs), true, &grid, &ids, &n, &e),
+                 &e);
     size_t pads = 0;
-    for (size_t i = 0; i < n; i++) pads += ids[i] == IMG;
+    for (size_t i = 0; i < n; i++)
+        pads += ids[i] == IMG;
     const int64_t *g = grid.data;
-    CHECK_MSG(g && pads == (size_t)(g[0] * g[1] * g[2] / 4), "image pads %zu for grid (%lld, %lld, %lld)", pads,
-              g ? (long long)g[0] : 0, g ? (long long)g[1] : 0, g ? (long long)g[2] : 0);
+    CHECK_MSG(g && pads == (size_t)(g[0] * g[1] * g[2] / 4),
+              "image pads %zu for grid (%lld, %lld, %lld)", pads, g ? (long long)g[0] : 0,
+              g ? (long long)g[1] : 0, g ? (long long)g[2] : 0);
     fm_generate_options go;
     fm_generate_options_init(&go);
     go.max_new_tokens = 5;
@@ -230,7 +255,8 @@ static void test_image_prompt(void) {
     if (n) CHECK_OK(fm_generate(m, ids, n, &pv, &grid, &go, &r, &e), &e);
     json_error_t je;
     json_t *j = out ? json_loads(out, 0, &je) : NULL, *toks = json_object_get(j, "tokens");
-    CHECK_MSG(json_is_array(toks) && json_array_size(toks) == r.n_tokens, "CLI: %s", out ? out : "(none)");
+    CHECK_MSG(json_is_array(toks) && json_array_size(toks) == r.n_tokens, "CLI: %s",
+              out ? out : "(none)");
     for (size_t i = 0; json_is_array(toks) && i < r.n_tokens && i < json_array_size(toks); i++)
         CHECK_EQ_INT(r.tokens[i], json_integer_value(json_array_get(toks, i)));
     CHECK_EQ_INT((long long)n, json_integer_value(json_object_get(j, "prompt_tokens")));
@@ -244,7 +270,8 @@ static void test_image_prompt(void) {
 /* Sampling: the same seed gives the same tokens; another seed differs somewhere in 3 tries. */
 static void test_sampling_seeds(void) {
     char *a = NULL, *b = NULL, *c = NULL;
-    const char *base = "--input-ids 1257,5,6,7 --max-new-tokens 12 --temperature 1.5 --top-k 0 --json -q";
+    const char *base =
+        "--input-ids 1257,5,6,7 --max-new-tokens 12 --temperature 1.5 --top-k 0 --json -q";
     CHECK_EQ_INT(0, fm(&a, NULL, "generate %s %s --seed 7", dir, base));
     CHECK_EQ_INT(0, fm(&b, NULL, "generate %s %s --seed 7", dir, base));
     int differ = 0;
@@ -258,7 +285,8 @@ static void test_sampling_seeds(void) {
     }
     json_error_t je;
     json_t *x = a ? json_loads(a, 0, &je) : NULL, *y = b ? json_loads(b, 0, &je) : NULL;
-    CHECK_MSG(json_equal(json_object_get(x, "tokens"), json_object_get(y, "tokens")), "seed 7 twice: %s vs %s", a, b);
+    CHECK_MSG(json_equal(json_object_get(x, "tokens"), json_object_get(y, "tokens")),
+              "seed 7 twice: %s vs %s", a, b);
     CHECK_MSG(differ, "three other seeds all gave the tokens of seed 7");
     json_decref(x), json_decref(y);
     free(a), free(b), free(c);
@@ -275,7 +303,8 @@ static void test_forward_logits(void) {
     long i = f ? fm_st_find(f, "logits") : -1;
     CHECK(i >= 0);
     if (i >= 0) CHECK_OK(fm_st_tensor(f, (size_t)i, &t, &e), &e);
-    CHECK(t.dtype == FM_DTYPE_F32 && t.shape.ndim == 2 && t.shape.dims[0] == 5 && t.shape.dims[1] == VOCAB);
+    CHECK(t.dtype == FM_DTYPE_F32 && t.shape.ndim == 2 && t.shape.dims[0] == 5 &&
+          t.shape.dims[1] == VOCAB);
     fm_tref_model ref;
     char why[256];
     CHECK(fm_tref_load(dir, &ref, why, sizeof why) == 0);
@@ -286,7 +315,8 @@ static void test_forward_logits(void) {
         double d = ((float *)t.data)[k] - rl[k];
         num += d * d, den += rl[k] * rl[k];
     }
-    CHECK_MSG(t.data && sqrt(num / den) <= 1e-5, "forward logits vs reference: rel-L2 %.3g", sqrt(num / den));
+    CHECK_MSG(t.data && sqrt(num / den) <= 1e-5, "forward logits vs reference: rel-L2 %.3g",
+              sqrt(num / den));
     free(rl);
     fm_tref_free(&ref);
     fm_tensor_free(&t);
@@ -295,7 +325,10 @@ static void test_forward_logits(void) {
 }
 
 static void test_bad_input(void) {
-    static const struct { const char *args, *needle; int code; } cases[] = {
+    static const struct {
+        const char *args, *needle;
+        int code;
+    } cases[] = {
         {"--input-ids 5,99999", "outside the vocabulary", 1},
         {"--input-ids 5,6 --max-new-tokens 100000", "exceeds the model's context", 1},
         {"--input-ids ''", "not a token id", 1},
@@ -307,9 +340,10 @@ static void test_bad_input(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *out = NULL, *errt = NULL;
         int rc = fm(&out, &errt, "generate %s %s", dir, cases[i].args);
-        CHECK_MSG(rc == cases[i].code, "'generate %s': exit %d, expected %d", cases[i].args, rc, cases[i].code);
-        CHECK_MSG(errt && strstr(errt, cases[i].needle), "'generate %s': expected \"%s\" in: %s", cases[i].args,
-                  cases[i].needle, errt ? errt : "");
+        CHECK_MSG(rc == cases[i].code, "'generate %s': exit %d, expected %d", cases[i].args, rc,
+                  cases[i].code);
+        CHECK_MSG(errt && strstr(errt, cases[i].needle), "'generate %s': expected \"%s\" in: %s",
+                  cases[i].args, cases[i].needle, errt ? errt : "");
         free(out), free(errt);
     }
     /* a model without tokenizer.json: --prompt needs it, --input-ids does not */

@@ -11,7 +11,7 @@
 #include "nn/kernels.h"
 #include "support/check.h"
 
-static int quick; /* FM_TEST_QUICK=1 (sanitizer builds): fewer / smaller shapes */
+static int quick;               /* FM_TEST_QUICK=1 (sanitizer builds): fewer / smaller shapes */
 static fm_threadpool *pools[4]; /* pools[t] has t threads */
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -23,10 +23,13 @@ static uint64_t rnd64(void) { /* xorshift64* */
     rng_state ^= rng_state >> 27;
     return rng_state * 2685821657736338717ull;
 }
-static float urand(float lo, float hi) { return lo + (hi - lo) * (float)((rnd64() >> 40) * (1.0 / 16777216.0)); }
+static float urand(float lo, float hi) {
+    return lo + (hi - lo) * (float)((rnd64() >> 40) * (1.0 / 16777216.0));
+}
 static float *rand_buf(int64_t n, float lo, float hi) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
-    for (int64_t i = 0; i < n; i++) p[i] = urand(lo, hi);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = urand(lo, hi);
     return p;
 }
 
@@ -96,9 +99,11 @@ static void check_linear_case(fm_dtype dt, const lw_case *c, int with_b, int act
     int64_t m = c->m, n = c->n, k = c->k, ldx = k + 5, ldy = n + 3;
     double *wd = malloc((size_t)(n * k + 1) * sizeof *wd);
     void *block, *w = make_weights(dt, n, k, &block, wd);
-    float *x = rand_buf(m * ldx, -1, 1), *b = rand_buf(n, -0.5f, 0.5f), *y = rand_buf(m * ldy, 5, 6);
+    float *x = rand_buf(m * ldx, -1, 1), *b = rand_buf(n, -0.5f, 0.5f),
+          *y = rand_buf(m * ldy, 5, 6);
     float *scratch = malloc((fm_k_linear_w_scratch_floats(m, n, k, 3) + 1) * sizeof *scratch);
-    for (int64_t i = 0; i < m; i++) y[i * ldy + n + 1] = 12345.0f; /* padding must survive */
+    for (int64_t i = 0; i < m; i++)
+        y[i * ldy + n + 1] = 12345.0f; /* padding must survive */
     fm_k_linear_w(y, ldy, x, ldx, w, dt, with_b ? b : NULL, m, n, k, act, scratch, pools[3]);
     double worst = 0, worst_bound = 1;
     int64_t bad = 0;
@@ -110,26 +115,31 @@ static void check_linear_case(fm_dtype dt, const lw_case *c, int with_b, int act
                 mag += fabs((double)x[i * ldx + p] * wd[j * k + p]);
             }
             if (act == FM_ACTIVATION_SILU) s = s / (1.0 + exp(-s));
-            double bound = (double)(k + 2) * 0x1p-24 * mag * 1.1 + 1e-30, err = fabs(y[i * ldy + j] - s);
+            double bound = (double)(k + 2) * 0x1p-24 * mag * 1.1 + 1e-30,
+                   err = fabs(y[i * ldy + j] - s);
             if (!(err <= bound)) bad++;
             if (err / bound > worst / worst_bound) worst = err, worst_bound = bound;
         }
-    CHECK_MSG(bad == 0, "linear_w %s m %lld n %lld k %lld bias %d act %d: expected every |y - ref| within "
-              "the f32 summation bound, seen %lld outside (worst %.3g vs bound %.3g)", dt_str(dt), (long long)m,
-              (long long)n, (long long)k, with_b, act, (long long)bad, worst, worst_bound);
+    CHECK_MSG(bad == 0,
+              "linear_w %s m %lld n %lld k %lld bias %d act %d: expected every |y - ref| within "
+              "the f32 summation bound, seen %lld outside (worst %.3g vs bound %.3g)",
+              dt_str(dt), (long long)m, (long long)n, (long long)k, with_b, act, (long long)bad,
+              worst, worst_bound);
     int pad_ok = 1;
-    for (int64_t i = 0; i < m; i++) pad_ok &= y[i * ldy + n + 1] == 12345.0f;
-    CHECK_MSG(pad_ok, "linear_w %s m %lld: expected the padding column untouched", dt_str(dt), (long long)m);
+    for (int64_t i = 0; i < m; i++)
+        pad_ok &= y[i * ldy + n + 1] == 12345.0f;
+    CHECK_MSG(pad_ok, "linear_w %s m %lld: expected the padding column untouched", dt_str(dt),
+              (long long)m);
     free(wd), free(block), free(x), free(b), free(y), free(scratch);
 }
 
 static void test_linear_w_vs_ref(void) {
     /* GEMV (m <= 8): k below, at and off the vector blocks, n below the thread count, k split in
      * spans (2 x 5000, 1 x 9000); GEMM (m > 8): several panels and row blocks */
-    static const lw_case cases[] = {{1, 1, 1},    {1, 7, 33},    {2, 5, 64},   {3, 37, 100},  {4, 16, 31},
-                                    {5, 33, 129}, {8, 50, 300},  {1, 3, 1537}, {2, 1, 70},    {7, 2, 16},
-                                    {9, 70, 257}, {17, 130, 65}, {9, 2, 40},   {300, 200, 100}, {600, 70, 40},
-                                    {64, 300, 1000}, {1, 5, 9000}, {2, 9, 5000}};
+    static const lw_case cases[] = {
+        {1, 1, 1},    {1, 7, 33},      {2, 5, 64},    {3, 37, 100},    {4, 16, 31},  {5, 33, 129},
+        {8, 50, 300}, {1, 3, 1537},    {2, 1, 70},    {7, 2, 16},      {9, 70, 257}, {17, 130, 65},
+        {9, 2, 40},   {300, 200, 100}, {600, 70, 40}, {64, 300, 1000}, {1, 5, 9000}, {2, 9, 5000}};
     static const fm_dtype dts[] = {FM_DTYPE_F32, FM_DTYPE_BF16, FM_DTYPE_F16};
     size_t nc = quick ? 12 : sizeof cases / sizeof cases[0];
     for (int d = 0; d < 3; d++)
@@ -143,9 +153,10 @@ static void test_linear_w_vs_ref(void) {
 static void test_linear_w_empty_k(void) {
     float b[3] = {1.0f, -2.0f, 0.5f}, y[6] = {9, 9, 9, 9, 9, 9};
     fm_k_linear_w(y, 3, NULL, 0, NULL, FM_DTYPE_BF16, b, 2, 3, 0, -1, NULL, pools[2]);
-    CHECK_MSG(y[0] == 1.0f && y[4] == -2.0f && y[5] == 0.5f, "k = 0: expected y = b, seen %g %g %g", y[3], y[4],
-              y[5]);
-    fm_k_linear_w(y, 3, NULL, 0, NULL, FM_DTYPE_F32, NULL, 2, 3, 0, FM_ACTIVATION_SILU, NULL, pools[2]);
+    CHECK_MSG(y[0] == 1.0f && y[4] == -2.0f && y[5] == 0.5f, "k = 0: expected y = b, seen %g %g %g",
+              y[3], y[4], y[5]);
+    fm_k_linear_w(y, 3, NULL, 0, NULL, FM_DTYPE_F32, NULL, 2, 3, 0, FM_ACTIVATION_SILU, NULL,
+                  pools[2]);
     CHECK_MSG(y[0] == 0.0f && y[5] == 0.0f, "k = 0 no bias: expected 0, seen %g %g", y[0], y[5]);
 }
 
@@ -164,23 +175,26 @@ static void test_linear_w_threads_and_rows(void) {
             float *scratch = malloc(fm_k_linear_w_scratch_floats(m, n, k, 3) * sizeof *scratch);
             for (int t = 1; t <= 3; t++) {
                 y[t] = malloc((size_t)(m * n) * sizeof *y[t]);
-                fm_k_linear_w(y[t], n, x, k, w, dts[d], b, m, n, k, FM_ACTIVATION_GELU, scratch, pools[t]);
+                fm_k_linear_w(y[t], n, x, k, w, dts[d], b, m, n, k, FM_ACTIVATION_GELU, scratch,
+                              pools[t]);
             }
             for (int t = 2; t <= 3; t++)
                 CHECK_MSG(memcmp(y[1], y[t], (size_t)(m * n) * sizeof *y[1]) == 0,
-                          "linear_w %s m %lld: expected %d threads to give the bits of 1 thread", dt_str(dts[d]),
-                          (long long)m, t);
+                          "linear_w %s m %lld: expected %d threads to give the bits of 1 thread",
+                          dt_str(dts[d]), (long long)m, t);
             if (m <= 8) {
                 float one[203];
                 for (int64_t r = 0; r < m; r++) {
-                    fm_k_linear_w(one, n, x + r * k, k, w, dts[d], b, 1, n, k, FM_ACTIVATION_GELU, scratch,
-                                  pools[2]);
-                    CHECK_MSG(memcmp(one, y[1] + r * n, sizeof one) == 0,
-                              "linear_w %s: expected row %lld of a %lld-row call to equal the row alone",
-                              dt_str(dts[d]), (long long)r, (long long)m);
+                    fm_k_linear_w(one, n, x + r * k, k, w, dts[d], b, 1, n, k, FM_ACTIVATION_GELU,
+                                  scratch, pools[2]);
+                    CHECK_MSG(
+                        memcmp(one, y[1] + r * n, sizeof one) == 0,
+                        "linear_w %s: expected row %lld of a %lld-row call to equal the row alone",
+                        dt_str(dts[d]), (long long)r, (long long)m);
                 }
             }
-            for (int t = 1; t <= 3; t++) free(y[t]);
+            for (int t = 1; t <= 3; t++)
+                free(y[t]);
             free(wd), free(block), free(x), free(b), free(scratch);
         }
 }
@@ -203,7 +217,8 @@ static void test_linear_w_ref_kernel(void) {
         double e = fabs(y[i] - s) / (mag + 1e-30);
         worst = e > worst ? e : worst;
     }
-    CHECK_MSG(worst <= (k + 2) * 0x1p-24, "fm_ref_linear_w: expected relative error <= k·2^-24, seen %.3g", worst);
+    CHECK_MSG(worst <= (k + 2) * 0x1p-24,
+              "fm_ref_linear_w: expected relative error <= k·2^-24, seen %.3g", worst);
     free(wd), free(block), free(x);
 }
 
@@ -225,17 +240,19 @@ static void test_swiglu(void) {
                 double e = fabs(y[1][r * cols + c] - ref) / (fabs(ref) + 1e-30);
                 worst = e > worst ? e : worst;
             }
-        CHECK_MSG(worst <= 1e-6, "swiglu %lldx%lld: expected relative error <= 1e-6, seen %.3g", (long long)rows,
-                  (long long)cols, worst);
+        CHECK_MSG(worst <= 1e-6, "swiglu %lldx%lld: expected relative error <= 1e-6, seen %.3g",
+                  (long long)rows, (long long)cols, worst);
         for (int t = 2; t <= 3; t++)
             CHECK_MSG(memcmp(y[1], y[t], (size_t)(rows * cols) * 4) == 0,
                       "swiglu: expected %d threads to give the bits of 1", t);
         /* in place over the gate half */
         fm_k_swiglu(gu, ld, gu, ld, gu + cols, ld, rows, cols, pools[2]);
         int same = 1;
-        for (int64_t r = 0; r < rows; r++) same &= memcmp(gu + r * ld, y[1] + r * cols, (size_t)cols * 4) == 0;
+        for (int64_t r = 0; r < rows; r++)
+            same &= memcmp(gu + r * ld, y[1] + r * cols, (size_t)cols * 4) == 0;
         CHECK_MSG(same, "swiglu in place (y = g): expected the out-of-place result");
-        for (int t = 1; t <= 3; t++) free(y[t]);
+        for (int t = 1; t <= 3; t++)
+            free(y[t]);
         free(gu);
     }
 }
@@ -269,8 +286,8 @@ static void spec_entry(int64_t pos, int j, int hd, double theta, double *c, doub
     *c = cos((double)ang), *s = sin((double)ang);
 }
 
-static void check_mrope(const int64_t *pos3, int64_t T, int hd, double theta, const int sec[3], int il,
-                        const char *what) {
+static void check_mrope(const int64_t *pos3, int64_t T, int hd, double theta, const int sec[3],
+                        int il, const char *what) {
     int h2 = hd / 2;
     float *ct = malloc((size_t)(T * h2) * 4), *st = malloc((size_t)(T * h2) * 4);
     float *rc = malloc((size_t)(T * hd) * 4), *rs = malloc((size_t)(T * hd) * 4);
@@ -285,13 +302,16 @@ static void check_mrope(const int64_t *pos3, int64_t T, int hd, double theta, co
             worst = e > worst ? e : worst;
             /* the libm reference (powf, cosf) on both halves of the full-width table */
             for (int half = 0; half < 2; half++) {
-                double er = fmax(fabs(rc[r * hd + half * h2 + j] - c), fabs(rs[r * hd + half * h2 + j] - s));
+                double er = fmax(fabs(rc[r * hd + half * h2 + j] - c),
+                                 fabs(rs[r * hd + half * h2 + j] - s));
                 worst_ref = er > worst_ref ? er : worst_ref;
             }
         }
-    CHECK_MSG(worst <= 6e-8, "mrope %s: expected cos/sin within 6e-8 of the spec's f32 steps, seen %.3g", what,
+    CHECK_MSG(worst <= 6e-8,
+              "mrope %s: expected cos/sin within 6e-8 of the spec's f32 steps, seen %.3g", what,
               worst);
-    CHECK_MSG(worst_ref <= 2e-5, "mrope %s: expected the libm reference within 2e-5, seen %.3g", what, worst_ref);
+    CHECK_MSG(worst_ref <= 2e-5, "mrope %s: expected the libm reference within 2e-5, seen %.3g",
+              what, worst_ref);
     free(ct), free(st), free(rc), free(rs);
 }
 
@@ -305,7 +325,8 @@ static void test_mrope_tables(void) {
     check_mrope(&ex[0][0], 13, 128, 1e6, sec2, 0, "spec example, sectioned");
     check_mrope(&ex[0][0], 13, 128, 5e6, sec3, 1, "spec example, interleaved");
     int64_t T = 300, *p = malloc((size_t)(3 * T) * sizeof *p);
-    for (int64_t i = 0; i < 3 * T; i++) p[i] = (int64_t)(rnd64() % 3000);
+    for (int64_t i = 0; i < 3 * T; i++)
+        p[i] = (int64_t)(rnd64() % 3000);
     check_mrope(p, T, 128, 1e6, sec2, 0, "random positions, sectioned");
     check_mrope(p, T, 128, 1e6, sec3, 1, "random positions, interleaved");
     check_mrope(p, T, 16, 1e4, small, 0, "hd 16, sectioned");
@@ -319,18 +340,22 @@ static void test_mrope_tables(void) {
     double c;
     double s;
     spec_entry(5, 40, 128, 1e6, &c, &s); /* dim 40 is the w section */
-    CHECK_MSG(fabs(ct[5 * 64 + 40] - c) < 1e-7, "sectioned: expected dim 40 of token 5 to use w = 5 (%.7f), seen %.7f",
-              c, ct[5 * 64 + 40]);
+    CHECK_MSG(fabs(ct[5 * 64 + 40] - c) < 1e-7,
+              "sectioned: expected dim 40 of token 5 to use w = 5 (%.7f), seen %.7f", c,
+              ct[5 * 64 + 40]);
     spec_entry(5, 16, 128, 1e6, &c, &s); /* dim 16 is the h section */
-    CHECK_MSG(fabs(ct[8 * 64 + 16] - c) < 1e-7, "sectioned: expected dim 16 of token 8 to use h = 5 (%.7f), seen %.7f",
-              c, ct[8 * 64 + 16]);
+    CHECK_MSG(fabs(ct[8 * 64 + 16] - c) < 1e-7,
+              "sectioned: expected dim 16 of token 8 to use h = 5 (%.7f), seen %.7f", c,
+              ct[8 * 64 + 16]);
     fm_k_mrope_table(ct, st, &ex[0][0], 13, 128, 1e6, sec3, 1);
     spec_entry(5, 4, 128, 1e6, &c, &s); /* interleaved: pair 4 (4 mod 3 = 1) takes h */
-    CHECK_MSG(fabs(ct[8 * 64 + 4] - c) < 1e-7, "interleaved: expected pair 4 of token 8 to use h = 5 (%.7f), seen %.7f",
-              c, ct[8 * 64 + 4]);
+    CHECK_MSG(fabs(ct[8 * 64 + 4] - c) < 1e-7,
+              "interleaved: expected pair 4 of token 8 to use h = 5 (%.7f), seen %.7f", c,
+              ct[8 * 64 + 4]);
     spec_entry(4, 61, 128, 1e6, &c, &s); /* 61 mod 3 = 1 but 61 >= 60: t */
-    CHECK_MSG(fabs(ct[8 * 64 + 61] - c) < 1e-7, "interleaved: expected pair 61 of token 8 to use t = 4 (%.7f), seen %.7f",
-              c, ct[8 * 64 + 61]);
+    CHECK_MSG(fabs(ct[8 * 64 + 61] - c) < 1e-7,
+              "interleaved: expected pair 61 of token 8 to use t = 4 (%.7f), seen %.7f", c,
+              ct[8 * 64 + 61]);
 }
 
 /* Plain 1-D RoPE (t = h = w) through fm_k_rope_apply: q'[d] = q[d]cos - q[d+64]sin,
@@ -338,7 +363,8 @@ static void test_mrope_tables(void) {
 static void test_mrope_apply_1d(void) {
     static const int sec[3] = {16, 24, 24};
     int64_t T = 37, heads = 3, hd = 128, *p = malloc((size_t)(3 * T) * sizeof *p);
-    for (int64_t r = 0; r < T; r++) p[r] = p[T + r] = p[2 * T + r] = r * 7;
+    for (int64_t r = 0; r < T; r++)
+        p[r] = p[T + r] = p[2 * T + r] = r * 7;
     float *ct = malloc((size_t)(T * 64) * 4), *st = malloc((size_t)(T * 64) * 4);
     fm_k_mrope_table(ct, st, p, T, (int)hd, 1e6, sec, 0);
     float *x = rand_buf(T * heads * hd, -1, 1), *x0 = malloc((size_t)(T * heads * hd) * 4);
@@ -350,12 +376,15 @@ static void test_mrope_apply_1d(void) {
             for (int d = 0; d < 64; d++) {
                 double ang = (double)(r * 7) * pow(1e6, -(2.0 * d) / 128.0);
                 const float *a = x0 + (r * heads + h) * hd;
-                double lo = a[d] * cos(ang) - a[d + 64] * sin(ang), hi = a[d + 64] * cos(ang) + a[d] * sin(ang);
-                double e = fmax(fabs(x[(r * heads + h) * hd + d] - lo), fabs(x[(r * heads + h) * hd + d + 64] - hi));
+                double lo = a[d] * cos(ang) - a[d + 64] * sin(ang),
+                       hi = a[d + 64] * cos(ang) + a[d] * sin(ang);
+                double e = fmax(fabs(x[(r * heads + h) * hd + d] - lo),
+                                fabs(x[(r * heads + h) * hd + d + 64] - hi));
                 worst = e > worst ? e : worst;
             }
     /* f32 angle rounding: |pos·inv| <= 252 rad, so ~252·2^-24 in the angle */
-    CHECK_MSG(worst <= 2e-5, "1-D RoPE via the M-RoPE table: expected within 2e-5 of float64, seen %.3g", worst);
+    CHECK_MSG(worst <= 2e-5,
+              "1-D RoPE via the M-RoPE table: expected within 2e-5 of float64, seen %.3g", worst);
     free(p), free(ct), free(st), free(x), free(x0);
 }
 
@@ -376,6 +405,7 @@ int main(void) {
     RUN(test_swiglu);
     RUN(test_mrope_tables);
     RUN(test_mrope_apply_1d);
-    for (int t = 1; t <= 3; t++) fm_threadpool_free(pools[t]);
+    for (int t = 1; t <= 3; t++)
+        fm_threadpool_free(pools[t]);
     TEST_END();
 }

@@ -2,7 +2,8 @@
  * image, text -> nn -> loading -> fusion -> models -> api -> cli), no file includes a header of
  * a higher layer (internal "layer/x.h" or public "fusemap/x.h"), image and text do not include
  * each other, cli uses public headers only, and no architecture name appears in the sources of
- * the generic layers (public headers may cite one as an example). The checker runs first on small synthetic trees with planted violations. */
+ * the generic layers (public headers may cite one as an example). The checker runs first on small
+ * synthetic trees with planted violations. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,16 +19,21 @@ typedef struct layer {
     int rank;
 } layer;
 
-static const layer layers[] = {{"core", 0},    {"tensor", 1},  {"io", 2},      {"image", 3}, {"text", 3},
-                               {"nn", 4},      {"loading", 5}, {"fusion", 6},  {"models", 7}, {"api", 8}};
+static const layer layers[] = {{"core", 0},   {"tensor", 1}, {"io", 2},      {"image", 3},
+                               {"text", 3},   {"nn", 4},     {"loading", 5}, {"fusion", 6},
+                               {"models", 7}, {"api", 8}};
 #define N_LAYERS (sizeof layers / sizeof *layers)
 
 /* Public headers and the layer they belong to. */
-static const struct { const char *name; const char *layer; } public_headers[] = {
-    {"core.h", "core"},   {"version.h", "core"},     {"tensor.h", "tensor"}, {"io.h", "io"},
-    {"image.h", "image"}, {"tokenizer.h", "text"},   {"chat.h", "text"},     {"nn.h", "nn"},
-    {"loading.h", "loading"}, {"fusion.h", "fusion"}, {"qwen2_vl.h", "models"}, {"models.h", "api"},
-    {"generate.h", "api"}, {"fusemap.h", "api"},
+static const struct {
+    const char *name;
+    const char *layer;
+} public_headers[] = {
+    {"core.h", "core"},     {"version.h", "core"},    {"tensor.h", "tensor"},
+    {"io.h", "io"},         {"image.h", "image"},     {"tokenizer.h", "text"},
+    {"chat.h", "text"},     {"nn.h", "nn"},           {"loading.h", "loading"},
+    {"fusion.h", "fusion"}, {"qwen2_vl.h", "models"}, {"models.h", "api"},
+    {"generate.h", "api"},  {"fusemap.h", "api"},
 };
 
 static const layer *find_layer(const char *dir) {
@@ -86,10 +92,15 @@ static void check_file(scan *s, const char *path, const layer *own, int is_cli, 
         if (sscanf(line, " #include \"%255[^\"]\"", inc) == 1) {
             int unknown = 0;
             const layer *to = include_layer(inc, &unknown);
-            if (unknown) violation(s, "%s includes %s, a public header missing from the layer table", path, inc);
-            else if (is_cli && to && strncmp(inc, "fusemap/", 8)) violation(s, "%s (cli) includes internal %s", path, inc);
-            else if (own && to && to->rank > own->rank) violation(s, "%s includes %s (a higher layer)", path, inc);
-            else if (own && to && to->rank == own->rank && to != own) violation(s, "%s includes %s (a sibling layer)", path, inc);
+            if (unknown)
+                violation(s, "%s includes %s, a public header missing from the layer table", path,
+                          inc);
+            else if (is_cli && to && strncmp(inc, "fusemap/", 8))
+                violation(s, "%s (cli) includes internal %s", path, inc);
+            else if (own && to && to->rank > own->rank)
+                violation(s, "%s includes %s (a higher layer)", path, inc);
+            else if (own && to && to->rank == own->rank && to != own)
+                violation(s, "%s includes %s (a sibling layer)", path, inc);
         }
         line = nl ? nl + 1 : NULL;
     }
@@ -108,8 +119,10 @@ static void walk(scan *s, const char *dir, const layer *own, int is_cli) {
         if (e->d_name[0] == '.') continue;
         char *p = fm_test_join(dir, e->d_name);
         struct stat st;
-        if (p && stat(p, &st) == 0 && S_ISDIR(st.st_mode)) walk(s, p, own, is_cli);
-        else if (p && is_source(e->d_name)) check_file(s, p, own, is_cli, 1);
+        if (p && stat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            walk(s, p, own, is_cli);
+        else if (p && is_source(e->d_name))
+            check_file(s, p, own, is_cli, 1);
         free(p);
     }
     closedir(d);
@@ -146,7 +159,9 @@ static void plant(const char *root, const char *rel, const char *text) {
 }
 
 static void test_checker_finds_planted_violations(void) {
-    static const struct { const char *file, *text, *expect; } cases[] = {
+    static const struct {
+        const char *file, *text, *expect;
+    } cases[] = {
         {"src/nn/a.c", "#include \"models/some_arch/x.h\"\n", "higher layer"},
         {"src/loading/b.c", "#include \"fusemap/models.h\"\n", "higher layer"},
         {"src/fusion/c.c", "/* reads the Qwen2 config */\n", "names an architecture"},
@@ -160,7 +175,8 @@ static void test_checker_finds_planted_violations(void) {
         plant(root, "src/api/ok.c", "#include \"models/qwen2_vl/x.h\"\n#include \"nn/run.h\"\n");
         plant(root, cases[i].file, cases[i].text);
         scan s = check_tree(root);
-        CHECK_MSG(s.violations == 1, "planted case %zu (%s): expected 1 violation, seen %d", i, cases[i].file, s.violations);
+        CHECK_MSG(s.violations == 1, "planted case %zu (%s): expected 1 violation, seen %d", i,
+                  cases[i].file, s.violations);
         CHECK_CONTAINS(s.first, cases[i].expect);
         fm_test_rmtree(root);
         free(root);
@@ -173,10 +189,13 @@ static void test_source_tree_is_layered(void) {
     snprintf(probe, sizeof probe, "%s/src/core", root);
     struct stat st;
     int found = stat(probe, &st) == 0;
-    CHECK_MSG(found, "source tree not found at %s (run from the repository root or set FM_SRC_ROOT)", root);
+    CHECK_MSG(found,
+              "source tree not found at %s (run from the repository root or set FM_SRC_ROOT)",
+              root);
     if (!found) return;
     scan s = check_tree(root);
-    CHECK_MSG(s.violations == 0, "expected no layering violation, seen %d; first: %s", s.violations, s.first);
+    CHECK_MSG(s.violations == 0, "expected no layering violation, seen %d; first: %s", s.violations,
+              s.first);
 }
 
 int main(void) {

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/testing.h"
 #include "check.h"
+#include "core/testing.h"
 #include "file_util.h"
 #include "fusemap/models.h"
 #include "qwen_fixture.h"
@@ -32,10 +32,12 @@ static size_t check_contract(const char *what, const rec *r, uint64_t total) {
     for (size_t i = 0; i < r->n; i++) {
         CHECK_MSG(r->total[i] == total, "%s: call %zu: total %llu, expected %llu", what, i,
                   (unsigned long long)r->total[i], (unsigned long long)total);
-        if (i) CHECK_MSG(r->done[i] >= r->done[i - 1], "%s: call %zu: done %llu after %llu", what, i,
-                         (unsigned long long)r->done[i], (unsigned long long)r->done[i - 1]);
-        if (i + 1 < r->n) CHECK_MSG(r->done[i] < total, "%s: call %zu of %zu: done %llu is not below %llu", what,
-                                    i, r->n, (unsigned long long)r->done[i], (unsigned long long)total);
+        if (i)
+            CHECK_MSG(r->done[i] >= r->done[i - 1], "%s: call %zu: done %llu after %llu", what, i,
+                      (unsigned long long)r->done[i], (unsigned long long)r->done[i - 1]);
+        if (i + 1 < r->n)
+            CHECK_MSG(r->done[i] < total, "%s: call %zu of %zu: done %llu is not below %llu", what,
+                      i, r->n, (unsigned long long)r->done[i], (unsigned long long)total);
     }
     CHECK_MSG(r->done[r->n - 1] == total, "%s: last call done %llu, expected %llu", what,
               (unsigned long long)r->done[r->n - 1], (unsigned long long)total);
@@ -47,7 +49,8 @@ static uint64_t checkpoint_bytes(const char *dir) {
     fm_error err;
     uint64_t n = 0;
     CHECK_OK(fm_checkpoint_open(dir, &ck, &err), &err);
-    for (size_t i = 0; ck && i < fm_checkpoint_count(ck); i++) n += fm_checkpoint_entry_at(ck, i)->nbytes;
+    for (size_t i = 0; ck && i < fm_checkpoint_count(ck); i++)
+        n += fm_checkpoint_entry_at(ck, i)->nbytes;
     fm_checkpoint_close(ck);
     return n;
 }
@@ -78,8 +81,10 @@ static void test_load_progress(void) {
         const char *dir;
         fm_dtype dt;
         const char *fusion;
-    } cases[] = {{one, FM_DTYPE_INVALID, NULL}, {one, FM_DTYPE_F32, NULL},
-                 {one, FM_DTYPE_INVALID, "{\"patch_embeddings\": true}"}, {sh, FM_DTYPE_BF16, NULL}};
+    } cases[] = {{one, FM_DTYPE_INVALID, NULL},
+                 {one, FM_DTYPE_F32, NULL},
+                 {one, FM_DTYPE_INVALID, "{\"patch_embeddings\": true}"},
+                 {sh, FM_DTYPE_BF16, NULL}};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         rec *r = calloc(1, sizeof *r);
         fm_model *m = load(cases[c].dir, cases[c].dt, cases[c].fusion, r);
@@ -134,7 +139,8 @@ static uint64_t saved_bytes(const fm_model *m) {
     uint64_t b = 0;
     fm_error err;
     CHECK_OK(fm_model_save_state_dict(m, false, &sd, &n, &err), &err);
-    for (size_t i = 0; i < n; i++) b += sd[i].tensor.nbytes;
+    for (size_t i = 0; i < n; i++)
+        b += sd[i].tensor.nbytes;
     fm_named_tensors_free(sd, n);
     return b;
 }

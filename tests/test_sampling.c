@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/testing.h"
 #include "api/sampling_internal.h"
+#include "core/testing.h"
 #include "fusemap/generate.h"
 #include "support/check.h"
 

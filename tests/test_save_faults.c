@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fusion/testing.h"
-#include "core/testing.h"
 #include "check.h"
+#include "core/testing.h"
 #include "file_util.h"
 #include "fusemap/fusemap.h"
+#include "fusion/testing.h"
 #include "qwen_fixture.h"
 
 static char *tmp;
@@ -20,12 +20,14 @@ static int staging_left(const char *parent) {
     DIR *d = opendir(parent);
     struct dirent *e;
     int n = 0;
-    while (d && (e = readdir(d))) n += strstr(e->d_name, ".fusemap-") != NULL;
+    while (d && (e = readdir(d)))
+        n += strstr(e->d_name, ".fusemap-") != NULL;
     if (d) closedir(d);
     return n;
 }
 
-static void sweep(fm_model *m, const char *dst, const char *snapshot, fm_fault_kind kind, const char *what) {
+static void sweep(fm_model *m, const char *dst, const char *snapshot, fm_fault_kind kind,
+                  const char *what) {
     fm_save_pretrained_options so;
     fm_save_pretrained_options_init(&so);
     so.max_shard_size = 30000; /* several shards: more files, more failure points */
@@ -37,10 +39,12 @@ static void sweep(fm_model *m, const char *dst, const char *snapshot, fm_fault_k
         fm_fault_set(kind, 0);
         if (st == FM_OK) break;
         failures++;
-        CHECK_MSG(err.msg[0] != '\0', "%s #%llu: the error says what failed", what, (unsigned long long)n);
-        CHECK_MSG(fm_test_same_dir(dst, snapshot, NULL), "%s #%llu: destination unchanged (%s)", what,
-                  (unsigned long long)n, err.msg);
-        CHECK_MSG(staging_left(tmp) == 0, "%s #%llu: no staging directory left", what, (unsigned long long)n);
+        CHECK_MSG(err.msg[0] != '\0', "%s #%llu: the error says what failed", what,
+                  (unsigned long long)n);
+        CHECK_MSG(fm_test_same_dir(dst, snapshot, NULL), "%s #%llu: destination unchanged (%s)",
+                  what, (unsigned long long)n, err.msg);
+        CHECK_MSG(staging_left(tmp) == 0, "%s #%llu: no staging directory left", what,
+                  (unsigned long long)n);
     }
     CHECK_MSG(failures > 0, "%s: at least one failure point was exercised", what);
     fprintf(stderr, "%s: %d failure points, each left the destination unchanged\n", what, failures);
@@ -107,7 +111,8 @@ static void test_load_allocation_failures(void) {
             break;
         }
         failures++;
-        CHECK_MSG(m == NULL && err.msg[0], "allocation #%llu: no model and a message", (unsigned long long)n);
+        CHECK_MSG(m == NULL && err.msg[0], "allocation #%llu: no model and a message",
+                  (unsigned long long)n);
     }
     CHECK(failures > 0);
     fprintf(stderr, "load: %d allocation failure points, each a clean error\n", failures);

@@ -20,8 +20,8 @@ static void test_split_qkv_end_to_end(void) {
     snprintf(dst, sizeof dst, "%s/dst", tmp);
     CHECK_OK(fm_qfix_write(src, &q, &err), &err);
     const char *build = getenv("FM_CLI");
-    snprintf(bin, sizeof bin, "%.*sexamples/split_qkv", build ? (int)(strlen(build) - strlen("fusemap")) : 6,
-             build ? build : "build/");
+    snprintf(bin, sizeof bin, "%.*sexamples/split_qkv",
+             build ? (int)(strlen(build) - strlen("fusemap")) : 6, build ? build : "build/");
     snprintf(cmd, sizeof cmd, "%s %s %s 2>&1", bin, src, dst);
     FILE *p = popen(cmd, "r");
     char out[8192] = "";

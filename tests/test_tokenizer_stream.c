@@ -8,8 +8,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/testing.h"
 #include "check.h"
+#include "core/testing.h"
 #include "fusemap/tokenizer.h"
 
 static fm_tokenizer *tok;

@@ -34,7 +34,8 @@ static int sh(const char *fmt, ...) {
 static void test_library_version(void) {
     CHECK_EQ_STR(version, fm_version());
     CHECK_EQ_STR(version, FM_VERSION_STRING);
-    CHECK_EQ_INT(FM_VERSION_MAJOR * 10000 + FM_VERSION_MINOR * 100 + FM_VERSION_PATCH, FM_VERSION_NUMBER);
+    CHECK_EQ_INT(FM_VERSION_MAJOR * 10000 + FM_VERSION_MINOR * 100 + FM_VERSION_PATCH,
+                 FM_VERSION_NUMBER);
 }
 
 static void test_cli_version(void) {
@@ -44,7 +45,8 @@ static void test_cli_version(void) {
     char *a = fm_test_read_file(out, NULL), *b = fm_test_read_file(out2, NULL), first[128];
     CHECK(a && b && !strcmp(a, b));
     snprintf(first, sizeof first, "fusemap %s\n", version);
-    CHECK_MSG(a && !strncmp(a, first, strlen(first)), "first line '%s', got '%.60s'", first, a ? a : "");
+    CHECK_MSG(a && !strncmp(a, first, strlen(first)), "first line '%s', got '%.60s'", first,
+              a ? a : "");
     /* each library on its own line, with the version it reports to this process */
     char want[256];
     snprintf(want, sizeof want, "\n  jansson   %s\n", jansson_version_str());
@@ -80,7 +82,8 @@ static char *elf_soname(const char *path) {
         for (size_t k = 0; k < sh[i].sh_size / sizeof *d && d[k].d_tag != DT_NULL; k++)
             if (d[k].d_tag == DT_SONAME && d[k].d_un.d_val < str->sh_size) {
                 free(res);
-                res = strndup((const char *)f + str->sh_offset + d[k].d_un.d_val, str->sh_size - d[k].d_un.d_val);
+                res = strndup((const char *)f + str->sh_offset + d[k].d_un.d_val,
+                              str->sh_size - d[k].d_un.d_val);
             }
     }
     free(f);
@@ -105,12 +108,15 @@ static void test_soname(void) {
 /* make install into a temporary DESTDIR (the build must be current: install builds nothing). */
 static void test_install(void) {
     const char *env = "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL";
-    int stale = sh("%s make -q BUILD=%s %s/libfusemap.a %s/libfusemap.so %s/fusemap >/dev/null 2>&1", env, build_dir,
-                   build_dir, build_dir, build_dir);
-    CHECK_MSG(stale == 0, "the build in %s is current (run make first); make -q says %d", build_dir, stale);
+    int stale =
+        sh("%s make -q BUILD=%s %s/libfusemap.a %s/libfusemap.so %s/fusemap >/dev/null 2>&1", env,
+           build_dir, build_dir, build_dir, build_dir);
+    CHECK_MSG(stale == 0, "the build in %s is current (run make first); make -q says %d", build_dir,
+              stale);
     if (stale) return;
     char *dest = fm_test_join(tmp, "dest"), *log = fm_test_join(tmp, "install.log");
-    CHECK_EQ_INT(0, sh("%s make install BUILD=%s DESTDIR=%s PREFIX=/usr >%s 2>&1", env, build_dir, dest, log));
+    CHECK_EQ_INT(0, sh("%s make install BUILD=%s DESTDIR=%s PREFIX=/usr >%s 2>&1", env, build_dir,
+                       dest, log));
     char lib[4300], real[128], major[64], pc[4300];
     snprintf(real, sizeof real, "libfusemap.so.%s", version);
     snprintf(major, sizeof major, "libfusemap.so.%d", FM_VERSION_MAJOR);
@@ -140,7 +146,8 @@ int main(void) {
     if (!cli) cli = "build/fusemap";
     const char *slash = strrchr(cli, '/');
     build_dir = strndup(slash ? cli : ".", slash ? (size_t)(slash - cli) : 1);
-    snprintf(version, sizeof version, "%d.%d.%d", FM_VERSION_MAJOR, FM_VERSION_MINOR, FM_VERSION_PATCH);
+    snprintf(version, sizeof version, "%d.%d.%d", FM_VERSION_MAJOR, FM_VERSION_MINOR,
+             FM_VERSION_PATCH);
     tmp = fm_test_tmpdir("version");
     RUN(test_library_version);
     RUN(test_cli_version);

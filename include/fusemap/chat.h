@@ -16,8 +16,9 @@ extern "C" {
 #endif
 
 /* Limits on input (FM_ERR_LIMIT above them). */
-#define FM_CHAT_MAX_TEMPLATE_BYTES ((size_t)1 << 20)  /* template text */
-#define FM_CHAT_MAX_CONFIG_BYTES ((size_t)64 << 20)   /* chat_template.json / tokenizer_config.json */
+#define FM_CHAT_MAX_TEMPLATE_BYTES ((size_t)1 << 20) /* template text */
+#define FM_CHAT_MAX_CONFIG_BYTES ((size_t)64 << 20)  /* chat_template.json / tokenizer_config.json \
+                                                      */
 #define FM_CHAT_MAX_MESSAGES_BYTES ((size_t)64 << 20) /* the messages JSON */
 #define FM_CHAT_MAX_IMAGE_TOKENS ((uint64_t)1 << 24)  /* copies of <|image_pad|> for one image */
 
@@ -29,10 +30,11 @@ typedef struct fm_chat_template fm_chat_template;
  * ChatML template (fm_chat_default_template_text). String special tokens of tokenizer_config.json
  * (bos_token, eos_token, unk_token, pad_token, ..., additional_special_tokens) become template
  * variables, as transformers passes them. Caller frees *out with fm_chat_template_free. */
-FM_API fm_status fm_chat_template_load(const char *model_dir, fm_chat_template **out, fm_error *err);
+FM_API fm_status fm_chat_template_load(const char *model_dir, fm_chat_template **out,
+                                       fm_error *err);
 /* Parses template text (borrowed for the call). `origin` names it in errors (NULL: "template"). */
 FM_API fm_status fm_chat_template_parse(const char *text, size_t len, const char *origin,
-                                 fm_chat_template **out, fm_error *err);
+                                        fm_chat_template **out, fm_error *err);
 FM_API void fm_chat_template_free(fm_chat_template *t); /* accepts NULL */
 /* Where the template came from: "DIR/chat_template.json", ..., or "default ChatML template".
  * Borrowed until fm_chat_template_free. */
@@ -70,8 +72,9 @@ FM_API void fm_chat_prompt_free(fm_chat_prompt *p); /* accepts NULL; zeroes the 
  * variables (as apply_chat_template's kwargs; "add_generation_prompt" is set by the options and
  * refused there). Variables always defined: messages, add_generation_prompt, tools (None unless
  * given), documents (None unless given). o may be NULL (defaults). */
-FM_API fm_status fm_chat_render(const fm_chat_template *t, const char *messages_json, size_t json_len,
-                         const fm_chat_render_options *o, fm_chat_prompt *out, fm_error *err);
+FM_API fm_status fm_chat_render(const fm_chat_template *t, const char *messages_json,
+                                size_t json_len, const fm_chat_render_options *o,
+                                fm_chat_prompt *out, fm_error *err);
 
 /* Number of "<|image_pad|>" the template itself emitted (user-typed ones are not counted). */
 FM_API size_t fm_chat_count_image_pads(const fm_chat_prompt *p);
@@ -80,8 +83,9 @@ FM_API size_t fm_chat_count_image_pads(const fm_chat_prompt *p);
  * FM_CHAT_MAX_IMAGE_TOKENS). User-typed "<|image_pad|>" stays as it is (user text). Errors when
  * the counts differ, and on a template-origin "<|video_pad|>" (videos are not supported yet).
  * `in` is borrowed; caller frees *out with fm_chat_prompt_free. */
-FM_API fm_status fm_chat_expand_image_pads(const fm_chat_prompt *in, const uint64_t *tokens_per_image,
-                                    size_t n_images, fm_chat_prompt *out, fm_error *err);
+FM_API fm_status fm_chat_expand_image_pads(const fm_chat_prompt *in,
+                                           const uint64_t *tokens_per_image, size_t n_images,
+                                           fm_chat_prompt *out, fm_error *err);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,7 @@
 #include "fusemap/nn.h"
 #include "fusemap/qwen2_vl.h"
 #include "fusemap/tensor.h"
-#include "fusemap/version.h"
 #include "fusemap/tokenizer.h"
+#include "fusemap/version.h"
 
 #endif

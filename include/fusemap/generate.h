@@ -57,7 +57,7 @@ typedef struct fm_sampler fm_sampler;
  * with fm_sampler_free. Working buffers (up to 40 bytes per vocab entry) are allocated here, so
  * fm_sampler_next never allocates. */
 FM_API fm_status fm_sampler_new(const fm_sampling_options *o, int64_t vocab, fm_sampler **out,
-                         fm_error *err);
+                                fm_error *err);
 FM_API void fm_sampler_free(fm_sampler *s); /* accepts NULL */
 /* Restarts the random stream as if created with `seed` (e.g. per request). */
 FM_API void fm_sampler_reseed(fm_sampler *s, uint64_t seed);
@@ -67,12 +67,12 @@ FM_API void fm_sampler_reseed(fm_sampler *s, uint64_t seed);
  * [0, vocab) (FM_ERR_INPUT otherwise); may be NULL when n_history is 0. FM_ERR_INPUT also for
  * NaN logits (see above) and when no token can be chosen (every score -inf). */
 FM_API fm_status fm_sampler_next(fm_sampler *s, const float *logits, const int32_t *history,
-                          size_t n_history, int32_t *out_id, fm_error *err);
+                                 size_t n_history, int32_t *out_id, fm_error *err);
 /* The processed scores fm_sampler_next would choose from (transformers' `next_token_scores`):
  * scores[vocab] receives the penalised logits when greedy, else the warped scores with removed
  * tokens at -inf; softmax(scores) is the distribution a draw follows. Consumes no randomness. */
 FM_API fm_status fm_sampler_process(fm_sampler *s, const float *logits, const int32_t *history,
-                             size_t n_history, float *scores, fm_error *err);
+                                    size_t n_history, float *scores, fm_error *err);
 
 /* ==== generation_config.json ================================================================
  * The keys fusemap uses, with transformers' GenerationConfig defaults for absent keys (or an
@@ -119,7 +119,7 @@ FM_API void fm_generation_config_init(fm_generation_config *c);
  * FM_ERR_IO, FM_ERR_LIMIT (over FM_GENERATION_CONFIG_MAX_BYTES, too many eos ids), FM_ERR_JSON,
  * FM_ERR_CONFIG (wrong type or range; the message names the file and key), FM_ERR_NOMEM. */
 FM_API fm_status fm_generation_config_load(const char *model_dir, fm_generation_config *out,
-                                    fm_error *err);
+                                           fm_error *err);
 
 /* Explicit user choices (CLI flags, request fields) layered over the file. */
 enum {
@@ -152,19 +152,19 @@ FM_API void fm_generation_overrides_init(fm_generation_overrides *o); /* nothing
  * (a user who asks for a temperature wants sampling), and temperature 0 means greedy. Values
  * not overridden keep the file's: with Qwen2-VL-Instruct's top_k 1 / top_p 0.001, a new
  * temperature alone still picks the top token (docs/generation.md). */
-FM_API fm_status fm_generation_config_override(fm_generation_config *c, const fm_generation_overrides *o,
-                                        fm_error *err);
+FM_API fm_status fm_generation_config_override(fm_generation_config *c,
+                                               const fm_generation_overrides *o, fm_error *err);
 
 /* The sampler options the config describes (validated). */
-FM_API fm_status fm_generation_config_sampling(const fm_generation_config *c, fm_sampling_options *out,
-                                        fm_error *err);
+FM_API fm_status fm_generation_config_sampling(const fm_generation_config *c,
+                                               fm_sampling_options *out, fm_error *err);
 
 /* Tokens to generate after a prompt of prompt_len tokens, as transformers counts them:
  * max_new_tokens when set; else 20 when max_length is the default 20 (transformers then means
  * "20 new tokens"); else max_length - prompt_len, FM_ERR_INPUT when that is not positive.
  * The caller still bounds the total by the model's context. */
 FM_API fm_status fm_generation_config_new_tokens(const fm_generation_config *c, int64_t prompt_len,
-                                          int64_t *out, fm_error *err);
+                                                 int64_t *out, fm_error *err);
 
 /* ---- generation --------------------------------------------------------------------------------
  * Prefill the prompt (images through the vision tower), then one token at a time with a KV cache,
@@ -173,7 +173,12 @@ FM_API fm_status fm_generation_config_new_tokens(const fm_generation_config *c, 
 struct fm_model;
 struct fm_tokenizer;
 
-typedef enum fm_stop_reason { FM_STOP_NONE = 0, FM_STOP_EOS, FM_STOP_LENGTH, FM_STOP_CANCELLED } fm_stop_reason;
+typedef enum fm_stop_reason {
+    FM_STOP_NONE = 0,
+    FM_STOP_EOS,
+    FM_STOP_LENGTH,
+    FM_STOP_CANCELLED
+} fm_stop_reason;
 
 typedef struct fm_generate_options {
     fm_sampling_options sampling;
@@ -193,12 +198,14 @@ typedef struct fm_generate_options {
 FM_API void fm_generate_options_init(fm_generate_options *o);
 
 typedef struct fm_generate_result {
-    int32_t *tokens;     /* generated ids (the stop id included); caller frees with fm_generate_result_free */
+    int32_t *tokens; /* generated ids (the stop id included); caller frees with
+                        fm_generate_result_free */
     size_t n_tokens;
-    char *text;          /* decoded generated text, special tokens skipped (NULL without a tokenizer) */
+    char *text; /* decoded generated text, special tokens skipped (NULL without a tokenizer) */
     size_t text_len;
     int64_t prompt_tokens;
-    double prefill_s, decode_s; /* seconds: prompt forward (vision tower included); the decode steps */
+    double prefill_s,
+        decode_s; /* seconds: prompt forward (vision tower included); the decode steps */
     fm_stop_reason stop;
 } fm_generate_result;
 FM_API void fm_generate_result_free(fm_generate_result *r); /* accepts NULL */
@@ -207,9 +214,9 @@ FM_API void fm_generate_result_free(fm_generate_result *r); /* accepts NULL */
  * fm_model_vision_forward, one grid row per image in the prompt's order. Checks before any work:
  * ids within the vocabulary, the image tokens against the grids, prompt + max_new_tokens within
  * the model's context (FM_ERR_LIMIT naming both). */
-FM_API fm_status fm_generate(struct fm_model *m, const int64_t *ids, size_t n, const fm_tensor *pixel_values,
-                             const fm_tensor *image_grid_thw, const fm_generate_options *o, fm_generate_result *out,
-                             fm_error *err);
+FM_API fm_status fm_generate(struct fm_model *m, const int64_t *ids, size_t n,
+                             const fm_tensor *pixel_values, const fm_tensor *image_grid_thw,
+                             const fm_generate_options *o, fm_generate_result *out, fm_error *err);
 
 #ifdef __cplusplus
 }

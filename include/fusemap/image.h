@@ -58,10 +58,11 @@ FM_API void fm_image_free(fm_image *img);
  * EXIF orientation is recorded in out->orientation, not applied: IFD0 tag 0x0112 of the last
  * PNG eXIf chunk, before or after IDAT (as Pillow >= 10.1's exif_transpose reads it), or of the
  * first JPEG APP1 Exif segment (docs/preprocessing.md); bad EXIF is ignored, never an error.
- * `label` names the input in errors. Bad input (empty, unknown magic, truncated, corrupt, too many pixels) gives
- * FM_ERR_IMAGE; *out is untouched on failure. Caller frees *out with fm_image_free. */
+ * `label` names the input in errors. Bad input (empty, unknown magic, truncated, corrupt, too many
+ * pixels) gives FM_ERR_IMAGE; *out is untouched on failure. Caller frees *out with fm_image_free.
+ */
 FM_API fm_status fm_image_decode(const void *bytes, size_t len, const char *label, fm_image *out,
-                          fm_error *err);
+                                 fm_error *err);
 /* Reads the file at `path` and decodes it as fm_image_decode. Open/read failures give
  * FM_ERR_IO (FM_ERR_NOT_FOUND when the file does not exist). */
 FM_API fm_status fm_image_load(const char *path, fm_image *out, fm_error *err);
@@ -80,12 +81,12 @@ FM_API fm_status fm_image_apply_orientation(fm_image *img, fm_error *err);
  * src) receives the result. Each channel is resampled independently (no premultiplied
  * alpha, unlike Pillow's RGBA path). */
 FM_API fm_status fm_resize_bicubic_u8(const uint8_t *src, uint32_t src_w, uint32_t src_h,
-                               uint32_t channels, uint8_t *dst, uint32_t dst_w, uint32_t dst_h,
-                               fm_error *err);
+                                      uint32_t channels, uint8_t *dst, uint32_t dst_w,
+                                      uint32_t dst_h, fm_error *err);
 /* Resized copy of an RGB8 image (a plain copy when the size is unchanged, as Pillow does).
  * Caller frees *out with fm_image_free. */
 FM_API fm_status fm_image_resize_bicubic(const fm_image *src, uint32_t width, uint32_t height,
-                                  fm_image *out, fm_error *err);
+                                         fm_image *out, fm_error *err);
 
 #ifdef __cplusplus
 }

@@ -24,7 +24,8 @@ extern "C" {
 typedef struct fm_st_file fm_st_file;
 
 typedef struct fm_st_entry {
-    const char *name;  /* borrowed until fm_st_close; NUL-terminated (may contain NUL: use name_len) */
+    const char
+        *name; /* borrowed until fm_st_close; NUL-terminated (may contain NUL: use name_len) */
     size_t name_len;
     fm_dtype dtype;
     fm_shape shape;
@@ -40,8 +41,8 @@ typedef struct fm_st_kv {
  * header; tensor bytes are neither read nor copied. Caller closes with fm_st_close. */
 FM_API fm_status fm_st_open(const char *path, fm_st_file **out, fm_error *err);
 /* Same rules on an in-memory buffer (borrowed until close); `label` names it in errors. */
-FM_API fm_status fm_st_open_buffer(const void *buf, uint64_t len, const char *label, fm_st_file **out,
-                            fm_error *err);
+FM_API fm_status fm_st_open_buffer(const void *buf, uint64_t len, const char *label,
+                                   fm_st_file **out, fm_error *err);
 FM_API void fm_st_close(fm_st_file *f); /* accepts NULL; views taken from it stay valid */
 FM_API const char *fm_st_path(const fm_st_file *f);
 FM_API size_t fm_st_count(const fm_st_file *f);
@@ -53,14 +54,15 @@ FM_API long fm_st_find(const fm_st_file *f, const char *name);
 FM_API bool fm_st_has_metadata(const fm_st_file *f);
 FM_API size_t fm_st_metadata_count(const fm_st_file *f);
 FM_API const fm_st_kv *fm_st_metadata_at(const fm_st_file *f, size_t i);
-/* Zero-copy view of tensor i (data may be unaligned for its dtype). Caller frees with fm_tensor_free. */
+/* Zero-copy view of tensor i (data may be unaligned for its dtype). Caller frees with
+ * fm_tensor_free. */
 FM_API fm_status fm_st_tensor(const fm_st_file *f, size_t i, fm_tensor *out, fm_error *err);
 /* Header length N, and data region start (8 + N). */
 FM_API uint64_t fm_st_header_len(const fm_st_file *f);
 
 /* ---- writer ------------------------------------------------------------------------------ */
 typedef struct fm_st_item {
-    const char *name;       /* borrowed for the call */
+    const char *name;        /* borrowed for the call */
     const fm_tensor *tensor; /* borrowed for the call; must have data */
 } fm_st_item;
 
@@ -75,14 +77,15 @@ typedef struct fm_st_write_options {
 FM_API void fm_st_write_options_init(fm_st_write_options *o);
 
 /* Header bytes (8-byte prefix included) for these items; caller frees *out with fm_free. */
-FM_API fm_status fm_st_serialize_header(const fm_st_item *items, size_t n, const fm_st_write_options *o,
-                                 uint8_t **out, uint64_t *out_len, fm_error *err);
+FM_API fm_status fm_st_serialize_header(const fm_st_item *items, size_t n,
+                                        const fm_st_write_options *o, uint8_t **out,
+                                        uint64_t *out_len, fm_error *err);
 /* Writes the whole file to an open fd (no fsync). */
 FM_API fm_status fm_st_write_fd(int fd, const char *label, const fm_st_item *items, size_t n,
-                         const fm_st_write_options *o, fm_error *err);
+                                const fm_st_write_options *o, fm_error *err);
 /* Atomic single-file write: temp file in the same directory, fsync, rename, fsync dir. */
 FM_API fm_status fm_st_write_file(const char *path, const fm_st_item *items, size_t n,
-                           const fm_st_write_options *o, fm_error *err);
+                                  const fm_st_write_options *o, fm_error *err);
 
 /* ---- checkpoints (a model directory: model.safetensors or an index + shards) ---------- */
 typedef struct fm_checkpoint fm_checkpoint;
@@ -108,7 +111,8 @@ FM_API bool fm_checkpoint_is_sharded(const fm_checkpoint *c);
 FM_API size_t fm_checkpoint_count(const fm_checkpoint *c);
 FM_API const fm_ckpt_entry *fm_checkpoint_entry_at(const fm_checkpoint *c, size_t i);
 FM_API long fm_checkpoint_find(const fm_checkpoint *c, const char *name);
-FM_API fm_status fm_checkpoint_tensor(const fm_checkpoint *c, size_t i, fm_tensor *out, fm_error *err);
+FM_API fm_status fm_checkpoint_tensor(const fm_checkpoint *c, size_t i, fm_tensor *out,
+                                      fm_error *err);
 FM_API size_t fm_checkpoint_shard_count(const fm_checkpoint *c);
 FM_API const fm_st_file *fm_checkpoint_shard(const fm_checkpoint *c, size_t i);
 
@@ -125,7 +129,7 @@ typedef struct fm_extra_file {
 } fm_extra_file;
 
 typedef struct fm_save_options {
-    uint64_t max_shard_size;  /* bytes; default FM_DEFAULT_MAX_SHARD_SIZE */
+    uint64_t max_shard_size;     /* bytes; default FM_DEFAULT_MAX_SHARD_SIZE */
     bool write_total_parameters; /* index metadata total_parameters (default true) */
     uint64_t total_parameters;   /* value for it; 0 = sum of element counts */
     /* Optional fixed assignment (keeps a source checkpoint's shard layout): item i goes to
@@ -148,8 +152,8 @@ FM_API void fm_save_options_init(fm_save_options *o);
  * atomic exchange. On failure DIR is unchanged and nothing temporary remains. Each shard gets
  * metadata {"format":"pt"}. */
 FM_API fm_status fm_checkpoint_save(const char *dir, const fm_st_item *items, size_t n,
-                             const fm_extra_file *extra, size_t n_extra, const fm_save_options *o,
-                             fm_error *err);
+                                    const fm_extra_file *extra, size_t n_extra,
+                                    const fm_save_options *o, fm_error *err);
 
 /* ---- config.json tree -------------------------------------------------------------------
  * Keeps every key in its original order; numbers keep their value (floats re-printed the way
@@ -170,32 +174,38 @@ typedef enum fm_json_type {
 FM_API fm_status fm_config_load(const char *path, fm_config **out, fm_error *err);
 /* `origin` names the text in errors (a file name or "--fusion-config"). */
 FM_API fm_status fm_config_parse(const char *text, size_t len, const char *origin, fm_config **out,
-                          fm_error *err);
+                                 fm_error *err);
 FM_API fm_config *fm_config_new_object(void); /* empty {}; NULL on OOM */
 FM_API fm_status fm_config_clone(const fm_config *c, fm_config **out, fm_error *err);
 FM_API void fm_config_free(fm_config *c); /* accepts NULL */
 
 /* Keys are dotted paths into nested objects ("vision_config.depth"). */
 FM_API fm_json_type fm_config_type(const fm_config *c, const char *key);
-FM_API fm_status fm_config_get_int(const fm_config *c, const char *key, int64_t *out, fm_error *err);
-FM_API fm_status fm_config_get_double(const fm_config *c, const char *key, double *out, fm_error *err);
+FM_API fm_status fm_config_get_int(const fm_config *c, const char *key, int64_t *out,
+                                   fm_error *err);
+FM_API fm_status fm_config_get_double(const fm_config *c, const char *key, double *out,
+                                      fm_error *err);
 FM_API fm_status fm_config_get_bool(const fm_config *c, const char *key, bool *out, fm_error *err);
 /* Borrowed until the key is changed or the config freed. */
-FM_API fm_status fm_config_get_string(const fm_config *c, const char *key, const char **out, fm_error *err);
+FM_API fm_status fm_config_get_string(const fm_config *c, const char *key, const char **out,
+                                      fm_error *err);
 /* Sub-tree copy (object, array or scalar) as its own config; caller frees. */
-FM_API fm_status fm_config_get_subtree(const fm_config *c, const char *key, fm_config **out, fm_error *err);
+FM_API fm_status fm_config_get_subtree(const fm_config *c, const char *key, fm_config **out,
+                                       fm_error *err);
 /* Keys of the object at `key` ("" = root), in order. Borrowed until change/free. */
 FM_API size_t fm_config_object_size(const fm_config *c, const char *key);
 FM_API const char *fm_config_object_key(const fm_config *c, const char *key, size_t i);
 /* Array length at key; 0 if not an array. Elements read by "key.N" is not supported: use these. */
 FM_API size_t fm_config_array_size(const fm_config *c, const char *key);
-FM_API fm_status fm_config_array_int(const fm_config *c, const char *key, size_t i, int64_t *out, fm_error *err);
+FM_API fm_status fm_config_array_int(const fm_config *c, const char *key, size_t i, int64_t *out,
+                                     fm_error *err);
 FM_API fm_json_type fm_config_root_type(const fm_config *c);
 
 /* Setters replace the value in place (keeping the key's position) or append it. */
 FM_API fm_status fm_config_set_int(fm_config *c, const char *key, int64_t v, fm_error *err);
 FM_API fm_status fm_config_set_string(fm_config *c, const char *key, const char *v, fm_error *err);
-FM_API fm_status fm_config_set_subtree(fm_config *c, const char *key, const fm_config *v, fm_error *err);
+FM_API fm_status fm_config_set_subtree(fm_config *c, const char *key, const fm_config *v,
+                                       fm_error *err);
 FM_API fm_status fm_config_remove(fm_config *c, const char *key, fm_error *err);
 
 /* Python-json style text: indent 2, ", "/": " separators, ASCII escapes, trailing newline.

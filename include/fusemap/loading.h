@@ -26,9 +26,10 @@ struct fm_module_class; /* nn.h */
 typedef struct fm_patch_map fm_patch_map;
 
 /* The process-wide registry. */
-FM_API fm_status fm_patch_register(const char *key, const struct fm_module_class *cls, bool overwrite,
-                            fm_error *err);
-FM_API fm_status fm_patch_unregister(const char *key, fm_error *err); /* unknown key: FM_ERR_NOT_FOUND */
+FM_API fm_status fm_patch_register(const char *key, const struct fm_module_class *cls,
+                                   bool overwrite, fm_error *err);
+FM_API fm_status fm_patch_unregister(const char *key,
+                                     fm_error *err); /* unknown key: FM_ERR_NOT_FOUND */
 FM_API void fm_patch_clear(void);
 /* Copy of the registry's keys in registration order; caller frees with fm_patch_keys_free. */
 FM_API fm_status fm_patch_list(char ***keys, size_t *n, fm_error *err);
@@ -39,8 +40,8 @@ FM_API fm_patch_map *fm_patch_map_new(void);
 FM_API void fm_patch_map_free(fm_patch_map *m);
 /* Adds to a map (not the global registry). Same overwrite rule. Regex keys compile here:
  * a bad pattern is FM_ERR_PATTERN naming it. */
-FM_API fm_status fm_patch_map_add(fm_patch_map *m, const char *key, const struct fm_module_class *cls,
-                           bool overwrite, fm_error *err);
+FM_API fm_status fm_patch_map_add(fm_patch_map *m, const char *key,
+                                  const struct fm_module_class *cls, bool overwrite, fm_error *err);
 /* Replacement for class `name`, or NULL. No side effects. Safe to call from several threads. */
 FM_API const struct fm_module_class *fm_patch_map_resolve(const fm_patch_map *m, const char *name);
 FM_API size_t fm_patch_map_count(const fm_patch_map *m);
@@ -63,10 +64,10 @@ typedef enum fm_op_kind {
 
 typedef struct fm_op_desc {
     fm_op_kind kind;
-    int dim;              /* CONCATENATE/CHUNK/MERGE/SPLIT/TRANSPOSE dim0 */
-    int dim1;             /* TRANSPOSE dim1 */
-    int64_t in_channels;  /* CONV3D<->LINEAR */
-    int64_t kernel[3];    /* CONV3D<->LINEAR (kT, kH, kW) */
+    int dim;             /* CONCATENATE/CHUNK/MERGE/SPLIT/TRANSPOSE dim0 */
+    int dim1;            /* TRANSPOSE dim1 */
+    int64_t in_channels; /* CONV3D<->LINEAR */
+    int64_t kernel[3];   /* CONV3D<->LINEAR (kT, kH, kW) */
     /* CHUNK and CONCATENATE: explicit part extents along dim (n_sizes 0: none). A Chunk with
      * sizes splits into exactly those parts (their sum must be the extent, their count the
      * number of targets) instead of torch.chunk's equal pieces; a Concatenate with sizes checks
@@ -90,30 +91,35 @@ FM_API fm_status fm_op_reverse(const fm_op_desc *op, fm_op_desc *out, fm_error *
  * (*n_out); a zero-length dim gives k empty pieces. `out` has room for k tensors. */
 /* Split into parts of the given extents along dim (they must sum to its extent: FM_ERR_SHAPE
  * otherwise); `out` has room for n tensors. Views where the slices are contiguous. */
-FM_API fm_status fm_op_split(const fm_tensor *x, int dim, const int64_t *sizes, size_t n, fm_tensor *out, fm_error *err);
-FM_API fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, size_t *n_out, fm_error *err);
+FM_API fm_status fm_op_split(const fm_tensor *x, int dim, const int64_t *sizes, size_t n,
+                             fm_tensor *out, fm_error *err);
+FM_API fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, size_t *n_out,
+                             fm_error *err);
 /* One allocation for the result, whatever n is. */
-FM_API fm_status fm_op_concatenate(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out,
-                            fm_error *err);
+FM_API fm_status fm_op_concatenate(const fm_tensor *xs, size_t n, int dim, fm_dtype cast,
+                                   fm_tensor *out, fm_error *err);
 /* torch.stack (MergeModulelist): one allocation. */
-FM_API fm_status fm_op_stack(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out, fm_error *err);
+FM_API fm_status fm_op_stack(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out,
+                             fm_error *err);
 /* torch.unbind along dim (SplitModulelist): x->shape.dims[dim] tensors into out, the split dim
  * squeezed. Deliberately not torch's squeeze() of every size-1 dim (spec §11.8). */
 FM_API fm_status fm_op_unstack(const fm_tensor *x, int dim, fm_tensor *out, fm_error *err);
-FM_API fm_status fm_op_transpose(const fm_tensor *x, int dim0, int dim1, fm_dtype cast, fm_tensor *out, fm_error *err);
+FM_API fm_status fm_op_transpose(const fm_tensor *x, int dim0, int dim1, fm_dtype cast,
+                                 fm_tensor *out, fm_error *err);
 /* 5-D (out, C, kT, kH, kW) -> (out, C*kT*kH*kW) view; 2-D passes through; else FM_ERR_SHAPE
  * "Conv3dToLinear expects a 5D or 2D tensor, got ND". */
 FM_API fm_status fm_op_conv3d_to_linear(const fm_tensor *x, fm_tensor *out, fm_error *err);
 /* (out, ...) -> (out, in_channels, kT, kH, kW) view; numel mismatch is FM_ERR_SHAPE
  * "Cannot reshape tensor with shape [..] into [..]". */
-FM_API fm_status fm_op_linear_to_conv3d(const fm_tensor *x, int64_t in_channels, const int64_t kernel[3], fm_tensor *out,
-                                 fm_error *err);
+FM_API fm_status fm_op_linear_to_conv3d(const fm_tensor *x, int64_t in_channels,
+                                        const int64_t kernel[3], fm_tensor *out, fm_error *err);
 /* One op over a plain tensor list (the single-pattern form of a chain): Chunk splits in[0] into
  * exactly n_targets pieces (another count is FM_ERR_SHAPE), Concatenate and MergeModulelist join
  * in[0..n_in), SplitModulelist unbinds in[0], the others map in[0]. Every output ends in the cast
  * dtype (floats). *out: caller frees with fm_tensors_free(*out, *n_out). */
-FM_API fm_status fm_op_apply(const fm_op_desc *op, const fm_tensor *in, size_t n_in, size_t n_targets, fm_dtype cast,
-                      fm_tensor **out, size_t *n_out, fm_error *err);
+FM_API fm_status fm_op_apply(const fm_op_desc *op, const fm_tensor *in, size_t n_in,
+                             size_t n_targets, fm_dtype cast, fm_tensor **out, size_t *n_out,
+                             fm_error *err);
 FM_API void fm_tensors_free(fm_tensor *v, size_t n); /* frees each tensor and v; accepts NULL */
 
 /* ---- transforms ---------------------------------------------------------------------------
@@ -121,7 +127,10 @@ FM_API void fm_tensors_free(fm_tensor *v, size_t n); /* frees each tensor and v;
  * normalisation, ".*." convenience, SEARCH semantics, first-occurrence replacement. */
 typedef struct fm_transform fm_transform;
 
-typedef enum fm_transform_kind { FM_TRANSFORM_RENAMING = 0, FM_TRANSFORM_CONVERTER = 1 } fm_transform_kind;
+typedef enum fm_transform_kind {
+    FM_TRANSFORM_RENAMING = 0,
+    FM_TRANSFORM_CONVERTER = 1
+} fm_transform_kind;
 
 /* Creating a transform also builds its reverse once and refuses it when the reverse would not
  * be valid (FM_ERR_PATTERN / FM_ERR_INVALID_ARG naming the transform): reversibility is checked
@@ -129,14 +138,14 @@ typedef enum fm_transform_kind { FM_TRANSFORM_RENAMING = 0, FM_TRANSFORM_CONVERT
  * ("\2_\1") is refused, since the spec's reversal keeps one group. Bad patterns are
  * FM_ERR_PATTERN naming the pattern with PCRE2's message and offset. *out: caller frees with
  * fm_transform_free. */
-FM_API fm_status fm_transform_renaming_new(const char *source, const char *target, fm_transform **out,
-                                    fm_error *err);
+FM_API fm_status fm_transform_renaming_new(const char *source, const char *target,
+                                           fm_transform **out, fm_error *err);
 /* Cardinality 1->1, 1->N, N->1; at least one op; op parameters valid and the op chain routable
  * with these pattern counts (no "Undefined Operation" at load or save). Patterns are copied. */
 FM_API fm_status fm_transform_converter_new(const char *const *sources, size_t n_sources,
-                                     const char *const *targets, size_t n_targets,
-                                     const fm_op_desc *ops, size_t n_ops, fm_transform **out,
-                                     fm_error *err);
+                                            const char *const *targets, size_t n_targets,
+                                            const fm_op_desc *ops, size_t n_ops, fm_transform **out,
+                                            fm_error *err);
 /* Transforms are immutable once created: clones share the compiled patterns (reference-counted)
  * and any number of threads may rename with one transform. */
 FM_API fm_status fm_transform_clone(const fm_transform *t, fm_transform **out, fm_error *err);
@@ -145,20 +154,21 @@ FM_API fm_status fm_transform_reverse(const fm_transform *t, fm_transform **out,
 FM_API void fm_transform_free(fm_transform *t); /* accepts NULL */
 FM_API fm_transform_kind fm_transform_kind_of(const fm_transform *t);
 FM_API size_t fm_transform_source_count(const fm_transform *t);
-FM_API const char *fm_transform_source(const fm_transform *t, size_t i);         /* normalised */
+FM_API const char *fm_transform_source(const fm_transform *t, size_t i); /* normalised */
 FM_API size_t fm_transform_target_count(const fm_transform *t);
-FM_API const char *fm_transform_target(const fm_transform *t, size_t i);         /* normalised */
+FM_API const char *fm_transform_target(const fm_transform *t, size_t i); /* normalised */
 FM_API size_t fm_transform_op_count(const fm_transform *t);
 FM_API const fm_op_desc *fm_transform_op(const fm_transform *t, size_t i);
-/* "WeightConverter(patch_embed\.proj\.weight$ -> patch_embed.linear_proj.weight; Conv3dToLinear)" */
+/* "WeightConverter(patch_embed\.proj\.weight$ -> patch_embed.linear_proj.weight; Conv3dToLinear)"
+ */
 FM_API const char *fm_transform_describe(const fm_transform *t);
 /* Renames `key` with this transform (spec §2.2): leftmost match over the source patterns (the
  * earlier pattern at equal position); the first occurrence of the matched text is replaced by
  * target 0 with "\N" filled from that pattern's groups. *out (caller frees with fm_free) is the
  * new key, or a copy of key when nothing matched; *branch = index of the matching source
  * pattern, or -1. */
-FM_API fm_status fm_transform_rename(const fm_transform *t, const char *key, char **out, int *branch,
-                              fm_error *err);
+FM_API fm_status fm_transform_rename(const fm_transform *t, const char *key, char **out,
+                                     int *branch, fm_error *err);
 
 /* ---- conversion-mapping registry --------------------------------------------------------
  * key (model_type or class name) -> ordered transform list. Process-wide, thread-safe.
@@ -169,12 +179,14 @@ typedef struct fm_transform_list {
 } fm_transform_list;
 
 FM_API void fm_transform_list_free(fm_transform_list *l); /* frees items and zeroes; accepts NULL */
-FM_API fm_status fm_transform_list_append(fm_transform_list *l, fm_transform *t, fm_error *err); /* takes t */
-FM_API fm_status fm_transform_list_clone(const fm_transform_list *src, fm_transform_list *out, fm_error *err);
+FM_API fm_status fm_transform_list_append(fm_transform_list *l, fm_transform *t,
+                                          fm_error *err); /* takes t */
+FM_API fm_status fm_transform_list_clone(const fm_transform_list *src, fm_transform_list *out,
+                                         fm_error *err);
 
 /* Registers a deep copy of `list` under key. Existing key without overwrite: FM_ERR_EXISTS. */
 FM_API fm_status fm_conversion_mapping_register(const char *key, const fm_transform_list *list,
-                                         bool overwrite, fm_error *err);
+                                                bool overwrite, fm_error *err);
 /* Deep copy into *out; FM_ERR_NOT_FOUND if absent (out zeroed). */
 FM_API fm_status fm_conversion_mapping_get(const char *key, fm_transform_list *out, fm_error *err);
 FM_API fm_status fm_conversion_mapping_unregister(const char *key, fm_error *err);
@@ -219,22 +231,29 @@ typedef struct fm_cast {
     fm_dtype from, to; /* stored dtype (of the first checkpoint tensor it came from) -> loaded */
 } fm_cast;
 
-/* The load report. Everything owned by the report; free with fm_load_report_free. `missing` excludes
- * the mismatched keys (listed in `mismatched`), as in transformers. `unexpected` (deduplicated,
- * natural-key order) also holds every target a converter would have produced for a key it claimed
- * without a parameter, op outputs with no parameter, and later checkpoint keys that map to a
- * parameter already taken (original name; the first in natural-key order wins). `fused` is left
- * for the caller (fusion) to fill. */
+/* The load report. Everything owned by the report; free with fm_load_report_free. `missing`
+ * excludes the mismatched keys (listed in `mismatched`), as in transformers. `unexpected`
+ * (deduplicated, natural-key order) also holds every target a converter would have produced for a
+ * key it claimed without a parameter, op outputs with no parameter, and later checkpoint keys that
+ * map to a parameter already taken (original name; the first in natural-key order wins). `fused` is
+ * left for the caller (fusion) to fill. */
 typedef struct fm_load_report {
-    char **missing;          size_t n_missing;     /* model keys nothing was loaded into */
-    char **unexpected;       size_t n_unexpected;  /* checkpoint keys (after renaming) with no parameter */
-    fm_mismatch *mismatched; size_t n_mismatched;
-    fm_conversion_error *conversion_errors; size_t n_conversion_errors;
-    char **fired;            size_t n_fired;       /* fm_transform_describe of each transform that fired */
-    char **fused;            size_t n_fused;       /* "path: Class -> FusedClass (family)" (fusion) */
+    char **missing;
+    size_t n_missing; /* model keys nothing was loaded into */
+    char **unexpected;
+    size_t n_unexpected; /* checkpoint keys (after renaming) with no parameter */
+    fm_mismatch *mismatched;
+    size_t n_mismatched;
+    fm_conversion_error *conversion_errors;
+    size_t n_conversion_errors;
+    char **fired;
+    size_t n_fired; /* fm_transform_describe of each transform that fired */
+    char **fused;
+    size_t n_fused; /* "path: Class -> FusedClass (family)" (fusion) */
     /* Parameters loaded in another dtype than stored (the cast option), in load order; filled
      * when the source gives dtypes (fm_tensor_source.info). */
-    fm_cast *casts;          size_t n_casts;
+    fm_cast *casts;
+    size_t n_casts;
 } fm_load_report;
 FM_API void fm_load_report_free(fm_load_report *r); /* accepts NULL */
 
@@ -256,9 +275,10 @@ FM_API void fm_weights_load_options_init(fm_weights_load_options *o);
  * the source's errors, bad arguments) leave the report empty too. `report` may be NULL. Missing
  * and unexpected keys are not errors here: the caller decides. */
 FM_API fm_status fm_weights_load(const fm_transform_list *transforms, const fm_tensor_source *src,
-                          const fm_param_spec *params, size_t n_params,
-                          const fm_weights_load_options *o, fm_tensor *out_tensors,
-                          fm_transform_list *fired_out, fm_load_report *report, fm_error *err);
+                                 const fm_param_spec *params, size_t n_params,
+                                 const fm_weights_load_options *o, fm_tensor *out_tensors,
+                                 fm_transform_list *fired_out, fm_load_report *report,
+                                 fm_error *err);
 
 typedef struct fm_named_tensor {
     char *name;       /* owned */
@@ -273,8 +293,8 @@ FM_API void fm_named_tensors_free(fm_named_tensor *v, size_t n); /* frees names,
  * tensors stay the input tensors (new references). Two inputs reverting to one key, or a failing
  * op, are FM_ERR_CONVERSION (nothing is dropped silently). *out: caller frees with
  * fm_named_tensors_free. */
-FM_API fm_status fm_weights_revert(const fm_transform_list *fired, const fm_named_tensor *state, size_t n,
-                            fm_named_tensor **out, size_t *n_out, fm_error *err);
+FM_API fm_status fm_weights_revert(const fm_transform_list *fired, const fm_named_tensor *state,
+                                   size_t n, fm_named_tensor **out, size_t *n_out, fm_error *err);
 
 /* Natural-key comparison (dot segments, digit runs as integers, digits before non-digits). */
 FM_API int fm_natural_key_cmp(const char *a, const char *b);

@@ -28,9 +28,9 @@ FM_API fm_status fm_init(fm_error *err);
 FM_API const char *const *fm_model_types(size_t *n);
 
 typedef struct fm_load_options {
-    fm_dtype dtype;       /* FM_DTYPE_INVALID = "auto" (as stored); F32/BF16/F16 cast floats on load */
-    bool strict;          /* missing or unexpected keys (and a fusion that matches nothing) are errors */
-    bool meta_only;       /* build the tree (names, shapes, dtypes) without loading any weight */
+    fm_dtype dtype; /* FM_DTYPE_INVALID = "auto" (as stored); F32/BF16/F16 cast floats on load */
+    bool strict;    /* missing or unexpected keys (and a fusion that matches nothing) are errors */
+    bool meta_only; /* build the tree (names, shapes, dtypes) without loading any weight */
     /* fusion_config as JSON text, exactly the Python argument ('{"patch_embeddings": true}').
      * NULL: use config.json's fusion_config if present. "{}" disables a stored one. Borrowed. */
     const char *fusion_config;
@@ -45,13 +45,15 @@ FM_API void fm_load_options_init(fm_load_options *o);
 /* Loads DIR (config.json + weights). *out: caller frees with fm_model_free. report (may be
  * NULL) receives the load report (caller frees with fm_load_report_free) even on failure. */
 FM_API fm_status fm_from_pretrained(const char *dir, const fm_load_options *o, fm_model **out,
-                             fm_load_report *report, fm_error *err);
+                                    fm_load_report *report, fm_error *err);
 FM_API void fm_model_free(fm_model *m); /* accepts NULL */
 
 typedef struct fm_save_pretrained_options {
-    bool runtime_format;      /* false (default): original checkpoint layout; true: fused/runtime names */
+    bool
+        runtime_format; /* false (default): original checkpoint layout; true: fused/runtime names */
     /* 0 (default): a sharded source keeps its shard layout in an original-format save, else one
-     * split at FM_DEFAULT_MAX_SHARD_SIZE (50 GB, transformers v5); > 0: greedy split at that size. */
+     * split at FM_DEFAULT_MAX_SHARD_SIZE (50 GB, transformers v5); > 0: greedy split at that size.
+     */
     uint64_t max_shard_size;
     /* Optional (NULL: none): bytes of tensor data written, total = the bytes the save writes,
      * with the contract of fm_progress_fn (core.h): done == total once the save is durable. */
@@ -61,8 +63,8 @@ typedef struct fm_save_pretrained_options {
 FM_API void fm_save_pretrained_options_init(fm_save_pretrained_options *o);
 
 /* Saves weights + config.json (every original key kept, fusion_config recorded) atomically. */
-FM_API fm_status fm_save_pretrained(const fm_model *m, const char *dir, const fm_save_pretrained_options *o,
-                             fm_error *err);
+FM_API fm_status fm_save_pretrained(const fm_model *m, const char *dir,
+                                    const fm_save_pretrained_options *o, fm_error *err);
 
 /* Accessors (borrowed until fm_model_free). */
 FM_API fm_module *fm_model_root(const fm_model *m);
@@ -75,10 +77,11 @@ FM_API const char *fm_model_fusion_config(const fm_model *m);
 FM_API const fm_tensor *fm_model_param(const fm_model *m, const char *name);
 /* The runtime state dict (definition order, tied duplicates removed): caller frees with
  * fm_named_tensors_free. */
-FM_API fm_status fm_model_state_dict(const fm_model *m, fm_named_tensor **out, size_t *n, fm_error *err);
+FM_API fm_status fm_model_state_dict(const fm_model *m, fm_named_tensor **out, size_t *n,
+                                     fm_error *err);
 /* The state dict a save would write (original layout unless runtime_format). */
-FM_API fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format, fm_named_tensor **out,
-                                   size_t *n, fm_error *err);
+FM_API fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format,
+                                          fm_named_tensor **out, size_t *n, fm_error *err);
 
 /* Runs the vision tower (the builder's vision_tower module, through its class forward):
  * pixel_values F32 [N, C*T*P*P], image_grid_thw I64 [n, 3] -> *out F32 [N / merge^2, hidden]
@@ -86,15 +89,16 @@ FM_API fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format
  * progress. The model keeps its run context (thread pool, scratch) between calls. One forward
  * at a time per model: calls on one model must not overlap; different models are independent. */
 FM_API fm_status fm_model_vision_forward(fm_model *m, const fm_tensor *pixel_values,
-                                  const fm_tensor *image_grid_thw, const fm_run_options *o,
-                                  fm_tensor *out, fm_error *err);
+                                         const fm_tensor *image_grid_thw, const fm_run_options *o,
+                                         fm_tensor *out, fm_error *err);
 /* Preprocesses n decoded still images (borrowed; apply their EXIF orientation first, as
  * transformers' load_image does) with the model's own image processor and its directory's
  * preprocessor_config.json: pixel_values F32 [N, C*T*P*P] and image_grid_thw I64 [n, 3], ready
  * for fm_model_vision_forward (caller frees both with fm_tensor_free; untouched on failure).
  * FM_ERR_UNSUPPORTED for an architecture without images. */
 FM_API fm_status fm_model_preprocess_images(const fm_model *m, const fm_image *imgs, size_t n,
-                                     fm_tensor *pixel_values, fm_tensor *image_grid_thw, fm_error *err);
+                                            fm_tensor *pixel_values, fm_tensor *image_grid_thw,
+                                            fm_error *err);
 /* ---- language model: KV cache, positions, forward ------------------------------------------ */
 /* What the architecture's language model looks like (FM_ERR_UNSUPPORTED when it has none). */
 FM_API fm_status fm_model_lm_info(const fm_model *m, fm_lm_info *out, fm_error *err);
@@ -104,8 +108,8 @@ FM_API fm_status fm_model_lm_info(const fm_model *m, fm_lm_info *out, fm_error *
  * elements allocated once. capacity must be >= 1 and <= the model's max_position_embeddings
  * (FM_ERR_LIMIT naming both). Caller frees with fm_kv_cache_free. */
 typedef struct fm_kv_cache fm_kv_cache;
-FM_API fm_status fm_kv_cache_new(const fm_model *m, int slots, int64_t capacity, fm_dtype dtype, fm_kv_cache **out,
-                                 fm_error *err);
+FM_API fm_status fm_kv_cache_new(const fm_model *m, int slots, int64_t capacity, fm_dtype dtype,
+                                 fm_kv_cache **out, fm_error *err);
 FM_API void fm_kv_cache_free(fm_kv_cache *c); /* accepts NULL */
 FM_API int64_t fm_kv_cache_capacity(const fm_kv_cache *c);
 FM_API int fm_kv_cache_slots(const fm_kv_cache *c);
@@ -118,27 +122,30 @@ FM_API uint64_t fm_kv_cache_bytes_per_token(const fm_kv_cache *c);
  * [3][n] (caller-allocated; t, h, w rows) and the next free position (tokens generated after
  * the prompt take next, next + 1, ... on all three axes). FM_ERR_INPUT when the image tokens
  * and the grids disagree. */
-FM_API fm_status fm_model_rope_index(const fm_model *m, const int64_t *ids, int64_t n, const fm_tensor *grid_thw,
-                                     int64_t *pos3, int64_t *next, fm_error *err);
+FM_API fm_status fm_model_rope_index(const fm_model *m, const int64_t *ids, int64_t n,
+                                     const fm_tensor *grid_thw, int64_t *pos3, int64_t *next,
+                                     fm_error *err);
 
 /* One forward of the language model over `n` rows (borrowed for the call). Rows may belong to
  * several sequences (a prefill of one prompt, one new token of each of several sequences, or a
  * mix): row i is token ids[i] of cache slot slot[i] at position pos[i] (its K/V written there;
  * it attends to positions 0..pos[i] of its slot) with M-RoPE positions pos3[0..2][i]. */
 typedef struct fm_text_batch {
-    const int64_t *ids;         /* [n] */
-    const int64_t *pos3;        /* [3][n]: t row, then h, then w */
-    const int32_t *slot, *pos;  /* [n] */
+    const int64_t *ids;        /* [n] */
+    const int64_t *pos3;       /* [3][n]: t row, then h, then w */
+    const int32_t *slot, *pos; /* [n] */
     size_t n;
-    const fm_tensor *image_embeds; /* F32 [k, hidden] for the image tokens among ids, in order; NULL: none */
-    const int32_t *logit_rows;  /* rows whose logits are wanted, e.g. the last row of each sequence */
+    const fm_tensor
+        *image_embeds; /* F32 [k, hidden] for the image tokens among ids, in order; NULL: none */
+    const int32_t
+        *logit_rows; /* rows whose logits are wanted, e.g. the last row of each sequence */
     size_t n_logits;
 } fm_text_batch;
 /* -> *logits F32 [n_logits, vocab] (caller frees with fm_tensor_free). Bad ids, rows outside
  * the cache, image-token/feature count mismatch: FM_ERR_INPUT naming the row. One forward at a
  * time per model (and per cache). */
-FM_API fm_status fm_model_forward_text(fm_model *m, fm_kv_cache *c, const fm_text_batch *b, const fm_run_options *o,
-                                       fm_tensor *logits, fm_error *err);
+FM_API fm_status fm_model_forward_text(fm_model *m, fm_kv_cache *c, const fm_text_batch *b,
+                                       const fm_run_options *o, fm_tensor *logits, fm_error *err);
 
 /* A chat prompt as token ids, the way fusemap generate and serve build it: the template
  * rendered for messages_json (a message list, or {"messages": [...], variables...}), each
@@ -149,14 +156,16 @@ FM_API fm_status fm_model_forward_text(fm_model *m, fm_kv_cache *c, const fm_tex
 struct fm_tokenizer;
 struct fm_chat_template;
 FM_API fm_status fm_model_encode_chat(const fm_model *m, const struct fm_tokenizer *tok,
-                                      const struct fm_chat_template *tmpl, const char *messages_json, size_t len,
-                                      bool add_generation_prompt, const fm_tensor *image_grid_thw, int64_t **ids,
-                                      size_t *n, fm_error *err);
+                                      const struct fm_chat_template *tmpl,
+                                      const char *messages_json, size_t len,
+                                      bool add_generation_prompt, const fm_tensor *image_grid_thw,
+                                      int64_t **ids, size_t *n, fm_error *err);
 
 /* The model's run context for o->threads (created or re-created when the thread count changes;
  * progress replaced by o's), borrowed until the next call or fm_model_free. For forwards of
  * modules of the model's tree called directly. */
-FM_API fm_status fm_model_run_ctx(fm_model *m, const fm_run_options *o, fm_run_ctx **out, fm_error *err);
+FM_API fm_status fm_model_run_ctx(fm_model *m, const fm_run_options *o, fm_run_ctx **out,
+                                  fm_error *err);
 
 #ifdef __cplusplus
 }

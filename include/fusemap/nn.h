@@ -29,10 +29,14 @@ typedef struct fm_args {
     const fm_arg *v; /* borrowed for the duration of the constructor */
     size_t n;
 } fm_args;
-/* fm_args from a compound literal: FM_ARGS(FM_I("in", 1280), FM_I("out", 3840), FM_D("eps", 1e-6)). */
-#define FM_I(k, v) {.key = (k), .i = (v)}
-#define FM_D(k, v) {.key = (k), .d = (v)}
-#define FM_ARGS(...) ((fm_args){(const fm_arg[]){__VA_ARGS__}, sizeof((fm_arg[]){__VA_ARGS__}) / sizeof(fm_arg)})
+/* fm_args from a compound literal: FM_ARGS(FM_I("in", 1280), FM_I("out", 3840), FM_D("eps", 1e-6)).
+ */
+#define FM_I(k, v)                                                                                 \
+    { .key = (k), .i = (v) }
+#define FM_D(k, v)                                                                                 \
+    { .key = (k), .d = (v) }
+#define FM_ARGS(...)                                                                               \
+    ((fm_args){(const fm_arg[]){__VA_ARGS__}, sizeof((fm_arg[]){__VA_ARGS__}) / sizeof(fm_arg)})
 #define FM_NO_ARGS ((fm_args){NULL, 0})
 FM_API int64_t fm_args_int(const fm_args *a, const char *key, int64_t dflt);
 FM_API double fm_args_double(const fm_args *a, const char *key, double dflt);
@@ -77,7 +81,8 @@ FM_API const fm_module_class *fm_class_lookup(const char *name);
 /* Registers a copy of class `existing` under another name (e.g. an architecture's own name for
  * a generic layer: "Qwen2RMSNorm" for "RMSNorm"), so patches by either name apply. The copy
  * lives for the process. FM_ERR_NOT_FOUND when `existing` is not registered. */
-FM_API fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite, fm_error *err);
+FM_API fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite,
+                                         fm_error *err);
 /* Registers the generic layer classes once (idempotent, thread-safe); every other registration
  * and every build calls it first, so a user class cannot silently take a built-in's name.
  * Fails only when memory ran out at the first call (the failure is then permanent). */
@@ -96,8 +101,8 @@ typedef struct fm_build_options {
 
 /* Per-instance override: the module at `path` gets `cls` (fusion). */
 FM_API fm_status fm_build_ctx_new(const fm_build_options *o, fm_build_ctx **out, fm_error *err);
-FM_API fm_status fm_build_ctx_override(fm_build_ctx *ctx, const char *path, const fm_module_class *cls,
-                                fm_error *err);
+FM_API fm_status fm_build_ctx_override(fm_build_ctx *ctx, const char *path,
+                                       const fm_module_class *cls, fm_error *err);
 FM_API void fm_build_ctx_free(fm_build_ctx *ctx);
 FM_API const void *fm_build_ctx_model_cfg(const fm_build_ctx *ctx);
 FM_API fm_dtype fm_build_ctx_dtype(const fm_build_ctx *ctx);
@@ -106,8 +111,8 @@ FM_API fm_dtype fm_build_ctx_dtype(const fm_build_ctx *ctx);
  * resolved as: per-instance override for its path, then the patch map, then the registry.
  * The child is owned by its parent (the root by the caller: fm_module_free). */
 FM_API fm_status fm_module_create(fm_build_ctx *ctx, fm_module *parent, const char *name,
-                           const char *class_name, const fm_args *args, fm_module **out,
-                           fm_error *err);
+                                  const char *class_name, const fm_args *args, fm_module **out,
+                                  fm_error *err);
 FM_API void fm_module_free(fm_module *m); /* frees the subtree; accepts NULL */
 
 /* ---- module tree ------------------------------------------------------------------------ */
@@ -116,10 +121,10 @@ typedef struct fm_param {
     fm_tensor tensor; /* meta until loaded; the module holds one reference */
 } fm_param;
 
-FM_API fm_status fm_module_add_param(fm_module *m, const char *name, fm_dtype dt, const fm_shape *shape,
-                              fm_error *err);
-FM_API const char *fm_module_name(const fm_module *m);  /* attribute name; "" for root */
-FM_API const char *fm_module_path(const fm_module *m);  /* dotted path from the root; "" for root */
+FM_API fm_status fm_module_add_param(fm_module *m, const char *name, fm_dtype dt,
+                                     const fm_shape *shape, fm_error *err);
+FM_API const char *fm_module_name(const fm_module *m); /* attribute name; "" for root */
+FM_API const char *fm_module_path(const fm_module *m); /* dotted path from the root; "" for root */
 FM_API const fm_module_class *fm_module_class_of(const fm_module *m);
 /* The class originally asked for (differs from fm_module_class_of when patched/fused). */
 FM_API const char *fm_module_requested_class(const fm_module *m);
@@ -143,11 +148,12 @@ FM_API int fm_module_walk(fm_module *root, fm_module_visit_fn fn, void *ctx);
 
 /* named_parameters(): full dotted names in definition order. */
 typedef struct fm_param_ref {
-    char *name;       /* full dotted name, owned by the list */
+    char *name;        /* full dotted name, owned by the list */
     fm_module *module; /* borrowed */
     size_t index;      /* parameter index in module */
 } fm_param_ref;
-FM_API fm_status fm_module_named_params(fm_module *root, fm_param_ref **out, size_t *n, fm_error *err);
+FM_API fm_status fm_module_named_params(fm_module *root, fm_param_ref **out, size_t *n,
+                                        fm_error *err);
 FM_API void fm_param_refs_free(fm_param_ref *v, size_t n);
 
 /* ---- running -------------------------------------------------------------------------------
@@ -168,7 +174,8 @@ FM_API void fm_run_ctx_free(fm_run_ctx *rc); /* accepts NULL */
 /* Threads of the pool (the options' value, 0 resolved to the online cores). */
 FM_API int fm_run_ctx_threads(const fm_run_ctx *rc);
 /* Replaces the progress callback (NULL clears it). */
-FM_API void fm_run_ctx_set_progress(fm_run_ctx *rc, void (*progress)(void *ctx, int done, int total), void *ctx);
+FM_API void fm_run_ctx_set_progress(fm_run_ctx *rc,
+                                    void (*progress)(void *ctx, int done, int total), void *ctx);
 /* Reports progress through the callback, if any. */
 FM_API void fm_run_ctx_progress(fm_run_ctx *rc, int done, int total);
 
@@ -180,13 +187,13 @@ FM_API void fm_run_release(fm_run_ctx *rc, size_t mark);
 FM_API fm_status fm_run_scratch(fm_run_ctx *rc, size_t bytes, void **out, fm_error *err);
 /* A tensor whose data is scratch (storage NULL: fm_tensor_free only zeroes the struct). */
 FM_API fm_status fm_run_tensor(fm_run_ctx *rc, fm_dtype dt, const fm_shape *shape, fm_tensor *out,
-                        fm_error *err);
+                               fm_error *err);
 
 /* ---- forward -------------------------------------------------------------------------------- */
 /* Runs m's class forward (preparing m first if needed). FM_ERR_UNSUPPORTED when the class has
  * no forward. */
 FM_API fm_status fm_module_forward(fm_module *m, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                            fm_tensor *out, size_t n_out, fm_error *err);
+                                   fm_tensor *out, size_t n_out, fm_error *err);
 /* Prepares the subtree (children before parents) where not prepared yet. */
 FM_API fm_status fm_module_prepare(fm_module *m, fm_run_ctx *rc, fm_error *err);
 /* Marks the subtree unprepared (after its parameters changed). */
@@ -195,11 +202,12 @@ FM_API bool fm_module_is_prepared(const fm_module *m);
 /* Output i for a forward: out[i] as the caller passed it when its data is set (checked against
  * dt and shape: FM_ERR_INPUT naming the module), else a scratch tensor. */
 FM_API fm_status fm_module_output(fm_module *m, fm_run_ctx *rc, fm_tensor *out, fm_dtype dt,
-                           const fm_shape *shape, fm_error *err);
+                                  const fm_shape *shape, fm_error *err);
 /* Checks in[i] is of dtype dt with `ndim` dims whose last is `last` (last < 0: any): else
  * FM_ERR_INPUT "module 'path': input i is ..., expected ...". */
-FM_API fm_status fm_module_check_input(const fm_module *m, const fm_tensor *in, size_t n_in, size_t i,
-                                fm_dtype dt, int ndim, int64_t last, fm_error *err);
+FM_API fm_status fm_module_check_input(const fm_module *m, const fm_tensor *in, size_t n_in,
+                                       size_t i, fm_dtype dt, int ndim, int64_t last,
+                                       fm_error *err);
 
 /* ---- geometry of the generic layers (for fusion families and parents) -------------------
  * FM_ERR_INVALID_ARG when m is not of that layer (its class's forward is not the layer's). */
@@ -235,8 +243,8 @@ FM_API const char *fm_activation_class_name(fm_activation a);
 /* Linear module m, then a pointwise activation applied to each output tile while it is in cache
  * (x: F32 [..., in]; y: output as in fm_module_output). When m's class is not the generic
  * Linear (patched), runs m's forward and the activation as a second pass: same values. */
-FM_API fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_tensor *x, fm_tensor *y,
-                                fm_activation act, fm_error *err);
+FM_API fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_tensor *x,
+                                       fm_tensor *y, fm_activation act, fm_error *err);
 
 /* ---- functional ops on row-major f32 matrices (for forwards written outside the library) ----
  * A matrix view: rows x cols floats, row stride ld >= cols, borrowed. Column slices of a wider
@@ -253,15 +261,17 @@ FM_API fm_mat fm_mat_cols(fm_mat m, int64_t c0, int64_t c1);
 /* Rotary embedding (rotate_half pairing, d <-> d + head_dim/2) in place on `heads` heads of
  * head_dim columns of x; cos, sin: [x.rows][head_dim/2]. */
 FM_API fm_status fm_op_rope(fm_run_ctx *rc, fm_mat x, int heads, int head_dim, const float *cos_t,
-                     const float *sin_t, fm_error *err);
+                            const float *sin_t, fm_error *err);
 /* Attention within segments [cu[s], cu[s+1]) of the rows, no mask inside a segment (the
  * vision towers' varlen attention): per head h (columns h*head_dim..+head_dim of q, k, v and o)
  * o = softmax(q kᵀ · scale) v, softmax in f32. cu: [n_seg + 1], cu[0] = 0, increasing, last =
  * rows. o must not overlap q, k or v. */
-FM_API fm_status fm_op_attention(fm_run_ctx *rc, fm_mat o, fm_mat q, fm_mat k, fm_mat v, const int32_t *cu,
-                          int n_seg, int heads, int head_dim, float scale, fm_error *err);
+FM_API fm_status fm_op_attention(fm_run_ctx *rc, fm_mat o, fm_mat q, fm_mat k, fm_mat v,
+                                 const int32_t *cu, int n_seg, int heads, int head_dim, float scale,
+                                 fm_error *err);
 /* y = act(x) elementwise over n floats (y may equal x). */
-FM_API void fm_op_activation(fm_run_ctx *rc, float *y, const float *x, int64_t n, fm_activation act);
+FM_API void fm_op_activation(fm_run_ctx *rc, float *y, const float *x, int64_t n,
+                             fm_activation act);
 
 /* ---- model builders (one per architecture) -------------------------------------------- */
 #define FM_LM_MAX_EOS 8
@@ -269,8 +279,8 @@ FM_API void fm_op_activation(fm_run_ctx *rc, float *y, const float *x, int64_t n
 typedef struct fm_lm_info {
     int64_t layers, kv_heads, head_dim, hidden, vocab, max_positions;
     int64_t image_token_id, vision_start_token_id, vision_end_token_id; /* -1 when absent */
-    int64_t spatial_merge_size;                                       /* image tokens = t·h·w / merge² */
-    int64_t eos[FM_LM_MAX_EOS];                                       /* config.json eos_token_id */
+    int64_t spatial_merge_size; /* image tokens = t·h·w / merge² */
+    int64_t eos[FM_LM_MAX_EOS]; /* config.json eos_token_id */
     int n_eos;
 } fm_lm_info;
 
@@ -279,8 +289,10 @@ struct fm_config;
 typedef struct fm_model_builder {
     const char *model_type;   /* config.json "model_type", e.g. "qwen2_vl" */
     const char *architecture; /* root class name, e.g. "Qwen2VLForConditionalGeneration" */
-    /* Parses and validates config.json (`origin` names it in errors); *out is freed with free_config. */
-    fm_status (*parse_config)(const struct fm_config *cfg, const char *origin, void **out, fm_error *err);
+    /* Parses and validates config.json (`origin` names it in errors); *out is freed with
+     * free_config. */
+    fm_status (*parse_config)(const struct fm_config *cfg, const char *origin, void **out,
+                              fm_error *err);
     void (*free_config)(void *cfg);
     /* Builds the root module (class `architecture`) through ctx. */
     fm_status (*build)(fm_build_ctx *ctx, const void *cfg, fm_module **root, fm_error *err);
@@ -290,7 +302,8 @@ typedef struct fm_model_builder {
      * with the parameters of model_dir's preprocessor_config.json (defaults when absent):
      * pixel_values F32 [N, C*T*P*P] and image_grid_thw I64 [n, 3], caller frees both. */
     fm_status (*preprocess_images)(const char *model_dir, const fm_image *imgs, size_t n,
-                                   fm_tensor *pixel_values, fm_tensor *image_grid_thw, fm_error *err);
+                                   fm_tensor *pixel_values, fm_tensor *image_grid_thw,
+                                   fm_error *err);
     /* Text generation (NULL for an architecture that does not generate). The root module's
      * forward is then the language model: in = {input_ids I64 [T], positions I64 [3][T] (M-RoPE
      * t, h, w rows), image_embeds F32 [k][hidden] (k = the image tokens among the ids, in order;
@@ -299,8 +312,8 @@ typedef struct fm_model_builder {
      * -> logits F32 [R][vocab]. lm_info describes it; rope_index gives the prefill positions
      * (transformers' get_rope_index) and the next free position. */
     void (*lm_info)(const void *cfg, struct fm_lm_info *out);
-    fm_status (*rope_index)(const void *cfg, const int64_t *ids, int64_t n, const int64_t *grid_thw, int64_t n_images,
-                            int64_t *pos3, int64_t *next, fm_error *err);
+    fm_status (*rope_index)(const void *cfg, const int64_t *ids, int64_t n, const int64_t *grid_thw,
+                            int64_t n_images, int64_t *pos3, int64_t *next, fm_error *err);
     /* Module path of the vision tower (in: pixel_values F32 [N, C*T*P*P], image_grid_thw I64
      * [n, 3]; out: image embeddings F32 [tokens, hidden]), or NULL when there is none. */
     const char *vision_tower;
@@ -308,9 +321,11 @@ typedef struct fm_model_builder {
 
 /* Registers a builder (borrowed for the life of the process). Same model_type twice without
  * overwrite: FM_ERR_EXISTS. */
-FM_API fm_status fm_model_builder_register(const fm_model_builder *b, bool overwrite, fm_error *err);
+FM_API fm_status fm_model_builder_register(const fm_model_builder *b, bool overwrite,
+                                           fm_error *err);
 /* By model_type, else by architecture name; NULL if none. */
-FM_API const fm_model_builder *fm_model_builder_find(const char *model_type, const char *architecture);
+FM_API const fm_model_builder *fm_model_builder_find(const char *model_type,
+                                                     const char *architecture);
 
 #ifdef __cplusplus
 }

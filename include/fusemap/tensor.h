@@ -14,28 +14,28 @@ extern "C" {
 
 /* X(NAME, bits per element, writer rank) — rank drives the safetensors writer order
  * (higher rank first), exactly as the reference serializer. */
-#define FM_DTYPE_LIST(X)   \
-    X(BOOL, 8, 0)          \
-    X(F4, 4, 1)            \
-    X(F6_E2M3, 6, 2)       \
-    X(F6_E3M2, 6, 3)       \
-    X(U8, 8, 4)            \
-    X(I8, 8, 5)            \
-    X(F8_E5M2, 8, 6)       \
-    X(F8_E4M3, 8, 7)       \
-    X(F8_E8M0, 8, 8)       \
-    X(F8_E4M3FNUZ, 8, 9)   \
-    X(F8_E5M2FNUZ, 8, 10)  \
-    X(I16, 16, 11)         \
-    X(U16, 16, 12)         \
-    X(F16, 16, 13)         \
-    X(BF16, 16, 14)        \
-    X(I32, 32, 15)         \
-    X(U32, 32, 16)         \
-    X(F32, 32, 17)         \
-    X(C64, 64, 18)         \
-    X(F64, 64, 19)         \
-    X(I64, 64, 20)         \
+#define FM_DTYPE_LIST(X)                                                                           \
+    X(BOOL, 8, 0)                                                                                  \
+    X(F4, 4, 1)                                                                                    \
+    X(F6_E2M3, 6, 2)                                                                               \
+    X(F6_E3M2, 6, 3)                                                                               \
+    X(U8, 8, 4)                                                                                    \
+    X(I8, 8, 5)                                                                                    \
+    X(F8_E5M2, 8, 6)                                                                               \
+    X(F8_E4M3, 8, 7)                                                                               \
+    X(F8_E8M0, 8, 8)                                                                               \
+    X(F8_E4M3FNUZ, 8, 9)                                                                           \
+    X(F8_E5M2FNUZ, 8, 10)                                                                          \
+    X(I16, 16, 11)                                                                                 \
+    X(U16, 16, 12)                                                                                 \
+    X(F16, 16, 13)                                                                                 \
+    X(BF16, 16, 14)                                                                                \
+    X(I32, 32, 15)                                                                                 \
+    X(U32, 32, 16)                                                                                 \
+    X(F32, 32, 17)                                                                                 \
+    X(C64, 64, 18)                                                                                 \
+    X(F64, 64, 19)                                                                                 \
+    X(I64, 64, 20)                                                                                 \
     X(U64, 64, 21)
 
 typedef enum fm_dtype {
@@ -48,7 +48,8 @@ typedef enum fm_dtype {
 
 /* Safetensors name ("BF16"); NULL for an invalid dtype. */
 FM_API const char *fm_dtype_name(fm_dtype dt);
-/* Exact, case-sensitive lookup of a safetensors name of `len` bytes; FM_DTYPE_INVALID if unknown. */
+/* Exact, case-sensitive lookup of a safetensors name of `len` bytes; FM_DTYPE_INVALID if unknown.
+ */
 FM_API fm_dtype fm_dtype_from_name(const char *name, size_t len);
 FM_API unsigned fm_dtype_bits(fm_dtype dt);
 FM_API unsigned fm_dtype_rank(fm_dtype dt);
@@ -66,7 +67,8 @@ typedef struct fm_shape {
 /* Builds a shape; FM_ERR_INVALID_ARG for ndim outside 0..8 or a negative dim. */
 FM_API fm_status fm_shape_make(fm_shape *out, int ndim, const int64_t *dims);
 FM_API bool fm_shape_equal(const fm_shape *a, const fm_shape *b);
-/* Element count, left-to-right checked product (the reference rule); FM_ERR_OVERFLOW on overflow. */
+/* Element count, left-to-right checked product (the reference rule); FM_ERR_OVERFLOW on overflow.
+ */
 FM_API fm_status fm_shape_numel(const fm_shape *s, uint64_t *out);
 /* Byte size for dtype; FM_ERR_OVERFLOW, or FM_ERR_INVALID_ARG if bits are not a multiple of 8. */
 FM_API fm_status fm_shape_nbytes(const fm_shape *s, fm_dtype dt, uint64_t *out);
@@ -80,11 +82,14 @@ typedef struct fm_storage fm_storage;
 
 typedef enum fm_storage_kind { FM_STORAGE_OWNED = 0, FM_STORAGE_MAPPED = 1 } fm_storage_kind;
 
-/* Owned storage of n bytes (64-byte aligned, uninitialised). Caller releases with fm_storage_release. */
+/* Owned storage of n bytes (64-byte aligned, uninitialised). Caller releases with
+ * fm_storage_release. */
 FM_API fm_status fm_storage_alloc(uint64_t n, fm_storage **out, fm_error *err);
-/* Wraps a mapping of `len` bytes at `base`; `unmap(base, len, ctx)` runs when the last reference goes. */
-FM_API fm_status fm_storage_wrap_mapping(void *base, uint64_t len, void (*unmap)(void *, uint64_t, void *),
-                                  void *ctx, fm_storage **out, fm_error *err);
+/* Wraps a mapping of `len` bytes at `base`; `unmap(base, len, ctx)` runs when the last reference
+ * goes. */
+FM_API fm_status fm_storage_wrap_mapping(void *base, uint64_t len,
+                                         void (*unmap)(void *, uint64_t, void *), void *ctx,
+                                         fm_storage **out, fm_error *err);
 FM_API void fm_storage_retain(fm_storage *s);
 FM_API void fm_storage_release(fm_storage *s); /* accepts NULL */
 FM_API fm_storage_kind fm_storage_kind_of(const fm_storage *s);
@@ -104,16 +109,18 @@ typedef struct fm_tensor {
 } fm_tensor;
 
 /* Meta tensor (no data). */
-FM_API fm_status fm_tensor_init_meta(fm_tensor *t, fm_dtype dt, const fm_shape *shape, fm_error *err);
+FM_API fm_status fm_tensor_init_meta(fm_tensor *t, fm_dtype dt, const fm_shape *shape,
+                                     fm_error *err);
 /* Owned, uninitialised data. */
 FM_API fm_status fm_tensor_alloc(fm_tensor *t, fm_dtype dt, const fm_shape *shape, fm_error *err);
 /* A view of nbytes at `data` inside `storage` (takes a new reference on storage). */
 FM_API fm_status fm_tensor_view(fm_tensor *t, fm_storage *storage, void *data, fm_dtype dt,
-                         const fm_shape *shape, fm_error *err);
+                                const fm_shape *shape, fm_error *err);
 /* Another reference to the same data (new reference on storage). */
 FM_API void fm_tensor_ref(fm_tensor *dst, const fm_tensor *src);
 /* Same data, new shape of equal element count (zero-copy). */
-FM_API fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape *shape, fm_error *err);
+FM_API fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape *shape,
+                                   fm_error *err);
 /* Releases the storage reference and zeroes the struct; accepts NULL. */
 FM_API void fm_tensor_free(fm_tensor *t);
 /* True when the data is a view into a mapped file (zero-copy). */
@@ -135,7 +142,8 @@ FM_API void fm_f32_to_f64(double *dst, const float *src, uint64_t n);
 FM_API void fm_f64_to_bf16(uint16_t *dst, const double *src, uint64_t n); /* single rounding */
 FM_API void fm_f64_to_f16(uint16_t *dst, const double *src, uint64_t n);  /* single rounding */
 /* Any float dtype to any float dtype, n elements (raw bytes, may be unaligned). */
-FM_API fm_status fm_convert(void *dst, fm_dtype dst_dt, const void *src, fm_dtype src_dt, uint64_t n);
+FM_API fm_status fm_convert(void *dst, fm_dtype dst_dt, const void *src, fm_dtype src_dt,
+                            uint64_t n);
 
 #ifdef __cplusplus
 }

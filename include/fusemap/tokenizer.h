@@ -47,11 +47,12 @@ typedef struct fm_tokenizer fm_tokenizer;
 FM_API fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out, fm_error *err);
 /* The same with explicit limits (NULL = defaults). */
 FM_API fm_status fm_tokenizer_open_limits(const char *path, const fm_tokenizer_limits *limits,
-                                   fm_tokenizer **out, fm_error *err);
+                                          fm_tokenizer **out, fm_error *err);
 /* From JSON text in memory (borrowed for the call); `label` names it in errors; `limits` NULL
  * = defaults. */
 FM_API fm_status fm_tokenizer_parse(const char *json, size_t len, const char *label,
-                             const fm_tokenizer_limits *limits, fm_tokenizer **out, fm_error *err);
+                                    const fm_tokenizer_limits *limits, fm_tokenizer **out,
+                                    fm_error *err);
 FM_API void fm_tokenizer_free(fm_tokenizer *t); /* accepts NULL */
 
 /* Encode flags. */
@@ -69,8 +70,8 @@ FM_API void fm_tokenizer_free(fm_tokenizer *t); /* accepts NULL */
  * Invalid UTF-8 is FM_ERR_INPUT naming the byte offset. On success *ids (caller frees with
  * fm_free; non-NULL even when *n_ids is 0) holds *n_ids ids; on failure *ids is NULL. */
 FM_API fm_status fm_tokenizer_encode(const fm_tokenizer *t, const char *text, size_t len,
-                              const uint8_t *user_mask, unsigned flags, int32_t **ids,
-                              size_t *n_ids, fm_error *err);
+                                     const uint8_t *user_mask, unsigned flags, int32_t **ids,
+                                     size_t *n_ids, fm_error *err);
 
 /* Decodes ids as tokenizers' `decode` with the ByteLevel decoder: each id's bytes (added-token
  * content or vocab token mapped back to bytes), ids of special tokens dropped when
@@ -78,7 +79,7 @@ FM_API fm_status fm_tokenizer_encode(const fm_tokenizer *t, const char *text, si
  * made valid UTF-8 with one U+FFFD per maximal invalid subpart. *text (caller frees with
  * fm_free) is NUL-terminated; *len excludes the NUL (the text may contain NUL bytes). */
 FM_API fm_status fm_tokenizer_decode(const fm_tokenizer *t, const int32_t *ids, size_t n,
-                              bool skip_special, char **text, size_t *len, fm_error *err);
+                                     bool skip_special, char **text, size_t *len, fm_error *err);
 
 /* Id of a token string (a vocab entry in its byte-level form, e.g. "\xc4\xa0the", or an added
  * token's content), or -1. */
@@ -104,14 +105,15 @@ FM_API bool fm_tokenizer_is_added(const fm_tokenizer *t, int32_t id);
 typedef struct fm_detok_stream fm_detok_stream;
 
 /* `t` is borrowed until fm_detok_stream_free. Caller frees *out with fm_detok_stream_free. */
-FM_API fm_status fm_detok_stream_new(const fm_tokenizer *t, bool skip_special, fm_detok_stream **out,
-                              fm_error *err);
+FM_API fm_status fm_detok_stream_new(const fm_tokenizer *t, bool skip_special,
+                                     fm_detok_stream **out, fm_error *err);
 /* Adds one id. *text (borrowed until the next call on `s`; may be empty) and *len receive the
  * new text. */
-FM_API fm_status fm_detok_stream_push(fm_detok_stream *s, int32_t id, const char **text, size_t *len,
-                               fm_error *err);
+FM_API fm_status fm_detok_stream_push(fm_detok_stream *s, int32_t id, const char **text,
+                                      size_t *len, fm_error *err);
 /* Ends the stream: returns what was held back. The stream may then be reused from empty. */
-FM_API fm_status fm_detok_stream_finish(fm_detok_stream *s, const char **text, size_t *len, fm_error *err);
+FM_API fm_status fm_detok_stream_finish(fm_detok_stream *s, const char **text, size_t *len,
+                                        fm_error *err);
 FM_API void fm_detok_stream_free(fm_detok_stream *s); /* accepts NULL */
 
 #ifdef __cplusplus

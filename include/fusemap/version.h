@@ -17,8 +17,8 @@ extern "C" {
 #define FM_VERSION_STR(x) FM_VERSION_STR_(x)
 /* "MAJOR.MINOR.PATCH" of the headers a program is compiled against. */
 #define FM_VERSION_STRING                                                                          \
-    FM_VERSION_STR(FM_VERSION_MAJOR) "." FM_VERSION_STR(FM_VERSION_MINOR) "." FM_VERSION_STR(      \
-        FM_VERSION_PATCH)
+    FM_VERSION_STR(FM_VERSION_MAJOR)                                                               \
+    "." FM_VERSION_STR(FM_VERSION_MINOR) "." FM_VERSION_STR(FM_VERSION_PATCH)
 /* One integer for #if comparisons: MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define FM_VERSION_NUMBER (FM_VERSION_MAJOR * 10000 + FM_VERSION_MINOR * 100 + FM_VERSION_PATCH)
 

@@ -7,7 +7,8 @@
 #include "fusemap/tokenizer.h"
 
 /* Tokens per image: t·h·w / merge² from each grid row. */
-static fm_status image_tokens(const fm_model *m, const fm_tensor *grid, uint64_t **out, size_t *n, fm_error *err) {
+static fm_status image_tokens(const fm_model *m, const fm_tensor *grid, uint64_t **out, size_t *n,
+                              fm_error *err) {
     fm_lm_info li;
     *out = NULL, *n = 0;
     fm_status st = fm_model_lm_info(m, &li, err);
@@ -18,14 +19,16 @@ static fm_status image_tokens(const fm_model *m, const fm_tensor *grid, uint64_t
     uint64_t *v = fm_malloc(k * sizeof *v);
     if (!v) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     const int64_t *g = grid->data, m2 = li.spatial_merge_size * li.spatial_merge_size;
-    for (size_t i = 0; i < k; i++) v[i] = (uint64_t)(g[3 * i] * g[3 * i + 1] * g[3 * i + 2] / (m2 ? m2 : 1));
+    for (size_t i = 0; i < k; i++)
+        v[i] = (uint64_t)(g[3 * i] * g[3 * i + 1] * g[3 * i + 2] / (m2 ? m2 : 1));
     *out = v, *n = k;
     return FM_OK;
 }
 
-fm_status fm_model_encode_chat(const fm_model *m, const struct fm_tokenizer *tok, const struct fm_chat_template *tmpl,
-                               const char *json, size_t len, bool add_generation_prompt, const fm_tensor *grid,
-                               int64_t **ids, size_t *n, fm_error *err) {
+fm_status fm_model_encode_chat(const fm_model *m, const struct fm_tokenizer *tok,
+                               const struct fm_chat_template *tmpl, const char *json, size_t len,
+                               bool add_generation_prompt, const fm_tensor *grid, int64_t **ids,
+                               size_t *n, fm_error *err) {
     fm_chat_render_options ro;
     fm_chat_render_options_init(&ro);
     ro.add_generation_prompt = add_generation_prompt;
@@ -38,10 +41,13 @@ fm_status fm_model_encode_chat(const fm_model *m, const struct fm_tokenizer *tok
     if (st == FM_OK) st = image_tokens(m, grid, &per_image, &n_images, err);
     if (st == FM_OK) st = fm_chat_expand_image_pads(&rendered, per_image, n_images, &expanded, err);
     if (st == FM_OK)
-        st = fm_tokenizer_encode(tok, expanded.text, expanded.len, expanded.user_mask, FM_TOKENIZE_SPECIAL, &ids32, &n32, err);
+        st = fm_tokenizer_encode(tok, expanded.text, expanded.len, expanded.user_mask,
+                                 FM_TOKENIZE_SPECIAL, &ids32, &n32, err);
     int64_t *v = st == FM_OK ? fm_malloc((n32 ? n32 : 1) * sizeof *v) : NULL;
-    if (st == FM_OK && !v) st = fm_error_set(err, FM_ERR_NOMEM, "out of memory for %zu prompt tokens", n32);
-    for (size_t i = 0; st == FM_OK && i < n32; i++) v[i] = ids32[i];
+    if (st == FM_OK && !v)
+        st = fm_error_set(err, FM_ERR_NOMEM, "out of memory for %zu prompt tokens", n32);
+    for (size_t i = 0; st == FM_OK && i < n32; i++)
+        v[i] = ids32[i];
     if (st == FM_OK) *ids = v, *n = n32;
     fm_free(ids32), fm_free(per_image);
     fm_chat_prompt_free(&rendered), fm_chat_prompt_free(&expanded);

@@ -46,30 +46,41 @@ typedef struct gen {
 static fm_status check_prompt(const gen *g, const int64_t *ids, size_t n, fm_error *err) {
     if (!n) return fm_error_set(err, FM_ERR_INPUT, "empty prompt: nothing to generate from");
     if (g->o->max_new_tokens < 1)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "max_new_tokens must be >= 1, got %lld", (long long)g->o->max_new_tokens);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "max_new_tokens must be >= 1, got %lld",
+                            (long long)g->o->max_new_tokens);
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= g->li.vocab)
-            return fm_error_set(err, FM_ERR_INPUT, "prompt token %zu is id %lld, outside the vocabulary [0, %lld)", i,
+            return fm_error_set(err, FM_ERR_INPUT,
+                                "prompt token %zu is id %lld, outside the vocabulary [0, %lld)", i,
                                 (long long)ids[i], (long long)g->li.vocab);
     if ((int64_t)n + g->o->max_new_tokens > g->li.max_positions)
-        return fm_error_set(err, FM_ERR_LIMIT, "prompt of %zu tokens + %lld new tokens exceeds the model's context of %lld "
-                            "(max_position_embeddings)", n, (long long)g->o->max_new_tokens, (long long)g->li.max_positions);
+        return fm_error_set(
+            err, FM_ERR_LIMIT,
+            "prompt of %zu tokens + %lld new tokens exceeds the model's context of %lld "
+            "(max_position_embeddings)",
+            n, (long long)g->o->max_new_tokens, (long long)g->li.max_positions);
     return FM_OK;
 }
 
 /* Prompt positions, image features, the cache; the prefill forward's logits of the last row. */
-static fm_status prefill(gen *g, const int64_t *ids, size_t n, const fm_tensor *pv, const fm_tensor *grid,
-                         fm_tensor *logits, fm_error *err) {
+static fm_status prefill(gen *g, const int64_t *ids, size_t n, const fm_tensor *pv,
+                         const fm_tensor *grid, fm_tensor *logits, fm_error *err) {
     fm_run_options ro;
     fm_run_options_init(&ro);
     ro.threads = g->o->threads;
     int64_t *pos3 = fm_malloc(3 * n * sizeof *pos3);
-    int32_t *slot = fm_calloc(n, sizeof *slot), *pos = fm_malloc(n * sizeof *pos), last = (int32_t)n - 1;
-    fm_status st = pos3 && slot && pos ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "out of memory for a %zu-token prompt", n);
+    int32_t *slot = fm_calloc(n, sizeof *slot), *pos = fm_malloc(n * sizeof *pos),
+            last = (int32_t)n - 1;
+    fm_status st = pos3 && slot && pos
+                       ? FM_OK
+                       : fm_error_set(err, FM_ERR_NOMEM, "out of memory for a %zu-token prompt", n);
     if (st == FM_OK) st = fm_model_rope_index(g->m, ids, (int64_t)n, grid, pos3, &g->next, err);
     if (st == FM_OK && pv) st = fm_model_vision_forward(g->m, pv, grid, &ro, &g->images, err);
-    if (st == FM_OK) st = fm_kv_cache_new(g->m, 1, (int64_t)n + g->o->max_new_tokens, g->o->kv_dtype, &g->cache, err);
-    for (size_t i = 0; pos && i < n; i++) pos[i] = (int32_t)i;
+    if (st == FM_OK)
+        st = fm_kv_cache_new(g->m, 1, (int64_t)n + g->o->max_new_tokens, g->o->kv_dtype, &g->cache,
+                             err);
+    for (size_t i = 0; pos && i < n; i++)
+        pos[i] = (int32_t)i;
     fm_text_batch b = {ids, pos3, slot, pos, n, pv ? &g->images : NULL, &last, 1};
     if (st == FM_OK) st = fm_model_forward_text(g->m, g->cache, &b, &ro, logits, err);
     fm_free(pos3), fm_free(slot), fm_free(pos);
@@ -132,9 +143,11 @@ static fm_status setup(gen *g, size_t n, fm_error *err) {
     size_t cap = n + (size_t)g->o->max_new_tokens;
     g->history = fm_malloc(cap * sizeof *g->history);
     r->tokens = fm_malloc((size_t)g->o->max_new_tokens * sizeof *r->tokens);
-    if (!g->history || !r->tokens) return fm_error_set(err, FM_ERR_NOMEM, "out of memory for %zu tokens", cap);
+    if (!g->history || !r->tokens)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory for %zu tokens", cap);
     fm_status st = fm_sampler_new(&g->o->sampling, g->li.vocab, &g->sampler, err);
-    if (st == FM_OK && g->o->tokenizer) st = fm_detok_stream_new(g->o->tokenizer, true, &g->detok, err);
+    if (st == FM_OK && g->o->tokenizer)
+        st = fm_detok_stream_new(g->o->tokenizer, true, &g->detok, err);
     return st;
 }
 
@@ -145,13 +158,14 @@ static fm_status finish_text(gen *g, fm_error *err) {
     fm_status st = fm_detok_stream_finish(g->detok, &tail, &len, err);
     if (st == FM_OK && len && g->o->on_token) g->o->on_token(g->o->ctx, -1, tail, len);
     if (st == FM_OK)
-        st = fm_tokenizer_decode(g->o->tokenizer, g->r->tokens, g->r->n_tokens, true, &g->r->text, &g->r->text_len, err);
+        st = fm_tokenizer_decode(g->o->tokenizer, g->r->tokens, g->r->n_tokens, true, &g->r->text,
+                                 &g->r->text_len, err);
     return st;
 }
 
-fm_status fm_generate(struct fm_model *m, const int64_t *ids, size_t n, const fm_tensor *pixel_values,
-                      const fm_tensor *image_grid_thw, const fm_generate_options *o, fm_generate_result *out,
-                      fm_error *err) {
+fm_status fm_generate(struct fm_model *m, const int64_t *ids, size_t n,
+                      const fm_tensor *pixel_values, const fm_tensor *image_grid_thw,
+                      const fm_generate_options *o, fm_generate_result *out, fm_error *err) {
     gen g;
     memset(&g, 0, sizeof g);
     memset(out, 0, sizeof *out);
@@ -162,7 +176,8 @@ fm_status fm_generate(struct fm_model *m, const int64_t *ids, size_t n, const fm
     fm_status st = fm_model_lm_info(m, &g.li, err);
     if (st == FM_OK) st = check_prompt(&g, ids, n, err);
     if (st == FM_OK) st = setup(&g, n, err);
-    for (size_t i = 0; st == FM_OK && i < n; i++) g.history[g.n_history++] = (int32_t)ids[i];
+    for (size_t i = 0; st == FM_OK && i < n; i++)
+        g.history[g.n_history++] = (int32_t)ids[i];
     out->prompt_tokens = (int64_t)n;
     double t0 = now_s();
     if (st == FM_OK) st = prefill(&g, ids, n, pixel_values, image_grid_thw, &logits, err);

@@ -28,18 +28,33 @@ static uint8_t value_as_orientation(uint32_t type, const uint8_t *d, int le) {
     int64_t v, num, den;
     double f;
     switch (type) {
-    case 3: v = rd16(d, le); break;                             /* SHORT */
-    case 8: v = (int16_t)rd16(d, le); break;                    /* SSHORT */
-    case 4: case 13: v = rd32(d, le); break;                    /* LONG, IFD */
-    case 9: v = (int32_t)rd32(d, le); break;                    /* SLONG */
-    case 6: v = (int8_t)d[0]; break;                            /* SBYTE */
-    case 16: v = rd64(d, le) > 8 ? 0 : (int64_t)rd64(d, le); break; /* LONG8 */
-    case 5: case 10:                                            /* (S)RATIONAL: a Fraction */
+    case 3:
+        v = rd16(d, le);
+        break; /* SHORT */
+    case 8:
+        v = (int16_t)rd16(d, le);
+        break; /* SSHORT */
+    case 4:
+    case 13:
+        v = rd32(d, le);
+        break; /* LONG, IFD */
+    case 9:
+        v = (int32_t)rd32(d, le);
+        break; /* SLONG */
+    case 6:
+        v = (int8_t)d[0];
+        break; /* SBYTE */
+    case 16:
+        v = rd64(d, le) > 8 ? 0 : (int64_t)rd64(d, le);
+        break; /* LONG8 */
+    case 5:
+    case 10: /* (S)RATIONAL: a Fraction */
         num = type == 5 ? (int64_t)rd32(d, le) : (int32_t)rd32(d, le);
         den = type == 5 ? (int64_t)rd32(d + 4, le) : (int32_t)rd32(d + 4, le);
-        v = den != 0 && num % den == 0 ? num / den : 0;         /* denominator 0 is NaN */
+        v = den != 0 && num % den == 0 ? num / den : 0; /* denominator 0 is NaN */
         break;
-    case 11: case 12: {                                         /* FLOAT, DOUBLE */
+    case 11:
+    case 12: { /* FLOAT, DOUBLE */
         if (type == 11) {
             uint32_t bits = rd32(d, le);
             float x;
@@ -52,14 +67,16 @@ static uint8_t value_as_orientation(uint32_t type, const uint8_t *d, int le) {
         v = f >= 1 && f <= 8 && f == (double)(int64_t)f ? (int64_t)f : 0;
         break;
     }
-    default: return 0;                                          /* BYTE, ASCII, UNDEFINED */
+    default:
+        return 0; /* BYTE, ASCII, UNDEFINED */
     }
     return v >= 1 && v <= 8 ? (uint8_t)v : 0;
 }
 
 fm_exif_tag fm_exif_orientation(const uint8_t *p, size_t n, uint8_t *value) {
     *value = 0;
-    while (n >= 6 && memcmp(p, "Exif\0\0", 6) == 0) p += 6, n -= 6;
+    while (n >= 6 && memcmp(p, "Exif\0\0", 6) == 0)
+        p += 6, n -= 6;
     /* Pillow's accepted headers: II/MM with 42 in either byte order; BigTIFF (43) and blocks
      * under 8 bytes make it raise, which exif_transpose does not catch: read as no EXIF. */
     if (n < 8 || p[0] != p[1] || (p[0] != 'I' && p[0] != 'M')) return FM_EXIF_ABSENT;

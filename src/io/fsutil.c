@@ -1,7 +1,7 @@
 /* File-system wrappers for the writer and the atomic save: fault hooks, EINTR and short-write
  * handling, error messages that name the path and the system's reason. */
-#include "core/testing.h"
 #include "io/fsutil.h"
+#include "core/testing.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -55,7 +55,8 @@ fm_status fm_fs_open(const char *path, int flags, mode_t mode, int *out_fd, fm_e
     *out_fd = -1;
     if (injected(FM_FAULT_OPEN)) return sys_error(err, "open", path, EIO, true);
     int fd;
-    do fd = open(path, flags | O_CLOEXEC, mode);
+    do
+        fd = open(path, flags | O_CLOEXEC, mode);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) return sys_error(err, "open", path, errno, false);
     *out_fd = fd;
@@ -119,8 +120,8 @@ fm_status fm_fs_writev_all(int fd, struct iovec *iov, size_t n, const char *labe
     return fm_fs_writev_all_notify(fd, iov, n, label, NULL, NULL, err);
 }
 
-fm_status fm_fs_writev_all_notify(int fd, struct iovec *iov, size_t n, const char *label, fm_fs_written_fn fn,
-                                  void *ctx, fm_error *err) {
+fm_status fm_fs_writev_all_notify(int fd, struct iovec *iov, size_t n, const char *label,
+                                  fm_fs_written_fn fn, void *ctx, fm_error *err) {
     size_t i = 0;
     uint64_t written = 0;
     struct iovec batch[FS_IOV_BATCH];
@@ -145,7 +146,8 @@ fm_status fm_fs_writev_all_notify(int fd, struct iovec *iov, size_t n, const cha
 fm_status fm_fs_fsync(int fd, const char *label, fm_error *err) {
     if (injected(FM_FAULT_FSYNC)) return sys_error(err, "fsync", label, EIO, true);
     int rc;
-    do rc = fsync(fd);
+    do
+        rc = fsync(fd);
     while (rc != 0 && errno == EINTR);
     if (rc != 0) return sys_error(err, "fsync", label, errno, false);
     return FM_OK;
@@ -187,7 +189,9 @@ static int renameat2_raw(const char *from, const char *to, unsigned flags) {
 #endif
 }
 
-static bool unsupported_errno(int e) { return e == EINVAL || e == ENOSYS || e == EOPNOTSUPP; }
+static bool unsupported_errno(int e) {
+    return e == EINVAL || e == ENOSYS || e == EOPNOTSUPP;
+}
 
 fm_status fm_fs_rename_noreplace(const char *from, const char *to, fm_error *err) {
     if (injected(FM_FAULT_RENAME)) return sys_error(err, "rename", from, EIO, true);
@@ -195,20 +199,26 @@ fm_status fm_fs_rename_noreplace(const char *from, const char *to, fm_error *err
     int e = errno;
     if (unsupported_errno(e)) {
         struct stat st;
-        if (lstat(to, &st) == 0) e = EEXIST;
-        else if (rename(from, to) == 0) return FM_OK;
-        else e = errno;
+        if (lstat(to, &st) == 0)
+            e = EEXIST;
+        else if (rename(from, to) == 0)
+            return FM_OK;
+        else
+            e = errno;
     }
     char what[64 + PATH_MAX];
     snprintf(what, sizeof what, "rename to '%s' of", to);
     return sys_error(err, what, from, e, false);
 }
 
-void fm_fs_set_exchange_disabled(bool disabled) { atomic_store(&exchange_disabled, disabled); }
+void fm_fs_set_exchange_disabled(bool disabled) {
+    atomic_store(&exchange_disabled, disabled);
+}
 
 fm_status fm_fs_exchange(const char *a, const char *b, fm_error *err) {
     if (atomic_load(&exchange_disabled))
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "exchange '%s' with '%s': disabled for tests", a, b);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED, "exchange '%s' with '%s': disabled for tests",
+                            a, b);
     if (injected(FM_FAULT_RENAME)) return sys_error(err, "exchange", a, EIO, true);
     if (renameat2_raw(a, b, RENAME_EXCHANGE) == 0) return FM_OK;
     int e = errno;
@@ -222,7 +232,9 @@ fm_status fm_fs_exchange(const char *a, const char *b, fm_error *err) {
     return st;
 }
 
-int fm_fs_exchange_nofault(const char *a, const char *b) { return renameat2_raw(a, b, RENAME_EXCHANGE); }
+int fm_fs_exchange_nofault(const char *a, const char *b) {
+    return renameat2_raw(a, b, RENAME_EXCHANGE);
+}
 
 fm_status fm_fs_unlink(const char *path, fm_error *err) {
     if (unlink(path) != 0) return sys_error(err, "unlink", path, errno, false);
@@ -286,7 +298,8 @@ int fm_fs_remove_tree(const char *path) {
 
 /* ---- copies and links -------------------------------------------------------------------- */
 static bool link_refused(int e) {
-    return e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOTSUP || e == EOPNOTSUPP;
+    return e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOTSUP ||
+           e == EOPNOTSUPP;
 }
 
 fm_status fm_fs_link_or_copy(const char *from, const char *to, fm_error *err) {
@@ -350,13 +363,15 @@ static fm_status read_exact(int fd, char *buf, size_t len, const char *path, fm_
         ssize_t r = read(fd, buf + got, len - got);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) return sys_error(err, "read", path, errno, false);
-        if (r == 0) return fm_error_set(err, FM_ERR_IO, "read '%s': file shrank while reading", path);
+        if (r == 0)
+            return fm_error_set(err, FM_ERR_IO, "read '%s': file shrank while reading", path);
         got += (size_t)r;
     }
     return FM_OK;
 }
 
-fm_status fm_fs_read_file(const char *path, uint64_t max, char **out, size_t *out_len, fm_error *err) {
+fm_status fm_fs_read_file(const char *path, uint64_t max, char **out, size_t *out_len,
+                          fm_error *err) {
     int fd;
     struct stat sb;
     memset(&sb, 0, sizeof sb);
@@ -431,7 +446,8 @@ fm_status fm_fs_create_temp_file(const char *dir, const char *base, char **out_p
     *out_fd = -1;
     for (int t = 0; t < FS_TEMP_TRIES; t++) {
         char *p = fm_fs_temp_name(dir, base, "");
-        if (!p) return fm_error_set(err, FM_ERR_NOMEM, "temporary file in '%s': out of memory", dir);
+        if (!p)
+            return fm_error_set(err, FM_ERR_NOMEM, "temporary file in '%s': out of memory", dir);
         fm_status st = fm_fs_open(p, O_WRONLY | O_CREAT | O_EXCL, 0666, out_fd, err);
         if (st == FM_OK) {
             *out_path = p;
@@ -447,7 +463,8 @@ fm_status fm_fs_create_temp_dir(const char *dir, const char *base, char **out_pa
     *out_path = NULL;
     for (int t = 0; t < FS_TEMP_TRIES; t++) {
         char *p = fm_fs_temp_name(dir, base, "");
-        if (!p) return fm_error_set(err, FM_ERR_NOMEM, "staging directory in '%s': out of memory", dir);
+        if (!p)
+            return fm_error_set(err, FM_ERR_NOMEM, "staging directory in '%s': out of memory", dir);
         fm_status st = fm_fs_mkdir(p, 0777, err);
         if (st == FM_OK) {
             *out_path = p;

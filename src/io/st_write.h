@@ -8,6 +8,7 @@
 /* fm_st_write_fd, calling fn (may be NULL) after each write with the tensor data bytes of this
  * file written so far (the header not counted). */
 fm_status fm_st_write_fd_notify(int fd, const char *label, const fm_st_item *items, size_t n,
-                                const fm_st_write_options *o, fm_fs_written_fn fn, void *ctx, fm_error *err);
+                                const fm_st_write_options *o, fm_fs_written_fn fn, void *ctx,
+                                fm_error *err);
 
 #endif

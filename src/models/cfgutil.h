@@ -21,12 +21,13 @@ typedef struct fm_cfg_keys {
 
 /* Integer at key (absent or null -> dflt); non-integers and values outside [min, max] are
  * refused naming the key. */
-fm_status fm_cfg_int(const fm_cfg_keys *k, const char *key, int64_t dflt, int64_t min, int64_t max, int64_t *out,
-                     fm_error *err);
+fm_status fm_cfg_int(const fm_cfg_keys *k, const char *key, int64_t dflt, int64_t min, int64_t max,
+                     int64_t *out, fm_error *err);
 /* Positive number at key (absent or null -> dflt). */
-fm_status fm_cfg_positive(const fm_cfg_keys *k, const char *key, double dflt, double *out, fm_error *err);
+fm_status fm_cfg_positive(const fm_cfg_keys *k, const char *key, double dflt, double *out,
+                          fm_error *err);
 /* "%s: key '%s': %lld is not divisible by %s (%lld)". */
-fm_status fm_cfg_need_divisible(const char *origin, const char *key, int64_t a, int64_t b, const char *what,
-                                fm_error *err);
+fm_status fm_cfg_need_divisible(const char *origin, const char *key, int64_t a, int64_t b,
+                                const char *what, fm_error *err);
 
 #endif

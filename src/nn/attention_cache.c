@@ -53,8 +53,8 @@ static void kvw_body(void *ctx, int64_t r0, int64_t r1, int worker) {
 }
 
 void fm_k_kv_write(void *kc, void *vc, fm_dtype cdt, int64_t cap, int n_kv, int head_dim,
-                   const int32_t *slot, const int32_t *pos, int64_t rows, const float *k, int64_t ldk,
-                   const float *v, int64_t ldv, fm_threadpool *pool) {
+                   const int32_t *slot, const int32_t *pos, int64_t rows, const float *k,
+                   int64_t ldk, const float *v, int64_t ldv, fm_threadpool *pool) {
     kvw_job j = {kc, vc, cdt, cap, n_kv, head_dim, slot, pos, k, v, ldk, ldv};
     int64_t per_row = 2 * (int64_t)n_kv * head_dim, grain = per_row > 0 ? 16384 / per_row + 1 : 1;
     fm_threadpool_for(pool, rows, grain, kvw_body, &j);
@@ -73,7 +73,9 @@ static inline int64_t pget(const float *base, int64_t i) {
     memcpy(&x, base + 2 * i, sizeof x);
     return x;
 }
-static inline void pset(float *base, int64_t i, int64_t x) { memcpy(base + 2 * i, &x, sizeof x); }
+static inline void pset(float *base, int64_t i, int64_t x) {
+    memcpy(base + 2 * i, &x, sizeof x);
+}
 
 typedef struct plan_idx {
     int64_t n_runs, n_dec, n_qb, n_ch;
@@ -89,11 +91,14 @@ static plan_idx plan_layout(int64_t n_runs, int64_t n_dec) {
     p.dec_ch = p.dec_row + n_dec;
     return p;
 }
-static int64_t plan_values(int64_t rows) { return 5 * rows + 6; }
+static int64_t plan_values(int64_t rows) {
+    return 5 * rows + 6;
+}
 
 static int64_t run_length(const int32_t *slot, const int32_t *pos, int64_t rows, int64_t r) {
     int64_t e = r + 1;
-    while (e < rows && slot[e] == slot[r] && pos[e] == pos[e - 1] + 1) e++;
+    while (e < rows && slot[e] == slot[r] && pos[e] == pos[e - 1] + 1)
+        e++;
     return e - r;
 }
 
@@ -104,8 +109,10 @@ static int64_t make_plan(float *base, const int32_t *slot, const int32_t *pos, i
     int64_t n_runs = 0, n_dec = 0;
     for (int64_t r = 0; r < rows;) {
         int64_t len = run_length(slot, pos, rows, r);
-        if (len >= RUN_MIN) n_runs++;
-        else n_dec += len;
+        if (len >= RUN_MIN)
+            n_runs++;
+        else
+            n_dec += len;
         r += len;
     }
     plan_idx p = plan_layout(n_runs, n_dec);
@@ -113,7 +120,9 @@ static int64_t make_plan(float *base, const int32_t *slot, const int32_t *pos, i
     for (int64_t r = 0; r < rows;) {
         int64_t len = run_length(slot, pos, rows, r);
         if (len >= RUN_MIN) {
-            if (base) pset(base, p.run_row + ir, r), pset(base, p.run_len + ir, len), pset(base, p.run_qb + ir, qb);
+            if (base)
+                pset(base, p.run_row + ir, r), pset(base, p.run_len + ir, len),
+                    pset(base, p.run_qb + ir, qb);
             qb += (len + QB - 1) / QB, ir++;
         } else {
             for (int64_t i = r; i < r + len; i++, id++) {
@@ -134,8 +143,10 @@ static int64_t find_prefix(const float *base, int64_t off, int64_t n, int64_t x)
     int64_t lo = 0, hi = n; /* arr[lo] <= x < arr[hi] (arr[n] is the total, > x) */
     while (hi - lo > 1) {
         int64_t mid = (lo + hi) / 2;
-        if (pget(base, off + mid) <= x) lo = mid;
-        else hi = mid;
+        if (pget(base, off + mid) <= x)
+            lo = mid;
+        else
+            hi = mid;
     }
     return lo;
 }
@@ -153,7 +164,7 @@ typedef struct ac_job {
     int n_kv, n_heads, rep, hd;
     const int32_t *slot, *pos;
     float scale;
-    float *planv;    /* the plan (scratch start) */
+    float *planv; /* the plan (scratch start) */
     plan_idx p;
     float *partials; /* [n_ch][n_heads][hd + 2]: m, l, o (decode chunks) */
     float *slabs;    /* [threads][slab] */
@@ -162,7 +173,8 @@ typedef struct ac_job {
 
 static int64_t slab_floats(int rep, int hd) {
     int64_t dec = 2 * (int64_t)DCHUNK * hd + (int64_t)rep * DCHUNK;
-    int64_t blk = 2 * (int64_t)KB * hd + (int64_t)QB * KB + (int64_t)rep * QB * hd + 2 * (int64_t)rep * QB;
+    int64_t blk =
+        2 * (int64_t)KB * hd + (int64_t)QB * KB + (int64_t)rep * QB * hd + 2 * (int64_t)rep * QB;
     return (dec > blk ? dec : blk) + 16;
 }
 
@@ -189,8 +201,8 @@ static float exp_row(float *s, int64_t n, float mx) {
 
 /* The f32 rows [k0, k0 + n) of one (slot, group) of a cache: the cache itself for F32, else
  * converted into buf. */
-static const float *f32_rows(const ac_job *j, const unsigned char *cache, int64_t s, int g, int64_t k0,
-                             int64_t n, float *buf) {
+static const float *f32_rows(const ac_job *j, const unsigned char *cache, int64_t s, int g,
+                             int64_t k0, int64_t n, float *buf) {
     size_t at = cache_index(j->cap, j->n_kv, j->hd, s, g, k0);
     if (j->cdt == FM_DTYPE_F32) return (const float *)(const void *)(cache + 4 * at);
     fm_bf16_to_f32(buf, (const uint16_t *)(const void *)(cache + 2 * at), (uint64_t)(n * j->hd));
@@ -201,7 +213,8 @@ static const float *f32_rows(const ac_job *j, const unsigned char *cache, int64_
  * in the row, so they form the rows of one small sgemm against the chunk's keys (each K and V
  * row read once for all of them); writes (m, l, unnormalised o) per head to the chunk's
  * partials. Worker scratch: K and V rows [DCHUNK][hd] (bf16 caches), scores [rep][DCHUNK]. */
-static void decode_chunk(const ac_job *j, int64_t r, int64_t chunk_id, int64_t c, int g, float *ws) {
+static void decode_chunk(const ac_job *j, int64_t r, int64_t chunk_id, int64_t c, int g,
+                         float *ws) {
     int hd = j->hd, rep = j->rep;
     int64_t k0 = c * DCHUNK, k1 = (int64_t)j->pos[r] + 1;
     k1 = k1 < k0 + DCHUNK ? k1 : k0 + DCHUNK;
@@ -217,8 +230,8 @@ static void decode_chunk(const ac_job *j, int64_t r, int64_t chunk_id, int64_t c
         ph[0] = fm_k_vmax(sh, n);
         ph[1] = exp_row(sh, n, ph[0]);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rep, hd, (int)n, 1.0f, s, DCHUNK, vb, hd, 0.0f,
-                part + 2, hd + 2);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rep, hd, (int)n, 1.0f, s, DCHUNK, vb, hd,
+                0.0f, part + 2, hd + 2);
 }
 
 /* Merges the chunks of decode row d for head h into the output, in chunk order:
@@ -230,16 +243,20 @@ static void decode_combine(const ac_job *j, int64_t d, int h) {
     const float *part = j->partials + (c0 * j->n_heads + h) * (int64_t)(hd + 2);
     float *o = j->o + r * j->ldo + (int64_t)h * hd;
     float m = part[0], l = 0.0f;
-    for (int64_t c = 1; c < nc; c++) m = part[c * stride] > m ? part[c * stride] : m;
-    for (int i = 0; i < hd; i++) o[i] = 0.0f;
+    for (int64_t c = 1; c < nc; c++)
+        m = part[c * stride] > m ? part[c * stride] : m;
+    for (int i = 0; i < hd; i++)
+        o[i] = 0.0f;
     for (int64_t c = 0; c < nc; c++) {
         const float *pc = part + c * stride;
         float w = fm_expf_poly(pc[0] - m);
         l += w * pc[1];
-        for (int i = 0; i < hd; i++) o[i] += w * pc[2 + i];
+        for (int i = 0; i < hd; i++)
+            o[i] += w * pc[2 + i];
     }
     float inv = 1.0f / l;
-    for (int i = 0; i < hd; i++) o[i] *= inv;
+    for (int i = 0; i < hd; i++)
+        o[i] *= inv;
 }
 
 /* ---- blocked path (prefill runs) ---------------------------------------------------------- */
@@ -247,8 +264,8 @@ static void decode_combine(const ac_job *j, int64_t d, int h) {
 /* Online-softmax update of query row i (position pi) of one head for the key block at kb0 of
  * kn keys: scores srow become probabilities (0 past the row's own position), the running max m
  * and sum l advance, the accumulated output oi is rescaled. */
-static void online_row(float *srow, int64_t kn, int64_t kb0, int64_t pi, float *m, float *l, float *oi,
-                       int hd) {
+static void online_row(float *srow, int64_t kn, int64_t kb0, int64_t pi, float *m, float *l,
+                       float *oi, int hd) {
     int64_t valid = pi - kb0 + 1 < kn ? pi - kb0 + 1 : kn;
     if (valid <= 0) {
         memset(srow, 0, (size_t)kn * sizeof *srow);
@@ -261,7 +278,8 @@ static void online_row(float *srow, int64_t kn, int64_t kb0, int64_t pi, float *
     *l = *l * alpha + sum;
     *m = m_new;
     if (alpha != 1.0f)
-        for (int d = 0; d < hd; d++) oi[d] *= alpha;
+        for (int d = 0; d < hd; d++)
+            oi[d] *= alpha;
 }
 
 /* Query block qbg of the runs, KV group g. Worker scratch: K and V blocks [KB][hd] (bf16
@@ -275,37 +293,47 @@ static void blocked_task(const ac_job *j, int64_t qbg, int g, float *ws) {
     int64_t nq = start + len - i0 < QB ? start + len - i0 : QB;
     int64_t p0 = j->pos[i0], p_last = j->pos[i0 + nq - 1], s = j->slot[i0];
     float *kbuf = ws, *vbuf = kbuf + (int64_t)KB * hd, *sc = vbuf + (int64_t)KB * hd;
-    float *acc = sc + (int64_t)QB * KB, *m = acc + (int64_t)rep * QB * hd, *l = m + (int64_t)rep * QB;
+    float *acc = sc + (int64_t)QB * KB, *m = acc + (int64_t)rep * QB * hd,
+          *l = m + (int64_t)rep * QB;
     memset(acc, 0, (size_t)rep * QB * hd * sizeof *acc);
-    for (int64_t i = 0; i < (int64_t)rep * QB; i++) m[i] = -INFINITY, l[i] = 0.0f;
+    for (int64_t i = 0; i < (int64_t)rep * QB; i++)
+        m[i] = -INFINITY, l[i] = 0.0f;
     for (int64_t kb0 = 0; kb0 <= p_last; kb0 += KB) {
         int64_t kn = p_last + 1 - kb0 < KB ? p_last + 1 - kb0 : KB;
-        const float *kb = f32_rows(j, j->kc, s, g, kb0, kn, kbuf), *vb = f32_rows(j, j->vc, s, g, kb0, kn, vbuf);
+        const float *kb = f32_rows(j, j->kc, s, g, kb0, kn, kbuf),
+                    *vb = f32_rows(j, j->vc, s, g, kb0, kn, vbuf);
         for (int h = 0; h < rep; h++) {
             int hq = g * rep + h;
             float *ah = acc + (int64_t)h * QB * hd;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)kn, hd, j->scale,
                         j->q + i0 * j->ldq + (int64_t)hq * hd, (int)j->ldq, kb, hd, 0.0f, sc, KB);
             for (int64_t i = 0; i < nq; i++)
-                online_row(sc + i * KB, kn, kb0, p0 + i, m + h * QB + i, l + h * QB + i, ah + i * hd, hd);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, hd, (int)kn, 1.0f, sc, KB, vb, hd,
-                        1.0f, ah, hd);
+                online_row(sc + i * KB, kn, kb0, p0 + i, m + h * QB + i, l + h * QB + i,
+                           ah + i * hd, hd);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, hd, (int)kn, 1.0f, sc,
+                        KB, vb, hd, 1.0f, ah, hd);
         }
     }
     for (int h = 0; h < rep; h++)
         for (int64_t i = 0; i < nq; i++) {
             const float *ai = acc + ((int64_t)h * QB + i) * hd;
-            float *oi = j->o + (i0 + i) * j->ldo + (int64_t)(g * rep + h) * hd, inv = 1.0f / l[h * QB + i];
-            for (int d = 0; d < hd; d++) oi[d] = ai[d] * inv;
+            float *oi = j->o + (i0 + i) * j->ldo + (int64_t)(g * rep + h) * hd,
+                  inv = 1.0f / l[h * QB + i];
+            for (int d = 0; d < hd; d++)
+                oi[d] = ai[d] * inv;
         }
 }
 
 /* ---- entry points ------------------------------------------------------------------------- */
 
-static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+static int64_t round16(int64_t n) {
+    return (n + 15) / 16 * 16;
+}
 
 /* Scratch layout: [plan][partials][threads slabs], each part 64-byte aligned. */
-static int64_t partials_at(int64_t rows) { return round16(2 * plan_values(rows)); }
+static int64_t partials_at(int64_t rows) {
+    return round16(2 * plan_values(rows));
+}
 static int64_t slabs_at(int64_t rows, int64_t n_ch, int n_heads, int hd) {
     return partials_at(rows) + round16(n_ch * n_heads * (int64_t)(hd + 2));
 }
@@ -339,7 +367,8 @@ static void phase1_body(void *ctx, int64_t t0, int64_t t1, int worker) {
 static void phase2_body(void *ctx, int64_t t0, int64_t t1, int worker) {
     (void)worker;
     const ac_job *j = ctx;
-    for (int64_t t = t0; t < t1; t++) decode_combine(j, t / j->n_heads, (int)(t % j->n_heads));
+    for (int64_t t = t0; t < t1; t++)
+        decode_combine(j, t / j->n_heads, (int)(t % j->n_heads));
 }
 
 void fm_k_attention_cache(float *o, int64_t ldo, const float *q, int64_t ldq, const void *kc,
@@ -347,9 +376,22 @@ void fm_k_attention_cache(float *o, int64_t ldo, const float *q, int64_t ldq, co
                           const int32_t *pos, int64_t rows, int n_heads, int head_dim, float scale,
                           float *scratch, fm_threadpool *pool) {
     if (rows <= 0) return;
-    ac_job j = {.o = o, .ldo = ldo, .q = q, .ldq = ldq, .kc = kc, .vc = vc, .cdt = cdt, .cap = cap,
-                .n_kv = n_kv, .n_heads = n_heads, .rep = n_heads / n_kv, .hd = head_dim,
-                .slot = slot, .pos = pos, .scale = scale, .planv = scratch};
+    ac_job j = {.o = o,
+                .ldo = ldo,
+                .q = q,
+                .ldq = ldq,
+                .kc = kc,
+                .vc = vc,
+                .cdt = cdt,
+                .cap = cap,
+                .n_kv = n_kv,
+                .n_heads = n_heads,
+                .rep = n_heads / n_kv,
+                .hd = head_dim,
+                .slot = slot,
+                .pos = pos,
+                .scale = scale,
+                .planv = scratch};
     int64_t n_ch = make_plan(scratch, slot, pos, rows, &j.p);
     j.partials = scratch + partials_at(rows);
     j.slabs = scratch + slabs_at(rows, n_ch, n_heads, head_dim);

@@ -33,7 +33,10 @@ static inline float fm_expf_poly(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     float t = x * log2e + magic; /* round-to-nearest integer in the low mantissa bits */
-    union { float f; uint32_t u; } tb = {t}, sc;
+    union {
+        float f;
+        uint32_t u;
+    } tb = {t}, sc;
     float n = t - magic;
     float r = x - n * ln2_hi;
     r = r - n * ln2_lo;
@@ -45,16 +48,19 @@ static inline float fm_expf_poly(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    sc.u = (tb.u - 0x4B400000u + 127u) << 23; /* 2^n, n in [-126, 127] (unsigned: NaN is harmless) */
+    sc.u = (tb.u - 0x4B400000u + 127u)
+           << 23; /* 2^n, n in [-126, 127] (unsigned: NaN is harmless) */
     return p * sc.f;
 }
 
 /* Sum of an FM_VL lane array, pairwise in a fixed order. */
 static inline float fm_k_lanes_sum(const float *acc) {
     float t[FM_VL];
-    for (int l = 0; l < FM_VL; l++) t[l] = acc[l];
+    for (int l = 0; l < FM_VL; l++)
+        t[l] = acc[l];
     for (int w = FM_VL / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++) t[l] = t[l] + t[l + w];
+        for (int l = 0; l < w; l++)
+            t[l] = t[l] + t[l + w];
     return t[0];
 }
 
@@ -179,8 +185,8 @@ void fm_k_mrope_table(float *cos_t, float *sin_t, const int64_t *pos3, int64_t T
  * n_kv heads of head_dim (keys after RoPE) for sequence slot[r] at position pos[r] (0 <= pos <
  * cap): they go to kc[slot][g][pos][:] and vc[slot][g][pos][:]. */
 void fm_k_kv_write(void *kc, void *vc, fm_dtype cdt, int64_t cap, int n_kv, int head_dim,
-                   const int32_t *slot, const int32_t *pos, int64_t rows, const float *k, int64_t ldk,
-                   const float *v, int64_t ldv, fm_threadpool *pool);
+                   const int32_t *slot, const int32_t *pos, int64_t rows, const float *k,
+                   int64_t ldk, const float *v, int64_t ldv, fm_threadpool *pool);
 
 /* Attention against the cache: row r of q (n_heads heads of head_dim, row stride ldq) is the
  * query of slot[r] at position pos[r]; it attends to cached positions 0..pos[r] of its slot
@@ -227,13 +233,14 @@ void fm_ref_conv3d(float *y, const float *x, const float *w, const float *b, int
 /* Decoder references: y[m][n] (x[m][k] contiguous) over stored-dtype weights; SwiGLU over n
  * values; full-width M-RoPE tables [T][hd] (libm powf/cosf/sinf); attention against the cache
  * (one row, one head at a time, softmax as exp / sum). */
-void fm_ref_linear_w(float *y, const float *x, const void *w, fm_dtype wdt, const float *b, int64_t m,
-                     int64_t n, int64_t k);
+void fm_ref_linear_w(float *y, const float *x, const void *w, fm_dtype wdt, const float *b,
+                     int64_t m, int64_t n, int64_t k);
 void fm_ref_swiglu(float *y, const float *g, const float *u, int64_t n);
 void fm_ref_mrope_table(float *cos_t, float *sin_t, const int64_t *pos3, int64_t T, int head_dim,
                         double theta, const int sections[3], int interleaved);
 void fm_ref_attention_cache(float *o, int64_t ldo, const float *q, int64_t ldq, const void *kc,
-                            const void *vc, fm_dtype cdt, int64_t cap, int n_kv, const int32_t *slot,
-                            const int32_t *pos, int64_t rows, int n_heads, int head_dim, float scale);
+                            const void *vc, fm_dtype cdt, int64_t cap, int n_kv,
+                            const int32_t *slot, const int32_t *pos, int64_t rows, int n_heads,
+                            int head_dim, float scale);
 
 #endif

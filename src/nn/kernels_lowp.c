@@ -37,7 +37,7 @@ typedef struct lw_job {
     int64_t ldy;
     const float *x; /* [m][ldx] */
     int64_t ldx;
-    const float *xq; /* GEMV: x packed by x_pack, [m * k] */
+    const float *xq;        /* GEMV: x packed by x_pack, [m * k] */
     const unsigned char *w; /* [n][k] elements of wdt, rows wrow bytes apart */
     size_t wrow;
     fm_dtype wdt;
@@ -96,8 +96,10 @@ static void x_pack(float *xq, const float *x, int64_t ldx, int64_t m, int64_t k,
             const float *xr = x + (r0 + r) * ldx;
             for (int64_t i = 0; i < kb; i += BK) {
                 float *d = g + i * mr + r * BK;
-                if (pairs) fm_v_to_pairs(d, xr + i);
-                else memcpy(d, xr + i, BK * sizeof *d);
+                if (pairs)
+                    fm_v_to_pairs(d, xr + i);
+                else
+                    memcpy(d, xr + i, BK * sizeof *d);
             }
             memcpy(g + mr * kb + r * kt, xr + kb, (size_t)kt * sizeof *g);
         }
@@ -113,7 +115,8 @@ static void x_pack(float *xq, const float *x, int64_t ldx, int64_t m, int64_t k,
  * the hardware prefetchers (software prefetch in this stream measured no gain). */
 static inline __attribute__((always_inline)) void gemv_span(float *st, const float *xq,
                                                             const unsigned char *w, int64_t i0,
-                                                            int64_t i1, const int MR, const int dt) {
+                                                            int64_t i1, const int MR,
+                                                            const int dt) {
     fm_vf acc[8], acc_o[8];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {
@@ -131,8 +134,10 @@ static inline __attribute__((always_inline)) void gemv_span(float *st, const flo
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
             acc[r] = fm_v_fma(acc[r], we, fm_v_load(xb + r * BK));
-            if (GEMV_SPLIT) acc_o[r] = fm_v_fma(acc_o[r], wo, fm_v_load(xb + r * BK + FM_VW));
-            else acc[r] = fm_v_fma(acc[r], wo, fm_v_load(xb + r * BK + FM_VW));
+            if (GEMV_SPLIT)
+                acc_o[r] = fm_v_fma(acc_o[r], wo, fm_v_load(xb + r * BK + FM_VW));
+            else
+                acc[r] = fm_v_fma(acc[r], wo, fm_v_load(xb + r * BK + FM_VW));
         }
     }
 #pragma GCC unroll 8
@@ -144,17 +149,17 @@ static inline __attribute__((always_inline)) void gemv_span(float *st, const flo
 
 /* y[r] = fixed pairwise lane sum of row r's accumulators (zero when k < BK), then the k % BK
  * tail in order, then + b. */
-static inline __attribute__((always_inline)) void gemv_finish(float *y, int64_t ldy, const float *st,
-                                                              const float *xq, const unsigned char *w,
-                                                              const float *b, int64_t k, const int MR,
-                                                              const int dt) {
+static inline __attribute__((always_inline)) void
+gemv_finish(float *y, int64_t ldy, const float *st, const float *xq, const unsigned char *w,
+            const float *b, int64_t k, const int MR, const int dt) {
     int64_t kb = k / BK * BK, kt = k - kb;
     const float *xt = xq + MR * kb;
     for (int r = 0; r < MR; r++) {
         fm_vf e = kb ? fm_v_load(st + (2 * r) * FM_VW) : fm_v_zero();
         fm_vf o = kb ? fm_v_load(st + (2 * r + 1) * FM_VW) : fm_v_zero();
         float s = fm_v_sum(GEMV_SPLIT ? e + o : e);
-        for (int64_t i = 0; i < kt; i++) s += xt[r * kt + i] * w_elem(w, kb + i, dt);
+        for (int64_t i = 0; i < kt; i++)
+            s += xt[r * kt + i] * w_elem(w, kb + i, dt);
         y[r * ldy] = b ? s + *b : s;
     }
 }
@@ -164,8 +169,8 @@ static inline __attribute__((always_inline)) void gemv_finish(float *y, int64_t 
  * rows pass over it (unsplit, cache-resident k = 8960 rows measured 35% slower: x re-read
  * from L2 for every row). Spans are not shortened for more rows: shorter weight runs measured
  * slower from DRAM, which is where decode reads them. */
-static inline __attribute__((always_inline)) void gemv_rows(const lw_job *j, int64_t r0, int64_t j0,
-                                                            int64_t j1, const int MR, const int dt) {
+static inline __attribute__((always_inline)) void
+gemv_rows(const lw_job *j, int64_t r0, int64_t j0, int64_t j1, const int MR, const int dt) {
     float st[GEMV_SUB][2 * 8 * FM_VW];
     float *y = j->y + r0 * j->ldy;
     const float *xq = j->xq + r0 * j->k;
@@ -174,18 +179,22 @@ static inline __attribute__((always_inline)) void gemv_rows(const lw_job *j, int
         int64_t c1 = c0 + GEMV_SUB < j1 ? c0 + GEMV_SUB : j1;
         for (int64_t i0 = 0; i0 < kb; i0 += span)
             for (int64_t c = c0; c < c1; c++)
-                gemv_span(st[c - c0], xq, j->w + c * j->wrow, i0, i0 + span < kb ? i0 + span : kb, MR, dt);
+                gemv_span(st[c - c0], xq, j->w + c * j->wrow, i0, i0 + span < kb ? i0 + span : kb,
+                          MR, dt);
         for (int64_t c = c0; c < c1; c++)
-            gemv_finish(y + c, j->ldy, st[c - c0], xq, j->w + c * j->wrow, j->b ? j->b + c : NULL, j->k, MR,
-                        dt);
+            gemv_finish(y + c, j->ldy, st[c - c0], xq, j->w + c * j->wrow, j->b ? j->b + c : NULL,
+                        j->k, MR, dt);
     }
 }
 
 #define GEMV_DT(MR)                                                                                \
     case MR:                                                                                       \
-        if (j->wdt == FM_DTYPE_BF16) gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_BF16);                  \
-        else if (j->wdt == FM_DTYPE_F16) gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_F16);               \
-        else gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_F32);                                           \
+        if (j->wdt == FM_DTYPE_BF16)                                                               \
+            gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_BF16);                                           \
+        else if (j->wdt == FM_DTYPE_F16)                                                           \
+            gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_F16);                                            \
+        else                                                                                       \
+            gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_F32);                                            \
         break;
 
 static void gemv_group(const lw_job *j, int64_t r0, int mr, int64_t j0, int64_t j1) {
@@ -198,7 +207,8 @@ static void gemv_group(const lw_job *j, int64_t r0, int mr, int64_t j0, int64_t 
         GEMV_DT(6)
         GEMV_DT(7)
         GEMV_DT(8)
-    default: break;
+    default:
+        break;
     }
 }
 #undef GEMV_DT
@@ -248,8 +258,10 @@ static const float *panel_of(const lw_job *j, int64_t panel, int64_t c0, int64_t
     if (held != panel) {
         for (int64_t c = 0; c < cols; c++) {
             const void *src = j->w + (c0 + c) * j->wrow;
-            if (j->wdt == FM_DTYPE_BF16) fm_bf16_to_f32(wp + c * j->k, src, (uint64_t)j->k);
-            else fm_f16_to_f32(wp + c * j->k, src, (uint64_t)j->k);
+            if (j->wdt == FM_DTYPE_BF16)
+                fm_bf16_to_f32(wp + c * j->k, src, (uint64_t)j->k);
+            else
+                fm_f16_to_f32(wp + c * j->k, src, (uint64_t)j->k);
         }
         memcpy(slab, &panel, sizeof panel);
     }
@@ -267,8 +279,10 @@ static void gemm_body(void *ctx, int64_t t0, int64_t t1, int worker) {
         const float *wp = panel_of(j, panel, c0, cols, worker);
         float *y = j->y + r0 * j->ldy + c0;
         for (int64_t r = 0; r < rows; r++) {
-            if (j->b) memcpy(y + r * j->ldy, j->b + c0, (size_t)cols * sizeof *y);
-            else memset(y + r * j->ldy, 0, (size_t)cols * sizeof *y);
+            if (j->b)
+                memcpy(y + r * j->ldy, j->b + c0, (size_t)cols * sizeof *y);
+            else
+                memset(y + r * j->ldy, 0, (size_t)cols * sizeof *y);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)j->k, 1.0f,
                     j->x + r0 * j->ldx, (int)j->ldx, wp, (int)j->k, 1.0f, y, (int)j->ldy);
@@ -289,8 +303,10 @@ size_t fm_k_linear_w_scratch_floats(int64_t m, int64_t n, int64_t k, int threads
 
 static void linear_w_empty_k(float *y, int64_t ldy, const float *b, int64_t m, int64_t n, int act) {
     for (int64_t r = 0; r < m; r++) {
-        if (b) memcpy(y + r * ldy, b, (size_t)n * sizeof *y);
-        else memset(y + r * ldy, 0, (size_t)n * sizeof *y);
+        if (b)
+            memcpy(y + r * ldy, b, (size_t)n * sizeof *y);
+        else
+            memset(y + r * ldy, 0, (size_t)n * sizeof *y);
         if (act >= 0) fm_k_act(y + r * ldy, y + r * ldy, n, (fm_activation)act, NULL);
     }
 }
@@ -303,8 +319,18 @@ void fm_k_linear_w(float *y, int64_t ldy, const float *x, int64_t ldx, const voi
         linear_w_empty_k(y, ldy, b, m, n, act);
         return;
     }
-    lw_job j = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w, .wdt = wdt, .b = b,
-                .m = m, .n = n, .k = k, .act = act, .scratch = scratch};
+    lw_job j = {.y = y,
+                .ldy = ldy,
+                .x = x,
+                .ldx = ldx,
+                .w = w,
+                .wdt = wdt,
+                .b = b,
+                .m = m,
+                .n = n,
+                .k = k,
+                .act = act,
+                .scratch = scratch};
     j.wrow = (size_t)k * (wdt == FM_DTYPE_F32 ? 4 : 2);
     if (m <= GEMV_MAX_M) {
         x_pack(scratch, x, ldx, m, k, wdt != FM_DTYPE_F32);

@@ -1,5 +1,6 @@
 /* Rotary tables for the decoder: multimodal RoPE (the sectioned layout and the interleaved one
- * of the vision-language decoders) with the f32 rounding steps of transformers (generation spec §4). */
+ * of the vision-language decoders) with the f32 rounding steps of transformers (generation spec
+ * §4). */
 #include <math.h>
 
 #include "nn/kernels.h"

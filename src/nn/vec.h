@@ -52,9 +52,15 @@ static inline fm_vf fm_v_load(const void *p) {
     memcpy(&v, p, sizeof v);
     return v;
 }
-static inline void fm_v_store(void *p, fm_vf v) { memcpy(p, &v, sizeof v); }
-static inline fm_vf fm_v_zero(void) { return (fm_vf){0}; }
-static inline fm_vf fm_v_set1(float a) { return (fm_vf){0} + a; }
+static inline void fm_v_store(void *p, fm_vf v) {
+    memcpy(p, &v, sizeof v);
+}
+static inline fm_vf fm_v_zero(void) {
+    return (fm_vf){0};
+}
+static inline fm_vf fm_v_set1(float a) {
+    return (fm_vf){0} + a;
+}
 
 /* acc + a * b, rounded once where the target has FMA (else mul then add). */
 static inline fm_vf fm_v_fma(fm_vf acc, fm_vf a, fm_vf b) {
@@ -104,14 +110,16 @@ static inline float fm_v_sum(fm_vf v) {
     float t[FM_VW];
     memcpy(t, &v, sizeof t);
     for (int w = FM_VW / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++) t[l] = t[l] + t[l + w];
+        for (int l = 0; l < w; l++)
+            t[l] = t[l] + t[l + w];
     return t[0];
 }
 static inline float fm_v_max(fm_vf v) {
     float t[FM_VW];
     memcpy(t, &v, sizeof t);
     for (int w = FM_VW / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++) t[l] = t[l] > t[l + w] ? t[l] : t[l + w];
+        for (int l = 0; l < w; l++)
+            t[l] = t[l] > t[l + w] ? t[l] : t[l + w];
     return t[0];
 }
 

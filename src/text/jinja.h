@@ -18,8 +18,8 @@
 
 /* ---- limits ---------------------------------------------------------------------------------- */
 #define JJ_MAX_TEMPLATE_BYTES ((size_t)1 << 20) /* template source */
-#define JJ_MAX_NESTING 100                        /* blocks and expression nesting while parsing */
-#define JJ_MAX_NAME 256                           /* identifier length */
+#define JJ_MAX_NESTING 100                      /* blocks and expression nesting while parsing */
+#define JJ_MAX_NAME 256                         /* identifier length */
 
 /* ---- arena: every value and AST node lives in one; freed at once ----------------------------- */
 typedef struct jj_chunk jj_chunk;
@@ -86,7 +86,9 @@ static inline jj_value jj_undef(const char *name, size_t n) {
     v.u.s.p = name, v.u.s.n = n;
     return v;
 }
-static inline jj_value jj_none(void) { return (jj_value){.t = JT_NONE}; }
+static inline jj_value jj_none(void) {
+    return (jj_value){.t = JT_NONE};
+}
 static inline jj_value jj_bool(bool b) {
     jj_value v = {.t = JT_BOOL};
     v.u.b = b;
@@ -123,16 +125,19 @@ void jj_buf_free(jj_buf *b);
 /* Copies the builder into the arena as a string value; NULL data on failure. */
 int jj_buf_to_value(jj_arena *a, const jj_buf *b, jj_value *out);
 
-/* ---- UTF-8 helpers (input is valid UTF-8) ------------------------------------------------------ */
+/* ---- UTF-8 helpers (input is valid UTF-8) ------------------------------------------------------
+ */
 /* Length of a valid UTF-8 prefix of s; == n when all valid (no surrogates, no overlongs). */
 size_t jj_utf8_valid_prefix(const char *s, size_t n);
 uint32_t jj_utf8_next(const char *s, size_t n, size_t *i); /* decodes at *i, advances */
 size_t jj_utf8_put(uint32_t cp, char out[4]);
-size_t jj_utf8_count(const char *s, size_t n);             /* code points */
-size_t jj_utf8_offset(const char *s, size_t n, size_t cp); /* byte offset of code point cp (clamped) */
-bool jj_py_isspace(uint32_t cp);                            /* Python str.isspace() */
+size_t jj_utf8_count(const char *s, size_t n); /* code points */
+size_t jj_utf8_offset(const char *s, size_t n,
+                      size_t cp); /* byte offset of code point cp (clamped) */
+bool jj_py_isspace(uint32_t cp);  /* Python str.isspace() */
 
-/* ---- value helpers (jinja_value.c) ------------------------------------------------------------- */
+/* ---- value helpers (jinja_value.c) -------------------------------------------------------------
+ */
 bool jj_truthy(const jj_value *v);
 const char *jj_type_name(const jj_value *v); /* Python-ish: "str", "int", "list", ... */
 /* Python ==. */
@@ -149,7 +154,8 @@ jj_value *jj_dict_find(const jj_dict *d, const jj_value *key);
 /* Sets (insert or replace). 0 or -1 (arena full). */
 int jj_dict_set(jj_arena *a, jj_dict *d, jj_value key, jj_value val);
 
-/* ---- AST -------------------------------------------------------------------------------------- */
+/* ---- AST --------------------------------------------------------------------------------------
+ */
 typedef enum jj_kind {
     /* statements */
     JN_DATA,     /* cval: literal text */
@@ -163,11 +169,11 @@ typedef enum jj_kind {
     JN_CONTINUE,
     JN_SCOPE, /* body rendered as is ({% generation %}) */
     /* expressions */
-    JN_CONST,   /* cval */
-    JN_NAME,    /* name */
-    JN_LIST,    /* args */
-    JN_TUPLE,   /* args */
-    JN_DICT,    /* args: JN_PAIR (a: key, b: value) */
+    JN_CONST, /* cval */
+    JN_NAME,  /* name */
+    JN_LIST,  /* args */
+    JN_TUPLE, /* args */
+    JN_DICT,  /* args: JN_PAIR (a: key, b: value) */
     JN_PAIR,
     JN_GETATTR, /* a: object, name */
     JN_GETITEM, /* a: object, b: key */
@@ -189,8 +195,22 @@ typedef enum jj_kind {
 } jj_kind;
 
 typedef enum jj_op {
-    JO_ADD = 1, JO_SUB, JO_MUL, JO_DIV, JO_FLOORDIV, JO_MOD, JO_POW, JO_CONCAT,
-    JO_EQ, JO_NE, JO_LT, JO_LE, JO_GT, JO_GE, JO_IN, JO_NOTIN
+    JO_ADD = 1,
+    JO_SUB,
+    JO_MUL,
+    JO_DIV,
+    JO_FLOORDIV,
+    JO_MOD,
+    JO_POW,
+    JO_CONCAT,
+    JO_EQ,
+    JO_NE,
+    JO_LT,
+    JO_LE,
+    JO_GT,
+    JO_GE,
+    JO_IN,
+    JO_NOTIN
 } jj_op;
 
 typedef struct jj_node jj_node;
@@ -209,7 +229,8 @@ struct jj_node {
     jj_nodes args, body, orelse;
 };
 
-/* ---- lexer ------------------------------------------------------------------------------------- */
+/* ---- lexer -------------------------------------------------------------------------------------
+ */
 typedef enum jj_tok_type {
     TK_EOF,
     TK_DATA,        /* text; value s/n */
@@ -243,14 +264,16 @@ typedef struct jj_toks {
 fm_status jj_lex(const char *src, size_t len, jj_arena *a, const char *origin, jj_toks *out,
                  fm_error *err);
 
-/* ---- parser ------------------------------------------------------------------------------------ */
+/* ---- parser ------------------------------------------------------------------------------------
+ */
 /* Parses tokens into a statement list in `a`. */
 fm_status jj_parse(const jj_toks *toks, jj_arena *a, const char *origin, jj_nodes *out,
                    fm_error *err);
 
-/* ---- evaluator --------------------------------------------------------------------------------- */
+/* ---- evaluator ---------------------------------------------------------------------------------
+ */
 typedef struct jj_limits {
-    size_t max_output;      /* bytes of rendered text (also any one intermediate string) */
+    size_t max_output;       /* bytes of rendered text (also any one intermediate string) */
     uint64_t max_iterations; /* loop iterations, all loops together */
     uint32_t max_depth;      /* macro call depth */
     size_t max_memory;       /* bytes of values allocated while rendering */
@@ -311,8 +334,8 @@ fm_status jj_iterate(jj_ctx *c, const jj_node *at, const jj_value *v, jj_value *
 /* str(v) as a string value (masks kept). */
 fm_status jj_stringify(jj_ctx *c, const jj_node *at, const jj_value *v, jj_value *out);
 /* Python getattr-then-getitem as Jinja does for `v.name`. */
-fm_status jj_getattr(jj_ctx *c, const jj_node *at, const jj_value *v, const char *name,
-                     size_t nlen, jj_value *out);
+fm_status jj_getattr(jj_ctx *c, const jj_node *at, const jj_value *v, const char *name, size_t nlen,
+                     jj_value *out);
 /* Runs the test `name` on v (for select/reject). */
 fm_status jj_compare(jj_ctx *c, const jj_node *at, int op, const jj_value *a, const jj_value *b,
                      bool *out);

@@ -9,7 +9,8 @@
 
 #include "text/jinja_eval.h"
 
-/* ---- context, errors ---------------------------------------------------------------------------- */
+/* ---- context, errors ----------------------------------------------------------------------------
+ */
 fm_status jj_fail(jj_ctx *c, const jj_node *at, fm_status st, const char *fmt, ...) {
     char msg[512];
     va_list ap;
@@ -20,19 +21,26 @@ fm_status jj_fail(jj_ctx *c, const jj_node *at, fm_status st, const char *fmt, .
     return fm_error_set(c->err, st, "%s: %s", c->origin, msg);
 }
 
-jj_arena *jj_ctx_arena(jj_ctx *c) { return c->a; }
-size_t jj_ctx_max_string(jj_ctx *c) { return c->lim.max_output; }
+jj_arena *jj_ctx_arena(jj_ctx *c) {
+    return c->a;
+}
+size_t jj_ctx_max_string(jj_ctx *c) {
+    return c->lim.max_output;
+}
 
 fm_status jj_oom(jj_ctx *c, const jj_node *at) {
     if (c->a->over) {
         c->a->over = false;
-        return jj_fail(c, at, FM_ERR_LIMIT, "rendering needs more than %zu bytes of memory (limit)", c->lim.max_memory);
+        return jj_fail(c, at, FM_ERR_LIMIT, "rendering needs more than %zu bytes of memory (limit)",
+                       c->lim.max_memory);
     }
     return jj_fail(c, at, FM_ERR_NOMEM, "out of memory");
 }
 
 fm_status jj_buf_fail(jj_ctx *c, const jj_node *at, bool over) {
-    if (over) return jj_fail(c, at, FM_ERR_LIMIT, "text longer than %zu bytes (output limit)", c->lim.max_output);
+    if (over)
+        return jj_fail(c, at, FM_ERR_LIMIT, "text longer than %zu bytes (output limit)",
+                       c->lim.max_output);
     return jj_fail(c, at, FM_ERR_NOMEM, "out of memory");
 }
 
@@ -45,11 +53,14 @@ fm_status jj_charge(jj_ctx *c, const jj_node *at, uint64_t units) {
 }
 
 fm_status jj_undefined_error(jj_ctx *c, const jj_node *at, const jj_value *v) {
-    if (v->u.s.n) return jj_fail(c, at, FM_ERR_INPUT, "'%.*s' is undefined", (int)(v->u.s.n > 100 ? 100 : v->u.s.n), v->u.s.p);
+    if (v->u.s.n)
+        return jj_fail(c, at, FM_ERR_INPUT, "'%.*s' is undefined",
+                       (int)(v->u.s.n > 100 ? 100 : v->u.s.n), v->u.s.p);
     return jj_fail(c, at, FM_ERR_INPUT, "a value is undefined");
 }
 
-/* ---- scopes ------------------------------------------------------------------------------------- */
+/* ---- scopes -------------------------------------------------------------------------------------
+ */
 static jj_value *scope_find(const jj_scope *s, const char *name, size_t n) {
     for (; s; s = s->parent)
         for (size_t i = s->n; i-- > 0;)
@@ -57,7 +68,8 @@ static jj_value *scope_find(const jj_scope *s, const char *name, size_t n) {
     return NULL;
 }
 
-fm_status jj_scope_set(jj_ctx *c, const jj_node *at, jj_scope *s, const char *name, size_t n, jj_value v) {
+fm_status jj_scope_set(jj_ctx *c, const jj_node *at, jj_scope *s, const char *name, size_t n,
+                       jj_value v) {
     for (size_t i = 0; i < s->n; i++)
         if (s->v[i].nlen == n && !memcmp(s->v[i].name, name, n)) return s->v[i].val = v, FM_OK;
     if (s->n == s->cap) {
@@ -95,7 +107,8 @@ static fm_status lookup(jj_ctx *c, const jj_scope *s, const jj_node *n, jj_value
     return FM_OK;
 }
 
-/* ---- small value helpers ------------------------------------------------------------------------ */
+/* ---- small value helpers ------------------------------------------------------------------------
+ */
 fm_status jj_new_list(jj_ctx *c, const jj_node *at, size_t n, jj_value *out) {
     jj_list *l = jj_alloc(c->a, sizeof *l);
     jj_value *v = l ? jj_alloc(c->a, (n ? n : 1) * sizeof *v) : NULL;
@@ -118,7 +131,9 @@ fm_status jj_stringify(jj_ctx *c, const jj_node *at, const jj_value *v, jj_value
     const char *msg = NULL;
     bool over = false;
     int r = jj_to_string(&b, v, false, &msg, &over);
-    fm_status st = r == -1 ? jj_fail(c, at, FM_ERR_INPUT, "%s", msg) : r ? jj_buf_fail(c, at, over) : FM_OK;
+    fm_status st = r == -1 ? jj_fail(c, at, FM_ERR_INPUT, "%s", msg)
+                   : r     ? jj_buf_fail(c, at, over)
+                           : FM_OK;
     if (st == FM_OK) st = jj_charge(c, at, b.n);
     if (st == FM_OK && jj_buf_to_value(c->a, &b, out)) st = jj_oom(c, at);
     jj_buf_free(&b);
@@ -131,7 +146,8 @@ jj_value jj_substr(const jj_value *s, size_t from, size_t to) {
 }
 
 /* Concatenation of two strings into the arena. */
-fm_status jj_concat(jj_ctx *c, const jj_node *at, const jj_value *x, const jj_value *y, jj_value *out) {
+fm_status jj_concat(jj_ctx *c, const jj_node *at, const jj_value *x, const jj_value *y,
+                    jj_value *out) {
     size_t n = x->u.s.n + y->u.s.n;
     if (n > c->lim.max_output) return jj_buf_fail(c, at, true);
     fm_status st = jj_charge(c, at, n);
@@ -148,14 +164,16 @@ fm_status jj_concat(jj_ctx *c, const jj_node *at, const jj_value *x, const jj_va
     return FM_OK;
 }
 
-/* ---- iteration ---------------------------------------------------------------------------------- */
+/* ---- iteration ----------------------------------------------------------------------------------
+ */
 fm_status jj_iterate(jj_ctx *c, const jj_node *at, const jj_value *v, jj_value **items, size_t *n) {
     static jj_value none;
     *items = &none, *n = 0;
     if (v->t == JT_UNDEF) return FM_OK;
     if (v->t == JT_LIST) return *items = v->u.l->v, *n = v->u.l->n, FM_OK;
     if (v->t == JT_DICT) return *items = v->u.d->k, *n = v->u.d->n, FM_OK;
-    if (v->t != JT_STR) return jj_fail(c, at, FM_ERR_INPUT, "'%s' object is not iterable", jj_type_name(v));
+    if (v->t != JT_STR)
+        return jj_fail(c, at, FM_ERR_INPUT, "'%s' object is not iterable", jj_type_name(v));
     size_t cnt = jj_utf8_count(v->u.s.p, v->u.s.n);
     jj_value *out = jj_alloc(c->a, (cnt ? cnt : 1) * sizeof *out);
     if (!out) return jj_oom(c, at);
@@ -179,11 +197,13 @@ static fm_status assign(jj_ctx *c, jj_scope *s, const jj_node *target, const jj_
     if (n != target->args.n)
         return jj_fail(c, target, FM_ERR_INPUT, "%s values to unpack (expected %zu, got %zu)",
                        n > target->args.n ? "too many" : "not enough", target->args.n, n);
-    for (size_t i = 0; st == FM_OK && i < n; i++) st = assign(c, s, target->args.v[i], &items[i]);
+    for (size_t i = 0; st == FM_OK && i < n; i++)
+        st = assign(c, s, target->args.v[i], &items[i]);
     return st;
 }
 
-/* ---- statements --------------------------------------------------------------------------------- */
+/* ---- statements ---------------------------------------------------------------------------------
+ */
 static fm_status exec_body(jj_ctx *c, jj_scope *s, const jj_nodes *body);
 
 static fm_status write_value(jj_ctx *c, const jj_node *at, const jj_value *v) {
@@ -198,7 +218,8 @@ static fm_status write_value(jj_ctx *c, const jj_node *at, const jj_value *v) {
 
 fm_status jj_count_iteration(jj_ctx *c, const jj_node *at) {
     if (++c->iters > c->lim.max_iterations)
-        return jj_fail(c, at, FM_ERR_LIMIT, "more than %llu loop iterations and macro calls (limit)",
+        return jj_fail(c, at, FM_ERR_LIMIT,
+                       "more than %llu loop iterations and macro calls (limit)",
                        (unsigned long long)c->lim.max_iterations);
     return FM_OK;
 }
@@ -207,7 +228,8 @@ fm_status jj_count_iteration(jj_ctx *c, const jj_node *at) {
 static fm_status loop_items(jj_ctx *c, jj_scope *s, const jj_node *f, jj_value **items, size_t *n) {
     jj_value it;
     fm_status st = jj_eval(c, s, f->b, &it);
-    if (st == FM_OK && it.t == JT_NONE) return jj_fail(c, f->b, FM_ERR_INPUT, "'NoneType' object is not iterable");
+    if (st == FM_OK && it.t == JT_NONE)
+        return jj_fail(c, f->b, FM_ERR_INPUT, "'NoneType' object is not iterable");
     if (st == FM_OK) st = jj_iterate(c, f->b, &it, items, n);
     if (st != FM_OK || !f->c) return st;
     jj_value *kept = jj_alloc(c->a, (*n ? *n : 1) * sizeof *kept);
@@ -240,7 +262,8 @@ static fm_status exec_for(jj_ctx *c, jj_scope *s, const jj_node *f) {
         lp->index0 = i;
         st = jj_count_iteration(c, f);
         if (st == FM_OK) st = assign(c, is, f->a, &items[i]);
-        if (st == FM_OK) st = jj_scope_set(c, f, is, "loop", 4, (jj_value){.t = JT_LOOP, .u.lp = lp});
+        if (st == FM_OK)
+            st = jj_scope_set(c, f, is, "loop", 4, (jj_value){.t = JT_LOOP, .u.lp = lp});
         if (st == FM_OK) st = exec_body(c, is, &f->body);
         if (st != FM_OK) return st;
         int flow = c->flow;
@@ -251,7 +274,8 @@ static fm_status exec_for(jj_ctx *c, jj_scope *s, const jj_node *f) {
 }
 
 /* Renders a body into a fresh builder and returns it as a string value (macros, block sets). */
-fm_status jj_capture(jj_ctx *c, jj_scope *s, const jj_node *at, const jj_nodes *body, jj_value *out) {
+fm_status jj_capture(jj_ctx *c, jj_scope *s, const jj_node *at, const jj_nodes *body,
+                     jj_value *out) {
     jj_buf b = {.max = c->lim.max_output}, *saved = c->out;
     c->out = &b;
     fm_status st = exec_body(c, s, body);
@@ -263,13 +287,15 @@ fm_status jj_capture(jj_ctx *c, jj_scope *s, const jj_node *at, const jj_nodes *
 
 static fm_status exec_set(jj_ctx *c, jj_scope *s, const jj_node *n) {
     jj_value v;
-    fm_status st = n->kind == JN_SETBLOCK ? jj_capture(c, s, n, &n->body, &v) : jj_eval(c, s, n->b, &v);
+    fm_status st =
+        n->kind == JN_SETBLOCK ? jj_capture(c, s, n, &n->body, &v) : jj_eval(c, s, n->b, &v);
     if (st != FM_OK) return st;
     if (n->a->kind != JN_GETATTR) return assign(c, s, n->a, &v);
     jj_value ns;
     if ((st = lookup(c, s, n->a->a, &ns)) != FM_OK) return st;
-    if (ns.t != JT_NS) return jj_fail(c, n, FM_ERR_INPUT, "can only set attributes of a namespace, '%.*s' is %s",
-                                      (int)n->a->a->nlen, n->a->a->name, jj_type_name(&ns));
+    if (ns.t != JT_NS)
+        return jj_fail(c, n, FM_ERR_INPUT, "can only set attributes of a namespace, '%.*s' is %s",
+                       (int)n->a->a->nlen, n->a->a->name, jj_type_name(&ns));
     if (jj_dict_set(c->a, ns.u.d, jj_str(n->a->name, n->a->nlen, NULL), v)) return jj_oom(c, n);
     return FM_OK;
 }
@@ -287,7 +313,9 @@ static fm_status exec(jj_ctx *c, jj_scope *s, const jj_node *n) {
     switch (n->kind) {
     case JN_DATA: {
         bool over = false;
-        return jj_buf_put(c->out, n->cval.u.s.p, n->cval.u.s.n, NULL, &over) ? jj_buf_fail(c, n, over) : FM_OK;
+        return jj_buf_put(c->out, n->cval.u.s.p, n->cval.u.s.n, NULL, &over)
+                   ? jj_buf_fail(c, n, over)
+                   : FM_OK;
     }
     case JN_OUTPUT:
         st = jj_eval(c, s, n->a, &v);
@@ -322,29 +350,40 @@ static fm_status exec_body(jj_ctx *c, jj_scope *s, const jj_nodes *body) {
     return FM_OK;
 }
 
-/* ---- calls -------------------------------------------------------------------------------------- */
-static fm_status call_macro(jj_ctx *c, const jj_node *at, const jj_func *f, const jj_args *a, jj_value *out) {
+/* ---- calls --------------------------------------------------------------------------------------
+ */
+static fm_status call_macro(jj_ctx *c, const jj_node *at, const jj_func *f, const jj_args *a,
+                            jj_value *out) {
     const jj_node *m = f->macro;
     if (a->npos > m->args.n)
-        return jj_fail(c, at, FM_ERR_INPUT, "macro '%.*s' takes not more than %zu argument(s)", (int)m->nlen, m->name, m->args.n);
+        return jj_fail(c, at, FM_ERR_INPUT, "macro '%.*s' takes not more than %zu argument(s)",
+                       (int)m->nlen, m->name, m->args.n);
     if (c->depth >= c->lim.max_depth)
-        return jj_fail(c, at, FM_ERR_LIMIT, "macro calls nested deeper than %u (limit)", c->lim.max_depth);
+        return jj_fail(c, at, FM_ERR_LIMIT, "macro calls nested deeper than %u (limit)",
+                       c->lim.max_depth);
     jj_scope *s = scope_new(c, f->closure);
     fm_status st = s ? jj_count_iteration(c, at) : jj_oom(c, at);
     for (size_t k = 0; st == FM_OK && k < a->nkw; k++) {
         size_t i = 0;
-        while (i < m->args.n && (m->args.v[i]->nlen != a->kw_lens[k] || memcmp(m->args.v[i]->name, a->kw_names[k], a->kw_lens[k]))) i++;
+        while (i < m->args.n && (m->args.v[i]->nlen != a->kw_lens[k] ||
+                                 memcmp(m->args.v[i]->name, a->kw_names[k], a->kw_lens[k])))
+            i++;
         if (i == m->args.n || i < a->npos)
-            return jj_fail(c, at, FM_ERR_INPUT, "macro '%.*s': unexpected keyword argument '%.*s'", (int)m->nlen, m->name, (int)a->kw_lens[k], a->kw_names[k]);
+            return jj_fail(c, at, FM_ERR_INPUT, "macro '%.*s': unexpected keyword argument '%.*s'",
+                           (int)m->nlen, m->name, (int)a->kw_lens[k], a->kw_names[k]);
     }
     for (size_t i = 0; st == FM_OK && i < m->args.n; i++) {
         const jj_node *p = m->args.v[i];
         jj_value v = jj_undef(p->name, p->nlen);
         size_t k = 0;
-        while (k < a->nkw && (a->kw_lens[k] != p->nlen || memcmp(a->kw_names[k], p->name, p->nlen))) k++;
-        if (i < a->npos) v = a->pos[i];
-        else if (k < a->nkw) v = a->kw[k];
-        else if (p->a) st = jj_eval(c, s, p->a, &v);
+        while (k < a->nkw && (a->kw_lens[k] != p->nlen || memcmp(a->kw_names[k], p->name, p->nlen)))
+            k++;
+        if (i < a->npos)
+            v = a->pos[i];
+        else if (k < a->nkw)
+            v = a->kw[k];
+        else if (p->a)
+            st = jj_eval(c, s, p->a, &v);
         if (st == FM_OK) st = jj_scope_set(c, p, s, p->name, p->nlen, v);
     }
     c->depth++;
@@ -366,8 +405,10 @@ static fm_status eval_args(jj_ctx *c, jj_scope *s, const jj_nodes *list, jj_args
         bool is_kw = x->kind == JN_KWARG;
         fm_status st = jj_eval(c, s, is_kw ? x->a : x, is_kw ? &kw[a->nkw] : &pos[a->npos]);
         if (st != FM_OK) return st;
-        if (is_kw) names[a->nkw] = x->name, lens[a->nkw++] = x->nlen;
-        else a->npos++;
+        if (is_kw)
+            names[a->nkw] = x->name, lens[a->nkw++] = x->nlen;
+        else
+            a->npos++;
     }
     return FM_OK;
 }
@@ -379,11 +420,15 @@ static fm_status eval_call(jj_ctx *c, jj_scope *s, const jj_node *n, jj_value *o
     if (st == FM_OK) st = eval_args(c, s, &n->args, &a);
     if (st != FM_OK) return st;
     if (f.t == JT_UNDEF) return jj_undefined_error(c, n, &f);
-    if (f.t != JT_FUNC) return jj_fail(c, n, FM_ERR_INPUT, "'%s' object is not callable", jj_type_name(&f));
+    if (f.t != JT_FUNC)
+        return jj_fail(c, n, FM_ERR_INPUT, "'%s' object is not callable", jj_type_name(&f));
     switch (f.u.fn->kind) {
-    case JF_MACRO: return call_macro(c, n, f.u.fn, &a, out);
-    case JF_GLOBAL: return jj_call_global(c, n, f.u.fn->id, &a, out);
-    default: return jj_call_method(c, n, &f.u.fn->self, f.u.fn->id, &a, out);
+    case JF_MACRO:
+        return call_macro(c, n, f.u.fn, &a, out);
+    case JF_GLOBAL:
+        return jj_call_global(c, n, f.u.fn->id, &a, out);
+    default:
+        return jj_call_method(c, n, &f.u.fn->self, f.u.fn->id, &a, out);
     }
 }
 
@@ -400,10 +445,12 @@ static fm_status eval_filter_or_test(jj_ctx *c, jj_scope *s, const jj_node *n, j
     return st;
 }
 
-/* ---- containers --------------------------------------------------------------------------------- */
+/* ---- containers ---------------------------------------------------------------------------------
+ */
 static fm_status eval_list(jj_ctx *c, jj_scope *s, const jj_node *n, jj_value *out) {
     fm_status st = jj_new_list(c, n, n->args.n, out);
-    for (size_t i = 0; st == FM_OK && i < n->args.n; i++) st = jj_eval(c, s, n->args.v[i], &out->u.l->v[i]);
+    for (size_t i = 0; st == FM_OK && i < n->args.n; i++)
+        st = jj_eval(c, s, n->args.v[i], &out->u.l->v[i]);
     out->tuple = n->kind == JN_TUPLE;
     return st;
 }
@@ -414,14 +461,17 @@ static fm_status eval_dict(jj_ctx *c, jj_scope *s, const jj_node *n, jj_value *o
         jj_value k, v;
         st = jj_eval(c, s, n->args.v[i]->a, &k);
         if (st == FM_OK) st = jj_eval(c, s, n->args.v[i]->b, &v);
-        if (st == FM_OK && (k.t == JT_LIST || k.t == JT_DICT || k.t == JT_NS || k.t == JT_UNDEF || k.t == JT_LOOP))
-            return jj_fail(c, n, FM_ERR_INPUT, "unhashable dict key of type '%s'", jj_type_name(&k));
+        if (st == FM_OK &&
+            (k.t == JT_LIST || k.t == JT_DICT || k.t == JT_NS || k.t == JT_UNDEF || k.t == JT_LOOP))
+            return jj_fail(c, n, FM_ERR_INPUT, "unhashable dict key of type '%s'",
+                           jj_type_name(&k));
         if (st == FM_OK && jj_dict_set(c->a, out->u.d, k, v)) st = jj_oom(c, n);
     }
     return st;
 }
 
-/* ---- logic -------------------------------------------------------------------------------------- */
+/* ---- logic --------------------------------------------------------------------------------------
+ */
 static fm_status eval_compare(jj_ctx *c, jj_scope *s, const jj_node *n, jj_value *out) {
     jj_value left, right;
     fm_status st = jj_eval(c, s, n->a, &left);
@@ -439,42 +489,55 @@ fm_status jj_eval(jj_ctx *c, jj_scope *s, const jj_node *n, jj_value *out) {
     fm_status st;
     jj_value v;
     switch (n->kind) {
-    case JN_CONST: return *out = n->cval, FM_OK;
-    case JN_NAME: return lookup(c, s, n, out);
+    case JN_CONST:
+        return *out = n->cval, FM_OK;
+    case JN_NAME:
+        return lookup(c, s, n, out);
     case JN_LIST:
-    case JN_TUPLE: return eval_list(c, s, n, out);
-    case JN_DICT: return eval_dict(c, s, n, out);
+    case JN_TUPLE:
+        return eval_list(c, s, n, out);
+    case JN_DICT:
+        return eval_dict(c, s, n, out);
     case JN_GETATTR:
         st = jj_eval(c, s, n->a, &v);
         return st == FM_OK ? jj_getattr(c, n, &v, n->name, n->nlen, out) : st;
-    case JN_GETITEM: return jj_eval_getitem(c, s, n, out);
-    case JN_SLICE: return jj_eval_slice(c, s, n, out);
-    case JN_CALL: return eval_call(c, s, n, out);
+    case JN_GETITEM:
+        return jj_eval_getitem(c, s, n, out);
+    case JN_SLICE:
+        return jj_eval_slice(c, s, n, out);
+    case JN_CALL:
+        return eval_call(c, s, n, out);
     case JN_FILTER:
-    case JN_TEST: return eval_filter_or_test(c, s, n, out);
+    case JN_TEST:
+        return eval_filter_or_test(c, s, n, out);
     case JN_NOT:
         st = jj_eval(c, s, n->a, &v);
         *out = jj_bool(!jj_truthy(&v));
         return st;
     case JN_NEG:
-    case JN_POS: return jj_eval_unary(c, s, n, out);
-    case JN_BINARY: return jj_eval_binary(c, s, n, out);
+    case JN_POS:
+        return jj_eval_unary(c, s, n, out);
+    case JN_BINARY:
+        return jj_eval_binary(c, s, n, out);
     case JN_AND:
     case JN_OR:
         if ((st = jj_eval(c, s, n->a, out)) != FM_OK) return st;
         if (jj_truthy(out) == (n->kind == JN_OR)) return FM_OK;
         return jj_eval(c, s, n->b, out);
-    case JN_COMPARE: return eval_compare(c, s, n, out);
+    case JN_COMPARE:
+        return eval_compare(c, s, n, out);
     case JN_COND:
         if ((st = jj_eval(c, s, n->b, &v)) != FM_OK) return st;
         if (jj_truthy(&v)) return jj_eval(c, s, n->a, out);
         if (n->c) return jj_eval(c, s, n->c, out);
         return *out = jj_undef(NULL, 0), FM_OK;
-    default: return jj_fail(c, n, FM_ERR_INTERNAL, "unexpected node %d", n->kind);
+    default:
+        return jj_fail(c, n, FM_ERR_INTERNAL, "unexpected node %d", n->kind);
     }
 }
 
-/* ---- entry point -------------------------------------------------------------------------------- */
+/* ---- entry point --------------------------------------------------------------------------------
+ */
 fm_status jj_render(const jj_nodes *body, const char *origin, const jj_var *vars, size_t n_vars,
                     jj_arena *vals_arena, const jj_limits *lim, char **text, uint8_t **mask,
                     size_t *len, fm_error *err) {

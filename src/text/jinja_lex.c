@@ -51,7 +51,8 @@ static fm_status emit(lexer *L, jj_tok t) {
 
 static uint32_t count_lines(const char *s, size_t n) {
     uint32_t c = 0;
-    for (size_t i = 0; i < n; i++) c += s[i] == '\n';
+    for (size_t i = 0; i < n; i++)
+        c += s[i] == '\n';
     return c;
 }
 
@@ -76,7 +77,8 @@ static size_t rstrip_len(const char *s, size_t n) {
     return keep;
 }
 
-/* ---- data and tag starts ---------------------------------------------------------------------- */
+/* ---- data and tag starts ----------------------------------------------------------------------
+ */
 static const char *find_tag(const char *s, size_t n, size_t from) {
     for (size_t i = from; i + 1 < n; i++)
         if (s[i] == '{' && (s[i + 1] == '{' || s[i + 1] == '%' || s[i + 1] == '#')) return s + i;
@@ -92,9 +94,11 @@ static fm_status emit_text(lexer *L, size_t start, size_t end, char sign, bool i
         n = rstrip_len(t, n);
     } else if (sign != '+' && !is_var) {
         size_t l_pos = n;
-        while (l_pos > 0 && t[l_pos - 1] != '\n') l_pos--;
+        while (l_pos > 0 && t[l_pos - 1] != '\n')
+            l_pos--;
         bool only_blank = true;
-        for (size_t i = l_pos; i < n; i++) only_blank &= t[i] == ' ' || t[i] == '\t';
+        for (size_t i = l_pos; i < n; i++)
+            only_blank &= t[i] == ' ' || t[i] == '\t';
         if ((l_pos > 0 || L->line_starting) && only_blank) n = l_pos;
     }
     uint32_t line = L->line;
@@ -103,9 +107,13 @@ static fm_status emit_text(lexer *L, size_t start, size_t end, char sign, bool i
     return emit(L, (jj_tok){.type = TK_DATA, .line = line, .s = t, .n = n});
 }
 
-/* ---- strings ---------------------------------------------------------------------------------- */
+/* ---- strings ----------------------------------------------------------------------------------
+ */
 static int hexval(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Decodes a \x / \u / \U escape of `digits` hex digits at p; -1 if malformed. */
@@ -122,8 +130,8 @@ static long hex_escape(const char *p, size_t avail, int digits) {
 
 /* One escape after a backslash at body[i] (i indexes the char after '\'); appends its code point
  * or text to out, advances *i. Python's unicode-escape after ascii/backslashreplace. */
-static fm_status string_escape(lexer *L, uint32_t line, const char *b, size_t n, size_t *i, char *out,
-                               size_t *o) {
+static fm_status string_escape(lexer *L, uint32_t line, const char *b, size_t n, size_t *i,
+                               char *out, size_t *o) {
     unsigned char c = (unsigned char)b[*i];
     static const char simple_in[] = "\\'\"abfnrtv", simple_out[] = "\\'\"\a\b\f\n\r\t\v";
     const char *sp = c ? strchr(simple_in, c) : NULL;
@@ -132,7 +140,8 @@ static fm_status string_escape(lexer *L, uint32_t line, const char *b, size_t n,
     if (sp) return out[(*o)++] = simple_out[sp - simple_in], (*i)++, FM_OK;
     if (c >= '0' && c <= '7') {
         cp = 0;
-        for (int k = 0; k < 3 && *i < n && b[*i] >= '0' && b[*i] <= '7'; k++) cp = cp * 8 + (b[(*i)++] - '0');
+        for (int k = 0; k < 3 && *i < n && b[*i] >= '0' && b[*i] <= '7'; k++)
+            cp = cp * 8 + (b[(*i)++] - '0');
     } else if (c == 'x' || c == 'u' || c == 'U') {
         int digits = c == 'x' ? 2 : c == 'u' ? 4 : 8;
         cp = hex_escape(b + *i + 1, n - *i - 1, digits);
@@ -144,7 +153,11 @@ static fm_status string_escape(lexer *L, uint32_t line, const char *b, size_t n,
         size_t k = *i;
         uint32_t u = jj_utf8_next(b, n, &k);
         *i = k;
-        *o += (size_t)sprintf(out + *o, u <= 0xFF ? "\\x%02x" : u <= 0xFFFF ? "\\u%04x" : "\\U%08x", u);
+        *o += (size_t)sprintf(out + *o,
+                              u <= 0xFF     ? "\\x%02x"
+                              : u <= 0xFFFF ? "\\u%04x"
+                                            : "\\U%08x",
+                              u);
         return FM_OK;
     } else {
         out[(*o)++] = '\\'; /* unknown escape: kept as written */
@@ -160,7 +173,8 @@ static fm_status lex_string(lexer *L) {
     char q = L->s[L->pos];
     uint32_t line = L->line;
     size_t i = L->pos + 1;
-    while (i < L->n && L->s[i] != q) i += L->s[i] == '\\' && i + 1 < L->n ? 2 : 1;
+    while (i < L->n && L->s[i] != q)
+        i += L->s[i] == '\\' && i + 1 < L->n ? 2 : 1;
     if (i >= L->n) return lex_fail(L, line, "unterminated string literal");
     const char *body = L->s + L->pos + 1;
     size_t n = i - L->pos - 1, o = 0;
@@ -180,13 +194,17 @@ static fm_status lex_string(lexer *L) {
     return emit(L, (jj_tok){.type = TK_STRING, .line = line, .s = out, .n = o});
 }
 
-/* ---- numbers ---------------------------------------------------------------------------------- */
-static bool isdig(char c) { return c >= '0' && c <= '9'; }
+/* ---- numbers ----------------------------------------------------------------------------------
+ */
+static bool isdig(char c) {
+    return c >= '0' && c <= '9';
+}
 
 /* Digits with single underscores between them ("1_000"); returns the end. */
 static size_t digit_run(const char *s, size_t n, size_t i) {
     if (i >= n || !isdig(s[i])) return i;
-    while (i < n && (isdig(s[i]) || (s[i] == '_' && i + 1 < n && isdig(s[i + 1])))) i++;
+    while (i < n && (isdig(s[i]) || (s[i] == '_' && i + 1 < n && isdig(s[i + 1]))))
+        i++;
     return i;
 }
 
@@ -222,7 +240,9 @@ static fm_status lex_number(lexer *L) {
         base = (s[i + 1] | 0x20) == 'x' ? 16 : (s[i + 1] | 0x20) == 'o' ? 8 : 2;
         i += 2;
     }
-    for (j = i; j < L->n && (hexval(s[j]) >= 0 || s[j] == '_') && (base == 16 || isdig(s[j]) || s[j] == '_'); j++)
+    for (j = i; j < L->n && (hexval(s[j]) >= 0 || s[j] == '_') &&
+                (base == 16 || isdig(s[j]) || s[j] == '_');
+         j++)
         if (s[j] != '_' && t < sizeof tmp - 1) tmp[t++] = s[j];
     tmp[t] = '\0';
     char *end;
@@ -234,7 +254,8 @@ static fm_status lex_number(lexer *L) {
     return emit(L, (jj_tok){.type = TK_INT, .line = L->line, .i = (int64_t)v});
 }
 
-/* ---- operators and brackets ------------------------------------------------------------------- */
+/* ---- operators and brackets -------------------------------------------------------------------
+ */
 static fm_status lex_operator(lexer *L) {
     static const char *const two[] = {"//", "**", "==", "!=", ">=", "<="};
     const char *p = L->s + L->pos;
@@ -245,7 +266,9 @@ static fm_status lex_operator(lexer *L) {
     if (!len) {
         size_t k = L->pos;
         uint32_t cp = jj_utf8_next(L->s, L->n, &k);
-        return lex_fail(L, L->line, cp >= 0x20 && cp < 0x7F ? "unexpected character '%c'" : "unexpected character U+%04X",
+        return lex_fail(L, L->line,
+                        cp >= 0x20 && cp < 0x7F ? "unexpected character '%c'"
+                                                : "unexpected character U+%04X",
                         cp >= 0x20 && cp < 0x7F ? (int)cp : (int)cp);
     }
     if (len == 1 && strchr("([{", p[0])) {
@@ -256,7 +279,10 @@ static fm_status lex_operator(lexer *L) {
         if (!L->depth) return lex_fail(L, L->line, "unexpected '%c'", p[0]);
         if (L->stack[L->depth - 1] != want) {
             char open = L->stack[L->depth - 1];
-            return lex_fail(L, L->line, "unexpected '%c', expected '%c'", p[0], open == '(' ? ')' : open == '[' ? ']' : '}');
+            return lex_fail(L, L->line, "unexpected '%c', expected '%c'", p[0],
+                            open == '('   ? ')'
+                            : open == '[' ? ']'
+                                          : '}');
         }
         L->depth--;
     }
@@ -284,14 +310,18 @@ static fm_status lex_tag(lexer *L, bool block) {
         size_t ws = space_run(L->s, L->n, L->pos);
         L->line += count_lines(L->s + L->pos, ws);
         L->pos += ws;
-        if (L->pos >= L->n) return lex_fail(L, L->line, "unexpected end of template: missing '%s'", block ? "%}" : "}}");
+        if (L->pos >= L->n)
+            return lex_fail(L, L->line, "unexpected end of template: missing '%s'",
+                            block ? "%}" : "}}");
         char sign;
         size_t end = L->depth ? 0 : tag_end(L, block, &sign);
         if (end) {
-            fm_status st = emit(L, (jj_tok){.type = block ? TK_BLOCK_END : TK_VAR_END, .line = L->line});
+            fm_status st =
+                emit(L, (jj_tok){.type = block ? TK_BLOCK_END : TK_VAR_END, .line = L->line});
             L->pos += end;
-            size_t skip = sign == '-' ? space_run(L->s, L->n, L->pos)
-                          : block && !sign && L->s[L->pos] == '\n' ? 1 : 0; /* trim_blocks */
+            size_t skip = sign == '-'                              ? space_run(L->s, L->n, L->pos)
+                          : block && !sign && L->s[L->pos] == '\n' ? 1
+                                                                   : 0; /* trim_blocks */
             L->line += count_lines(L->s + L->pos, skip);
             L->pos += skip;
             L->line_starting = L->s[L->pos - 1] == '\n';
@@ -301,9 +331,13 @@ static fm_status lex_tag(lexer *L, bool block) {
         fm_status st;
         if (c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) {
             size_t j = L->pos;
-            while (j < L->n && (L->s[j] == '_' || isdig(L->s[j]) || ((L->s[j] | 0x20) >= 'a' && (L->s[j] | 0x20) <= 'z'))) j++;
-            if (j - L->pos > JJ_MAX_NAME) return lex_fail(L, L->line, "name longer than %d bytes", JJ_MAX_NAME);
-            st = emit(L, (jj_tok){.type = TK_NAME, .line = L->line, .s = L->s + L->pos, .n = j - L->pos});
+            while (j < L->n && (L->s[j] == '_' || isdig(L->s[j]) ||
+                                ((L->s[j] | 0x20) >= 'a' && (L->s[j] | 0x20) <= 'z')))
+                j++;
+            if (j - L->pos > JJ_MAX_NAME)
+                return lex_fail(L, L->line, "name longer than %d bytes", JJ_MAX_NAME);
+            st = emit(
+                L, (jj_tok){.type = TK_NAME, .line = L->line, .s = L->s + L->pos, .n = j - L->pos});
             L->pos = j;
         } else if (isdig(c)) {
             st = lex_number(L);
@@ -319,13 +353,16 @@ static fm_status lex_tag(lexer *L, bool block) {
 /* Skips what follows a closing "%}" / "#}": all whitespace after '-', the newline (trim_blocks)
  * after a plain one, nothing after '+'. `trim` = false for tags trim_blocks does not apply to. */
 static void after_close(lexer *L, size_t end, char sign, bool trim) {
-    size_t skip = sign == '-' ? space_run(L->s, L->n, end) : trim && !sign && L->s[end] == '\n' ? 1 : 0;
+    size_t skip = sign == '-'                          ? space_run(L->s, L->n, end)
+                  : trim && !sign && L->s[end] == '\n' ? 1
+                                                       : 0;
     L->line += count_lines(L->s + L->pos, end + skip - L->pos);
     L->pos = end + skip;
     L->line_starting = L->s[L->pos - 1] == '\n';
 }
 
-/* ---- comments and raw blocks ------------------------------------------------------------------ */
+/* ---- comments and raw blocks ------------------------------------------------------------------
+ */
 static fm_status lex_comment(lexer *L) {
     uint32_t line = L->line;
     const char *e = L->pos < L->n ? strstr(L->s + L->pos, "#}") : NULL;
@@ -357,7 +394,8 @@ static size_t tag_kw(const lexer *L, size_t at, const char *kw, bool allow_plus,
 static fm_status lex_raw(lexer *L, size_t open_len, char open_sign) {
     uint32_t line = L->line;
     after_close(L, L->pos + open_len, open_sign, false); /* "{% raw %}" has no trim_blocks */
-    for (const char *t = find_tag(L->s, L->n, L->pos); t; t = find_tag(L->s, L->n, (size_t)(t - L->s) + 1)) {
+    for (const char *t = find_tag(L->s, L->n, L->pos); t;
+         t = find_tag(L->s, L->n, (size_t)(t - L->s) + 1)) {
         size_t at = (size_t)(t - L->s);
         if (t[1] != '%') continue;
         char sign = t[2] == '-' || t[2] == '+' ? t[2] : 0, esign;
@@ -372,7 +410,8 @@ static fm_status lex_raw(lexer *L, size_t open_len, char open_sign) {
     return lex_fail(L, line, "missing {%% endraw %%}");
 }
 
-/* ---- driver ------------------------------------------------------------------------------------ */
+/* ---- driver ------------------------------------------------------------------------------------
+ */
 /* Newlines to "\n", one trailing newline dropped (keep_trailing_newline=False). */
 static char *normalise(jj_arena *a, const char *src, size_t len, size_t *out_len) {
     char *d = jj_alloc(a, len + 1);
@@ -410,7 +449,8 @@ static fm_status lex_root(lexer *L) {
         } else if (kind == '#') {
             st = lex_comment(L);
         } else {
-            st = emit(L, (jj_tok){.type = kind == '%' ? TK_BLOCK_BEGIN : TK_VAR_BEGIN, .line = L->line});
+            st = emit(
+                L, (jj_tok){.type = kind == '%' ? TK_BLOCK_BEGIN : TK_VAR_BEGIN, .line = L->line});
             if (st == FM_OK) st = lex_tag(L, kind == '%');
         }
         if (st != FM_OK) return st;

@@ -32,10 +32,16 @@ static fm_status pfail(parser *p, uint32_t line, const char *fmt, ...) {
     return fm_error_set(p->err, FM_ERR_INPUT, "%s: line %u: %s", p->origin, line, msg);
 }
 
-static fm_status poom(parser *p) { return fm_error_set(p->err, FM_ERR_NOMEM, "%s: out of memory", p->origin); }
+static fm_status poom(parser *p) {
+    return fm_error_set(p->err, FM_ERR_NOMEM, "%s: out of memory", p->origin);
+}
 
-static const jj_tok *cur(parser *p) { return &p->t[p->i]; }
-static const jj_tok *look(parser *p) { return &p->t[p->i + 1 < p->n ? p->i + 1 : p->i]; }
+static const jj_tok *cur(parser *p) {
+    return &p->t[p->i];
+}
+static const jj_tok *look(parser *p) {
+    return &p->t[p->i + 1 < p->n ? p->i + 1 : p->i];
+}
 static void adv(parser *p) {
     if (p->i + 1 < p->n) p->i++;
 }
@@ -49,16 +55,27 @@ static bool is_name(const jj_tok *t, const char *kw) {
 /* How a token is named in messages. */
 static const char *describe(const jj_tok *t, char *buf, size_t size) {
     switch (t->type) {
-    case TK_EOF: return "end of template";
-    case TK_DATA: return "template data";
-    case TK_VAR_BEGIN: return "'{{'";
-    case TK_VAR_END: return "'}}'";
-    case TK_BLOCK_BEGIN: return "'{%'";
-    case TK_BLOCK_END: return "'%}'";
-    case TK_STRING: return "string";
-    case TK_INT: return "integer";
-    case TK_FLOAT: return "float";
-    default: snprintf(buf, size, "'%.*s'", (int)(t->n > 64 ? 64 : t->n), t->s); return buf;
+    case TK_EOF:
+        return "end of template";
+    case TK_DATA:
+        return "template data";
+    case TK_VAR_BEGIN:
+        return "'{{'";
+    case TK_VAR_END:
+        return "'}}'";
+    case TK_BLOCK_BEGIN:
+        return "'{%'";
+    case TK_BLOCK_END:
+        return "'%}'";
+    case TK_STRING:
+        return "string";
+    case TK_INT:
+        return "integer";
+    case TK_FLOAT:
+        return "float";
+    default:
+        snprintf(buf, size, "'%.*s'", (int)(t->n > 64 ? 64 : t->n), t->s);
+        return buf;
     }
 }
 
@@ -93,11 +110,13 @@ static int push(parser *p, jj_nodes *l, jj_node *x) {
 }
 
 static fm_status enter(parser *p) {
-    if (++p->depth > JJ_MAX_NESTING) return pfail(p, cur(p)->line, "nested too deeply (limit %d)", JJ_MAX_NESTING);
+    if (++p->depth > JJ_MAX_NESTING)
+        return pfail(p, cur(p)->line, "nested too deeply (limit %d)", JJ_MAX_NESTING);
     return FM_OK;
 }
 
-/* ---- expressions ------------------------------------------------------------------------------ */
+/* ---- expressions ------------------------------------------------------------------------------
+ */
 static fm_status parse_expr(parser *p, bool condexpr, jj_node **out);
 static fm_status parse_tuple(parser *p, bool condexpr, bool explicit_parens, jj_node **out);
 static fm_status parse_unary(parser *p, bool with_filter, jj_node **out);
@@ -122,7 +141,8 @@ static fm_status parse_call_args(parser *p, jj_nodes *args) {
             st = parse_expr(p, true, &x->a);
             kw_seen = true;
         } else {
-            if (kw_seen) return pfail(p, cur(p)->line, "positional argument after a keyword argument");
+            if (kw_seen)
+                return pfail(p, cur(p)->line, "positional argument after a keyword argument");
             st = parse_expr(p, true, &x);
         }
         if (st == FM_OK && push(p, args, x)) st = poom(p);
@@ -203,8 +223,9 @@ static fm_status parse_filter_or_test(parser *p, jj_node **io, bool test) {
     if (is_op(cur(p), ".")) return pfail(p, line, "dotted filter or test names are not supported");
     if (is_op(cur(p), "(")) return parse_call_args(p, &f->args);
     const jj_tok *t = cur(p);
-    bool arg = test && (t->type == TK_NAME || t->type == TK_STRING || t->type == TK_INT || t->type == TK_FLOAT ||
-                        is_op(t, "(") || is_op(t, "[") || is_op(t, "{")) &&
+    bool arg = test &&
+               (t->type == TK_NAME || t->type == TK_STRING || t->type == TK_INT ||
+                t->type == TK_FLOAT || is_op(t, "(") || is_op(t, "[") || is_op(t, "{")) &&
                !is_name(t, "else") && !is_name(t, "or") && !is_name(t, "and");
     if (!arg) return FM_OK;
     if (is_name(t, "is")) return pfail(p, t->line, "tests cannot be chained with 'is'");
@@ -264,10 +285,12 @@ static fm_status parse_literal(parser *p, jj_node **out) {
         x->cval = jj_float(t->f);
     } else { /* adjacent strings concatenate */
         size_t len = 0, k = p->i;
-        for (; p->t[k].type == TK_STRING; k++) len += p->t[k].n;
+        for (; p->t[k].type == TK_STRING; k++)
+            len += p->t[k].n;
         char *s = jj_alloc(p->a, len + 1);
         if (!s) return poom(p);
-        for (len = 0; cur(p)->type == TK_STRING; adv(p)) memcpy(s + len, cur(p)->s, cur(p)->n), len += cur(p)->n;
+        for (len = 0; cur(p)->type == TK_STRING; adv(p))
+            memcpy(s + len, cur(p)->s, cur(p)->n), len += cur(p)->n;
         x->cval = jj_str(s, len, NULL);
         *out = x;
         return FM_OK;
@@ -284,10 +307,14 @@ static fm_status parse_primary(parser *p, jj_node **out) {
     if (t->type == TK_NAME) {
         jj_node *x = node(p, JN_CONST, t->line);
         if (!x) return poom(p);
-        if (is_name(t, "true") || is_name(t, "True")) x->cval = jj_bool(true);
-        else if (is_name(t, "false") || is_name(t, "False")) x->cval = jj_bool(false);
-        else if (is_name(t, "none") || is_name(t, "None")) x->cval = jj_none();
-        else x->kind = JN_NAME, x->name = t->s, x->nlen = t->n;
+        if (is_name(t, "true") || is_name(t, "True"))
+            x->cval = jj_bool(true);
+        else if (is_name(t, "false") || is_name(t, "False"))
+            x->cval = jj_bool(false);
+        else if (is_name(t, "none") || is_name(t, "None"))
+            x->cval = jj_none();
+        else
+            x->kind = JN_NAME, x->name = t->s, x->nlen = t->n;
         adv(p);
         *out = x;
     } else if (t->type == TK_STRING || t->type == TK_INT || t->type == TK_FLOAT) {
@@ -332,11 +359,13 @@ static fm_status parse_unary(parser *p, bool with_filter, jj_node **out) {
 typedef fm_status (*sub_fn)(parser *p, jj_node **out);
 
 /* Left-associative binary level: operands from `sub`, operators from ops[] (NULL-terminated). */
-static fm_status binary_level(parser *p, jj_node **out, sub_fn sub, const char *const *ops, const int *codes) {
+static fm_status binary_level(parser *p, jj_node **out, sub_fn sub, const char *const *ops,
+                              const int *codes) {
     fm_status st = sub(p, out);
     for (;;) {
         int k = 0;
-        while (st == FM_OK && ops[k] && !is_op(cur(p), ops[k])) k++;
+        while (st == FM_OK && ops[k] && !is_op(cur(p), ops[k]))
+            k++;
         if (st != FM_OK || !ops[k]) return st;
         jj_node *b = node(p, JN_BINARY, cur(p)->line);
         if (!b) return poom(p);
@@ -347,7 +376,9 @@ static fm_status binary_level(parser *p, jj_node **out, sub_fn sub, const char *
     }
 }
 
-static fm_status parse_unary_f(parser *p, jj_node **out) { return parse_unary(p, true, out); }
+static fm_status parse_unary_f(parser *p, jj_node **out) {
+    return parse_unary(p, true, out);
+}
 static fm_status parse_pow(parser *p, jj_node **out) {
     static const char *const ops[] = {"**", NULL};
     static const int codes[] = {JO_POW};
@@ -421,8 +452,12 @@ static fm_status logic_level(parser *p, jj_node **out, sub_fn sub, const char *k
     }
     return st;
 }
-static fm_status parse_and(parser *p, jj_node **out) { return logic_level(p, out, parse_not, "and", JN_AND); }
-static fm_status parse_or(parser *p, jj_node **out) { return logic_level(p, out, parse_and, "or", JN_OR); }
+static fm_status parse_and(parser *p, jj_node **out) {
+    return logic_level(p, out, parse_not, "and", JN_AND);
+}
+static fm_status parse_or(parser *p, jj_node **out) {
+    return logic_level(p, out, parse_and, "or", JN_OR);
+}
 
 static fm_status parse_expr(parser *p, bool condexpr, jj_node **out) {
     fm_status st = enter(p);
@@ -449,7 +484,8 @@ static fm_status parse_tuple(parser *p, bool condexpr, bool explicit_parens, jj_
     uint32_t line = cur(p)->line;
     for (;;) {
         const jj_tok *t = cur(p);
-        if (tup && (t->type == TK_VAR_END || t->type == TK_BLOCK_END || is_op(t, ")") || is_name(t, "if")))
+        if (tup &&
+            (t->type == TK_VAR_END || t->type == TK_BLOCK_END || is_op(t, ")") || is_name(t, "if")))
             break;
         fm_status st = parse_expr(p, condexpr, &x);
         if (st != FM_OK) return st;
@@ -467,7 +503,8 @@ static fm_status parse_tuple(parser *p, bool condexpr, bool explicit_parens, jj_
     return FM_OK;
 }
 
-/* ---- statements ------------------------------------------------------------------------------- */
+/* ---- statements -------------------------------------------------------------------------------
+ */
 static fm_status parse_body(parser *p, const char *const *ends, jj_nodes *out, const char *block);
 
 static fm_status expect_block_end(parser *p) {
@@ -516,7 +553,8 @@ static fm_status parse_for(parser *p, jj_node *f) {
     if (st == FM_OK && !is_name(cur(p), "in")) st = unexpected(p, "'in'");
     if (st == FM_OK) adv(p), st = parse_tuple(p, false, false, &f->b);
     if (st == FM_OK && is_name(cur(p), "if")) adv(p), st = parse_expr(p, true, &f->c);
-    if (st == FM_OK && is_name(cur(p), "recursive")) return pfail(p, f->line, "recursive for loops are not supported");
+    if (st == FM_OK && is_name(cur(p), "recursive"))
+        return pfail(p, f->line, "recursive for loops are not supported");
     if (st == FM_OK) st = expect_block_end(p);
     static const char *const ends[] = {"endfor", "else", NULL}, *const ends2[] = {"endfor", NULL};
     p->loop_depth++;
@@ -532,7 +570,8 @@ static fm_status parse_for(parser *p, jj_node *f) {
 }
 
 static fm_status parse_if(parser *p, jj_node *n) {
-    static const char *const ends[] = {"elif", "else", "endif", NULL}, *const ends2[] = {"endif", NULL};
+    static const char *const ends[] = {"elif", "else", "endif", NULL}, *const ends2[] = {"endif",
+                                                                                         NULL};
     fm_status st = parse_tuple(p, true, false, &n->a);
     if (st == FM_OK) st = expect_block_end(p);
     if (st == FM_OK) st = parse_body(p, ends, &n->body, "if");
@@ -563,8 +602,10 @@ static fm_status parse_set(parser *p, jj_node *n) {
         st = parse_tuple(p, true, false, &n->b);
         return st == FM_OK ? expect_block_end(p) : st;
     }
-    if (is_op(cur(p), "|")) return pfail(p, n->line, "filters on block assignments are not supported");
-    if (n->a->kind != JN_NAME) return pfail(p, n->line, "a block assignment needs a plain variable name");
+    if (is_op(cur(p), "|"))
+        return pfail(p, n->line, "filters on block assignments are not supported");
+    if (n->a->kind != JN_NAME)
+        return pfail(p, n->line, "a block assignment needs a plain variable name");
     static const char *const ends[] = {"endset", NULL};
     n->kind = JN_SETBLOCK;
     st = expect_block_end(p);
@@ -585,7 +626,8 @@ static fm_status parse_macro(parser *p, jj_node *m) {
         if (!a) return poom(p);
         a->name = cur(p)->s, a->nlen = cur(p)->n;
         adv(p);
-        if (is_op(cur(p), "=")) adv(p), st = parse_expr(p, true, &a->a);
+        if (is_op(cur(p), "="))
+            adv(p), st = parse_expr(p, true, &a->a);
         else if (m->args.n && m->args.v[m->args.n - 1]->a)
             return pfail(p, a->line, "a parameter without a default follows one with a default");
         if (st == FM_OK && push(p, &m->args, a)) st = poom(p);
@@ -614,8 +656,9 @@ static bool name_in(const jj_tok *t, const char *const *list) {
 
 /* One {% ... %} statement, the cursor after "{%". */
 static fm_status parse_statement(parser *p, jj_node **out) {
-    static const char *const unsupported[] = {"include", "import", "from", "extends", "block", "call", "filter",
-                                              "with", "autoescape", "do", "trans", "pluralize", NULL};
+    static const char *const unsupported[] = {"include", "import",    "from", "extends",    "block",
+                                              "call",    "filter",    "with", "autoescape", "do",
+                                              "trans",   "pluralize", NULL};
     const jj_tok *t = cur(p);
     uint32_t line = t->line;
     char b[96];
@@ -653,7 +696,10 @@ static fm_status parse_body(parser *p, const char *const *ends, jj_nodes *out, c
         const jj_tok *t = cur(p);
         jj_node *n = NULL;
         if (t->type == TK_EOF) {
-            if (ends) st = pfail(p, t->line, "unexpected end of template: '%s' block not closed (expected '%s')", block, ends[0]);
+            if (ends)
+                st = pfail(p, t->line,
+                           "unexpected end of template: '%s' block not closed (expected '%s')",
+                           block, ends[0]);
             break;
         }
         if (t->type == TK_DATA) {
@@ -664,7 +710,8 @@ static fm_status parse_body(parser *p, const char *const *ends, jj_nodes *out, c
             if (!(n = node(p, JN_OUTPUT, t->line))) return poom(p);
             adv(p);
             st = parse_tuple(p, true, false, &n->a);
-            if (st == FM_OK && cur(p)->type != TK_VAR_END) st = unexpected(p, "end of print statement '}}'");
+            if (st == FM_OK && cur(p)->type != TK_VAR_END)
+                st = unexpected(p, "end of print statement '}}'");
             if (st == FM_OK) adv(p);
         } else if (t->type == TK_BLOCK_BEGIN) {
             if (name_in(look(p), ends)) {

@@ -13,7 +13,8 @@
 
 #include "io/config_internal.h"
 
-/* ---- arena ------------------------------------------------------------------------------------ */
+/* ---- arena ------------------------------------------------------------------------------------
+ */
 struct jj_chunk {
     jj_chunk *next;
     size_t size, used;
@@ -72,7 +73,8 @@ static int buf_reserve(jj_buf *b, size_t extra, bool *over) {
     }
     if (b->cap - b->n > extra) return 0; /* keeps room for a NUL */
     size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->n <= extra) cap *= 2;
+    while (cap - b->n <= extra)
+        cap *= 2;
     char *p = fm_realloc(b->p, cap);
     if (!p) return -1;
     b->p = p, b->cap = cap;
@@ -143,7 +145,8 @@ int jj_buf_to_value(jj_arena *a, const jj_buf *b, jj_value *out) {
     return 0;
 }
 
-/* ---- UTF-8 ------------------------------------------------------------------------------------ */
+/* ---- UTF-8 ------------------------------------------------------------------------------------
+ */
 size_t jj_utf8_valid_prefix(const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
@@ -180,7 +183,8 @@ uint32_t jj_utf8_next(const char *s, size_t n, size_t *i) {
     if (c < 0x80) return (*i)++, c;
     size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
     uint32_t cp = len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-    for (size_t k = 1; k < len && *i + k < n; k++) cp = (cp << 6) | (u[*i + k] & 0x3F);
+    for (size_t k = 1; k < len && *i + k < n; k++)
+        cp = (cp << 6) | (u[*i + k] & 0x3F);
     *i += len;
     return cp;
 }
@@ -207,7 +211,8 @@ size_t jj_utf8_put(uint32_t cp, char out[4]) {
 
 size_t jj_utf8_count(const char *s, size_t n) {
     size_t c = 0;
-    for (size_t i = 0; i < n; i++) c += ((unsigned char)s[i] & 0xC0) != 0x80;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xC0) != 0x80;
     return c;
 }
 
@@ -215,7 +220,8 @@ size_t jj_utf8_offset(const char *s, size_t n, size_t cp) {
     size_t i = 0;
     while (i < n && cp > 0) {
         i++;
-        while (i < n && ((unsigned char)s[i] & 0xC0) == 0x80) i++;
+        while (i < n && ((unsigned char)s[i] & 0xC0) == 0x80)
+            i++;
         cp--;
     }
     return i;
@@ -274,13 +280,16 @@ bool jj_truthy(const jj_value *v) {
 }
 
 const char *jj_type_name(const jj_value *v) {
-    static const char *const names[] = {"Undefined", "NoneType", "bool", "int",      "float", "str",
-                                        "list",      "dict",     "Namespace", "function", "LoopContext"};
+    static const char *const names[] = {"Undefined", "NoneType", "bool",       "int",
+                                        "float",     "str",      "list",       "dict",
+                                        "Namespace", "function", "LoopContext"};
     if (v->t == JT_LIST && v->tuple) return "tuple";
     return v->t < sizeof names / sizeof *names ? names[v->t] : "object";
 }
 
-static bool is_num(const jj_value *v) { return v->t == JT_INT || v->t == JT_FLOAT || v->t == JT_BOOL; }
+static bool is_num(const jj_value *v) {
+    return v->t == JT_INT || v->t == JT_FLOAT || v->t == JT_BOOL;
+}
 static double num_f(const jj_value *v) {
     return v->t == JT_FLOAT ? v->u.f : v->t == JT_INT ? (double)v->u.i : (double)v->u.b;
 }
@@ -289,7 +298,9 @@ static double num_f(const jj_value *v) {
 
 static bool equal_at(const jj_value *a, const jj_value *b, int level);
 
-bool jj_equal(const jj_value *a, const jj_value *b) { return equal_at(a, b, 0); }
+bool jj_equal(const jj_value *a, const jj_value *b) {
+    return equal_at(a, b, 0);
+}
 
 /* Containers nested deeper than JJ_MAX_VALUE_DEPTH compare unequal (they cannot be built by
  * JSON input or literals; only by a template nesting lists in a loop). */
@@ -326,7 +337,8 @@ static bool equal_at(const jj_value *a, const jj_value *b, int level) {
     }
 }
 
-/* ---- dicts ------------------------------------------------------------------------------------ */
+/* ---- dicts ------------------------------------------------------------------------------------
+ */
 jj_value *jj_dict_get(const jj_dict *d, const char *k, size_t n) {
     for (size_t i = 0; i < d->n; i++)
         if (d->k[i].t == JT_STR && d->k[i].u.s.n == n && !memcmp(d->k[i].u.s.p, k, n))
@@ -355,9 +367,12 @@ int jj_dict_set(jj_arena *a, jj_dict *d, jj_value key, jj_value val) {
     return 0;
 }
 
-/* ---- str() / repr() --------------------------------------------------------------------------- */
-#define PUT(b, s, n, ov) \
-    do { if (jj_buf_put_flag((b), (s), (n), false, (ov))) return -2; } while (0)
+/* ---- str() / repr() ---------------------------------------------------------------------------
+ */
+#define PUT(b, s, n, ov)                                                                           \
+    do {                                                                                           \
+        if (jj_buf_put_flag((b), (s), (n), false, (ov))) return -2;                                \
+    } while (0)
 
 static int put_cstr(jj_buf *b, const char *s, bool *over) {
     PUT(b, s, strlen(s), over);
@@ -377,12 +392,20 @@ static int repr_str(jj_buf *b, const jj_value *v, bool *over) {
         bool user = v->u.s.m && v->u.s.m[at];
         char e[16];
         size_t en = 0;
-        if (cp == '\\' || cp == (uint32_t)q) e[0] = '\\', e[1] = (char)cp, en = 2;
-        else if (cp == '\n') memcpy(e, "\\n", 2), en = 2;
-        else if (cp == '\r') memcpy(e, "\\r", 2), en = 2;
-        else if (cp == '\t') memcpy(e, "\\t", 2), en = 2;
+        if (cp == '\\' || cp == (uint32_t)q)
+            e[0] = '\\', e[1] = (char)cp, en = 2;
+        else if (cp == '\n')
+            memcpy(e, "\\n", 2), en = 2;
+        else if (cp == '\r')
+            memcpy(e, "\\r", 2), en = 2;
+        else if (cp == '\t')
+            memcpy(e, "\\t", 2), en = 2;
         else if (!cp_printable(cp))
-            en = (size_t)snprintf(e, sizeof e, cp < 0x100 ? "\\x%02x" : cp < 0x10000 ? "\\u%04x" : "\\U%08x", cp);
+            en = (size_t)snprintf(e, sizeof e,
+                                  cp < 0x100     ? "\\x%02x"
+                                  : cp < 0x10000 ? "\\u%04x"
+                                                 : "\\U%08x",
+                                  cp);
         if (en) {
             if (jj_buf_put_flag(b, e, en, user, over)) return -2;
         } else if (jj_buf_put(b, s + at, i - at, v->u.s.m ? v->u.s.m + at : NULL, over)) {
@@ -393,7 +416,8 @@ static int repr_str(jj_buf *b, const jj_value *v, bool *over) {
     return 0;
 }
 
-static int to_string_at(jj_buf *b, const jj_value *v, bool repr, const char **msg, bool *over, int level);
+static int to_string_at(jj_buf *b, const jj_value *v, bool repr, const char **msg, bool *over,
+                        int level);
 
 static int seq_to_string(jj_buf *b, const jj_value *v, const char **msg, bool *over, int level) {
     const jj_list *l = v->u.l;
@@ -440,7 +464,8 @@ int jj_to_string(jj_buf *b, const jj_value *v, bool repr, const char **msg, bool
     return to_string_at(b, v, repr, msg, over, 0);
 }
 
-static int to_string_at(jj_buf *b, const jj_value *v, bool repr, const char **msg, bool *over, int level) {
+static int to_string_at(jj_buf *b, const jj_value *v, bool repr, const char **msg, bool *over,
+                        int level) {
     if (level > JJ_MAX_VALUE_DEPTH) {
         *msg = "values nested too deeply to print";
         return -1;
@@ -473,7 +498,8 @@ static int to_string_at(jj_buf *b, const jj_value *v, bool repr, const char **ms
     }
 }
 
-/* ---- json.dumps ------------------------------------------------------------------------------- */
+/* ---- json.dumps -------------------------------------------------------------------------------
+ */
 static int json_str(jj_buf *b, const char *s, size_t n, const uint8_t *m, bool *over) {
     PUT(b, "\"", 1, over);
     size_t run = 0; /* bytes copied verbatim are flushed in runs */
@@ -487,14 +513,29 @@ static int json_str(jj_buf *b, const char *s, size_t n, const uint8_t *m, bool *
         size_t en = 2;
         e[0] = '\\';
         switch (c) {
-        case '"': e[1] = '"'; break;
-        case '\\': e[1] = '\\'; break;
-        case '\n': e[1] = 'n'; break;
-        case '\r': e[1] = 'r'; break;
-        case '\t': e[1] = 't'; break;
-        case '\b': e[1] = 'b'; break;
-        case '\f': e[1] = 'f'; break;
-        default: en = (size_t)snprintf(e, sizeof e, "\\u%04x", c);
+        case '"':
+            e[1] = '"';
+            break;
+        case '\\':
+            e[1] = '\\';
+            break;
+        case '\n':
+            e[1] = 'n';
+            break;
+        case '\r':
+            e[1] = 'r';
+            break;
+        case '\t':
+            e[1] = 't';
+            break;
+        case '\b':
+            e[1] = 'b';
+            break;
+        case '\f':
+            e[1] = 'f';
+            break;
+        default:
+            en = (size_t)snprintf(e, sizeof e, "\\u%04x", c);
         }
         if (jj_buf_put_flag(b, e, en, m && m[i], over)) return -2;
         run = i + 1;
@@ -506,7 +547,8 @@ static int json_str(jj_buf *b, const char *s, size_t n, const uint8_t *m, bool *
 static int json_newline(jj_buf *b, int indent, int level, bool *over) {
     if (indent < 0) return 0;
     PUT(b, "\n", 1, over);
-    for (int i = 0; i < indent * level; i++) PUT(b, " ", 1, over);
+    for (int i = 0; i < indent * level; i++)
+        PUT(b, " ", 1, over);
     return 0;
 }
 
@@ -515,9 +557,12 @@ static int json_value(jj_buf *b, const jj_value *v, int indent, bool sort, int l
 
 static int json_key(jj_buf *b, const jj_value *k, const char **msg, bool *over) {
     switch (k->t) {
-    case JT_STR: return json_str(b, k->u.s.p, k->u.s.n, k->u.s.m, over);
-    case JT_NONE: return put_cstr(b, "\"null\"", over);
-    case JT_BOOL: return put_cstr(b, k->u.b ? "\"true\"" : "\"false\"", over);
+    case JT_STR:
+        return json_str(b, k->u.s.p, k->u.s.n, k->u.s.m, over);
+    case JT_NONE:
+        return put_cstr(b, "\"null\"", over);
+    case JT_BOOL:
+        return put_cstr(b, k->u.b ? "\"true\"" : "\"false\"", over);
     case JT_INT:
     case JT_FLOAT: {
         int r = put_cstr(b, "\"", over);
@@ -536,8 +581,8 @@ static int str_cmp(const jj_value *a, const jj_value *b) {
     return c ? c : (a->u.s.n > b->u.s.n) - (a->u.s.n < b->u.s.n);
 }
 
-static int json_dict(jj_buf *b, const jj_dict *d, int indent, bool sort, int level, const char **msg,
-                     bool *over) {
+static int json_dict(jj_buf *b, const jj_dict *d, int indent, bool sort, int level,
+                     const char **msg, bool *over) {
     if (d->n == 0) return put_cstr(b, "{}", over);
     size_t *ord = NULL;
     if (sort) {
@@ -550,7 +595,8 @@ static int json_dict(jj_buf *b, const jj_dict *d, int indent, bool sort, int lev
         if (!ord) return -2;
         for (size_t i = 0; i < d->n; i++) { /* insertion sort: dicts here are small */
             size_t j = i;
-            while (j > 0 && str_cmp(&d->k[ord[j - 1]], &d->k[i]) > 0) ord[j] = ord[j - 1], j--;
+            while (j > 0 && str_cmp(&d->k[ord[j - 1]], &d->k[i]) > 0)
+                ord[j] = ord[j - 1], j--;
             ord[j] = i;
         }
     }
@@ -568,8 +614,8 @@ static int json_dict(jj_buf *b, const jj_dict *d, int indent, bool sort, int lev
     return r ? r : put_cstr(b, "}", over);
 }
 
-static int json_list(jj_buf *b, const jj_list *l, int indent, bool sort, int level, const char **msg,
-                     bool *over) {
+static int json_list(jj_buf *b, const jj_list *l, int indent, bool sort, int level,
+                     const char **msg, bool *over) {
     if (l->n == 0) return put_cstr(b, "[]", over);
     int r = put_cstr(b, "[", over);
     for (size_t i = 0; !r && i < l->n; i++) {
@@ -605,9 +651,9 @@ static int json_value(jj_buf *b, const jj_value *v, int indent, bool sort, int l
     case JT_DICT:
         return json_dict(b, v->u.d, indent, sort, level, msg, over);
     default:
-        *msg = v->t == JT_UNDEF  ? "tojson: an undefined value is not JSON serializable"
-               : v->t == JT_NS   ? "tojson: a namespace is not JSON serializable"
-                                 : "tojson: a function is not JSON serializable";
+        *msg = v->t == JT_UNDEF ? "tojson: an undefined value is not JSON serializable"
+               : v->t == JT_NS  ? "tojson: a namespace is not JSON serializable"
+                                : "tojson: a function is not JSON serializable";
         return -1;
     }
 }

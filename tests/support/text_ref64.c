@@ -34,20 +34,24 @@ static int read_config(const char *dir, fm_tref_model *m, char *why, size_t n) {
     m->layers = jint(tc, "num_hidden_layers", 0), m->heads = jint(tc, "num_attention_heads", 1);
     m->kv_heads = jint(tc, "num_key_value_heads", m->heads), m->vocab = jint(tc, "vocab_size", 0);
     m->head_dim = m->hidden / m->heads;
-    m->eps = jnum(tc, "rms_norm_eps", 1e-5), m->theta = jnum(tc, "rope_theta", jnum(root, "rope_theta", 1e6));
+    m->eps = jnum(tc, "rms_norm_eps", 1e-5),
+    m->theta = jnum(tc, "rope_theta", jnum(root, "rope_theta", 1e6));
     json_t *rs = json_object_get(tc, "rope_scaling");
     if (!json_is_object(rs)) rs = json_object_get(root, "rope_scaling");
     json_t *sec = json_is_object(rs) ? json_object_get(rs, "mrope_section") : NULL;
     m->sections[0] = (int)(m->head_dim / 2), m->sections[1] = m->sections[2] = 0;
-    for (int i = 0; json_is_array(sec) && i < 3; i++) m->sections[i] = (int)json_integer_value(json_array_get(sec, (size_t)i));
-    m->image_token = jint(root, "image_token_id", 151655), m->vision_start = jint(root, "vision_start_token_id", 151652);
+    for (int i = 0; json_is_array(sec) && i < 3; i++)
+        m->sections[i] = (int)json_integer_value(json_array_get(sec, (size_t)i));
+    m->image_token = jint(root, "image_token_id", 151655),
+    m->vision_start = jint(root, "vision_start_token_id", 151652);
     m->merge = jint(json_object_get(root, "vision_config"), "spatial_merge_size", 2);
     json_decref(root);
     return m->hidden > 0 && m->vocab > 0 ? 0 : (snprintf(why, n, "%s: no text sizes", path), -1);
 }
 
 /* ---- weights ------------------------------------------------------------------------------ */
-static float *tensor_f32(const fm_checkpoint *ck, const char *name, int64_t numel, int *bad, char *why, size_t n) {
+static float *tensor_f32(const fm_checkpoint *ck, const char *name, int64_t numel, int *bad,
+                         char *why, size_t n) {
     char alt[256];
     long i = fm_checkpoint_find(ck, name);
     if (i < 0 && !strncmp(name, "model.", 6)) {
@@ -55,14 +59,16 @@ static float *tensor_f32(const fm_checkpoint *ck, const char *name, int64_t nume
         i = fm_checkpoint_find(ck, alt);
     }
     fm_tensor t = {0};
-    if (i < 0 || fm_checkpoint_tensor(ck, (size_t)i, &t, NULL) != FM_OK || (int64_t)fm_tensor_numel(&t) != numel) {
+    if (i < 0 || fm_checkpoint_tensor(ck, (size_t)i, &t, NULL) != FM_OK ||
+        (int64_t)fm_tensor_numel(&t) != numel) {
         if (!*bad) snprintf(why, n, "tensor %s missing or of the wrong size", name);
         *bad = 1;
         fm_tensor_free(&t);
         return NULL;
     }
     float *v = malloc((size_t)numel * sizeof *v);
-    if (!v || fm_convert(v, FM_DTYPE_F32, t.data, t.dtype, (uint64_t)numel) != FM_OK) free(v), v = NULL, *bad = 1;
+    if (!v || fm_convert(v, FM_DTYPE_F32, t.data, t.dtype, (uint64_t)numel) != FM_OK)
+        free(v), v = NULL, *bad = 1;
     fm_tensor_free(&t);
     return v;
 }
@@ -73,23 +79,33 @@ int fm_tref_load(const char *dir, fm_tref_model *m, char *why, size_t n) {
     fm_checkpoint *ck = NULL;
     fm_error e;
     if (fm_checkpoint_open(dir, &ck, &e) != FM_OK) return snprintf(why, n, "%s", e.msg), -1;
-    int64_t h = m->hidden, q = m->heads * m->head_dim, kv = m->kv_heads * m->head_dim, im = m->inter;
+    int64_t h = m->hidden, q = m->heads * m->head_dim, kv = m->kv_heads * m->head_dim,
+            im = m->inter;
     int bad = 0;
     m->embed = tensor_f32(ck, "model.embed_tokens.weight", m->vocab * h, &bad, why, n);
     m->norm = tensor_f32(ck, "model.norm.weight", h, &bad, why, n);
-    m->lm_head = fm_checkpoint_find(ck, "lm_head.weight") >= 0 ? tensor_f32(ck, "lm_head.weight", m->vocab * h, &bad, why, n)
-                                                               : m->embed;
+    m->lm_head = fm_checkpoint_find(ck, "lm_head.weight") >= 0
+                     ? tensor_f32(ck, "lm_head.weight", m->vocab * h, &bad, why, n)
+                     : m->embed;
     m->l = calloc((size_t)(m->layers ? m->layers : 1), sizeof *m->l);
     for (int64_t i = 0; m->l && i < m->layers; i++) {
         fm_tref_layer *L = &m->l[i];
         char k[160];
-#define W(f, s, c) snprintf(k, sizeof k, "model.layers.%lld.%s", (long long)i, s), L->f = tensor_f32(ck, k, c, &bad, why, n)
-        W(q_w, "self_attn.q_proj.weight", q * h); W(q_b, "self_attn.q_proj.bias", q);
-        W(k_w, "self_attn.k_proj.weight", kv * h); W(k_b, "self_attn.k_proj.bias", kv);
-        W(v_w, "self_attn.v_proj.weight", kv * h); W(v_b, "self_attn.v_proj.bias", kv);
+#define W(f, s, c)                                                                                 \
+    snprintf(k, sizeof k, "model.layers.%lld.%s", (long long)i, s),                                \
+        L->f = tensor_f32(ck, k, c, &bad, why, n)
+        W(q_w, "self_attn.q_proj.weight", q * h);
+        W(q_b, "self_attn.q_proj.bias", q);
+        W(k_w, "self_attn.k_proj.weight", kv * h);
+        W(k_b, "self_attn.k_proj.bias", kv);
+        W(v_w, "self_attn.v_proj.weight", kv * h);
+        W(v_b, "self_attn.v_proj.bias", kv);
         W(o_w, "self_attn.o_proj.weight", h * q);
-        W(gate_w, "mlp.gate_proj.weight", im * h); W(up_w, "mlp.up_proj.weight", im * h); W(down_w, "mlp.down_proj.weight", h * im);
-        W(in_norm, "input_layernorm.weight", h); W(post_norm, "post_attention_layernorm.weight", h);
+        W(gate_w, "mlp.gate_proj.weight", im * h);
+        W(up_w, "mlp.up_proj.weight", im * h);
+        W(down_w, "mlp.down_proj.weight", h * im);
+        W(in_norm, "input_layernorm.weight", h);
+        W(post_norm, "post_attention_layernorm.weight", h);
 #undef W
     }
     fm_checkpoint_close(ck);
@@ -103,7 +119,8 @@ int fm_tref_load(const char *dir, fm_tref_model *m, char *why, size_t n) {
 void fm_tref_free(fm_tref_model *m) {
     for (int64_t i = 0; m->l && i < m->layers; i++) {
         float **f = (float **)&m->l[i];
-        for (size_t k = 0; k < sizeof(fm_tref_layer) / sizeof(float *); k++) free(f[k]);
+        for (size_t k = 0; k < sizeof(fm_tref_layer) / sizeof(float *); k++)
+            free(f[k]);
     }
     free(m->l);
     if (m->lm_head != m->embed) free(m->lm_head);
@@ -112,18 +129,20 @@ void fm_tref_free(fm_tref_model *m) {
 }
 
 /* ---- positions (get_rope_index, images only) ------------------------------------------------ */
-void fm_tref_positions(const fm_tref_model *m, const int64_t *ids, int64_t T, const int64_t *grid, int n_images,
-                       int64_t *pos) {
+void fm_tref_positions(const fm_tref_model *m, const int64_t *ids, int64_t T, const int64_t *grid,
+                       int n_images, int64_t *pos) {
     int64_t p = 0, i = 0;
     int img = 0;
     while (i < T) {
-        bool starts_image = i > 0 && ids[i - 1] == m->vision_start && ids[i] == m->image_token && img < n_images;
+        bool starts_image =
+            i > 0 && ids[i - 1] == m->vision_start && ids[i] == m->image_token && img < n_images;
         if (!starts_image) {
             pos[i] = pos[T + i] = pos[2 * T + i] = p++;
             i++;
             continue;
         }
-        int64_t gt = grid[3 * img], gh = grid[3 * img + 1] / m->merge, gw = grid[3 * img + 2] / m->merge;
+        int64_t gt = grid[3 * img], gh = grid[3 * img + 1] / m->merge,
+                gw = grid[3 * img + 2] / m->merge;
         for (int64_t k = 0; k < gt * gh * gw; k++, i++) {
             pos[i] = p + k / (gh * gw);
             pos[T + i] = p + (k / gw) % gh;
@@ -140,15 +159,19 @@ void fm_tref_positions(const fm_tref_model *m, const int64_t *ids, int64_t T, co
 /* ---- forward -------------------------------------------------------------------------------- */
 static void rmsnorm(double *y, const double *x, const float *w, int64_t d, double eps) {
     double ss = 0;
-    for (int64_t i = 0; i < d; i++) ss += x[i] * x[i];
+    for (int64_t i = 0; i < d; i++)
+        ss += x[i] * x[i];
     double r = 1.0 / sqrt(ss / (double)d + eps);
-    for (int64_t i = 0; i < d; i++) y[i] = x[i] * r * w[i];
+    for (int64_t i = 0; i < d; i++)
+        y[i] = x[i] * r * w[i];
 }
 
-static void matvec(double *y, const float *w, const float *b, const double *x, int64_t out, int64_t in) {
+static void matvec(double *y, const float *w, const float *b, const double *x, int64_t out,
+                   int64_t in) {
     for (int64_t o = 0; o < out; o++) {
         double a = b ? b[o] : 0;
-        for (int64_t i = 0; i < in; i++) a += (double)w[o * in + i] * x[i];
+        for (int64_t i = 0; i < in; i++)
+            a += (double)w[o * in + i] * x[i];
         y[o] = a;
     }
 }
@@ -168,20 +191,24 @@ static void rope(double *x, const fm_tref_model *m, const int64_t *pos, int64_t 
     memcpy(x, tmp, (size_t)hd * sizeof *tmp);
 }
 
-int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const float *img, const int64_t *grid,
-                    int n_images, double *logits) {
-    int64_t h = m->hidden, hd = m->head_dim, q = m->heads * hd, kv = m->kv_heads * hd, im = m->inter;
+int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const float *img,
+                    const int64_t *grid, int n_images, double *logits) {
+    int64_t h = m->hidden, hd = m->head_dim, q = m->heads * hd, kv = m->kv_heads * hd,
+            im = m->inter;
     double *x = malloc((size_t)(T * h) * sizeof *x), *y = malloc((size_t)h * sizeof *y);
     double *Q = malloc((size_t)(T * q) * sizeof *Q), *K = malloc((size_t)(T * kv) * sizeof *K);
-    double *V = malloc((size_t)(T * kv) * sizeof *V), *O = malloc((size_t)q * sizeof *O), *t1 = malloc((size_t)h * sizeof *t1);
-    double *g = malloc((size_t)im * sizeof *g), *u = malloc((size_t)im * sizeof *u), *p = malloc((size_t)T * sizeof *p);
+    double *V = malloc((size_t)(T * kv) * sizeof *V), *O = malloc((size_t)q * sizeof *O),
+           *t1 = malloc((size_t)h * sizeof *t1);
+    double *g = malloc((size_t)im * sizeof *g), *u = malloc((size_t)im * sizeof *u),
+           *p = malloc((size_t)T * sizeof *p);
     int64_t *pos = malloc((size_t)(3 * T) * sizeof *pos);
     int rc = -1;
     if (!x || !y || !Q || !K || !V || !O || !t1 || !g || !u || !p || !pos) goto done;
     fm_tref_positions(m, ids, T, grid, n_images, pos);
     for (int64_t t = 0, k = 0; t < T; t++) {
         bool is_image = ids[t] == m->image_token && img;
-        for (int64_t i = 0; i < h; i++) x[t * h + i] = is_image ? img[k * h + i] : m->embed[ids[t] * h + i];
+        for (int64_t i = 0; i < h; i++)
+            x[t * h + i] = is_image ? img[k * h + i] : m->embed[ids[t] * h + i];
         k += is_image;
     }
     for (int64_t l = 0; l < m->layers; l++) {
@@ -191,8 +218,10 @@ int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const
             matvec(Q + t * q, L->q_w, L->q_b, y, q, h);
             matvec(K + t * kv, L->k_w, L->k_b, y, kv, h);
             matvec(V + t * kv, L->v_w, L->v_b, y, kv, h);
-            for (int64_t hh = 0; hh < m->heads; hh++) rope(Q + t * q + hh * hd, m, pos, T, t);
-            for (int64_t hh = 0; hh < m->kv_heads; hh++) rope(K + t * kv + hh * hd, m, pos, T, t);
+            for (int64_t hh = 0; hh < m->heads; hh++)
+                rope(Q + t * q + hh * hd, m, pos, T, t);
+            for (int64_t hh = 0; hh < m->kv_heads; hh++)
+                rope(K + t * kv + hh * hd, m, pos, T, t);
         }
         for (int64_t t = 0; t < T; t++) {
             for (int64_t hh = 0; hh < m->heads; hh++) {
@@ -200,27 +229,33 @@ int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const
                 double mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j <= t; j++) {
                     double s = 0;
-                    for (int64_t d = 0; d < hd; d++) s += Q[t * q + hh * hd + d] * K[j * kv + gkv * hd + d];
+                    for (int64_t d = 0; d < hd; d++)
+                        s += Q[t * q + hh * hd + d] * K[j * kv + gkv * hd + d];
                     p[j] = s / sqrt((double)hd);
                     if (p[j] > mx) mx = p[j];
                 }
-                for (int64_t j = 0; j <= t; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int64_t j = 0; j <= t; j++)
+                    sum += (p[j] = exp(p[j] - mx));
                 for (int64_t d = 0; d < hd; d++) {
                     double a = 0;
-                    for (int64_t j = 0; j <= t; j++) a += p[j] / sum * V[j * kv + gkv * hd + d];
+                    for (int64_t j = 0; j <= t; j++)
+                        a += p[j] / sum * V[j * kv + gkv * hd + d];
                     O[hh * hd + d] = a;
                 }
             }
             matvec(t1, L->o_w, NULL, O, h, q);
-            for (int64_t i = 0; i < h; i++) x[t * h + i] += t1[i];
+            for (int64_t i = 0; i < h; i++)
+                x[t * h + i] += t1[i];
         }
         for (int64_t t = 0; t < T; t++) {
             rmsnorm(y, x + t * h, L->post_norm, h, m->eps);
             matvec(g, L->gate_w, NULL, y, im, h);
             matvec(u, L->up_w, NULL, y, im, h);
-            for (int64_t i = 0; i < im; i++) g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+            for (int64_t i = 0; i < im; i++)
+                g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
             matvec(t1, L->down_w, NULL, g, h, im);
-            for (int64_t i = 0; i < h; i++) x[t * h + i] += t1[i];
+            for (int64_t i = 0; i < h; i++)
+                x[t * h + i] += t1[i];
         }
     }
     for (int64_t t = 0; t < T; t++) {
@@ -229,6 +264,7 @@ int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const
     }
     rc = 0;
 done:
-    free(x), free(y), free(Q), free(K), free(V), free(O), free(t1), free(g), free(u), free(p), free(pos);
+    free(x), free(y), free(Q), free(K), free(V), free(O), free(t1), free(g), free(u), free(p),
+        free(pos);
     return rc;
 }

@@ -28,13 +28,13 @@ int fm_tref_load(const char *dir, fm_tref_model *m, char *why, size_t why_size);
 void fm_tref_free(fm_tref_model *m);
 
 /* Positions of get_rope_index (its own implementation): pos [3][T]. */
-void fm_tref_positions(const fm_tref_model *m, const int64_t *ids, int64_t T, const int64_t *grid, int n_images,
-                       int64_t *pos);
+void fm_tref_positions(const fm_tref_model *m, const int64_t *ids, int64_t T, const int64_t *grid,
+                       int n_images, int64_t *pos);
 
 /* Causal forward of the whole sequence: logits [T][vocab] doubles (caller-allocated); image
  * features [k][hidden] are written at the image tokens in order (k = their count). Returns 0,
  * or -1 when out of memory. */
-int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const float *image_embeds,
-                    const int64_t *grid, int n_images, double *logits);
+int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T,
+                    const float *image_embeds, const int64_t *grid, int n_images, double *logits);
 
 #endif

@@ -9,12 +9,14 @@
 
 typedef fm_cfg_keys key_ctx;
 
-static fm_status get_int(const key_ctx *k, const char *key, int64_t dflt, int64_t min, int64_t *out, fm_error *err) {
+static fm_status get_int(const key_ctx *k, const char *key, int64_t dflt, int64_t min, int64_t *out,
+                         fm_error *err) {
     int64_t max = !strcmp(key, "depth") ? FM_CFG_MAX_DEPTH : FM_CFG_MAX_DIM;
     return fm_cfg_int(k, key, dflt, min, max, out, err);
 }
 
-static fm_status get_double(const key_ctx *k, const char *key, double dflt, double *out, fm_error *err) {
+static fm_status get_double(const key_ctx *k, const char *key, double dflt, double *out,
+                            fm_error *err) {
     return fm_cfg_positive(k, key, dflt, out, err);
 }
 
@@ -31,7 +33,8 @@ static fm_status parse_act(const key_ctx *k, fm_qwen2vl_vision_config *v, fm_err
         if (st != FM_OK) return st;
     }
     if (fm_activation_from_name(s, &v->act)) return FM_OK;
-    return fm_error_set(err, FM_ERR_CONFIG, "%s: key '%s': unsupported activation '%s'", k->origin, fk, s);
+    return fm_error_set(err, FM_ERR_CONFIG, "%s: key '%s': unsupported activation '%s'", k->origin,
+                        fk, s);
 }
 
 #define need_divisible fm_cfg_need_divisible
@@ -41,7 +44,8 @@ static fm_status parse_vision(const fm_config *cfg, const char *origin, fm_qwen2
     key_ctx k = {cfg, origin, "vision_config."};
     fm_status st = FM_OK;
     if (fm_config_type(cfg, "vision_config") != FM_JSON_OBJECT)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: key 'vision_config': missing or not an object", origin);
+        return fm_error_set(err, FM_ERR_CONFIG, "%s: key 'vision_config': missing or not an object",
+                            origin);
     if (st == FM_OK) st = get_int(&k, "depth", 32, 1, &v->depth, err);
     if (st == FM_OK) st = get_int(&k, "embed_dim", 1280, 1, &v->embed_dim, err);
     if (st == FM_OK) st = get_int(&k, "hidden_size", 3584, 1, &v->hidden_size, err);
@@ -53,20 +57,25 @@ static fm_status parse_vision(const fm_config *cfg, const char *origin, fm_qwen2
     if (st == FM_OK) st = get_double(&k, "mlp_ratio", 4.0, &v->mlp_ratio, err);
     if (st == FM_OK) st = parse_act(&k, v, err);
     if (st != FM_OK) return st;
-    st = need_divisible(origin, "vision_config.embed_dim", v->embed_dim, v->num_heads, "num_heads", err);
+    st = need_divisible(origin, "vision_config.embed_dim", v->embed_dim, v->num_heads, "num_heads",
+                        err);
     if (st == FM_OK && (v->embed_dim / v->num_heads) % 4 != 0)
-        st = fm_error_set(err, FM_ERR_CONFIG,
-                          "%s: key 'vision_config.num_heads': head dim %lld must be a multiple of 4 (2-D rotary)",
-                          origin, (long long)(v->embed_dim / v->num_heads));
-    double width = (double)v->embed_dim * v->mlp_ratio; /* int(embed_dim * mlp_ratio), checked first */
+        st = fm_error_set(
+            err, FM_ERR_CONFIG,
+            "%s: key 'vision_config.num_heads': head dim %lld must be a multiple of 4 (2-D rotary)",
+            origin, (long long)(v->embed_dim / v->num_heads));
+    double width =
+        (double)v->embed_dim * v->mlp_ratio; /* int(embed_dim * mlp_ratio), checked first */
     if (st == FM_OK && !(width >= 1.0 && width <= (double)FM_CFG_MAX_DIM))
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: key 'vision_config.mlp_ratio': MLP width %g outside [1, %lld]",
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: key 'vision_config.mlp_ratio': MLP width %g outside [1, %lld]",
                             origin, width, (long long)FM_CFG_MAX_DIM);
     v->mlp_hidden = (int64_t)width;
     return st;
 }
 
-fm_status fm_qwen2vl_parse_config(const fm_config *cfg, const char *origin, void **out, fm_error *err) {
+fm_status fm_qwen2vl_parse_config(const fm_config *cfg, const char *origin, void **out,
+                                  fm_error *err) {
     *out = NULL;
     fm_qwen2vl_config *c = fm_calloc(1, sizeof *c);
     if (!c) return fm_error_set(err, FM_ERR_NOMEM, "out of memory parsing %s", origin);
@@ -76,8 +85,10 @@ fm_status fm_qwen2vl_parse_config(const fm_config *cfg, const char *origin, void
     if (st == FM_OK) {
         c->tie_word_embeddings = false;
         fm_json_type tt = fm_config_type(cfg, "tie_word_embeddings");
-        if (tt == FM_JSON_ABSENT && fm_config_type(cfg, "text_config.tie_word_embeddings") == FM_JSON_BOOL)
-            st = fm_config_get_bool(cfg, "text_config.tie_word_embeddings", &c->tie_word_embeddings, err);
+        if (tt == FM_JSON_ABSENT &&
+            fm_config_type(cfg, "text_config.tie_word_embeddings") == FM_JSON_BOOL)
+            st = fm_config_get_bool(cfg, "text_config.tie_word_embeddings", &c->tie_word_embeddings,
+                                    err);
         else if (tt != FM_JSON_ABSENT && tt != FM_JSON_NULL)
             st = fm_config_get_bool(cfg, "tie_word_embeddings", &c->tie_word_embeddings, err);
     }

@@ -16,8 +16,6 @@ typedef struct fm_qwen2vl_vision_config {
     fm_activation act; /* vision_config.hidden_act */
 } fm_qwen2vl_vision_config;
 
-
-
 typedef struct fm_qwen2vl_config {
     fm_qwen2vl_vision_config v;
     fm_qwen2_text_config t;
@@ -26,7 +24,8 @@ typedef struct fm_qwen2vl_config {
 
 /* Parses hub (flat text keys + vision_config) and v5 (text_config) layouts; refuses values
  * that make no sense with the key named. *out freed with fm_free. */
-fm_status fm_qwen2vl_parse_config(const fm_config *cfg, const char *origin, void **out, fm_error *err);
+fm_status fm_qwen2vl_parse_config(const fm_config *cfg, const char *origin, void **out,
+                                  fm_error *err);
 
 extern const fm_model_builder fm_qwen2vl_builder;
 
@@ -43,8 +42,8 @@ fm_status fm_qwen2vl_register_mapping(fm_error *err);
  * appearance -> pos3 [3][n] (t, h, w rows) and the next free position (max + 1). An image
  * counts where a vision_start token is followed by the image token; its tokens must number
  * t·(h/m)·(w/m). FM_ERR_INPUT when ids and grids disagree. Videos are refused. */
-fm_status fm_qwen2vl_rope_index(const fm_qwen2_text_config *t, int64_t merge, const int64_t *ids, int64_t n,
-                                const int64_t *grid_thw, int64_t n_images, int64_t *pos3, int64_t *next,
-                                fm_error *err);
+fm_status fm_qwen2vl_rope_index(const fm_qwen2_text_config *t, int64_t merge, const int64_t *ids,
+                                int64_t n, const int64_t *grid_thw, int64_t n_images, int64_t *pos3,
+                                int64_t *next, fm_error *err);
 
 #endif
