@@ -37,9 +37,10 @@ static void run_once(const run_args *a) {
     } else if (a->which == 1) {
         fm_k_conv3d(a->y, a->x, a->w, NULL, a->n, a->cp, in_dims, a->pool);
     } else {
-        openblas_set_num_threads(fm_threadpool_threads(a->pool)); /* the reference: OpenBLAS's threading */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->n, D_OUT, K_IN, 1.0f, a->x, K_IN,
-                    a->w, K_IN, 0.0f, a->y, D_OUT);
+        openblas_set_num_threads(
+            fm_threadpool_threads(a->pool)); /* the reference: OpenBLAS's threading */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->n, D_OUT, K_IN, 1.0f, a->x,
+                    K_IN, a->w, K_IN, 0.0f, a->y, D_OUT);
     }
 }
 
@@ -88,9 +89,11 @@ static int bench_size(int64_t n, int threads, int reps, fm_threadpool *pool, con
         return 1;
     }
     unsigned s = 12345u + (unsigned)n;
-    for (int64_t i = 0; i < n * K_IN; i++) x[i] = (float)((s = s * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
+    for (int64_t i = 0; i < n * K_IN; i++)
+        x[i] = (float)((s = s * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
     fm_conv3d_params cp = {D_OUT, C_IN, {T_P, P_P, P_P}, {T_P, P_P, P_P}, {0, 0, 0}, {1, 1, 1}, 1};
-    run_args fused = {0, yf, x, w, n, &cp, pool}, conv = {1, yc, x, w, n, &cp, pool}, plain = {2, yc, x, w, n, &cp, pool};
+    run_args fused = {0, yf, x, w, n, &cp, pool}, conv = {1, yc, x, w, n, &cp, pool},
+             plain = {2, yc, x, w, n, &cp, pool};
     const run_args *variants[3] = {&fused, &conv, &plain};
     double best[3];
     best_times(variants, 3, reps, best);
@@ -98,11 +101,12 @@ static int bench_size(int64_t n, int threads, int reps, fm_threadpool *pool, con
     run_once(&fused);
     run_once(&conv);
     double flops = 2.0 * (double)n * K_IN * D_OUT;
-    printf("{\"bench\":\"fusion\",\"patches\":%lld,\"threads\":%d,\"fused_s\":%.6f,\"unfused_s\":%.6f,"
-           "\"sgemm_s\":%.6f,\"speedup\":%.2f,\"efficiency\":%.3f,\"fused_gflops\":%.1f,"
-           "\"unfused_gflops\":%.1f,\"rel_l2_fused_vs_unfused\":%.2e}\n",
-           (long long)n, threads, tf, tc, ts, tc / tf, (flops / tf) / (flops / ts), flops / tf * 1e-9,
-           flops / tc * 1e-9, rel_l2(yf, yc, n * D_OUT));
+    printf(
+        "{\"bench\":\"fusion\",\"patches\":%lld,\"threads\":%d,\"fused_s\":%.6f,\"unfused_s\":%.6f,"
+        "\"sgemm_s\":%.6f,\"speedup\":%.2f,\"efficiency\":%.3f,\"fused_gflops\":%.1f,"
+        "\"unfused_gflops\":%.1f,\"rel_l2_fused_vs_unfused\":%.2e}\n",
+        (long long)n, threads, tf, tc, ts, tc / tf, (flops / tf) / (flops / ts), flops / tf * 1e-9,
+        flops / tc * 1e-9, rel_l2(yf, yc, n * D_OUT));
     fflush(stdout);
     fm_free_aligned(x), fm_free_aligned(yf), fm_free_aligned(yc);
     return 0;
@@ -113,8 +117,10 @@ int main(int argc, char **argv) {
     int64_t sizes[8] = {256, 1024, 4096};
     int n_sizes = 3;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
             n_sizes = 0;
             for (char *tok = strtok(argv[++i], ","); tok && n_sizes < 8; tok = strtok(NULL, ","))
@@ -132,10 +138,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "fusion bench: %s\n", err.msg);
         return 1;
     }
-    float *w = fm_malloc_aligned((size_t)D_OUT * K_IN * sizeof(float)); /* [1280][1176] = Conv3d [1280][3][2][14][14] */
+    float *w = fm_malloc_aligned((size_t)D_OUT * K_IN *
+                                 sizeof(float)); /* [1280][1176] = Conv3d [1280][3][2][14][14] */
     int rc = w ? 0 : 1;
-    for (int64_t i = 0; w && i < (int64_t)D_OUT * K_IN; i++) w[i] = (float)((i * 7919) % 2001 - 1000) * 3e-5f;
-    for (int i = 0; i < n_sizes && rc == 0; i++) rc = sizes[i] > 0 ? bench_size(sizes[i], threads, reps, pool, w) : 2;
+    for (int64_t i = 0; w && i < (int64_t)D_OUT * K_IN; i++)
+        w[i] = (float)((i * 7919) % 2001 - 1000) * 3e-5f;
+    for (int i = 0; i < n_sizes && rc == 0; i++)
+        rc = sizes[i] > 0 ? bench_size(sizes[i], threads, reps, pool, w) : 2;
     fm_free_aligned(w);
     fm_threadpool_free(pool);
     return rc;

@@ -17,12 +17,15 @@
 static void preset(fm_qfix *q, const char *name) {
     fm_qfix_init(q);
     if (!strcmp(name, "demo") || !strcmp(name, "2b")) {
-        q->depth = 2, q->embed_dim = 1280, q->num_heads = 16, q->hidden_size = 1536, q->mlp_ratio = 4;
-        q->text_layers = 1, q->text_hidden = 256, q->text_heads = 4, q->text_kv_heads = 2, q->text_inter = 512;
+        q->depth = 2, q->embed_dim = 1280, q->num_heads = 16, q->hidden_size = 1536,
+        q->mlp_ratio = 4;
+        q->text_layers = 1, q->text_hidden = 256, q->text_heads = 4, q->text_kv_heads = 2,
+        q->text_inter = 512;
         q->vocab = 1024, q->tie = true, q->scale = 0.02f;
     }
     if (!strcmp(name, "2b")) {
-        q->depth = 32, q->text_layers = 28, q->text_hidden = 1536, q->text_heads = 12, q->text_kv_heads = 2;
+        q->depth = 32, q->text_layers = 28, q->text_hidden = 1536, q->text_heads = 12,
+        q->text_kv_heads = 2;
         q->text_inter = 8960, q->vocab = 151936, q->dtype = FM_DTYPE_BF16;
     }
 }
@@ -46,20 +49,28 @@ int main(int argc, char **argv) {
     const char *image = NULL;
     uint32_t iw = 0, ih = 0;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--preset") && i + 1 < argc) preset(&q, argv[++i]);
+        if (!strcmp(argv[i], "--preset") && i + 1 < argc)
+            preset(&q, argv[++i]);
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
             const char *d = argv[++i];
-            q.dtype = !strcmp(d, "bf16") ? FM_DTYPE_BF16 : !strcmp(d, "f16") ? FM_DTYPE_F16 : FM_DTYPE_F32;
-        } else if (!strcmp(argv[i], "--max-shard") && i + 1 < argc) q.max_shard = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--depth") && i + 1 < argc) q.depth = atoi(argv[++i]);
+            q.dtype = !strcmp(d, "bf16")  ? FM_DTYPE_BF16
+                      : !strcmp(d, "f16") ? FM_DTYPE_F16
+                                          : FM_DTYPE_F32;
+        } else if (!strcmp(argv[i], "--max-shard") && i + 1 < argc)
+            q.max_shard = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
+            q.depth = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--image") && i + 3 < argc) {
             image = argv[++i];
             iw = (uint32_t)atoi(argv[++i]);
             ih = (uint32_t)atoi(argv[++i]);
-        } else return fprintf(stderr, "gen_checkpoint: bad argument '%s'\n", argv[i]), 2;
+        } else
+            return fprintf(stderr, "gen_checkpoint: bad argument '%s'\n", argv[i]), 2;
     }
     fm_error err;
-    if (fm_qfix_write(argv[1], &q, &err) != FM_OK) return fprintf(stderr, "gen_checkpoint: %s\n", err.msg), 1;
-    if (image && write_image(image, iw, ih)) return fprintf(stderr, "gen_checkpoint: cannot write %s\n", image), 1;
+    if (fm_qfix_write(argv[1], &q, &err) != FM_OK)
+        return fprintf(stderr, "gen_checkpoint: %s\n", err.msg), 1;
+    if (image && write_image(image, iw, ih))
+        return fprintf(stderr, "gen_checkpoint: cannot write %s\n", image), 1;
     return 0;
 }

@@ -24,8 +24,10 @@ static double now(void) {
 
 static void preset(fm_qfix *q, int small) {
     fm_qfix_init(q);
-    q->depth = small ? 4 : 32, q->embed_dim = 1280, q->num_heads = 16, q->hidden_size = 1536, q->mlp_ratio = 4;
-    q->text_layers = small ? 4 : 28, q->text_hidden = 1536, q->text_heads = 12, q->text_kv_heads = 2;
+    q->depth = small ? 4 : 32, q->embed_dim = 1280, q->num_heads = 16, q->hidden_size = 1536,
+    q->mlp_ratio = 4;
+    q->text_layers = small ? 4 : 28, q->text_hidden = 1536, q->text_heads = 12,
+    q->text_kv_heads = 2;
     q->text_inter = 8960, q->vocab = small ? 32000 : 151936, q->tie = true;
     q->dtype = FM_DTYPE_BF16, q->max_shard = 1000000000ull, q->scale = 0.02f;
 }
@@ -34,8 +36,10 @@ static void preset(fm_qfix *q, int small) {
 static uint64_t sum_bytes(const uint8_t *p, uint64_t n) {
     uint64_t s = 0, w;
     uint64_t i = 0;
-    for (; i + 8 <= n; i += 8) memcpy(&w, p + i, 8), s += w;
-    for (; i < n; i++) s += p[i];
+    for (; i + 8 <= n; i += 8)
+        memcpy(&w, p + i, 8), s += w;
+    for (; i < n; i++)
+        s += p[i];
     return s;
 }
 
@@ -63,7 +67,8 @@ static double plain_read(char files[][4200], int nf, uint64_t *sum) {
     for (int i = 0; i < nf; i++) {
         int fd = open(files[i], O_RDONLY);
         ssize_t r;
-        while (fd >= 0 && (r = read(fd, buf, sizeof buf)) > 0) *sum += sum_bytes(buf, (uint64_t)r);
+        while (fd >= 0 && (r = read(fd, buf, sizeof buf)) > 0)
+            *sum += sum_bytes(buf, (uint64_t)r);
         if (fd >= 0) close(fd);
     }
     return now() - t0;
@@ -77,12 +82,14 @@ static void child_load(const char *dir, fm_dtype dt, int fd) {
     fm_model *m = NULL;
     fm_error err;
     double t0 = now();
-    if (fm_from_pretrained(dir, &o, &m, NULL, &err) != FM_OK) fprintf(stderr, "load: %s\n", err.msg), _exit(1);
+    if (fm_from_pretrained(dir, &o, &m, NULL, &err) != FM_OK)
+        fprintf(stderr, "load: %s\n", err.msg), _exit(1);
     fm_named_tensor *sd = NULL;
     size_t n = 0;
     uint64_t s = 0;
     fm_model_state_dict(m, &sd, &n, &err);
-    for (size_t i = 0; i < n; i++) s += sum_bytes(sd[i].tensor.data, sd[i].tensor.nbytes);
+    for (size_t i = 0; i < n; i++)
+        s += sum_bytes(sd[i].tensor.data, sd[i].tensor.nbytes);
     double t = now() - t0;
     fm_named_tensors_free(sd, n);
     fm_model_free(m);
@@ -111,7 +118,8 @@ static double meta_build_ms(const char *tmpdir) {
     fm_qfix q;
     fm_qfix_init(&q);
     q.depth = 32, q.embed_dim = 1280, q.num_heads = 16, q.hidden_size = 3584;
-    q.text_layers = 28, q.text_hidden = 3584, q.text_heads = 28, q.text_kv_heads = 4, q.text_inter = 18944;
+    q.text_layers = 28, q.text_hidden = 3584, q.text_heads = 28, q.text_kv_heads = 4,
+    q.text_inter = 18944;
     q.vocab = 152064;
     snprintf(dir, sizeof dir, "%s/meta7b", tmpdir);
     mkdir(dir, 0755);
@@ -128,7 +136,8 @@ static double meta_build_ms(const char *tmpdir) {
         fm_model *m = NULL;
         fm_error err;
         double t0 = now();
-        if (fm_from_pretrained(dir, &o, &m, NULL, &err) != FM_OK) return fprintf(stderr, "%s\n", err.msg), -1;
+        if (fm_from_pretrained(dir, &o, &m, NULL, &err) != FM_OK)
+            return fprintf(stderr, "%s\n", err.msg), -1;
         double t = now() - t0;
         fm_model_free(m);
         if (t < best) best = t;
@@ -140,10 +149,16 @@ int main(int argc, char **argv) {
     int small = 0, reps = 2;
     const char *data = "build/bench-data";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--small")) small = 1;
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--data-dir") && i + 1 < argc) data = argv[++i];
-        else return fprintf(stderr, "usage: load_pretrained [--small] [--reps N] [--data-dir DIR]\n"), 2;
+        if (!strcmp(argv[i], "--small"))
+            small = 1;
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--data-dir") && i + 1 < argc)
+            data = argv[++i];
+        else
+            return fprintf(stderr,
+                           "usage: load_pretrained [--small] [--reps N] [--data-dir DIR]\n"),
+                   2;
     }
     char dir[4200], done[4300];
     snprintf(dir, sizeof dir, "%s/qwen2vl-2b%s", data, small ? "-small" : "");
@@ -156,7 +171,8 @@ int main(int argc, char **argv) {
             fm_qfix q;
             fm_error err;
             preset(&q, small);
-            if (fm_qfix_write(dir, &q, &err) != FM_OK) fprintf(stderr, "generate: %s\n", err.msg), _exit(1);
+            if (fm_qfix_write(dir, &q, &err) != FM_OK)
+                fprintf(stderr, "generate: %s\n", err.msg), _exit(1);
             _exit(0);
         }
         int status = 0;
@@ -164,7 +180,8 @@ int main(int argc, char **argv) {
         if (!WIFEXITED(status) || WEXITSTATUS(status)) return 1;
         FILE *f = fopen(done, "w");
         if (f) fclose(f);
-        printf("{\"bench\":\"load_pretrained_generate\",\"dir\":\"%s\",\"seconds\":%.1f}\n", dir, now() - t0);
+        printf("{\"bench\":\"load_pretrained_generate\",\"dir\":\"%s\",\"seconds\":%.1f}\n", dir,
+               now() - t0);
         fflush(stdout);
     }
     static char files[128][4200];
@@ -181,14 +198,18 @@ int main(int argc, char **argv) {
         t = timed_child(dir, FM_DTYPE_F32, &rss);
         if (t > 0 && t < best_f32) best_f32 = t, rss_f32 = rss;
     }
-    printf("{\"bench\":\"load_pretrained\",\"dtype\":\"auto\",\"bytes\":%llu,\"files\":%d,\"read_s\":%.3f,"
-           "\"load_touch_s\":%.3f,\"over_read\":%.3f,\"peak_rss_bytes\":%llu,\"rss_over_bytes\":%.3f}\n",
+    printf("{\"bench\":\"load_pretrained\",\"dtype\":\"auto\",\"bytes\":%llu,\"files\":%d,\"read_"
+           "s\":%.3f,"
+           "\"load_touch_s\":%.3f,\"over_read\":%.3f,\"peak_rss_bytes\":%llu,\"rss_over_bytes\":%."
+           "3f}\n",
            (unsigned long long)bytes, nf, best_read, best_auto, best_auto / best_read,
            (unsigned long long)rss_auto * 1024ull, (double)rss_auto * 1024.0 / (double)bytes);
-    printf("{\"bench\":\"load_pretrained\",\"dtype\":\"f32\",\"bytes\":%llu,\"read_s\":%.3f,\"load_touch_s\":%.3f,"
+    printf("{\"bench\":\"load_pretrained\",\"dtype\":\"f32\",\"bytes\":%llu,\"read_s\":%.3f,\"load_"
+           "touch_s\":%.3f,"
            "\"over_read\":%.3f,\"peak_rss_bytes\":%llu}\n",
            (unsigned long long)bytes, best_read, best_f32, best_f32 / best_read,
            (unsigned long long)rss_f32 * 1024ull);
-    printf("{\"bench\":\"meta_build\",\"config\":\"qwen2-vl-7b\",\"ms\":%.3f}\n", meta_build_ms(data));
+    printf("{\"bench\":\"meta_build\",\"config\":\"qwen2-vl-7b\",\"ms\":%.3f}\n",
+           meta_build_ms(data));
     return 0;
 }

@@ -18,8 +18,18 @@
 #include "fusemap/fusemap.h"
 #include "qwen_fixture.h"
 
-enum { D = 1280, HEADS = 16, HD = D / HEADS, MLP = 5120, HOUT = 1536, C_IN = 3, TP = 2, PS = 14, M = 2,
-       K_IN = C_IN * TP * PS * PS };
+enum {
+    D = 1280,
+    HEADS = 16,
+    HD = D / HEADS,
+    MLP = 5120,
+    HOUT = 1536,
+    C_IN = 3,
+    TP = 2,
+    PS = 14,
+    M = 2,
+    K_IN = C_IN * TP * PS * PS
+};
 
 static double now_s(void) {
     struct timespec t;
@@ -47,19 +57,23 @@ typedef struct gemm_shape {
 static int shapes_of(int64_t n_patches, int64_t seg, int depth, gemm_shape *s) {
     int64_t tok = n_patches / (M * M);
     int i = 0;
-    s[i++] = (gemm_shape){(int)n_patches, D, K_IN, 1, 1};           /* patch embed (fused) */
-    s[i++] = (gemm_shape){(int)n_patches, 3 * D, D, 1, depth};      /* qkv */
-    s[i++] = (gemm_shape){(int)seg, (int)seg, HD, 1, (double)depth * HEADS * (n_patches / seg)}; /* Q Kᵀ */
-    s[i++] = (gemm_shape){(int)seg, HD, (int)seg, 0, (double)depth * HEADS * (n_patches / seg)}; /* P V */
-    s[i++] = (gemm_shape){(int)n_patches, D, D, 1, depth};          /* proj */
-    s[i++] = (gemm_shape){(int)n_patches, MLP, D, 1, depth};        /* fc1 */
-    s[i++] = (gemm_shape){(int)n_patches, D, MLP, 1, depth};        /* fc2 */
-    s[i++] = (gemm_shape){(int)tok, M * M * D, M * M * D, 1, 1};    /* merger mlp.0 */
-    s[i++] = (gemm_shape){(int)tok, HOUT, M * M * D, 1, 1};         /* merger mlp.2 */
+    s[i++] = (gemm_shape){(int)n_patches, D, K_IN, 1, 1};      /* patch embed (fused) */
+    s[i++] = (gemm_shape){(int)n_patches, 3 * D, D, 1, depth}; /* qkv */
+    s[i++] = (gemm_shape){(int)seg, (int)seg, HD, 1,
+                          (double)depth * HEADS * (n_patches / seg)}; /* Q Kᵀ */
+    s[i++] = (gemm_shape){(int)seg, HD, (int)seg, 0,
+                          (double)depth * HEADS * (n_patches / seg)}; /* P V */
+    s[i++] = (gemm_shape){(int)n_patches, D, D, 1, depth};            /* proj */
+    s[i++] = (gemm_shape){(int)n_patches, MLP, D, 1, depth};          /* fc1 */
+    s[i++] = (gemm_shape){(int)n_patches, D, MLP, 1, depth};          /* fc2 */
+    s[i++] = (gemm_shape){(int)tok, M * M * D, M * M * D, 1, 1};      /* merger mlp.0 */
+    s[i++] = (gemm_shape){(int)tok, HOUT, M * M * D, 1, 1};           /* merger mlp.2 */
     return i;
 }
 
-static double shape_flops(const gemm_shape *s) { return 2.0 * s->m * s->n * s->k * s->count; }
+static double shape_flops(const gemm_shape *s) {
+    return 2.0 * s->m * s->n * s->k * s->count;
+}
 
 /* Operands of one shape for the plain-sgemm reference (contiguous, beta 0). */
 typedef struct gemm_bufs {
@@ -84,8 +98,8 @@ static double time_sgemm(const gemm_shape *s, const gemm_bufs *g) {
     int calls = s->count > 1 ? (int)s->count : 1;
     double t0 = now_s();
     for (int i = 0; i < calls; i++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, s->trans_b ? CblasTrans : CblasNoTrans, s->m, s->n, s->k, 1.0f,
-                    g->a, s->k, g->b, s->trans_b ? s->k : s->n, 0.0f, g->c, s->n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, s->trans_b ? CblasTrans : CblasNoTrans, s->m, s->n,
+                    s->k, 1.0f, g->a, s->k, g->b, s->trans_b ? s->k : s->n, 0.0f, g->c, s->n);
     return (now_s() - t0) / calls;
 }
 
@@ -101,20 +115,25 @@ static int ensure_checkpoint(int depth, char *dir, size_t n) {
     if (stat(cfg, &st) == 0) return 0;
     fm_qfix q;
     fm_qfix_init(&q);
-    q.depth = depth, q.embed_dim = D, q.num_heads = HEADS, q.hidden_size = HOUT, q.mlp_ratio = MLP / D;
-    q.text_layers = 1, q.text_hidden = 256, q.text_heads = 4, q.text_kv_heads = 2, q.text_inter = 512, q.vocab = 1024;
+    q.depth = depth, q.embed_dim = D, q.num_heads = HEADS, q.hidden_size = HOUT,
+    q.mlp_ratio = MLP / D;
+    q.text_layers = 1, q.text_hidden = 256, q.text_heads = 4, q.text_kv_heads = 2,
+    q.text_inter = 512, q.vocab = 1024;
     q.tie = true, q.scale = 0.03f;
     mkdir(base, 0755);
     fprintf(stderr, "vision bench: writing %s (once)\n", dir);
     fm_error err;
-    if (fm_qfix_write(dir, &q, &err) != FM_OK) return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
+    if (fm_qfix_write(dir, &q, &err) != FM_OK)
+        return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
     return 0;
 }
 
 /* Module forwards one tower forward makes: tower, patch_embed (+ its conv or linear), rotary;
  * per block: block, norm1, attn, qkv, proj, norm2, mlp, fc1, fc2 (the activation rides fc1);
  * merger, ln_q, mlp (Sequential), two Linear (the GELU rides the first). */
-static int64_t dispatch_calls(int depth) { return 4 + 9LL * depth + 5; }
+static int64_t dispatch_calls(int depth) {
+    return 4 + 9LL * depth + 5;
+}
 
 /* Nanoseconds per fm_module_forward of a cheap module (a one-element activation): what the
  * protocol costs per call beyond the kernel. */
@@ -140,12 +159,12 @@ static double dispatch_ns(fm_model *m, fm_run_ctx *rc) {
 /* ---- measurement ------------------------------------------------------------------------ */
 
 typedef struct bench_ctx {
-    fm_model *m;           /* owned */
-    fm_tensor px, grid;    /* [N][1176], [1][3], owned */
+    fm_model *m;        /* owned */
+    fm_tensor px, grid; /* [N][1176], [1][3], owned */
     int64_t n;
     int depth, threads, ns;
     gemm_shape shapes[16];
-    gemm_bufs bufs[16];    /* owned */
+    gemm_bufs bufs[16]; /* owned */
 } bench_ctx;
 
 /* Rounds alternate the forward and the reference GEMMs so the shared machine's noise hits both
@@ -156,7 +175,8 @@ static int measure(bench_ctx *b, int reps, double *best, double *sg_best, double
     fm_run_options_init(&ro);
     ro.threads = b->threads;
     *best = INFINITY;
-    for (int i = 0; i < b->ns; i++) sg_best[i] = INFINITY;
+    for (int i = 0; i < b->ns; i++)
+        sg_best[i] = INFINITY;
     for (int r = 0; r <= reps; r++) {
         fm_tensor out = {0};
         openblas_set_num_threads(1); /* as fusemap runs (its own pool parallelises) */
@@ -168,7 +188,8 @@ static int measure(bench_ctx *b, int reps, double *best, double *sg_best, double
         double t = now_s() - t0;
         if (r > 0 && t < *best) *best = t;
         *nonfinite = 0;
-        for (uint64_t i = 0; i < fm_tensor_numel(&out); i++) *nonfinite += isfinite(((float *)out.data)[i]) ? 0 : 1;
+        for (uint64_t i = 0; i < fm_tensor_numel(&out); i++)
+            *nonfinite += isfinite(((float *)out.data)[i]) ? 0 : 1;
         fm_tensor_free(&out);
         openblas_set_num_threads(b->threads); /* the reference: OpenBLAS's own threading */
         for (int i = 0; i < b->ns; i++) {
@@ -180,21 +201,22 @@ static int measure(bench_ctx *b, int reps, double *best, double *sg_best, double
     return 0;
 }
 
-static void report(const bench_ctx *b, double best, const double *sg_best, double nonfinite, double ns_call,
-                   bool fused) {
+static void report(const bench_ctx *b, double best, const double *sg_best, double nonfinite,
+                   double ns_call, bool fused) {
     double flops = 0, ref_s = 0;
     for (int i = 0; i < b->ns; i++) {
         flops += shape_flops(&b->shapes[i]);
         ref_s += sg_best[i] * b->shapes[i].count;
     }
     int64_t calls = dispatch_calls(b->depth);
-    printf("{\"bench\":\"vision\",\"model\":\"qwen2_vl\",\"depth\":%d,\"threads\":%d,\"patches\":%lld,"
-           "\"fused\":%s,\"seconds\":%.4f,\"gflops\":%.1f,\"sgemm_gflops\":%.1f,\"efficiency\":%.3f,"
-           "\"dispatch_calls\":%lld,\"dispatch_ns_per_call\":%.0f,\"dispatch_overhead\":%.2e,"
-           "\"nonfinite_outputs\":%.0f}\n",
-           b->depth, b->threads, (long long)b->n, fused ? "true" : "false", best, flops / best * 1e-9,
-           flops / ref_s * 1e-9, ref_s / best, (long long)calls, ns_call, (double)calls * ns_call * 1e-9 / best,
-           nonfinite);
+    printf(
+        "{\"bench\":\"vision\",\"model\":\"qwen2_vl\",\"depth\":%d,\"threads\":%d,\"patches\":%lld,"
+        "\"fused\":%s,\"seconds\":%.4f,\"gflops\":%.1f,\"sgemm_gflops\":%.1f,\"efficiency\":%.3f,"
+        "\"dispatch_calls\":%lld,\"dispatch_ns_per_call\":%.0f,\"dispatch_overhead\":%.2e,"
+        "\"nonfinite_outputs\":%.0f}\n",
+        b->depth, b->threads, (long long)b->n, fused ? "true" : "false", best, flops / best * 1e-9,
+        flops / ref_s * 1e-9, ref_s / best, (long long)calls, ns_call,
+        (double)calls * ns_call * 1e-9 / best, nonfinite);
     fflush(stdout);
 }
 
@@ -205,11 +227,13 @@ static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw, bool fused) {
     fm_load_options o;
     fm_load_options_init(&o);
     o.fusion_config = fused ? "{\"patch_embeddings\": true}" : "{}";
-    if (fm_from_pretrained(dir, &o, &b->m, NULL, &err) != FM_OK) return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
+    if (fm_from_pretrained(dir, &o, &b->m, NULL, &err) != FM_OK)
+        return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
     b->depth = depth;
     b->n = gh * gw;
     fm_shape ps = {2, {b->n, K_IN}}, gs = {2, {1, 3}};
-    if (fm_tensor_alloc(&b->px, FM_DTYPE_F32, &ps, &err) != FM_OK || fm_tensor_alloc(&b->grid, FM_DTYPE_I64, &gs, &err) != FM_OK)
+    if (fm_tensor_alloc(&b->px, FM_DTYPE_F32, &ps, &err) != FM_OK ||
+        fm_tensor_alloc(&b->grid, FM_DTYPE_I64, &gs, &err) != FM_OK)
         return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
     float *px = rnd(b->n * K_IN, 0, 1.5f);
     if (!px) return -1;
@@ -219,12 +243,14 @@ static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw, bool fused) {
     g[0] = 1, g[1] = gh, g[2] = gw;
     b->ns = shapes_of(b->n, b->n, depth, b->shapes);
     for (int i = 0; i < b->ns; i++)
-        if (gemm_bufs_new(&b->bufs[i], &b->shapes[i]) != 0) return fprintf(stderr, "vision bench: out of memory\n"), -1;
+        if (gemm_bufs_new(&b->bufs[i], &b->shapes[i]) != 0)
+            return fprintf(stderr, "vision bench: out of memory\n"), -1;
     return 0;
 }
 
 static void teardown(bench_ctx *b) {
-    for (int i = 0; i < 16; i++) gemm_bufs_free(&b->bufs[i]);
+    for (int i = 0; i < 16; i++)
+        gemm_bufs_free(&b->bufs[i]);
     fm_model_free(b->m);
     fm_tensor_free(&b->px);
     fm_tensor_free(&b->grid);
@@ -234,10 +260,14 @@ static int run(int depth, int threads, int reps, int64_t gh, int64_t gw, bool fu
     static bench_ctx b; /* zeroed: teardown is safe after any partial setup */
     double best, sg_best[16], nonfinite = 0, ns_call = -1;
     b.threads = threads;
-    int rc = setup(&b, depth, gh, gw, fused) == 0 && measure(&b, reps, &best, sg_best, &nonfinite) == 0 ? 0 : 1;
+    int rc =
+        setup(&b, depth, gh, gw, fused) == 0 && measure(&b, reps, &best, sg_best, &nonfinite) == 0
+            ? 0
+            : 1;
     fm_run_ctx *rc_ctx = NULL;
     fm_run_options ro = {threads, NULL, NULL};
-    if (rc == 0 && fm_model_run_ctx(b.m, &ro, &rc_ctx, NULL) == FM_OK) ns_call = dispatch_ns(b.m, rc_ctx);
+    if (rc == 0 && fm_model_run_ctx(b.m, &ro, &rc_ctx, NULL) == FM_OK)
+        ns_call = dispatch_ns(b.m, rc_ctx);
     if (rc == 0) report(&b, best, sg_best, nonfinite, ns_call, fused);
     teardown(&b);
     return rc;
@@ -248,13 +278,20 @@ int main(int argc, char **argv) {
     bool fused = false;
     int64_t gh = 32, gw = 32;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--depth") && i + 1 < argc) depth = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--grid") && i + 2 < argc) gh = atoll(argv[++i]), gw = atoll(argv[++i]);
-        else if (!strcmp(argv[i], "--fuse")) fused = true;
+        if (!strcmp(argv[i], "--depth") && i + 1 < argc)
+            depth = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--grid") && i + 2 < argc)
+            gh = atoll(argv[++i]), gw = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--fuse"))
+            fused = true;
         else {
-            fprintf(stderr, "usage: %s [--depth N] [--threads N] [--reps N] [--grid H W] [--fuse]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--depth N] [--threads N] [--reps N] [--grid H W] [--fuse]\n",
+                    argv[0]);
             return 2;
         }
     }

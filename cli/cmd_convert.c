@@ -21,24 +21,33 @@ static int parse(convert_args *a, int argc, char **argv) {
         int f = fm_cli_fusion_arg(&a->fusion, argc, argv, &i);
         if (f < 0) return 2;
         if (f) continue;
-        if (!strcmp(s, "--strict")) a->lo.strict = true;
-        else if (!strcmp(s, "--save-runtime-format")) a->so.runtime_format = true;
+        if (!strcmp(s, "--strict"))
+            a->lo.strict = true;
+        else if (!strcmp(s, "--save-runtime-format"))
+            a->so.runtime_format = true;
         else if ((!strcmp(s, "--dtype") || !strcmp(s, "--max-shard-size")) && i + 1 >= argc)
             return fm_cli_usage_error("%s needs a value", s);
         else if (!strcmp(s, "--dtype")) {
             if (fm_cli_parse_dtype(argv[++i], &a->lo.dtype))
-                return fm_cli_usage_error("--dtype: expected auto, f32, bf16 or f16, got '%s'", argv[i]);
+                return fm_cli_usage_error("--dtype: expected auto, f32, bf16 or f16, got '%s'",
+                                          argv[i]);
         } else if (!strcmp(s, "--max-shard-size")) {
             fm_error err;
-            if (fm_parse_size(argv[++i], &a->so.max_shard_size, &err) != FM_OK || !a->so.max_shard_size)
+            if (fm_parse_size(argv[++i], &a->so.max_shard_size, &err) != FM_OK ||
+                !a->so.max_shard_size)
                 return fm_cli_usage_error("--max-shard-size: invalid size '%s'", argv[i]);
-        } else if (s[0] == '-') return fm_cli_usage_error("convert: unknown option '%s'", s);
-        else if (!a->src) a->src = s;
-        else if (!a->dst) a->dst = s;
-        else return fm_cli_usage_error("convert: unexpected argument '%s'", s);
+        } else if (s[0] == '-')
+            return fm_cli_usage_error("convert: unknown option '%s'", s);
+        else if (!a->src)
+            a->src = s;
+        else if (!a->dst)
+            a->dst = s;
+        else
+            return fm_cli_usage_error("convert: unexpected argument '%s'", s);
     }
     if (!a->src || !a->dst) return fm_cli_usage_error("usage: fusemap convert SRC DST [options]");
-    if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
+    if (a->fusion.json && a->fusion.n_fuse)
+        return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
     a->lo.fusion_config = fm_cli_fusion_config(&a->fusion);
     return 0;
 }

@@ -30,7 +30,8 @@ static int parse_args(inspect_args *a, int argc, char **argv) {
         const char *s = argv[i];
         int f = fm_cli_fusion_arg(&a->fusion, argc, argv, &i);
         if (f < 0) return 2;
-        if (f) a->modules = true;
+        if (f)
+            a->modules = true;
         else if (!strcmp(s, "--modules"))
             a->modules = true;
         else if (!strcmp(s, "--json"))
@@ -42,8 +43,11 @@ static int parse_args(inspect_args *a, int argc, char **argv) {
         else
             return fm_cli_usage_error("inspect: unexpected argument '%s'", s);
     }
-    if (!a->dir) return fm_cli_usage_error("usage: fusemap inspect DIR [--json] [--modules] [--fuse NAME]...");
-    if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
+    if (!a->dir)
+        return fm_cli_usage_error(
+            "usage: fusemap inspect DIR [--json] [--modules] [--fuse NAME]...");
+    if (a->fusion.json && a->fusion.n_fuse)
+        return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
     return 0;
 }
 
@@ -206,7 +210,8 @@ static void print_table(const fm_checkpoint *c, const inspect_info *info) {
 int fm_cli_inspect(int argc, char **argv) {
     inspect_args a = {0};
     int rc = parse_args(&a, argc, argv);
-    if (!rc && a.modules) rc = fm_cli_inspect_modules(a.dir, fm_cli_fusion_config(&a.fusion), a.json);
+    if (!rc && a.modules)
+        rc = fm_cli_inspect_modules(a.dir, fm_cli_fusion_config(&a.fusion), a.json);
     if (rc || a.modules) return fm_cli_fusion_free(&a.fusion), rc;
     fm_error err;
     fm_error_clear(&err);

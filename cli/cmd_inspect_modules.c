@@ -16,8 +16,8 @@ static void print_params(fm_module *m) {
     for (size_t i = 0; i < fm_module_param_count(m); i++) {
         const fm_param *p = fm_module_param(m, i);
         char s[128];
-        printf("%s%s %s %s", i ? ", " : "  ", p->name, fm_shape_format(&p->tensor.shape, s, sizeof s),
-               fm_dtype_name(p->tensor.dtype));
+        printf("%s%s %s %s", i ? ", " : "  ", p->name,
+               fm_shape_format(&p->tensor.shape, s, sizeof s), fm_dtype_name(p->tensor.dtype));
     }
 }
 
@@ -30,7 +30,8 @@ static json_t *module_json(fm_module *m) {
     for (size_t i = 0; i < fm_module_param_count(m); i++) {
         const fm_param *p = fm_module_param(m, i);
         json_t *po = json_object(), *shape = json_array();
-        for (int d = 0; d < p->tensor.shape.ndim; d++) json_array_append_new(shape, json_integer(p->tensor.shape.dims[d]));
+        for (int d = 0; d < p->tensor.shape.ndim; d++)
+            json_array_append_new(shape, json_integer(p->tensor.shape.dims[d]));
         json_object_set_new(po, "name", json_string(p->name));
         json_object_set_new(po, "shape", shape);
         json_object_set_new(po, "dtype", json_string(fm_dtype_name(p->tensor.dtype)));
@@ -44,7 +45,8 @@ static int visit(fm_module *m, int depth, void *vctx) {
     walk_ctx *w = vctx;
     if (w->list) return json_array_append_new(w->list, module_json(m)), 0;
     const char *name = fm_module_path(m)[0] ? fm_module_path(m) : "(root)";
-    printf("%*s%-*s %s", 2 * depth, "", 56 - 2 * depth > 8 ? 56 - 2 * depth : 8, name, fm_module_class_of(m)->name);
+    printf("%*s%-*s %s", 2 * depth, "", 56 - 2 * depth > 8 ? 56 - 2 * depth : 8, name,
+           fm_module_class_of(m)->name);
     if (strcmp(fm_module_class_of(m)->name, fm_module_requested_class(m)))
         printf(" [replaces %s]", fm_module_requested_class(m));
     print_params(m);
@@ -68,7 +70,8 @@ int fm_cli_inspect_modules(const char *dir, const char *fusion_config, bool json
     if (!json) {
         printf("model: %s (%s), fusion_config: %s\n", fm_model_architecture(m), fm_model_type(m),
                fm_model_fusion_config(m) ? fm_model_fusion_config(m) : "none");
-        for (size_t i = 0; i < rep.n_fused; i++) printf("fused: %s\n", rep.fused[i]);
+        for (size_t i = 0; i < rep.n_fused; i++)
+            printf("fused: %s\n", rep.fused[i]);
     }
     fm_module_walk(fm_model_root(m), visit, &w);
     int rc = 0;
@@ -76,7 +79,10 @@ int fm_cli_inspect_modules(const char *dir, const char *fusion_config, bool json
         json_t *doc = json_object();
         json_object_set_new(doc, "model_type", json_string(fm_model_type(m)));
         json_object_set_new(doc, "architecture", json_string(fm_model_architecture(m)));
-        json_object_set_new(doc, "fusion_config", fm_model_fusion_config(m) ? json_loads(fm_model_fusion_config(m), 0, NULL) : json_null());
+        json_object_set_new(doc, "fusion_config",
+                            fm_model_fusion_config(m)
+                                ? json_loads(fm_model_fusion_config(m), 0, NULL)
+                                : json_null());
         json_object_set_new(doc, "modules", w.list);
         rc = json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) ? 1 : 0;
         putchar('\n');

@@ -29,17 +29,22 @@ static int parse(verify_args *a, int argc, char **argv) {
         if (!strcmp(s, "--threshold")) {
             char *end;
             a->threshold = strtod(argv[++i], &end);
-            if (*end || !(a->threshold >= 0)) return fm_cli_usage_error("--threshold: invalid number '%s'", argv[i]);
+            if (*end || !(a->threshold >= 0))
+                return fm_cli_usage_error("--threshold: invalid number '%s'", argv[i]);
         } else if (!strcmp(s, "--threads")) {
             a->threads = atoi(argv[++i]);
             if (a->threads < 1) return fm_cli_usage_error("--threads: expected a positive integer");
-        } else if (s[0] == '-') return fm_cli_usage_error("verify: unknown option '%s'", s);
-        else if (!a->dir) a->dir = s;
-        else return fm_cli_usage_error("verify: unexpected argument '%s'", s);
+        } else if (s[0] == '-')
+            return fm_cli_usage_error("verify: unknown option '%s'", s);
+        else if (!a->dir)
+            a->dir = s;
+        else
+            return fm_cli_usage_error("verify: unexpected argument '%s'", s);
     }
     if (!a->dir || (!a->fusion.n_fuse && !a->fusion.json))
         return fm_cli_usage_error("usage: fusemap verify MODEL_DIR --fuse NAME... [--threshold X]");
-    if (a->fusion.json && a->fusion.n_fuse) return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
+    if (a->fusion.json && a->fusion.n_fuse)
+        return fm_cli_usage_error("use either --fuse or --fusion-config, not both");
     return 0;
 }
 
@@ -64,7 +69,8 @@ static fm_status make_input(const fm_model *m, fm_tensor *pv, fm_tensor *grid, f
     return st;
 }
 
-static void compare_outputs(const fm_tensor *a, const fm_tensor *b, double *max_abs, double *rel_l2) {
+static void compare_outputs(const fm_tensor *a, const fm_tensor *b, double *max_abs,
+                            double *rel_l2) {
     double num = 0, den = 0;
     *max_abs = 0;
     const float *x = a->data, *y = b->data;
@@ -76,9 +82,10 @@ static void compare_outputs(const fm_tensor *a, const fm_tensor *b, double *max_
     *rel_l2 = den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-/* Every tensor the fused model would save must equal the checkpoint's (name, dtype, shape, bytes). */
-static fm_status compare_weights(const fm_model *fused, const char *dir, size_t *n_bad, size_t *n_checked,
-                                 fm_error *err) {
+/* Every tensor the fused model would save must equal the checkpoint's (name, dtype, shape, bytes).
+ */
+static fm_status compare_weights(const fm_model *fused, const char *dir, size_t *n_bad,
+                                 size_t *n_checked, fm_error *err) {
     fm_named_tensor *sd = NULL;
     size_t n = 0;
     fm_checkpoint *ck = NULL;
@@ -88,18 +95,23 @@ static fm_status compare_weights(const fm_model *fused, const char *dir, size_t 
     for (size_t i = 0; st == FM_OK && i < fm_checkpoint_count(ck); i++) {
         const fm_ckpt_entry *e = fm_checkpoint_entry_at(ck, i);
         size_t j = 0;
-        while (j < n && strcmp(sd[j].name, e->name)) j++;
+        while (j < n && strcmp(sd[j].name, e->name))
+            j++;
         fm_tensor t;
-        bool same = j < n && sd[j].tensor.dtype == e->dtype && fm_shape_equal(&sd[j].tensor.shape, &e->shape);
+        bool same = j < n && sd[j].tensor.dtype == e->dtype &&
+                    fm_shape_equal(&sd[j].tensor.shape, &e->shape);
         if (same && (st = fm_checkpoint_tensor(ck, i, &t, err)) == FM_OK) {
-            same = t.nbytes == sd[j].tensor.nbytes && !memcmp(t.data, sd[j].tensor.data, (size_t)t.nbytes);
+            same = t.nbytes == sd[j].tensor.nbytes &&
+                   !memcmp(t.data, sd[j].tensor.data, (size_t)t.nbytes);
             fm_tensor_free(&t);
         }
-        if (!same && (*n_bad)++ < 5) fprintf(stderr, "  weight differs from the checkpoint: %s\n", e->name);
+        if (!same && (*n_bad)++ < 5)
+            fprintf(stderr, "  weight differs from the checkpoint: %s\n", e->name);
         (*n_checked)++;
     }
     if (st == FM_OK && n != fm_checkpoint_count(ck)) {
-        fprintf(stderr, "  the fused model would save %zu tensors, the checkpoint has %zu\n", n, fm_checkpoint_count(ck));
+        fprintf(stderr, "  the fused model would save %zu tensors, the checkpoint has %zu\n", n,
+                fm_checkpoint_count(ck));
         (*n_bad)++;
     }
     fm_checkpoint_close(ck);
@@ -132,12 +144,13 @@ static int verify(verify_args *a) {
     if (st == FM_OK) {
         double max_abs, rel;
         compare_outputs(&of, &ou, &max_abs, &rel);
-        printf("outputs: fused vs unfused max |diff| %.3g, relative L2 %.3g (threshold %.3g)\n", max_abs, rel,
-               a->threshold);
+        printf("outputs: fused vs unfused max |diff| %.3g, relative L2 %.3g (threshold %.3g)\n",
+               max_abs, rel, a->threshold);
         printf("weights: %zu checked, %zu differ from the checkpoint\n", checked, bad);
         if (!(rel <= a->threshold) || bad) {
-            rc_exit = fm_cli_errorf("verify failed: %s", bad ? "saved weights differ from the checkpoint"
-                                                              : "fused outputs differ beyond the threshold");
+            rc_exit = fm_cli_errorf("verify failed: %s",
+                                    bad ? "saved weights differ from the checkpoint"
+                                        : "fused outputs differ beyond the threshold");
         } else {
             printf("verify: OK\n");
         }

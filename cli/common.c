@@ -16,8 +16,10 @@ int fm_cli_fusion_arg(fm_cli_fusion *f, int argc, char **argv, int *i) {
         f->json = v;
         return 1;
     }
-    if (f->n_fuse == (int)(sizeof f->fuse / sizeof *f->fuse)) return fm_cli_usage_error("too many --fuse"), -1;
-    if (!*v || strpbrk(v, "\"\\")) return fm_cli_usage_error("--fuse: invalid family name '%s'", v), -1;
+    if (f->n_fuse == (int)(sizeof f->fuse / sizeof *f->fuse))
+        return fm_cli_usage_error("too many --fuse"), -1;
+    if (!*v || strpbrk(v, "\"\\"))
+        return fm_cli_usage_error("--fuse: invalid family name '%s'", v), -1;
     f->fuse[f->n_fuse++] = v;
     return 1;
 }
@@ -27,12 +29,14 @@ const char *fm_cli_fusion_config(fm_cli_fusion *f) {
     if (f->json) return f->json;
     if (!f->n_fuse) return NULL;
     size_t n = 3;
-    for (int i = 0; i < f->n_fuse; i++) n += strlen(f->fuse[i]) + 12;
+    for (int i = 0; i < f->n_fuse; i++)
+        n += strlen(f->fuse[i]) + 12;
     f->built = malloc(n);
     if (!f->built) return NULL;
     char *w = f->built;
     *w++ = '{';
-    for (int i = 0; i < f->n_fuse; i++) w += sprintf(w, "%s\"%s\": true", i ? ", " : "", f->fuse[i]);
+    for (int i = 0; i < f->n_fuse; i++)
+        w += sprintf(w, "%s\"%s\": true", i ? ", " : "", f->fuse[i]);
     strcpy(w, "}");
     return f->built;
 }
@@ -43,9 +47,13 @@ void fm_cli_fusion_free(fm_cli_fusion *f) {
 }
 
 int fm_cli_parse_dtype(const char *s, fm_dtype *out) {
-    static const struct { const char *a, *b; fm_dtype dt; } names[] = {
-        {"auto", "auto", FM_DTYPE_INVALID}, {"f32", "float32", FM_DTYPE_F32},
-        {"bf16", "bfloat16", FM_DTYPE_BF16}, {"f16", "float16", FM_DTYPE_F16}};
+    static const struct {
+        const char *a, *b;
+        fm_dtype dt;
+    } names[] = {{"auto", "auto", FM_DTYPE_INVALID},
+                 {"f32", "float32", FM_DTYPE_F32},
+                 {"bf16", "bfloat16", FM_DTYPE_BF16},
+                 {"f16", "float16", FM_DTYPE_F16}};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(s, names[i].a) || !strcmp(s, names[i].b)) return *out = names[i].dt, 0;
     return -2;
@@ -54,7 +62,8 @@ int fm_cli_parse_dtype(const char *s, fm_dtype *out) {
 static void section(FILE *out, const char *title, char **v, size_t n) {
     if (!n) return;
     fprintf(out, "  %s (%zu):\n", title, n);
-    for (size_t i = 0; i < n; i++) fprintf(out, "    %s\n", v[i]);
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "    %s\n", v[i]);
 }
 
 void fm_cli_print_report(FILE *out, const char *dir, const fm_load_report *r) {

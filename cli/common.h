@@ -10,7 +10,7 @@
 
 /* --fuse NAME (repeatable) and --fusion-config JSON, turned into one fusion_config text. */
 typedef struct fm_cli_fusion {
-    const char *json;  /* --fusion-config (borrowed from argv) */
+    const char *json; /* --fusion-config (borrowed from argv) */
     const char *fuse[32];
     int n_fuse;
     char *built; /* owned: the text passed to the loader */

@@ -17,7 +17,8 @@ static const char usage[] =
     "  verify MODEL_DIR --fuse NAME... [--threshold X]\n";
 
 int fm_cli_fail(const fm_error *err) {
-    fprintf(stderr, "fusemap: error: %s\n", err && err->msg[0] ? err->msg : fm_status_text(err ? err->status : FM_ERR_INTERNAL));
+    fprintf(stderr, "fusemap: error: %s\n",
+            err && err->msg[0] ? err->msg : fm_status_text(err ? err->status : FM_ERR_INTERNAL));
     return 1;
 }
 

@@ -19,8 +19,9 @@ static void cast_case(fm_dtype from, fm_dtype to, int64_t n) {
     size_t ob = (size_t)n * fm_dtype_bits(to) / 8;
     void *ref = malloc(ob);
     fm_convert(ref, to, src.data, from, (uint64_t)n);
-    CHECK_MSG(out.data && !memcmp(ref, out.data, ob), "%s -> %s of %lld elements equals the serial conversion",
-              fm_dtype_name(from), fm_dtype_name(to), (long long)n);
+    CHECK_MSG(out.data && !memcmp(ref, out.data, ob),
+              "%s -> %s of %lld elements equals the serial conversion", fm_dtype_name(from),
+              fm_dtype_name(to), (long long)n);
     free(ref);
     fm_tensor_free(&f32), fm_tensor_free(&src), fm_tensor_free(&out);
 }

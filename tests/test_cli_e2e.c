@@ -28,8 +28,10 @@ static int fm(char **out, const char *fmt, ...) {
     snprintf(cmd, sizeof cmd, "%s %s > %s 2>&1", cli, args, log);
     int rc = system(cmd);
     char *text = fm_test_read_file(log, NULL);
-    if (out) *out = text;
-    else free(text);
+    if (out)
+        *out = text;
+    else
+        free(text);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
@@ -53,7 +55,8 @@ static void test_convert(void) {
     CHECK(i >= 0 && fm_checkpoint_entry_at(ck, (size_t)i)->dtype == FM_DTYPE_F32);
     fm_checkpoint_close(ck);
 
-    CHECK_EQ_INT(0, fm(NULL, "convert %s %s/c-rt --fuse patch_embeddings --save-runtime-format", src, tmp));
+    CHECK_EQ_INT(
+        0, fm(NULL, "convert %s %s/c-rt --fuse patch_embeddings --save-runtime-format", src, tmp));
     snprintf(a, sizeof a, "%s/c-rt", tmp);
     CHECK_OK(fm_checkpoint_open(a, &ck, &err), &err);
     CHECK(ck && fm_checkpoint_find(ck, "model.visual.patch_embed.linear_proj.weight") >= 0);
@@ -106,9 +109,11 @@ static void test_run_images(void) {
     snprintf(o2, sizeof o2, "%s/e2.safetensors", tmp);
     char *out = NULL;
     CHECK_EQ_INT(0, fm(&out, "run %s --image %s --image %s -o %s --threads 2", src, png, jpg, o1));
-    CHECK_CONTAINS(out, "image_grid_thw [2, 3] -> image_embeds [12, 48]"); /* 2 x (4x6 patches / 4) */
+    CHECK_CONTAINS(out,
+                   "image_grid_thw [2, 3] -> image_embeds [12, 48]"); /* 2 x (4x6 patches / 4) */
     free(out);
-    CHECK_EQ_INT(0, fm(&out, "run %s --image %s --image %s -o %s --fuse patch_embeddings", src, png, jpg, o2));
+    CHECK_EQ_INT(0, fm(&out, "run %s --image %s --image %s -o %s --fuse patch_embeddings", src, png,
+                       jpg, o2));
     CHECK_CONTAINS(out, "(fused)");
     free(out);
     int64_t r1, c1, r2, c2;
@@ -120,7 +125,8 @@ static void test_run_images(void) {
         memcpy(&x, (char *)a.data + 4 * i, 4), memcpy(&y, (char *)b.data + 4 * i, 4);
         num += (x - (double)y) * (x - (double)y), den += (double)y * y;
     }
-    CHECK_MSG(den > 0 && sqrt(num / den) <= 1e-5, "fused vs unfused CLI outputs: rel L2 %.3g", sqrt(num / den));
+    CHECK_MSG(den > 0 && sqrt(num / den) <= 1e-5, "fused vs unfused CLI outputs: rel L2 %.3g",
+              sqrt(num / den));
     fm_tensor_free(&a), fm_tensor_free(&b);
 }
 
@@ -130,7 +136,8 @@ static void test_verify(void) {
     CHECK_CONTAINS(out, "verify: OK");
     CHECK_CONTAINS(out, "0 differ from the checkpoint");
     free(out);
-    CHECK_EQ_INT(1, fm(&out, "verify %s --fuse patch_embeddings --threshold 0", src)); /* 0 is unreachable */
+    CHECK_EQ_INT(
+        1, fm(&out, "verify %s --fuse patch_embeddings --threshold 0", src)); /* 0 is unreachable */
     free(out);
 }
 

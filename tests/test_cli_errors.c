@@ -42,13 +42,38 @@ static void truncate_weights(const char *dir, long keep) {
     free(b);
 }
 
-static void mk_no_config(const char *d) { good(d); char p[4300]; snprintf(p, sizeof p, "%s/config.json", d); remove(p); }
-static void mk_bad_json(const char *d) { good(d); replace_file(d, "config.json", "{\"model_type\": ", 15); }
-static void mk_dup_key(const char *d) { good(d); replace_file(d, "config.json", "{\"a\": 1, \"a\": 2}", 16); }
-static void mk_unknown_model(const char *d) { good(d); replace_file(d, "config.json", "{\"model_type\": \"nope\"}", 22); }
-static void mk_no_weights(const char *d) { good(d); char p[4300]; snprintf(p, sizeof p, "%s/model.safetensors", d); remove(p); }
-static void mk_truncated(const char *d) { good(d); truncate_weights(d, -5); }
-static void mk_tiny(const char *d) { good(d); truncate_weights(d, 5); }
+static void mk_no_config(const char *d) {
+    good(d);
+    char p[4300];
+    snprintf(p, sizeof p, "%s/config.json", d);
+    remove(p);
+}
+static void mk_bad_json(const char *d) {
+    good(d);
+    replace_file(d, "config.json", "{\"model_type\": ", 15);
+}
+static void mk_dup_key(const char *d) {
+    good(d);
+    replace_file(d, "config.json", "{\"a\": 1, \"a\": 2}", 16);
+}
+static void mk_unknown_model(const char *d) {
+    good(d);
+    replace_file(d, "config.json", "{\"model_type\": \"nope\"}", 22);
+}
+static void mk_no_weights(const char *d) {
+    good(d);
+    char p[4300];
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    remove(p);
+}
+static void mk_truncated(const char *d) {
+    good(d);
+    truncate_weights(d, -5);
+}
+static void mk_tiny(const char *d) {
+    good(d);
+    truncate_weights(d, 5);
+}
 static void mk_huge_header(const char *d) {
     good(d);
     unsigned char b[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, '{', '}'};
@@ -56,7 +81,8 @@ static void mk_huge_header(const char *d) {
 }
 static void mk_bad_index(const char *d) {
     good(d);
-    replace_file(d, "model.safetensors.index.json", "{\"weight_map\": {\"x\": \"../evil.safetensors\"}}", 45);
+    replace_file(d, "model.safetensors.index.json",
+                 "{\"weight_map\": {\"x\": \"../evil.safetensors\"}}", 45);
 }
 static void mk_garbage_header(const char *d) {
     good(d);
@@ -75,10 +101,17 @@ static void mk_bad_fusion(const char *d) {
  * unknown model_type or a bad stored fusion_config do not stop it; verify (bit 3) passes its
  * own --fuse, which replaces a stored fusion_config. */
 static const bad_dir corpus[] = {
-    {"no-config", mk_no_config, 1},     {"bad-json", mk_bad_json, 0},       {"dup-key", mk_dup_key, 0},
-    {"unknown-model", mk_unknown_model, 1}, {"no-weights", mk_no_weights, 0}, {"truncated", mk_truncated, 0},
-    {"tiny", mk_tiny, 0},               {"huge-header", mk_huge_header, 0}, {"bad-index", mk_bad_index, 0},
-    {"garbage-header", mk_garbage_header, 0}, {"bad-fusion", mk_bad_fusion, 1 | 8},
+    {"no-config", mk_no_config, 1},
+    {"bad-json", mk_bad_json, 0},
+    {"dup-key", mk_dup_key, 0},
+    {"unknown-model", mk_unknown_model, 1},
+    {"no-weights", mk_no_weights, 0},
+    {"truncated", mk_truncated, 0},
+    {"tiny", mk_tiny, 0},
+    {"huge-header", mk_huge_header, 0},
+    {"bad-index", mk_bad_index, 0},
+    {"garbage-header", mk_garbage_header, 0},
+    {"bad-fusion", mk_bad_fusion, 1 | 8},
 };
 
 /* Runs a command line; returns the exit code and stderr's line count and first line. */
@@ -91,7 +124,8 @@ static int run(const char *args, int *lines, char *first, size_t n) {
     char *text = fm_test_read_file(errf, &len);
     *lines = 0;
     first[0] = '\0';
-    for (size_t i = 0; text && i < len; i++) *lines += text[i] == '\n';
+    for (size_t i = 0; text && i < len; i++)
+        *lines += text[i] == '\n';
     if (text) snprintf(first, n, "%.*s", (int)strcspn(text, "\n"), text);
     free(text);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -109,28 +143,42 @@ static void test_every_command_on_every_bad_dir(void) {
         char dir[4300], out[4300], args[12000], first[1024];
         snprintf(dir, sizeof dir, "%s/%s", tmp, corpus[i].name);
         corpus[i].make(dir);
-        const char *cmds[4] = {"inspect %s", "convert %s %s", "run %s --pixel-values %s/pv.safetensors -o %s",
+        const char *cmds[4] = {"inspect %s", "convert %s %s",
+                               "run %s --pixel-values %s/pv.safetensors -o %s",
                                "verify %s --fuse patch_embeddings"};
         for (int c = 0; c < 4; c++) {
             if (corpus[i].skip & (1u << c)) continue;
             snprintf(out, sizeof out, "%s/out-%s-%d", tmp, corpus[i].name, c);
-            if (c == 0 || c == 3) snprintf(args, sizeof args, cmds[c], dir);
-            else if (c == 1) snprintf(args, sizeof args, cmds[c], dir, out);
-            else snprintf(args, sizeof args, cmds[c], dir, tmp, out);
+            if (c == 0 || c == 3)
+                snprintf(args, sizeof args, cmds[c], dir);
+            else if (c == 1)
+                snprintf(args, sizeof args, cmds[c], dir, out);
+            else
+                snprintf(args, sizeof args, cmds[c], dir, tmp, out);
             int lines = 0;
             int rc = run(args, &lines, first, sizeof first);
-            CHECK_MSG(rc == 1, "%s on %s: exit code 1, got %d (%s)", cmds[c], corpus[i].name, rc, first);
-            CHECK_MSG(lines == 1, "%s on %s: one stderr line, got %d", cmds[c], corpus[i].name, lines);
-            CHECK_MSG(!strncmp(first, "fusemap: error: ", 16), "%s on %s: '%s'", cmds[c], corpus[i].name, first);
+            CHECK_MSG(rc == 1, "%s on %s: exit code 1, got %d (%s)", cmds[c], corpus[i].name, rc,
+                      first);
+            CHECK_MSG(lines == 1, "%s on %s: one stderr line, got %d", cmds[c], corpus[i].name,
+                      lines);
+            CHECK_MSG(!strncmp(first, "fusemap: error: ", 16), "%s on %s: '%s'", cmds[c],
+                      corpus[i].name, first);
             CHECK_MSG(!exists(out), "%s on %s: no output left at %s", cmds[c], corpus[i].name, out);
         }
     }
 }
 
 static void test_usage_errors_exit_2(void) {
-    const char *cases[] = {"", "frobnicate", "inspect", "convert onlyone", "run dir -o", "run dir -o x",
-                           "convert a b --dtype f8", "run d --image a.png --pixel-values b -o o",
-                           "verify d", "convert a b --fuse x --fusion-config {}"};
+    const char *cases[] = {"",
+                           "frobnicate",
+                           "inspect",
+                           "convert onlyone",
+                           "run dir -o",
+                           "run dir -o x",
+                           "convert a b --dtype f8",
+                           "run d --image a.png --pixel-values b -o o",
+                           "verify d",
+                           "convert a b --fuse x --fusion-config {}"};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int lines;
         char first[1024];

@@ -20,8 +20,8 @@ static void test_custom_family_end_to_end(void) {
     CHECK_OK(fm_qfix_write(src, &q, &err), &err);
     const char *build = getenv("FM_CLI");
     char bin[4200];
-    snprintf(bin, sizeof bin, "%.*sexamples/custom_fusion", build ? (int)(strlen(build) - strlen("fusemap")) : 6,
-             build ? build : "build/");
+    snprintf(bin, sizeof bin, "%.*sexamples/custom_fusion",
+             build ? (int)(strlen(build) - strlen("fusemap")) : 6, build ? build : "build/");
     snprintf(cmd, sizeof cmd, "%s %s %s 2>&1", bin, src, dst);
     FILE *p = popen(cmd, "r");
     char out[8192] = "";
@@ -29,7 +29,8 @@ static void test_custom_family_end_to_end(void) {
     out[n] = '\0';
     int rc = p ? pclose(p) : -1;
     CHECK_MSG(rc == 0, "custom_fusion exits 0 (rc %d), output:\n%s", rc, out);
-    CHECK_CONTAINS(out, "fused modules: 2 (first: model.language_model.layers.0.mlp: Qwen2MLP -> FusedQwen2MLP (gate_up))");
+    CHECK_CONTAINS(out, "fused modules: 2 (first: model.language_model.layers.0.mlp: Qwen2MLP -> "
+                        "FusedQwen2MLP (gate_up))");
     CHECK_CONTAINS(out, "saved weights identical to the source: yes");
     CHECK_CONTAINS(out, "two families: 3 fused modules"); /* the patch embedding + 2 MLPs */
     CHECK_CONTAINS(out, "two families, saved weights identical to the source: yes");

@@ -12,9 +12,12 @@
 #include "support/check.h"
 #include "support/eng_fixtures.h"
 
-static int quick(void) { return getenv("FM_TEST_QUICK") != NULL; }
+static int quick(void) {
+    return getenv("FM_TEST_QUICK") != NULL;
+}
 
-/* ---- small helpers ------------------------------------------------------------------------------ */
+/* ---- small helpers ------------------------------------------------------------------------------
+ */
 typedef struct params {
     size_t n;
     fm_param_spec p[64];
@@ -46,8 +49,8 @@ static void add_renaming(fm_transform_list *l, const char *s, const char *t) {
     if (x) fm_transform_list_append(l, x, &e);
 }
 
-static void add_converter(fm_transform_list *l, const char *const *s, size_t ns, const char *const *t, size_t nt,
-                          const fm_op_desc *ops, size_t nops) {
+static void add_converter(fm_transform_list *l, const char *const *s, size_t ns,
+                          const char *const *t, size_t nt, const fm_op_desc *ops, size_t nops) {
     fm_transform *x = NULL;
     fm_error e;
     CHECK_OK(fm_transform_converter_new(s, ns, t, nt, ops, nops, &x, &e), &e);
@@ -67,24 +70,29 @@ static fm_named_tensor *state_of(const params *ps, const fm_tensor *out, size_t 
 }
 
 static void free_outs(fm_tensor *out, size_t n) {
-    for (size_t i = 0; i < n; i++) fm_tensor_free(&out[i]);
+    for (size_t i = 0; i < n; i++)
+        fm_tensor_free(&out[i]);
 }
 
-/* ---- natural key order -------------------------------------------------------------------------- */
+/* ---- natural key order --------------------------------------------------------------------------
+ */
 static void test_natural_key_order(void) {
-    const char *want[] = {"a", "a.01", "a.1.x", "a.9", "a.10", "a.b", "a.b.c", "b", "experts.2", "experts.10"};
+    const char *want[] = {"a",   "a.01",  "a.1.x", "a.9",       "a.10",
+                          "a.b", "a.b.c", "b",     "experts.2", "experts.10"};
     size_t n = sizeof want / sizeof want[0];
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < n; j++) {
             int c = fm_natural_key_cmp(want[i], want[j]), e = i < j ? -1 : (i > j ? 1 : 0);
             CHECK_MSG((c > 0) - (c < 0) == e, "cmp(%s, %s) = %d, want %d", want[i], want[j], c, e);
         }
-    CHECK_EQ_INT(0, fm_natural_key_cmp("x.007", "x.7")); /* equal as integers: a stable sort keeps order */
+    CHECK_EQ_INT(
+        0, fm_natural_key_cmp("x.007", "x.7")); /* equal as integers: a stable sort keeps order */
     CHECK(fm_natural_key_cmp("x.99999999999999999999999", "x.100000000000000000000000") < 0);
     CHECK(fm_natural_key_cmp("a.", "a") > 0);
 }
 
-/* ---- the MoE dummy (spec §12 items 11-12) --------------------------------------------------------- */
+/* ---- the MoE dummy (spec §12 items 11-12)
+ * --------------------------------------------------------- */
 enum { L = 2, E = 11, H = 4, I = 5, D = 3, V = 7 };
 
 static const char *const kW1[2] = {"mlp.experts.*.w1.weight", "mlp.experts.*.w3.weight"};
@@ -101,11 +109,13 @@ static void moe_transforms(fm_transform_list *l, bool generic_qkv) {
     add_converter(l, kW2, 1, kDN, 1, kMergeCat, 1);
     if (generic_qkv) {
         const char *s[1] = {"self_attn.qkv_proj.weight"};
-        const char *t[3] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"};
+        const char *t[3] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                            "self_attn.v_proj.weight"};
         add_converter(l, s, 1, t, 3, &kChunk0, 1);
     } else {
         const char *s[1] = {"model.layers.0.self_attn.qkv_proj.weight"};
-        const char *t[3] = {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+        const char *t[3] = {"model.layers.0.self_attn.q_proj.weight",
+                            "model.layers.0.self_attn.k_proj.weight",
                             "model.layers.0.self_attn.v_proj.weight"};
         add_converter(l, s, 1, t, 3, &kChunk0, 1);
     }
@@ -116,7 +126,8 @@ static void moe_checkpoint(eng_ckpt *c, uint64_t *st) {
     char name[128];
     int64_t ih[2] = {I, H}, hi[2] = {H, I}, eh[2] = {E, H}, qkv[2] = {3 * D, H}, vh[2] = {V, H};
     int order[E];
-    for (int e = 0; e < E; e++) order[e] = e;
+    for (int e = 0; e < E; e++)
+        order[e] = e;
     for (int e = E - 1; e > 0; e--) {
         int j = (int)(eng_rand(st) % (uint64_t)(e + 1)), t = order[e];
         order[e] = order[j];
@@ -128,7 +139,8 @@ static void moe_checkpoint(eng_ckpt *c, uint64_t *st) {
             const char *w[3] = {"w3", "w1", "w2"};
             for (int j = 0; j < 3; j++) {
                 fm_tensor t = eng_tensor(FM_DTYPE_F32, 2, j == 2 ? hi : ih, st);
-                snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l, e, w[j]);
+                snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight",
+                         l, e, w[j]);
                 eng_ckpt_add(c, name, &t);
             }
         }
@@ -144,7 +156,8 @@ static void moe_checkpoint(eng_ckpt *c, uint64_t *st) {
 
 static void moe_params(params *ps, int layers) {
     char name[96];
-    int64_t gu[3] = {E, 2 * I, H}, dn[3] = {E, H, I}, eh[2] = {E, H}, dh[2] = {D, H}, vh[2] = {V, H};
+    int64_t gu[3] = {E, 2 * I, H}, dn[3] = {E, H, I}, eh[2] = {E, H}, dh[2] = {D, H},
+            vh[2] = {V, H};
     param_add(ps, "model.embed_tokens.weight", FM_DTYPE_F32, 2, vh);
     for (int l = 0; l < layers; l++) {
         const char *qkv[3] = {"q", "k", "v"};
@@ -169,7 +182,8 @@ static const float *ck_f32(const eng_ckpt *c, const char *fmt, int l, int e) {
 }
 
 /* gate_up[e] = cat(w1_e, w3_e) on rows; down[e] = w2_e; q/k/v = row thirds of qkv. */
-static void moe_check_values(const eng_ckpt *c, const params *ps, const fm_tensor *out, int layers) {
+static void moe_check_values(const eng_ckpt *c, const params *ps, const fm_tensor *out,
+                             int layers) {
     char name[128];
     int bad = 0;
     for (int l = 0; l < layers; l++) {
@@ -182,12 +196,16 @@ static void moe_check_values(const eng_ckpt *c, const params *ps, const fm_tenso
             continue;
         }
         for (int e = 0; e < E; e++) {
-            const float *w1 = ck_f32(c, "model.layers.%d.block_sparse_moe.experts.%d.w1.weight", l, e),
-                        *w3 = ck_f32(c, "model.layers.%d.block_sparse_moe.experts.%d.w3.weight", l, e),
-                        *w2 = ck_f32(c, "model.layers.%d.block_sparse_moe.experts.%d.w2.weight", l, e);
+            const float *w1 = ck_f32(c, "model.layers.%d.block_sparse_moe.experts.%d.w1.weight", l,
+                                     e),
+                        *w3 = ck_f32(c, "model.layers.%d.block_sparse_moe.experts.%d.w3.weight", l,
+                                     e),
+                        *w2 = ck_f32(c, "model.layers.%d.block_sparse_moe.experts.%d.w2.weight", l,
+                                     e);
             for (int r = 0; r < 2 * I; r++)
                 for (int h = 0; h < H; h++)
-                    bad += memcmp(&gu[(e * 2 * I + r) * H + h], r < I ? &w1[r * H + h] : &w3[(r - I) * H + h], 4) != 0;
+                    bad += memcmp(&gu[(e * 2 * I + r) * H + h],
+                                  r < I ? &w1[r * H + h] : &w3[(r - I) * H + h], 4) != 0;
             bad += memcmp(&dn[e * H * I], w2, sizeof(float) * H * I) != 0;
         }
         const float *qkv = ck_f32(c, "model.layers.%d.self_attn.qkv_proj.weight", l, 0);
@@ -195,7 +213,8 @@ static void moe_check_values(const eng_ckpt *c, const params *ps, const fm_tenso
         for (int j = 0; j < 3; j++) {
             snprintf(name, sizeof name, "model.layers.%d.self_attn.%s_proj.weight", l, n3[j]);
             const fm_tensor *t = &out[param_index(ps, name)];
-            if (l == 0 || layers == L) bad += !t->data || memcmp(t->data, qkv + j * D * H, sizeof(float) * D * H) != 0;
+            if (l == 0 || layers == L)
+                bad += !t->data || memcmp(t->data, qkv + j * D * H, sizeof(float) * D * H) != 0;
         }
     }
     CHECK_EQ_INT(0, bad);
@@ -216,12 +235,14 @@ static void test_moe_layer0_qkv(void) { /* §12 item 11 */
     CHECK_OK(fm_weights_load(&tl, &src, ps.p, ps.n, NULL, out, &fired, &rep, &e), &e);
     CHECK_EQ_INT(3, rep.n_missing);
     for (size_t i = 0; i < rep.n_missing && i < 3; i++) {
-        const char *q[3] = {"model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
+        const char *q[3] = {"model.layers.1.self_attn.q_proj.weight",
+                            "model.layers.1.self_attn.k_proj.weight",
                             "model.layers.1.self_attn.v_proj.weight"};
         CHECK_EQ_STR(q[i], rep.missing[i]); /* definition order */
     }
     CHECK_EQ_INT(1, rep.n_unexpected);
-    if (rep.n_unexpected) CHECK_EQ_STR("model.layers.1.self_attn.qkv_proj.weight", rep.unexpected[0]);
+    if (rep.n_unexpected)
+        CHECK_EQ_STR("model.layers.1.self_attn.qkv_proj.weight", rep.unexpected[0]);
     CHECK_EQ_INT(0, rep.n_mismatched);
     CHECK_EQ_INT(0, rep.n_conversion_errors);
     moe_check_values(&c, &ps, out, 1);
@@ -242,13 +263,15 @@ static void test_moe_layer0_qkv(void) { /* §12 item 11 */
     eng_ckpt_free(&c);
 }
 
-static void check_revert_equals_checkpoint(const eng_ckpt *c, const fm_named_tensor *rv, size_t nr) {
+static void check_revert_equals_checkpoint(const eng_ckpt *c, const fm_named_tensor *rv,
+                                           size_t nr) {
     CHECK_EQ_INT(c->n, nr);
     int bad = 0;
     for (size_t i = 0; i < nr; i++) {
         const fm_tensor *t = eng_ckpt_find(c, rv[i].name);
         if (!t || !eng_same_bytes(t, &rv[i].tensor)) {
-            if (bad++ < 5) fprintf(stderr, "  reverted '%s' differs from the checkpoint\n", rv[i].name);
+            if (bad++ < 5)
+                fprintf(stderr, "  reverted '%s' differs from the checkpoint\n", rv[i].name);
         }
     }
     CHECK_EQ_INT(0, bad);
@@ -267,7 +290,8 @@ static void test_moe_generic_roundtrip(void) { /* §12 item 12 */
     fm_load_report rep;
     fm_error e;
     CHECK_OK(fm_weights_load(&tl, &src, ps.p, ps.n, NULL, out, &fired, &rep, &e), &e);
-    CHECK(rep.n_missing == 0 && rep.n_unexpected == 0 && rep.n_mismatched == 0 && rep.n_conversion_errors == 0);
+    CHECK(rep.n_missing == 0 && rep.n_unexpected == 0 && rep.n_mismatched == 0 &&
+          rep.n_conversion_errors == 0);
     moe_check_values(&c, &ps, out, L);
     size_t ns = 0, nr = 0;
     fm_named_tensor *state = state_of(&ps, out, &ns), *rv = NULL;
@@ -299,18 +323,21 @@ static void test_claimed_key_without_parameter(void) {
     fm_error e;
     CHECK_OK(fm_weights_load(&tl, &src, ps.p, ps.n, NULL, out, NULL, &rep, &e), &e);
     CHECK_EQ_INT(0, rep.n_missing);
-    const char *want[] = {"model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
-                          "model.layers.1.self_attn.v_proj.weight", "model.layers.1.mlp.experts.gate_up_proj",
-                          "model.layers.1.mlp.experts.down_proj", "model.layers.1.mlp.gate.weight"};
+    const char *want[] = {
+        "model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.1.self_attn.v_proj.weight", "model.layers.1.mlp.experts.gate_up_proj",
+        "model.layers.1.mlp.experts.down_proj",   "model.layers.1.mlp.gate.weight"};
     CHECK_EQ_INT(6, rep.n_unexpected); /* deduplicated: 22 expert keys give one name each */
-    for (size_t i = 0; i < 6; i++) CHECK_MSG(strv_has(rep.unexpected, rep.n_unexpected, want[i]), "%s", want[i]);
+    for (size_t i = 0; i < 6; i++)
+        CHECK_MSG(strv_has(rep.unexpected, rep.n_unexpected, want[i]), "%s", want[i]);
     free_outs(out, ps.n);
     fm_load_report_free(&rep);
     fm_transform_list_free(&tl);
     eng_ckpt_free(&c);
 }
 
-/* ---- Qwen2-VL: hub <-> runtime names with the patch-embedding fusion, zero-copy ---------------- */
+/* ---- Qwen2-VL: hub <-> runtime names with the patch-embedding fusion, zero-copy ----------------
+ */
 typedef struct qwen_case {
     eng_ckpt c;
     params ps;
@@ -322,7 +349,8 @@ static void qwen_setup(qwen_case *q, uint64_t *st, fm_dtype dt, bool fused) {
     fm_error e;
     CHECK_OK(fm_conversion_mapping_get("Qwen2VLForConditionalGeneration", &q->tl, &e), &e);
     if (fused) {
-        const char *s[1] = {"patch_embed\\.proj\\.weight$"}, *t[1] = {"patch_embed\\.linear_proj\\.weight$"};
+        const char *s[1] = {"patch_embed\\.proj\\.weight$"},
+                   *t[1] = {"patch_embed\\.linear_proj\\.weight$"};
         fm_op_desc op = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 3, {2, 4, 4}};
         add_converter(&q->tl, s, 1, t, 1, &op, 1);
     }
@@ -331,10 +359,16 @@ static void qwen_setup(qwen_case *q, uint64_t *st, fm_dtype dt, bool fused) {
         int nd;
         int64_t d[5];
     } k[] = {
-        {"visual.patch_embed.proj.weight", "model.visual.patch_embed.proj.weight", 5, {8, 3, 2, 4, 4}},
+        {"visual.patch_embed.proj.weight",
+         "model.visual.patch_embed.proj.weight",
+         5,
+         {8, 3, 2, 4, 4}},
         {"visual.blocks.0.attn.qkv.weight", "model.visual.blocks.0.attn.qkv.weight", 2, {24, 8}},
         {"visual.blocks.0.attn.qkv.bias", "model.visual.blocks.0.attn.qkv.bias", 1, {24}},
-        {"model.layers.0.mlp.up_proj.weight", "model.language_model.layers.0.mlp.up_proj.weight", 2, {16, 6}},
+        {"model.layers.0.mlp.up_proj.weight",
+         "model.language_model.layers.0.mlp.up_proj.weight",
+         2,
+         {16, 6}},
         {"model.embed_tokens.weight", "model.language_model.embed_tokens.weight", 2, {10, 6}},
         {"model.norm.weight", "model.language_model.norm.weight", 1, {6}},
         {"lm_head.weight", "lm_head.weight", 2, {10, 6}},
@@ -342,7 +376,8 @@ static void qwen_setup(qwen_case *q, uint64_t *st, fm_dtype dt, bool fused) {
     size_t total = 0;
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         uint64_t n = 1;
-        for (int j = 0; j < k[i].nd; j++) n *= (uint64_t)k[i].d[j];
+        for (int j = 0; j < k[i].nd; j++)
+            n *= (uint64_t)k[i].d[j];
         total += n * fm_dtype_bits(dt) / 8;
     }
     fm_storage *map = eng_mapping(total, st); /* all tensors are views into one "file" */
@@ -384,7 +419,8 @@ static void test_qwen2_vl_hub_runtime_zero_copy(void) {
     CHECK_EQ_INT(3, fired.count); /* both renamings and the fusion converter */
     for (size_t i = 0; i < q.ps.n; i++) {
         const fm_tensor *t = &q.c.t[i];
-        CHECK_MSG(out[i].data == t->data && out[i].storage == t->storage && fm_tensor_is_mapped(&out[i]),
+        CHECK_MSG(out[i].data == t->data && out[i].storage == t->storage &&
+                      fm_tensor_is_mapped(&out[i]),
                   "%s was copied", q.ps.p[i].name);
         CHECK(fm_shape_equal(&out[i].shape, &q.ps.p[i].shape));
     }
@@ -433,7 +469,9 @@ static void test_rename_fallback_and_extra_key(void) {
     CHECK_EQ_INT(1, rep.n_missing);
     if (rep.n_missing) CHECK_EQ_STR("model.language_model.never.weight", rep.missing[0]);
     CHECK_EQ_INT(1, fired.count); /* only "^visual" led to a loaded key */
-    if (fired.count) CHECK_EQ_STR("WeightRenaming(^visual -> model.visual)", fm_transform_describe(fired.items[0]));
+    if (fired.count)
+        CHECK_EQ_STR("WeightRenaming(^visual -> model.visual)",
+                     fm_transform_describe(fired.items[0]));
     free_outs(out, ps.n);
     fm_load_report_free(&rep);
     fm_transform_list_free(&fired);
@@ -482,7 +520,8 @@ static void test_shape_mismatch_is_an_error(void) {
     fm_tensor_source src = eng_ckpt_source(&c);
     fm_tensor out[2];
     fm_load_report rep;
-    CHECK_STATUS(FM_ERR_SHAPE, fm_weights_load(&tl, &src, ps.p, 2, NULL, out, &fired, &rep, &e), &e);
+    CHECK_STATUS(FM_ERR_SHAPE, fm_weights_load(&tl, &src, ps.p, 2, NULL, out, &fired, &rep, &e),
+                 &e);
     CHECK_CONTAINS(e.msg, "model.visual.a");
     CHECK_CONTAINS(e.msg, "model expects [6]");
     CHECK_CONTAINS(e.msg, "checkpoint has [5]");
@@ -506,7 +545,8 @@ static void test_conversion_error_captured(void) {
     params ps = {0};
     fm_transform_list tl = {0};
     fm_error e;
-    const char *s[1] = {"attn.qkv.weight"}, *t[3] = {"attn.q.weight", "attn.k.weight", "attn.v.weight"};
+    const char *s[1] = {"attn.qkv.weight"},
+               *t[3] = {"attn.q.weight", "attn.k.weight", "attn.v.weight"};
     add_converter(&tl, s, 1, t, 3, &kChunk0, 1);
     int64_t d4[2] = {4, 2}, d1[2] = {1, 2}, dn[1] = {3};
     fm_tensor a = eng_tensor(FM_DTYPE_F32, 2, d4, &st), n = eng_tensor(FM_DTYPE_F32, 1, dn, &st);
@@ -519,17 +559,20 @@ static void test_conversion_error_captured(void) {
     fm_tensor_source src = eng_ckpt_source(&c);
     fm_tensor out[4];
     fm_load_report rep;
-    CHECK_STATUS(FM_ERR_CONVERSION, fm_weights_load(&tl, &src, ps.p, ps.n, NULL, out, NULL, &rep, &e), &e);
+    CHECK_STATUS(FM_ERR_CONVERSION,
+                 fm_weights_load(&tl, &src, ps.p, ps.n, NULL, out, NULL, &rep, &e), &e);
     CHECK_EQ_INT(1, rep.n_conversion_errors);
     if (rep.n_conversion_errors) {
         CHECK_EQ_STR("blk.attn.q.weight", rep.conversion_errors[0].key);
-        CHECK_CONTAINS(rep.conversion_errors[0].message, "Chunk on tensors destined for 'blk.attn.q.weight'");
+        CHECK_CONTAINS(rep.conversion_errors[0].message,
+                       "Chunk on tensors destined for 'blk.attn.q.weight'");
         CHECK_CONTAINS(rep.conversion_errors[0].message, "'blk.attn.qkv.weight' [4, 2]");
         CHECK_CONTAINS(rep.conversion_errors[0].message, "2 pieces for 3 targets");
     }
     CHECK_CONTAINS(e.msg, "Chunk");
     CHECK_EQ_INT(3, rep.n_missing); /* the group is skipped, its targets stay missing */
-    for (size_t i = 0; i < ps.n; i++) CHECK(out[i].data == NULL);
+    for (size_t i = 0; i < ps.n; i++)
+        CHECK(out[i].data == NULL);
     fm_load_report_free(&rep);
     fm_transform_list_free(&tl);
     eng_ckpt_free(&c);
@@ -548,11 +591,13 @@ static void test_cast(void) {
     const char *names[4] = {"m.experts.0.w1", "m.experts.0.w3", "m.experts.1.w1", "m.experts.1.w3"};
     for (int i = 0; i < 4; i++) {
         fm_tensor x = eng_tensor(FM_DTYPE_BF16, 2, d2, &st);
-        for (int j = 0; j < 6; j++) ((uint16_t *)x.data)[j] &= 0xBFFF; /* finite */
+        for (int j = 0; j < 6; j++)
+            ((uint16_t *)x.data)[j] &= 0xBFFF; /* finite */
         eng_ckpt_add(&c, names[i], &x);
     }
     fm_tensor p = eng_tensor(FM_DTYPE_BF16, 2, d2, &st), ids = eng_tensor(FM_DTYPE_I64, 1, di, &st);
-    for (int j = 0; j < 6; j++) ((uint16_t *)p.data)[j] &= 0xBFFF;
+    for (int j = 0; j < 6; j++)
+        ((uint16_t *)p.data)[j] &= 0xBFFF;
     eng_ckpt_add(&c, "m.plain", &p);
     eng_ckpt_add(&c, "m.ids", &ids);
     param_add(&ps, "m.experts.gate_up", FM_DTYPE_F32, 3, gu);
@@ -565,7 +610,8 @@ static void test_cast(void) {
     fm_weights_load_options_init(&o);
     o.cast = FM_DTYPE_F32;
     CHECK_OK(fm_weights_load(&tl, &src, ps.p, ps.n, &o, out, NULL, &rep, &e), &e);
-    CHECK(out[0].dtype == FM_DTYPE_F32 && out[1].dtype == FM_DTYPE_F32 && out[2].dtype == FM_DTYPE_I64);
+    CHECK(out[0].dtype == FM_DTYPE_F32 && out[1].dtype == FM_DTYPE_F32 &&
+          out[2].dtype == FM_DTYPE_I64);
     CHECK(out[2].data == c.t[5].data); /* integers stay views */
     int bad = 0;
     const uint32_t *g = out[0].data, *pl = out[1].data;
@@ -575,7 +621,8 @@ static void test_cast(void) {
                 const uint16_t *w = c.t[e2 * 2 + (r >= 2)].data;
                 bad += g[(e2 * 4 + r) * 3 + h] != (uint32_t)w[(r % 2) * 3 + h] << 16;
             }
-    for (int j = 0; j < 6; j++) bad += pl[j] != (uint32_t)((uint16_t *)c.t[4].data)[j] << 16;
+    for (int j = 0; j < 6; j++)
+        bad += pl[j] != (uint32_t)((uint16_t *)c.t[4].data)[j] << 16;
     CHECK_EQ_INT(0, bad);
     free_outs(out, ps.n);
     fm_load_report_free(&rep);
@@ -635,7 +682,8 @@ static void test_revert_errors_and_passthrough(void) {
     size_t nr = 0;
     fm_error e;
     CHECK_OK(fm_weights_revert(NULL, s, 2, &rv, &nr, &e), &e); /* nothing fired: names unchanged */
-    CHECK(nr == 2 && strcmp(rv[0].name, "model.visual.a") == 0 && rv[0].tensor.data == s[0].tensor.data);
+    CHECK(nr == 2 && strcmp(rv[0].name, "model.visual.a") == 0 &&
+          rv[0].tensor.data == s[0].tensor.data);
     fm_named_tensors_free(rv, nr);
     add_renaming(&tl, "^visual", "model.visual");
     CHECK_STATUS(FM_ERR_CONVERSION, fm_weights_revert(&tl, s, 2, &rv, &nr, &e), &e);
@@ -669,10 +717,13 @@ static void test_alloc_failures(void) {
         fm_weights_load_options o;
         fm_weights_load_options_init(&o);
         o.cast = FM_DTYPE_F64;
-        for (size_t i = 0; i < ps.n; i++) ps.p[i].dtype = FM_DTYPE_F64;
+        for (size_t i = 0; i < ps.n; i++)
+            ps.p[i].dtype = FM_DTYPE_F64;
         fm_fault_set(FM_FAULT_ALLOC, k);
-        fm_status s1 = fm_weights_load(&tl, &src, ps.p, ps.n, &o, out, &fired, &rep, &e), s2 = FM_OK;
-        if (s1 == FM_OK) { /* the load made fewer than k allocations: fail the revert's (k - n)-th */
+        fm_status s1 = fm_weights_load(&tl, &src, ps.p, ps.n, &o, out, &fired, &rep, &e),
+                  s2 = FM_OK;
+        if (s1 ==
+            FM_OK) { /* the load made fewer than k allocations: fail the revert's (k - n)-th */
             uint64_t n_load = fm_fault_count(FM_FAULT_ALLOC);
             fm_fault_set(FM_FAULT_ALLOC, 0);
             state = state_of(&ps, out, &ns);
@@ -684,9 +735,12 @@ static void test_alloc_failures(void) {
         if (!done) {
             failures++;
             fm_status s = s1 != FM_OK ? s1 : s2;
-            if (s != FM_ERR_NOMEM && bad++ < 3) fprintf(stderr, "  k=%llu: %s (%s)\n", (unsigned long long)k, fm_status_name(s), e.msg);
+            if (s != FM_ERR_NOMEM && bad++ < 3)
+                fprintf(stderr, "  k=%llu: %s (%s)\n", (unsigned long long)k, fm_status_name(s),
+                        e.msg);
             if (s1 != FM_OK) {
-                for (size_t i = 0; i < ps.n; i++) bad += out[i].data != NULL;
+                for (size_t i = 0; i < ps.n; i++)
+                    bad += out[i].data != NULL;
                 bad += rep.n_missing + rep.n_unexpected + fired.count != 0;
             } else {
                 bad += rv != NULL || nr != 0;
@@ -698,7 +752,8 @@ static void test_alloc_failures(void) {
         fm_load_report_free(&rep);
         fm_transform_list_free(&fired);
     }
-    for (size_t i = 0; i < ps.n; i++) ps.p[i].dtype = FM_DTYPE_F32;
+    for (size_t i = 0; i < ps.n; i++)
+        ps.p[i].dtype = FM_DTYPE_F32;
     CHECK_EQ_INT(0, bad);
     CHECK(done && failures > (quick() ? 20 : 200));
     fm_transform_list_free(&tl);
@@ -715,11 +770,14 @@ static void test_bad_arguments(void) {
     param_add(&ps, "a", FM_DTYPE_F32, 1, d);
     eng_ckpt c = {0};
     fm_tensor_source src = eng_ckpt_source(&c);
-    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_weights_load(NULL, NULL, ps.p, 1, NULL, out, NULL, &rep, &e), &e);
-    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_weights_load(NULL, &src, ps.p, 2, NULL, out, NULL, &rep, &e), &e);
+    CHECK_STATUS(FM_ERR_INVALID_ARG,
+                 fm_weights_load(NULL, NULL, ps.p, 1, NULL, out, NULL, &rep, &e), &e);
+    CHECK_STATUS(FM_ERR_INVALID_ARG,
+                 fm_weights_load(NULL, &src, ps.p, 2, NULL, out, NULL, &rep, &e), &e);
     CHECK_CONTAINS(e.msg, "listed twice");
     CHECK(rep.n_missing == 0 && rep.missing == NULL);
-    CHECK_OK(fm_weights_load(NULL, &src, ps.p, 1, NULL, out, NULL, NULL, &e), &e); /* report optional */
+    CHECK_OK(fm_weights_load(NULL, &src, ps.p, 1, NULL, out, NULL, NULL, &e),
+             &e); /* report optional */
     fm_load_report_free(NULL);
     fm_named_tensors_free(NULL, 0);
 }

@@ -16,7 +16,8 @@
 
 static char *tmp;
 
-static fm_model *load(const char *dir, const char *fusion, bool strict, fm_load_report *rep, fm_error *err) {
+static fm_model *load(const char *dir, const char *fusion, bool strict, fm_load_report *rep,
+                      fm_error *err) {
     fm_load_options o;
     fm_load_options_init(&o);
     o.fusion_config = fusion;
@@ -26,9 +27,12 @@ static fm_model *load(const char *dir, const char *fusion, bool strict, fm_load_
     return st == FM_OK ? m : NULL;
 }
 
-static void random_input(const fm_qfix *q, const int64_t *grid, int n, fm_tensor *pv, fm_tensor *g, uint64_t seed) {
-    int64_t rows = 0, K = (int64_t)q->in_channels * q->temporal_patch_size * q->patch_size * q->patch_size;
-    for (int i = 0; i < n; i++) rows += grid[3 * i] * grid[3 * i + 1] * grid[3 * i + 2];
+static void random_input(const fm_qfix *q, const int64_t *grid, int n, fm_tensor *pv, fm_tensor *g,
+                         uint64_t seed) {
+    int64_t rows = 0,
+            K = (int64_t)q->in_channels * q->temporal_patch_size * q->patch_size * q->patch_size;
+    for (int i = 0; i < n; i++)
+        rows += grid[3 * i] * grid[3 * i + 1] * grid[3 * i + 2];
     fm_shape ps = {2, {rows, K}}, gs = {2, {n, 3}};
     fm_tensor_alloc(pv, FM_DTYPE_F32, &ps, NULL);
     fm_tensor_alloc(g, FM_DTYPE_I64, &gs, NULL);
@@ -66,7 +70,10 @@ static void fused_equals_unfused(const char *tag, const fm_qfix *q, const int64_
     fm_model *f = load(dir, "{\"patch_embeddings\": true}", true, &rep, &err);
     CHECK_MSG(f != NULL, "%s: fused load: %s", tag, err.msg);
     CHECK_EQ_INT(1, rep.n_fused);
-    if (rep.n_fused) CHECK_CONTAINS(rep.fused[0], "model.visual.patch_embed: PatchEmbed -> FusedPatchEmbed (patch_embeddings)");
+    if (rep.n_fused)
+        CHECK_CONTAINS(
+            rep.fused[0],
+            "model.visual.patch_embed: PatchEmbed -> FusedPatchEmbed (patch_embeddings)");
     fm_load_report_free(&rep);
     fm_model *u = load(dir, NULL, true, NULL, &err);
     if (f && u) {
@@ -74,11 +81,13 @@ static void fused_equals_unfused(const char *tag, const fm_qfix *q, const int64_
         CHECK(pe && !strcmp(fm_module_class_of(pe)->name, "FusedPatchEmbed"));
         const fm_tensor *lw = fm_model_param(f, "model.visual.patch_embed.linear_proj.weight");
         CHECK(lw && lw->shape.ndim == 2 &&
-              lw->shape.dims[1] == (int64_t)q->in_channels * q->temporal_patch_size * q->patch_size * q->patch_size);
+              lw->shape.dims[1] ==
+                  (int64_t)q->in_channels * q->temporal_patch_size * q->patch_size * q->patch_size);
         CHECK(fm_model_param(f, "model.visual.patch_embed.proj.weight") == NULL);
         const fm_tensor *cw = fm_model_param(u, "model.visual.patch_embed.proj.weight");
         /* zero-copy: the fused weight is a view of the mapped checkpoint bytes, reshaped */
-        CHECK(lw && cw && fm_tensor_is_mapped(lw) && lw->nbytes == cw->nbytes && !memcmp(lw->data, cw->data, lw->nbytes));
+        CHECK(lw && cw && fm_tensor_is_mapped(lw) && lw->nbytes == cw->nbytes &&
+              !memcmp(lw->data, cw->data, lw->nbytes));
         double e = compare_runs(f, u, q, grid, n);
         CHECK_MSG(e <= 1e-5, "%s: fused vs unfused relative L2 %.3g", tag, e);
     }
@@ -129,7 +138,8 @@ static void test_round_trip_and_persistence(void) {
         fm_module *pe = fm_module_find(fm_model_root(again), "model.visual.patch_embed");
         CHECK(pe && !strcmp(fm_module_class_of(pe)->name, "FusedPatchEmbed"));
         CHECK_OK(fm_save_pretrained(again, dst2, NULL, &err), &err);
-        CHECK_MSG(fm_test_same_dir(dst, dst2, NULL), "second save equals the first (config included)");
+        CHECK_MSG(fm_test_same_dir(dst, dst2, NULL),
+                  "second save equals the first (config included)");
     }
     fm_model_free(again);
     /* an explicit {} disables the stored one, and is what gets saved */
@@ -184,7 +194,9 @@ static void test_validation_errors(void) {
     fm_error err;
     snprintf(dir, sizeof dir, "%s/val", tmp);
     CHECK_OK(fm_qfix_write(dir, &q, &err), &err);
-    struct { const char *cfg, *needle; } cases[] = {
+    struct {
+        const char *cfg, *needle;
+    } cases[] = {
         {"{\"patch_embedding\": true}", "unknown fusion type 'patch_embedding'"},
         {"{\"patch_embeddings\": 1}", "'patch_embeddings'"},
         {"{\"patch_embeddings\": \"yes\"}", "expected true, false or an object"},
@@ -199,9 +211,14 @@ static void test_validation_errors(void) {
         fm_model_free(m);
     }
     fm_model *m = load(dir, "{\"patch_embeddings\": false}", false, NULL, &err); /* false skips */
-    CHECK(m && !strcmp(fm_module_class_of(fm_module_find(fm_model_root(m), "model.visual.patch_embed"))->name, "PatchEmbed"));
+    CHECK(
+        m &&
+        !strcmp(
+            fm_module_class_of(fm_module_find(fm_model_root(m), "model.visual.patch_embed"))->name,
+            "PatchEmbed"));
     fm_model_free(m);
-    m = load(dir, "{\"patch_embeddings\": {\"some_option\": 1}}", false, NULL, &err); /* options object enables */
+    m = load(dir, "{\"patch_embeddings\": {\"some_option\": 1}}", false, NULL,
+             &err); /* options object enables */
     CHECK(m && fm_model_param(m, "model.visual.patch_embed.linear_proj.weight") != NULL);
     fm_model_free(m);
 }
@@ -215,12 +232,14 @@ static void test_conflict_error(void) {
     CHECK_OK(fm_qfix_write(dir, &q, &err), &err);
     fm_transform_list l = {0};
     CHECK_OK(fm_conversion_mapping_get("Qwen2VLForConditionalGeneration", &l, &err), &err);
-    const char *src = "^model\\.visual\\.patch_embed\\.proj\\.weight$", *dst = "^model\\.visual\\.patch_embed\\.w2d$";
+    const char *src = "^model\\.visual\\.patch_embed\\.proj\\.weight$",
+               *dst = "^model\\.visual\\.patch_embed\\.w2d$";
     fm_op_desc op = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 3, {2, 14, 14}};
     fm_transform *t = NULL;
     CHECK_OK(fm_transform_converter_new(&src, 1, &dst, 1, &op, 1, &t, &err), &err);
     CHECK_OK(fm_transform_list_append(&l, t, &err), &err);
-    CHECK_OK(fm_conversion_mapping_register("Qwen2VLForConditionalGeneration", &l, true, &err), &err);
+    CHECK_OK(fm_conversion_mapping_register("Qwen2VLForConditionalGeneration", &l, true, &err),
+             &err);
     fm_transform_list_free(&l);
     fm_model *m = load(dir, "{\"patch_embeddings\": true}", false, NULL, &err);
     CHECK(m == NULL);
@@ -257,7 +276,8 @@ static void test_discovery_cache_keyed_by_config(void) {
     CHECK(n1 > n0);
     CHECK_MSG(n2 > n1, "a second config is discovered anew, not served from the first's entry");
     CHECK_EQ_INT(n2, n3); /* same config again: cached */
-    const fm_tensor *w = m2 ? fm_model_param(m2, "model.visual.patch_embed.linear_proj.weight") : NULL;
+    const fm_tensor *w =
+        m2 ? fm_model_param(m2, "model.visual.patch_embed.linear_proj.weight") : NULL;
     CHECK(w && w->shape.dims[1] == 3 * 2 * 7 * 7);
     fm_model_free(m1), fm_model_free(m2), fm_model_free(m3);
 }
@@ -268,9 +288,12 @@ static void *load_loop(void *arg) {
     long ok = 0;
     for (int i = 0; i < 6; i++) {
         fm_error err;
-        fm_model *m = load(conc_dir, (i + (long)(intptr_t)arg) % 2 ? "{\"patch_embeddings\": true}" : "{}", false, NULL, &err);
-        if (m && fm_model_param(m, (i + (long)(intptr_t)arg) % 2 ? "model.visual.patch_embed.linear_proj.weight"
-                                                                  : "model.visual.patch_embed.proj.weight"))
+        fm_model *m =
+            load(conc_dir, (i + (long)(intptr_t)arg) % 2 ? "{\"patch_embeddings\": true}" : "{}",
+                 false, NULL, &err);
+        if (m && fm_model_param(m, (i + (long)(intptr_t)arg) % 2
+                                       ? "model.visual.patch_embed.linear_proj.weight"
+                                       : "model.visual.patch_embed.proj.weight"))
             ok++;
         fm_model_free(m);
         if (i == 2) fm_fusion_cache_clear();
@@ -285,7 +308,8 @@ static void test_concurrent_loads(void) {
     snprintf(conc_dir, sizeof conc_dir, "%s/conc", tmp);
     CHECK_OK(fm_qfix_write(conc_dir, &q, &err), &err);
     pthread_t th[4];
-    for (long i = 0; i < 4; i++) pthread_create(&th[i], NULL, load_loop, (void *)(intptr_t)i);
+    for (long i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, load_loop, (void *)(intptr_t)i);
     long total = 0;
     for (int i = 0; i < 4; i++) {
         void *r;

@@ -31,13 +31,14 @@ static fm_status toy_parse(const fm_config *cfg, const char *origin, void **out,
 static fm_status toy_pe_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
     int64_t s = fm_args_int(a, "stride", 2);
     return fm_module_create(ctx, m, "proj", "Conv3d",
-                            &FM_ARGS(FM_I("in", C), FM_I("out", D), FM_I("k0", KT), FM_I("k1", KH), FM_I("k2", KW),
-                                     FM_I("s0", 1), FM_I("s1", s), FM_I("s2", s), FM_I("bias", 1)),
+                            &FM_ARGS(FM_I("in", C), FM_I("out", D), FM_I("k0", KT), FM_I("k1", KH),
+                                     FM_I("k2", KW), FM_I("s0", 1), FM_I("s1", s), FM_I("s2", s),
+                                     FM_I("bias", 1)),
                             NULL, err);
 }
 
-static fm_status toy_pe_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,
-                                size_t n_out, fm_error *err) {
+static fm_status toy_pe_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                                fm_tensor *out, size_t n_out, fm_error *err) {
     fm_module *proj = fm_module_child_named(self, "proj");
     fm_shape s5 = {5, {in[0].shape.dims[0], C, KT, KH, KW}};
     fm_tensor v, y = {0};
@@ -56,8 +57,11 @@ static fm_status toy_branch_init(fm_module *m, fm_build_ctx *ctx, const fm_args 
 static fm_status toy_root_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
     const toy_cfg *c = fm_build_ctx_model_cfg(ctx);
     (void)a;
-    fm_status st = fm_module_create(ctx, m, "a", "ToyBranch", &FM_ARGS(FM_I("stride", c->a_stride)), NULL, err);
-    if (st == FM_OK) st = fm_module_create(ctx, m, "b", "ToyBranch", &FM_ARGS(FM_I("stride", c->b_stride)), NULL, err);
+    fm_status st = fm_module_create(ctx, m, "a", "ToyBranch", &FM_ARGS(FM_I("stride", c->a_stride)),
+                                    NULL, err);
+    if (st == FM_OK)
+        st = fm_module_create(ctx, m, "b", "ToyBranch", &FM_ARGS(FM_I("stride", c->b_stride)), NULL,
+                              err);
     return st;
 }
 
@@ -71,16 +75,19 @@ static const fm_module_class toy_classes[] = {
     {.name = "ToyBranch", .init = toy_branch_init},
     {.name = "ToyTwinModel", .init = toy_root_init},
 };
-static const fm_model_builder toy_builder = {.model_type = "toy_patches", .architecture = "ToyTwinModel",
-                                             .parse_config = toy_parse, .free_config = free, .build = toy_build};
+static const fm_model_builder toy_builder = {.model_type = "toy_patches",
+                                             .architecture = "ToyTwinModel",
+                                             .parse_config = toy_parse,
+                                             .free_config = free,
+                                             .build = toy_build};
 
 static char *tmp;
 
 static void write_toy(const char *dir, int a_stride, int b_stride) {
     char cfg[256], path[4300];
     fm_error err;
-    const char *names[4] = {"a.patch_embed.proj.weight", "a.patch_embed.proj.bias", "b.patch_embed.proj.weight",
-                            "b.patch_embed.proj.bias"};
+    const char *names[4] = {"a.patch_embed.proj.weight", "a.patch_embed.proj.bias",
+                            "b.patch_embed.proj.weight", "b.patch_embed.proj.bias"};
     fm_tensor ts[4];
     fm_st_item items[4];
     uint64_t seed = 99;
@@ -90,17 +97,20 @@ static void write_toy(const char *dir, int a_stride, int b_stride) {
         fm_qfix_fill(ts[i].data, fm_tensor_numel(&ts[i]), 0.5f, &seed);
         items[i] = (fm_st_item){names[i], &ts[i]};
     }
-    snprintf(cfg, sizeof cfg, "{\n  \"a_stride\": %d,\n  \"b_stride\": %d,\n  \"model_type\": \"toy_patches\"\n}\n",
+    snprintf(cfg, sizeof cfg,
+             "{\n  \"a_stride\": %d,\n  \"b_stride\": %d,\n  \"model_type\": \"toy_patches\"\n}\n",
              a_stride, b_stride);
     fm_extra_file ex = {"config.json", cfg, strlen(cfg)};
     fm_save_options so;
     fm_save_options_init(&so);
     CHECK_OK(fm_checkpoint_save(dir, items, 4, &ex, 1, &so, &err), &err);
-    for (int i = 0; i < 4; i++) fm_tensor_free(&ts[i]);
+    for (int i = 0; i < 4; i++)
+        fm_tensor_free(&ts[i]);
     (void)path;
 }
 
-static fm_model *load(const char *dir, const char *fusion, bool strict, fm_load_report *rep, fm_error *err) {
+static fm_model *load(const char *dir, const char *fusion, bool strict, fm_load_report *rep,
+                      fm_error *err) {
     fm_load_options o;
     fm_load_options_init(&o);
     o.fusion_config = fusion, o.strict = strict;
@@ -109,7 +119,8 @@ static fm_model *load(const char *dir, const char *fusion, bool strict, fm_load_
 }
 
 static double run_pe(fm_model *x, fm_model *y, const char *path) {
-    fm_module *a = fm_module_find(fm_model_root(x), path), *b = fm_module_find(fm_model_root(y), path);
+    fm_module *a = fm_module_find(fm_model_root(x), path),
+              *b = fm_module_find(fm_model_root(y), path);
     fm_shape s = {2, {7, C * KT * KH * KW}};
     fm_tensor in, oa = {0}, ob = {0};
     fm_error err;
@@ -140,15 +151,18 @@ static void test_only_fusable_instance_is_replaced(void) {
     fm_model *f = load(dir, "{\"patch_embeddings\": true}", true, &rep, &err);
     CHECK_MSG(f != NULL, "fused toy loads: %s", err.msg);
     CHECK_EQ_INT(1, rep.n_fused);
-    if (rep.n_fused) CHECK_CONTAINS(rep.fused[0], "a.patch_embed: ToyPatchEmbed -> FusedToyPatchEmbed");
+    if (rep.n_fused)
+        CHECK_CONTAINS(rep.fused[0], "a.patch_embed: ToyPatchEmbed -> FusedToyPatchEmbed");
     fm_load_report_free(&rep);
     fm_model *u = load(dir, NULL, true, NULL, &err);
     if (!f || !u) {
         fm_model_free(f), fm_model_free(u);
         return;
     }
-    CHECK_EQ_STR("FusedToyPatchEmbed", fm_module_class_of(fm_module_find(fm_model_root(f), "a.patch_embed"))->name);
-    CHECK_EQ_STR("ToyPatchEmbed", fm_module_class_of(fm_module_find(fm_model_root(f), "b.patch_embed"))->name);
+    CHECK_EQ_STR("FusedToyPatchEmbed",
+                 fm_module_class_of(fm_module_find(fm_model_root(f), "a.patch_embed"))->name);
+    CHECK_EQ_STR("ToyPatchEmbed",
+                 fm_module_class_of(fm_module_find(fm_model_root(f), "b.patch_embed"))->name);
     const fm_tensor *bias = fm_model_param(f, "a.patch_embed.linear_proj.bias");
     CHECK(bias && fm_tensor_is_mapped(bias)); /* bias renamed, zero-copy */
     CHECK(fm_model_param(f, "b.patch_embed.proj.weight") != NULL);
@@ -172,7 +186,8 @@ static void test_strict_unmatched_fusion(void) {
     CHECK_CONTAINS(err.msg, "matches no module");
     fm_model_free(m);
     fm_load_report rep;
-    m = load(dir, "{\"patch_embeddings\": true}", false, &rep, &err); /* non-strict: loads, nothing fused */
+    m = load(dir, "{\"patch_embeddings\": true}", false, &rep,
+             &err); /* non-strict: loads, nothing fused */
     CHECK(m != NULL);
     CHECK_EQ_INT(0, rep.n_fused);
     fm_load_report_free(&rep);
@@ -182,7 +197,8 @@ static void test_strict_unmatched_fusion(void) {
 int main(void) {
     fm_error err;
     CHECK_OK(fm_init(&err), &err);
-    for (size_t i = 0; i < 3; i++) CHECK_OK(fm_class_register(&toy_classes[i], false, &err), &err);
+    for (size_t i = 0; i < 3; i++)
+        CHECK_OK(fm_class_register(&toy_classes[i], false, &err), &err);
     CHECK_OK(fm_model_builder_register(&toy_builder, false, &err), &err);
     tmp = fm_test_tmpdir("instances");
     RUN(test_only_fusable_instance_is_replaced);

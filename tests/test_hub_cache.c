@@ -1,11 +1,11 @@
 /* Shard paths may not escape the model directory through symlinks, except in the layout of
  * the Hugging Face hub cache (<repo>/snapshots/<rev>/ files linking into <repo>/blobs/). */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "fusemap/fusemap.h"
@@ -56,7 +56,8 @@ static void test_hub_cache_snapshot_loads(void) {
     DIR *d = opendir(snap);
     struct dirent *e;
     while (d && (e = readdir(d)))
-        if (!strncmp(e->d_name, "model-00001", 11)) snprintf(link, sizeof link, "%s/%s", snap, e->d_name);
+        if (!strncmp(e->d_name, "model-00001", 11))
+            snprintf(link, sizeof link, "%s/%s", snap, e->d_name);
     if (d) closedir(d);
     snprintf(outside, sizeof outside, "%s/elsewhere.safetensors", tmp);
     char blob[4400];

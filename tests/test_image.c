@@ -22,7 +22,8 @@ static uint8_t *golden(const char *name, size_t *len) {
     char path[1024];
     snprintf(path, sizeof path, "%s/image/%s", imgfx_data_dir(), name);
     uint8_t *b = imgfx_read_file(path, len);
-    CHECK_MSG(b != NULL, "golden file %s missing (run from the repository root or set FM_TEST_DATA)", path);
+    CHECK_MSG(b != NULL,
+              "golden file %s missing (run from the repository root or set FM_TEST_DATA)", path);
     return b;
 }
 
@@ -59,7 +60,8 @@ static void test_png_roundtrip_rgb8(void) {
             uint8_t *px = malloc((size_t)w * h * 3);
             imgfx_fill_random(px, (size_t)w * h * 3, 100 + s * 2 + (uint64_t)interlace);
             size_t len = 0;
-            uint8_t *png = imgfx_png_encode(w, h, PNG_COLOR_TYPE_RGB, 8, interlace, px, NULL, 0, NULL, 0, &len);
+            uint8_t *png = imgfx_png_encode(w, h, PNG_COLOR_TYPE_RGB, 8, interlace, px, NULL, 0,
+                                            NULL, 0, &len);
             CHECK(png != NULL);
             fm_image img = {0};
             fm_error errbuf = {0}, *err = &errbuf;
@@ -67,7 +69,8 @@ static void test_png_roundtrip_rgb8(void) {
             CHECK_EQ_INT(w, img.width);
             CHECK_EQ_INT(h, img.height);
             CHECK_EQ_INT(0, img.orientation);
-            CHECK_MSG(img.data && memcmp(img.data, px, (size_t)w * h * 3) == 0, "%ux%u interlace %d pixels differ", w, h, interlace);
+            CHECK_MSG(img.data && memcmp(img.data, px, (size_t)w * h * 3) == 0,
+                      "%ux%u interlace %d pixels differ", w, h, interlace);
             fm_image_free(&img);
             free(png);
             free(px);
@@ -76,13 +79,14 @@ static void test_png_roundtrip_rgb8(void) {
 }
 
 /* The RGB Pillow gives for sample i of a decoded PNG (independent statement of its rules). */
-static void expected_rgb(int ct, int depth, const uint8_t *s, size_t x, const uint8_t *plte, int n_plte,
-                         uint8_t out[3]) {
+static void expected_rgb(int ct, int depth, const uint8_t *s, size_t x, const uint8_t *plte,
+                         int n_plte, uint8_t out[3]) {
     int bps = depth == 16 ? 2 : 1, ch = ct == 0 ? 1 : ct == 2 ? 3 : ct == 3 ? 1 : ct == 4 ? 2 : 4;
     const uint8_t *p = s + x * (size_t)(ch * bps);
     if (ct == 3) {
         int i = p[0];
-        for (int c = 0; c < 3; c++) out[c] = i < n_plte ? plte[3 * i + c] : (uint8_t)i;
+        for (int c = 0; c < 3; c++)
+            out[c] = i < n_plte ? plte[3 * i + c] : (uint8_t)i;
     } else if (ct == 0 && depth == 16) {
         unsigned v = (unsigned)p[0] << 8 | p[1];
         out[0] = out[1] = out[2] = (uint8_t)(v > 255 ? 255 : v);
@@ -91,7 +95,8 @@ static void expected_rgb(int ct, int depth, const uint8_t *s, size_t x, const ui
     } else if (ct == 0 || ct == 4) {
         out[0] = out[1] = out[2] = p[0]; /* high byte when 16-bit */
     } else {
-        for (int c = 0; c < 3; c++) out[c] = p[c * bps];
+        for (int c = 0; c < 3; c++)
+            out[c] = p[c * bps];
     }
 }
 
@@ -106,11 +111,14 @@ static void check_png_kind(int ct, int depth, int interlace, uint64_t seed) {
     int n_plte = ct == 3 && depth < 8 && (1 << depth) - 1 < 7 ? (1 << depth) - 1 : 7;
     int maxv = depth < 8 ? (1 << depth) - 1 : ct == 3 ? 11 : 255;
     for (size_t i = 0; i < rowb * h; i++) {
-        if (depth <= 8) s[i] = (uint8_t)(s[i] % (maxv + 1));
-        else if (ct == 0 && i % 6 == 0) s[i] = 0; /* some 16-bit gray values below 256 */
+        if (depth <= 8)
+            s[i] = (uint8_t)(s[i] % (maxv + 1));
+        else if (ct == 0 && i % 6 == 0)
+            s[i] = 0; /* some 16-bit gray values below 256 */
     }
     size_t len = 0;
-    uint8_t *png = imgfx_png_encode(w, h, ct, depth, interlace, s, ct == 3 ? plte : NULL, n_plte, NULL, 0, &len);
+    uint8_t *png = imgfx_png_encode(w, h, ct, depth, interlace, s, ct == 3 ? plte : NULL, n_plte,
+                                    NULL, 0, &len);
     CHECK_MSG(png != NULL, "encoding type %d depth %d failed", ct, depth);
     fm_image img = {0};
     fm_error errbuf = {0}, *err = &errbuf;
@@ -121,9 +129,10 @@ static void check_png_kind(int ct, int depth, int interlace, uint64_t seed) {
             uint8_t e[3];
             expected_rgb(ct, depth, s + y * rowb, x, plte, n_plte, e);
             if (memcmp(e, img.data + ((size_t)y * w + x) * 3, 3) != 0 && bad++ == 0)
-                CHECK_MSG(0, "type %d depth %d interlace %d at (%u,%u): expected %u,%u,%u seen %u,%u,%u", ct, depth,
-                          interlace, x, y, e[0], e[1], e[2], img.data[((size_t)y * w + x) * 3],
-                          img.data[((size_t)y * w + x) * 3 + 1], img.data[((size_t)y * w + x) * 3 + 2]);
+                CHECK_MSG(
+                    0, "type %d depth %d interlace %d at (%u,%u): expected %u,%u,%u seen %u,%u,%u",
+                    ct, depth, interlace, x, y, e[0], e[1], e[2], img.data[((size_t)y * w + x) * 3],
+                    img.data[((size_t)y * w + x) * 3 + 1], img.data[((size_t)y * w + x) * 3 + 2]);
         }
     fm_image_free(&img);
     free(png);
@@ -131,10 +140,11 @@ static void check_png_kind(int ct, int depth, int interlace, uint64_t seed) {
 }
 
 static void test_png_conversions(void) {
-    static const int kinds[][2] = {{0, 1}, {0, 2}, {0, 4}, {0, 8}, {0, 16}, {4, 8}, {4, 16}, {2, 16},
-                                   {6, 8}, {6, 16}, {3, 1}, {3, 2}, {3, 4}, {3, 8}};
+    static const int kinds[][2] = {{0, 1},  {0, 2}, {0, 4},  {0, 8}, {0, 16}, {4, 8}, {4, 16},
+                                   {2, 16}, {6, 8}, {6, 16}, {3, 1}, {3, 2},  {3, 4}, {3, 8}};
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
-        for (int il = 0; il < 2; il++) check_png_kind(kinds[k][0], kinds[k][1], il, 500 + k * 4 + (uint64_t)il);
+        for (int il = 0; il < 2; il++)
+            check_png_kind(kinds[k][0], kinds[k][1], il, 500 + k * 4 + (uint64_t)il);
 }
 
 /* ---- Pillow decode goldens -------------------------------------------------------------- */
@@ -146,13 +156,14 @@ static void check_fmim(const fm_image *img, const char *rec_name, const char *wh
     if (!g) return;
     CHECK(len >= 12 && memcmp(g, "FMIM", 4) == 0);
     uint32_t w = imgfx_le32(g + 4), h = imgfx_le32(g + 8);
-    CHECK_MSG(img->width == w && img->height == h, "%s: size %ux%u, Pillow %ux%u", what, img->width, img->height, w, h);
+    CHECK_MSG(img->width == w && img->height == h, "%s: size %ux%u, Pillow %ux%u", what, img->width,
+              img->height, w, h);
     if (img->width == w && img->height == h && len == 12 + (size_t)w * h * 3 && img->data) {
         size_t diff = 0, first = 0;
         for (size_t i = 0; i < (size_t)w * h * 3; i++)
             if (img->data[i] != g[12 + i] && diff++ == 0) first = i;
-        CHECK_MSG(diff == 0, "%s: %zu bytes differ from Pillow, first at %zu (%u vs %u)", what, diff, first,
-                  img->data[first], g[12 + first]);
+        CHECK_MSG(diff == 0, "%s: %zu bytes differ from Pillow, first at %zu (%u vs %u)", what,
+                  diff, first, img->data[first], g[12 + first]);
     }
     free(g);
 }
@@ -167,7 +178,8 @@ static void decode_golden_line(const char *name, int orientation, const char *tr
     char rec[300];
     snprintf(rec, sizeof rec, "%s.rgb", name);
     check_fmim(&img, rec, name);
-    CHECK_MSG(img.orientation == orientation, "%s: orientation %d, Pillow %d", name, img.orientation, orientation);
+    CHECK_MSG(img.orientation == orientation, "%s: orientation %d, Pillow %d", name,
+              img.orientation, orientation);
     if (strcmp(transposed, "-") != 0) {
         CHECK_OK(fm_image_apply_orientation(&img, err), err);
         CHECK_EQ_INT(1, img.orientation);
@@ -213,8 +225,8 @@ static void test_orientation_noop_and_args(void) {
     img.orientation = 6; /* rotate 90 clockwise: new (x, y) takes old (y, h-1-x) */
     CHECK_OK(fm_image_apply_orientation(&img, err), err);
     CHECK(img.width == 2 && img.height == 3);
-    CHECK(memcmp(img.data, copy + 3 * 3, 3) == 0);     /* (0,0) <- (0,1) */
-    CHECK(memcmp(img.data + 3, copy, 3) == 0);         /* (1,0) <- (0,0) */
+    CHECK(memcmp(img.data, copy + 3 * 3, 3) == 0); /* (0,0) <- (0,1) */
+    CHECK(memcmp(img.data + 3, copy, 3) == 0);     /* (1,0) <- (0,0) */
     fm_image_free(&img);
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_image_apply_orientation(&img, err), err);
 }
@@ -265,7 +277,8 @@ static void test_jpeg_gray_and_cmyk(void) {
     CHECK_OK(fm_image_decode(jpg, len, "gray.jpg", &img, err), err);
     int dmax = 0;
     for (size_t i = 0; img.data && i < (size_t)w * h; i++)
-        for (int k = 0; k < 3; k++) dmax = fmax(dmax, abs(img.data[3 * i + k] - g[i]));
+        for (int k = 0; k < 3; k++)
+            dmax = fmax(dmax, abs(img.data[3 * i + k] - g[i]));
     CHECK_MSG(img.data && dmax <= 2, "gray q100 max |diff| %d", dmax);
     fm_image_free(&img);
     free(jpg);
@@ -287,7 +300,8 @@ static void test_jpeg_gray_and_cmyk(void) {
 
 /* ---- bad input ------------------------------------------------------------------------------ */
 
-static void expect_image_error(const uint8_t *b, size_t len, const char *label, const char *needle) {
+static void expect_image_error(const uint8_t *b, size_t len, const char *label,
+                               const char *needle) {
     fm_image img = {7, 7, NULL, 3};
     fm_error errbuf = {0}, *err = &errbuf;
     fm_status st = fm_image_decode(b, len, label, &img, err);
@@ -312,7 +326,8 @@ static void test_bad_png(void) {
     expect_image_error(png, 0, "empty.png", "empty");
     expect_image_error((const uint8_t *)sig, 8, "sigonly.png", "truncated");
     size_t cuts[] = {12, 20, 33, 40, len / 2, len - 20};
-    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) expect_image_error(png, cuts[i], "cut.png", NULL);
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++)
+        expect_image_error(png, cuts[i], "cut.png", NULL);
     uint8_t *m = malloc(len);
     memcpy(m, png, len);
     m[16] = m[17] = m[18] = m[19] = 0; /* IHDR width 0 (CRC fixed) */
@@ -346,7 +361,8 @@ static void test_bad_jpeg_and_unknown(void) {
     size_t len = 0;
     uint8_t *jpg = imgfx_jpeg_encode(px, 40, 30, 3, 90, 0, 0, &len);
     size_t cuts[] = {3, 10, 100, len / 2, len - 10};
-    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) expect_image_error(jpg, cuts[i], "cut.jpg", NULL);
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++)
+        expect_image_error(jpg, cuts[i], "cut.jpg", NULL);
     expect_image_error(jpg, len / 2, "half.jpg", "truncated");
     uint8_t *m = malloc(len);
     size_t sof = jpeg_sof(jpg, len);
@@ -382,7 +398,8 @@ static void mutate_many(const uint8_t *b, size_t len, const char *label, int ite
         memcpy(m, b, len);
         size_t n = len;
         int flips = 1 + (int)(imgfx_rand(&s) % 8);
-        for (int f = 0; f < flips; f++) m[8 + imgfx_rand(&s) % (len - 8)] = (uint8_t)imgfx_rand(&s);
+        for (int f = 0; f < flips; f++)
+            m[8 + imgfx_rand(&s) % (len - 8)] = (uint8_t)imgfx_rand(&s);
         if (it % 4 == 3) n = 8 + imgfx_rand(&s) % (len - 8);
         fm_image img = {0};
         fm_error e = {0};
@@ -454,7 +471,8 @@ static void test_alloc_faults(void) {
         fm_fault_set(FM_FAULT_ALLOC, k);
         fm_status st = fm_image_decode(png, len, "nullerr.png", &img, NULL);
         fm_fault_set(FM_FAULT_ALLOC, 0);
-        CHECK_MSG(st == FM_OK || st == FM_ERR_NOMEM, "k=%llu: %s", (unsigned long long)k, fm_status_name(st));
+        CHECK_MSG(st == FM_OK || st == FM_ERR_NOMEM, "k=%llu: %s", (unsigned long long)k,
+                  fm_status_name(st));
         fm_image_free(&img);
     }
     free(png);
@@ -510,8 +528,10 @@ static void resize_golden_one(const char *name) {
     size_t diff = 0, first = 0;
     for (size_t i = 0; i < out_n; i++)
         if (out[i] != g[24 + in_n + i] && diff++ == 0) first = i;
-    CHECK_MSG(diff == 0, "%s (%ux%u -> %ux%u, %u ch): %zu of %zu bytes differ from Pillow, first at %zu (%u vs %u)",
-              name, sw, sh, dw, dh, ch, diff, out_n, first, out[first], g[24 + in_n + first]);
+    CHECK_MSG(
+        diff == 0,
+        "%s (%ux%u -> %ux%u, %u ch): %zu of %zu bytes differ from Pillow, first at %zu (%u vs %u)",
+        name, sw, sh, dw, dh, ch, diff, out_n, first, out[first], g[24 + in_n + first]);
     free(out);
     free(g);
 }
@@ -524,7 +544,8 @@ static void test_resize_pillow_goldens(void) {
     memcpy(text, list, len);
     text[len] = 0;
     int n = 0;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), n++) resize_golden_one(line);
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), n++)
+        resize_golden_one(line);
     CHECK_MSG(n >= 10, "only %d resize goldens", n);
     free(text);
     free(list);
@@ -543,12 +564,15 @@ static void ref_axis(uint32_t in, uint32_t out, double *wt /* out x in */) {
     double scale = (double)in / out, fs = scale > 1 ? scale : 1;
     for (uint32_t o = 0; o < out; o++) {
         double center = (o + 0.5) * scale, sum = 0;
-        for (uint32_t i = 0; i < in; i++) sum += wt[(size_t)o * in + i] = ref_kernel((i + 0.5 - center) / fs);
-        for (uint32_t i = 0; i < in; i++) wt[(size_t)o * in + i] /= sum;
+        for (uint32_t i = 0; i < in; i++)
+            sum += wt[(size_t)o * in + i] = ref_kernel((i + 0.5 - center) / fs);
+        for (uint32_t i = 0; i < in; i++)
+            wt[(size_t)o * in + i] /= sum;
     }
 }
 
-static void ref_resize(const uint8_t *src, uint32_t sw, uint32_t sh, uint8_t *dst, uint32_t dw, uint32_t dh) {
+static void ref_resize(const uint8_t *src, uint32_t sw, uint32_t sh, uint8_t *dst, uint32_t dw,
+                       uint32_t dh) {
     double *wx = malloc(sizeof(double) * dw * sw), *wy = malloc(sizeof(double) * dh * sh);
     double *tmp = malloc(sizeof(double) * sh * dw * 3);
     ref_axis(sw, dw, wx), ref_axis(sh, dh, wy);
@@ -556,13 +580,15 @@ static void ref_resize(const uint8_t *src, uint32_t sw, uint32_t sh, uint8_t *ds
         for (uint32_t o = 0; o < dw; o++)
             for (int c = 0; c < 3; c++) {
                 double a = 0;
-                for (uint32_t i = 0; i < sw; i++) a += wx[(size_t)o * sw + i] * src[((size_t)y * sw + i) * 3 + c];
+                for (uint32_t i = 0; i < sw; i++)
+                    a += wx[(size_t)o * sw + i] * src[((size_t)y * sw + i) * 3 + c];
                 tmp[((size_t)y * dw + o) * 3 + c] = a;
             }
     for (uint32_t o = 0; o < dh; o++)
         for (size_t k = 0; k < (size_t)dw * 3; k++) {
             double a = 0;
-            for (uint32_t i = 0; i < sh; i++) a += wy[(size_t)o * sh + i] * tmp[(size_t)i * dw * 3 + k];
+            for (uint32_t i = 0; i < sh; i++)
+                a += wy[(size_t)o * sh + i] * tmp[(size_t)i * dw * 3 + k];
             long r = lrint(a);
             dst[(size_t)o * dw * 3 + k] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
         }
@@ -570,10 +596,14 @@ static void ref_resize(const uint8_t *src, uint32_t sw, uint32_t sh, uint8_t *ds
 }
 
 /* Compares against the reference; returns max |diff| and accumulates counts. */
-static int resize_vs_ref(uint32_t sw, uint32_t sh, uint32_t dw, uint32_t dh, int smooth, size_t *n_gt1, size_t *n_total) {
-    uint8_t *src = malloc((size_t)sw * sh * 3), *a = malloc((size_t)dw * dh * 3), *b = malloc((size_t)dw * dh * 3);
-    if (smooth) imgfx_fill_smooth(src, sw, sh, 3, sw * 31 + sh);
-    else imgfx_fill_random(src, (size_t)sw * sh * 3, sw * 7 + dh);
+static int resize_vs_ref(uint32_t sw, uint32_t sh, uint32_t dw, uint32_t dh, int smooth,
+                         size_t *n_gt1, size_t *n_total) {
+    uint8_t *src = malloc((size_t)sw * sh * 3), *a = malloc((size_t)dw * dh * 3),
+            *b = malloc((size_t)dw * dh * 3);
+    if (smooth)
+        imgfx_fill_smooth(src, sw, sh, 3, sw * 31 + sh);
+    else
+        imgfx_fill_random(src, (size_t)sw * sh * 3, sw * 7 + dh);
     fm_error errbuf = {0}, *err = &errbuf;
     CHECK_OK(fm_resize_bicubic_u8(src, sw, sh, 3, a, dw, dh, err), err);
     ref_resize(src, sw, sh, b, dw, dh);
@@ -589,22 +619,26 @@ static int resize_vs_ref(uint32_t sw, uint32_t sh, uint32_t dw, uint32_t dh, int
 }
 
 static void test_resize_vs_float_reference(void) {
-    static const uint32_t cases[][4] = {{64, 48, 100, 70}, {100, 70, 64, 48}, {57, 91, 84, 56},
-                                        {200, 150, 56, 42}, {31, 17, 140, 112}, {90, 90, 90, 45},
+    static const uint32_t cases[][4] = {{64, 48, 100, 70},   {100, 70, 64, 48},  {57, 91, 84, 56},
+                                        {200, 150, 56, 42},  {31, 17, 140, 112}, {90, 90, 90, 45},
                                         {120, 80, 196, 168}, {333, 250, 112, 84}};
     size_t n = quick() ? 4 : sizeof cases / sizeof cases[0];
     for (int smooth = 1; smooth >= 0; smooth--) {
         size_t gt1 = 0, total = 0;
         int worst = 0;
         for (size_t i = 0; i < n; i++) {
-            int m = resize_vs_ref(cases[i][0], cases[i][1], cases[i][2], cases[i][3], smooth, &gt1, &total);
+            int m = resize_vs_ref(cases[i][0], cases[i][1], cases[i][2], cases[i][3], smooth, &gt1,
+                                  &total);
             if (m > worst) worst = m;
         }
         double frac = (double)gt1 / (double)total;
-        fprintf(stderr, "  bicubic vs float64 reference (%s): max |diff| %d, fraction > 1 level %.3g%%\n",
+        fprintf(stderr,
+                "  bicubic vs float64 reference (%s): max |diff| %d, fraction > 1 level %.3g%%\n",
                 smooth ? "smooth" : "noise", worst, 100 * frac);
-        if (smooth) CHECK_MSG(worst <= 2 && frac < 0.001, "smooth: max %d, fraction %.4g", worst, frac);
-        else CHECK_MSG(worst <= 40 && frac < 0.03, "noise: max %d, fraction %.4g", worst, frac);
+        if (smooth)
+            CHECK_MSG(worst <= 2 && frac < 0.001, "smooth: max %d, fraction %.4g", worst, frac);
+        else
+            CHECK_MSG(worst <= 40 && frac < 0.03, "noise: max %d, fraction %.4g", worst, frac);
     }
 }
 
@@ -621,7 +655,8 @@ static void test_resize_identity_and_args(void) {
     memset(src, 200, sizeof src);
     CHECK_OK(fm_resize_bicubic_u8(src, 5, 4, 3, dst, 10, 8, err), err);
     int allc = 1;
-    for (size_t i = 0; i < sizeof dst; i++) allc &= dst[i] == 200;
+    for (size_t i = 0; i < sizeof dst; i++)
+        allc &= dst[i] == 200;
     CHECK(allc);
     fm_image a = {0}, b = {0};
     CHECK_OK(fm_image_alloc(&a, 5, 4, err), err);

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "support/check.h"
 #include "core/threadpool.h"
 #include "nn/kernels.h"
+#include "support/check.h"
 
 static int quick; /* FM_TEST_QUICK=1 (sanitizer builds): smaller shapes */
 
@@ -23,7 +23,8 @@ static float urand(float lo, float hi) { /* xorshift64*, uniform in [lo, hi) */
 }
 static float *rand_buf(int64_t n, float lo, float hi) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
-    for (int64_t i = 0; i < n; i++) p[i] = urand(lo, hi);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = urand(lo, hi);
     return p;
 }
 static float *copy_buf(const float *a, int64_t n) {
@@ -71,7 +72,8 @@ typedef struct count_ctx {
 } count_ctx;
 static void count_body(void *ctx, int64_t b, int64_t e, int worker) {
     count_ctx *c = ctx;
-    for (int64_t i = b; i < e; i++) __atomic_fetch_add(&c->hits[i], 1, __ATOMIC_RELAXED);
+    for (int64_t i = b; i < e; i++)
+        __atomic_fetch_add(&c->hits[i], 1, __ATOMIC_RELAXED);
     if (worker > __atomic_load_n(&c->max_worker, __ATOMIC_RELAXED))
         __atomic_store_n(&c->max_worker, worker, __ATOMIC_RELAXED);
 }
@@ -86,9 +88,10 @@ static void test_threadpool_covers_range(void) {
                 count_ctx c = {hits, 0};
                 fm_threadpool_for(pools[t], ns[a], grains[g], count_body, &c);
                 int bad = 0;
-                for (int64_t i = 0; i < ns[a]; i++) bad += hits[i] != 1;
-                CHECK_MSG(bad == 0, "threads %d n %lld grain %lld: %d indices not run exactly once", t,
-                          (long long)ns[a], (long long)grains[g], bad);
+                for (int64_t i = 0; i < ns[a]; i++)
+                    bad += hits[i] != 1;
+                CHECK_MSG(bad == 0, "threads %d n %lld grain %lld: %d indices not run exactly once",
+                          t, (long long)ns[a], (long long)grains[g], bad);
                 CHECK(c.max_worker < t);
                 free(hits);
             }
@@ -101,12 +104,14 @@ typedef struct nest_ctx {
 static void nest_inner(void *ctx, int64_t b, int64_t e, int worker) {
     (void)worker;
     int *row = ctx;
-    for (int64_t i = b; i < e; i++) __atomic_fetch_add(&row[i], 1, __ATOMIC_RELAXED);
+    for (int64_t i = b; i < e; i++)
+        __atomic_fetch_add(&row[i], 1, __ATOMIC_RELAXED);
 }
 static void nest_outer(void *ctx, int64_t b, int64_t e, int worker) {
     (void)worker;
     nest_ctx *c = ctx;
-    for (int64_t i = b; i < e; i++) fm_threadpool_for(c->pool, 8, 1, nest_inner, c->hits + 8 * i);
+    for (int64_t i = b; i < e; i++)
+        fm_threadpool_for(c->pool, 8, 1, nest_inner, c->hits + 8 * i);
 }
 
 static void test_threadpool_nested_and_args(void) {
@@ -114,7 +119,8 @@ static void test_threadpool_nested_and_args(void) {
     nest_ctx c = {pools[3], hits};
     fm_threadpool_for(pools[3], 8, 1, nest_outer, &c);
     int bad = 0;
-    for (int i = 0; i < 64; i++) bad += hits[i] != 1;
+    for (int i = 0; i < 64; i++)
+        bad += hits[i] != 1;
     CHECK_EQ_INT(0, bad);
     fm_error errbuf, *err = &errbuf;
     fm_threadpool *p = (fm_threadpool *)1;
@@ -137,22 +143,28 @@ static void test_threadpool_nested_and_args(void) {
 /* ---- Linear ----------------------------------------------------------------------------- */
 
 static void test_linear_vs_ref(void) {
-    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {33, 65, 129}, {64, 100, 1176}, {5, 3, 0}, {600, 300, 40}};
+    static const int64_t shapes[][3] = {{1, 1, 1},       {7, 13, 5}, {33, 65, 129},
+                                        {64, 100, 1176}, {5, 3, 0},  {600, 300, 40}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], ld = n + 5;
         float *x = rand_buf(m * k, -1, 1), *w = rand_buf(n * k, -1, 1), *b = rand_buf(n, -1, 1);
-        float *y = rand_buf(m * ld, -9, 9), *r = malloc((size_t)(m * n) * sizeof *r), *yc = malloc((size_t)(m * n) * 4);
+        float *y = rand_buf(m * ld, -9, 9), *r = malloc((size_t)(m * n) * sizeof *r),
+              *yc = malloc((size_t)(m * n) * 4);
         for (int with_b = 0; with_b < 2; with_b++)
-            for (int act = -1; act < FM_ACTIVATION_COUNT; act += (act < 0 ? 1 : 2)) { /* none, quick_gelu, silu */
-                for (int64_t i = 0; i < m; i++) y[i * ld + n + 2] = 12345.0f; /* padding column must survive */
+            for (int act = -1; act < FM_ACTIVATION_COUNT;
+                 act += (act < 0 ? 1 : 2)) { /* none, quick_gelu, silu */
+                for (int64_t i = 0; i < m; i++)
+                    y[i * ld + n + 2] = 12345.0f; /* padding column must survive */
                 fm_k_linear(y, ld, x, w, with_b ? b : NULL, m, n, k, act, pools[2]);
                 fm_ref_linear(r, x, w, with_b ? b : NULL, m, n, k);
                 if (act >= 0) fm_ref_act(r, r, m * n, (fm_activation)act);
-                for (int64_t i = 0; i < m; i++) memcpy(yc + i * n, y + i * ld, (size_t)n * 4);
+                for (int64_t i = 0; i < m; i++)
+                    memcpy(yc + i * n, y + i * ld, (size_t)n * 4);
                 double e = k ? rel_l2(yc, r, m * n) : max_rel(yc, r, m * n, 1e-30);
-                CHECK_MSG(e <= 2e-6, "linear %lldx%lldx%lld bias %d act %d: rel-L2 %.3g", (long long)m, (long long)n,
-                          (long long)k, with_b, act, e);
-                for (int64_t i = 0; i < m; i++) CHECK(y[i * ld + n + 2] == 12345.0f);
+                CHECK_MSG(e <= 2e-6, "linear %lldx%lldx%lld bias %d act %d: rel-L2 %.3g",
+                          (long long)m, (long long)n, (long long)k, with_b, act, e);
+                for (int64_t i = 0; i < m; i++)
+                    CHECK(y[i * ld + n + 2] == 12345.0f);
             }
         free(x), free(w), free(b), free(y), free(r), free(yc);
     }
@@ -196,7 +208,8 @@ static void test_norms_vs_ref(void) {
             fm_k_layernorm(inplace, inplace, gv, bv, rows, dim, 1e-6f, pools[2]);
             CHECK(memcmp(inplace, y[1], (size_t)n * 4) == 0);
             free(inplace);
-            for (int t = 1; t <= 3; t++) free(y[t]);
+            for (int t = 1; t <= 3; t++)
+                free(y[t]);
         }
         fm_ref_rmsnorm(r, x, g, rows, dim, 1e-6f);
         float *yr = malloc((size_t)n * sizeof *yr), *yr3 = malloc((size_t)n * sizeof *yr3);
@@ -240,7 +253,8 @@ static void test_act_vs_ref(void) {
             /* a few ulp of the value; below 1e-30 (quick_gelu(-95): libm's exp overflows to
              * inf, the clamped one gives 6e-39) anything tiny is fine */
             double e = max_rel(y1, r, n, 1e-30);
-            CHECK_MSG(e <= 2e-6, "%s n=%lld: max rel %.3g", fm_act_name((fm_activation)act), (long long)n, e);
+            CHECK_MSG(e <= 2e-6, "%s n=%lld: max rel %.3g", fm_act_name((fm_activation)act),
+                      (long long)n, e);
             CHECK(memcmp(y1, y3, (size_t)n * 4) == 0);
             free(x), free(r), free(y1), free(y3);
         }
@@ -255,7 +269,8 @@ static void test_act_vs_ref(void) {
 }
 
 static void test_softmax_and_add(void) {
-    static const int64_t shapes[][3] = {{1, 1, 1}, {3, 7, 9}, {5, 16, 16}, {8, 1029, 1100}, {2, 300, 300}};
+    static const int64_t shapes[][3] = {
+        {1, 1, 1}, {3, 7, 9}, {5, 16, 16}, {8, 1029, 1100}, {2, 300, 300}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t rows = shapes[s][0], cols = shapes[s][1], ld = shapes[s][2], n = rows * ld;
         float *a = rand_buf(n, -30, 30), *b = copy_buf(a, n);
@@ -264,11 +279,14 @@ static void test_softmax_and_add(void) {
         double e = max_rel(a, b, n, 1e-30), worst_sum = 0;
         for (int64_t r = 0; r < rows; r++) {
             double sum = 0;
-            for (int64_t c = 0; c < cols; c++) sum += a[r * ld + c];
+            for (int64_t c = 0; c < cols; c++)
+                sum += a[r * ld + c];
             worst_sum = fabs(sum - 1) > worst_sum ? fabs(sum - 1) : worst_sum;
-            for (int64_t c = cols; c < ld; c++) CHECK(a[r * ld + c] == b[r * ld + c]); /* untouched */
+            for (int64_t c = cols; c < ld; c++)
+                CHECK(a[r * ld + c] == b[r * ld + c]); /* untouched */
         }
-        CHECK_MSG(e <= 2e-6, "softmax %lldx%lld: max rel %.3g", (long long)rows, (long long)cols, e);
+        CHECK_MSG(e <= 2e-6, "softmax %lldx%lld: max rel %.3g", (long long)rows, (long long)cols,
+                  e);
         CHECK_MSG(worst_sum <= 1e-5, "softmax row sum off by %.3g", worst_sum);
         free(a), free(b);
     }
@@ -276,7 +294,8 @@ static void test_softmax_and_add(void) {
     float *y = rand_buf(n, -1, 1), *x = rand_buf(n, -1, 1), *y2 = copy_buf(y, n);
     fm_k_add(y, x, n, pools[3]);
     int bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += y[i] != y2[i] + x[i];
+    for (int64_t i = 0; i < n; i++)
+        bad += y[i] != y2[i] + x[i];
     CHECK_EQ_INT(0, bad);
     free(y), free(x), free(y2);
 }
@@ -289,7 +308,8 @@ static void test_rope(void) {
         int hd = hds[s], heads = 3;
         int64_t rows = 37, ld = (int64_t)heads * hd * 3 + 5;
         int32_t *pos = malloc((size_t)rows * 2 * sizeof *pos);
-        for (int64_t r = 0; r < rows; r++) pos[2 * r] = (int32_t)(r % 11), pos[2 * r + 1] = (int32_t)(r * 7 % 60);
+        for (int64_t r = 0; r < rows; r++)
+            pos[2 * r] = (int32_t)(r % 11), pos[2 * r + 1] = (int32_t)(r * 7 % 60);
         float *cf = malloc((size_t)(rows * hd / 2) * 4), *sf = malloc((size_t)(rows * hd / 2) * 4);
         float *cr = malloc((size_t)(rows * hd) * 4), *sr = malloc((size_t)(rows * hd) * 4);
         fm_k_vision_rope_table(cf, sf, pos, rows, hd);
@@ -308,11 +328,13 @@ static void test_rope(void) {
             CHECK_MSG(fabs(cf[3 * hd / 2 + hd / 4 + 1] - want) < 1e-5, "cos col angle %g vs %g",
                       (double)cf[3 * hd / 2 + hd / 4 + 1], want);
         }
-        float *x = rand_buf(rows * ld, -2, 2), *xr = copy_buf(x, rows * ld), *x3 = copy_buf(x, rows * ld);
+        float *x = rand_buf(rows * ld, -2, 2), *xr = copy_buf(x, rows * ld),
+              *x3 = copy_buf(x, rows * ld);
         fm_k_rope_apply(x, ld, rows, heads, hd, cf, sf, pools[1]);
         fm_k_rope_apply(x3, ld, rows, heads, hd, cf, sf, pools[3]);
         fm_ref_rope_apply(xr, ld, rows, heads, hd, cr, sr);
-        CHECK_MSG(memcmp(x, xr, (size_t)(rows * ld) * 4) == 0, "rope apply hd %d differs from reference", hd);
+        CHECK_MSG(memcmp(x, xr, (size_t)(rows * ld) * 4) == 0,
+                  "rope apply hd %d differs from reference", hd);
         CHECK(memcmp(x, x3, (size_t)(rows * ld) * 4) == 0);
         free(pos), free(cf), free(sf), free(cr), free(sr), free(x), free(xr), free(x3);
     }
@@ -324,30 +346,36 @@ static void test_attention(void) {
     static const int32_t cu_a[] = {0, 5};
     static const int32_t cu_b[] = {0, 3, 10, 10, 140, 400};
     static const int32_t cu_c[] = {0, 1, 2, 3};
-    const struct { const int32_t *cu; int nseg, heads, hd; } cases[] = {
-        {cu_a, 1, 1, 8}, {cu_b, 5, 3, 16}, {cu_c, 3, 2, 4}, {cu_b, 4, 2, 80}};
+    const struct {
+        const int32_t *cu;
+        int nseg, heads, hd;
+    } cases[] = {{cu_a, 1, 1, 8}, {cu_b, 5, 3, 16}, {cu_c, 3, 2, 4}, {cu_b, 4, 2, 80}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int heads = cases[c].heads, hd = cases[c].hd, nseg = cases[c].nseg;
         int64_t n = cases[c].cu[nseg], d = (int64_t)heads * hd, ld = 3 * d, ldo = d + 3;
         int64_t max_seg = 1;
         for (int s = 0; s < nseg; s++)
-            if (cases[c].cu[s + 1] - cases[c].cu[s] > max_seg) max_seg = cases[c].cu[s + 1] - cases[c].cu[s];
+            if (cases[c].cu[s + 1] - cases[c].cu[s] > max_seg)
+                max_seg = cases[c].cu[s + 1] - cases[c].cu[s];
         float *qkv = rand_buf(n * ld, -2, 2), *ref = rand_buf(n * ldo, 7, 8), *o[4];
         float *scratch = malloc(fm_k_attention_scratch_floats(max_seg, 3) * sizeof *scratch);
         float scale = (float)pow(hd, -0.5);
-        fm_ref_attention(ref, ldo, qkv, qkv + d, qkv + 2 * d, ld, cases[c].cu, nseg, heads, hd, scale);
+        fm_ref_attention(ref, ldo, qkv, qkv + d, qkv + 2 * d, ld, cases[c].cu, nseg, heads, hd,
+                         scale);
         for (int t = 1; t <= 3; t++) {
             o[t] = copy_buf(ref, n * ldo);
             for (int64_t r = 0; r < n; r++)
-                for (int64_t i = 0; i < d; i++) o[t][r * ldo + i] = -99.0f;
-            fm_k_attention(o[t], ldo, qkv, ld, qkv + d, ld, qkv + 2 * d, ld, cases[c].cu, nseg, heads, hd, scale,
-                           scratch, pools[t]);
+                for (int64_t i = 0; i < d; i++)
+                    o[t][r * ldo + i] = -99.0f;
+            fm_k_attention(o[t], ldo, qkv, ld, qkv + d, ld, qkv + 2 * d, ld, cases[c].cu, nseg,
+                           heads, hd, scale, scratch, pools[t]);
             double e = rel_l2(o[t], ref, n * ldo);
             CHECK_MSG(e <= 1e-6, "attention case %zu threads %d: rel-L2 %.3g", c, t, e);
         }
         CHECK(memcmp(o[2], o[3], (size_t)(n * ldo) * 4) == 0);
         CHECK_MSG(rel_l2(o[1], o[2], n * ldo) <= 1e-6, "attention 1 vs 2 threads");
-        for (int t = 1; t <= 3; t++) free(o[t]);
+        for (int t = 1; t <= 3; t++)
+            free(o[t]);
         free(qkv), free(ref), free(scratch);
     }
 }
@@ -365,7 +393,8 @@ static void run_conv_case(const conv_case *cc, int idx) {
     fm_error errbuf, *err = &errbuf;
     CHECK_OK(fm_conv3d_out_dims(&cc->p, cc->in, od, err), err);
     int64_t nx = cc->batch * cc->p.in_ch * cc->in[0] * cc->in[1] * cc->in[2];
-    int64_t nw = (int64_t)cc->p.out_ch * (cc->p.in_ch / cc->p.groups) * cc->p.k[0] * cc->p.k[1] * cc->p.k[2];
+    int64_t nw =
+        (int64_t)cc->p.out_ch * (cc->p.in_ch / cc->p.groups) * cc->p.k[0] * cc->p.k[1] * cc->p.k[2];
     int64_t ny = cc->batch * cc->p.out_ch * od[0] * od[1] * od[2];
     float *x = rand_buf(nx, -1, 1), *w = rand_buf(nw, -1, 1), *b = rand_buf(cc->p.out_ch, -1, 1);
     float *r = malloc((size_t)ny * 4), *y[4];
@@ -378,7 +407,8 @@ static void run_conv_case(const conv_case *cc, int idx) {
     CHECK_MSG(e <= 2e-6, "conv3d case %d: rel-L2 %.3g vs reference", idx, e);
     CHECK_MSG(memcmp(y[1], y[2], (size_t)ny * 4) == 0 && memcmp(y[1], y[3], (size_t)ny * 4) == 0,
               "conv3d case %d differs between 1/2/3 threads", idx);
-    for (int t = 1; t <= 3; t++) free(y[t]);
+    for (int t = 1; t <= 3; t++)
+        free(y[t]);
     free(x), free(w), free(b), free(r);
 }
 
@@ -396,7 +426,8 @@ static void test_conv3d_vs_ref(void) {
         /* depthwise, large window run */
         {{6, 6, {1, 1, 40}, {1, 1, 3}, {0, 0, 5}, {1, 1, 1}, 6}, {2, 2, 70}, 2, 1},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_conv_case(&cases[i], (int)i);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_conv_case(&cases[i], (int)i);
 }
 
 static void test_conv3d_geometry_errors(void) {
@@ -444,6 +475,7 @@ int main(void) {
     RUN(test_attention);
     RUN(test_conv3d_vs_ref);
     RUN(test_conv3d_geometry_errors);
-    for (int t = 1; t <= 3; t++) fm_threadpool_free(pools[t]);
+    for (int t = 1; t <= 3; t++)
+        fm_threadpool_free(pools[t]);
     TEST_END();
 }

@@ -28,21 +28,25 @@ static void expected_names(const fm_qfix *q, char names[][96], int *n) {
 #define P(...) snprintf(names[(*n)++], 96, __VA_ARGS__)
     P("model.visual.patch_embed.proj.weight");
     for (int i = 0; i < q->depth; i++) {
-        const char *s[] = {"norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.qkv.weight",
-                           "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias", "mlp.fc1.weight",
-                           "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
-        for (int k = 0; k < 12; k++) P("model.visual.blocks.%d.%s", i, s[k]);
+        const char *s[] = {"norm1.weight",    "norm1.bias",    "norm2.weight",     "norm2.bias",
+                           "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
+                           "mlp.fc1.weight",  "mlp.fc1.bias",  "mlp.fc2.weight",   "mlp.fc2.bias"};
+        for (int k = 0; k < 12; k++)
+            P("model.visual.blocks.%d.%s", i, s[k]);
     }
     P("model.visual.merger.ln_q.weight"), P("model.visual.merger.ln_q.bias");
     P("model.visual.merger.mlp.0.weight"), P("model.visual.merger.mlp.0.bias");
     P("model.visual.merger.mlp.2.weight"), P("model.visual.merger.mlp.2.bias");
     P("model.language_model.embed_tokens.weight");
     for (int i = 0; i < q->text_layers; i++) {
-        const char *s[] = {"self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight",
-                           "self_attn.k_proj.bias", "self_attn.v_proj.weight", "self_attn.v_proj.bias",
-                           "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
-                           "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"};
-        for (int k = 0; k < 12; k++) P("model.language_model.layers.%d.%s", i, s[k]);
+        const char *s[] = {"self_attn.q_proj.weight", "self_attn.q_proj.bias",
+                           "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+                           "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+                           "self_attn.o_proj.weight", "mlp.gate_proj.weight",
+                           "mlp.up_proj.weight",      "mlp.down_proj.weight",
+                           "input_layernorm.weight",  "post_attention_layernorm.weight"};
+        for (int k = 0; k < 12; k++)
+            P("model.language_model.layers.%d.%s", i, s[k]);
     }
     P("model.language_model.norm.weight");
     P("lm_head.weight");
@@ -63,12 +67,15 @@ static void test_named_parameters_order(void) {
     int ne = 0;
     expected_names(&q, names, &ne);
     CHECK_EQ_INT(ne, n);
-    for (size_t i = 0; i < n && (int)i < ne; i++) CHECK_EQ_STR(names[i], refs[i].name);
+    for (size_t i = 0; i < n && (int)i < ne; i++)
+        CHECK_EQ_STR(names[i], refs[i].name);
     const fm_tensor *w = fm_model_param(m, "model.visual.blocks.2.attn.qkv.weight");
-    CHECK(w && w->shape.ndim == 2 && w->shape.dims[0] == 3 * q.embed_dim && w->shape.dims[1] == q.embed_dim);
+    CHECK(w && w->shape.ndim == 2 && w->shape.dims[0] == 3 * q.embed_dim &&
+          w->shape.dims[1] == q.embed_dim);
     CHECK(w && w->data == NULL); /* meta: no data */
     const fm_tensor *pw = fm_model_param(m, "model.visual.patch_embed.proj.weight");
-    CHECK(pw && pw->shape.ndim == 5 && pw->shape.dims[1] == 3 && pw->shape.dims[2] == 2 && pw->shape.dims[4] == 14);
+    CHECK(pw && pw->shape.ndim == 5 && pw->shape.dims[1] == 3 && pw->shape.dims[2] == 2 &&
+          pw->shape.dims[4] == 14);
     fm_param_refs_free(refs, n);
     fm_model_free(m);
 }
@@ -83,16 +90,25 @@ static void test_class_names(void) {
     fm_model *m = load_meta(&q, "classes");
     if (!m) return;
     const cls_case cases[] = {
-        {"", "Qwen2VLForConditionalGeneration"}, {"model", "Qwen2VLModel"},
-        {"model.visual", "Qwen2VisionTransformerPretrainedModel"}, {"model.visual.patch_embed", "PatchEmbed"},
-        {"model.visual.patch_embed.proj", "Conv3d"}, {"model.visual.rotary_pos_emb", "VisionRotaryEmbedding"},
-        {"model.visual.blocks", "ModuleList"}, {"model.visual.blocks.1", "Qwen2VLVisionBlock"},
-        {"model.visual.blocks.1.attn", "VisionAttention"}, {"model.visual.blocks.1.mlp", "VisionMlp"},
-        {"model.visual.blocks.1.mlp.act", "QuickGELUActivation"}, {"model.visual.merger", "PatchMerger"},
-        {"model.visual.merger.mlp", "Sequential"}, {"model.visual.merger.mlp.1", "GELU"},
-        {"model.language_model", "Qwen2VLTextModel"}, {"model.language_model.layers.0", "Qwen2VLDecoderLayer"},
+        {"", "Qwen2VLForConditionalGeneration"},
+        {"model", "Qwen2VLModel"},
+        {"model.visual", "Qwen2VisionTransformerPretrainedModel"},
+        {"model.visual.patch_embed", "PatchEmbed"},
+        {"model.visual.patch_embed.proj", "Conv3d"},
+        {"model.visual.rotary_pos_emb", "VisionRotaryEmbedding"},
+        {"model.visual.blocks", "ModuleList"},
+        {"model.visual.blocks.1", "Qwen2VLVisionBlock"},
+        {"model.visual.blocks.1.attn", "VisionAttention"},
+        {"model.visual.blocks.1.mlp", "VisionMlp"},
+        {"model.visual.blocks.1.mlp.act", "QuickGELUActivation"},
+        {"model.visual.merger", "PatchMerger"},
+        {"model.visual.merger.mlp", "Sequential"},
+        {"model.visual.merger.mlp.1", "GELU"},
+        {"model.language_model", "Qwen2VLTextModel"},
+        {"model.language_model.layers.0", "Qwen2VLDecoderLayer"},
         {"model.language_model.layers.0.self_attn", "Qwen2VLAttention"},
-        {"model.language_model.layers.0.mlp", "Qwen2MLP"}, {"model.language_model.norm", "Qwen2RMSNorm"},
+        {"model.language_model.layers.0.mlp", "Qwen2MLP"},
+        {"model.language_model.norm", "Qwen2RMSNorm"},
         {"lm_head", "Linear"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -146,7 +162,8 @@ static void test_config_refusals(void) {
         const char *at = strstr(good, cases[i].find);
         CHECK_MSG(at != NULL, "fixture contains %s", cases[i].find);
         if (!at) continue;
-        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - good), good, cases[i].replace, at + strlen(cases[i].find));
+        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - good), good, cases[i].replace,
+                 at + strlen(cases[i].find));
         snprintf(path, sizeof path, "%s/config.json", dir);
         FILE *f = fopen(path, "w");
         fputs(text, f);

@@ -10,10 +10,12 @@
 #include "support/check.h"
 #include "support/eng_fixtures.h"
 
-static int quick(void) { return getenv("FM_TEST_QUICK") != NULL; }
+static int quick(void) {
+    return getenv("FM_TEST_QUICK") != NULL;
+}
 
-static const fm_dtype kDtypes[] = {FM_DTYPE_U8, FM_DTYPE_BOOL, FM_DTYPE_I16, FM_DTYPE_BF16,
-                                   FM_DTYPE_F32, FM_DTYPE_F64, FM_DTYPE_I64};
+static const fm_dtype kDtypes[] = {FM_DTYPE_U8,  FM_DTYPE_BOOL, FM_DTYPE_I16, FM_DTYPE_BF16,
+                                   FM_DTYPE_F32, FM_DTYPE_F64,  FM_DTYPE_I64};
 
 /* ---- naive references (element by element, byte moves) ------------------------------------- */
 static void coords_of(const fm_shape *s, uint64_t flat, int64_t *c) {
@@ -24,16 +26,20 @@ static void coords_of(const fm_shape *s, uint64_t flat, int64_t *c) {
 }
 static uint64_t flat_of(const fm_shape *s, const int64_t *c) {
     uint64_t f = 0;
-    for (int i = 0; i < s->ndim; i++) f = f * (uint64_t)s->dims[i] + (uint64_t)c[i];
+    for (int i = 0; i < s->ndim; i++)
+        f = f * (uint64_t)s->dims[i] + (uint64_t)c[i];
     return f;
 }
-static size_t esz(const fm_tensor *t) { return fm_dtype_bits(t->dtype) / 8; }
+static size_t esz(const fm_tensor *t) {
+    return fm_dtype_bits(t->dtype) / 8;
+}
 
 /* Output of a concatenation along d, computed element by element. */
 static fm_tensor ref_concat(const fm_tensor *xs, size_t n, int d) {
     fm_shape s = xs[0].shape;
     s.dims[d] = 0;
-    for (size_t i = 0; i < n; i++) s.dims[d] += xs[i].shape.dims[d];
+    for (size_t i = 0; i < n; i++)
+        s.dims[d] += xs[i].shape.dims[d];
     fm_tensor o;
     fm_tensor_alloc(&o, xs[0].dtype, &s, NULL);
     size_t es = esz(&o);
@@ -41,15 +47,18 @@ static fm_tensor ref_concat(const fm_tensor *xs, size_t n, int d) {
         int64_t c[FM_MAX_DIMS];
         coords_of(&s, f, c);
         size_t k = 0;
-        while (c[d] >= xs[k].shape.dims[d]) c[d] -= xs[k++].shape.dims[d];
-        memcpy((uint8_t *)o.data + f * es, (uint8_t *)xs[k].data + flat_of(&xs[k].shape, c) * es, es);
+        while (c[d] >= xs[k].shape.dims[d])
+            c[d] -= xs[k++].shape.dims[d];
+        memcpy((uint8_t *)o.data + f * es, (uint8_t *)xs[k].data + flat_of(&xs[k].shape, c) * es,
+               es);
     }
     return o;
 }
 
 static fm_tensor ref_stack(const fm_tensor *xs, size_t n, int d) {
     fm_shape s = xs[0].shape;
-    for (int i = s.ndim; i > d; i--) s.dims[i] = s.dims[i - 1];
+    for (int i = s.ndim; i > d; i--)
+        s.dims[i] = s.dims[i - 1];
     s.dims[d] = (int64_t)n;
     s.ndim++;
     fm_tensor o;
@@ -60,7 +69,8 @@ static fm_tensor ref_stack(const fm_tensor *xs, size_t n, int d) {
         coords_of(&s, f, c);
         for (int i = 0, j = 0; i < s.ndim; i++)
             if (i != d) ic[j++] = c[i];
-        memcpy((uint8_t *)o.data + f * es, (uint8_t *)xs[c[d]].data + flat_of(&xs[0].shape, ic) * es, es);
+        memcpy((uint8_t *)o.data + f * es,
+               (uint8_t *)xs[c[d]].data + flat_of(&xs[0].shape, ic) * es, es);
     }
     return o;
 }
@@ -99,15 +109,18 @@ static fm_tensor ref_slice(const fm_tensor *x, int d, int64_t start, int64_t len
 
 static fm_tensor rand_tensor(uint64_t *st, fm_dtype dt, int rank, int64_t lo, int64_t hi) {
     int64_t dims[FM_MAX_DIMS];
-    for (int i = 0; i < rank; i++) dims[i] = eng_rand_range(st, lo, hi);
+    for (int i = 0; i < rank; i++)
+        dims[i] = eng_rand_range(st, lo, hi);
     return eng_tensor(dt, rank, dims, st);
 }
 
 static void free_all(fm_tensor *v, size_t n) {
-    for (size_t i = 0; i < n; i++) fm_tensor_free(&v[i]);
+    for (size_t i = 0; i < n; i++)
+        fm_tensor_free(&v[i]);
 }
 
-/* ---- Conv3d <-> Linear -------------------------------------------------------------------------- */
+/* ---- Conv3d <-> Linear --------------------------------------------------------------------------
+ */
 static void test_conv3d_linear_roundtrip(void) {
     uint64_t st = 11;
     int64_t d5[5] = {2, 3, 2, 2, 2};
@@ -141,7 +154,8 @@ static void test_conv3d_linear_roundtrip(void) {
 static void test_conv3d_linear_errors(void) {
     uint64_t st = 12;
     int64_t d3[3] = {2, 3, 4}, d2[2] = {2, 25}, k[3] = {2, 2, 2};
-    fm_tensor x3 = eng_tensor(FM_DTYPE_BF16, 3, d3, &st), x2 = eng_tensor(FM_DTYPE_BF16, 2, d2, &st), o;
+    fm_tensor x3 = eng_tensor(FM_DTYPE_BF16, 3, d3, &st),
+              x2 = eng_tensor(FM_DTYPE_BF16, 2, d2, &st), o;
     fm_error e;
     CHECK_STATUS(FM_ERR_SHAPE, fm_op_conv3d_to_linear(&x3, &o, &e), &e);
     CHECK_CONTAINS(e.msg, "Conv3dToLinear expects a 5D or 2D tensor, got 3D");
@@ -163,7 +177,8 @@ static void test_zero_copy_mapping_lifetime(void) {
     fm_tensor v, lin;
     fm_shape s = eng_shape(5, d5);
     fm_error e;
-    CHECK_OK(fm_tensor_view(&v, map, (uint8_t *)fm_storage_data(map) + 16, FM_DTYPE_BF16, &s, &e), &e);
+    CHECK_OK(fm_tensor_view(&v, map, (uint8_t *)fm_storage_data(map) + 16, FM_DTYPE_BF16, &s, &e),
+             &e);
     fm_storage_release(map);
     CHECK_OK(fm_op_conv3d_to_linear(&v, &lin, &e), &e);
     CHECK(fm_tensor_is_mapped(&lin) && lin.storage == v.storage && lin.data == v.data);
@@ -173,7 +188,8 @@ static void test_zero_copy_mapping_lifetime(void) {
     CHECK_EQ_INT(1, eng_unmaps);
 }
 
-/* ---- chunk ---------------------------------------------------------------------------------------- */
+/* ---- chunk
+ * ---------------------------------------------------------------------------------------- */
 static void test_chunk_semantics(void) {
     uint64_t st = 14;
     int64_t d[2] = {5, 4};
@@ -220,7 +236,8 @@ static void test_chunk_semantics(void) {
     fm_tensor_free(&z);
 }
 
-/* ---- property tests ------------------------------------------------------------------------------- */
+/* ---- property tests
+ * ------------------------------------------------------------------------------- */
 static void prop_chunk_concat(uint64_t *st, fm_dtype dt) {
     int rank = (int)eng_rand_range(st, 1, 4), d = (int)eng_rand_range(st, 0, rank - 1);
     fm_tensor x = rand_tensor(st, dt, rank, 1, 5), p[8], j;
@@ -247,7 +264,8 @@ static void prop_concat_chunk(uint64_t *st, fm_dtype dt) {
     int rank = (int)eng_rand_range(st, 1, 4), d = (int)eng_rand_range(st, 0, rank - 1);
     size_t n = (size_t)eng_rand_range(st, 1, 5);
     int64_t dims[FM_MAX_DIMS];
-    for (int i = 0; i < rank; i++) dims[i] = eng_rand_range(st, 1, 4);
+    for (int i = 0; i < rank; i++)
+        dims[i] = eng_rand_range(st, 1, 4);
     fm_tensor xs[5], c, back[5];
     for (size_t i = 0; i < n; i++) {
         if (i && eng_rand(st) % 2 == 0) dims[d] = eng_rand_range(st, 1, 4); /* unequal along d */
@@ -259,12 +277,14 @@ static void prop_concat_chunk(uint64_t *st, fm_dtype dt) {
     CHECK(eng_same_bytes(&c, &r));
     fm_tensor_free(&r);
     bool equal = true;
-    for (size_t i = 1; i < n; i++) equal = equal && xs[i].shape.dims[d] == xs[0].shape.dims[d];
+    for (size_t i = 1; i < n; i++)
+        equal = equal && xs[i].shape.dims[d] == xs[0].shape.dims[d];
     if (equal) { /* the reverse (Chunk) is exact when the pieces were equal */
         size_t m = 0;
         CHECK_OK(fm_op_chunk(&c, d, n, back, &m, &e), &e);
         CHECK_EQ_INT(n, m);
-        for (size_t i = 0; i < m && i < n; i++) CHECK(eng_same_bytes(&back[i], &xs[i]));
+        for (size_t i = 0; i < m && i < n; i++)
+            CHECK(eng_same_bytes(&back[i], &xs[i]));
         free_all(back, m);
     }
     fm_tensor_free(&c);
@@ -275,16 +295,19 @@ static void prop_stack_unstack(uint64_t *st, fm_dtype dt) {
     int rank = (int)eng_rand_range(st, 0, 3), d = (int)eng_rand_range(st, 0, rank);
     size_t n = (size_t)eng_rand_range(st, 1, 5);
     int64_t dims[FM_MAX_DIMS];
-    for (int i = 0; i < rank; i++) dims[i] = eng_rand_range(st, 1, 4);
+    for (int i = 0; i < rank; i++)
+        dims[i] = eng_rand_range(st, 1, 4);
     fm_tensor xs[5], s, parts[5], again;
-    for (size_t i = 0; i < n; i++) xs[i] = eng_tensor(dt, rank, dims, st);
+    for (size_t i = 0; i < n; i++)
+        xs[i] = eng_tensor(dt, rank, dims, st);
     fm_error e;
     CHECK_OK(fm_op_stack(xs, n, d, FM_DTYPE_INVALID, &s, &e), &e);
     fm_tensor r = ref_stack(xs, n, d);
     CHECK(eng_same_bytes(&s, &r));
     fm_tensor_free(&r);
     CHECK_OK(fm_op_unstack(&s, d, parts, &e), &e); /* Split(Merge(x)) == x */
-    for (size_t i = 0; i < n; i++) CHECK(eng_same_bytes(&parts[i], &xs[i]));
+    for (size_t i = 0; i < n; i++)
+        CHECK(eng_same_bytes(&parts[i], &xs[i]));
     CHECK_OK(fm_op_stack(parts, n, d, FM_DTYPE_INVALID, &again, &e), &e); /* Merge(Split(y)) == y */
     CHECK(eng_same_bytes(&again, &s));
     fm_tensor_free(&again);
@@ -317,7 +340,8 @@ static void prop_apply_reverse(uint64_t *st, fm_dtype dt) {
     int rank = (int)eng_rand_range(st, 2, 4), d = (int)eng_rand_range(st, 0, rank - 1);
     fm_op_desc op = {k, d, (int)eng_rand_range(st, 0, rank - 1), 2, {1, 2, 2}}, rop;
     int64_t dims[FM_MAX_DIMS];
-    for (int i = 0; i < rank; i++) dims[i] = eng_rand_range(st, 1, 4);
+    for (int i = 0; i < rank; i++)
+        dims[i] = eng_rand_range(st, 1, 4);
     fm_tensor in[4];
     size_t n_in = 1, n_t = 1;
     if (k == FM_OP_CONV3D_TO_LINEAR) {
@@ -328,9 +352,11 @@ static void prop_apply_reverse(uint64_t *st, fm_dtype dt) {
         in[0] = eng_tensor(dt, 2, c2, st);
     } else if (k == FM_OP_CONCATENATE || k == FM_OP_MERGE_MODULELIST) {
         n_in = (size_t)eng_rand_range(st, 2, 4);
-        for (size_t i = 0; i < n_in; i++) in[i] = eng_tensor(dt, rank, dims, st);
+        for (size_t i = 0; i < n_in; i++)
+            in[i] = eng_tensor(dt, rank, dims, st);
     } else {
-        if (k == FM_OP_CHUNK) dims[d] = (int64_t)(n_t = (size_t)eng_rand_range(st, 2, 3)) * eng_rand_range(st, 1, 3);
+        if (k == FM_OP_CHUNK)
+            dims[d] = (int64_t)(n_t = (size_t)eng_rand_range(st, 2, 3)) * eng_rand_range(st, 1, 3);
         in[0] = eng_tensor(dt, rank, dims, st);
     }
     size_t rev_targets = k == FM_OP_CONCATENATE ? n_in : 1;
@@ -341,7 +367,8 @@ static void prop_apply_reverse(uint64_t *st, fm_dtype dt) {
     CHECK_OK(fm_op_apply(&op, in, n_in, n_t, FM_DTYPE_INVALID, &a, &na, &e), &e);
     if (a) CHECK_OK(fm_op_apply(&rop, a, na, rev_targets, FM_DTYPE_INVALID, &b, &nb, &e), &e);
     size_t expect_n = k == FM_OP_SPLIT_MODULELIST ? 1 : n_in;
-    CHECK_MSG(nb == expect_n, "%s: %zu outputs after the reverse, want %zu", fm_op_name(k), nb, expect_n);
+    CHECK_MSG(nb == expect_n, "%s: %zu outputs after the reverse, want %zu", fm_op_name(k), nb,
+              expect_n);
     for (size_t i = 0; i < nb && i < expect_n; i++)
         CHECK_MSG(eng_same_bytes(&b[i], &in[i]), "%s then %s changed tensor %zu", fm_op_name(k),
                   fm_op_name(rop.kind), i);
@@ -363,7 +390,8 @@ static void test_properties_random(void) {
     }
 }
 
-/* ---- allocation counts ---------------------------------------------------------------------------- */
+/* ---- allocation counts
+ * ---------------------------------------------------------------------------- */
 static uint64_t allocs_of_one_tensor(void) {
     int64_t d[1] = {8};
     fm_shape s = eng_shape(1, d);
@@ -380,7 +408,8 @@ static void test_join_allocates_once(void) {
     uint64_t st = 15, one = allocs_of_one_tensor();
     int64_t d[3] = {4, 3, 5};
     fm_tensor xs[6], o;
-    for (int i = 0; i < 6; i++) xs[i] = eng_tensor(i % 2 ? FM_DTYPE_BF16 : FM_DTYPE_F32, 3, d, &st);
+    for (int i = 0; i < 6; i++)
+        xs[i] = eng_tensor(i % 2 ? FM_DTYPE_BF16 : FM_DTYPE_F32, 3, d, &st);
     fm_tensor bf[3] = {xs[1], xs[3], xs[5]};
     fm_error e;
     CHECK(one >= 1);
@@ -406,7 +435,8 @@ static void test_join_allocates_once(void) {
     fm_fault_set(FM_FAULT_ALLOC, 0);
     fm_tensor s1, s3, c1[2], r;
     fm_tensor conv[3];
-    for (int i = 0; i < 3; i++) fm_tensor_cast(&conv[i], &bf[i], FM_DTYPE_F32, NULL);
+    for (int i = 0; i < 3; i++)
+        fm_tensor_cast(&conv[i], &bf[i], FM_DTYPE_F32, NULL);
     fm_op_stack(w1, 3, 0, FM_DTYPE_INVALID, &s1, NULL);
     fm_op_stack(conv, 3, 0, FM_DTYPE_INVALID, &s3, NULL);
     c1[0] = s1;
@@ -425,10 +455,12 @@ static void test_join_allocates_once(void) {
 static void test_cast_while_joining(void) {
     uint64_t st = 16;
     int64_t d[2] = {3, 7};
-    fm_tensor xs[2] = {eng_tensor(FM_DTYPE_BF16, 2, d, &st), eng_tensor(FM_DTYPE_BF16, 2, d, &st)}, o;
+    fm_tensor xs[2] = {eng_tensor(FM_DTYPE_BF16, 2, d, &st), eng_tensor(FM_DTYPE_BF16, 2, d, &st)},
+              o;
     for (int i = 0; i < 2; i++) { /* finite values only: clear the top exponent bit */
         uint16_t *p = xs[i].data;
-        for (int j = 0; j < 21; j++) p[j] &= 0xBFFF;
+        for (int j = 0; j < 21; j++)
+            p[j] &= 0xBFFF;
     }
     fm_error e;
     CHECK_OK(fm_op_concatenate(xs, 2, 0, FM_DTYPE_F32, &o, &e), &e);
@@ -444,7 +476,8 @@ static void test_cast_while_joining(void) {
     fm_tensor_free(&o);
     /* integers are never cast */
     int64_t di[1] = {4};
-    fm_tensor ints[2] = {eng_tensor(FM_DTYPE_I32, 1, di, &st), eng_tensor(FM_DTYPE_I32, 1, di, &st)};
+    fm_tensor ints[2] = {eng_tensor(FM_DTYPE_I32, 1, di, &st),
+                         eng_tensor(FM_DTYPE_I32, 1, di, &st)};
     CHECK_OK(fm_op_concatenate(ints, 2, 0, FM_DTYPE_F32, &o, &e), &e);
     CHECK_EQ_INT(FM_DTYPE_I32, o.dtype);
     fm_tensor_free(&o);
@@ -520,9 +553,12 @@ static void test_meta_tensors(void) {
 
 static void test_reverse_table_and_bad_ops(void) {
     static const fm_op_kind rev[FM_OP_KIND_COUNT][2] = {
-        {FM_OP_CONV3D_TO_LINEAR, FM_OP_LINEAR_TO_CONV3D}, {FM_OP_LINEAR_TO_CONV3D, FM_OP_CONV3D_TO_LINEAR},
-        {FM_OP_CONCATENATE, FM_OP_CHUNK},                 {FM_OP_CHUNK, FM_OP_CONCATENATE},
-        {FM_OP_MERGE_MODULELIST, FM_OP_SPLIT_MODULELIST}, {FM_OP_SPLIT_MODULELIST, FM_OP_MERGE_MODULELIST},
+        {FM_OP_CONV3D_TO_LINEAR, FM_OP_LINEAR_TO_CONV3D},
+        {FM_OP_LINEAR_TO_CONV3D, FM_OP_CONV3D_TO_LINEAR},
+        {FM_OP_CONCATENATE, FM_OP_CHUNK},
+        {FM_OP_CHUNK, FM_OP_CONCATENATE},
+        {FM_OP_MERGE_MODULELIST, FM_OP_SPLIT_MODULELIST},
+        {FM_OP_SPLIT_MODULELIST, FM_OP_MERGE_MODULELIST},
         {FM_OP_TRANSPOSE, FM_OP_TRANSPOSE}};
     fm_error e;
     for (int i = 0; i < FM_OP_KIND_COUNT; i++) {
@@ -534,7 +570,8 @@ static void test_reverse_table_and_bad_ops(void) {
         if (op.kind == FM_OP_TRANSPOSE) CHECK(r.dim == 2 && r.dim1 == 1);
     }
     CHECK_EQ_STR("MergeModulelist", fm_op_name(FM_OP_MERGE_MODULELIST));
-    fm_op_desc bad = {(fm_op_kind)99, 0, 0, 0, {0, 0, 0}}, conv0 = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 0, {2, 2, 2}},
+    fm_op_desc bad = {(fm_op_kind)99, 0, 0, 0, {0, 0, 0}},
+               conv0 = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 0, {2, 2, 2}},
                dim9 = {FM_OP_CHUNK, 9, 0, 0, {0, 0, 0}}, out;
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_op_reverse(&bad, &out, &e), &e);
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_op_reverse(&conv0, &out, &e), &e);
@@ -557,7 +594,8 @@ static void test_subbyte_refused(void) {
 static void test_keyed_moe_chain(void) {
     uint64_t st = 19;
     int64_t d[2] = {3, 4};
-    char *src[2] = {"experts.*.w1.weight", "experts.*.w3.weight"}, *tgt[1] = {"experts.gate_up_proj"};
+    char *src[2] = {"experts.*.w1.weight", "experts.*.w3.weight"},
+         *tgt[1] = {"experts.gate_up_proj"};
     fm_opv_map m = {0};
     fm_tensor keep[6];
     fm_error e;
@@ -566,13 +604,15 @@ static void test_keyed_moe_chain(void) {
         fm_tensor_ref(&keep[i], &t);
         CHECK_OK(fm_opv_map_push(&m, src[i % 2], &t, &e), &e);
     }
-    fm_op_desc merge = {FM_OP_MERGE_MODULELIST, 0, 0, 0, {0, 0, 0}}, cat = {FM_OP_CONCATENATE, 1, 0, 0, {0, 0, 0}};
+    fm_op_desc merge = {FM_OP_MERGE_MODULELIST, 0, 0, 0, {0, 0, 0}},
+               cat = {FM_OP_CONCATENATE, 1, 0, 0, {0, 0, 0}};
     CHECK_OK(fm_opchain_step(&merge, &m, src, 2, tgt, 1, FM_DTYPE_INVALID, &e), &e);
     CHECK_EQ_INT(2, m.n);
     for (size_t i = 0; i < m.n; i++) { /* lazy: the parts are the inputs themselves */
         CHECK_EQ_INT(FM_OPV_STACK, m.v[i].kind);
         CHECK_EQ_STR(src[i], m.v[i].key);
-        for (size_t j = 0; j < m.v[i].n; j++) CHECK(m.v[i].t[j].data == keep[2 * j + i].data);
+        for (size_t j = 0; j < m.v[i].n; j++)
+            CHECK(m.v[i].t[j].data == keep[2 * j + i].data);
     }
     CHECK_OK(fm_opchain_step(&cat, &m, src, 2, tgt, 1, FM_DTYPE_INVALID, &e), &e);
     CHECK_OK(fm_opchain_finish(&m, FM_DTYPE_INVALID, &e), &e);
@@ -592,7 +632,8 @@ static void test_keyed_moe_chain(void) {
     CHECK_OK(fm_opv_map_push(&m, "qkv", &t, &e), &e);
     fm_op_desc chunk = {FM_OP_CHUNK, 0, 0, 0, {0, 0, 0}};
     char *one[1] = {"qkv"}, *q[1] = {"q"};
-    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_opchain_step(&chunk, &m, one, 1, q, 1, FM_DTYPE_INVALID, &e), &e);
+    CHECK_STATUS(FM_ERR_INVALID_ARG,
+                 fm_opchain_step(&chunk, &m, one, 1, q, 1, FM_DTYPE_INVALID, &e), &e);
     CHECK_CONTAINS(e.msg, "Undefined Operation");
     CHECK_EQ_INT(0, m.n);
     fm_opv_map_clear(&m);

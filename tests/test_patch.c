@@ -126,7 +126,8 @@ static void test_snapshot_scoping(void) {
     fm_patch_map_free(m);
 }
 
-/* ---- concurrency ------------------------------------------------------------------------------- */
+/* ---- concurrency -------------------------------------------------------------------------------
+ */
 typedef struct worker {
     int id, iters, errors;
 } worker;
@@ -146,7 +147,8 @@ static void *worker_main(void *arg) {
         snprintf(name, sizeof name, "T%dSomePattern", w->id);
         if (fm_patch_resolve(name) != CLS(8 + w->id)) w->errors++;
         fm_patch_map *s = NULL;
-        if (fm_patch_snapshot(&s, &e) != FM_OK || fm_patch_map_resolve(s, "SharedBlock") != CLS(15)) w->errors++;
+        if (fm_patch_snapshot(&s, &e) != FM_OK || fm_patch_map_resolve(s, "SharedBlock") != CLS(15))
+            w->errors++;
         fm_patch_map_free(s);
         if (fm_patch_unregister(key, &e) != FM_OK) w->errors++;
         if (i % 2 && fm_patch_unregister(pat, &e) != FM_OK) w->errors++;
@@ -165,8 +167,10 @@ static void test_concurrent_threads(void) {
         w[i] = (worker){i + 1, iters, 0};
         CHECK(pthread_create(&th[i], NULL, worker_main, &w[i]) == 0);
     }
-    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
-    for (int i = 0; i < 4; i++) CHECK_EQ_INT(0, w[i].errors);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_INT(0, w[i].errors);
     char **keys = NULL;
     size_t n = 0;
     CHECK_OK(fm_patch_list(&keys, &n, &e), &e);
@@ -189,7 +193,8 @@ static void test_alloc_failures(void) {
         done = fm_fault_count(FM_FAULT_ALLOC) < k;
         fm_fault_set(FM_FAULT_ALLOC, 0);
         if (!done) {
-            CHECK_MSG(st == FM_ERR_NOMEM, "allocation %llu: %s", (unsigned long long)k, fm_status_name(st));
+            CHECK_MSG(st == FM_ERR_NOMEM, "allocation %llu: %s", (unsigned long long)k,
+                      fm_status_name(st));
             failures++;
         } else {
             CHECK_OK(st, &e);

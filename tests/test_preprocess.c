@@ -22,17 +22,20 @@ typedef struct sr_case {
 static void test_smart_resize_vectors(void) {
     const int64_t hub = 12845056, cls = 1003520;
     static sr_case v[] = {
-        {480, 640, 3136, 0, 476, 644},   {1080, 1920, 3136, 0, 1092, 1932},
+        {480, 640, 3136, 0, 476, 644},    {1080, 1920, 3136, 0, 1092, 1932},
         {1080, 1920, 3136, 1, 728, 1316}, {3000, 4000, 3136, 1, 840, 1148},
-        {42, 70, 3136, 0, 56, 56},       {20, 20, 3136, 0, 56, 56},
+        {42, 70, 3136, 0, 56, 56},        {20, 20, 3136, 0, 56, 56},
     };
-    static const int64_t grids[][3] = {{34, 46, 391}, {78, 138, 2691}, {52, 94, 1222},
-                                       {60, 82, 1230}, {4, 4, 4}, {4, 4, 4}};
+    static const int64_t grids[][3] = {{34, 46, 391},  {78, 138, 2691}, {52, 94, 1222},
+                                       {60, 82, 1230}, {4, 4, 4},       {4, 4, 4}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         int64_t oh = -1, ow = -1;
-        CHECK_OK(fm_smart_resize(v[i].h, v[i].w, 28, v[i].min_px, v[i].max_px ? cls : hub, &oh, &ow, err), err);
-        CHECK_MSG(oh == v[i].eh && ow == v[i].ew, "%lldx%lld -> %lldx%lld, expected %lldx%lld", (long long)v[i].h,
-                  (long long)v[i].w, (long long)oh, (long long)ow, (long long)v[i].eh, (long long)v[i].ew);
+        CHECK_OK(fm_smart_resize(v[i].h, v[i].w, 28, v[i].min_px, v[i].max_px ? cls : hub, &oh, &ow,
+                                 err),
+                 err);
+        CHECK_MSG(oh == v[i].eh && ow == v[i].ew, "%lldx%lld -> %lldx%lld, expected %lldx%lld",
+                  (long long)v[i].h, (long long)v[i].w, (long long)oh, (long long)ow,
+                  (long long)v[i].eh, (long long)v[i].ew);
         CHECK_EQ_INT(grids[i][0], oh / 14);
         CHECK_EQ_INT(grids[i][1], ow / 14);
         CHECK_EQ_INT(grids[i][2], (oh / 14) * (ow / 14) / 4);
@@ -48,15 +51,16 @@ static void test_smart_resize_rounding_and_branches(void) {
         {14, 14, 784, 10000000, 28, 28},     /* 0.5 -> 0, then the grow branch */
         {28, 5000, 784, 7840, 28, 1176},     /* shrink branch, clamped to factor */
         {5000, 28, 784, 7840, 1176, 28},
-        {1, 200, 3136, 1003520, 28, 812},    /* ratio exactly 200 is allowed */
+        {1, 200, 3136, 1003520, 28, 812}, /* ratio exactly 200 is allowed */
         {333, 777, 3136, 1003520, 336, 784},
         {2, 399, 3136, 1003520, 28, 812},
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         int64_t oh = -1, ow = -1;
         CHECK_OK(fm_smart_resize(v[i].h, v[i].w, 28, v[i].min_px, v[i].max_px, &oh, &ow, err), err);
-        CHECK_MSG(oh == v[i].eh && ow == v[i].ew, "%lldx%lld -> %lldx%lld, expected %lldx%lld", (long long)v[i].h,
-                  (long long)v[i].w, (long long)oh, (long long)ow, (long long)v[i].eh, (long long)v[i].ew);
+        CHECK_MSG(oh == v[i].eh && ow == v[i].ew, "%lldx%lld -> %lldx%lld, expected %lldx%lld",
+                  (long long)v[i].h, (long long)v[i].w, (long long)oh, (long long)ow,
+                  (long long)v[i].eh, (long long)v[i].ew);
     }
     int64_t oh = 7, ow = 7;
     CHECK_STATUS(FM_ERR_IMAGE, fm_smart_resize(1, 201, 28, 3136, 1003520, &oh, &ow, err), err);
@@ -78,24 +82,33 @@ static fm_status parse(const char *json, fm_qwen2vl_preproc_params *p) {
 static void test_params_defaults_and_hub(void) {
     fm_qwen2vl_preproc_params p;
     fm_qwen2vl_preproc_params_init(&p);
-    CHECK(p.min_pixels == 3136 && p.max_pixels == 1003520 && p.patch_size == 14 && p.merge_size == 2 &&
-          p.temporal_patch_size == 2 && p.resample == 3 && p.do_resize && p.do_rescale && p.do_normalize);
-    CHECK(p.rescale_factor == 1.0 / 255.0 && p.image_mean[0] == 0.48145466 && p.image_std[2] == 0.27577711);
+    CHECK(p.min_pixels == 3136 && p.max_pixels == 1003520 && p.patch_size == 14 &&
+          p.merge_size == 2 && p.temporal_patch_size == 2 && p.resample == 3 && p.do_resize &&
+          p.do_rescale && p.do_normalize);
+    CHECK(p.rescale_factor == 1.0 / 255.0 && p.image_mean[0] == 0.48145466 &&
+          p.image_std[2] == 0.27577711);
     CHECK_OK(fm_qwen2vl_preproc_params_validate(&p, err), err);
     const char *hub = "{\"min_pixels\": 3136, \"max_pixels\": 12845056, \"patch_size\": 14,\n"
                       " \"temporal_patch_size\": 2, \"merge_size\": 2,\n"
                       " \"image_mean\": [0.48145466, 0.4578275, 0.40821073],\n"
                       " \"image_std\": [0.26862954, 0.26130258, 0.27577711],\n"
-                      " \"image_processor_type\": \"Qwen2VLImageProcessor\", \"processor_class\": \"Qwen2VLProcessor\"}";
+                      " \"image_processor_type\": \"Qwen2VLImageProcessor\", \"processor_class\": "
+                      "\"Qwen2VLProcessor\"}";
     CHECK_OK(parse(hub, &p), err);
     CHECK_EQ_INT(12845056, p.max_pixels);
     CHECK_EQ_INT(3136, p.min_pixels);
-    CHECK_OK(parse("{\"size\": {\"shortest_edge\": 100, \"longest_edge\": 2000}, \"image_mean\": 0.5,"
-                   " \"rescale_factor\": 0.5, \"do_normalize\": false, \"patch_size\": 7}", &p), err);
-    CHECK(p.min_pixels == 100 && p.max_pixels == 2000 && p.image_mean[1] == 0.5 && p.rescale_factor == 0.5 &&
-          !p.do_normalize && p.patch_size == 7);
+    CHECK_OK(
+        parse("{\"size\": {\"shortest_edge\": 100, \"longest_edge\": 2000}, \"image_mean\": 0.5,"
+              " \"rescale_factor\": 0.5, \"do_normalize\": false, \"patch_size\": 7}",
+              &p),
+        err);
+    CHECK(p.min_pixels == 100 && p.max_pixels == 2000 && p.image_mean[1] == 0.5 &&
+          p.rescale_factor == 0.5 && !p.do_normalize && p.patch_size == 7);
     /* min_pixels / max_pixels win over size */
-    CHECK_OK(parse("{\"size\": {\"shortest_edge\": 100, \"longest_edge\": 2000}, \"max_pixels\": 9000}", &p), err);
+    CHECK_OK(
+        parse("{\"size\": {\"shortest_edge\": 100, \"longest_edge\": 2000}, \"max_pixels\": 9000}",
+              &p),
+        err);
     CHECK(p.min_pixels == 100 && p.max_pixels == 9000);
     CHECK_OK(parse("{\"size\": {\"height\": 5}, \"min_pixels\": 10, \"max_pixels\": 90}", &p), err);
     CHECK(p.min_pixels == 10 && p.max_pixels == 90);
@@ -144,7 +157,8 @@ static void test_params_load_dir(void) {
     CHECK(imgfx_write_file(path, "{\"max_pixels\": }", 16) == 0);
     CHECK_STATUS(FM_ERR_JSON, fm_qwen2vl_preproc_params_load(dir, &p, &found, err), err);
     CHECK_CONTAINS(err->msg, "preprocessor_config.json:1:");
-    CHECK_STATUS(FM_ERR_IO, fm_qwen2vl_preproc_params_load_file("/nonexistent/pp.json", &p, err), err);
+    CHECK_STATUS(FM_ERR_IO, fm_qwen2vl_preproc_params_load_file("/nonexistent/pp.json", &p, err),
+                 err);
     free(path);
     imgfx_rmtree(dir);
 }
@@ -168,13 +182,16 @@ static float *frames_of(const fm_image *img, const fm_qwen2vl_preproc_params *p)
         for (int c = 0; c < 3; c++)
             for (size_t y = 0; y < H; y++)
                 for (size_t x = 0; x < W; x++)
-                    f[((t * 3 + c) * H + y) * W + x] = norm_formula(p, c, img->data[(y * W + x) * 3 + c]);
+                    f[((t * 3 + c) * H + y) * W + x] =
+                        norm_formula(p, c, img->data[(y * W + x) * 3 + c]);
     return f;
 }
 
 /* The spec 3.7 loop nest verbatim: rows block-major, columns [C][T][P][P]. */
-static void naive_flatten(const float *fr, int64_t H, int64_t W, const fm_qwen2vl_preproc_params *p, float *pv) {
-    const int64_t P = p->patch_size, m = p->merge_size, T = p->temporal_patch_size, K = 3 * T * P * P;
+static void naive_flatten(const float *fr, int64_t H, int64_t W, const fm_qwen2vl_preproc_params *p,
+                          float *pv) {
+    const int64_t P = p->patch_size, m = p->merge_size, T = p->temporal_patch_size,
+                  K = 3 * T * P * P;
     int64_t gt = 1, gh = H / P, gw = W / P;
     for (int64_t t = 0; t < gt; t++)
         for (int64_t bh = 0; bh < gh / m; bh++)
@@ -187,30 +204,37 @@ static void naive_flatten(const float *fr, int64_t H, int64_t W, const fm_qwen2v
                                 for (int64_t py = 0; py < P; py++)
                                     for (int64_t px = 0; px < P; px++) {
                                         int64_t k = ((c * T + tt) * P + py) * P + px;
-                                        pv[r * K + k] = fr[(((t * T + tt) * 3 + c) * H + (bh * m + ih) * P + py) * W +
+                                        pv[r * K + k] = fr[(((t * T + tt) * 3 + c) * H +
+                                                            (bh * m + ih) * P + py) *
+                                                               W +
                                                            (bw * m + iw) * P + px];
                                     }
                     }
 }
 
 /* Inverse of the flattening: writes every element back and counts visits per element. */
-static int unflatten_matches(const float *pv, const float *fr, int64_t H, int64_t W, const fm_qwen2vl_preproc_params *p) {
-    const int64_t P = p->patch_size, m = p->merge_size, T = p->temporal_patch_size, K = 3 * T * P * P;
+static int unflatten_matches(const float *pv, const float *fr, int64_t H, int64_t W,
+                             const fm_qwen2vl_preproc_params *p) {
+    const int64_t P = p->patch_size, m = p->merge_size, T = p->temporal_patch_size,
+                  K = 3 * T * P * P;
     const int64_t gw = W / P, n = (H / P) * gw;
     size_t total = (size_t)(T * 3 * H * W);
     float *back = calloc(total, sizeof(float));
     unsigned char *seen = calloc(total, 1);
     for (int64_t r = 0; r < n; r++) {
-        int64_t iw = r % m, ih = (r / m) % m, blk = r / (m * m), bw = blk % (gw / m), bh = blk / (gw / m);
+        int64_t iw = r % m, ih = (r / m) % m, blk = r / (m * m), bw = blk % (gw / m),
+                bh = blk / (gw / m);
         for (int64_t k = 0; k < K; k++) {
             int64_t px = k % P, py = (k / P) % P, tt = (k / (P * P)) % T, c = k / (P * P * T);
-            size_t idx = (size_t)(((tt * 3 + c) * H + (bh * m + ih) * P + py) * W + (bw * m + iw) * P + px);
+            size_t idx =
+                (size_t)(((tt * 3 + c) * H + (bh * m + ih) * P + py) * W + (bw * m + iw) * P + px);
             back[idx] = pv[r * K + k];
             seen[idx]++;
         }
     }
     int ok = 1;
-    for (size_t i = 0; i < total; i++) ok &= seen[i] == 1;
+    for (size_t i = 0; i < total; i++)
+        ok &= seen[i] == 1;
     ok = ok && memcmp(back, fr, total * sizeof(float)) == 0;
     free(back), free(seen);
     return ok;
@@ -221,21 +245,26 @@ static void random_image(fm_image *img, uint32_t w, uint32_t h, uint64_t seed) {
     if (img->data) imgfx_fill_random(img->data, (size_t)w * h * 3, seed);
 }
 
-static void flatten_case(uint32_t w, uint32_t h, const fm_qwen2vl_preproc_params *p, uint64_t seed) {
+static void flatten_case(uint32_t w, uint32_t h, const fm_qwen2vl_preproc_params *p,
+                         uint64_t seed) {
     fm_image img = {0};
     random_image(&img, w, h, seed);
     fm_tensor pv = {0}, gt = {0};
     CHECK_OK(fm_qwen2vl_preprocess(&img, 1, p, &pv, &gt, err), err);
     int64_t P = p->patch_size, K = 3 * p->temporal_patch_size * P * P, n = (h / P) * (w / P);
-    CHECK_MSG(pv.dtype == FM_DTYPE_F32 && pv.shape.ndim == 2 && pv.shape.dims[0] == n && pv.shape.dims[1] == K,
-              "%ux%u: pixel_values shape [%lld, %lld]", w, h, (long long)pv.shape.dims[0], (long long)pv.shape.dims[1]);
+    CHECK_MSG(pv.dtype == FM_DTYPE_F32 && pv.shape.ndim == 2 && pv.shape.dims[0] == n &&
+                  pv.shape.dims[1] == K,
+              "%ux%u: pixel_values shape [%lld, %lld]", w, h, (long long)pv.shape.dims[0],
+              (long long)pv.shape.dims[1]);
     const int64_t *g = gt.data;
     CHECK(gt.dtype == FM_DTYPE_I64 && g && g[0] == 1 && g[1] == h / P && g[2] == w / P);
     if (pv.data && pv.shape.dims[0] == n) {
         float *fr = frames_of(&img, p), *ref = malloc(sizeof(float) * (size_t)(n * K));
         naive_flatten(fr, h, w, p, ref);
-        CHECK_MSG(memcmp(ref, pv.data, sizeof(float) * (size_t)(n * K)) == 0, "%ux%u: differs from the 3.7 formula", w, h);
-        CHECK_MSG(unflatten_matches(pv.data, fr, h, w, p), "%ux%u: unflatten does not recover the frames", w, h);
+        CHECK_MSG(memcmp(ref, pv.data, sizeof(float) * (size_t)(n * K)) == 0,
+                  "%ux%u: differs from the 3.7 formula", w, h);
+        CHECK_MSG(unflatten_matches(pv.data, fr, h, w, p),
+                  "%ux%u: unflatten does not recover the frames", w, h);
         free(fr), free(ref);
     }
     fm_tensor_free(&pv), fm_tensor_free(&gt);
@@ -249,7 +278,8 @@ static void test_flatten_vs_formula(void) {
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         int64_t oh, ow;
         CHECK_OK(fm_qwen2vl_image_geometry(sizes[i][0], sizes[i][1], &p, &oh, &ow, NULL, err), err);
-        CHECK_MSG(oh == sizes[i][1] && ow == sizes[i][0], "%ux%u is not an identity size", sizes[i][0], sizes[i][1]);
+        CHECK_MSG(oh == sizes[i][1] && ow == sizes[i][0], "%ux%u is not an identity size",
+                  sizes[i][0], sizes[i][1]);
         flatten_case(sizes[i][0], sizes[i][1], &p, 1000 + i);
     }
     /* other geometry: P = 7, m = 3, T = 3 (factor 21) */
@@ -262,14 +292,17 @@ static void test_flatten_vs_formula(void) {
 static void test_normalisation_exact(void) {
     fm_qwen2vl_preproc_params p;
     fm_qwen2vl_preproc_params_init(&p);
-    p.merge_size = 1, p.patch_size = 16, p.temporal_patch_size = 1, p.min_pixels = 256; /* one 16x16 patch */
+    p.merge_size = 1, p.patch_size = 16, p.temporal_patch_size = 1,
+    p.min_pixels = 256; /* one 16x16 patch */
     fm_image img = {0};
     CHECK_OK(fm_image_alloc(&img, 16, 16, err), err);
     for (int i = 0; i < 256; i++) /* every byte value in every channel, channels shifted */
-        for (int c = 0; c < 3; c++) img.data[i * 3 + c] = (uint8_t)(i * 7 + c * 85);
+        for (int c = 0; c < 3; c++)
+            img.data[i * 3 + c] = (uint8_t)(i * 7 + c * 85);
     for (int variant = 0; variant < 5; variant++) {
         p.do_rescale = !(variant & 1), p.do_normalize = !(variant & 2);
-        if (variant == 4) p.image_mean[1] = 0.123456789, p.image_std[1] = 3.3, p.rescale_factor = 0.0041;
+        if (variant == 4)
+            p.image_mean[1] = 0.123456789, p.image_std[1] = 3.3, p.rescale_factor = 0.0041;
         fm_tensor pv = {0}, gt = {0};
         CHECK_OK(fm_qwen2vl_preprocess(&img, 1, &p, &pv, &gt, err), err);
         const float *v = pv.data;
@@ -279,7 +312,8 @@ static void test_normalisation_exact(void) {
                 float e = norm_formula(&p, c, img.data[i * 3 + c]);
                 if (memcmp(&e, &v[c * 256 + i], sizeof e) != 0) bad++;
             }
-        CHECK_MSG(v && bad == 0, "variant %d: %d values differ bitwise from the 3.6 formula", variant, bad);
+        CHECK_MSG(v && bad == 0, "variant %d: %d values differ bitwise from the 3.6 formula",
+                  variant, bad);
         fm_tensor_free(&pv), fm_tensor_free(&gt);
     }
     fm_image_free(&img);
@@ -303,13 +337,15 @@ static void test_multi_image_concat(void) {
     for (int i = 0; i < 3 && pv.data; i++) {
         fm_tensor one = {0}, og = {0};
         CHECK_OK(fm_qwen2vl_preprocess(&imgs[i], 1, &p, &one, &og, err), err);
-        CHECK_MSG(one.data && memcmp((char *)pv.data + off, one.data, (size_t)one.nbytes) == 0, "image %d block differs", i);
+        CHECK_MSG(one.data && memcmp((char *)pv.data + off, one.data, (size_t)one.nbytes) == 0,
+                  "image %d block differs", i);
         off += (size_t)one.nbytes;
         fm_tensor_free(&one), fm_tensor_free(&og);
     }
     CHECK_EQ_INT(pv.nbytes, off);
     fm_tensor_free(&pv), fm_tensor_free(&gt);
-    for (int i = 0; i < 3; i++) fm_image_free(&imgs[i]);
+    for (int i = 0; i < 3; i++)
+        fm_image_free(&imgs[i]);
 }
 
 static void test_preprocess_errors(void) {
@@ -344,8 +380,8 @@ static void test_preprocess_errors(void) {
         fm_fault_set(FM_FAULT_ALLOC, k);
         fm_status st = fm_qwen2vl_preprocess(two, 2, &p, &a, &b, err);
         fm_fault_set(FM_FAULT_ALLOC, 0);
-        CHECK_MSG(st == FM_OK || (st == FM_ERR_NOMEM && a.data == NULL && b.data == NULL), "k=%llu: %s",
-                  (unsigned long long)k, fm_status_name(st));
+        CHECK_MSG(st == FM_OK || (st == FM_ERR_NOMEM && a.data == NULL && b.data == NULL),
+                  "k=%llu: %s", (unsigned long long)k, fm_status_name(st));
         fm_tensor_free(&a), fm_tensor_free(&b);
     }
     fm_image_free(&ok), fm_image_free(&wide), fm_image_free(&odd);
@@ -355,7 +391,8 @@ static void test_preprocess_errors(void) {
 
 static uint64_t fnv1a64(const uint8_t *b, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
 }
 
@@ -376,12 +413,14 @@ static void pipeline_line(const char *img_name, const char *cfg, const int64_t g
     CHECK_MSG(sg && sg[0] == g[0] && sg[1] == g[1] && sg[2] == g[2] && pv.shape.dims[0] == rows,
               "%s + %s: grid/rows differ", img_name, cfg);
     unsigned long long h = pv.data ? fnv1a64(pv.data, (size_t)pv.nbytes) : 0;
-    CHECK_MSG(h == hash, "%s + %s: pixel_values hash %016llx, Pillow+numpy %016llx", img_name, cfg, h, hash);
+    CHECK_MSG(h == hash, "%s + %s: pixel_values hash %016llx, Pillow+numpy %016llx", img_name, cfg,
+              h, hash);
     if (strcmp(floats, "-") != 0 && pv.data) {
         snprintf(path, sizeof path, "%s/image/%s", dd, floats);
         size_t len = 0;
         uint8_t *ref = imgfx_read_file(path, &len);
-        CHECK_MSG(ref && len == pv.nbytes && memcmp(ref, pv.data, len) == 0, "%s: floats differ", floats);
+        CHECK_MSG(ref && len == pv.nbytes && memcmp(ref, pv.data, len) == 0, "%s: floats differ",
+                  floats);
         free(ref);
     }
     fm_tensor_free(&pv), fm_tensor_free(&gt);
@@ -404,7 +443,8 @@ static void test_pipeline_goldens(void) {
         long long g0, g1, g2;
         long rows;
         unsigned long long hash;
-        if (sscanf(line, "%255s %255s %lld %lld %lld %ld %llx %255s", img, cfg, &g0, &g1, &g2, &rows, &hash, fl) != 8)
+        if (sscanf(line, "%255s %255s %lld %lld %lld %ld %llx %255s", img, cfg, &g0, &g1, &g2,
+                   &rows, &hash, fl) != 8)
             continue;
         int64_t g[3] = {g0, g1, g2};
         pipeline_line(img, cfg, g, rows, hash, fl);

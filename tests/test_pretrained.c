@@ -12,7 +12,9 @@
 
 static char *tmp;
 
-static void path_in(char *buf, size_t n, const char *a, const char *b) { snprintf(buf, n, "%s/%s/%s", tmp, a, b); }
+static void path_in(char *buf, size_t n, const char *a, const char *b) {
+    snprintf(buf, n, "%s/%s/%s", tmp, a, b);
+}
 
 static void round_trip(const char *tag, const fm_qfix *q, uint64_t max_shard) {
     char src[4200], dst[4200];
@@ -32,7 +34,8 @@ static void round_trip(const char *tag, const fm_qfix *q, uint64_t max_shard) {
     fm_save_pretrained_options_init(&so);
     if (max_shard) so.max_shard_size = max_shard;
     CHECK_OK(fm_save_pretrained(m, dst, &so, &err), &err);
-    CHECK_MSG(fm_test_same_dir(src, dst, NULL), "%s: saved directory equals the source byte for byte", tag);
+    CHECK_MSG(fm_test_same_dir(src, dst, NULL),
+              "%s: saved directory equals the source byte for byte", tag);
     fm_model_free(m);
 }
 
@@ -95,8 +98,9 @@ static void test_zero_copy_auto(void) {
     fm_error err;
     CHECK_OK(fm_from_pretrained(dir, NULL, &m, NULL, &err), &err);
     if (!m) return;
-    const char *names[] = {"model.visual.patch_embed.proj.weight", "model.visual.blocks.1.mlp.fc2.bias",
-                           "model.language_model.layers.0.self_attn.q_proj.weight", "lm_head.weight"};
+    const char *names[] = {
+        "model.visual.patch_embed.proj.weight", "model.visual.blocks.1.mlp.fc2.bias",
+        "model.language_model.layers.0.self_attn.q_proj.weight", "lm_head.weight"};
     for (size_t i = 0; i < 4; i++) {
         const fm_tensor *t = fm_model_param(m, names[i]);
         CHECK_MSG(t && fm_tensor_is_mapped(t), "%s is a view into the mapped file", names[i]);
@@ -170,7 +174,8 @@ static void rewrite(const char *dir, edit_fn edit) {
     fm_st_write_options_init(&o);
     o.metadata = &meta, o.n_metadata = 1, o.with_metadata = true;
     CHECK_OK(fm_st_write_file(path, items, n, &o, &err), &err);
-    for (size_t i = 0; i <= fm_st_count(f); i++) fm_tensor_free(&ts[i]), free(names[i]);
+    for (size_t i = 0; i <= fm_st_count(f); i++)
+        fm_tensor_free(&ts[i]), free(names[i]);
     fm_tensor_free(&extra);
     fm_st_close(f);
     free(items), free(ts), free(names);
@@ -199,7 +204,8 @@ static void shrink_norm(fm_st_item *items, size_t *n, fm_tensor *extra) {
     }
 }
 
-static fm_status load_case(const char *tag, edit_fn edit, bool strict, fm_load_report *rep, fm_error *err) {
+static fm_status load_case(const char *tag, edit_fn edit, bool strict, fm_load_report *rep,
+                           fm_error *err) {
     char dir[4200];
     fm_qfix q;
     fm_qfix_init(&q);
@@ -223,7 +229,8 @@ static void test_report_extra_missing_shape(void) {
     CHECK_EQ_INT(1, rep.n_unexpected);
     if (rep.n_unexpected) CHECK_EQ_STR("model.visual.blocks.0.attn.extra_scale", rep.unexpected[0]);
     fm_load_report_free(&rep);
-    CHECK_STATUS(FM_ERR_UNEXPECTED_KEYS, load_case("extra-strict", add_extra, true, &rep, &err), &err);
+    CHECK_STATUS(FM_ERR_UNEXPECTED_KEYS, load_case("extra-strict", add_extra, true, &rep, &err),
+                 &err);
     CHECK_CONTAINS(err.msg, "extra_scale");
     fm_load_report_free(&rep);
 
@@ -231,7 +238,8 @@ static void test_report_extra_missing_shape(void) {
     CHECK_EQ_INT(1, rep.n_missing);
     if (rep.n_missing) CHECK_EQ_STR("model.visual.blocks.1.mlp.fc1.bias", rep.missing[0]);
     fm_load_report_free(&rep);
-    CHECK_STATUS(FM_ERR_MISSING_KEYS, load_case("missing-strict", drop_fc1_bias, true, &rep, &err), &err);
+    CHECK_STATUS(FM_ERR_MISSING_KEYS, load_case("missing-strict", drop_fc1_bias, true, &rep, &err),
+                 &err);
     fm_load_report_free(&rep);
 
     CHECK_STATUS(FM_ERR_SHAPE, load_case("shape", shrink_norm, false, &rep, &err), &err);

@@ -13,11 +13,13 @@
 #include "support/check.h"
 #include "support/wr_fixtures.h"
 
-static bool quick(void) { return getenv("FM_TEST_QUICK") != NULL; }
+static bool quick(void) {
+    return getenv("FM_TEST_QUICK") != NULL;
+}
 
 /* Writes items through fm_st_write_fd into a temp file and returns the bytes (free()). */
-static uint8_t *write_bytes(const fm_st_item *items, size_t n, const fm_st_write_options *o, size_t *len,
-                            fm_status *st_out, fm_error *err) {
+static uint8_t *write_bytes(const fm_st_item *items, size_t n, const fm_st_write_options *o,
+                            size_t *len, fm_status *st_out, fm_error *err) {
     char *dir = wrfx_mkdtemp(), *path = dir ? wrfx_join(dir, "x.safetensors") : NULL;
     uint8_t *bytes = NULL;
     int fd = path ? open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
@@ -34,10 +36,12 @@ static uint8_t *write_bytes(const fm_st_item *items, size_t n, const fm_st_write
 }
 
 /* Expected file: LE length of the padded header, header text padded with spaces, data. */
-static uint8_t *expected_file(const char *json, size_t pad_to, const void *data, size_t dlen, size_t *len) {
+static uint8_t *expected_file(const char *json, size_t pad_to, const void *data, size_t dlen,
+                              size_t *len) {
     size_t jl = strlen(json), n = pad_to;
     uint8_t *b = malloc(8 + n + dlen + 1);
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)((uint64_t)n >> (8 * i));
     memcpy(b + 8, json, jl);
     memset(b + 8 + jl, ' ', n - jl);
     if (dlen) memcpy(b + 8 + n, data, dlen);
@@ -45,8 +49,8 @@ static uint8_t *expected_file(const char *json, size_t pad_to, const void *data,
     return b;
 }
 
-static void check_file(const fm_st_item *items, size_t n, const fm_st_write_options *o, const char *json,
-                       size_t expect_n, const void *data, size_t dlen) {
+static void check_file(const fm_st_item *items, size_t n, const fm_st_write_options *o,
+                       const char *json, size_t expect_n, const void *data, size_t dlen) {
     fm_error eb, *err = &eb;
     fm_status st;
     size_t got_len = 0, exp_len = 0;
@@ -54,8 +58,10 @@ static void check_file(const fm_st_item *items, size_t n, const fm_st_write_opti
     CHECK_OK(st, err);
     uint8_t *exp = expected_file(json, expect_n, data, dlen, &exp_len);
     CHECK_EQ_INT(exp_len, got_len);
-    CHECK_MSG(got && got_len == exp_len && memcmp(got, exp, exp_len) == 0, "bytes differ; header seen: %.*s",
-              got && got_len > 8 ? (int)(got_len - 8 < 400 ? got_len - 8 : 400) : 0, got ? (const char *)got + 8 : "");
+    CHECK_MSG(got && got_len == exp_len && memcmp(got, exp, exp_len) == 0,
+              "bytes differ; header seen: %.*s",
+              got && got_len > 8 ? (int)(got_len - 8 < 400 ? got_len - 8 : 400) : 0,
+              got ? (const char *)got + 8 : "");
     /* The header alone, as fm_st_serialize_header returns it. */
     uint8_t *hdr = NULL;
     uint64_t hl = 0;
@@ -85,7 +91,8 @@ static void test_vector2(void) {
     fm_tensor t;
     CHECK(wrfx_tensor(&t, FM_DTYPE_F32, 4, (int64_t[]){1, 1, 2, 3}, v, 0) == 0);
     fm_st_item it = {"attn0", &t};
-    const char *json = "{\"attn0\":{\"dtype\":\"F32\",\"shape\":[1,1,2,3],\"data_offsets\":[0,24]}}";
+    const char *json =
+        "{\"attn0\":{\"dtype\":\"F32\",\"shape\":[1,1,2,3],\"data_offsets\":[0,24]}}";
     CHECK_EQ_INT(65, strlen(json));
     check_file(&it, 1, NULL, json, 72, v, 24);
     fm_tensor_free(&t);
@@ -129,7 +136,10 @@ static void test_empty_metadata(void) {
     fm_tensor t;
     CHECK(wrfx_tensor(&t, FM_DTYPE_U8, 1, (int64_t[]){3}, d, 0) == 0);
     fm_st_item it = {"x", &t};
-    check_file(&it, 1, &o, "{\"__metadata__\":{},\"x\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,3]}}", 72, d, 3);
+    check_file(
+        &it, 1, &o,
+        "{\"__metadata__\":{},\"x\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,3]}}", 72,
+        d, 3);
     fm_tensor_free(&t);
 }
 
@@ -154,16 +164,19 @@ static void test_escaping_vectors(void) {
     /* Tab, newline, quote, backslash, slash, 0x01 in a name. */
     const char *name2 = "a\tb\nc\"d\\e/f\x01g";
     fm_st_item it2 = {name2, &t};
-    const char *json2 = "{\"a\\tb\\nc\\\"d\\\\e/f\\u0001g\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1]}}";
+    const char *json2 = "{\"a\\tb\\nc\\\"d\\\\e/"
+                        "f\\u0001g\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1]}}";
     check_file(&it2, 1, NULL, json2, (strlen(json2) + 7) / 8 * 8, &d, 1);
     fm_tensor_free(&t);
 }
 
 /* ---- an independent reference serializer ------------------------------------------------- */
-static const char *const rank_order[22] = {"U64", "I64", "F64", "C64", "F32", "U32", "I32", "BF16",
-                                           "F16", "U16", "I16", "F8_E5M2FNUZ", "F8_E4M3FNUZ", "F8_E8M0",
-                                           "F8_E4M3", "F8_E5M2", "I8", "U8", "F6_E3M2", "F6_E2M3", "F4", "BOOL"};
-static const unsigned rank_bits[22] = {64, 64, 64, 64, 32, 32, 32, 16, 16, 16, 16, 8, 8, 8, 8, 8, 8, 8, 6, 6, 4, 8};
+static const char *const rank_order[22] = {
+    "U64", "I64", "F64",     "C64",         "F32",         "U32",     "I32",     "BF16",
+    "F16", "U16", "I16",     "F8_E5M2FNUZ", "F8_E4M3FNUZ", "F8_E8M0", "F8_E4M3", "F8_E5M2",
+    "I8",  "U8",  "F6_E3M2", "F6_E2M3",     "F4",          "BOOL"};
+static const unsigned rank_bits[22] = {64, 64, 64, 64, 32, 32, 32, 16, 16, 16, 16,
+                                       8,  8,  8,  8,  8,  8,  8,  6,  6,  4,  8};
 
 static int order_pos(fm_dtype dt) {
     for (int i = 0; i < 22; i++)
@@ -177,12 +190,14 @@ static int ref_cmp(const void *pa, const void *pb) {
     int ra = order_pos(a->tensor->dtype), rb = order_pos(b->tensor->dtype);
     if (ra != rb) return ra - rb;
     const unsigned char *x = (const unsigned char *)a->name, *y = (const unsigned char *)b->name;
-    while (*x && *x == *y) x++, y++;
+    while (*x && *x == *y)
+        x++, y++;
     return (int)*x - (int)*y;
 }
 
 static void ref_escape(FILE *f, const char *s) {
-    static const char shorts[][2] = {{'\b', 'b'}, {'\f', 'f'}, {'\n', 'n'}, {'\r', 'r'}, {'\t', 't'}, {'"', '"'}, {'\\', '\\'}};
+    static const char shorts[][2] = {{'\b', 'b'}, {'\f', 'f'}, {'\n', 'n'}, {'\r', 'r'},
+                                     {'\t', 't'}, {'"', '"'},  {'\\', '\\'}};
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         int done = 0;
@@ -197,7 +212,8 @@ static void ref_escape(FILE *f, const char *s) {
 /* Whole expected file built with stdio from the rules of the spec. Caller frees. */
 static uint8_t *ref_file(const fm_st_item *items, size_t n, size_t *len) {
     size_t *ord = malloc((n + 1) * sizeof *ord);
-    for (size_t i = 0; i < n; i++) ord[i] = i;
+    for (size_t i = 0; i < n; i++)
+        ord[i] = i;
     sort_items = items;
     qsort(ord, n, sizeof *ord, ref_cmp);
     char *json = NULL, *data = NULL;
@@ -239,7 +255,9 @@ static void test_all_dtypes_order(void) {
     char names[FM_DTYPE_COUNT][8];
     CHECK_EQ_INT(22, FM_DTYPE_COUNT);
     for (int i = 0; i < FM_DTYPE_COUNT; i++) {
-        int64_t dim = (fm_dtype)i == FM_DTYPE_F4 ? 2 : (i == FM_DTYPE_F6_E2M3 || i == FM_DTYPE_F6_E3M2) ? 4 : 3;
+        int64_t dim = (fm_dtype)i == FM_DTYPE_F4                         ? 2
+                      : (i == FM_DTYPE_F6_E2M3 || i == FM_DTYPE_F6_E3M2) ? 4
+                                                                         : 3;
         CHECK(wrfx_tensor(&t[i], (fm_dtype)i, 1, &dim, NULL, 100 + (uint64_t)i) == 0);
         snprintf(names[i], sizeof names[i], "t%02d", 50 - i * 2 + (i % 3));
         items[i] = (fm_st_item){names[i], &t[i]};
@@ -263,7 +281,8 @@ static void test_all_dtypes_order(void) {
     }
     free(exp);
     free(got);
-    for (int i = 0; i < FM_DTYPE_COUNT; i++) fm_tensor_free(&t[i]);
+    for (int i = 0; i < FM_DTYPE_COUNT; i++)
+        fm_tensor_free(&t[i]);
 }
 
 /* Name order is bytes, shorter first: "" < "A" < "a" < "a.10" < "a.2" < "ab" < "b" < "é". */
@@ -290,12 +309,31 @@ static void test_name_order(void) {
         if (at) prev = at + 1;
     }
     fm_free(hdr);
-    for (int i = 0; i < 8; i++) fm_tensor_free(&t[i]);
+    for (int i = 0; i < 8; i++)
+        fm_tensor_free(&t[i]);
 }
 
 /* ---- random files -------------------------------------------------------------------------- */
-static const char *const name_atoms[] = {"a", "b", "Z", "0", "9", ".", "/", "_", "\"", "\\", "\t", "\n", "\x01",
-                                         "\x1f", "\x7f", "\xc3\xa9", "\xe2\x80\xa8", "\xf0\x9f\x98\x80", " ", "~"};
+static const char *const name_atoms[] = {"a",
+                                         "b",
+                                         "Z",
+                                         "0",
+                                         "9",
+                                         ".",
+                                         "/",
+                                         "_",
+                                         "\"",
+                                         "\\",
+                                         "\t",
+                                         "\n",
+                                         "\x01",
+                                         "\x1f",
+                                         "\x7f",
+                                         "\xc3\xa9",
+                                         "\xe2\x80\xa8",
+                                         "\xf0\x9f\x98\x80",
+                                         " ",
+                                         "~"};
 
 static void random_name(char *buf, size_t cap, uint64_t *rs, size_t idx) {
     size_t len = 0, atoms = (size_t)(wrfx_rand(rs) % 9);
@@ -311,7 +349,8 @@ static void random_name(char *buf, size_t cap, uint64_t *rs, size_t idx) {
 
 static void random_shape(fm_dtype dt, uint64_t *rs, int *ndim, int64_t *dims) {
     *ndim = (int)(wrfx_rand(rs) % 5);
-    for (int d = 0; d < *ndim; d++) dims[d] = (int64_t)(wrfx_rand(rs) % 6);
+    for (int d = 0; d < *ndim; d++)
+        dims[d] = (int64_t)(wrfx_rand(rs) % 6);
     unsigned bits = fm_dtype_bits(dt);
     if (bits == 4 || bits == 6) { /* whole bytes: element count a multiple of 4 */
         *ndim = 2;
@@ -330,7 +369,7 @@ static void test_random_files(void) {
         size_t n = 1 + (size_t)(wrfx_rand(&rs) % 40);
         fm_tensor *t = calloc(n, sizeof *t);
         fm_st_item *items = calloc(n, sizeof *items);
-        char (*names)[96] = calloc(n, sizeof *names);
+        char(*names)[96] = calloc(n, sizeof *names);
         for (size_t i = 0; i < n; i++) {
             fm_dtype dt = (fm_dtype)(wrfx_rand(&rs) % FM_DTYPE_COUNT);
             int ndim;
@@ -346,16 +385,19 @@ static void test_random_files(void) {
         fm_status st;
         uint8_t *got = write_bytes(items, n, NULL, &got_len, &st, err);
         CHECK_OK(st, err);
-        CHECK_MSG(got && got_len == exp_len && memcmp(got, exp, exp_len) == 0, "round %d: bytes differ", r);
+        CHECK_MSG(got && got_len == exp_len && memcmp(got, exp, exp_len) == 0,
+                  "round %d: bytes differ", r);
         if (got) {
             uint64_t hn = 0;
-            for (int b = 0; b < 8; b++) hn |= (uint64_t)got[b] << (8 * b);
+            for (int b = 0; b < 8; b++)
+                hn |= (uint64_t)got[b] << (8 * b);
             CHECK_EQ_INT(0, hn % 8);
             json_error_t je;
             json_t *root = json_loadb((const char *)got + 8, (size_t)hn, 0, &je);
             CHECK_MSG(root != NULL, "round %d: header is not JSON: %s", r, je.text);
             for (size_t i = 0; root && i < n; i++)
-                CHECK_MSG(json_object_get(root, names[i]) != NULL, "round %d: name #%zu does not decode back", r, i);
+                CHECK_MSG(json_object_get(root, names[i]) != NULL,
+                          "round %d: name #%zu does not decode back", r, i);
             json_decref(root);
             fm_st_file *f = NULL;
             CHECK_OK(fm_st_open_buffer(got, got_len, "random", &f, err), err);
@@ -364,7 +406,8 @@ static void test_random_files(void) {
         }
         free(exp);
         free(got);
-        for (size_t i = 0; i < n; i++) fm_tensor_free(&t[i]);
+        for (size_t i = 0; i < n; i++)
+            fm_tensor_free(&t[i]);
         free(t);
         free(items);
         free(names);
@@ -386,7 +429,8 @@ static uint8_t *reread_rewrite(const uint8_t *bytes, size_t len, size_t *out_len
         CHECK_OK(fm_st_tensor(f, i, &t[i], err), err);
         items[i] = (fm_st_item){fm_st_entry_at(f, i)->name, &t[i]};
     }
-    for (size_t i = 0; i < nm; i++) meta[i] = *fm_st_metadata_at(f, i);
+    for (size_t i = 0; i < nm; i++)
+        meta[i] = *fm_st_metadata_at(f, i);
     fm_st_write_options o;
     fm_st_write_options_init(&o);
     o.metadata = meta;
@@ -395,7 +439,8 @@ static uint8_t *reread_rewrite(const uint8_t *bytes, size_t len, size_t *out_len
     fm_status st;
     uint8_t *out = write_bytes(items, n, &o, out_len, &st, err);
     CHECK_OK(st, err);
-    for (size_t i = 0; i < n; i++) fm_tensor_free(&t[i]);
+    for (size_t i = 0; i < n; i++)
+        fm_tensor_free(&t[i]);
     free(t);
     free(items);
     free(meta);
@@ -414,12 +459,14 @@ static void test_roundtrip_reader(void) {
                        "\"z\":{\"dtype\":\"BOOL\",\"shape\":[0,3],\"data_offsets\":[14,14]}}";
     uint8_t data[14];
     uint64_t seed = 99;
-    for (int i = 0; i < 14; i++) data[i] = (uint8_t)wrfx_rand(&seed);
+    for (int i = 0; i < 14; i++)
+        data[i] = (uint8_t)wrfx_rand(&seed);
     size_t len, out_len = 0;
     uint8_t *file = expected_file(json, (strlen(json) + 7) / 8 * 8, data, 14, &len);
     uint8_t *back = reread_rewrite(file, len, &out_len);
     CHECK_EQ_INT(len, out_len);
-    CHECK_MSG(back && out_len == len && memcmp(back, file, len) == 0, "hand-made file not reproduced: %.*s",
+    CHECK_MSG(back && out_len == len && memcmp(back, file, len) == 0,
+              "hand-made file not reproduced: %.*s",
               back ? (int)(out_len > 8 ? out_len - 8 : 0) : 0, back ? (const char *)back + 8 : "");
     free(back);
     free(file);
@@ -447,11 +494,13 @@ static void test_roundtrip_reader(void) {
     CHECK(w2 && out_len == len && memcmp(w1, w2, len) == 0);
     free(w1);
     free(w2);
-    for (int i = 0; i < FM_DTYPE_COUNT; i++) fm_tensor_free(&t[i]);
+    for (int i = 0; i < FM_DTYPE_COUNT; i++)
+        fm_tensor_free(&t[i]);
 }
 
 /* ---- validation ---------------------------------------------------------------------------- */
-static fm_status header_status(const fm_st_item *items, size_t n, const fm_st_write_options *o, fm_error *err) {
+static fm_status header_status(const fm_st_item *items, size_t n, const fm_st_write_options *o,
+                               fm_error *err) {
     uint8_t *h = (uint8_t *)1;
     uint64_t hl = 1;
     fm_status st = fm_st_serialize_header(items, n, o, &h, &hl, err);
@@ -557,7 +606,7 @@ static void test_large_writes(void) {
     size_t n = 300;
     fm_tensor *t = calloc(n + 1, sizeof *t);
     fm_st_item *items = calloc(n + 1, sizeof *items);
-    char (*names)[16] = calloc(n + 1, sizeof *names);
+    char(*names)[16] = calloc(n + 1, sizeof *names);
     for (size_t i = 0; i < n; i++) {
         int64_t d = (int64_t)(1 + i % 7);
         CHECK(wrfx_tensor(&t[i], i % 2 ? FM_DTYPE_F32 : FM_DTYPE_U8, 1, &d, NULL, i) == 0);
@@ -581,7 +630,8 @@ static void test_large_writes(void) {
     CHECK(got && got_len == exp_len && memcmp(got, exp, exp_len) == 0);
     free(exp);
     free(got);
-    for (size_t i = 0; i < count; i++) fm_tensor_free(&t[i]);
+    for (size_t i = 0; i < count; i++)
+        fm_tensor_free(&t[i]);
     free(t);
     free(items);
     free(names);
@@ -589,7 +639,9 @@ static void test_large_writes(void) {
 
 /* ---- atomic single-file write ---------------------------------------------------------------- */
 /* Entries of dir besides . and .. */
-static int count_entries(const char *dir) { return wrfx_count_prefix(dir, "") - 2; }
+static int count_entries(const char *dir) {
+    return wrfx_count_prefix(dir, "") - 2;
+}
 
 /* fm_st_write_file replaces an existing file; under every injected fault (open, write, fsync,
  * rename, allocation) before the rename the old file keeps its bytes and no temporary remains. */
@@ -607,7 +659,8 @@ static void test_write_file_atomic(void) {
     size_t exp_len, got_len;
     uint8_t *exp = ref_file(items, 3, &exp_len);
     fm_error eb, *err = &eb;
-    const fm_fault_kind kinds[] = {FM_FAULT_OPEN, FM_FAULT_WRITE, FM_FAULT_FSYNC, FM_FAULT_RENAME, FM_FAULT_ALLOC};
+    const fm_fault_kind kinds[] = {FM_FAULT_OPEN, FM_FAULT_WRITE, FM_FAULT_FSYNC, FM_FAULT_RENAME,
+                                   FM_FAULT_ALLOC};
     const char *kname[] = {"open", "write", "fsync", "rename", "alloc"};
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         int failures = 0;
@@ -617,7 +670,8 @@ static void test_write_file_atomic(void) {
             fm_fault_set(kinds[k], 0);
             uint8_t *got = wrfx_read(path, &got_len);
             if (st == FM_OK) {
-                CHECK_MSG(got && got_len == exp_len && !memcmp(got, exp, exp_len), "%s: new bytes wrong", kname[k]);
+                CHECK_MSG(got && got_len == exp_len && !memcmp(got, exp, exp_len),
+                          "%s: new bytes wrong", kname[k]);
                 free(got);
                 CHECK(wrfx_write(path, "old bytes", 9) == 0);
                 break;
@@ -627,14 +681,16 @@ static void test_write_file_atomic(void) {
             /* the directory fsync comes after the rename: the new file is then in place */
             bool after_rename = strstr(err->msg, "durable") != NULL;
             if (!after_rename)
-                CHECK_MSG(got && got_len == 9 && !memcmp(got, "old bytes", 9), "%s #%llu: old file changed (%s)",
-                          kname[k], (unsigned long long)nth, err->msg);
+                CHECK_MSG(got && got_len == 9 && !memcmp(got, "old bytes", 9),
+                          "%s #%llu: old file changed (%s)", kname[k], (unsigned long long)nth,
+                          err->msg);
             else
                 CHECK(wrfx_write(path, "old bytes", 9) == 0);
             CHECK_EQ_INT(1, count_entries(dir));
             free(got);
         }
-        CHECK_MSG(failures > 0 || kinds[k] == FM_FAULT_ALLOC, "%s: no failure was injected", kname[k]);
+        CHECK_MSG(failures > 0 || kinds[k] == FM_FAULT_ALLOC, "%s: no failure was injected",
+                  kname[k]);
     }
     /* a fresh path, then a directory that does not exist */
     char *fresh = wrfx_join(dir, "fresh.safetensors");
@@ -645,12 +701,14 @@ static void test_write_file_atomic(void) {
     char *missing = wrfx_join(dir, "no/such.safetensors");
     CHECK_STATUS(FM_ERR_NOT_FOUND, fm_st_write_file(missing, items, 3, NULL, err), err);
     char *slash = wrfx_join(dir, "");
-    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_st_write_file(slash, items, 0, NULL, err), err); /* names no file */
+    CHECK_STATUS(FM_ERR_INVALID_ARG, fm_st_write_file(slash, items, 0, NULL, err),
+                 err); /* names no file */
     free(slash);
     free(missing);
     free(fresh);
     free(exp);
-    for (int i = 0; i < 3; i++) fm_tensor_free(&t[i]);
+    for (int i = 0; i < 3; i++)
+        fm_tensor_free(&t[i]);
     wrfx_rmrf(dir);
     free(path);
     free(dir);

@@ -16,7 +16,9 @@
 #include "support/check.h"
 #include "support/wr_fixtures.h"
 
-static bool quick(void) { return getenv("FM_TEST_QUICK") != NULL; }
+static bool quick(void) {
+    return getenv("FM_TEST_QUICK") != NULL;
+}
 
 /* ---- size strings ------------------------------------------------------------------------- */
 static void test_parse_size(void) {
@@ -24,20 +26,36 @@ static void test_parse_size(void) {
         const char *s;
         uint64_t v;
     } ok[] = {
-        {"5GB", 5000000000ull}, {"500MB", 500000000ull}, {"10GiB", 10737418240ull}, {"100", 100},
-        {"5Gb", 625000000ull},  {"5gb", 625000000ull},   {"5gB", 5000000000ull},    {"1KiB", 1024},
-        {"1kib", 1024},         {"3KB", 3000},           {"3Kb", 375},              {"7Mb", 875000},
-        {"2TB", 2000000000000ull}, {"1TiB", 1099511627776ull}, {"1Tb", 125000000000ull}, {"0", 0},
-        {"50GB", FM_DEFAULT_MAX_SHARD_SIZE}, {" 5 GB", 5000000000ull}, {"9Kb", 1125}, {"1Kb", 125},
+        {"5GB", 5000000000ull},
+        {"500MB", 500000000ull},
+        {"10GiB", 10737418240ull},
+        {"100", 100},
+        {"5Gb", 625000000ull},
+        {"5gb", 625000000ull},
+        {"5gB", 5000000000ull},
+        {"1KiB", 1024},
+        {"1kib", 1024},
+        {"3KB", 3000},
+        {"3Kb", 375},
+        {"7Mb", 875000},
+        {"2TB", 2000000000000ull},
+        {"1TiB", 1099511627776ull},
+        {"1Tb", 125000000000ull},
+        {"0", 0},
+        {"50GB", FM_DEFAULT_MAX_SHARD_SIZE},
+        {" 5 GB", 5000000000ull},
+        {"9Kb", 1125},
+        {"1Kb", 125},
     };
     fm_error eb, *err = &eb;
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         uint64_t v = 12345;
         CHECK_OK(fm_parse_size(ok[i].s, &v, err), err);
-        CHECK_MSG(v == ok[i].v, "'%s': expected %llu, seen %llu", ok[i].s, (unsigned long long)ok[i].v,
-                  (unsigned long long)v);
+        CHECK_MSG(v == ok[i].v, "'%s': expected %llu, seen %llu", ok[i].s,
+                  (unsigned long long)ok[i].v, (unsigned long long)v);
     }
-    const char *bad[] = {"", "GB", "5 G", "5XB", "-5GB", "5.5GB", "abc", "5B", "0x10", "5GiBb", "+5", "5 5MB"};
+    const char *bad[] = {"",    "GB", "5 G",  "5XB",   "-5GB", "5.5GB",
+                         "abc", "5B", "0x10", "5GiBb", "+5",   "5 5MB"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         uint64_t v;
         CHECK_STATUS(FM_ERR_INVALID_ARG, fm_parse_size(bad[i], &v, err), err);
@@ -61,7 +79,8 @@ typedef struct tset {
 } tset;
 
 /* U8 tensors of the given byte sizes (random data) with the given names. */
-static void tset_make(tset *s, const uint64_t *sizes, const char *const *names, size_t n, uint64_t seed) {
+static void tset_make(tset *s, const uint64_t *sizes, const char *const *names, size_t n,
+                      uint64_t seed) {
     memset(s, 0, sizeof *s);
     s->n = n;
     for (size_t i = 0; i < n; i++) {
@@ -73,13 +92,15 @@ static void tset_make(tset *s, const uint64_t *sizes, const char *const *names, 
 }
 
 static void tset_free(tset *s) {
-    for (size_t i = 0; i < s->n; i++) fm_tensor_free(&s->t[i]);
+    for (size_t i = 0; i < s->n; i++)
+        fm_tensor_free(&s->t[i]);
 }
 
 /* The reference bytes of one shard: the subset (indices) written with {"format":"pt"}. */
 static uint8_t *shard_bytes(const tset *s, const int *idx, size_t k, size_t *len) {
     fm_st_item sub[16];
-    for (size_t i = 0; i < k; i++) sub[i] = s->items[idx[i]];
+    for (size_t i = 0; i < k; i++)
+        sub[i] = s->items[idx[i]];
     fm_st_kv kv = {"format", "pt"};
     fm_st_write_options o;
     fm_st_write_options_init(&o);
@@ -97,17 +118,20 @@ static uint8_t *shard_bytes(const tset *s, const int *idx, size_t k, size_t *len
     return b;
 }
 
-static void check_file_bytes(const char *dir, const char *name, const uint8_t *exp, size_t exp_len) {
+static void check_file_bytes(const char *dir, const char *name, const uint8_t *exp,
+                             size_t exp_len) {
     char *p = wrfx_join(dir, name);
     size_t len = 0;
     uint8_t *got = wrfx_read(p, &len);
-    CHECK_MSG(got && len == exp_len && memcmp(got, exp, exp_len) == 0, "'%s': %zu bytes, expected %zu%s", name,
-              got ? len : 0, exp_len, got ? "" : " (missing)");
+    CHECK_MSG(got && len == exp_len && memcmp(got, exp, exp_len) == 0,
+              "'%s': %zu bytes, expected %zu%s", name, got ? len : 0, exp_len,
+              got ? "" : " (missing)");
     free(got);
     free(p);
 }
 
-static void check_shard(const char *dir, const char *name, const tset *s, const int *idx, size_t k) {
+static void check_shard(const char *dir, const char *name, const tset *s, const int *idx,
+                        size_t k) {
     size_t len;
     uint8_t *exp = shard_bytes(s, idx, k, &len);
     check_file_bytes(dir, name, exp, len);
@@ -128,7 +152,8 @@ static void check_loads(const char *dir, const tset *s, bool sharded) {
         if (k < 0) continue;
         fm_tensor t;
         CHECK_OK(fm_checkpoint_tensor(c, (size_t)k, &t, err), err);
-        CHECK(t.nbytes == s->t[i].nbytes && (!t.nbytes || !memcmp(t.data, s->t[i].data, (size_t)t.nbytes)));
+        CHECK(t.nbytes == s->t[i].nbytes &&
+              (!t.nbytes || !memcmp(t.data, s->t[i].data, (size_t)t.nbytes)));
         fm_tensor_free(&t);
     }
     fm_checkpoint_close(c);
@@ -147,8 +172,8 @@ static void dir_listing(const char *dir, char *out, size_t cap) {
     wrfx_snap_free(&s);
 }
 
-static fm_status save(const char *dir, const tset *s, const fm_extra_file *ex, size_t nex, uint64_t max,
-                      fm_error *err) {
+static fm_status save(const char *dir, const tset *s, const fm_extra_file *ex, size_t nex,
+                      uint64_t max, fm_error *err) {
     fm_save_options o;
     fm_save_options_init(&o);
     o.max_shard_size = max;
@@ -157,7 +182,8 @@ static fm_status save(const char *dir, const tset *s, const fm_extra_file *ex, s
 
 /* ---- layouts ------------------------------------------------------------------------------ */
 
-/* One shard: model.safetensors only (no index), {"format":"pt"} metadata; the directory is created. */
+/* One shard: model.safetensors only (no index), {"format":"pt"} metadata; the directory is created.
+ */
 static void test_single_shard(void) {
     char *root = wrfx_mkdtemp(), *dir = wrfx_join(root, "out");
     tset s;
@@ -192,7 +218,8 @@ static void test_single_shard(void) {
     free(root);
 }
 
-static const char *const split_names[] = {"layers.10.w", "layers.2.w", "embed", "Zed", "layers.1.b", "\xc3\xa9\xf0\x9f\x98\x80"};
+static const char *const split_names[] = {"layers.10.w", "layers.2.w", "embed",
+                                          "Zed",         "layers.1.b", "\xc3\xa9\xf0\x9f\x98\x80"};
 
 /* Sizes [6,6,2,6,2,2], limit 10 -> [6], [6,2], [6,2,2]; the index as transformers writes it
  * (sorted keys by code point, indent 2, ensure_ascii, trailing newline). */
@@ -205,7 +232,8 @@ static void test_greedy_split(void) {
     char list[512];
     dir_listing(dir, list, sizeof list);
     CHECK_EQ_STR("model-00001-of-00003.safetensors,model-00002-of-00003.safetensors,"
-                 "model-00003-of-00003.safetensors,model.safetensors.index.json", list);
+                 "model-00003-of-00003.safetensors,model.safetensors.index.json",
+                 list);
     check_shard(dir, "model-00001-of-00003.safetensors", &s, (int[]){0}, 1);
     check_shard(dir, "model-00002-of-00003.safetensors", &s, (int[]){1, 2}, 2);
     check_shard(dir, "model-00003-of-00003.safetensors", &s, (int[]){3, 4, 5}, 3);
@@ -235,12 +263,18 @@ static void test_greedy_split(void) {
     char *ip = wrfx_join(dir, "model.safetensors.index.json");
     size_t len;
     char *text = (char *)wrfx_read(ip, &len);
-    CHECK(text && len > 60 && !memcmp(text, "{\n  \"metadata\": {\n    \"total_parameters\": 1234,\n    \"total_size\": 24\n  },", 70));
+    CHECK(text && len > 60 &&
+          !memcmp(
+              text,
+              "{\n  \"metadata\": {\n    \"total_parameters\": 1234,\n    \"total_size\": 24\n  },",
+              70));
     free(text);
     o.write_total_parameters = false;
     CHECK_OK(fm_checkpoint_save(dir, s.items, s.n, NULL, 0, &o, err), err);
     text = (char *)wrfx_read(ip, &len);
-    CHECK(text && len > 50 && !memcmp(text, "{\n  \"metadata\": {\n    \"total_size\": 24\n  },\n  \"weight_map\": {\n", 62));
+    CHECK(text && len > 50 &&
+          !memcmp(text, "{\n  \"metadata\": {\n    \"total_size\": 24\n  },\n  \"weight_map\": {\n",
+                  62));
     free(text);
     free(ip);
     tset_free(&s);
@@ -289,7 +323,8 @@ static void test_split_edges(void) {
     free(root);
 }
 
-/* ---- saves over existing checkpoints ---------------------------------------------------------- */
+/* ---- saves over existing checkpoints ----------------------------------------------------------
+ */
 
 /* A sharded checkpoint (3 shards) with unrelated files: tokenizer.json, README.md, a subdirectory
  * with a file, a symlink, and a variant weights file that is not ours. */
@@ -331,7 +366,8 @@ static void test_resave_over_existing(void) {
     CHECK_OK(save(dir, &s, &cfg, 1, 100, err), err);
     char list[512];
     dir_listing(dir, list, sizeof list);
-    CHECK_EQ_STR("README.md,assets,config.json,model.fp16.safetensors,model.safetensors,readme.link,tokenizer.json",
+    CHECK_EQ_STR("README.md,assets,config.json,model.fp16.safetensors,model.safetensors,readme."
+                 "link,tokenizer.json",
                  list);
     check_file_bytes(dir, "tokenizer.json", (const uint8_t *)"{\"tok\": true}", 13);
     check_file_bytes(dir, "README.md", (const uint8_t *)"# model\n", 8);
@@ -349,10 +385,11 @@ static void test_resave_over_existing(void) {
     fm_extra_file cfg2 = {"config.json", "{\"v\": 2}", 8};
     CHECK_OK(save(dir, &old, &cfg2, 1, 10, err), err);
     dir_listing(dir, list, sizeof list);
-    CHECK_EQ_STR("README.md,assets,config.json,model-00001-of-00003.safetensors,"
-                 "model-00002-of-00003.safetensors,model-00003-of-00003.safetensors,model.fp16.safetensors,"
-                 "model.safetensors.index.json,readme.link,tokenizer.json",
-                 list);
+    CHECK_EQ_STR(
+        "README.md,assets,config.json,model-00001-of-00003.safetensors,"
+        "model-00002-of-00003.safetensors,model-00003-of-00003.safetensors,model.fp16.safetensors,"
+        "model.safetensors.index.json,readme.link,tokenizer.json",
+        list);
     check_file_bytes(dir, "config.json", (const uint8_t *)"{\"v\": 2}", 8);
     check_loads(dir, &old, true);
     CHECK_EQ_INT(0, wrfx_count_prefix(root, ".ck.fusemap-"));
@@ -368,10 +405,12 @@ static void test_resave_over_existing(void) {
 static void test_old_index_names(void) {
     char *root = wrfx_mkdtemp(), *dir = wrfx_join(root, "ck");
     CHECK(mkdir(dir, 0755) == 0);
-    const char *idx = "{\"metadata\":{},\"weight_map\":{\"a\":\"model.safetensors-00001-of-00002.safetensors\","
-                      "\"b\":\"weights-b.safetensors\",\"c\":\"../escape.safetensors\",\"d\":\"notes.txt\"}}";
-    const char *files[] = {"model.safetensors.index.json", "model.safetensors-00001-of-00002.safetensors",
-                           "weights-b.safetensors", "notes.txt", "model-00002-of-00002.safetensors"};
+    const char *idx =
+        "{\"metadata\":{},\"weight_map\":{\"a\":\"model.safetensors-00001-of-00002.safetensors\","
+        "\"b\":\"weights-b.safetensors\",\"c\":\"../escape.safetensors\",\"d\":\"notes.txt\"}}";
+    const char *files[] = {"model.safetensors.index.json",
+                           "model.safetensors-00001-of-00002.safetensors", "weights-b.safetensors",
+                           "notes.txt", "model-00002-of-00002.safetensors"};
     for (int i = 0; i < 5; i++) {
         char *p = wrfx_join(dir, files[i]);
         CHECK(wrfx_write(p, i ? "x" : idx, i ? 1 : strlen(idx)) == 0);
@@ -425,7 +464,8 @@ static void test_resave_from_own_views(void) {
     fm_save_options_init(&o);
     CHECK_OK(fm_checkpoint_save(dir, items, n, NULL, 0, &o, err), err);
     fm_checkpoint_close(c);
-    for (size_t i = 0; i < n; i++) fm_tensor_free(&views[i]);
+    for (size_t i = 0; i < n; i++)
+        fm_tensor_free(&views[i]);
     check_loads(dir, &orig, false);
     tset_free(&orig);
     wrfx_rmrf(root);
@@ -461,13 +501,15 @@ static void fault_sweep(fm_fault_kind kind, bool fresh, bool no_exchange) {
         fm_fault_set(kind, 0);
         if (st == FM_OK) break;
         failures++;
-        if (kind == FM_FAULT_ALLOC) CHECK_STATUS(FM_ERR_NOMEM, st, err);
-        else CHECK_CONTAINS(err->msg, "injected");
+        if (kind == FM_FAULT_ALLOC)
+            CHECK_STATUS(FM_ERR_NOMEM, st, err);
+        else
+            CHECK_CONTAINS(err->msg, "injected");
         wrfx_snap after;
         char why[512];
         CHECK(wrfx_snapshot(dir, &after) == 0);
-        CHECK_MSG(wrfx_snap_equal(&before, &after, why, sizeof why), "%s #%llu (%s): %s", fault_name(kind),
-                  (unsigned long long)nth, err->msg, why);
+        CHECK_MSG(wrfx_snap_equal(&before, &after, why, sizeof why), "%s #%llu (%s): %s",
+                  fault_name(kind), (unsigned long long)nth, err->msg, why);
         wrfx_snap_free(&after);
         CHECK_MSG(wrfx_count_prefix(root, ".ck.fusemap-") == 0, "%s #%llu: staging left behind",
                   fault_name(kind), (unsigned long long)nth);
@@ -491,19 +533,24 @@ static void fault_sweep(fm_fault_kind kind, bool fresh, bool no_exchange) {
 }
 
 static void test_fault_sweep_existing(void) {
-    const fm_fault_kind kinds[] = {FM_FAULT_WRITE, FM_FAULT_FSYNC, FM_FAULT_RENAME, FM_FAULT_OPEN, FM_FAULT_ALLOC};
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) fault_sweep(kinds[k], false, false);
+    const fm_fault_kind kinds[] = {FM_FAULT_WRITE, FM_FAULT_FSYNC, FM_FAULT_RENAME, FM_FAULT_OPEN,
+                                   FM_FAULT_ALLOC};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        fault_sweep(kinds[k], false, false);
 }
 
 static void test_fault_sweep_fresh(void) {
-    const fm_fault_kind kinds[] = {FM_FAULT_WRITE, FM_FAULT_FSYNC, FM_FAULT_RENAME, FM_FAULT_OPEN, FM_FAULT_ALLOC};
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) fault_sweep(kinds[k], true, false);
+    const fm_fault_kind kinds[] = {FM_FAULT_WRITE, FM_FAULT_FSYNC, FM_FAULT_RENAME, FM_FAULT_OPEN,
+                                   FM_FAULT_ALLOC};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        fault_sweep(kinds[k], true, false);
 }
 
 /* Without RENAME_EXCHANGE (as on file systems that lack it): the two-rename fallback. */
 static void test_fault_sweep_fallback(void) {
     const fm_fault_kind kinds[] = {FM_FAULT_FSYNC, FM_FAULT_RENAME, FM_FAULT_OPEN};
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) fault_sweep(kinds[k], false, true);
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        fault_sweep(kinds[k], false, true);
 }
 
 /* RLIMIT_FSIZE half way through a shard (in a child, SIGXFSZ ignored so write fails with EFBIG). */
@@ -555,7 +602,8 @@ static int save_unprivileged(const char *dir, const tset *s) {
         if (stat(dir, &sb) != 0) _exit(2);
         fm_error eb;
         fm_status st = save(dir, s, NULL, 0, FM_DEFAULT_MAX_SHARD_SIZE, &eb);
-        int ok = st != FM_OK && (strstr(eb.msg, "Permission denied") || strstr(eb.msg, "not writable"));
+        int ok =
+            st != FM_OK && (strstr(eb.msg, "Permission denied") || strstr(eb.msg, "not writable"));
         if (!ok) fprintf(stderr, "child: %s: %s\n", fm_status_name(st), eb.msg);
         _exit(ok ? 0 : 1);
     }
@@ -588,14 +636,16 @@ static void test_read_only(void) {
         wrfx_snap_free(&t);
     }
     for (int c = 0; c < 2; c++) {
-        const char *ro = c == 0 ? par : dir; /* case 0: parent read-only; case 1: directory read-only */
+        const char *ro =
+            c == 0 ? par : dir; /* case 0: parent read-only; case 1: directory read-only */
         struct stat sb;
         CHECK(stat(ro, &sb) == 0);
         chmod(ro, 0555);
         wrfx_snap before, after;
         CHECK(wrfx_snapshot(dir, &before) == 0);
         int rc = save_unprivileged(dir, &s);
-        if (rc == 2) fprintf(stderr, "note: test_read_only case %d skipped (cannot act unprivileged)\n", c);
+        if (rc == 2)
+            fprintf(stderr, "note: test_read_only case %d skipped (cannot act unprivileged)\n", c);
         CHECK_MSG(rc == 0 || rc == 2, "case %d: child exit %d", c, rc);
         char why[512];
         CHECK(wrfx_snapshot(dir, &after) == 0);
@@ -625,8 +675,11 @@ static void test_invalid_arguments(void) {
     CHECK_CONTAINS(err->msg, "'a'");
     CHECK(!wrfx_exists(dir));
     s.n = 2;
-    fm_extra_file bad[] = {{"model.safetensors", "x", 1}, {"sub/x.json", "x", 1}, {"..", "x", 1},
-                           {"model-00001-of-00002.safetensors", "x", 1}, {"model.safetensors.index.json", "x", 1}};
+    fm_extra_file bad[] = {{"model.safetensors", "x", 1},
+                           {"sub/x.json", "x", 1},
+                           {"..", "x", 1},
+                           {"model-00001-of-00002.safetensors", "x", 1},
+                           {"model.safetensors.index.json", "x", 1}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_STATUS(FM_ERR_INVALID_ARG, save(dir, &s, &bad[i], 1, 100, err), err);
         CHECK_CONTAINS(err->msg, bad[i].name);
@@ -683,7 +736,8 @@ static void test_copy_fallback(void) {
     char *root = wrfx_mkdtemp(), *a = wrfx_join(root, "a"), *b = wrfx_join(root, "b");
     uint8_t buf[3000];
     uint64_t seed = 1;
-    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)wrfx_rand(&seed);
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (uint8_t)wrfx_rand(&seed);
     CHECK(wrfx_write(a, buf, sizeof buf) == 0);
     chmod(a, 0640);
     fm_error eb, *err = &eb;

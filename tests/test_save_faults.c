@@ -18,12 +18,14 @@ static int staging_left(const char *parent) {
     DIR *d = opendir(parent);
     struct dirent *e;
     int n = 0;
-    while (d && (e = readdir(d))) n += strstr(e->d_name, ".fusemap-") != NULL;
+    while (d && (e = readdir(d)))
+        n += strstr(e->d_name, ".fusemap-") != NULL;
     if (d) closedir(d);
     return n;
 }
 
-static void sweep(fm_model *m, const char *dst, const char *snapshot, fm_fault_kind kind, const char *what) {
+static void sweep(fm_model *m, const char *dst, const char *snapshot, fm_fault_kind kind,
+                  const char *what) {
     fm_save_pretrained_options so;
     fm_save_pretrained_options_init(&so);
     so.max_shard_size = 30000; /* several shards: more files, more failure points */
@@ -35,10 +37,12 @@ static void sweep(fm_model *m, const char *dst, const char *snapshot, fm_fault_k
         fm_fault_set(kind, 0);
         if (st == FM_OK) break;
         failures++;
-        CHECK_MSG(err.msg[0] != '\0', "%s #%llu: the error says what failed", what, (unsigned long long)n);
-        CHECK_MSG(fm_test_same_dir(dst, snapshot, NULL), "%s #%llu: destination unchanged (%s)", what,
-                  (unsigned long long)n, err.msg);
-        CHECK_MSG(staging_left(tmp) == 0, "%s #%llu: no staging directory left", what, (unsigned long long)n);
+        CHECK_MSG(err.msg[0] != '\0', "%s #%llu: the error says what failed", what,
+                  (unsigned long long)n);
+        CHECK_MSG(fm_test_same_dir(dst, snapshot, NULL), "%s #%llu: destination unchanged (%s)",
+                  what, (unsigned long long)n, err.msg);
+        CHECK_MSG(staging_left(tmp) == 0, "%s #%llu: no staging directory left", what,
+                  (unsigned long long)n);
     }
     CHECK_MSG(failures > 0, "%s: at least one failure point was exercised", what);
     fprintf(stderr, "%s: %d failure points, each left the destination unchanged\n", what, failures);
@@ -64,8 +68,11 @@ static void test_save_failure_points(void) {
     CHECK_OK(fm_qfix_write(dst, &q2, &err), &err);
     CHECK_OK(fm_qfix_write(snap, &q2, &err), &err);
     fm_model *m = NULL;
-    CHECK_OK(fm_from_pretrained(src, &(fm_load_options){FM_DTYPE_INVALID, false, false, "{\"patch_embeddings\": true}"},
-                                &m, NULL, &err), &err);
+    CHECK_OK(fm_from_pretrained(
+                 src,
+                 &(fm_load_options){FM_DTYPE_INVALID, false, false, "{\"patch_embeddings\": true}"},
+                 &m, NULL, &err),
+             &err);
     if (!m) return;
     sweep(m, dst, snap, FM_FAULT_ALLOC, "allocation");
     sweep(m, dst, snap, FM_FAULT_WRITE, "write");
@@ -103,7 +110,8 @@ static void test_load_allocation_failures(void) {
             break;
         }
         failures++;
-        CHECK_MSG(m == NULL && err.msg[0], "allocation #%llu: no model and a message", (unsigned long long)n);
+        CHECK_MSG(m == NULL && err.msg[0], "allocation #%llu: no model and a message",
+                  (unsigned long long)n);
     }
     CHECK(failures > 0);
     fprintf(stderr, "load: %d allocation failure points, each a clean error\n", failures);

@@ -20,7 +20,9 @@ static char *tmp;
 static void child_loop(const char *a, const char *b, const char *dst) {
     fm_model *ma = NULL, *mb = NULL;
     fm_error err;
-    if (fm_from_pretrained(a, NULL, &ma, NULL, &err) || fm_from_pretrained(b, NULL, &mb, NULL, &err)) _exit(3);
+    if (fm_from_pretrained(a, NULL, &ma, NULL, &err) ||
+        fm_from_pretrained(b, NULL, &mb, NULL, &err))
+        _exit(3);
     for (unsigned i = 0;; i++)
         if (fm_save_pretrained(i % 2 ? mb : ma, dst, NULL, &err) != FM_OK) _exit(4);
 }
@@ -49,19 +51,22 @@ static void test_kill_during_saves(void) {
         waitpid(pid, &status, 0);
         CHECK_MSG(WIFSIGNALED(status), "child was killed mid-loop (status %d)", status);
         int is_a = fm_test_same_dir(dst, a, NULL), is_b = !is_a && fm_test_same_dir(dst, b, NULL);
-        CHECK_MSG(is_a || is_b, "iteration %d: destination is exactly the old or the new checkpoint", it);
+        CHECK_MSG(is_a || is_b,
+                  "iteration %d: destination is exactly the old or the new checkpoint", it);
         as_a += is_a, as_b += is_b;
         fm_model *m = NULL;
         CHECK_OK(fm_from_pretrained(dst, NULL, &m, NULL, &err), &err);
         fm_model_free(m);
     }
-    fprintf(stderr, "killed %d saves: %d left checkpoint a, %d left checkpoint b\n", iterations, as_a, as_b);
+    fprintf(stderr, "killed %d saves: %d left checkpoint a, %d left checkpoint b\n", iterations,
+            as_a, as_b);
 }
 
 int main(void) {
     tmp = fm_test_tmpdir("kill");
     RUN(test_kill_during_saves);
-    /* leftover staging directories of killed saves are hidden siblings inside tmp: removed with it */
+    /* leftover staging directories of killed saves are hidden siblings inside tmp: removed with it
+     */
     fm_test_rmtree(tmp);
     free(tmp);
     TEST_END();

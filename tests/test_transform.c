@@ -19,8 +19,8 @@ static fm_transform *ren(const char *s, const char *t) {
     return x;
 }
 
-static fm_transform *conv(const char *const *s, size_t ns, const char *const *t, size_t nt, const fm_op_desc *ops,
-                          size_t nops) {
+static fm_transform *conv(const char *const *s, size_t ns, const char *const *t, size_t nt,
+                          const fm_op_desc *ops, size_t nops) {
     fm_transform *x = NULL;
     fm_error e;
     fm_status st = fm_transform_converter_new(s, ns, t, nt, ops, nops, &x, &e);
@@ -48,7 +48,8 @@ static const fm_op_desc kMerge0 = {FM_OP_MERGE_MODULELIST, 0, 0, 0, {0, 0, 0}};
 static const fm_op_desc kCat1 = {FM_OP_CONCATENATE, 1, 0, 0, {0, 0, 0}};
 static const fm_op_desc kChunk0 = {FM_OP_CHUNK, 0, 0, 0, {0, 0, 0}};
 
-/* ---- normalisation ------------------------------------------------------------------------------ */
+/* ---- normalisation ------------------------------------------------------------------------------
+ */
 static void test_target_normalisation(void) {
     fm_transform *a = ren("^model(?!\\.(language_model|visual))", "^model\\.language_model$");
     if (!a) return;
@@ -74,20 +75,27 @@ static void test_target_normalisation(void) {
     fm_transform_free(t);
 }
 
-/* ---- SEARCH and replacement (§2.2) ------------------------------------------------------------- */
+/* ---- SEARCH and replacement (§2.2) -------------------------------------------------------------
+ */
 static void test_sub_span_rewrite_keeps_prefix(void) {
-    const char *s1[2] = {"block_sparse_moe.experts.*.w1.weight", "block_sparse_moe.experts.*.w3.weight"};
+    const char *s1[2] = {"block_sparse_moe.experts.*.w1.weight",
+                         "block_sparse_moe.experts.*.w3.weight"};
     const char *t1[1] = {"mlp.experts.gate_up_proj"};
-    const char *s2[1] = {"block_sparse_moe.experts.*.w2.weight"}, *t2[1] = {"mlp.experts.down_proj"};
+    const char *s2[1] = {"block_sparse_moe.experts.*.w2.weight"},
+               *t2[1] = {"mlp.experts.down_proj"};
     fm_op_desc ops[2] = {kMerge0, kCat1};
     fm_transform *gu = conv(s1, 2, t1, 1, ops, 2), *dn = conv(s2, 1, t2, 1, ops, 1);
     int b = -2;
-    CHECK_EQ_STR("foo.mlp.experts.gate_up_proj", rn(gu, "foo.block_sparse_moe.experts.3.w1.weight", &b));
+    CHECK_EQ_STR("foo.mlp.experts.gate_up_proj",
+                 rn(gu, "foo.block_sparse_moe.experts.3.w1.weight", &b));
     CHECK_EQ_INT(0, b);
-    CHECK_EQ_STR("foo.mlp.experts.gate_up_proj", rn(gu, "foo.block_sparse_moe.experts.12.w3.weight", &b));
+    CHECK_EQ_STR("foo.mlp.experts.gate_up_proj",
+                 rn(gu, "foo.block_sparse_moe.experts.12.w3.weight", &b));
     CHECK_EQ_INT(1, b);
-    CHECK_EQ_STR("foo.mlp.experts.down_proj", rn(dn, "foo.block_sparse_moe.experts.3.w2.weight", &b));
-    CHECK_EQ_STR("foo.block_sparse_moe.experts.3.w2.weight", rn(gu, "foo.block_sparse_moe.experts.3.w2.weight", &b));
+    CHECK_EQ_STR("foo.mlp.experts.down_proj",
+                 rn(dn, "foo.block_sparse_moe.experts.3.w2.weight", &b));
+    CHECK_EQ_STR("foo.block_sparse_moe.experts.3.w2.weight",
+                 rn(gu, "foo.block_sparse_moe.experts.3.w2.weight", &b));
     CHECK_EQ_INT(-1, b); /* no match: unchanged */
     fm_transform *lm = ren("model.language_model.*", "language_model");
     CHECK_EQ_STR("language_model", rn(lm, "model.language_model.lm_head.weight", NULL));
@@ -101,8 +109,9 @@ static void test_star_accepts_non_digits(void) {
     fm_op_desc op = kChunk0;
     fm_transform *c = conv(s, 1, t, 2, &op, 1);
     int b;
-    const char *keys[4] = {"model.layers.0.mlp.gate_up_proj.weight", "model.layers.12.mlp.gate_up_proj.weight",
-                           "model.layers.a.mlp.gate_up_proj.weight", "model.layers.00x.mlp.gate_up_proj.weight"};
+    const char *keys[4] = {
+        "model.layers.0.mlp.gate_up_proj.weight", "model.layers.12.mlp.gate_up_proj.weight",
+        "model.layers.a.mlp.gate_up_proj.weight", "model.layers.00x.mlp.gate_up_proj.weight"};
     for (int i = 0; i < 4; i++) {
         rn(c, keys[i], &b);
         CHECK_MSG(b == 0, "%s did not match", keys[i]);
@@ -135,7 +144,8 @@ static void test_leftmost_then_branch_order(void) {
 }
 
 static void test_first_occurrence_and_empty_match(void) {
-    fm_transform *q = ren("y$", "Z"); /* match at the end, but the first "y" is replaced (quirk §11.9) */
+    fm_transform *q =
+        ren("y$", "Z"); /* match at the end, but the first "y" is replaced (quirk §11.9) */
     CHECK_EQ_STR("Z.x.y", rn(q, "y.x.y", NULL));
     fm_transform *p = ren("^(?!model\\.)", "model.");
     CHECK_EQ_STR("model.layer.0", rn(p, "layer.0", NULL)); /* empty match inserts at the start */
@@ -177,8 +187,9 @@ static void test_backreferences(void) {
 /* Python-re spellings PCRE2 reads differently, and Unicode classes as Python's str patterns. */
 static void test_python_syntax(void) {
     int b;
-    fm_transform *z = ren("weight\\Z", "W"), *u = ren("\\u0041\\U00000042", "ab"), *q = ren("x{,2}y", "Q"),
-                 *lb = ren("(?<!pre_)proj", "P"), *dg = ren("layer\\d", "L"), *fl = ren("(?iu)ATTN", "attn");
+    fm_transform *z = ren("weight\\Z", "W"), *u = ren("\\u0041\\U00000042", "ab"),
+                 *q = ren("x{,2}y", "Q"), *lb = ren("(?<!pre_)proj", "P"),
+                 *dg = ren("layer\\d", "L"), *fl = ren("(?iu)ATTN", "attn");
     CHECK_EQ_STR("a.W", rn(z, "a.weight", NULL));
     rn(z, "a.weight\n", &b); /* \Z is the absolute end in Python, not "before a final newline" */
     CHECK_EQ_INT(-1, b);
@@ -188,8 +199,10 @@ static void test_python_syntax(void) {
     rn(lb, "pre_proj", &b);
     CHECK_EQ_INT(-1, b); /* the lookbehind rejects the only candidate */
     CHECK_EQ_STR("x.P", rn(lb, "x.proj", NULL));
-    CHECK_EQ_STR("pre_P.proj", rn(lb, "pre_proj.proj", NULL)); /* matched ".proj"; first "proj" replaced */
-    CHECK_EQ_STR("L.w", rn(dg, "layer\xd9\xa3.w", NULL)); /* ARABIC-INDIC DIGIT THREE is \d in Python */
+    CHECK_EQ_STR("pre_P.proj",
+                 rn(lb, "pre_proj.proj", NULL)); /* matched ".proj"; first "proj" replaced */
+    CHECK_EQ_STR("L.w",
+                 rn(dg, "layer\xd9\xa3.w", NULL)); /* ARABIC-INDIC DIGIT THREE is \d in Python */
     CHECK_EQ_STR("x.attn", rn(fl, "x.Attn", NULL));
     fm_transform_free(z);
     fm_transform_free(u);
@@ -215,10 +228,12 @@ static void test_200_branches(void) {
     rn(c, "model.block200.weight", &b);
     CHECK_EQ_INT(-1, b);
     fm_transform_free(c);
-    for (int i = 0; i < 200; i++) free(s[i]);
+    for (int i = 0; i < 200; i++)
+        free(s[i]);
 }
 
-/* ---- creation-time errors ----------------------------------------------------------------------- */
+/* ---- creation-time errors -----------------------------------------------------------------------
+ */
 static void test_creation_errors(void) {
     fm_transform *t = (fm_transform *)1;
     fm_error e;
@@ -251,7 +266,8 @@ static void test_creation_errors(void) {
     CHECK_STATUS(FM_ERR_INVALID_ARG, fm_transform_converter_new(s1, 1, t1, 1, &bad, 1, &t, &e), &e);
 }
 
-/* ---- reversal, clone, describe ------------------------------------------------------------------- */
+/* ---- reversal, clone, describe
+ * ------------------------------------------------------------------- */
 static void test_reverse_clone_describe(void) {
     const char *s[2] = {"mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight"};
     const char *t[1] = {"mlp.experts.gate_up_proj"};
@@ -275,12 +291,15 @@ static void test_reverse_clone_describe(void) {
     CHECK_EQ_INT(2, fm_transform_op_count(cl));
     CHECK_EQ_INT(FM_OP_CONCATENATE, fm_transform_op(cl, 1)->kind);
     CHECK(fm_transform_op(cl, 2) == NULL && fm_transform_source(cl, 2) == NULL);
-    const char *ws[1] = {"patch_embed\\.proj\\.weight$"}, *wt[1] = {"patch_embed\\.linear_proj\\.weight$"};
+    const char *ws[1] = {"patch_embed\\.proj\\.weight$"},
+               *wt[1] = {"patch_embed\\.linear_proj\\.weight$"};
     fm_op_desc c3 = {FM_OP_CONV3D_TO_LINEAR, 0, 0, 3, {2, 14, 14}};
     fm_transform *f = conv(ws, 1, wt, 1, &c3, 1);
-    CHECK_EQ_STR("WeightConverter(patch_embed\\.proj\\.weight$ -> patch_embed.linear_proj.weight; Conv3dToLinear)",
+    CHECK_EQ_STR("WeightConverter(patch_embed\\.proj\\.weight$ -> patch_embed.linear_proj.weight; "
+                 "Conv3dToLinear)",
                  fm_transform_describe(f));
-    CHECK_EQ_STR("model.visual.patch_embed.linear_proj.weight", rn(f, "model.visual.patch_embed.proj.weight", NULL));
+    CHECK_EQ_STR("model.visual.patch_embed.linear_proj.weight",
+                 rn(f, "model.visual.patch_embed.proj.weight", NULL));
     fm_transform *n = ren("^visual", "model.visual");
     CHECK_EQ_STR("WeightRenaming(^visual -> model.visual)", fm_transform_describe(n));
     fm_transform_free(n);
@@ -290,7 +309,8 @@ static void test_reverse_clone_describe(void) {
     fm_transform_free(cl);
 }
 
-/* ---- conversion-mapping registry ------------------------------------------------------------------ */
+/* ---- conversion-mapping registry
+ * ------------------------------------------------------------------ */
 /* Applies every transform of a list in order (renamings chained). */
 static const char *chain(const fm_transform_list *l, const char *key) {
     static char buf[512];
@@ -358,7 +378,8 @@ static void test_registry_semantics(void) {
     CHECK_OK(fm_conversion_mapping_get("my_model", &got, &e), &e);
     CHECK_EQ_INT(1, got.count);
     fm_transform_list_free(&got);
-    CHECK_STATUS(FM_ERR_EXISTS, fm_conversion_mapping_register("Qwen2VLForConditionalGeneration", &one, false, &e),
+    CHECK_STATUS(FM_ERR_EXISTS,
+                 fm_conversion_mapping_register("Qwen2VLForConditionalGeneration", &one, false, &e),
                  &e);
     CHECK_OK(fm_conversion_mapping_unregister("my_model", &e), &e);
     CHECK_STATUS(FM_ERR_NOT_FOUND, fm_conversion_mapping_unregister("my_model", &e), &e);
@@ -386,11 +407,13 @@ static void test_alloc_failures(void) {
         char *o = NULL;
         int b;
         if (st == FM_OK) st = fm_transform_reverse(c, &r, &e);
-        if (st == FM_OK) st = fm_transform_rename(c, "l.0.mlp.experts.1.up_proj.weight", &o, &b, &e);
+        if (st == FM_OK)
+            st = fm_transform_rename(c, "l.0.mlp.experts.1.up_proj.weight", &o, &b, &e);
         done = fm_fault_count(FM_FAULT_ALLOC) < k;
         fm_fault_set(FM_FAULT_ALLOC, 0);
         if (!done) {
-            CHECK_MSG(st == FM_ERR_NOMEM, "allocation %llu: %s (%s)", (unsigned long long)k, fm_status_name(st), e.msg);
+            CHECK_MSG(st == FM_ERR_NOMEM, "allocation %llu: %s (%s)", (unsigned long long)k,
+                      fm_status_name(st), e.msg);
             failures++;
         } else {
             CHECK_OK(st, &e);

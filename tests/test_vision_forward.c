@@ -21,7 +21,8 @@ static uint64_t px_seed = 0x2545F4914F6CDD1Dull;
 
 static int64_t grid_patches(const int64_t *g, int n) {
     int64_t s = 0;
-    for (int i = 0; i < n; i++) s += g[3 * i] * g[3 * i + 1] * g[3 * i + 2];
+    for (int i = 0; i < n; i++)
+        s += g[3 * i] * g[3 * i + 1] * g[3 * i + 2];
     return s;
 }
 
@@ -56,8 +57,8 @@ static fm_model *load(const char *dir, const char *fusion, fm_load_report *rep) 
     return m;
 }
 
-static fm_status forward(fm_model *m, const fm_tensor *pv, const fm_tensor *gt, int threads, fm_tensor *out,
-                         fm_error *e) {
+static fm_status forward(fm_model *m, const fm_tensor *pv, const fm_tensor *gt, int threads,
+                         fm_tensor *out, fm_error *e) {
     fm_run_options ro;
     fm_run_options_init(&ro);
     ro.threads = threads;
@@ -67,24 +68,27 @@ static fm_status forward(fm_model *m, const fm_tensor *pv, const fm_tensor *gt, 
 static double rel_l2_f(const fm_tensor *a, const fm_tensor *b) {
     double num = 0, den = 0;
     const float *x = a->data, *y = b->data;
-    for (uint64_t i = 0; i < fm_tensor_numel(a); i++) num += (x[i] - y[i]) * (double)(x[i] - y[i]), den += (double)y[i] * y[i];
+    for (uint64_t i = 0; i < fm_tensor_numel(a); i++)
+        num += (x[i] - y[i]) * (double)(x[i] - y[i]), den += (double)y[i] * y[i];
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 /* ---- accuracy against the float64 reference ------------------------------------------------- */
 
 /* Loads q's checkpoint unfused and fused, runs every grid set, compares both with the f64 path. */
-static void check_against_ref(const fm_qfix *q, const int64_t *const *grids, const int *n_imgs, int n_sets,
-                              const char *what) {
+static void check_against_ref(const fm_qfix *q, const int64_t *const *grids, const int *n_imgs,
+                              int n_sets, const char *what) {
     char *dir = write_model(q, "vref");
     fm_vref_model ref;
     char why[256] = "";
     CHECK_MSG(fm_vref_load(dir, &ref, why, sizeof why) == 0, "%s: reference load: %s", what, why);
-    fm_model *plain = load(dir, "{}", NULL), *fused = load(dir, "{\"patch_embeddings\": true}", NULL);
+    fm_model *plain = load(dir, "{}", NULL),
+             *fused = load(dir, "{\"patch_embeddings\": true}", NULL);
     for (int s = 0; s < n_sets && plain && fused && ref.blocks; s++) {
         fm_tensor pv = {0}, gt = {0}, op = {0}, of = {0};
         make_inputs(grids[s], n_imgs[s], patch_values(q), &pv, &gt);
-        int64_t no = grid_patches(grids[s], n_imgs[s]) / (q->merge_size * q->merge_size) * q->hidden_size;
+        int64_t no =
+            grid_patches(grids[s], n_imgs[s]) / (q->merge_size * q->merge_size) * q->hidden_size;
         double *want = malloc((size_t)no * sizeof *want);
         CHECK(want && fm_vref64_forward(&ref, grids[s], n_imgs[s], pv.data, want) == 0);
         fm_error e;
@@ -92,12 +96,19 @@ static void check_against_ref(const fm_qfix *q, const int64_t *const *grids, con
         CHECK_OK(forward(fused, &pv, &gt, 2, &of, &e), &e);
         if (op.data && of.data && want) {
             CHECK_EQ_INT(no, (int64_t)fm_tensor_numel(&op));
-            double ep = fm_vref64_rel_l2(op.data, want, no), ef = fm_vref64_rel_l2(of.data, want, no), norm = 0;
+            double ep = fm_vref64_rel_l2(op.data, want, no),
+                   ef = fm_vref64_rel_l2(of.data, want, no), norm = 0;
             worst_rel_l2 = fmax(worst_rel_l2, fmax(ep, ef));
-            CHECK_MSG(ep <= 1e-5, "%s, grid set %d: unfused rel-L2 %.3g vs float64 reference (want <= 1e-5)", what, s, ep);
-            CHECK_MSG(ef <= 1e-5, "%s, grid set %d: fused rel-L2 %.3g vs float64 reference (want <= 1e-5)", what, s, ef);
-            for (int64_t i = 0; i < no; i++) norm += want[i] * want[i];
-            CHECK_MSG(sqrt(norm / (double)no) > 1e-3, "%s: output rms %.3g too small to be a meaningful check", what,
+            CHECK_MSG(ep <= 1e-5,
+                      "%s, grid set %d: unfused rel-L2 %.3g vs float64 reference (want <= 1e-5)",
+                      what, s, ep);
+            CHECK_MSG(ef <= 1e-5,
+                      "%s, grid set %d: fused rel-L2 %.3g vs float64 reference (want <= 1e-5)",
+                      what, s, ef);
+            for (int64_t i = 0; i < no; i++)
+                norm += want[i] * want[i];
+            CHECK_MSG(sqrt(norm / (double)no) > 1e-3,
+                      "%s: output rms %.3g too small to be a meaningful check", what,
                       sqrt(norm / (double)no));
         }
         free(want);
@@ -109,10 +120,12 @@ static void check_against_ref(const fm_qfix *q, const int64_t *const *grids, con
     free(dir);
 }
 
-static fm_qfix qcfg(int depth, int embed, int heads, int ratio, int hidden, const char *act, int c, int t, int p) {
+static fm_qfix qcfg(int depth, int embed, int heads, int ratio, int hidden, const char *act, int c,
+                    int t, int p) {
     fm_qfix q;
     fm_qfix_init(&q);
-    q.depth = depth, q.embed_dim = embed, q.num_heads = heads, q.mlp_ratio = ratio, q.hidden_size = hidden;
+    q.depth = depth, q.embed_dim = embed, q.num_heads = heads, q.mlp_ratio = ratio,
+    q.hidden_size = hidden;
     q.hidden_act = act, q.in_channels = c, q.temporal_patch_size = t, q.patch_size = p;
     q.scale = 0.08f;
     return q;
@@ -130,14 +143,16 @@ static void test_models_vs_ref64(void) {
     check_against_ref(&a, sets, n_img, 4, "cfg A");
     check_against_ref(&b, sets, n_img, quick ? 2 : 4, "cfg B");
     check_against_ref(&c, sets + 1, n_img + 1, 1, "cfg C");
-    d.dtype = FM_DTYPE_BF16; /* the library converts on prepare; the reference reads the same bf16 values */
+    d.dtype = FM_DTYPE_BF16; /* the library converts on prepare; the reference reads the same bf16
+                                values */
     check_against_ref(&d, sets, n_img, 1, "cfg D bf16");
     /* Tiny patch embeddings: LayerNorm inputs of variance ~1e-4, where eps 1e-6 vs 1e-5 shows. */
     fm_qfix e = qcfg(2, 64, 4, 4, 48, "quick_gelu", 3, 2, 4);
     e.patch_scale = 0.0005f;
     check_against_ref(&e, sets, n_img, 1, "small activations");
     if (!quick) {
-        const int64_t g_big[] = {1, 16, 22, 1, 12, 8}; /* segments > 128 rows: several query blocks */
+        const int64_t g_big[] = {1, 16, 22,
+                                 1, 12, 8}; /* segments > 128 rows: several query blocks */
         const int64_t *big[] = {g_big};
         const int nb[] = {2};
         check_against_ref(&a, big, nb, 1, "cfg A 1x16x22 + 1x12x8");
@@ -153,19 +168,24 @@ static void test_merge_order(void) {
     check_against_ref(&q, sets, n_img, 1, "depth 1, two images");
 }
 
-/* ---- threads and per-grid plans ----------------------------------------------------------------- */
+/* ---- threads and per-grid plans -----------------------------------------------------------------
+ */
 static void test_threads_and_plan_reuse(void) {
     fm_qfix q = qcfg(2, 96, 6, 2, 80, "gelu", 3, 2, 4);
     char *dir = write_model(&q, "vthreads");
     fm_model *m = load(dir, NULL, NULL);
     const int64_t g1[] = {1, 8, 10, 2, 4, 4}, g2[] = {1, 4, 4};
-    fm_tensor pv1 = {0}, gt1 = {0}, pv2 = {0}, gt2 = {0}, o[4] = {{0}}, again = {0}, other = {0}, fresh = {0};
+    fm_tensor pv1 = {0}, gt1 = {0}, pv2 = {0}, gt2 = {0}, o[4] = {{0}}, again = {0}, other = {0},
+              fresh = {0};
     make_inputs(g1, 2, 96, &pv1, &gt1);
     make_inputs(g2, 1, 96, &pv2, &gt2);
     fm_error e;
-    for (int t = 1; m && t <= 3; t++) CHECK_OK(forward(m, &pv1, &gt1, t, &o[t], &e), &e);
+    for (int t = 1; m && t <= 3; t++)
+        CHECK_OK(forward(m, &pv1, &gt1, t, &o[t], &e), &e);
     for (int t = 2; t <= 3; t++)
-        if (o[1].data && o[t].data) CHECK_MSG(rel_l2_f(&o[t], &o[1]) <= 1e-6, "threads %d vs 1: rel-L2 %.3g", t, rel_l2_f(&o[t], &o[1]));
+        if (o[1].data && o[t].data)
+            CHECK_MSG(rel_l2_f(&o[t], &o[1]) <= 1e-6, "threads %d vs 1: rel-L2 %.3g", t,
+                      rel_l2_f(&o[t], &o[1]));
     /* another grid, then the first again: equal to the first run (the per-grid plan is rebuilt) */
     if (m) CHECK_OK(forward(m, &pv2, &gt2, 3, &other, &e), &e);
     if (m) CHECK_OK(forward(m, &pv1, &gt1, 3, &again, &e), &e);
@@ -173,7 +193,8 @@ static void test_threads_and_plan_reuse(void) {
     fm_model *m2 = load(dir, NULL, NULL);
     if (m2) CHECK_OK(forward(m2, &pv2, &gt2, 3, &fresh, &e), &e);
     CHECK(fresh.data && other.data && memcmp(fresh.data, other.data, fresh.nbytes) == 0);
-    for (int t = 1; t <= 3; t++) fm_tensor_free(&o[t]);
+    for (int t = 1; t <= 3; t++)
+        fm_tensor_free(&o[t]);
     fm_tensor_free(&again), fm_tensor_free(&other), fm_tensor_free(&fresh);
     fm_tensor_free(&pv1), fm_tensor_free(&gt1), fm_tensor_free(&pv2), fm_tensor_free(&gt2);
     fm_model_free(m), fm_model_free(m2);
@@ -181,7 +202,8 @@ static void test_threads_and_plan_reuse(void) {
     free(dir);
 }
 
-/* ---- two different models at the same time in two threads ----------------------------------------- */
+/* ---- two different models at the same time in two threads
+ * ----------------------------------------- */
 typedef struct job {
     fm_model *m;
     const fm_tensor *pv, *gt;
@@ -191,12 +213,14 @@ typedef struct job {
 
 static void *run_job(void *p) {
     job *j = p;
-    for (int r = 0; r < 3; r++) j->st[r] = forward(j->m, j->pv, j->gt, 2, &j->out[r], NULL);
+    for (int r = 0; r < 3; r++)
+        j->st[r] = forward(j->m, j->pv, j->gt, 2, &j->out[r], NULL);
     return NULL;
 }
 
 static void test_two_models_concurrently(void) {
-    fm_qfix qa = qcfg(2, 64, 4, 4, 48, "quick_gelu", 3, 2, 4), qb = qcfg(1, 96, 6, 2, 64, "gelu", 3, 2, 4);
+    fm_qfix qa = qcfg(2, 64, 4, 4, 48, "quick_gelu", 3, 2, 4),
+            qb = qcfg(1, 96, 6, 2, 64, "gelu", 3, 2, 4);
     qb.seed = 99;
     char *da = write_model(&qa, "vconc_a"), *db = write_model(&qb, "vconc_b");
     fm_model *ma = load(da, NULL, NULL), *mb = load(db, "{\"patch_embeddings\": true}", NULL);
@@ -217,9 +241,11 @@ static void test_two_models_concurrently(void) {
         for (int r = 0; r < 3; r++) {
             CHECK_EQ_INT(FM_OK, ja.st[r]);
             CHECK_EQ_INT(FM_OK, jb.st[r]);
-            CHECK_MSG(ja.out[r].data && alone_a.data && memcmp(ja.out[r].data, alone_a.data, alone_a.nbytes) == 0,
+            CHECK_MSG(ja.out[r].data && alone_a.data &&
+                          memcmp(ja.out[r].data, alone_a.data, alone_a.nbytes) == 0,
                       "model A run %d in parallel differs from its run alone", r);
-            CHECK_MSG(jb.out[r].data && alone_b.data && memcmp(jb.out[r].data, alone_b.data, alone_b.nbytes) == 0,
+            CHECK_MSG(jb.out[r].data && alone_b.data &&
+                          memcmp(jb.out[r].data, alone_b.data, alone_b.nbytes) == 0,
                       "model B run %d in parallel differs from its run alone", r);
             fm_tensor_free(&ja.out[r]), fm_tensor_free(&jb.out[r]);
         }
@@ -231,7 +257,8 @@ static void test_two_models_concurrently(void) {
     free(da), free(db);
 }
 
-/* ---- validation, progress, failures --------------------------------------------------------------- */
+/* ---- validation, progress, failures
+ * --------------------------------------------------------------- */
 typedef struct prog {
     int calls, last_done, total;
 } prog;
@@ -323,7 +350,8 @@ static void test_alloc_failures(void) {
         fm_tensor_free(&out);
         fm_model_free(m);
     }
-    CHECK_MSG(ok_at > 5, "forward succeeded at allocation %d (expected several allocations)", ok_at);
+    CHECK_MSG(ok_at > 5, "forward succeeded at allocation %d (expected several allocations)",
+              ok_at);
     CHECK_EQ_INT(ok_at - 1, failures);
     fm_tensor_free(&pv), fm_tensor_free(&gt), fm_tensor_free(&want);
     fm_model_free(ref);

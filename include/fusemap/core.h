@@ -13,40 +13,40 @@ extern "C" {
 
 /* One status list, generated into the enum, the name table and the text table.
  * X(NAME, "short text") */
-#define FM_STATUS_LIST(X)                                                          \
-    X(OK, "success")                                                               \
-    X(ERR_NOMEM, "out of memory")                                                  \
-    X(ERR_INVALID_ARG, "invalid argument")                                         \
-    X(ERR_IO, "I/O error")                                                         \
-    X(ERR_NOT_FOUND, "not found")                                                  \
-    X(ERR_EXISTS, "already exists")                                                \
-    X(ERR_LIMIT, "resource limit exceeded")                                        \
-    X(ERR_OVERFLOW, "arithmetic overflow")                                         \
-    X(ERR_JSON, "invalid JSON")                                                    \
-    X(ERR_CONFIG, "invalid configuration")                                         \
-    X(ERR_UNSUPPORTED, "unsupported")                                              \
-    X(ERR_HEADER_TOO_SMALL, "safetensors: header too small")                       \
-    X(ERR_HEADER_TOO_LARGE, "safetensors: header too large")                       \
-    X(ERR_HEADER_LENGTH, "safetensors: invalid header length")                     \
-    X(ERR_HEADER_UTF8, "safetensors: invalid UTF-8 in header")                     \
-    X(ERR_HEADER_JSON, "safetensors: invalid JSON in header")                      \
-    X(ERR_DUPLICATE_TENSOR, "safetensors: duplicate tensor name")                  \
-    X(ERR_UNKNOWN_DTYPE, "safetensors: unknown dtype")                             \
-    X(ERR_INVALID_OFFSET, "safetensors: invalid offset")                           \
-    X(ERR_VALIDATION_OVERFLOW, "safetensors: overflow computing buffer size")      \
-    X(ERR_MISALIGNED_SLICE, "safetensors: element bits not a multiple of 8")       \
-    X(ERR_TENSOR_INVALID_INFO, "safetensors: invalid shape, dtype or offset")      \
-    X(ERR_INCOMPLETE_BUFFER, "safetensors: file not fully covered")                \
-    X(ERR_INDEX, "invalid shard index")                                            \
-    X(ERR_SHAPE, "shape mismatch")                                                 \
-    X(ERR_DTYPE, "dtype mismatch")                                                 \
-    X(ERR_PATTERN, "invalid pattern")                                              \
-    X(ERR_CONVERSION, "weight conversion failed")                                  \
-    X(ERR_MISSING_KEYS, "missing keys")                                            \
-    X(ERR_UNEXPECTED_KEYS, "unexpected keys")                                      \
-    X(ERR_FUSION, "fusion error")                                                  \
-    X(ERR_IMAGE, "invalid image")                                                  \
-    X(ERR_INPUT, "invalid model input")                                            \
+#define FM_STATUS_LIST(X)                                                                          \
+    X(OK, "success")                                                                               \
+    X(ERR_NOMEM, "out of memory")                                                                  \
+    X(ERR_INVALID_ARG, "invalid argument")                                                         \
+    X(ERR_IO, "I/O error")                                                                         \
+    X(ERR_NOT_FOUND, "not found")                                                                  \
+    X(ERR_EXISTS, "already exists")                                                                \
+    X(ERR_LIMIT, "resource limit exceeded")                                                        \
+    X(ERR_OVERFLOW, "arithmetic overflow")                                                         \
+    X(ERR_JSON, "invalid JSON")                                                                    \
+    X(ERR_CONFIG, "invalid configuration")                                                         \
+    X(ERR_UNSUPPORTED, "unsupported")                                                              \
+    X(ERR_HEADER_TOO_SMALL, "safetensors: header too small")                                       \
+    X(ERR_HEADER_TOO_LARGE, "safetensors: header too large")                                       \
+    X(ERR_HEADER_LENGTH, "safetensors: invalid header length")                                     \
+    X(ERR_HEADER_UTF8, "safetensors: invalid UTF-8 in header")                                     \
+    X(ERR_HEADER_JSON, "safetensors: invalid JSON in header")                                      \
+    X(ERR_DUPLICATE_TENSOR, "safetensors: duplicate tensor name")                                  \
+    X(ERR_UNKNOWN_DTYPE, "safetensors: unknown dtype")                                             \
+    X(ERR_INVALID_OFFSET, "safetensors: invalid offset")                                           \
+    X(ERR_VALIDATION_OVERFLOW, "safetensors: overflow computing buffer size")                      \
+    X(ERR_MISALIGNED_SLICE, "safetensors: element bits not a multiple of 8")                       \
+    X(ERR_TENSOR_INVALID_INFO, "safetensors: invalid shape, dtype or offset")                      \
+    X(ERR_INCOMPLETE_BUFFER, "safetensors: file not fully covered")                                \
+    X(ERR_INDEX, "invalid shard index")                                                            \
+    X(ERR_SHAPE, "shape mismatch")                                                                 \
+    X(ERR_DTYPE, "dtype mismatch")                                                                 \
+    X(ERR_PATTERN, "invalid pattern")                                                              \
+    X(ERR_CONVERSION, "weight conversion failed")                                                  \
+    X(ERR_MISSING_KEYS, "missing keys")                                                            \
+    X(ERR_UNEXPECTED_KEYS, "unexpected keys")                                                      \
+    X(ERR_FUSION, "fusion error")                                                                  \
+    X(ERR_IMAGE, "invalid image")                                                                  \
+    X(ERR_INPUT, "invalid model input")                                                            \
     X(ERR_INTERNAL, "internal error")
 
 typedef enum fm_status {

@@ -37,8 +37,8 @@ typedef struct fm_fusion_spec {
                                  fm_transform_list *out, fm_error *err);
     /* Optional: transforms that load a checkpoint saved in the fused layout into the unfused
      * modules (used when the family is not enabled). NULL if not supported. */
-    fm_status (*make_defuse_transforms)(const fm_config *config, fm_module *const *modules, size_t n,
-                                        fm_transform_list *out, fm_error *err);
+    fm_status (*make_defuse_transforms)(const fm_config *config, fm_module *const *modules,
+                                        size_t n, fm_transform_list *out, fm_error *err);
 } fm_fusion_spec;
 
 /* Registry (process-wide, thread-safe). `spec` is borrowed for the life of the process. */
@@ -57,16 +57,17 @@ extern const fm_fusion_spec fm_fusion_patch_embeddings;
 /* ---- used by fm_from_pretrained -------------------------------------------------------------
  * Validates a fusion_config object: every key a registered family; each value true, false or
  * an object (options); anything else FM_ERR_FUSION naming the key. */
-fm_status fm_fusion_config_validate(const fm_config *fusion_config, const char *origin, fm_error *err);
+fm_status fm_fusion_config_validate(const fm_config *fusion_config, const char *origin,
+                                    fm_error *err);
 
 typedef struct fm_fusion_plan {
     /* per-instance overrides: module path -> fused class (borrowed from the fusion cache) */
     char **paths;
     const fm_module_class **classes;
     size_t n;
-    char **families; /* family of each override */
+    char **families;              /* family of each override */
     fm_transform_list transforms; /* to append after the model's own mapping */
-    char **unmatched;  /* enabled families that matched nothing */
+    char **unmatched;             /* enabled families that matched nothing */
     size_t n_unmatched;
 } fm_fusion_plan;
 void fm_fusion_plan_free(fm_fusion_plan *p); /* accepts NULL */
@@ -78,7 +79,8 @@ void fm_fusion_plan_free(fm_fusion_plan *p); /* accepts NULL */
  * their defuse transforms. */
 fm_status fm_fusion_plan_make(const fm_model_builder *builder, const void *model_cfg,
                               const fm_config *config, const fm_config *fusion_config,
-                              const fm_transform_list *existing, fm_fusion_plan *out, fm_error *err);
+                              const fm_transform_list *existing, fm_fusion_plan *out,
+                              fm_error *err);
 
 #ifdef __cplusplus
 }

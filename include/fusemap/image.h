@@ -1,5 +1,6 @@
 /* fusemap image input: PNG/JPEG decoding to RGB8 (Pillow rules), Pillow-exact bicubic resize
- * and Qwen2-VL image preprocessing (smart_resize, normalise, patches). See docs/preprocessing.md. */
+ * and Qwen2-VL image preprocessing (smart_resize, normalise, patches). See docs/preprocessing.md.
+ */
 #ifndef FUSEMAP_IMAGE_H
 #define FUSEMAP_IMAGE_H
 
@@ -100,18 +101,18 @@ fm_status fm_smart_resize(int64_t height, int64_t width, int64_t factor, int64_t
  * defaults of spec section 3.2; hub checkpoints override min/max pixels in their
  * preprocessor_config.json, so read it (fm_qwen2vl_preproc_params_load). */
 typedef struct fm_qwen2vl_preproc_params {
-    bool do_resize;         /* true */
-    int resample;           /* PIL code; only 3 (BICUBIC) is supported */
-    int64_t min_pixels;     /* 3136 (size.shortest_edge) */
-    int64_t max_pixels;     /* 1003520 (size.longest_edge) */
-    bool do_rescale;        /* true */
-    double rescale_factor;  /* 1/255 */
-    bool do_normalize;      /* true */
-    double image_mean[3];   /* OpenAI CLIP mean */
-    double image_std[3];    /* OpenAI CLIP std */
-    int64_t patch_size;     /* 14 */
+    bool do_resize;              /* true */
+    int resample;                /* PIL code; only 3 (BICUBIC) is supported */
+    int64_t min_pixels;          /* 3136 (size.shortest_edge) */
+    int64_t max_pixels;          /* 1003520 (size.longest_edge) */
+    bool do_rescale;             /* true */
+    double rescale_factor;       /* 1/255 */
+    bool do_normalize;           /* true */
+    double image_mean[3];        /* OpenAI CLIP mean */
+    double image_std[3];         /* OpenAI CLIP std */
+    int64_t patch_size;          /* 14 */
     int64_t temporal_patch_size; /* 2 */
-    int64_t merge_size;     /* 2 */
+    int64_t merge_size;          /* 2 */
 } fm_qwen2vl_preproc_params;
 
 void fm_qwen2vl_preproc_params_init(fm_qwen2vl_preproc_params *p);
@@ -121,9 +122,9 @@ fm_status fm_qwen2vl_preproc_params_validate(const fm_qwen2vl_preproc_params *p,
  * text: min_pixels / max_pixels (these win over size.shortest_edge / size.longest_edge),
  * size, patch_size, temporal_patch_size, merge_size, image_mean, image_std (3 numbers or one),
  * rescale_factor, do_resize, do_rescale, do_normalize, resample, do_convert_rgb (must be true
- * or absent: decoded images are RGB already). Unknown keys are ignored. Duplicate keys, syntax errors (with
- * line:column), wrong types or out-of-range values give FM_ERR_JSON / FM_ERR_CONFIG naming
- * `origin` and the key; *p is untouched on failure. */
+ * or absent: decoded images are RGB already). Unknown keys are ignored. Duplicate keys, syntax
+ * errors (with line:column), wrong types or out-of-range values give FM_ERR_JSON / FM_ERR_CONFIG
+ * naming `origin` and the key; *p is untouched on failure. */
 fm_status fm_qwen2vl_preproc_params_parse(const char *text, size_t len, const char *origin,
                                           fm_qwen2vl_preproc_params *p, fm_error *err);
 /* Same, from a file. */
@@ -132,8 +133,8 @@ fm_status fm_qwen2vl_preproc_params_load_file(const char *path, fm_qwen2vl_prepr
 /* Initialises *p to the defaults, then applies DIR/preprocessor_config.json when it exists
  * (a missing file is not an error; an unreadable or invalid one is, and leaves *p at the
  * defaults). *found (may be NULL) tells whether the file was applied. */
-fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_params *p,
-                                         bool *found, fm_error *err);
+fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_params *p, bool *found,
+                                         fm_error *err);
 
 /* Target size and grid of one still image: (*out_h, *out_w) the resize target, grid_thw =
  * (1, out_h / patch, out_w / patch). With do_resize false the size must already be a

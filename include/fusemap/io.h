@@ -24,7 +24,8 @@ extern "C" {
 typedef struct fm_st_file fm_st_file;
 
 typedef struct fm_st_entry {
-    const char *name;  /* borrowed until fm_st_close; NUL-terminated (may contain NUL: use name_len) */
+    const char
+        *name; /* borrowed until fm_st_close; NUL-terminated (may contain NUL: use name_len) */
     size_t name_len;
     fm_dtype dtype;
     fm_shape shape;
@@ -53,14 +54,15 @@ long fm_st_find(const fm_st_file *f, const char *name);
 bool fm_st_has_metadata(const fm_st_file *f);
 size_t fm_st_metadata_count(const fm_st_file *f);
 const fm_st_kv *fm_st_metadata_at(const fm_st_file *f, size_t i);
-/* Zero-copy view of tensor i (data may be unaligned for its dtype). Caller frees with fm_tensor_free. */
+/* Zero-copy view of tensor i (data may be unaligned for its dtype). Caller frees with
+ * fm_tensor_free. */
 fm_status fm_st_tensor(const fm_st_file *f, size_t i, fm_tensor *out, fm_error *err);
 /* Header length N, and data region start (8 + N). */
 uint64_t fm_st_header_len(const fm_st_file *f);
 
 /* ---- writer ------------------------------------------------------------------------------ */
 typedef struct fm_st_item {
-    const char *name;       /* borrowed for the call */
+    const char *name;        /* borrowed for the call */
     const fm_tensor *tensor; /* borrowed for the call; must have data */
 } fm_st_item;
 
@@ -125,7 +127,7 @@ typedef struct fm_extra_file {
 } fm_extra_file;
 
 typedef struct fm_save_options {
-    uint64_t max_shard_size;  /* bytes; default FM_DEFAULT_MAX_SHARD_SIZE */
+    uint64_t max_shard_size;     /* bytes; default FM_DEFAULT_MAX_SHARD_SIZE */
     bool write_total_parameters; /* index metadata total_parameters (default true) */
     uint64_t total_parameters;   /* value for it; 0 = sum of element counts */
     /* Optional fixed assignment (keeps a source checkpoint's shard layout): item i goes to
@@ -176,15 +178,18 @@ fm_status fm_config_get_int(const fm_config *c, const char *key, int64_t *out, f
 fm_status fm_config_get_double(const fm_config *c, const char *key, double *out, fm_error *err);
 fm_status fm_config_get_bool(const fm_config *c, const char *key, bool *out, fm_error *err);
 /* Borrowed until the key is changed or the config freed. */
-fm_status fm_config_get_string(const fm_config *c, const char *key, const char **out, fm_error *err);
+fm_status fm_config_get_string(const fm_config *c, const char *key, const char **out,
+                               fm_error *err);
 /* Sub-tree copy (object, array or scalar) as its own config; caller frees. */
-fm_status fm_config_get_subtree(const fm_config *c, const char *key, fm_config **out, fm_error *err);
+fm_status fm_config_get_subtree(const fm_config *c, const char *key, fm_config **out,
+                                fm_error *err);
 /* Keys of the object at `key` ("" = root), in order. Borrowed until change/free. */
 size_t fm_config_object_size(const fm_config *c, const char *key);
 const char *fm_config_object_key(const fm_config *c, const char *key, size_t i);
 /* Array length at key; 0 if not an array. Elements read by "key.N" is not supported: use these. */
 size_t fm_config_array_size(const fm_config *c, const char *key);
-fm_status fm_config_array_int(const fm_config *c, const char *key, size_t i, int64_t *out, fm_error *err);
+fm_status fm_config_array_int(const fm_config *c, const char *key, size_t i, int64_t *out,
+                              fm_error *err);
 fm_json_type fm_config_root_type(const fm_config *c);
 
 /* Setters replace the value in place (keeping the key's position) or append it. */

@@ -61,10 +61,10 @@ typedef enum fm_op_kind {
 
 typedef struct fm_op_desc {
     fm_op_kind kind;
-    int dim;              /* CONCATENATE/CHUNK/MERGE/SPLIT/TRANSPOSE dim0 */
-    int dim1;             /* TRANSPOSE dim1 */
-    int64_t in_channels;  /* CONV3D<->LINEAR */
-    int64_t kernel[3];    /* CONV3D<->LINEAR (kT, kH, kW) */
+    int dim;             /* CONCATENATE/CHUNK/MERGE/SPLIT/TRANSPOSE dim0 */
+    int dim1;            /* TRANSPOSE dim1 */
+    int64_t in_channels; /* CONV3D<->LINEAR */
+    int64_t kernel[3];   /* CONV3D<->LINEAR (kT, kH, kW) */
 } fm_op_desc;
 
 const char *fm_op_name(fm_op_kind k); /* "Conv3dToLinear", ... */
@@ -79,29 +79,32 @@ fm_status fm_op_reverse(const fm_op_desc *op, fm_op_desc *out, fm_error *err);
  * contiguous (every dim before `dim` of extent 1, e.g. dim 0). */
 /* torch.chunk: piece = ceil(n/k), the last may be smaller, so fewer than k pieces can come back
  * (*n_out); a zero-length dim gives k empty pieces. `out` has room for k tensors. */
-fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, size_t *n_out, fm_error *err);
+fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, size_t *n_out,
+                      fm_error *err);
 /* One allocation for the result, whatever n is. */
 fm_status fm_op_concatenate(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out,
                             fm_error *err);
 /* torch.stack (MergeModulelist): one allocation. */
-fm_status fm_op_stack(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out, fm_error *err);
+fm_status fm_op_stack(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out,
+                      fm_error *err);
 /* torch.unbind along dim (SplitModulelist): x->shape.dims[dim] tensors into out, the split dim
  * squeezed. Deliberately not torch's squeeze() of every size-1 dim (spec §11.8). */
 fm_status fm_op_unstack(const fm_tensor *x, int dim, fm_tensor *out, fm_error *err);
-fm_status fm_op_transpose(const fm_tensor *x, int dim0, int dim1, fm_dtype cast, fm_tensor *out, fm_error *err);
+fm_status fm_op_transpose(const fm_tensor *x, int dim0, int dim1, fm_dtype cast, fm_tensor *out,
+                          fm_error *err);
 /* 5-D (out, C, kT, kH, kW) -> (out, C*kT*kH*kW) view; 2-D passes through; else FM_ERR_SHAPE
  * "Conv3dToLinear expects a 5D or 2D tensor, got ND". */
 fm_status fm_op_conv3d_to_linear(const fm_tensor *x, fm_tensor *out, fm_error *err);
 /* (out, ...) -> (out, in_channels, kT, kH, kW) view; numel mismatch is FM_ERR_SHAPE
  * "Cannot reshape tensor with shape [..] into [..]". */
-fm_status fm_op_linear_to_conv3d(const fm_tensor *x, int64_t in_channels, const int64_t kernel[3], fm_tensor *out,
-                                 fm_error *err);
+fm_status fm_op_linear_to_conv3d(const fm_tensor *x, int64_t in_channels, const int64_t kernel[3],
+                                 fm_tensor *out, fm_error *err);
 /* One op over a plain tensor list (the single-pattern form of a chain): Chunk splits in[0] into
  * exactly n_targets pieces (another count is FM_ERR_SHAPE), Concatenate and MergeModulelist join
  * in[0..n_in), SplitModulelist unbinds in[0], the others map in[0]. Every output ends in the cast
  * dtype (floats). *out: caller frees with fm_tensors_free(*out, *n_out). */
-fm_status fm_op_apply(const fm_op_desc *op, const fm_tensor *in, size_t n_in, size_t n_targets, fm_dtype cast,
-                      fm_tensor **out, size_t *n_out, fm_error *err);
+fm_status fm_op_apply(const fm_op_desc *op, const fm_tensor *in, size_t n_in, size_t n_targets,
+                      fm_dtype cast, fm_tensor **out, size_t *n_out, fm_error *err);
 void fm_tensors_free(fm_tensor *v, size_t n); /* frees each tensor and v; accepts NULL */
 
 /* ---- transforms ---------------------------------------------------------------------------
@@ -109,7 +112,10 @@ void fm_tensors_free(fm_tensor *v, size_t n); /* frees each tensor and v; accept
  * normalisation, ".*." convenience, SEARCH semantics, first-occurrence replacement. */
 typedef struct fm_transform fm_transform;
 
-typedef enum fm_transform_kind { FM_TRANSFORM_RENAMING = 0, FM_TRANSFORM_CONVERTER = 1 } fm_transform_kind;
+typedef enum fm_transform_kind {
+    FM_TRANSFORM_RENAMING = 0,
+    FM_TRANSFORM_CONVERTER = 1
+} fm_transform_kind;
 
 /* Creating a transform also builds its reverse once and refuses it when the reverse would not
  * be valid (FM_ERR_PATTERN / FM_ERR_INVALID_ARG naming the transform): reversibility is checked
@@ -133,12 +139,13 @@ fm_status fm_transform_reverse(const fm_transform *t, fm_transform **out, fm_err
 void fm_transform_free(fm_transform *t); /* accepts NULL */
 fm_transform_kind fm_transform_kind_of(const fm_transform *t);
 size_t fm_transform_source_count(const fm_transform *t);
-const char *fm_transform_source(const fm_transform *t, size_t i);         /* normalised */
+const char *fm_transform_source(const fm_transform *t, size_t i); /* normalised */
 size_t fm_transform_target_count(const fm_transform *t);
-const char *fm_transform_target(const fm_transform *t, size_t i);         /* normalised */
+const char *fm_transform_target(const fm_transform *t, size_t i); /* normalised */
 size_t fm_transform_op_count(const fm_transform *t);
 const fm_op_desc *fm_transform_op(const fm_transform *t, size_t i);
-/* "WeightConverter(patch_embed\.proj\.weight$ -> patch_embed.linear_proj.weight; Conv3dToLinear)" */
+/* "WeightConverter(patch_embed\.proj\.weight$ -> patch_embed.linear_proj.weight; Conv3dToLinear)"
+ */
 const char *fm_transform_describe(const fm_transform *t);
 /* Renames `key` with this transform (spec §2.2): leftmost match over the source patterns (the
  * earlier pattern at equal position); the first occurrence of the matched text is replaced by
@@ -158,8 +165,10 @@ typedef struct fm_transform_list {
 } fm_transform_list;
 
 void fm_transform_list_free(fm_transform_list *l); /* frees items and zeroes; accepts NULL */
-fm_status fm_transform_list_append(fm_transform_list *l, fm_transform *t, fm_error *err); /* takes t */
-fm_status fm_transform_list_clone(const fm_transform_list *src, fm_transform_list *out, fm_error *err);
+fm_status fm_transform_list_append(fm_transform_list *l, fm_transform *t,
+                                   fm_error *err); /* takes t */
+fm_status fm_transform_list_clone(const fm_transform_list *src, fm_transform_list *out,
+                                  fm_error *err);
 
 /* Registers a deep copy of `list` under key. Existing key without overwrite: FM_ERR_EXISTS. */
 fm_status fm_conversion_mapping_register(const char *key, const fm_transform_list *list,
@@ -203,19 +212,25 @@ typedef struct fm_conversion_error {
     char *message; /* op name, the tensors involved and the reason */
 } fm_conversion_error;
 
-/* The load report. Everything owned by the report; free with fm_load_report_free. `missing` excludes
- * the mismatched keys (listed in `mismatched`), as in transformers. `unexpected` (deduplicated,
- * natural-key order) also holds every target a converter would have produced for a key it claimed
- * without a parameter, op outputs with no parameter, and later checkpoint keys that map to a
- * parameter already taken (original name; the first in natural-key order wins). `fused` is left
- * for the caller (fusion) to fill. */
+/* The load report. Everything owned by the report; free with fm_load_report_free. `missing`
+ * excludes the mismatched keys (listed in `mismatched`), as in transformers. `unexpected`
+ * (deduplicated, natural-key order) also holds every target a converter would have produced for a
+ * key it claimed without a parameter, op outputs with no parameter, and later checkpoint keys that
+ * map to a parameter already taken (original name; the first in natural-key order wins). `fused` is
+ * left for the caller (fusion) to fill. */
 typedef struct fm_load_report {
-    char **missing;          size_t n_missing;     /* model keys nothing was loaded into */
-    char **unexpected;       size_t n_unexpected;  /* checkpoint keys (after renaming) with no parameter */
-    fm_mismatch *mismatched; size_t n_mismatched;
-    fm_conversion_error *conversion_errors; size_t n_conversion_errors;
-    char **fired;            size_t n_fired;       /* fm_transform_describe of each transform that fired */
-    char **fused;            size_t n_fused;       /* "path: Class -> FusedClass (family)" (fusion) */
+    char **missing;
+    size_t n_missing; /* model keys nothing was loaded into */
+    char **unexpected;
+    size_t n_unexpected; /* checkpoint keys (after renaming) with no parameter */
+    fm_mismatch *mismatched;
+    size_t n_mismatched;
+    fm_conversion_error *conversion_errors;
+    size_t n_conversion_errors;
+    char **fired;
+    size_t n_fired; /* fm_transform_describe of each transform that fired */
+    char **fused;
+    size_t n_fused; /* "path: Class -> FusedClass (family)" (fusion) */
 } fm_load_report;
 void fm_load_report_free(fm_load_report *r); /* accepts NULL */
 

@@ -27,9 +27,9 @@ fm_status fm_init(fm_error *err);
 const char *const *fm_model_types(size_t *n);
 
 typedef struct fm_load_options {
-    fm_dtype dtype;       /* FM_DTYPE_INVALID = "auto" (as stored); F32/BF16/F16 cast floats on load */
-    bool strict;          /* missing or unexpected keys (and a fusion that matches nothing) are errors */
-    bool meta_only;       /* build the tree (names, shapes, dtypes) without loading any weight */
+    fm_dtype dtype; /* FM_DTYPE_INVALID = "auto" (as stored); F32/BF16/F16 cast floats on load */
+    bool strict;    /* missing or unexpected keys (and a fusion that matches nothing) are errors */
+    bool meta_only; /* build the tree (names, shapes, dtypes) without loading any weight */
     /* fusion_config as JSON text, exactly the Python argument ('{"patch_embeddings": true}').
      * NULL: use config.json's fusion_config if present. "{}" disables a stored one. Borrowed. */
     const char *fusion_config;
@@ -43,16 +43,18 @@ fm_status fm_from_pretrained(const char *dir, const fm_load_options *o, fm_model
 void fm_model_free(fm_model *m); /* accepts NULL */
 
 typedef struct fm_save_pretrained_options {
-    bool runtime_format;      /* false (default): original checkpoint layout; true: fused/runtime names */
+    bool
+        runtime_format; /* false (default): original checkpoint layout; true: fused/runtime names */
     /* 0 (default): a sharded source keeps its shard layout in an original-format save, else one
-     * split at FM_DEFAULT_MAX_SHARD_SIZE (50 GB, transformers v5); > 0: greedy split at that size. */
+     * split at FM_DEFAULT_MAX_SHARD_SIZE (50 GB, transformers v5); > 0: greedy split at that size.
+     */
     uint64_t max_shard_size;
 } fm_save_pretrained_options;
 void fm_save_pretrained_options_init(fm_save_pretrained_options *o);
 
 /* Saves weights + config.json (every original key kept, fusion_config recorded) atomically. */
-fm_status fm_save_pretrained(const fm_model *m, const char *dir, const fm_save_pretrained_options *o,
-                             fm_error *err);
+fm_status fm_save_pretrained(const fm_model *m, const char *dir,
+                             const fm_save_pretrained_options *o, fm_error *err);
 
 /* Accessors (borrowed until fm_model_free). */
 fm_module *fm_model_root(const fm_model *m);

@@ -29,10 +29,14 @@ typedef struct fm_args {
     const fm_arg *v; /* borrowed for the duration of the constructor */
     size_t n;
 } fm_args;
-/* fm_args from a compound literal: FM_ARGS(FM_I("in", 1280), FM_I("out", 3840), FM_D("eps", 1e-6)). */
-#define FM_I(k, v) {.key = (k), .i = (v)}
-#define FM_D(k, v) {.key = (k), .d = (v)}
-#define FM_ARGS(...) ((fm_args){(const fm_arg[]){__VA_ARGS__}, sizeof((fm_arg[]){__VA_ARGS__}) / sizeof(fm_arg)})
+/* fm_args from a compound literal: FM_ARGS(FM_I("in", 1280), FM_I("out", 3840), FM_D("eps", 1e-6)).
+ */
+#define FM_I(k, v)                                                                                 \
+    { .key = (k), .i = (v) }
+#define FM_D(k, v)                                                                                 \
+    { .key = (k), .d = (v) }
+#define FM_ARGS(...)                                                                               \
+    ((fm_args){(const fm_arg[]){__VA_ARGS__}, sizeof((fm_arg[]){__VA_ARGS__}) / sizeof(fm_arg)})
 #define FM_NO_ARGS ((fm_args){NULL, 0})
 int64_t fm_args_int(const fm_args *a, const char *key, int64_t dflt);
 double fm_args_double(const fm_args *a, const char *key, double dflt);
@@ -77,7 +81,8 @@ const fm_module_class *fm_class_lookup(const char *name);
 /* Registers a copy of class `existing` under another name (e.g. an architecture's own name for
  * a generic layer: "Qwen2RMSNorm" for "RMSNorm"), so patches by either name apply. The copy
  * lives for the process. FM_ERR_NOT_FOUND when `existing` is not registered. */
-fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite, fm_error *err);
+fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite,
+                                  fm_error *err);
 /* Registers the generic layer classes once (idempotent, thread-safe); every other registration
  * and every build calls it first, so a user class cannot silently take a built-in's name.
  * Fails only when memory ran out at the first call (the failure is then permanent). */
@@ -114,8 +119,8 @@ typedef struct fm_param {
 
 fm_status fm_module_add_param(fm_module *m, const char *name, fm_dtype dt, const fm_shape *shape,
                               fm_error *err);
-const char *fm_module_name(const fm_module *m);  /* attribute name; "" for root */
-const char *fm_module_path(const fm_module *m);  /* dotted path from the root; "" for root */
+const char *fm_module_name(const fm_module *m); /* attribute name; "" for root */
+const char *fm_module_path(const fm_module *m); /* dotted path from the root; "" for root */
 const fm_module_class *fm_module_class_of(const fm_module *m);
 /* The class originally asked for (differs from fm_module_class_of when patched/fused). */
 const char *fm_module_requested_class(const fm_module *m);
@@ -139,7 +144,7 @@ int fm_module_walk(fm_module *root, fm_module_visit_fn fn, void *ctx);
 
 /* named_parameters(): full dotted names in definition order. */
 typedef struct fm_param_ref {
-    char *name;       /* full dotted name, owned by the list */
+    char *name;        /* full dotted name, owned by the list */
     fm_module *module; /* borrowed */
     size_t index;      /* parameter index in module */
 } fm_param_ref;
@@ -164,7 +169,8 @@ void fm_run_ctx_free(fm_run_ctx *rc); /* accepts NULL */
 /* Threads of the pool (the options' value, 0 resolved to the online cores). */
 int fm_run_ctx_threads(const fm_run_ctx *rc);
 /* Replaces the progress callback (NULL clears it). */
-void fm_run_ctx_set_progress(fm_run_ctx *rc, void (*progress)(void *ctx, int done, int total), void *ctx);
+void fm_run_ctx_set_progress(fm_run_ctx *rc, void (*progress)(void *ctx, int done, int total),
+                             void *ctx);
 /* Reports progress through the callback, if any. */
 void fm_run_ctx_progress(fm_run_ctx *rc, int done, int total);
 
@@ -265,8 +271,10 @@ struct fm_config;
 typedef struct fm_model_builder {
     const char *model_type;   /* config.json "model_type", e.g. "qwen2_vl" */
     const char *architecture; /* root class name, e.g. "Qwen2VLForConditionalGeneration" */
-    /* Parses and validates config.json (`origin` names it in errors); *out is freed with free_config. */
-    fm_status (*parse_config)(const struct fm_config *cfg, const char *origin, void **out, fm_error *err);
+    /* Parses and validates config.json (`origin` names it in errors); *out is freed with
+     * free_config. */
+    fm_status (*parse_config)(const struct fm_config *cfg, const char *origin, void **out,
+                              fm_error *err);
     void (*free_config)(void *cfg);
     /* Builds the root module (class `architecture`) through ctx. */
     fm_status (*build)(fm_build_ctx *ctx, const void *cfg, fm_module **root, fm_error *err);

@@ -14,28 +14,28 @@ extern "C" {
 
 /* X(NAME, bits per element, writer rank) — rank drives the safetensors writer order
  * (higher rank first), exactly as the reference serializer. */
-#define FM_DTYPE_LIST(X)   \
-    X(BOOL, 8, 0)          \
-    X(F4, 4, 1)            \
-    X(F6_E2M3, 6, 2)       \
-    X(F6_E3M2, 6, 3)       \
-    X(U8, 8, 4)            \
-    X(I8, 8, 5)            \
-    X(F8_E5M2, 8, 6)       \
-    X(F8_E4M3, 8, 7)       \
-    X(F8_E8M0, 8, 8)       \
-    X(F8_E4M3FNUZ, 8, 9)   \
-    X(F8_E5M2FNUZ, 8, 10)  \
-    X(I16, 16, 11)         \
-    X(U16, 16, 12)         \
-    X(F16, 16, 13)         \
-    X(BF16, 16, 14)        \
-    X(I32, 32, 15)         \
-    X(U32, 32, 16)         \
-    X(F32, 32, 17)         \
-    X(C64, 64, 18)         \
-    X(F64, 64, 19)         \
-    X(I64, 64, 20)         \
+#define FM_DTYPE_LIST(X)                                                                           \
+    X(BOOL, 8, 0)                                                                                  \
+    X(F4, 4, 1)                                                                                    \
+    X(F6_E2M3, 6, 2)                                                                               \
+    X(F6_E3M2, 6, 3)                                                                               \
+    X(U8, 8, 4)                                                                                    \
+    X(I8, 8, 5)                                                                                    \
+    X(F8_E5M2, 8, 6)                                                                               \
+    X(F8_E4M3, 8, 7)                                                                               \
+    X(F8_E8M0, 8, 8)                                                                               \
+    X(F8_E4M3FNUZ, 8, 9)                                                                           \
+    X(F8_E5M2FNUZ, 8, 10)                                                                          \
+    X(I16, 16, 11)                                                                                 \
+    X(U16, 16, 12)                                                                                 \
+    X(F16, 16, 13)                                                                                 \
+    X(BF16, 16, 14)                                                                                \
+    X(I32, 32, 15)                                                                                 \
+    X(U32, 32, 16)                                                                                 \
+    X(F32, 32, 17)                                                                                 \
+    X(C64, 64, 18)                                                                                 \
+    X(F64, 64, 19)                                                                                 \
+    X(I64, 64, 20)                                                                                 \
     X(U64, 64, 21)
 
 typedef enum fm_dtype {
@@ -48,7 +48,8 @@ typedef enum fm_dtype {
 
 /* Safetensors name ("BF16"); NULL for an invalid dtype. */
 const char *fm_dtype_name(fm_dtype dt);
-/* Exact, case-sensitive lookup of a safetensors name of `len` bytes; FM_DTYPE_INVALID if unknown. */
+/* Exact, case-sensitive lookup of a safetensors name of `len` bytes; FM_DTYPE_INVALID if unknown.
+ */
 fm_dtype fm_dtype_from_name(const char *name, size_t len);
 unsigned fm_dtype_bits(fm_dtype dt);
 unsigned fm_dtype_rank(fm_dtype dt);
@@ -66,7 +67,8 @@ typedef struct fm_shape {
 /* Builds a shape; FM_ERR_INVALID_ARG for ndim outside 0..8 or a negative dim. */
 fm_status fm_shape_make(fm_shape *out, int ndim, const int64_t *dims);
 bool fm_shape_equal(const fm_shape *a, const fm_shape *b);
-/* Element count, left-to-right checked product (the reference rule); FM_ERR_OVERFLOW on overflow. */
+/* Element count, left-to-right checked product (the reference rule); FM_ERR_OVERFLOW on overflow.
+ */
 fm_status fm_shape_numel(const fm_shape *s, uint64_t *out);
 /* Byte size for dtype; FM_ERR_OVERFLOW, or FM_ERR_INVALID_ARG if bits are not a multiple of 8. */
 fm_status fm_shape_nbytes(const fm_shape *s, fm_dtype dt, uint64_t *out);
@@ -80,9 +82,11 @@ typedef struct fm_storage fm_storage;
 
 typedef enum fm_storage_kind { FM_STORAGE_OWNED = 0, FM_STORAGE_MAPPED = 1 } fm_storage_kind;
 
-/* Owned storage of n bytes (64-byte aligned, uninitialised). Caller releases with fm_storage_release. */
+/* Owned storage of n bytes (64-byte aligned, uninitialised). Caller releases with
+ * fm_storage_release. */
 fm_status fm_storage_alloc(uint64_t n, fm_storage **out, fm_error *err);
-/* Wraps a mapping of `len` bytes at `base`; `unmap(base, len, ctx)` runs when the last reference goes. */
+/* Wraps a mapping of `len` bytes at `base`; `unmap(base, len, ctx)` runs when the last reference
+ * goes. */
 fm_status fm_storage_wrap_mapping(void *base, uint64_t len, void (*unmap)(void *, uint64_t, void *),
                                   void *ctx, fm_storage **out, fm_error *err);
 void fm_storage_retain(fm_storage *s);
@@ -113,7 +117,8 @@ fm_status fm_tensor_view(fm_tensor *t, fm_storage *storage, void *data, fm_dtype
 /* Another reference to the same data (new reference on storage). */
 void fm_tensor_ref(fm_tensor *dst, const fm_tensor *src);
 /* Same data, new shape of equal element count (zero-copy). */
-fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape *shape, fm_error *err);
+fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape *shape,
+                            fm_error *err);
 /* Releases the storage reference and zeroes the struct; accepts NULL. */
 void fm_tensor_free(fm_tensor *t);
 /* True when the data is a view into a mapped file (zero-copy). */

@@ -19,7 +19,8 @@ static const architecture architectures[] = {
 
 const char *const *fm_model_types(size_t *n) {
     static const char *names[N_ARCH];
-    for (size_t i = 0; i < N_ARCH; i++) names[i] = architectures[i].model_type;
+    for (size_t i = 0; i < N_ARCH; i++)
+        names[i] = architectures[i].model_type;
     *n = N_ARCH;
     return names;
 }

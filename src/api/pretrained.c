@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "api/model_internal.h"
 #include "fusemap/fusion.h"
 #include "fusemap/models.h"
-#include "api/model_internal.h"
 
 void fm_load_options_init(fm_load_options *o) {
     memset(o, 0, sizeof *o);
@@ -29,17 +29,28 @@ void fm_model_free(fm_model *m) {
     fm_free(m->dir);
     fm_free(m->model_type);
     fm_free(m->architecture);
-    for (size_t i = 0; i < m->n_src; i++) fm_free(m->src_names[i]);
+    for (size_t i = 0; i < m->n_src; i++)
+        fm_free(m->src_names[i]);
     fm_free(m->src_names);
     fm_free(m->src_shard);
     fm_free(m);
 }
 
-fm_module *fm_model_root(const fm_model *m) { return m->root; }
-const char *fm_model_type(const fm_model *m) { return m->model_type; }
-const char *fm_model_architecture(const fm_model *m) { return m->architecture; }
-const fm_config *fm_model_config(const fm_model *m) { return m->config; }
-const char *fm_model_fusion_config(const fm_model *m) { return m->fusion_json; }
+fm_module *fm_model_root(const fm_model *m) {
+    return m->root;
+}
+const char *fm_model_type(const fm_model *m) {
+    return m->model_type;
+}
+const char *fm_model_architecture(const fm_model *m) {
+    return m->architecture;
+}
+const fm_config *fm_model_config(const fm_model *m) {
+    return m->config;
+}
+const char *fm_model_fusion_config(const fm_model *m) {
+    return m->fusion_json;
+}
 
 static fm_param *param_of(const fm_model *m, size_t i) {
     return fm_module_param(m->params[i].module, m->params[i].index);
@@ -59,14 +70,15 @@ static const char *tied_target(const fm_model *m, const char *name) {
 static fm_status read_identity(fm_model *m, const char *origin, fm_error *err) {
     const char *mt = NULL;
     if (fm_config_type(m->config, "model_type") != FM_JSON_STRING)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: key 'model_type': missing or not a string", origin);
+        return fm_error_set(err, FM_ERR_CONFIG, "%s: key 'model_type': missing or not a string",
+                            origin);
     fm_config_get_string(m->config, "model_type", &mt, NULL);
     m->builder = fm_model_builder_find(mt, NULL);
     if (!m->builder) {
         char types[256];
         fm_model_types_text(types, sizeof types);
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: unsupported model_type '%s' (supported: %s)", origin, mt,
-                            types);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED,
+                            "%s: unsupported model_type '%s' (supported: %s)", origin, mt, types);
     }
     m->model_type = fm_strdup(m->builder->model_type);
     m->architecture = fm_strdup(m->builder->architecture);
@@ -80,7 +92,8 @@ static fm_status resolve_fusion_config(fm_model *m, const fm_load_options *o, co
     *out = NULL;
     fm_status st = FM_OK;
     if (o->fusion_config) {
-        st = fm_config_parse(o->fusion_config, strlen(o->fusion_config), "--fusion-config", out, err);
+        st = fm_config_parse(o->fusion_config, strlen(o->fusion_config), "--fusion-config", out,
+                             err);
     } else {
         fm_json_type t = fm_config_type(m->config, "fusion_config");
         if (t == FM_JSON_ABSENT || t == FM_JSON_NULL) return FM_OK;
@@ -110,7 +123,8 @@ static fm_status mapping_for(const fm_model *m, fm_transform_list *out, fm_error
         memset(out, 0, sizeof *out);
         return FM_OK;
     }
-    if (st != FM_OK) return fm_error_set(err, st, "cannot read the conversion mapping of %s", m->architecture);
+    if (st != FM_OK)
+        return fm_error_set(err, st, "cannot read the conversion mapping of %s", m->architecture);
     return FM_OK;
 }
 
@@ -147,7 +161,8 @@ static fm_status record_fusions(const fm_fusion_plan *plan, fm_load_report *r, f
     return FM_OK;
 }
 
-/* ---- build ------------------------------------------------------------------------------------ */
+/* ---- build ------------------------------------------------------------------------------------
+ */
 static fm_status build_tree(fm_model *m, const fm_fusion_plan *plan, fm_dtype dt, fm_error *err) {
     fm_patch_map *patches = NULL;
     fm_build_ctx *ctx = NULL;
@@ -163,8 +178,11 @@ static fm_status build_tree(fm_model *m, const fm_fusion_plan *plan, fm_dtype dt
     return st;
 }
 
-/* ---- checkpoint as an engine source ----------------------------------------------------------- */
-static const char *src_name(void *ctx, size_t i) { return fm_checkpoint_entry_at(ctx, i)->name; }
+/* ---- checkpoint as an engine source -----------------------------------------------------------
+ */
+static const char *src_name(void *ctx, size_t i) {
+    return fm_checkpoint_entry_at(ctx, i)->name;
+}
 static void src_info(void *ctx, size_t i, fm_dtype *dt, fm_shape *shape) {
     const fm_ckpt_entry *e = fm_checkpoint_entry_at(ctx, i);
     *dt = e->dtype;
@@ -180,25 +198,29 @@ static fm_status record_layout(fm_model *m, const fm_checkpoint *ck, fm_error *e
     size_t n = fm_checkpoint_count(ck);
     m->src_names = fm_calloc(n ? n : 1, sizeof *m->src_names);
     m->src_shard = fm_calloc(n ? n : 1, sizeof *m->src_shard);
-    if (!m->src_names || !m->src_shard) return fm_error_set(err, FM_ERR_NOMEM, "out of memory loading %s", m->dir);
+    if (!m->src_names || !m->src_shard)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory loading %s", m->dir);
     for (size_t i = 0; i < n; i++, m->n_src++) {
         const fm_ckpt_entry *e = fm_checkpoint_entry_at(ck, i);
         m->src_shard[i] = e->shard_index;
-        if (!(m->src_names[i] = fm_strdup(e->name))) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+        if (!(m->src_names[i] = fm_strdup(e->name)))
+            return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     }
     m->src_n_shards = (uint32_t)fm_checkpoint_shard_count(ck);
     char path[4200];
     fm_config *idx = NULL;
     int64_t tp = 0;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", m->dir);
-    if (fm_config_load(path, &idx, NULL) == FM_OK && fm_config_get_int(idx, "metadata.total_parameters", &tp, NULL) == FM_OK)
+    if (fm_config_load(path, &idx, NULL) == FM_OK &&
+        fm_config_get_int(idx, "metadata.total_parameters", &tp, NULL) == FM_OK)
         m->src_has_total_params = true, m->src_total_params = (uint64_t)tp;
     fm_config_free(idx);
     return FM_OK;
 }
 
-static fm_status load_weights(fm_model *m, const fm_load_options *o, const fm_transform_list *transforms,
-                              fm_load_report *rep, fm_error *err) {
+static fm_status load_weights(fm_model *m, const fm_load_options *o,
+                              const fm_transform_list *transforms, fm_load_report *rep,
+                              fm_error *err) {
     fm_checkpoint *ck = NULL;
     fm_status st = fm_checkpoint_open(m->dir, &ck, err);
     if (st == FM_OK) st = record_layout(m, ck, err);
@@ -207,7 +229,8 @@ static fm_status load_weights(fm_model *m, const fm_load_options *o, const fm_tr
     size_t *which = fm_calloc(m->n_params ? m->n_params : 1, sizeof *which);
     fm_tensor *loaded = fm_calloc(m->n_params ? m->n_params : 1, sizeof *loaded);
     size_t ns = 0;
-    if (!specs || !which || !loaded) st = fm_error_set(err, FM_ERR_NOMEM, "out of memory loading %s", m->dir);
+    if (!specs || !which || !loaded)
+        st = fm_error_set(err, FM_ERR_NOMEM, "out of memory loading %s", m->dir);
     for (size_t i = 0; st == FM_OK && i < m->n_params; i++) {
         if (tied_target(m, m->params[i].name)) continue;
         fm_param *p = param_of(m, i);
@@ -218,7 +241,8 @@ static fm_status load_weights(fm_model *m, const fm_load_options *o, const fm_tr
     fm_weights_load_options wo;
     fm_weights_load_options_init(&wo);
     wo.cast = o->dtype;
-    if (st == FM_OK) st = fm_weights_load(transforms, &src, specs, ns, &wo, loaded, &m->fired, rep, err);
+    if (st == FM_OK)
+        st = fm_weights_load(transforms, &src, specs, ns, &wo, loaded, &m->fired, rep, err);
     for (size_t k = 0; k < ns; k++) {
         fm_param *p = param_of(m, which[k]);
         if (st == FM_OK && loaded[k].data) {
@@ -235,7 +259,8 @@ static fm_status load_weights(fm_model *m, const fm_load_options *o, const fm_tr
     return st;
 }
 
-/* Tied parameters share their target's tensor; a checkpoint copy of a tied key is not "unexpected". */
+/* Tied parameters share their target's tensor; a checkpoint copy of a tied key is not "unexpected".
+ */
 static fm_status tie_weights(fm_model *m, fm_load_report *rep, fm_error *err) {
     for (size_t i = 0; i < m->n_params; i++) {
         const char *target = tied_target(m, m->params[i].name);
@@ -252,24 +277,27 @@ static fm_status tie_weights(fm_model *m, fm_load_report *rep, fm_error *err) {
     return FM_OK;
 }
 
-static fm_status check_strict(const fm_model *m, const fm_load_report *rep, const fm_fusion_plan *plan,
-                              fm_error *err) {
+static fm_status check_strict(const fm_model *m, const fm_load_report *rep,
+                              const fm_fusion_plan *plan, fm_error *err) {
     if (rep->n_missing)
-        return fm_error_set(err, FM_ERR_MISSING_KEYS, "%s: %zu missing key(s) (strict), first: %s", m->dir,
-                            rep->n_missing, rep->missing[0]);
+        return fm_error_set(err, FM_ERR_MISSING_KEYS, "%s: %zu missing key(s) (strict), first: %s",
+                            m->dir, rep->n_missing, rep->missing[0]);
     if (rep->n_unexpected)
-        return fm_error_set(err, FM_ERR_UNEXPECTED_KEYS, "%s: %zu unexpected key(s) (strict), first: %s", m->dir,
+        return fm_error_set(err, FM_ERR_UNEXPECTED_KEYS,
+                            "%s: %zu unexpected key(s) (strict), first: %s", m->dir,
                             rep->n_unexpected, rep->unexpected[0]);
     if (plan->n_unmatched)
-        return fm_error_set(err, FM_ERR_FUSION, "%s: fusion '%s' was requested but matches no module (strict)",
-                            m->dir, plan->unmatched[0]);
+        return fm_error_set(err, FM_ERR_FUSION,
+                            "%s: fusion '%s' was requested but matches no module (strict)", m->dir,
+                            plan->unmatched[0]);
     return FM_OK;
 }
 
 static fm_status model_new(const char *dir, fm_model **out, fm_error *err) {
     fm_model *m = fm_calloc(1, sizeof *m);
     *out = m;
-    if (!m || !(m->dir = fm_strdup(dir))) return fm_error_set(err, FM_ERR_NOMEM, "out of memory loading %s", dir);
+    if (!m || !(m->dir = fm_strdup(dir)))
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory loading %s", dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     return fm_config_load(path, &m->config, err);
@@ -297,7 +325,9 @@ fm_status fm_from_pretrained(const char *dir, const fm_load_options *opts, fm_mo
     if (st == FM_OK) st = read_identity(m, origin, err);
     if (st == FM_OK) st = resolve_fusion_config(m, opts, origin, &fusion, err);
     if (st == FM_OK) st = mapping_for(m, &transforms, err);
-    if (st == FM_OK) st = fm_fusion_plan_make(m->builder, m->model_cfg, m->config, fusion, &transforms, &plan, err);
+    if (st == FM_OK)
+        st = fm_fusion_plan_make(m->builder, m->model_cfg, m->config, fusion, &transforms, &plan,
+                                 err);
     for (size_t i = 0; st == FM_OK && i < plan.transforms.count; i++) { /* moved, not copied */
         fm_transform *t = plan.transforms.items[i];
         plan.transforms.items[i] = NULL; /* append owns t from here, even when it fails */
@@ -333,8 +363,8 @@ fm_status fm_model_state_dict(const fm_model *m, fm_named_tensor **out, size_t *
         const fm_tensor *t = &param_of(m, i)->tensor;
         if (!t->data) {
             fm_named_tensors_free(v, k);
-            return fm_error_set(err, FM_ERR_MISSING_KEYS, "cannot save: parameter %s was never loaded",
-                                m->params[i].name);
+            return fm_error_set(err, FM_ERR_MISSING_KEYS,
+                                "cannot save: parameter %s was never loaded", m->params[i].name);
         }
         v[k].name = fm_strdup(m->params[i].name);
         fm_tensor_ref(&v[k].tensor, t);
@@ -348,8 +378,8 @@ fm_status fm_model_state_dict(const fm_model *m, fm_named_tensor **out, size_t *
     return FM_OK;
 }
 
-fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format, fm_named_tensor **out, size_t *n,
-                                   fm_error *err) {
+fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format, fm_named_tensor **out,
+                                   size_t *n, fm_error *err) {
     fm_named_tensor *state = NULL;
     size_t ns = 0;
     fm_status st = fm_model_state_dict(m, &state, &ns, err);
@@ -365,10 +395,14 @@ fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format, fm_na
 
 static const char *dtype_torch_name(fm_dtype dt) {
     switch (dt) {
-    case FM_DTYPE_F32: return "float32";
-    case FM_DTYPE_BF16: return "bfloat16";
-    case FM_DTYPE_F16: return "float16";
-    default: return NULL;
+    case FM_DTYPE_F32:
+        return "float32";
+    case FM_DTYPE_BF16:
+        return "bfloat16";
+    case FM_DTYPE_F16:
+        return "float16";
+    default:
+        return NULL;
     }
 }
 
@@ -398,15 +432,16 @@ static uint32_t *source_layout(const fm_model *m, const fm_named_tensor *sd, siz
     uint32_t *v = fm_malloc(n * sizeof *v);
     for (size_t i = 0; v && i < n; i++) {
         size_t j = 0;
-        while (j < m->n_src && strcmp(m->src_names[j], sd[i].name)) j++;
+        while (j < m->n_src && strcmp(m->src_names[j], sd[i].name))
+            j++;
         if (j == m->n_src) return fm_free(v), NULL;
         v[i] = m->src_shard[j];
     }
     return v;
 }
 
-fm_status fm_save_pretrained(const fm_model *m, const char *dir, const fm_save_pretrained_options *opts,
-                             fm_error *err) {
+fm_status fm_save_pretrained(const fm_model *m, const char *dir,
+                             const fm_save_pretrained_options *opts, fm_error *err) {
     fm_save_pretrained_options defaults;
     if (!opts) fm_save_pretrained_options_init(&defaults), opts = &defaults;
     fm_named_tensor *sd = NULL;
@@ -427,9 +462,11 @@ fm_status fm_save_pretrained(const fm_model *m, const char *dir, const fm_save_p
         fm_save_options so;
         fm_save_options_init(&so);
         so.total_parameters = params;
-        if (opts->max_shard_size) so.max_shard_size = opts->max_shard_size;
+        if (opts->max_shard_size)
+            so.max_shard_size = opts->max_shard_size;
         else if (!opts->runtime_format && (shard_of = source_layout(m, sd, n)))
-            so.shard_of = shard_of, so.n_shards = m->src_n_shards, so.write_total_parameters = m->src_has_total_params,
+            so.shard_of = shard_of, so.n_shards = m->src_n_shards,
+            so.write_total_parameters = m->src_has_total_params,
             so.total_parameters = m->src_total_params;
         fm_extra_file cfg = {"config.json", ctext, clen};
         st = fm_checkpoint_save(dir, items, n, &cfg, 1, &so, err);

@@ -22,13 +22,15 @@ fm_status fm_model_run_ctx(fm_model *m, const fm_run_options *o, fm_run_ctx **ou
     return FM_OK;
 }
 
-fm_status fm_model_vision_forward(fm_model *m, const fm_tensor *pixel_values, const fm_tensor *image_grid_thw,
-                                  const fm_run_options *o, fm_tensor *out, fm_error *err) {
+fm_status fm_model_vision_forward(fm_model *m, const fm_tensor *pixel_values,
+                                  const fm_tensor *image_grid_thw, const fm_run_options *o,
+                                  fm_tensor *out, fm_error *err) {
     memset(out, 0, sizeof *out);
     const char *path = m->builder->vision_tower;
     fm_module *tower = path ? fm_module_find(m->root, path) : NULL;
     if (!tower)
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "model %s has no vision tower", m->architecture);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED, "model %s has no vision tower",
+                            m->architecture);
     fm_run_ctx *rc = NULL;
     fm_status st = fm_model_run_ctx(m, o, &rc, err);
     if (st != FM_OK) return st;

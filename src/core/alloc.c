@@ -45,7 +45,9 @@ void *fm_realloc(void *p, size_t n) {
     return realloc(p, n ? n : 1);
 }
 
-void fm_free(void *p) { free(p); }
+void fm_free(void *p) {
+    free(p);
+}
 
 char *fm_strdup(const char *s) {
     if (!s) return NULL;
@@ -77,7 +79,9 @@ void *fm_malloc_aligned(size_t n) {
     return p;
 }
 
-void fm_free_aligned(void *p) { free(p); }
+void fm_free_aligned(void *p) {
+    free(p);
+}
 
 int fm_default_threads(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

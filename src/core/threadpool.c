@@ -6,16 +6,16 @@
 #include <stdatomic.h>
 
 struct fm_threadpool {
-    int n;                 /* participants, caller included */
-    int started;           /* pthreads actually started (n - 1 on success) */
-    pthread_t *tids;       /* [n - 1], owned */
-    pthread_mutex_t mu;    /* guards gen, stop, active */
-    pthread_cond_t wake;   /* workers wait here for a new generation */
-    pthread_cond_t done;   /* the caller waits here for active == 0 */
+    int n;                  /* participants, caller included */
+    int started;            /* pthreads actually started (n - 1 on success) */
+    pthread_t *tids;        /* [n - 1], owned */
+    pthread_mutex_t mu;     /* guards gen, stop, active */
+    pthread_cond_t wake;    /* workers wait here for a new generation */
+    pthread_cond_t done;    /* the caller waits here for active == 0 */
     pthread_mutex_t run_mu; /* serialises concurrent fm_threadpool_for callers */
-    uint64_t gen;          /* bumped once per job */
+    uint64_t gen;           /* bumped once per job */
     int stop;
-    int active;            /* workers still inside the current job */
+    int active; /* workers still inside the current job */
     /* The current job (written by the caller before gen is bumped, under mu). */
     fm_parallel_fn fn;
     void *ctx;
@@ -54,7 +54,8 @@ static void *worker_main(void *argp) {
     uint64_t seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->gen == seen) pthread_cond_wait(&p->wake, &p->mu);
+        while (!p->stop && p->gen == seen)
+            pthread_cond_wait(&p->wake, &p->mu);
         if (p->stop) break;
         seen = p->gen;
         pthread_mutex_unlock(&p->mu);
@@ -72,7 +73,8 @@ static void stop_workers(fm_threadpool *p) {
     p->stop = 1;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->started; i++) pthread_join(p->tids[i], NULL);
+    for (int i = 0; i < p->started; i++)
+        pthread_join(p->tids[i], NULL);
     p->started = 0;
 }
 
@@ -94,8 +96,9 @@ static fm_status start_workers(fm_threadpool *p, worker_arg *args, fm_error *err
         int rc = pthread_create(&p->tids[i - 1], NULL, worker_main, &args[i - 1]);
         if (rc != 0) {
             stop_workers(p);
-            return fm_error_set(err, FM_ERR_LIMIT, "thread pool: cannot start worker %d of %d (error %d)",
-                                i, p->n - 1, rc);
+            return fm_error_set(err, FM_ERR_LIMIT,
+                                "thread pool: cannot start worker %d of %d (error %d)", i, p->n - 1,
+                                rc);
         }
         p->started++;
     }
@@ -106,7 +109,8 @@ fm_status fm_threadpool_new(int threads, fm_threadpool **out, fm_error *err) {
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "thread pool: out is NULL");
     *out = NULL;
     if (threads < 0 || threads > 1024)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "thread pool: thread count %d outside 0..1024", threads);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "thread pool: thread count %d outside 0..1024",
+                            threads);
     if (threads == 0) threads = fm_default_threads();
     fm_threadpool *p = fm_calloc(1, sizeof *p);
     /* One block: n - 1 thread ids followed by n - 1 worker arguments (both live as long as p). */
@@ -115,7 +119,8 @@ fm_status fm_threadpool_new(int threads, fm_threadpool **out, fm_error *err) {
     if (!p || !block) {
         fm_free(p);
         fm_free(block);
-        return fm_error_set(err, FM_ERR_NOMEM, "thread pool: out of memory for %d threads", threads);
+        return fm_error_set(err, FM_ERR_NOMEM, "thread pool: out of memory for %d threads",
+                            threads);
     }
     p->n = threads;
     p->tids = block;
@@ -140,7 +145,9 @@ void fm_threadpool_free(fm_threadpool *p) {
     destroy(p);
 }
 
-int fm_threadpool_threads(const fm_threadpool *p) { return p ? p->n : 1; }
+int fm_threadpool_threads(const fm_threadpool *p) {
+    return p ? p->n : 1;
+}
 
 void fm_threadpool_for(fm_threadpool *p, int64_t n, int64_t grain, fm_parallel_fn fn, void *ctx) {
     if (n <= 0 || !fn) return;
@@ -166,7 +173,8 @@ void fm_threadpool_for(fm_threadpool *p, int64_t n, int64_t grain, fm_parallel_f
     pthread_mutex_unlock(&p->mu);
     run_chunks(p, 0);
     pthread_mutex_lock(&p->mu);
-    while (p->active > 0) pthread_cond_wait(&p->done, &p->mu);
+    while (p->active > 0)
+        pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&p->run_mu);
 }

@@ -12,11 +12,11 @@
 #include "fusion/fusion_internal.h"
 
 typedef struct found {
-    char **paths;                   /* owned */
+    char **paths;                    /* owned */
     const fm_module_class **classes; /* borrowed (registry / fused cache) */
-    fm_module **modules;            /* borrowed from the meta tree during discovery only */
+    fm_module **modules;             /* borrowed from the meta tree during discovery only */
     size_t n;
-    fm_transform_list on, off;      /* owned: the family's transforms and defuse transforms */
+    fm_transform_list on, off; /* owned: the family's transforms and defuse transforms */
 } found;
 
 typedef struct cache_entry {
@@ -37,7 +37,8 @@ static fused_entry *fused_classes; /* lives for the process: classes are referen
 static _Atomic uint64_t discoveries;
 
 static void found_free(found *f) {
-    for (size_t i = 0; i < f->n; i++) fm_free(f->paths[i]);
+    for (size_t i = 0; i < f->n; i++)
+        fm_free(f->paths[i]);
     fm_free(f->paths);
     fm_free(f->classes);
     fm_free(f->modules);
@@ -46,7 +47,8 @@ static void found_free(found *f) {
     memset(f, 0, sizeof *f);
 }
 
-static fm_status found_push(found *f, const char *path, const fm_module_class *cls, fm_module *m, fm_error *err) {
+static fm_status found_push(found *f, const char *path, const fm_module_class *cls, fm_module *m,
+                            fm_error *err) {
     char **np = fm_realloc(f->paths, (f->n + 1) * sizeof *np);
     if (np) f->paths = np;
     const fm_module_class **nc = np ? fm_realloc(f->classes, (f->n + 1) * sizeof *nc) : NULL;
@@ -65,7 +67,8 @@ static fm_status found_push(found *f, const char *path, const fm_module_class *c
 static fm_status found_copy(const found *src, found *dst, fm_error *err) {
     memset(dst, 0, sizeof *dst);
     fm_status st = FM_OK;
-    for (size_t i = 0; st == FM_OK && i < src->n; i++) st = found_push(dst, src->paths[i], src->classes[i], NULL, err);
+    for (size_t i = 0; st == FM_OK && i < src->n; i++)
+        st = found_push(dst, src->paths[i], src->classes[i], NULL, err);
     if (st == FM_OK) st = fm_transform_list_clone(&src->on, &dst->on, err);
     if (st == FM_OK) st = fm_transform_list_clone(&src->off, &dst->off, err);
     if (st != FM_OK) found_free(dst);
@@ -84,7 +87,9 @@ void fm_fusion_cache_clear(void) {
     pthread_mutex_unlock(&lock);
 }
 
-uint64_t fm_fusion_discovery_count(void) { return atomic_load(&discoveries); }
+uint64_t fm_fusion_discovery_count(void) {
+    return atomic_load(&discoveries);
+}
 
 /* ---- discovery ------------------------------------------------------------------------------ */
 typedef struct walk_ctx {
@@ -100,7 +105,8 @@ typedef struct walk_ctx {
 static bool path_matches(walk_ctx *w, const char *path) {
     if (!w->n_pats) return true;
     for (size_t i = 0; i < w->n_pats; i++)
-        if (pcre2_match(w->pats[i], (PCRE2_SPTR)path, strlen(path), 0, 0, w->md, NULL) >= 0) return true;
+        if (pcre2_match(w->pats[i], (PCRE2_SPTR)path, strlen(path), 0, 0, w->md, NULL) >= 0)
+            return true;
     return false;
 }
 
@@ -114,10 +120,12 @@ static int visit(fm_module *m, int depth, void *vctx) {
 
 static fm_status compile_patterns(walk_ctx *w, fm_error *err) {
     const char *const *p = w->spec->target_patterns;
-    while (p && p[w->n_pats]) w->n_pats++;
+    while (p && p[w->n_pats])
+        w->n_pats++;
     w->pats = fm_calloc(w->n_pats ? w->n_pats : 1, sizeof *w->pats);
     w->md = pcre2_match_data_create(8, NULL);
-    if (!w->pats || !w->md) return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling fusion patterns");
+    if (!w->pats || !w->md)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling fusion patterns");
     for (size_t i = 0; i < w->n_pats; i++) {
         int ec;
         PCRE2_SIZE off;
@@ -125,15 +133,17 @@ static fm_status compile_patterns(walk_ctx *w, fm_error *err) {
         if (!w->pats[i]) {
             char msg[256];
             pcre2_get_error_message(ec, (PCRE2_UCHAR *)msg, sizeof msg);
-            return fm_error_set(err, FM_ERR_PATTERN, "fusion '%s': target pattern '%s' at offset %zu: %s",
-                                w->spec->name, p[i], (size_t)off, msg);
+            return fm_error_set(err, FM_ERR_PATTERN,
+                                "fusion '%s': target pattern '%s' at offset %zu: %s", w->spec->name,
+                                p[i], (size_t)off, msg);
         }
     }
     return FM_OK;
 }
 
-static fm_status discover_uncached(const fm_model_builder *b, const void *model_cfg, const fm_config *config,
-                                   const fm_fusion_spec *spec, found *out, fm_error *err) {
+static fm_status discover_uncached(const fm_model_builder *b, const void *model_cfg,
+                                   const fm_config *config, const fm_fusion_spec *spec, found *out,
+                                   fm_error *err) {
     walk_ctx w = {spec, NULL, 0, NULL, out, FM_OK, err};
     fm_build_ctx *ctx = NULL;
     fm_module *root = NULL;
@@ -150,18 +160,20 @@ static fm_status discover_uncached(const fm_model_builder *b, const void *model_
     out->modules = NULL;
     fm_module_free(root);
     fm_build_ctx_free(ctx);
-    for (size_t i = 0; w.pats && i < w.n_pats; i++) pcre2_code_free(w.pats[i]);
+    for (size_t i = 0; w.pats && i < w.n_pats; i++)
+        pcre2_code_free(w.pats[i]);
     fm_free(w.pats);
     pcre2_match_data_free(w.md);
     return st;
 }
 
-static fm_status cache_key(const fm_model_builder *b, const fm_config *config, const fm_fusion_spec *spec,
-                           char **out, fm_error *err) {
+static fm_status cache_key(const fm_model_builder *b, const fm_config *config,
+                           const fm_fusion_spec *spec, char **out, fm_error *err) {
     fm_config *c = NULL;
     char *text = NULL;
     fm_status st = fm_config_clone(config, &c, err);
-    if (st == FM_OK && fm_config_type(c, "fusion_config") != FM_JSON_ABSENT) st = fm_config_remove(c, "fusion_config", err);
+    if (st == FM_OK && fm_config_type(c, "fusion_config") != FM_JSON_ABSENT)
+        st = fm_config_remove(c, "fusion_config", err);
     if (st == FM_OK) st = fm_config_dump_compact(c, &text, err);
     fm_config_free(c);
     if (st != FM_OK) return st;
@@ -180,7 +192,8 @@ static fm_status discover(const fm_model_builder *b, const void *model_cfg, cons
     if (st != FM_OK) return st;
     pthread_mutex_lock(&lock);
     cache_entry *e = cache;
-    while (e && strcmp(e->key, key)) e = e->next;
+    while (e && strcmp(e->key, key))
+        e = e->next;
     if (e) st = found_copy(&e->f, out, err);
     pthread_mutex_unlock(&lock);
     if (e) return fm_free(key), st;
@@ -207,13 +220,16 @@ static fm_status fused_class_for(const fm_fusion_spec *spec, const fm_module_cla
     fm_status st = FM_OK;
     pthread_mutex_lock(&lock);
     fused_entry *e = fused_classes;
-    while (e && !(e->spec == spec && e->orig == orig)) e = e->next;
+    while (e && !(e->spec == spec && e->orig == orig))
+        e = e->next;
     if (!e) {
         const fm_module_class *cls = NULL;
         st = spec->make_fused_class(orig, &cls, err);
         e = st == FM_OK ? fm_calloc(1, sizeof *e) : NULL;
-        if (e) *e = (fused_entry){spec, orig, cls, fused_classes}, fused_classes = e;
-        else if (st == FM_OK) st = fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+        if (e)
+            *e = (fused_entry){spec, orig, cls, fused_classes}, fused_classes = e;
+        else if (st == FM_OK)
+            st = fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     }
     *out = e ? e->fused : NULL;
     pthread_mutex_unlock(&lock);
@@ -229,19 +245,21 @@ static bool same_sources(const fm_transform *a, const fm_transform *b) {
     return true;
 }
 
-static fm_status check_conflicts(const char *family, const fm_transform_list *have, const fm_transform_list *add,
-                                 fm_error *err) {
+static fm_status check_conflicts(const char *family, const fm_transform_list *have,
+                                 const fm_transform_list *add, fm_error *err) {
     for (size_t i = 0; i < add->count; i++)
         for (size_t j = 0; have && j < have->count; j++)
             if (same_sources(add->items[i], have->items[j]))
                 return fm_error_set(err, FM_ERR_FUSION,
-                                    "fusion '%s': %s conflicts with an existing conversion mapping %s (same source patterns)",
-                                    family, fm_transform_describe(add->items[i]), fm_transform_describe(have->items[j]));
+                                    "fusion '%s': %s conflicts with an existing conversion mapping "
+                                    "%s (same source patterns)",
+                                    family, fm_transform_describe(add->items[i]),
+                                    fm_transform_describe(have->items[j]));
     return FM_OK;
 }
 
-static fm_status plan_push(fm_fusion_plan *p, const char *path, const fm_module_class *cls, const char *family,
-                           fm_error *err) {
+static fm_status plan_push(fm_fusion_plan *p, const char *path, const fm_module_class *cls,
+                           const char *family, fm_error *err) {
     char **np = fm_realloc(p->paths, (p->n + 1) * sizeof *np);
     if (np) p->paths = np;
     const fm_module_class **nc = np ? fm_realloc(p->classes, (p->n + 1) * sizeof *nc) : NULL;
@@ -249,7 +267,9 @@ static fm_status plan_push(fm_fusion_plan *p, const char *path, const fm_module_
     char **nf = nc ? fm_realloc(p->families, (p->n + 1) * sizeof *nf) : NULL;
     if (nf) p->families = nf;
     char *a = nf ? fm_strdup(path) : NULL, *b = a ? fm_strdup(family) : NULL;
-    if (!b) return fm_free(a), fm_error_set(err, FM_ERR_NOMEM, "out of memory building the fusion plan");
+    if (!b)
+        return fm_free(a),
+               fm_error_set(err, FM_ERR_NOMEM, "out of memory building the fusion plan");
     p->paths[p->n] = a;
     p->families[p->n] = b;
     p->classes[p->n++] = cls;
@@ -283,9 +303,9 @@ static fm_status plan_family(const fm_fusion_spec *spec, bool enabled, const fou
     return st;
 }
 
-fm_status fm_fusion_plan_make(const fm_model_builder *b, const void *model_cfg, const fm_config *config,
-                              const fm_config *fc, const fm_transform_list *existing, fm_fusion_plan *p,
-                              fm_error *err) {
+fm_status fm_fusion_plan_make(const fm_model_builder *b, const void *model_cfg,
+                              const fm_config *config, const fm_config *fc,
+                              const fm_transform_list *existing, fm_fusion_plan *p, fm_error *err) {
     const char **names = NULL;
     size_t n_names = 0, n_keys = fc ? fm_config_object_size(fc, "") : 0;
     memset(p, 0, sizeof *p);
@@ -303,8 +323,10 @@ fm_status fm_fusion_plan_make(const fm_model_builder *b, const void *model_cfg, 
             if (st == FM_OK && on && f.n == 0) {
                 char **nu = fm_realloc(p->unmatched, (p->n_unmatched + 1) * sizeof *nu);
                 if (nu) p->unmatched = nu, nu[p->n_unmatched] = fm_strdup(name);
-                if (!nu || !nu[p->n_unmatched]) st = fm_error_set(err, FM_ERR_NOMEM, "out of memory");
-                else p->n_unmatched++;
+                if (!nu || !nu[p->n_unmatched])
+                    st = fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+                else
+                    p->n_unmatched++;
             }
             if (st == FM_OK) st = plan_family(spec, on, &f, existing, p, err);
             found_free(&f);

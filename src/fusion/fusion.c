@@ -23,16 +23,20 @@ static void ensure_builtins(void) {
 }
 
 fm_status fm_fusion_register(const fm_fusion_spec *spec, bool overwrite, fm_error *err) {
-    if (!spec || !spec->name || !spec->is_fusable || !spec->make_fused_class || !spec->make_transforms)
-        return fm_error_set(err, FM_ERR_INVALID_ARG,
-                            "a fusion spec needs a name, is_fusable, make_fused_class and make_transforms");
+    if (!spec || !spec->name || !spec->is_fusable || !spec->make_fused_class ||
+        !spec->make_transforms)
+        return fm_error_set(
+            err, FM_ERR_INVALID_ARG,
+            "a fusion spec needs a name, is_fusable, make_fused_class and make_transforms");
     fm_status st = FM_OK;
     pthread_mutex_lock(&lock);
     ensure_builtins();
     size_t i = 0;
-    while (i < n_specs && strcmp(specs[i]->name, spec->name)) i++;
+    while (i < n_specs && strcmp(specs[i]->name, spec->name))
+        i++;
     if (i < n_specs && !overwrite)
-        st = fm_error_set(err, FM_ERR_EXISTS, "fusion '%s' is already registered (pass overwrite)", spec->name);
+        st = fm_error_set(err, FM_ERR_EXISTS, "fusion '%s' is already registered (pass overwrite)",
+                          spec->name);
     else if (i == n_specs && n_specs == sizeof specs / sizeof *specs)
         st = fm_error_set(err, FM_ERR_LIMIT, "too many fusion families");
     else
@@ -55,7 +59,8 @@ fm_status fm_fusion_list(const char ***names, size_t *n, fm_error *err) {
     pthread_mutex_lock(&lock);
     ensure_builtins();
     const char **v = fm_calloc(n_specs ? n_specs : 1, sizeof *v);
-    for (size_t i = 0; v && i < n_specs; i++) v[i] = specs[i]->name;
+    for (size_t i = 0; v && i < n_specs; i++)
+        v[i] = specs[i]->name;
     *n = v ? n_specs : 0;
     pthread_mutex_unlock(&lock);
     *names = v;
@@ -80,13 +85,15 @@ fm_status fm_fusion_config_validate(const fm_config *fc, const char *origin, fm_
         if (!fm_fusion_lookup(key)) {
             char known[512];
             known_names(known, sizeof known);
-            return fm_error_set(err, FM_ERR_FUSION, "%s: fusion_config: unknown fusion type '%s' (known: %s)",
-                                origin, key, known);
+            return fm_error_set(err, FM_ERR_FUSION,
+                                "%s: fusion_config: unknown fusion type '%s' (known: %s)", origin,
+                                key, known);
         }
         fm_json_type t = fm_config_type(fc, key);
         if (t != FM_JSON_BOOL && t != FM_JSON_OBJECT)
             return fm_error_set(err, FM_ERR_FUSION,
-                                "%s: fusion_config: invalid value for '%s': expected true, false or an object of options",
+                                "%s: fusion_config: invalid value for '%s': expected true, false "
+                                "or an object of options",
                                 origin, key);
     }
     return FM_OK;
@@ -102,11 +109,13 @@ bool fm_fusion_family_enabled(const fm_config *fc, const char *key) {
 
 void fm_fusion_plan_free(fm_fusion_plan *p) {
     if (!p) return;
-    for (size_t i = 0; i < p->n; i++) fm_free(p->paths[i]), fm_free(p->families[i]);
+    for (size_t i = 0; i < p->n; i++)
+        fm_free(p->paths[i]), fm_free(p->families[i]);
     fm_free(p->paths);
     fm_free(p->classes);
     fm_free(p->families);
-    for (size_t i = 0; i < p->n_unmatched; i++) fm_free(p->unmatched[i]);
+    for (size_t i = 0; i < p->n_unmatched; i++)
+        fm_free(p->unmatched[i]);
     fm_free(p->unmatched);
     fm_transform_list_free(&p->transforms);
     memset(p, 0, sizeof *p);

@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jpeglib.h>
 #include <jerror.h>
+#include <jpeglib.h>
 #include <png.h>
 
 /* ---- the image value type --------------------------------------------------------------- */
@@ -27,9 +27,12 @@ fm_image_format fm_image_sniff(const void *bytes, size_t len) {
 
 const char *fm_image_format_name(fm_image_format f) {
     switch (f) {
-    case FM_IMAGE_FORMAT_PNG: return "PNG";
-    case FM_IMAGE_FORMAT_JPEG: return "JPEG";
-    default: return "unknown";
+    case FM_IMAGE_FORMAT_PNG:
+        return "PNG";
+    case FM_IMAGE_FORMAT_JPEG:
+        return "JPEG";
+    default:
+        return "unknown";
     }
 }
 
@@ -40,9 +43,8 @@ static fm_status check_dims(uint64_t w, uint64_t h, const char *label, fm_error 
                             (unsigned long long)w, (unsigned long long)h);
     if (w > UINT32_MAX || h > UINT32_MAX || w * h > FM_IMAGE_MAX_PIXELS)
         return fm_error_set(err, FM_ERR_IMAGE,
-                            "%s: image of %llux%llu pixels exceeds the limit of %llu pixels",
-                            label, (unsigned long long)w, (unsigned long long)h,
-                            FM_IMAGE_MAX_PIXELS);
+                            "%s: image of %llux%llu pixels exceeds the limit of %llu pixels", label,
+                            (unsigned long long)w, (unsigned long long)h, FM_IMAGE_MAX_PIXELS);
     return FM_OK;
 }
 
@@ -53,8 +55,8 @@ fm_status fm_image_alloc(fm_image *img, uint32_t width, uint32_t height, fm_erro
     size_t n = (size_t)width * height * 3; /* <= 3 * FM_IMAGE_MAX_PIXELS: no overflow */
     uint8_t *d = fm_malloc(n);
     if (!d)
-        return fm_error_set(err, FM_ERR_NOMEM, "fm_image_alloc: %ux%u RGB image (%zu bytes)",
-                            width, height, n);
+        return fm_error_set(err, FM_ERR_NOMEM, "fm_image_alloc: %ux%u RGB image (%zu bytes)", width,
+                            height, n);
     img->width = width;
     img->height = height;
     img->data = d;
@@ -83,9 +85,12 @@ static uint8_t exif_orientation(const uint8_t *p, size_t n) {
     if (n >= 6 && memcmp(p, "Exif\0\0", 6) == 0) p += 6, n -= 6;
     if (n < 8) return 0;
     int le;
-    if (p[0] == 'I' && p[1] == 'I') le = 1;
-    else if (p[0] == 'M' && p[1] == 'M') le = 0;
-    else return 0;
+    if (p[0] == 'I' && p[1] == 'I')
+        le = 1;
+    else if (p[0] == 'M' && p[1] == 'M')
+        le = 0;
+    else
+        return 0;
     if (rd16(p + 2, le) != 42) return 0;
     uint64_t off = rd32(p + 4, le);
     if (off + 2 > n) return 0;
@@ -105,14 +110,30 @@ static uint8_t exif_orientation(const uint8_t *p, size_t n) {
 static void orient_src(int o, uint32_t w, uint32_t h, uint32_t x, uint32_t y, uint32_t *sx,
                        uint32_t *sy) {
     switch (o) {
-    case 2: *sx = w - 1 - x, *sy = y; break;         /* FLIP_LEFT_RIGHT */
-    case 3: *sx = w - 1 - x, *sy = h - 1 - y; break; /* ROTATE_180 */
-    case 4: *sx = x, *sy = h - 1 - y; break;         /* FLIP_TOP_BOTTOM */
-    case 5: *sx = y, *sy = x; break;                 /* TRANSPOSE */
-    case 6: *sx = y, *sy = h - 1 - x; break;         /* ROTATE_270 (clockwise 90) */
-    case 7: *sx = w - 1 - y, *sy = h - 1 - x; break; /* TRANSVERSE */
-    case 8: *sx = w - 1 - y, *sy = x; break;         /* ROTATE_90 (counter-clockwise) */
-    default: *sx = x, *sy = y; break;
+    case 2:
+        *sx = w - 1 - x, *sy = y;
+        break; /* FLIP_LEFT_RIGHT */
+    case 3:
+        *sx = w - 1 - x, *sy = h - 1 - y;
+        break; /* ROTATE_180 */
+    case 4:
+        *sx = x, *sy = h - 1 - y;
+        break; /* FLIP_TOP_BOTTOM */
+    case 5:
+        *sx = y, *sy = x;
+        break; /* TRANSPOSE */
+    case 6:
+        *sx = y, *sy = h - 1 - x;
+        break; /* ROTATE_270 (clockwise 90) */
+    case 7:
+        *sx = w - 1 - y, *sy = h - 1 - x;
+        break; /* TRANSVERSE */
+    case 8:
+        *sx = w - 1 - y, *sy = x;
+        break; /* ROTATE_90 (counter-clockwise) */
+    default:
+        *sx = x, *sy = y;
+        break;
     }
 }
 
@@ -148,9 +169,9 @@ typedef struct png_ctx {
     char msg[256];
     const uint8_t *src; /* borrowed input */
     size_t len, pos;
-    uint8_t *row;        /* owned scratch: one decoded row, or the whole image if interlaced */
-    png_bytep *rows;     /* owned: row pointers into `row` (interlaced only) */
-    fm_image img;        /* owned until success */
+    uint8_t *row;    /* owned scratch: one decoded row, or the whole image if interlaced */
+    png_bytep *rows; /* owned: row pointers into `row` (interlaced only) */
+    fm_image img;    /* owned until success */
 } png_ctx;
 
 static void png_on_error(png_structp png, png_const_charp msg) {
@@ -186,8 +207,9 @@ typedef struct png_pal {
 } png_pal;
 
 static void png_palette(png_structp png, png_infop info, png_pal *pp) {
-    uint8_t (*pal)[3] = pp->rgb;
-    for (int i = 0; i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
+    uint8_t(*pal)[3] = pp->rgb;
+    for (int i = 0; i < 256; i++)
+        pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
     png_colorp plte = NULL;
     int n = 0;
     if (png_get_PLTE(png, info, &plte, &n) && plte) {
@@ -200,7 +222,7 @@ static void png_palette(png_structp png, png_infop info, png_pal *pp) {
 /* One decoded row (after the transforms chosen in png_setup) to RGB8. */
 static void png_row_to_rgb(const uint8_t *in, uint8_t *out, uint32_t w, int color_type,
                            int bit_depth, const png_pal *pp) {
-    const uint8_t (*pal)[3] = pp->rgb;
+    const uint8_t(*pal)[3] = pp->rgb;
     for (uint32_t x = 0; x < w; x++, out += 3) {
         uint8_t r, g, b;
         switch (color_type) {
@@ -212,10 +234,18 @@ static void png_row_to_rgb(const uint8_t *in, uint8_t *out, uint32_t w, int colo
                 r = g = b = in[x];
             }
             break;
-        case PNG_COLOR_TYPE_GRAY_ALPHA: r = g = b = in[2 * x]; break;
-        case PNG_COLOR_TYPE_PALETTE: r = pal[in[x]][0], g = pal[in[x]][1], b = pal[in[x]][2]; break;
-        case PNG_COLOR_TYPE_RGB: r = in[3 * x], g = in[3 * x + 1], b = in[3 * x + 2]; break;
-        default: r = in[4 * x], g = in[4 * x + 1], b = in[4 * x + 2]; break; /* RGBA */
+        case PNG_COLOR_TYPE_GRAY_ALPHA:
+            r = g = b = in[2 * x];
+            break;
+        case PNG_COLOR_TYPE_PALETTE:
+            r = pal[in[x]][0], g = pal[in[x]][1], b = pal[in[x]][2];
+            break;
+        case PNG_COLOR_TYPE_RGB:
+            r = in[3 * x], g = in[3 * x + 1], b = in[3 * x + 2];
+            break;
+        default:
+            r = in[4 * x], g = in[4 * x + 1], b = in[4 * x + 2];
+            break; /* RGBA */
         }
         out[0] = r, out[1] = g, out[2] = b;
     }
@@ -267,7 +297,9 @@ static fm_status png_pixels(png_structp png, png_infop info, png_ctx *c, const p
     png_palette(png, info, &pal);
     size_t nrows = g->passes > 1 ? g->h : 1;
     c->row = fm_malloc(g->rowbytes * nrows);
-    if (!c->row) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG decode buffer (%zu bytes)", label, g->rowbytes * nrows);
+    if (!c->row)
+        return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG decode buffer (%zu bytes)", label,
+                            g->rowbytes * nrows);
     fm_status st = fm_image_alloc(&c->img, g->w, g->h, err);
     if (st != FM_OK) {
         fm_error_prefix(err, "%s", label);
@@ -277,13 +309,15 @@ static fm_status png_pixels(png_structp png, png_infop info, png_ctx *c, const p
     if (g->passes > 1) {
         c->rows = fm_malloc(g->h * sizeof *c->rows);
         if (!c->rows) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG row table", label);
-        for (png_uint_32 y = 0; y < g->h; y++) c->rows[y] = c->row + (size_t)y * g->rowbytes;
+        for (png_uint_32 y = 0; y < g->h; y++)
+            c->rows[y] = c->row + (size_t)y * g->rowbytes;
         png_read_image(png, c->rows);
     }
     for (png_uint_32 y = 0; y < g->h; y++) {
         uint8_t *in = c->row + (g->passes > 1 ? (size_t)y * g->rowbytes : 0);
         if (g->passes == 1) png_read_row(png, in, NULL);
-        png_row_to_rgb(in, c->img.data + (size_t)y * g->w * 3, g->w, g->color_type, g->bit_depth, &pal);
+        png_row_to_rgb(in, c->img.data + (size_t)y * g->w * 3, g->w, g->color_type, g->bit_depth,
+                       &pal);
     }
     return FM_OK;
 }
@@ -315,8 +349,10 @@ static fm_status decode_png(const uint8_t *bytes, size_t len, const char *label,
                           "%s: PNG: %s", label, c->msg);
     }
     if (png) png_destroy_read_struct(&png, info ? &info : NULL, NULL);
-    if (st == FM_OK) *out = c->img;
-    else fm_image_free(&c->img);
+    if (st == FM_OK)
+        *out = c->img;
+    else
+        fm_image_free(&c->img);
     fm_free(c->rows);
     fm_free(c->row);
     fm_free(c);
@@ -351,7 +387,9 @@ static void jpg_on_message(j_common_ptr ci, int level) {
     }
 }
 
-static void jpg_on_output(j_common_ptr ci) { (void)ci; }
+static void jpg_on_output(j_common_ptr ci) {
+    (void)ci;
+}
 
 /* Bounds the work a crafted progressive file can cause (libjpeg-turbo's advice). */
 static void jpg_on_progress(j_common_ptr ci) {
@@ -390,7 +428,8 @@ static void jpg_row_to_rgb(const uint8_t *in, uint8_t *out, uint32_t w, int comp
 
 static uint8_t jpg_orientation(j_decompress_ptr ci) {
     for (jpeg_saved_marker_ptr m = ci->marker_list; m; m = m->next) {
-        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 && memcmp(m->data, "Exif\0\0", 6) == 0)
+        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 &&
+            memcmp(m->data, "Exif\0\0", 6) == 0)
             return exif_orientation(m->data, m->data_length);
     }
     return 0;
@@ -404,10 +443,15 @@ static fm_status jpg_run(jpg_ctx *c, const uint8_t *bytes, size_t len, const cha
     jpeg_save_markers(ci, JPEG_APP0 + 1, 0xffff);
     jpeg_read_header(ci, TRUE);
     int comps = ci->num_components;
-    if (comps == 1) ci->out_color_space = JCS_GRAYSCALE;
-    else if (comps == 3) ci->out_color_space = JCS_RGB;
-    else if (comps == 4) ci->out_color_space = JCS_CMYK;
-    else return fm_error_set(err, FM_ERR_IMAGE, "%s: JPEG with %d components is not supported", label, comps);
+    if (comps == 1)
+        ci->out_color_space = JCS_GRAYSCALE;
+    else if (comps == 3)
+        ci->out_color_space = JCS_RGB;
+    else if (comps == 4)
+        ci->out_color_space = JCS_CMYK;
+    else
+        return fm_error_set(err, FM_ERR_IMAGE, "%s: JPEG with %d components is not supported",
+                            label, comps);
     fm_status st = check_dims(ci->image_width, ci->image_height, label, err);
     if (st != FM_OK) return st;
     jpeg_start_decompress(ci);
@@ -450,8 +494,10 @@ static fm_status decode_jpeg(const uint8_t *bytes, size_t len, const char *label
                           "%s: JPEG: %s", label, c->msg);
     }
     jpeg_destroy_decompress(&c->cinfo); /* no-op when creation failed (mem is NULL) */
-    if (st == FM_OK) *out = c->img;
-    else fm_image_free(&c->img);
+    if (st == FM_OK)
+        *out = c->img;
+    else
+        fm_image_free(&c->img);
     fm_free(c->row);
     fm_free(c);
     return st;
@@ -465,9 +511,12 @@ fm_status fm_image_decode(const void *bytes, size_t len, const char *label, fm_i
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: NULL output image", label);
     if (!bytes || len == 0) return fm_error_set(err, FM_ERR_IMAGE, "%s: empty image data", label);
     switch (fm_image_sniff(bytes, len)) {
-    case FM_IMAGE_FORMAT_PNG: return decode_png(bytes, len, label, out, err);
-    case FM_IMAGE_FORMAT_JPEG: return decode_jpeg(bytes, len, label, out, err);
-    default: break;
+    case FM_IMAGE_FORMAT_PNG:
+        return decode_png(bytes, len, label, out, err);
+    case FM_IMAGE_FORMAT_JPEG:
+        return decode_jpeg(bytes, len, label, out, err);
+    default:
+        break;
     }
     const uint8_t *b = bytes;
     return fm_error_set(err, FM_ERR_IMAGE,
@@ -491,14 +540,18 @@ static fm_status read_file(const char *path, uint8_t **out, size_t *out_len, fm_
         st = fm_error_set(err, FM_ERR_IMAGE, "%s: file of %lld bytes exceeds the %llu-byte limit",
                           path, (long long)sb.st_size, FM_IMAGE_MAX_FILE_BYTES);
     } else if (!(buf = fm_malloc((size_t)sb.st_size))) {
-        st = fm_error_set(err, FM_ERR_NOMEM, "%s: %lld bytes for the file", path, (long long)sb.st_size);
+        st = fm_error_set(err, FM_ERR_NOMEM, "%s: %lld bytes for the file", path,
+                          (long long)sb.st_size);
     }
     size_t got = 0, want = st == FM_OK ? (size_t)sb.st_size : 0;
     while (st == FM_OK && got < want) {
         ssize_t r = read(fd, buf + got, want - got);
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) st = fm_error_set(err, FM_ERR_IO, "%s: read failed: %s", path, r < 0 ? strerror(errno) : "file shrank");
-        else got += (size_t)r;
+        if (r <= 0)
+            st = fm_error_set(err, FM_ERR_IO, "%s: read failed: %s", path,
+                              r < 0 ? strerror(errno) : "file shrank");
+        else
+            got += (size_t)r;
     }
     close(fd);
     if (st != FM_OK) {

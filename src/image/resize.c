@@ -67,7 +67,8 @@ static fm_status axis_build(uint32_t in, uint32_t out, rs_axis *a, fm_error *err
     double support = 2.0 * fscale;
     uint64_t ksize = (uint64_t)ceil(support) * 2 + 1, nw;
     if (fm_mul_u64(ksize, out, &nw) != 0 || nw > (uint64_t)SIZE_MAX / sizeof(int32_t) / 2)
-        return fm_error_set(err, FM_ERR_OVERFLOW, "bicubic resize %u -> %u: filter table too large", in, out);
+        return fm_error_set(err, FM_ERR_OVERFLOW, "bicubic resize %u -> %u: filter table too large",
+                            in, out);
     a->out = out;
     a->ksize = (uint32_t)ksize;
     a->first = fm_malloc((size_t)out * sizeof(int32_t));
@@ -79,7 +80,8 @@ static fm_status axis_build(uint32_t in, uint32_t out, rs_axis *a, fm_error *err
         axis_free(a);
         return fm_error_set(err, FM_ERR_NOMEM, "bicubic resize %u -> %u: filter table", in, out);
     }
-    for (uint32_t o = 0; o < out; o++) axis_fill_one(a, in, o, scale, support, 1.0 / fscale, tmp);
+    for (uint32_t o = 0; o < out; o++)
+        axis_fill_one(a, in, o, scale, support, 1.0 / fscale, tmp);
     fm_free(tmp);
     return FM_OK;
 }
@@ -103,7 +105,8 @@ static void pass_horizontal(const uint8_t *src, uint32_t src_w, uint8_t *dst, ui
             int32_t n = a->count[o];
             for (uint32_t c = 0; c < ch; c++) {
                 int32_t acc = RS_HALF;
-                for (int32_t j = 0; j < n; j++) acc += (int32_t)sp[(size_t)j * ch + c] * k[j];
+                for (int32_t j = 0; j < n; j++)
+                    acc += (int32_t)sp[(size_t)j * ch + c] * k[j];
                 d[(size_t)o * ch + c] = clip8(acc);
             }
         }
@@ -116,14 +119,17 @@ static void pass_vertical(const uint8_t *src, size_t row_len, uint8_t *dst, cons
                           int32_t *acc) {
     for (uint32_t o = 0; o < a->out; o++) {
         const int32_t *k = a->w + (size_t)o * a->ksize;
-        for (size_t i = 0; i < row_len; i++) acc[i] = RS_HALF;
+        for (size_t i = 0; i < row_len; i++)
+            acc[i] = RS_HALF;
         for (int32_t j = 0; j < a->count[o]; j++) {
             const uint8_t *s = src + (size_t)(a->first[o] + j) * row_len;
             int32_t kj = k[j];
-            for (size_t i = 0; i < row_len; i++) acc[i] += (int32_t)s[i] * kj;
+            for (size_t i = 0; i < row_len; i++)
+                acc[i] += (int32_t)s[i] * kj;
         }
         uint8_t *d = dst + (size_t)o * row_len;
-        for (size_t i = 0; i < row_len; i++) d[i] = clip8(acc[i]);
+        for (size_t i = 0; i < row_len; i++)
+            d[i] = clip8(acc[i]);
     }
 }
 
@@ -131,14 +137,17 @@ static fm_status check_args(const uint8_t *src, uint32_t sw, uint32_t sh, uint32
                             const uint8_t *dst, uint32_t dw, uint32_t dh, fm_error *err) {
     if (!src || !dst) return fm_error_set(err, FM_ERR_INVALID_ARG, "bicubic resize: NULL buffer");
     if (ch < 1 || ch > 4)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "bicubic resize: %u channels (1..4 supported)", ch);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "bicubic resize: %u channels (1..4 supported)",
+                            ch);
     if (!sw || !sh || !dw || !dh)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "bicubic resize: empty size %ux%u -> %ux%u", sw, sh, dw, dh);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "bicubic resize: empty size %ux%u -> %ux%u",
+                            sw, sh, dw, dh);
     uint64_t a, b;
     if (sw > INT32_MAX || sh > INT32_MAX || dw > INT32_MAX || dh > INT32_MAX ||
         fm_mul_u64((uint64_t)sw * ch, sh, &a) != 0 || fm_mul_u64((uint64_t)dw * ch, dh, &b) != 0 ||
         a > SIZE_MAX / 4 || b > SIZE_MAX / 4)
-        return fm_error_set(err, FM_ERR_OVERFLOW, "bicubic resize: size %ux%u -> %ux%u too large", sw, sh, dw, dh);
+        return fm_error_set(err, FM_ERR_OVERFLOW, "bicubic resize: size %ux%u -> %ux%u too large",
+                            sw, sh, dw, dh);
     return FM_OK;
 }
 
@@ -154,7 +163,8 @@ static fm_status resize_both(const uint8_t *src, uint32_t sw, uint32_t ch, uint8
     if (!tmp || !acc) {
         fm_free(tmp);
         fm_free(acc);
-        return fm_error_set(err, FM_ERR_NOMEM, "bicubic resize: %zu-byte intermediate", row_len * (size_t)(y1 - y0));
+        return fm_error_set(err, FM_ERR_NOMEM, "bicubic resize: %zu-byte intermediate",
+                            row_len * (size_t)(y1 - y0));
     }
     pass_horizontal(src + (size_t)y0 * sw * ch, sw, tmp, (uint32_t)(y1 - y0), ch, ah);
     rs_axis shifted = *av; /* same tables, first[] made relative to row y0 */
@@ -164,7 +174,8 @@ static fm_status resize_both(const uint8_t *src, uint32_t sw, uint32_t ch, uint8
         fm_free(acc);
         return fm_error_set(err, FM_ERR_NOMEM, "bicubic resize: row table");
     }
-    for (uint32_t o = 0; o < av->out; o++) first[o] = av->first[o] - y0;
+    for (uint32_t o = 0; o < av->out; o++)
+        first[o] = av->first[o] - y0;
     shifted.first = first;
     pass_vertical(tmp, row_len, dst, &shifted, acc);
     fm_free(first);
@@ -196,8 +207,10 @@ fm_status fm_resize_bicubic_u8(const uint8_t *src, uint32_t src_w, uint32_t src_
     } else {
         size_t row_len = (size_t)src_w * channels;
         int32_t *acc = fm_malloc(row_len * sizeof(int32_t));
-        if (!acc) st = fm_error_set(err, FM_ERR_NOMEM, "bicubic resize: accumulator row");
-        else pass_vertical(src, row_len, dst, &av, acc);
+        if (!acc)
+            st = fm_error_set(err, FM_ERR_NOMEM, "bicubic resize: accumulator row");
+        else
+            pass_vertical(src, row_len, dst, &av, acc);
         fm_free(acc);
     }
     axis_free(&ah);

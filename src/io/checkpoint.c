@@ -70,9 +70,10 @@ static fm_status build_entries(fm_checkpoint *c, fm_error *err) {
             /* A model key is a C string: a name with an embedded NUL (legal in a lone
              * safetensors file) would alias the key before it, so a checkpoint refuses it. */
             if (strlen(e->name) != e->name_len)
-                return fm_error_set(err, FM_ERR_HEADER_JSON,
-                                    "%s: tensor '%s\\u0000...' has a NUL byte in its name (not a usable model key)",
-                                    fm_st_path(c->shards[s]), e->name);
+                return fm_error_set(
+                    err, FM_ERR_HEADER_JSON,
+                    "%s: tensor '%s\\u0000...' has a NUL byte in its name (not a usable model key)",
+                    fm_st_path(c->shards[s]), e->name);
             o->name = e->name;
             o->shard = c->shard_names[s];
             o->dtype = e->dtype;
@@ -212,7 +213,8 @@ static fm_status check_inside(const fm_checkpoint *c, const index_ctx *x, const 
                             x->path, shard, tensor_of_shard(x, shard),
                             errno == ENOENT ? "does not exist" : "cannot be resolved");
     char blobs[PATH_MAX];
-    bool inside = under(real, dir_real) || (hf_cache_blobs(dir_real, blobs, sizeof blobs) && under(real, blobs));
+    bool inside = under(real, dir_real) ||
+                  (hf_cache_blobs(dir_real, blobs, sizeof blobs) && under(real, blobs));
     if (!inside)
         return fm_error_set(err, FM_ERR_INDEX,
                             "%s: shard '%s' resolves to '%s', outside the checkpoint directory",

@@ -54,7 +54,8 @@ fm_status fm_fs_open(const char *path, int flags, mode_t mode, int *out_fd, fm_e
     *out_fd = -1;
     if (injected(FM_FAULT_OPEN)) return sys_error(err, "open", path, EIO, true);
     int fd;
-    do fd = open(path, flags | O_CLOEXEC, mode);
+    do
+        fd = open(path, flags | O_CLOEXEC, mode);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) return sys_error(err, "open", path, errno, false);
     *out_fd = fd;
@@ -136,7 +137,8 @@ fm_status fm_fs_writev_all(int fd, struct iovec *iov, size_t n, const char *labe
 fm_status fm_fs_fsync(int fd, const char *label, fm_error *err) {
     if (injected(FM_FAULT_FSYNC)) return sys_error(err, "fsync", label, EIO, true);
     int rc;
-    do rc = fsync(fd);
+    do
+        rc = fsync(fd);
     while (rc != 0 && errno == EINTR);
     if (rc != 0) return sys_error(err, "fsync", label, errno, false);
     return FM_OK;
@@ -178,7 +180,9 @@ static int renameat2_raw(const char *from, const char *to, unsigned flags) {
 #endif
 }
 
-static bool unsupported_errno(int e) { return e == EINVAL || e == ENOSYS || e == EOPNOTSUPP; }
+static bool unsupported_errno(int e) {
+    return e == EINVAL || e == ENOSYS || e == EOPNOTSUPP;
+}
 
 fm_status fm_fs_rename_noreplace(const char *from, const char *to, fm_error *err) {
     if (injected(FM_FAULT_RENAME)) return sys_error(err, "rename", from, EIO, true);
@@ -186,20 +190,26 @@ fm_status fm_fs_rename_noreplace(const char *from, const char *to, fm_error *err
     int e = errno;
     if (unsupported_errno(e)) {
         struct stat st;
-        if (lstat(to, &st) == 0) e = EEXIST;
-        else if (rename(from, to) == 0) return FM_OK;
-        else e = errno;
+        if (lstat(to, &st) == 0)
+            e = EEXIST;
+        else if (rename(from, to) == 0)
+            return FM_OK;
+        else
+            e = errno;
     }
     char what[64 + PATH_MAX];
     snprintf(what, sizeof what, "rename to '%s' of", to);
     return sys_error(err, what, from, e, false);
 }
 
-void fm_fs_set_exchange_disabled(bool disabled) { atomic_store(&exchange_disabled, disabled); }
+void fm_fs_set_exchange_disabled(bool disabled) {
+    atomic_store(&exchange_disabled, disabled);
+}
 
 fm_status fm_fs_exchange(const char *a, const char *b, fm_error *err) {
     if (atomic_load(&exchange_disabled))
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "exchange '%s' with '%s': disabled for tests", a, b);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED, "exchange '%s' with '%s': disabled for tests",
+                            a, b);
     if (injected(FM_FAULT_RENAME)) return sys_error(err, "exchange", a, EIO, true);
     if (renameat2_raw(a, b, RENAME_EXCHANGE) == 0) return FM_OK;
     int e = errno;
@@ -213,7 +223,9 @@ fm_status fm_fs_exchange(const char *a, const char *b, fm_error *err) {
     return st;
 }
 
-int fm_fs_exchange_nofault(const char *a, const char *b) { return renameat2_raw(a, b, RENAME_EXCHANGE); }
+int fm_fs_exchange_nofault(const char *a, const char *b) {
+    return renameat2_raw(a, b, RENAME_EXCHANGE);
+}
 
 fm_status fm_fs_unlink(const char *path, fm_error *err) {
     if (unlink(path) != 0) return sys_error(err, "unlink", path, errno, false);
@@ -277,7 +289,8 @@ int fm_fs_remove_tree(const char *path) {
 
 /* ---- copies and links -------------------------------------------------------------------- */
 static bool link_refused(int e) {
-    return e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOTSUP || e == EOPNOTSUPP;
+    return e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOTSUP ||
+           e == EOPNOTSUPP;
 }
 
 fm_status fm_fs_link_or_copy(const char *from, const char *to, fm_error *err) {
@@ -341,13 +354,15 @@ static fm_status read_exact(int fd, char *buf, size_t len, const char *path, fm_
         ssize_t r = read(fd, buf + got, len - got);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) return sys_error(err, "read", path, errno, false);
-        if (r == 0) return fm_error_set(err, FM_ERR_IO, "read '%s': file shrank while reading", path);
+        if (r == 0)
+            return fm_error_set(err, FM_ERR_IO, "read '%s': file shrank while reading", path);
         got += (size_t)r;
     }
     return FM_OK;
 }
 
-fm_status fm_fs_read_file(const char *path, uint64_t max, char **out, size_t *out_len, fm_error *err) {
+fm_status fm_fs_read_file(const char *path, uint64_t max, char **out, size_t *out_len,
+                          fm_error *err) {
     int fd;
     struct stat sb;
     memset(&sb, 0, sizeof sb);
@@ -422,7 +437,8 @@ fm_status fm_fs_create_temp_file(const char *dir, const char *base, char **out_p
     *out_fd = -1;
     for (int t = 0; t < FS_TEMP_TRIES; t++) {
         char *p = fm_fs_temp_name(dir, base, "");
-        if (!p) return fm_error_set(err, FM_ERR_NOMEM, "temporary file in '%s': out of memory", dir);
+        if (!p)
+            return fm_error_set(err, FM_ERR_NOMEM, "temporary file in '%s': out of memory", dir);
         fm_status st = fm_fs_open(p, O_WRONLY | O_CREAT | O_EXCL, 0666, out_fd, err);
         if (st == FM_OK) {
             *out_path = p;
@@ -438,7 +454,8 @@ fm_status fm_fs_create_temp_dir(const char *dir, const char *base, char **out_pa
     *out_path = NULL;
     for (int t = 0; t < FS_TEMP_TRIES; t++) {
         char *p = fm_fs_temp_name(dir, base, "");
-        if (!p) return fm_error_set(err, FM_ERR_NOMEM, "staging directory in '%s': out of memory", dir);
+        if (!p)
+            return fm_error_set(err, FM_ERR_NOMEM, "staging directory in '%s': out of memory", dir);
         fm_status st = fm_fs_mkdir(p, 0777, err);
         if (st == FM_OK) {
             *out_path = p;

@@ -1,5 +1,6 @@
 /* Internal file-system wrappers of the io subsystem (safetensors writer, atomic saves): each call
- * that can fail consults the fault hooks of core.h and reports FM_ERR_IO naming path and strerror. */
+ * that can fail consults the fault hooks of core.h and reports FM_ERR_IO naming path and strerror.
+ */
 #ifndef FM_IO_FSUTIL_H
 #define FM_IO_FSUTIL_H
 
@@ -70,7 +71,8 @@ fm_status fm_fs_link_or_copy(const char *from, const char *to, fm_error *err);
 fm_status fm_fs_copy_file(const char *from, const char *to, fm_error *err);
 /* Reads a whole file of at most `max` bytes. *out is NUL-terminated; caller frees with fm_free.
  * FM_ERR_LIMIT when larger than `max`. */
-fm_status fm_fs_read_file(const char *path, uint64_t max, char **out, size_t *out_len, fm_error *err);
+fm_status fm_fs_read_file(const char *path, uint64_t max, char **out, size_t *out_len,
+                          fm_error *err);
 /* "dir/name" (no doubled slash). Caller frees with fm_free; NULL on out of memory. */
 char *fm_fs_join(const char *dir, const char *name);
 /* A fresh, not yet existing sibling path "DIR/.BASE.fusemap-TAGxxxxxxxxxxxx" (random suffix),

@@ -1,5 +1,6 @@
 /* Safetensors writer: the exact bytes of the reference serializer (dtype-rank/name order, compact
- * JSON with serde_json escaping, space padding to 8) after validating every tensor; atomic file write. */
+ * JSON with serde_json escaping, space padding to 8) after validating every tensor; atomic file
+ * write. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,40 +63,50 @@ static bool utf8_valid(const unsigned char *s, size_t n) {
 /* Byte size of one tensor by the reference's rules, checked against t->nbytes. */
 static fm_status tensor_size(const char *name, const fm_tensor *t, uint64_t *out, fm_error *err) {
     if ((unsigned)t->dtype >= FM_DTYPE_COUNT)
-        return fm_error_set(err, FM_ERR_UNKNOWN_DTYPE, "tensor '%.200s': invalid dtype %d", name, (int)t->dtype);
+        return fm_error_set(err, FM_ERR_UNKNOWN_DTYPE, "tensor '%.200s': invalid dtype %d", name,
+                            (int)t->dtype);
     if (t->shape.ndim < 0 || t->shape.ndim > FM_MAX_DIMS)
-        return fm_error_set(err, FM_ERR_TENSOR_INVALID_INFO, "tensor '%.200s': rank %d outside 0..%d", name,
-                            t->shape.ndim, FM_MAX_DIMS);
+        return fm_error_set(err, FM_ERR_TENSOR_INVALID_INFO,
+                            "tensor '%.200s': rank %d outside 0..%d", name, t->shape.ndim,
+                            FM_MAX_DIMS);
     uint64_t numel = 1, bits;
     for (int d = 0; d < t->shape.ndim; d++) {
         if (t->shape.dims[d] < 0)
-            return fm_error_set(err, FM_ERR_TENSOR_INVALID_INFO, "tensor '%.200s': negative dimension", name);
+            return fm_error_set(err, FM_ERR_TENSOR_INVALID_INFO,
+                                "tensor '%.200s': negative dimension", name);
         if (fm_mul_u64(numel, (uint64_t)t->shape.dims[d], &numel))
-            return fm_error_set(err, FM_ERR_VALIDATION_OVERFLOW, "tensor '%.200s': element count overflows", name);
+            return fm_error_set(err, FM_ERR_VALIDATION_OVERFLOW,
+                                "tensor '%.200s': element count overflows", name);
     }
     if (fm_mul_u64(numel, fm_dtype_bits(t->dtype), &bits))
-        return fm_error_set(err, FM_ERR_VALIDATION_OVERFLOW, "tensor '%.200s': bit count overflows", name);
+        return fm_error_set(err, FM_ERR_VALIDATION_OVERFLOW, "tensor '%.200s': bit count overflows",
+                            name);
     if (bits % 8)
-        return fm_error_set(err, FM_ERR_MISALIGNED_SLICE, "tensor '%.200s': %llu elements of %s are not whole bytes",
-                            name, (unsigned long long)numel, fm_dtype_name(t->dtype));
+        return fm_error_set(err, FM_ERR_MISALIGNED_SLICE,
+                            "tensor '%.200s': %llu elements of %s are not whole bytes", name,
+                            (unsigned long long)numel, fm_dtype_name(t->dtype));
     if (bits / 8 != t->nbytes)
-        return fm_error_set(err, FM_ERR_TENSOR_INVALID_INFO, "tensor '%.200s': holds %llu bytes, shape and %s need %llu",
-                            name, (unsigned long long)t->nbytes, fm_dtype_name(t->dtype),
+        return fm_error_set(err, FM_ERR_TENSOR_INVALID_INFO,
+                            "tensor '%.200s': holds %llu bytes, shape and %s need %llu", name,
+                            (unsigned long long)t->nbytes, fm_dtype_name(t->dtype),
                             (unsigned long long)(bits / 8));
     if (t->nbytes > 0 && !t->data)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "tensor '%.200s': no data (meta tensor)", name);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "tensor '%.200s': no data (meta tensor)",
+                            name);
     *out = bits / 8;
     return FM_OK;
 }
 
 static fm_status check_item(const fm_st_item *it, size_t i, wr_entry *e, fm_error *err) {
     if (!it->name) return fm_error_set(err, FM_ERR_INVALID_ARG, "tensor #%zu: no name", i);
-    if (!it->tensor) return fm_error_set(err, FM_ERR_INVALID_ARG, "tensor '%.200s': no tensor", it->name);
+    if (!it->tensor)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "tensor '%.200s': no tensor", it->name);
     size_t len = strlen(it->name);
     if (!utf8_valid((const unsigned char *)it->name, len))
         return fm_error_set(err, FM_ERR_INVALID_ARG, "tensor #%zu: name is not valid UTF-8", i);
     if (strcmp(it->name, "__metadata__") == 0)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "tensor #%zu: the name '__metadata__' is reserved", i);
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "tensor #%zu: the name '__metadata__' is reserved", i);
     e->name = it->name;
     e->name_len = len;
     e->t = it->tensor;
@@ -128,14 +139,17 @@ static int cmp_cstr_ptr(const void *pa, const void *pb) {
 /* Keys and values present and UTF-8, keys unique. */
 static fm_status check_metadata(const fm_st_write_options *o, fm_error *err) {
     if (o->n_metadata == 0) return FM_OK;
-    if (!o->metadata) return fm_error_set(err, FM_ERR_INVALID_ARG, "metadata: %zu entries but no array", o->n_metadata);
+    if (!o->metadata)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "metadata: %zu entries but no array",
+                            o->n_metadata);
     const char **keys = fm_malloc(o->n_metadata * sizeof *keys);
     if (!keys) return fm_error_set(err, FM_ERR_NOMEM, "metadata: out of memory");
     fm_status st = FM_OK;
     for (size_t i = 0; i < o->n_metadata && st == FM_OK; i++) {
         const fm_st_kv *kv = &o->metadata[i];
         if (!kv->key || !kv->value)
-            st = fm_error_set(err, FM_ERR_INVALID_ARG, "metadata entry #%zu: missing key or value", i);
+            st = fm_error_set(err, FM_ERR_INVALID_ARG, "metadata entry #%zu: missing key or value",
+                              i);
         else if (!utf8_valid((const unsigned char *)kv->key, strlen(kv->key)) ||
                  !utf8_valid((const unsigned char *)kv->value, strlen(kv->value)))
             st = fm_error_set(err, FM_ERR_INVALID_ARG, "metadata entry #%zu: not valid UTF-8", i);
@@ -145,7 +159,8 @@ static fm_status check_metadata(const fm_st_write_options *o, fm_error *err) {
         qsort(keys, o->n_metadata, sizeof *keys, cmp_cstr_ptr);
         for (size_t i = 1; i < o->n_metadata && st == FM_OK; i++)
             if (strcmp(keys[i - 1], keys[i]) == 0)
-                st = fm_error_set(err, FM_ERR_INVALID_ARG, "metadata: duplicate key '%.200s'", keys[i]);
+                st = fm_error_set(err, FM_ERR_INVALID_ARG, "metadata: duplicate key '%.200s'",
+                                  keys[i]);
     }
     fm_free(keys);
     return st;
@@ -153,7 +168,8 @@ static fm_status check_metadata(const fm_st_write_options *o, fm_error *err) {
 
 /* Validates every item, rejects duplicate names, sorts into file order and assigns offsets. */
 static fm_status build_entries(const fm_st_item *items, size_t n, wr_plan *p, fm_error *err) {
-    if (n > 0 && !items) return fm_error_set(err, FM_ERR_INVALID_ARG, "%zu tensors but no item array", n);
+    if (n > 0 && !items)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "%zu tensors but no item array", n);
     p->ents = fm_calloc(n ? n : 1, sizeof *p->ents);
     if (!p->ents) return fm_error_set(err, FM_ERR_NOMEM, "out of memory for %zu tensor entries", n);
     p->n = n;
@@ -164,14 +180,15 @@ static fm_status build_entries(const fm_st_item *items, size_t n, wr_plan *p, fm
     qsort(p->ents, n, sizeof *p->ents, cmp_by_name);
     for (size_t i = 1; i < n; i++)
         if (cmp_by_name(&p->ents[i - 1], &p->ents[i]) == 0)
-            return fm_error_set(err, FM_ERR_DUPLICATE_TENSOR, "tensor '%.200s' given twice", p->ents[i].name);
+            return fm_error_set(err, FM_ERR_DUPLICATE_TENSOR, "tensor '%.200s' given twice",
+                                p->ents[i].name);
     qsort(p->ents, n, sizeof *p->ents, cmp_file_order);
     uint64_t off = 0;
     for (size_t i = 0; i < n; i++) {
         p->ents[i].begin = off;
         if (fm_add_u64(off, p->ents[i].nbytes, &off))
-            return fm_error_set(err, FM_ERR_VALIDATION_OVERFLOW, "total data size overflows at tensor '%.200s'",
-                                p->ents[i].name);
+            return fm_error_set(err, FM_ERR_VALIDATION_OVERFLOW,
+                                "total data size overflows at tensor '%.200s'", p->ents[i].name);
     }
     return FM_OK;
 }
@@ -189,7 +206,9 @@ static void put(emitter *e, const void *s, size_t n) {
     e->len += n;
 }
 
-static void put_lit(emitter *e, const char *s) { put(e, s, strlen(s)); }
+static void put_lit(emitter *e, const char *s) {
+    put(e, s, strlen(s));
+}
 
 static void put_u64(emitter *e, uint64_t v) {
     char b[24];
@@ -208,13 +227,27 @@ static void put_json_string(emitter *e, const char *s, size_t n) {
         const char *esc = NULL;
         char u[7];
         switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case 0x08: esc = "\\b"; break;
-        case 0x0c: esc = "\\f"; break;
-        case 0x0a: esc = "\\n"; break;
-        case 0x0d: esc = "\\r"; break;
-        case 0x09: esc = "\\t"; break;
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case 0x08:
+            esc = "\\b";
+            break;
+        case 0x0c:
+            esc = "\\f";
+            break;
+        case 0x0a:
+            esc = "\\n";
+            break;
+        case 0x0d:
+            esc = "\\r";
+            break;
+        case 0x09:
+            esc = "\\t";
+            break;
         default:
             if (c < 0x20) {
                 memcpy(u, "\\u00", 4);
@@ -282,11 +315,15 @@ static fm_status build_header(wr_plan *p, const fm_st_write_options *o, fm_error
     emit_body(&count, p, o);
     uint64_t json = count.len, padded = (json + 7) & ~(uint64_t)7;
     if (padded > FM_ST_MAX_HEADER_BYTES)
-        return fm_error_set(err, FM_ERR_HEADER_TOO_LARGE, "header of %llu bytes exceeds the limit of %llu",
+        return fm_error_set(err, FM_ERR_HEADER_TOO_LARGE,
+                            "header of %llu bytes exceeds the limit of %llu",
                             (unsigned long long)padded, (unsigned long long)FM_ST_MAX_HEADER_BYTES);
     p->hdr = fm_malloc((size_t)(8 + padded));
-    if (!p->hdr) return fm_error_set(err, FM_ERR_NOMEM, "out of memory for a %llu-byte header", (unsigned long long)padded);
-    for (int b = 0; b < 8; b++) p->hdr[b] = (uint8_t)(padded >> (8 * b));
+    if (!p->hdr)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory for a %llu-byte header",
+                            (unsigned long long)padded);
+    for (int b = 0; b < 8; b++)
+        p->hdr[b] = (uint8_t)(padded >> (8 * b));
     emitter e = {p->hdr + 8, 0};
     emit_body(&e, p, o);
     memset(p->hdr + 8 + json, ' ', (size_t)(padded - json));
@@ -294,8 +331,8 @@ static fm_status build_header(wr_plan *p, const fm_st_write_options *o, fm_error
     return FM_OK;
 }
 
-static fm_status plan_build(const fm_st_item *items, size_t n, const fm_st_write_options *o, wr_plan *p,
-                            fm_error *err) {
+static fm_status plan_build(const fm_st_item *items, size_t n, const fm_st_write_options *o,
+                            wr_plan *p, fm_error *err) {
     fm_st_write_options defaults;
     fm_st_write_options_init(&defaults);
     if (!o) o = &defaults;
@@ -309,7 +346,8 @@ static fm_status plan_build(const fm_st_item *items, size_t n, const fm_st_write
 
 fm_status fm_st_serialize_header(const fm_st_item *items, size_t n, const fm_st_write_options *o,
                                  uint8_t **out, uint64_t *out_len, fm_error *err) {
-    if (!out || !out_len) return fm_error_set(err, FM_ERR_INVALID_ARG, "serialize header: no output");
+    if (!out || !out_len)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "serialize header: no output");
     *out = NULL;
     *out_len = 0;
     wr_plan p;
@@ -366,8 +404,8 @@ static fm_status split_path(const char *path, char **dir, const char **base, fm_
 }
 
 /* Temp file beside the target, data, fsync, close, rename, fsync of the directory. */
-static fm_status write_atomically(const char *path, const char *dir, const char *base, const wr_plan *p,
-                                  fm_error *err) {
+static fm_status write_atomically(const char *path, const char *dir, const char *base,
+                                  const wr_plan *p, fm_error *err) {
     char *tmp = NULL;
     int fd = -1;
     fm_status st = fm_fs_create_temp_file(dir, base, &tmp, &fd, err);

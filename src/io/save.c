@@ -18,7 +18,8 @@
 #define SAVE_INDEX "model.safetensors.index.json"
 #define SAVE_MAX_OLD_INDEX ((uint64_t)64 << 20)
 #define SAVE_MAX_DEPTH 64
-/* Thread-safe error text (GNU strerror_r) in a buffer living to the end of the full expression's block. */
+/* Thread-safe error text (GNU strerror_r) in a buffer living to the end of the full expression's
+ * block. */
 #define ERRSTR(e) strerror_r((e), (char[128]){0}, 128)
 
 /* ---- size strings ----------------------------------------------------------------------- */
@@ -35,18 +36,22 @@ static bool suffix_ci(const char *s, size_t len, const char *suf) {
 }
 
 /* Decimal digits with optional surrounding blanks (Python's int() accepts those too). */
-static fm_status parse_count(const char *s, size_t len, const char *whole, uint64_t *out, fm_error *err) {
+static fm_status parse_count(const char *s, size_t len, const char *whole, uint64_t *out,
+                             fm_error *err) {
     size_t i = 0, digits = 0;
     uint64_t v = 0;
-    while (i < len && (s[i] == ' ' || s[i] == '\t')) i++;
+    while (i < len && (s[i] == ' ' || s[i] == '\t'))
+        i++;
     for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
         if (fm_mul_u64(v, 10, &v) || fm_add_u64(v, (uint64_t)(s[i] - '0'), &v))
             return fm_error_set(err, FM_ERR_OVERFLOW, "size '%.100s' does not fit 64 bits", whole);
     }
-    while (i < len && (s[i] == ' ' || s[i] == '\t')) i++;
+    while (i < len && (s[i] == ' ' || s[i] == '\t'))
+        i++;
     if (digits == 0 || i != len)
-        return fm_error_set(err, FM_ERR_INVALID_ARG,
-                            "size '%.100s' is not an integer followed by a unit (e.g. 5GB, 500MiB, 5Gb)", whole);
+        return fm_error_set(
+            err, FM_ERR_INVALID_ARG,
+            "size '%.100s' is not an integer followed by a unit (e.g. 5GB, 500MiB, 5Gb)", whole);
     *out = v;
     return FM_OK;
 }
@@ -56,8 +61,8 @@ fm_status fm_parse_size(const char *s, uint64_t *out, fm_error *err) {
         const char *suffix;
         uint64_t mult;
     } units[] = {
-        {"TIB", 1ull << 40}, {"GIB", 1ull << 30}, {"MIB", 1ull << 20}, {"KIB", 1ull << 10},
-        {"TB", 1000000000000ull}, {"GB", 1000000000ull}, {"MB", 1000000ull}, {"KB", 1000ull},
+        {"TIB", 1ull << 40},      {"GIB", 1ull << 30},   {"MIB", 1ull << 20}, {"KIB", 1ull << 10},
+        {"TB", 1000000000000ull}, {"GB", 1000000000ull}, {"MB", 1000000ull},  {"KB", 1000ull},
     };
     if (!s || !out) return fm_error_set(err, FM_ERR_INVALID_ARG, "size: no string or no output");
     size_t len = strlen(s);
@@ -105,23 +110,28 @@ static bool is_weights_name(const char *name) {
 }
 
 static bool is_bare_name(const char *name) {
-    return name[0] && strcmp(name, ".") && strcmp(name, "..") && !strchr(name, '/') && strlen(name) <= NAME_MAX;
+    return name[0] && strcmp(name, ".") && strcmp(name, "..") && !strchr(name, '/') &&
+           strlen(name) <= NAME_MAX;
 }
 
 static fm_status check_extras(const fm_extra_file *extra, size_t n_extra, fm_error *err) {
-    if (n_extra > 0 && !extra) return fm_error_set(err, FM_ERR_INVALID_ARG, "%zu extra files but no array", n_extra);
+    if (n_extra > 0 && !extra)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "%zu extra files but no array", n_extra);
     for (size_t i = 0; i < n_extra; i++) {
         const char *name = extra[i].name;
         if (!name || !is_bare_name(name))
-            return fm_error_set(err, FM_ERR_INVALID_ARG, "extra file #%zu: '%.200s' is not a bare file name", i,
+            return fm_error_set(err, FM_ERR_INVALID_ARG,
+                                "extra file #%zu: '%.200s' is not a bare file name", i,
                                 name ? name : "(null)");
         if (is_weights_name(name))
-            return fm_error_set(err, FM_ERR_INVALID_ARG, "extra file '%.200s': name reserved for weights", name);
+            return fm_error_set(err, FM_ERR_INVALID_ARG,
+                                "extra file '%.200s': name reserved for weights", name);
         if (extra[i].len > 0 && !extra[i].data)
             return fm_error_set(err, FM_ERR_INVALID_ARG, "extra file '%.200s': no data", name);
         for (size_t j = 0; j < i; j++)
             if (!strcmp(extra[j].name, name))
-                return fm_error_set(err, FM_ERR_INVALID_ARG, "extra file '%.200s' given twice", name);
+                return fm_error_set(err, FM_ERR_INVALID_ARG, "extra file '%.200s' given twice",
+                                    name);
     }
     return FM_OK;
 }
@@ -178,21 +188,27 @@ static uint32_t split_greedy(const fm_st_item *items, size_t n, uint64_t max, ui
 }
 
 /* Groups items by shard (counting sort keeps state-dict order) and names the shards. */
-static fm_status plan_group(const fm_st_item *items, size_t n, const uint32_t *shard_of, save_plan *p,
-                            fm_error *err) {
+static fm_status plan_group(const fm_st_item *items, size_t n, const uint32_t *shard_of,
+                            save_plan *p, fm_error *err) {
     p->shard_names = fm_calloc(p->n_shards, sizeof *p->shard_names);
     p->shard_start = fm_calloc((size_t)p->n_shards + 1, sizeof *p->shard_start);
     p->grouped = fm_calloc(n ? n : 1, sizeof *p->grouped);
     if (!p->shard_names || !p->shard_start || !p->grouped)
         return fm_error_set(err, FM_ERR_NOMEM, "out of memory planning %u shards", p->n_shards);
-    for (size_t i = 0; i < n; i++) p->shard_start[shard_of[i] + 1]++;
-    for (uint32_t s = 0; s < p->n_shards; s++) p->shard_start[s + 1] += p->shard_start[s];
-    for (size_t i = 0; i < n; i++) p->grouped[p->shard_start[shard_of[i]]++] = items[i];
-    for (uint32_t s = p->n_shards; s > 0; s--) p->shard_start[s] = p->shard_start[s - 1];
+    for (size_t i = 0; i < n; i++)
+        p->shard_start[shard_of[i] + 1]++;
+    for (uint32_t s = 0; s < p->n_shards; s++)
+        p->shard_start[s + 1] += p->shard_start[s];
+    for (size_t i = 0; i < n; i++)
+        p->grouped[p->shard_start[shard_of[i]]++] = items[i];
+    for (uint32_t s = p->n_shards; s > 0; s--)
+        p->shard_start[s] = p->shard_start[s - 1];
     p->shard_start[0] = 0;
     for (uint32_t s = 0; s < p->n_shards; s++) {
-        if (p->n_shards == 1) snprintf(p->shard_names[s], 64, SAVE_WEIGHTS);
-        else snprintf(p->shard_names[s], 64, "model-%05u-of-%05u.safetensors", s + 1, p->n_shards);
+        if (p->n_shards == 1)
+            snprintf(p->shard_names[s], 64, SAVE_WEIGHTS);
+        else
+            snprintf(p->shard_names[s], 64, "model-%05u-of-%05u.safetensors", s + 1, p->n_shards);
     }
     return FM_OK;
 }
@@ -208,7 +224,8 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->failed) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
+        while (cap < b->len + n + 1)
+            cap *= 2;
         char *nb = fm_realloc(b->buf, cap);
         if (!nb) {
             b->failed = true;
@@ -222,7 +239,9 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     b->buf[b->len] = '\0';
 }
 
-static void sb_lit(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_lit(sbuf *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
 
 /* Decodes one UTF-8 sequence (input validated by the writer); returns its length. */
 static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
@@ -230,7 +249,8 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
     size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : 4;
     if (len > n) len = n;
     uint32_t v = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
-    for (size_t k = 1; k < len; k++) v = (v << 6) | (s[k] & 0x3f);
+    for (size_t k = 1; k < len; k++)
+        v = (v << 6) | (s[k] & 0x3f);
     *cp = v;
     return len;
 }
@@ -245,16 +265,25 @@ static void sb_json_string(sbuf *b, const char *s) {
         uint32_t cp;
         size_t len = utf8_next(u + i, n - i, &cp);
         char esc[16];
-        const char *e = cp == '"' ? "\\\"" : cp == '\\' ? "\\\\" : cp == '\n' ? "\\n" : cp == '\r' ? "\\r"
-                      : cp == '\t' ? "\\t" : cp == 0x08 ? "\\b" : cp == 0x0c ? "\\f" : NULL;
-        if (e) sb_lit(b, e);
-        else if (cp >= 0x20 && cp <= 0x7e) sb_put(b, (const char *)u + i, 1);
+        const char *e = cp == '"'    ? "\\\""
+                        : cp == '\\' ? "\\\\"
+                        : cp == '\n' ? "\\n"
+                        : cp == '\r' ? "\\r"
+                        : cp == '\t' ? "\\t"
+                        : cp == 0x08 ? "\\b"
+                        : cp == 0x0c ? "\\f"
+                                     : NULL;
+        if (e)
+            sb_lit(b, e);
+        else if (cp >= 0x20 && cp <= 0x7e)
+            sb_put(b, (const char *)u + i, 1);
         else if (cp < 0x10000) {
             snprintf(esc, sizeof esc, "\\u%04x", (unsigned)cp);
             sb_lit(b, esc);
         } else {
             uint32_t v = cp - 0x10000;
-            snprintf(esc, sizeof esc, "\\u%04x\\u%04x", (unsigned)(0xd800 + (v >> 10)), (unsigned)(0xdc00 + (v & 0x3ff)));
+            snprintf(esc, sizeof esc, "\\u%04x\\u%04x", (unsigned)(0xd800 + (v >> 10)),
+                     (unsigned)(0xdc00 + (v & 0x3ff)));
             sb_lit(b, esc);
         }
         i += len;
@@ -272,11 +301,12 @@ static int cmp_name_ref(const void *pa, const void *pb) {
 }
 
 /* Sorted (name, shard) pairs; FM_ERR_DUPLICATE_TENSOR for a name given twice. *out: fm_free. */
-static fm_status sorted_names(const fm_st_item *items, size_t n, const uint32_t *shard_of, name_ref **out,
-                              fm_error *err) {
+static fm_status sorted_names(const fm_st_item *items, size_t n, const uint32_t *shard_of,
+                              name_ref **out, fm_error *err) {
     name_ref *r = fm_malloc((n ? n : 1) * sizeof *r);
     if (!r) return fm_error_set(err, FM_ERR_NOMEM, "out of memory sorting %zu tensor names", n);
-    for (size_t i = 0; i < n; i++) r[i] = (name_ref){items[i].name, shard_of[i]};
+    for (size_t i = 0; i < n; i++)
+        r[i] = (name_ref){items[i].name, shard_of[i]};
     qsort(r, n, sizeof *r, cmp_name_ref);
     for (size_t i = 1; i < n; i++) {
         if (strcmp(r[i - 1].name, r[i].name) == 0) {
@@ -290,8 +320,9 @@ static fm_status sorted_names(const fm_st_item *items, size_t n, const uint32_t 
 }
 
 /* The index as transformers writes it: json.dumps(indent=2, sort_keys=True) + "\n". */
-static fm_status build_index(const name_ref *names, size_t n, const save_plan *p, uint64_t total_params,
-                             bool with_params, uint64_t total_size, char **out, size_t *out_len, fm_error *err) {
+static fm_status build_index(const name_ref *names, size_t n, const save_plan *p,
+                             uint64_t total_params, bool with_params, uint64_t total_size,
+                             char **out, size_t *out_len, fm_error *err) {
     sbuf b = {0};
     char num[32];
     sb_lit(&b, "{\n  \"metadata\": {\n");
@@ -347,8 +378,10 @@ static fm_status plan_validate_shards(const save_plan *p, fm_error *err) {
     return FM_OK;
 }
 
-static fm_status check_items(const fm_st_item *items, size_t n, uint64_t *params, uint64_t *bytes, fm_error *err) {
-    if (n > 0 && !items) return fm_error_set(err, FM_ERR_INVALID_ARG, "%zu tensors but no item array", n);
+static fm_status check_items(const fm_st_item *items, size_t n, uint64_t *params, uint64_t *bytes,
+                             fm_error *err) {
+    if (n > 0 && !items)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "%zu tensors but no item array", n);
     *params = 0;
     *bytes = 0;
     for (size_t i = 0; i < n; i++) {
@@ -356,34 +389,40 @@ static fm_status check_items(const fm_st_item *items, size_t n, uint64_t *params
             return fm_error_set(err, FM_ERR_INVALID_ARG, "tensor #%zu: no name or no tensor", i);
         if (fm_add_u64(*params, fm_tensor_numel(items[i].tensor), params) ||
             fm_add_u64(*bytes, items[i].tensor->nbytes, bytes))
-            return fm_error_set(err, FM_ERR_OVERFLOW, "total size overflows at tensor '%.200s'", items[i].name);
+            return fm_error_set(err, FM_ERR_OVERFLOW, "total size overflows at tensor '%.200s'",
+                                items[i].name);
     }
     return FM_OK;
 }
 
 /* A caller-given assignment: every index in range, every shard used. */
-static fm_status fixed_split(const fm_save_options *o, size_t n, uint32_t *shard_of, fm_error *err) {
+static fm_status fixed_split(const fm_save_options *o, size_t n, uint32_t *shard_of,
+                             fm_error *err) {
     if (o->n_shards == 0 || o->n_shards > n)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "fixed shard layout: %u shards for %zu tensors", o->n_shards, n);
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "fixed shard layout: %u shards for %zu tensors", o->n_shards, n);
     uint8_t *used = fm_calloc(o->n_shards, 1);
     if (!used) return fm_error_set(err, FM_ERR_NOMEM, "out of memory planning shards");
     fm_status st = FM_OK;
     for (size_t i = 0; st == FM_OK && i < n; i++) {
         if (o->shard_of[i] >= o->n_shards)
-            st = fm_error_set(err, FM_ERR_INVALID_ARG, "fixed shard layout: tensor %zu in shard %u of %u", i,
-                              o->shard_of[i], o->n_shards);
+            st = fm_error_set(err, FM_ERR_INVALID_ARG,
+                              "fixed shard layout: tensor %zu in shard %u of %u", i, o->shard_of[i],
+                              o->n_shards);
         else
             used[o->shard_of[i]] = 1, shard_of[i] = o->shard_of[i];
     }
     for (uint32_t s = 0; st == FM_OK && s < o->n_shards; s++)
-        if (!used[s]) st = fm_error_set(err, FM_ERR_INVALID_ARG, "fixed shard layout: shard %u is empty", s + 1);
+        if (!used[s])
+            st = fm_error_set(err, FM_ERR_INVALID_ARG, "fixed shard layout: shard %u is empty",
+                              s + 1);
     fm_free(used);
     return st;
 }
 
 /* Everything decided before touching the file system. */
-static fm_status plan_build(const fm_st_item *items, size_t n, const fm_save_options *o, save_plan *p,
-                            fm_error *err) {
+static fm_status plan_build(const fm_st_item *items, size_t n, const fm_save_options *o,
+                            save_plan *p, fm_error *err) {
     uint64_t params = 0, bytes = 0;
     name_ref *names = NULL;
     memset(p, 0, sizeof *p);
@@ -401,8 +440,8 @@ static fm_status plan_build(const fm_st_item *items, size_t n, const fm_save_opt
     if (st == FM_OK) st = sorted_names(items, n, shard_of, &names, err);
     if (st == FM_OK) st = plan_validate_shards(p, err);
     if (st == FM_OK && p->n_shards > 1)
-        st = build_index(names, n, p, o->total_parameters ? o->total_parameters : params, o->write_total_parameters,
-                         bytes, &p->index, &p->index_len, err);
+        st = build_index(names, n, p, o->total_parameters ? o->total_parameters : params,
+                         o->write_total_parameters, bytes, &p->index, &p->index_len, err);
     fm_free(names);
     fm_free(shard_of);
     if (st != FM_OK) plan_free(p);
@@ -426,16 +465,20 @@ static fm_status resolve_new(const char *dir, save_fs *fs, fm_error *err) {
     if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
         return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%.200s': path too long", dir);
     size_t l = strlen(tmp);
-    while (l > 1 && tmp[l - 1] == '/') tmp[--l] = '\0';
+    while (l > 1 && tmp[l - 1] == '/')
+        tmp[--l] = '\0';
     char *slash = strrchr(tmp, '/');
     const char *leaf = slash ? slash + 1 : tmp;
-    if (!is_bare_name(leaf)) return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%s': does not name a directory", dir);
+    if (!is_bare_name(leaf))
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%s': does not name a directory",
+                            dir);
     if (slash) *slash = '\0';
     const char *par = slash ? (slash == tmp ? "/" : tmp) : ".";
     if (!realpath(par, real_parent))
-        return fm_error_set(err, FM_ERR_NOT_FOUND, "save to '%s': parent directory '%s': %s", dir, par, ERRSTR(errno));
-    if (snprintf(fs->target, sizeof fs->target, "%s/%s", strcmp(real_parent, "/") ? real_parent : "", leaf) >=
-        (int)sizeof fs->target)
+        return fm_error_set(err, FM_ERR_NOT_FOUND, "save to '%s': parent directory '%s': %s", dir,
+                            par, ERRSTR(errno));
+    if (snprintf(fs->target, sizeof fs->target, "%s/%s",
+                 strcmp(real_parent, "/") ? real_parent : "", leaf) >= (int)sizeof fs->target)
         return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%.200s': path too long", dir);
     return FM_OK;
 }
@@ -446,8 +489,11 @@ static fm_status resolve_new(const char *dir, save_fs *fs, fm_error *err) {
 static fm_status resolve_target(const char *dir, save_fs *fs, fm_error *err) {
     struct stat sb;
     if (stat(dir, &sb) == 0) {
-        if (!S_ISDIR(sb.st_mode)) return fm_error_set(err, FM_ERR_EXISTS, "save to '%s': exists and is not a directory", dir);
-        if (!realpath(dir, fs->target)) return fm_error_set(err, FM_ERR_IO, "save to '%s': %s", dir, ERRSTR(errno));
+        if (!S_ISDIR(sb.st_mode))
+            return fm_error_set(err, FM_ERR_EXISTS, "save to '%s': exists and is not a directory",
+                                dir);
+        if (!realpath(dir, fs->target))
+            return fm_error_set(err, FM_ERR_IO, "save to '%s': %s", dir, ERRSTR(errno));
         fs->exists = true;
         fs->mode = sb.st_mode & 07777;
     } else if (errno == ENOENT) {
@@ -458,11 +504,15 @@ static fm_status resolve_target(const char *dir, save_fs *fs, fm_error *err) {
     }
     char *slash = strrchr(fs->target, '/');
     fs->base = slash + 1;
-    if (!*fs->base) return fm_error_set(err, FM_ERR_INVALID_ARG, "save to '%s': cannot replace the root directory", dir);
+    if (!*fs->base)
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "save to '%s': cannot replace the root directory", dir);
     /* A read-only checkpoint directory is not replaced behind its owner's back. */
     if (fs->exists && access(fs->target, W_OK) != 0)
-        return fm_error_set(err, FM_ERR_IO, "save to '%s': directory is not writable: %s", dir, ERRSTR(errno));
-    fs->parent = slash == fs->target ? fm_strdup("/") : fm_strndup(fs->target, (size_t)(slash - fs->target));
+        return fm_error_set(err, FM_ERR_IO, "save to '%s': directory is not writable: %s", dir,
+                            ERRSTR(errno));
+    fs->parent =
+        slash == fs->target ? fm_strdup("/") : fm_strndup(fs->target, (size_t)(slash - fs->target));
     if (!fs->parent) return fm_error_set(err, FM_ERR_NOMEM, "save to '%s': out of memory", dir);
     return FM_OK;
 }
@@ -474,7 +524,8 @@ typedef struct name_list {
 } name_list;
 
 static void names_free(name_list *l) {
-    for (size_t i = 0; i < l->n; i++) fm_free(l->v[i]);
+    for (size_t i = 0; i < l->n; i++)
+        fm_free(l->v[i]);
     fm_free(l->v);
     l->v = NULL;
     l->n = 0;
@@ -490,7 +541,8 @@ static fm_status names_add(name_list *l, const char *s, fm_error *err) {
     char **v = fm_realloc(l->v, (l->n + 1) * sizeof *v);
     if (!v) return fm_error_set(err, FM_ERR_NOMEM, "out of memory listing files");
     l->v = v;
-    if (!(l->v[l->n] = fm_strdup(s))) return fm_error_set(err, FM_ERR_NOMEM, "out of memory listing files");
+    if (!(l->v[l->n] = fm_strdup(s)))
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory listing files");
     l->n++;
     return FM_OK;
 }
@@ -511,7 +563,8 @@ static fm_status list_dir(const char *path, name_list *out, fm_error *err) {
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) st = names_add(out, e->d_name, err);
         errno = 0;
     }
-    if (st == FM_OK && errno != 0) st = fm_error_set(err, FM_ERR_IO, "list '%s': %s", path, ERRSTR(errno));
+    if (st == FM_OK && errno != 0)
+        st = fm_error_set(err, FM_ERR_IO, "list '%s': %s", path, ERRSTR(errno));
     closedir(d);
     if (st != FM_OK) names_free(out);
     return st;
@@ -539,7 +592,9 @@ static fm_status old_index_shards(const char *target, name_list *out, fm_error *
         json_object_foreach(map, key, val) {
             const char *s = json_string_value(val);
             size_t sl = s ? strlen(s) : 0;
-            if (!s || !is_bare_name(s) || sl < 12 || strcmp(s + sl - 12, ".safetensors") || names_has(out, s)) continue;
+            if (!s || !is_bare_name(s) || sl < 12 || strcmp(s + sl - 12, ".safetensors") ||
+                names_has(out, s))
+                continue;
             if ((st = names_add(out, s, err)) != FM_OK) break;
         }
     }
@@ -551,20 +606,24 @@ static fm_status old_index_shards(const char *target, name_list *out, fm_error *
 static fm_status carry_entry(const char *src, const char *dst, int depth, fm_error *err);
 
 /* mkdir (owner-writable while filling), carry every entry, then the original mode and fsync. */
-static fm_status carry_dir(const char *src, const char *dst, mode_t mode, int depth, fm_error *err) {
+static fm_status carry_dir(const char *src, const char *dst, mode_t mode, int depth,
+                           fm_error *err) {
     if (depth >= SAVE_MAX_DEPTH)
-        return fm_error_set(err, FM_ERR_LIMIT, "carry over '%s': more than %d nested directories", src, SAVE_MAX_DEPTH);
+        return fm_error_set(err, FM_ERR_LIMIT, "carry over '%s': more than %d nested directories",
+                            src, SAVE_MAX_DEPTH);
     name_list kids = {0};
     fm_status st = fm_fs_mkdir(dst, 0700, err);
     if (st == FM_OK) st = list_dir(src, &kids, err);
     for (size_t i = 0; st == FM_OK && i < kids.n; i++) {
         char *s = fm_fs_join(src, kids.v[i]), *d = fm_fs_join(dst, kids.v[i]);
-        st = s && d ? carry_entry(s, d, depth + 1, err) : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+        st = s && d ? carry_entry(s, d, depth + 1, err)
+                    : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
         fm_free(s);
         fm_free(d);
     }
     names_free(&kids);
-    if (st == FM_OK && chmod(dst, mode) != 0) st = fm_error_set(err, FM_ERR_IO, "chmod '%s': %s", dst, ERRSTR(errno));
+    if (st == FM_OK && chmod(dst, mode) != 0)
+        st = fm_error_set(err, FM_ERR_IO, "chmod '%s': %s", dst, ERRSTR(errno));
     if (st == FM_OK) st = fm_fs_fsync_dir(dst, err);
     return st;
 }
@@ -572,7 +631,8 @@ static fm_status carry_dir(const char *src, const char *dst, mode_t mode, int de
 /* Regular files: hard link (copy where refused); symlinks: recreated; directories: recursively. */
 static fm_status carry_entry(const char *src, const char *dst, int depth, fm_error *err) {
     struct stat sb;
-    if (lstat(src, &sb) != 0) return fm_error_set(err, FM_ERR_IO, "carry over '%s': %s", src, ERRSTR(errno));
+    if (lstat(src, &sb) != 0)
+        return fm_error_set(err, FM_ERR_IO, "carry over '%s': %s", src, ERRSTR(errno));
     if (S_ISREG(sb.st_mode)) return fm_fs_link_or_copy(src, dst, err);
     if (S_ISDIR(sb.st_mode)) return carry_dir(src, dst, sb.st_mode & 07777, depth, err);
     if (S_ISLNK(sb.st_mode)) {
@@ -593,13 +653,16 @@ static bool is_extra_name(const fm_extra_file *extra, size_t n_extra, const char
 }
 
 /* Links into staging every entry of the old directory except old weights and replaced extras. */
-static fm_status carry_old(const save_fs *fs, const fm_extra_file *extra, size_t n_extra, fm_error *err) {
+static fm_status carry_old(const save_fs *fs, const fm_extra_file *extra, size_t n_extra,
+                           fm_error *err) {
     name_list old_shards = {0}, entries = {0};
     fm_status st = old_index_shards(fs->target, &old_shards, err);
     if (st == FM_OK) st = list_dir(fs->target, &entries, err);
     for (size_t i = 0; st == FM_OK && i < entries.n; i++) {
         const char *name = entries.v[i];
-        if (is_weights_name(name) || names_has(&old_shards, name) || is_extra_name(extra, n_extra, name)) continue;
+        if (is_weights_name(name) || names_has(&old_shards, name) ||
+            is_extra_name(extra, n_extra, name))
+            continue;
         char *s = fm_fs_join(fs->target, name), *d = fm_fs_join(fs->staging, name);
         st = s && d ? carry_entry(s, d, 0, err) : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
         fm_free(s);
@@ -614,8 +677,8 @@ static fm_status carry_old(const save_fs *fs, const fm_extra_file *extra, size_t
 
 /* Creates staging/NAME (O_EXCL), writes shard `shard` of the plan or, when `blob` is given, its
  * bytes; then fsyncs and closes it. */
-static fm_status write_new_file(const char *staging, const char *name, const save_plan *p, uint32_t shard,
-                                const fm_extra_file *blob, fm_error *err) {
+static fm_status write_new_file(const char *staging, const char *name, const save_plan *p,
+                                uint32_t shard, const fm_extra_file *blob, fm_error *err) {
     char *path = fm_fs_join(staging, name);
     if (!path) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     int fd;
@@ -638,8 +701,8 @@ static fm_status write_new_file(const char *staging, const char *name, const sav
     return st == FM_OK ? cst : st;
 }
 
-static fm_status write_new(const save_fs *fs, const save_plan *p, const fm_extra_file *extra, size_t n_extra,
-                           fm_error *err) {
+static fm_status write_new(const save_fs *fs, const save_plan *p, const fm_extra_file *extra,
+                           size_t n_extra, fm_error *err) {
     fm_status st = FM_OK;
     for (uint32_t s = 0; st == FM_OK && s < p->n_shards; s++)
         st = write_new_file(fs->staging, p->shard_names[s], p, s, NULL, err);
@@ -653,8 +716,8 @@ static fm_status write_new(const save_fs *fs, const save_plan *p, const fm_extra
 }
 
 /* Fills the staging directory and makes it durable; the target is untouched. */
-static fm_status stage(const save_fs *fs, const save_plan *p, const fm_extra_file *extra, size_t n_extra,
-                       fm_error *err) {
+static fm_status stage(const save_fs *fs, const save_plan *p, const fm_extra_file *extra,
+                       size_t n_extra, fm_error *err) {
     fm_status st = FM_OK;
     if (fs->exists) st = carry_old(fs, extra, n_extra, err);
     if (st == FM_OK) st = write_new(fs, p, extra, n_extra, err);
@@ -712,9 +775,10 @@ static void drop_old(const save_fs *fs, commit_kind kind) {
     if (kind == COMMIT_FALLBACK) fm_fs_remove_tree(fs->backup);
 }
 
-/* The whole file-system part; on failure removes what it created and leaves the target as it was. */
-static fm_status save_fs_run(save_fs *fs, const save_plan *p, const fm_extra_file *extra, size_t n_extra,
-                             fm_error *err) {
+/* The whole file-system part; on failure removes what it created and leaves the target as it was.
+ */
+static fm_status save_fs_run(save_fs *fs, const save_plan *p, const fm_extra_file *extra,
+                             size_t n_extra, fm_error *err) {
     fm_status st = fm_fs_create_temp_dir(fs->parent, fs->base, &fs->staging, err);
     if (st != FM_OK) return st;
     commit_kind kind = COMMIT_FRESH;

@@ -6,6 +6,7 @@
 #include "fusemap/loading.h"
 
 /* Registers a deep copy of `list` under key, both live and as a default. */
-fm_status fm_conversion_mapping_register_default(const char *key, const fm_transform_list *list, fm_error *err);
+fm_status fm_conversion_mapping_register_default(const char *key, const fm_transform_list *list,
+                                                 fm_error *err);
 
 #endif

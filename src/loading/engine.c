@@ -7,9 +7,11 @@
 
 #include "loading/internal.h"
 
-/* ---- report ----------------------------------------------------------------------------------- */
+/* ---- report -----------------------------------------------------------------------------------
+ */
 static void strv_free(char **v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) fm_free(v[i]);
+    for (size_t i = 0; v && i < n; i++)
+        fm_free(v[i]);
     fm_free(v);
 }
 
@@ -17,7 +19,8 @@ void fm_load_report_free(fm_load_report *r) {
     if (!r) return;
     strv_free(r->missing, r->n_missing);
     strv_free(r->unexpected, r->n_unexpected);
-    for (size_t i = 0; i < r->n_mismatched; i++) fm_free(r->mismatched[i].key);
+    for (size_t i = 0; i < r->n_mismatched; i++)
+        fm_free(r->mismatched[i].key);
     fm_free(r->mismatched);
     for (size_t i = 0; i < r->n_conversion_errors; i++) {
         fm_free(r->conversion_errors[i].key);
@@ -47,19 +50,20 @@ static fm_status strv_push(char ***v, size_t *n, const char *s, fm_error *err) {
     return FM_OK;
 }
 
-/* ---- load state -------------------------------------------------------------------------------- */
+/* ---- load state --------------------------------------------------------------------------------
+ */
 typedef struct load_ctx {
     const fm_transform_list *tl;
     fm_transform **ren, **conv; /* borrowed from tl, in list order */
     size_t nren, nconv;
-    size_t *ren_at, *conv_at;  /* their indices in tl */
-    bool *fired;               /* per tl index */
-    bool *ren_hit, *conv_hit;  /* per-key scratch */
+    size_t *ren_at, *conv_at; /* their indices in tl */
+    bool *fired;              /* per tl index */
+    bool *ren_hit, *conv_hit; /* per-key scratch */
     const fm_tensor_source *src;
     const fm_param_spec *params;
     size_t np;
-    fm_keymap pmap;   /* parameter name -> index */
-    fm_keymap unexp;  /* dedupe of report->unexpected (borrows its strings) */
+    fm_keymap pmap;  /* parameter name -> index */
+    fm_keymap unexp; /* dedupe of report->unexpected (borrows its strings) */
     fm_grp_set groups;
     unsigned char *state; /* per parameter: 0 untouched, 1 loaded, 2 mismatched */
     fm_tensor *out;
@@ -93,7 +97,8 @@ static fm_status ctx_init(load_ctx *c, fm_error *err) {
     c->ren_hit = fm_calloc(nt + 1, sizeof *c->ren_hit);
     c->conv_hit = fm_calloc(nt + 1, sizeof *c->conv_hit);
     c->state = fm_calloc(c->np + 1, 1);
-    if (!c->ren || !c->conv || !c->ren_at || !c->conv_at || !c->fired || !c->ren_hit || !c->conv_hit || !c->state)
+    if (!c->ren || !c->conv || !c->ren_at || !c->conv_at || !c->fired || !c->ren_hit ||
+        !c->conv_hit || !c->state)
         return fm_error_set(err, FM_ERR_NOMEM, "out of memory starting a load");
     for (size_t i = 0; i < nt; i++) {
         fm_transform *t = c->tl->items[i];
@@ -110,9 +115,11 @@ static fm_status ctx_init(load_ctx *c, fm_error *err) {
     if (st == FM_OK) st = fm_grp_set_init(&c->groups, c->np, err);
     for (size_t i = 0; st == FM_OK && i < c->np; i++) {
         size_t dup;
-        if (!c->params[i].name) return fm_error_set(err, FM_ERR_INVALID_ARG, "parameter %zu has no name", i);
+        if (!c->params[i].name)
+            return fm_error_set(err, FM_ERR_INVALID_ARG, "parameter %zu has no name", i);
         if (fm_keymap_get(&c->pmap, c->params[i].name, &dup))
-            return fm_error_set(err, FM_ERR_INVALID_ARG, "parameter '%s' is listed twice", c->params[i].name);
+            return fm_error_set(err, FM_ERR_INVALID_ARG, "parameter '%s' is listed twice",
+                                c->params[i].name);
         st = fm_keymap_put(&c->pmap, c->params[i].name, i, err);
     }
     return st;
@@ -122,7 +129,8 @@ static fm_status add_unexpected(load_ctx *c, const char *key, fm_error *err) {
     size_t dummy;
     if (fm_keymap_get(&c->unexp, key, &dummy)) return FM_OK;
     fm_status st = strv_push(&c->rep->unexpected, &c->rep->n_unexpected, key, err);
-    if (st == FM_OK) st = fm_keymap_put(&c->unexp, c->rep->unexpected[c->rep->n_unexpected - 1], 0, err);
+    if (st == FM_OK)
+        st = fm_keymap_put(&c->unexp, c->rep->unexpected[c->rep->n_unexpected - 1], 0, err);
     return st;
 }
 
@@ -158,7 +166,8 @@ static fm_status route_param(load_ctx *c, size_t i, fm_chain_result *r, size_t p
     if (created) {
         g->conv = r->conv;
         g->src = i;
-        g->want = c->cast && fm_dtype_is_float(c->params[p].dtype) ? c->params[p].dtype : FM_DTYPE_INVALID;
+        g->want = c->cast && fm_dtype_is_float(c->params[p].dtype) ? c->params[p].dtype
+                                                                   : FM_DTYPE_INVALID;
         g->groups = r->groups;
         memset(&r->groups, 0, sizeof r->groups);
     }
@@ -175,25 +184,31 @@ static fm_status route_key(load_ctx *c, size_t i, fm_error *err) {
     memset(c->ren_hit, 0, c->nren * sizeof *c->ren_hit);
     memset(c->conv_hit, 0, c->nconv * sizeof *c->conv_hit);
     fm_chain_result r;
-    fm_status st = fm_rename_chain(c->ren, c->nren, c->conv, c->nconv, orig, c->ren_hit, c->conv_hit, &r, err);
+    fm_status st =
+        fm_rename_chain(c->ren, c->nren, c->conv, c->nconv, orig, c->ren_hit, c->conv_hit, &r, err);
     if (st != FM_OK) return st;
     size_t p;
     bool known = fm_keymap_get(&c->pmap, r.key, &p);
-    if (!known && fm_keymap_get(&c->pmap, orig, &p)) { /* renaming would lose a real parameter: don't */
+    if (!known &&
+        fm_keymap_get(&c->pmap, orig, &p)) { /* renaming would lose a real parameter: don't */
         fm_chain_result_clear(&r);
         memset(c->ren_hit, 0, c->nren * sizeof *c->ren_hit);
         memset(c->conv_hit, 0, c->nconv * sizeof *c->conv_hit);
         if (!(r.key = fm_strdup(orig))) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
         known = true;
     }
-    if (known) st = route_param(c, i, &r, p, err);
-    else if (r.conv >= 0) st = unexpected_targets(c, &r, err);
-    else st = add_unexpected(c, r.key, err);
+    if (known)
+        st = route_param(c, i, &r, p, err);
+    else if (r.conv >= 0)
+        st = unexpected_targets(c, &r, err);
+    else
+        st = add_unexpected(c, r.key, err);
     fm_chain_result_clear(&r);
     return st;
 }
 
-/* ---- setting parameters ------------------------------------------------------------------------ */
+/* ---- setting parameters ------------------------------------------------------------------------
+ */
 static void note_first(load_ctx *c, fm_status st, const char *msg) {
     if (c->first_st != FM_OK) return;
     c->first_st = st;
@@ -213,8 +228,10 @@ static fm_status set_param(load_ctx *c, fm_named_tensor *nt, fm_error *err) {
         v[c->rep->n_mismatched++] = (fm_mismatch){k, nt->tensor.shape, c->params[p].shape};
         if (c->state[p] == 0) c->state[p] = 2;
         char a[256], b[256], msg[FM_ERROR_MSG_MAX];
-        snprintf(msg, sizeof msg, "shape mismatch for '%s': the model expects %s, the checkpoint has %s", nt->name,
-                 fm_shape_format(&c->params[p].shape, a, sizeof a), fm_shape_format(&nt->tensor.shape, b, sizeof b));
+        snprintf(msg, sizeof msg,
+                 "shape mismatch for '%s': the model expects %s, the checkpoint has %s", nt->name,
+                 fm_shape_format(&c->params[p].shape, a, sizeof a),
+                 fm_shape_format(&nt->tensor.shape, b, sizeof b));
         note_first(c, FM_ERR_SHAPE, msg);
     } else {
         fm_tensor_free(&c->out[p]);
@@ -225,7 +242,8 @@ static fm_status set_param(load_ctx *c, fm_named_tensor *nt, fm_error *err) {
     return st;
 }
 
-static fm_status add_conversion_error(load_ctx *c, const char *key, const char *msg, fm_error *err) {
+static fm_status add_conversion_error(load_ctx *c, const char *key, const char *msg,
+                                      fm_error *err) {
     fm_conversion_error *v =
         fm_realloc(c->rep->conversion_errors, (c->rep->n_conversion_errors + 1) * sizeof *v);
     if (!v) return fm_error_set(err, FM_ERR_NOMEM, "out of memory filling the load report");
@@ -248,14 +266,16 @@ static fm_status convert_groups(load_ctx *c, fm_error *err) {
         size_t n = 0;
         fm_error e;
         fm_error_clear(&e);
-        fm_status st = fm_grp_convert(g, g->conv >= 0 ? c->conv[g->conv] : NULL, c->src, &outs, &n, &e);
+        fm_status st =
+            fm_grp_convert(g, g->conv >= 0 ? c->conv[g->conv] : NULL, c->src, &outs, &n, &e);
         if (st == FM_ERR_CONVERSION) {
             st = add_conversion_error(c, g->key, e.msg, err);
             if (st != FM_OK) return st;
             continue;
         }
         if (st != FM_OK) return fm_error_set(err, st, "%s", e.msg);
-        for (size_t k = 0; st == FM_OK && k < n; k++) st = set_param(c, &outs[k], err);
+        for (size_t k = 0; st == FM_OK && k < n; k++)
+            st = set_param(c, &outs[k], err);
         fm_named_tensors_free(outs, n);
         if (st != FM_OK) return st;
     }
@@ -265,10 +285,12 @@ static fm_status convert_groups(load_ctx *c, fm_error *err) {
 static fm_status finish_report(load_ctx *c, fm_transform_list *fired_out, fm_error *err) {
     fm_status st = FM_OK;
     for (size_t p = 0; st == FM_OK && p < c->np; p++)
-        if (c->state[p] == 0) st = strv_push(&c->rep->missing, &c->rep->n_missing, c->params[p].name, err);
+        if (c->state[p] == 0)
+            st = strv_push(&c->rep->missing, &c->rep->n_missing, c->params[p].name, err);
     for (size_t i = 0; st == FM_OK && c->tl && i < c->tl->count; i++) {
         if (!c->fired[i]) continue;
-        st = strv_push(&c->rep->fired, &c->rep->n_fired, fm_transform_describe(c->tl->items[i]), err);
+        st = strv_push(&c->rep->fired, &c->rep->n_fired, fm_transform_describe(c->tl->items[i]),
+                       err);
         if (st == FM_OK && fired_out) {
             fm_transform *t = NULL;
             st = fm_transform_clone(c->tl->items[i], &t, err);
@@ -282,7 +304,8 @@ static fm_status load_run(load_ctx *c, fm_transform_list *fired_out, fm_error *e
     size_t *order = NULL;
     fm_status st = ctx_init(c, err);
     if (st == FM_OK) st = fm_natural_order(c->src, &order, err);
-    for (size_t k = 0; st == FM_OK && k < c->src->count; k++) st = route_key(c, order[k], err);
+    for (size_t k = 0; st == FM_OK && k < c->src->count; k++)
+        st = route_key(c, order[k], err);
     fm_free(order);
     if (st == FM_OK) st = convert_groups(c, err);
     if (st == FM_OK) st = finish_report(c, fired_out, err);
@@ -290,15 +313,16 @@ static fm_status load_run(load_ctx *c, fm_transform_list *fired_out, fm_error *e
 }
 
 fm_status fm_weights_load(const fm_transform_list *transforms, const fm_tensor_source *src,
-                          const fm_param_spec *params, size_t n_params, const fm_weights_load_options *o,
-                          fm_tensor *out_tensors, fm_transform_list *fired_out, fm_load_report *report,
-                          fm_error *err) {
+                          const fm_param_spec *params, size_t n_params,
+                          const fm_weights_load_options *o, fm_tensor *out_tensors,
+                          fm_transform_list *fired_out, fm_load_report *report, fm_error *err) {
     fm_load_report local;
     fm_load_report *rep = report ? report : &local;
     memset(rep, 0, sizeof *rep);
     if (fired_out) *fired_out = (fm_transform_list){NULL, 0};
     if (!src || !src->name || !src->get || (n_params && (!params || !out_tensors)))
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_weights_load: missing source, parameters or outputs");
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "fm_weights_load: missing source, parameters or outputs");
     if (n_params) memset(out_tensors, 0, n_params * sizeof *out_tensors);
     load_ctx c;
     memset(&c, 0, sizeof c);
@@ -314,7 +338,8 @@ fm_status fm_weights_load(const fm_transform_list *transforms, const fm_tensor_s
     if (st == FM_OK && c.first_st != FM_OK) st = fm_error_set(err, c.first_st, "%s", c.first.msg);
     ctx_free(&c);
     if (st != FM_OK) {
-        for (size_t i = 0; i < n_params; i++) fm_tensor_free(&out_tensors[i]);
+        for (size_t i = 0; i < n_params; i++)
+            fm_tensor_free(&out_tensors[i]);
         fm_transform_list_free(fired_out);
         if (fatal) fm_load_report_free(rep);
     }
@@ -335,7 +360,9 @@ typedef struct revert_ctx {
     fm_keymap names; /* output names (borrowed from out) */
 } revert_ctx;
 
-static const char *state_name(void *ctx, size_t i) { return ((const fm_named_tensor *)ctx)[i].name; }
+static const char *state_name(void *ctx, size_t i) {
+    return ((const fm_named_tensor *)ctx)[i].name;
+}
 static void state_info(void *ctx, size_t i, fm_dtype *dt, fm_shape *s) {
     const fm_named_tensor *v = ctx;
     *dt = v[i].tensor.dtype;
@@ -358,11 +385,14 @@ static fm_status revert_init(revert_ctx *c, const fm_transform_list *fired, fm_e
     if (st != FM_OK) return st;
     c->ren = fm_calloc(nt + 1, sizeof *c->ren);
     c->conv = fm_calloc(nt + 1, sizeof *c->conv);
-    if (!c->ren || !c->conv) return fm_error_set(err, FM_ERR_NOMEM, "out of memory reverting weights");
+    if (!c->ren || !c->conv)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory reverting weights");
     for (size_t i = 0; i < nt; i++) {
         fm_transform *t = c->rev.items[i];
-        if (fm_transform_kind_of(t) == FM_TRANSFORM_CONVERTER) c->conv[c->nconv++] = t;
-        else c->ren[c->nren++] = t;
+        if (fm_transform_kind_of(t) == FM_TRANSFORM_CONVERTER)
+            c->conv[c->nconv++] = t;
+        else
+            c->ren[c->nren++] = t;
     }
     st = fm_grp_set_init(&c->groups, c->src.count, err);
     if (st == FM_OK) st = fm_keymap_init(&c->names, c->src.count, err);
@@ -370,14 +400,16 @@ static fm_status revert_init(revert_ctx *c, const fm_transform_list *fired, fm_e
 }
 
 static fm_status clash(const revert_ctx *c, const char *key, size_t a, size_t b, fm_error *err) {
-    return fm_error_set(err, FM_ERR_CONVERSION, "runtime tensors '%s' and '%s' both revert to checkpoint key '%s'",
+    return fm_error_set(err, FM_ERR_CONVERSION,
+                        "runtime tensors '%s' and '%s' both revert to checkpoint key '%s'",
                         c->state[a].name, c->state[b].name, key);
 }
 
 /* Converter first (the first match claims), then every renaming (§8.2). */
 static fm_status revert_route(revert_ctx *c, size_t i, fm_error *err) {
     fm_chain_result a, b;
-    fm_status st = fm_rename_chain(NULL, 0, c->conv, c->nconv, c->state[i].name, NULL, NULL, &a, err);
+    fm_status st =
+        fm_rename_chain(NULL, 0, c->conv, c->nconv, c->state[i].name, NULL, NULL, &a, err);
     if (st != FM_OK) return st;
     st = fm_rename_chain(c->ren, c->nren, NULL, 0, a.key, NULL, NULL, &b, err);
     fm_grp *g = NULL;
@@ -409,7 +441,8 @@ static fm_status revert_emit(revert_ctx *c, const fm_grp *g, fm_named_tensor *nt
     }
     size_t prev;
     if (fm_keymap_get(&c->names, nt->name, &prev))
-        return fm_error_set(err, FM_ERR_CONVERSION, "two runtime tensors revert to checkpoint key '%s' (one from '%s')",
+        return fm_error_set(err, FM_ERR_CONVERSION,
+                            "two runtime tensors revert to checkpoint key '%s' (one from '%s')",
                             nt->name, g->key);
     if (c->n_out == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 16;
@@ -429,14 +462,16 @@ static fm_status revert_run(revert_ctx *c, const fm_transform_list *fired, fm_er
     size_t *order = NULL;
     fm_status st = revert_init(c, fired, err);
     if (st == FM_OK) st = fm_natural_order(&c->src, &order, err);
-    for (size_t k = 0; st == FM_OK && k < c->src.count; k++) st = revert_route(c, order[k], err);
+    for (size_t k = 0; st == FM_OK && k < c->src.count; k++)
+        st = revert_route(c, order[k], err);
     fm_free(order);
     for (size_t gi = 0; st == FM_OK && gi < c->groups.n; gi++) {
         const fm_grp *g = &c->groups.v[gi];
         fm_named_tensor *outs = NULL;
         size_t n = 0;
         st = fm_grp_convert(g, g->conv >= 0 ? c->conv[g->conv] : NULL, &c->src, &outs, &n, err);
-        for (size_t k = 0; st == FM_OK && k < n; k++) st = revert_emit(c, g, &outs[k], err);
+        for (size_t k = 0; st == FM_OK && k < n; k++)
+            st = revert_emit(c, g, &outs[k], err);
         fm_named_tensors_free(outs, n);
     }
     return st;
@@ -446,9 +481,12 @@ fm_status fm_weights_revert(const fm_transform_list *fired, const fm_named_tenso
                             fm_named_tensor **out, size_t *n_out, fm_error *err) {
     *out = NULL;
     *n_out = 0;
-    if (n && !state) return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_weights_revert: state is NULL");
+    if (n && !state)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_weights_revert: state is NULL");
     for (size_t i = 0; i < n; i++)
-        if (!state[i].name) return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_weights_revert: tensor %zu has no name", i);
+        if (!state[i].name)
+            return fm_error_set(err, FM_ERR_INVALID_ARG,
+                                "fm_weights_revert: tensor %zu has no name", i);
     revert_ctx c;
     memset(&c, 0, sizeof c);
     c.state = state;

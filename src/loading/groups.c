@@ -19,8 +19,10 @@ static int seg_cmp(const char *a, size_t la, const char *b, size_t lb) {
     bool da = all_digits(a, la), db = all_digits(b, lb);
     if (da != db) return da ? -1 : 1;
     if (da) {
-        while (la > 1 && *a == '0') a++, la--;
-        while (lb > 1 && *b == '0') b++, lb--;
+        while (la > 1 && *a == '0')
+            a++, la--;
+        while (lb > 1 && *b == '0')
+            b++, lb--;
         if (la != lb) return la < lb ? -1 : 1;
     }
     int c = memcmp(a, b, la < lb ? la : lb); /* UTF-8 byte order = code point order */
@@ -47,9 +49,13 @@ static void merge_sort(size_t *v, size_t *tmp, size_t n, const fm_tensor_source 
     merge_sort(v, tmp, h, src);
     merge_sort(v + h, tmp, n - h, src);
     while (i < h && j < n)
-        tmp[k++] = fm_natural_key_cmp(src->name(src->ctx, v[j]), src->name(src->ctx, v[i])) < 0 ? v[j++] : v[i++];
-    while (i < h) tmp[k++] = v[i++];
-    while (j < n) tmp[k++] = v[j++];
+        tmp[k++] = fm_natural_key_cmp(src->name(src->ctx, v[j]), src->name(src->ctx, v[i])) < 0
+                       ? v[j++]
+                       : v[i++];
+    while (i < h)
+        tmp[k++] = v[i++];
+    while (j < n)
+        tmp[k++] = v[j++];
     memcpy(v, tmp, n * sizeof *v);
 }
 
@@ -61,7 +67,8 @@ fm_status fm_natural_order(const fm_tensor_source *src, size_t **order, fm_error
         fm_free(tmp);
         return fm_error_set(err, FM_ERR_NOMEM, "out of memory sorting %zu keys", n);
     }
-    for (size_t i = 0; i < n; i++) v[i] = i;
+    for (size_t i = 0; i < n; i++)
+        v[i] = i;
     merge_sort(v, tmp, n, src);
     fm_free(tmp);
     *order = v;
@@ -77,12 +84,14 @@ void fm_chain_result_clear(fm_chain_result *r) {
     r->conv = -1;
 }
 
-fm_status fm_rename_chain(fm_transform *const *ren, size_t nren, fm_transform *const *conv, size_t nconv,
-                          const char *key, bool *ren_hit, bool *conv_hit, fm_chain_result *r, fm_error *err) {
+fm_status fm_rename_chain(fm_transform *const *ren, size_t nren, fm_transform *const *conv,
+                          size_t nconv, const char *key, bool *ren_hit, bool *conv_hit,
+                          fm_chain_result *r, fm_error *err) {
     memset(r, 0, sizeof *r);
     r->conv = -1;
     r->branch = -1;
-    if (!(r->key = fm_strdup(key))) return fm_error_set(err, FM_ERR_NOMEM, "out of memory renaming '%s'", key);
+    if (!(r->key = fm_strdup(key)))
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory renaming '%s'", key);
     for (size_t i = 0; i < nren + nconv; i++) {
         const fm_transform *t = i < nren ? ren[i] : conv[i - nren];
         char *nk = NULL;
@@ -110,14 +119,16 @@ fm_status fm_rename_chain(fm_transform *const *ren, size_t nren, fm_transform *c
     return FM_OK;
 }
 
-/* ---- groups ------------------------------------------------------------------------------------ */
+/* ---- groups ------------------------------------------------------------------------------------
+ */
 fm_status fm_grp_set_init(fm_grp_set *s, size_t expected, fm_error *err) {
     memset(s, 0, sizeof *s);
     return fm_keymap_init(&s->map, expected, err);
 }
 
 static void grp_free(fm_grp *g) {
-    for (size_t i = 0; i < g->ncolls; i++) fm_free(g->colls[i].idx);
+    for (size_t i = 0; i < g->ncolls; i++)
+        fm_free(g->colls[i].idx);
     fm_free(g->colls);
     fm_groups_clear(&g->groups);
     fm_free(g->key);
@@ -125,7 +136,8 @@ static void grp_free(fm_grp *g) {
 
 void fm_grp_set_free(fm_grp_set *s) {
     if (!s) return;
-    for (size_t i = 0; i < s->n; i++) grp_free(&s->v[i]);
+    for (size_t i = 0; i < s->n; i++)
+        grp_free(&s->v[i]);
     fm_free(s->v);
     fm_keymap_free(&s->map);
     memset(s, 0, sizeof *s);
@@ -149,7 +161,8 @@ fm_status fm_grp_get(fm_grp_set *s, const char *key, fm_grp **g, bool *created, 
     memset(n, 0, sizeof *n);
     n->conv = -1;
     n->want = FM_DTYPE_INVALID;
-    if (!(n->key = fm_strdup(key))) return fm_error_set(err, FM_ERR_NOMEM, "out of memory grouping '%s'", key);
+    if (!(n->key = fm_strdup(key)))
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory grouping '%s'", key);
     fm_status st = fm_keymap_put(&s->map, n->key, s->n, err);
     if (st != FM_OK) {
         fm_free(n->key);
@@ -185,8 +198,8 @@ fm_status fm_grp_add(fm_grp *g, int branch, size_t idx, fm_error *err) {
 }
 
 /* ---- running a group ------------------------------------------------------------------------- */
-static fm_status get_cast(const fm_tensor_source *src, size_t i, fm_dtype want, bool cast_now, fm_tensor *t,
-                          fm_error *err) {
+static fm_status get_cast(const fm_tensor_source *src, size_t i, fm_dtype want, bool cast_now,
+                          fm_tensor *t, fm_error *err) {
     fm_status st = src->get(src->ctx, i, t, err);
     if (st != FM_OK) return st;
     fm_dtype odt = fm_op_out_dtype(t->dtype, want);
@@ -223,7 +236,8 @@ static fm_status plain_convert(const fm_grp *g, const fm_tensor_source *src, fm_
 static void describe_inputs(const fm_grp *g, const fm_tensor_source *src, char *b, size_t cap) {
     size_t n = 0, total = 0, shown = 0;
     b[0] = '\0';
-    for (size_t c = 0; c < g->ncolls; c++) total += g->colls[c].n;
+    for (size_t c = 0; c < g->ncolls; c++)
+        total += g->colls[c].n;
     for (size_t c = 0; c < g->ncolls && n < cap; c++)
         for (size_t j = 0; j < g->colls[c].n && n < cap && shown < 4; j++, shown++) {
             size_t i = g->colls[c].idx[j];
@@ -234,7 +248,8 @@ static void describe_inputs(const fm_grp *g, const fm_tensor_source *src, char *
                 src->info(src->ctx, i, &dt, &s);
                 fm_shape_format(&s, sh, sizeof sh);
             }
-            n += (size_t)snprintf(b + n, cap - n, "%s'%s' %s %s", shown ? ", " : "", src->name(src->ctx, i), sh,
+            n += (size_t)snprintf(b + n, cap - n, "%s'%s' %s %s", shown ? ", " : "",
+                                  src->name(src->ctx, i), sh,
                                   dt == FM_DTYPE_INVALID ? "" : fm_dtype_name(dt));
         }
     if (total > shown && n < cap) snprintf(b + n, cap - n, " and %zu more", total - shown);
@@ -246,7 +261,8 @@ static fm_status expand_keys(const fm_grp *g, fm_opv_map *m, fm_error *err) {
     for (size_t i = 0; i < m->n; i++) {
         char *k = NULL;
         if (fm_pattern_max_ref(m->v[i].key) < 0 || !g->groups.n) continue;
-        if (fm_pattern_expand_refs(m->v[i].key, &g->groups, &k, NULL) != FM_OK) continue; /* kept as is */
+        if (fm_pattern_expand_refs(m->v[i].key, &g->groups, &k, NULL) != FM_OK)
+            continue; /* kept as is */
         fm_free(m->v[i].key);
         m->v[i].key = k;
     }
@@ -275,8 +291,8 @@ static fm_status expand_keys(const fm_grp *g, fm_opv_map *m, fm_error *err) {
     return st;
 }
 
-static fm_status run_chain(const fm_grp *g, const fm_transform *conv, const fm_tensor_source *src, fm_opv_map *m,
-                           fm_error *err) {
+static fm_status run_chain(const fm_grp *g, const fm_transform *conv, const fm_tensor_source *src,
+                           fm_opv_map *m, fm_error *err) {
     char *const *s = fm_transform_sources(conv);
     char *const *t = fm_transform_targets(conv);
     size_t ns = fm_transform_source_count(conv), nt = fm_transform_target_count(conv);
@@ -289,7 +305,8 @@ static fm_status run_chain(const fm_grp *g, const fm_transform *conv, const fm_t
         if (st != FM_OK) {
             char in[512];
             describe_inputs(g, src, in, sizeof in);
-            return fm_error_set(err, FM_ERR_CONVERSION, "%s on tensors destined for '%s' (checkpoint: %s): %s",
+            return fm_error_set(err, FM_ERR_CONVERSION,
+                                "%s on tensors destined for '%s' (checkpoint: %s): %s",
                                 fm_op_name(op->kind), g->key, in, e.msg);
         }
     }
@@ -297,7 +314,8 @@ static fm_status run_chain(const fm_grp *g, const fm_transform *conv, const fm_t
     fm_error_clear(&e);
     fm_status st = fm_opchain_finish(m, g->want, &e);
     if (st != FM_OK && st != FM_ERR_NOMEM)
-        return fm_error_set(err, FM_ERR_CONVERSION, "finishing the tensors destined for '%s': %s", g->key, e.msg);
+        return fm_error_set(err, FM_ERR_CONVERSION, "finishing the tensors destined for '%s': %s",
+                            g->key, e.msg);
     return st == FM_OK ? FM_OK : fm_error_set(err, st, "%s", e.msg);
 }
 

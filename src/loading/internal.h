@@ -10,7 +10,8 @@
 #include "fusemap/loading.h"
 #include "loading/pattern.h"
 
-/* ---- ops (ops.c) ------------------------------------------------------------------------------ */
+/* ---- ops (ops.c) ------------------------------------------------------------------------------
+ */
 /* Checks kind and parameters (dims in -8..7, Conv3d parameters > 0). */
 fm_status fm_op_validate(const fm_op_desc *op, fm_error *err);
 /* The dtype a copy of a `have` tensor ends in when `cast` is asked for: cast applies to float
@@ -26,12 +27,12 @@ typedef struct fm_op_piece {
 } fm_op_piece;
 /* Validates pieces for a join along dim (Python-style, against the pieces' rank) and computes the
  * result's shape, reading no data. */
-fm_status fm_op_pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
-                             fm_shape *out, fm_error *err);
+fm_status fm_op_pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, int dim,
+                             fm_dtype cast, fm_shape *out, fm_error *err);
 /* Concatenates the pieces along dim into one new tensor: exactly one allocation, dtype
  * conversion (cast) done while copying. `op` names the op in messages. */
-fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
-                              fm_tensor *out, fm_error *err);
+fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np, int dim,
+                              fm_dtype cast, fm_tensor *out, fm_error *err);
 
 /* ---- keyed op chain (opchain.c) -------------------------------------------------------------- */
 typedef enum fm_opv_kind {
@@ -62,22 +63,24 @@ fm_status fm_opv_map_push(fm_opv_map *m, const char *key, fm_tensor *t, fm_error
  * normalised patterns; `want` the cast target (FM_DTYPE_INVALID: keep dtypes), applied by
  * copying ops. The error message is the bare reason (the caller names the op and the key).
  * The input map is consumed: on failure it is left empty. */
-fm_status fm_opchain_step(const fm_op_desc *op, fm_opv_map *m, char *const *src, size_t ns, char *const *tgt,
-                          size_t nt, fm_dtype want, fm_error *err);
+fm_status fm_opchain_step(const fm_op_desc *op, fm_opv_map *m, char *const *src, size_t ns,
+                          char *const *tgt, size_t nt, fm_dtype want, fm_error *err);
 /* Leaves one tensor per entry: the first tensor of a list, a materialised stack, with any
  * cast still pending applied. */
 fm_status fm_opchain_finish(fm_opv_map *m, fm_dtype want, fm_error *err);
 
-/* ---- transforms (transform.c) ------------------------------------------------------------------ */
+/* ---- transforms (transform.c) ------------------------------------------------------------------
+ */
 /* fm_transform_rename that also returns the capture groups of the winning branch (g->s[0]: the
  * matched text); g is zeroed when nothing matched. Caller clears g with fm_groups_clear. */
-fm_status fm_transform_rename_groups(const fm_transform *t, const char *key, char **out, int *branch,
-                                     fm_groups *g, fm_error *err);
+fm_status fm_transform_rename_groups(const fm_transform *t, const char *key, char **out,
+                                     int *branch, fm_groups *g, fm_error *err);
 /* The normalised pattern arrays (borrowed until the transform is freed). */
 char *const *fm_transform_sources(const fm_transform *t);
 char *const *fm_transform_targets(const fm_transform *t);
 
-/* ---- string -> index map (keymap.c) ------------------------------------------------------------ */
+/* ---- string -> index map (keymap.c) ------------------------------------------------------------
+ */
 typedef struct fm_keymap {
     const char **keys; /* borrowed: each key must outlive the map */
     size_t *vals;
@@ -89,7 +92,8 @@ void fm_keymap_free(fm_keymap *m); /* accepts a zeroed map */
 fm_status fm_keymap_put(fm_keymap *m, const char *key, size_t val, fm_error *err);
 bool fm_keymap_get(const fm_keymap *m, const char *key, size_t *val);
 
-/* ---- conversion groups (groups.c), shared by load and revert ---------------------------------- */
+/* ---- conversion groups (groups.c), shared by load and revert ----------------------------------
+ */
 typedef struct fm_grp_coll {
     int branch;  /* the converter's source pattern these tensors matched */
     size_t *idx; /* source indices, in natural-key order (the stacking order) */
@@ -130,8 +134,9 @@ typedef struct fm_chain_result {
 void fm_chain_result_clear(fm_chain_result *r);
 /* Every renaming in order (chained), then the first converter that matches claims the key (§6.2).
  * ren_hit[i] / conv_hit[i] (may be NULL) are set for the transforms that matched. */
-fm_status fm_rename_chain(fm_transform *const *ren, size_t nren, fm_transform *const *conv, size_t nconv,
-                          const char *key, bool *ren_hit, bool *conv_hit, fm_chain_result *r, fm_error *err);
+fm_status fm_rename_chain(fm_transform *const *ren, size_t nren, fm_transform *const *conv,
+                          size_t nconv, const char *key, bool *ren_hit, bool *conv_hit,
+                          fm_chain_result *r, fm_error *err);
 
 /* Source indices sorted by fm_natural_key_cmp (stable). Caller frees *order with fm_free. */
 fm_status fm_natural_order(const fm_tensor_source *src, size_t **order, fm_error *err);

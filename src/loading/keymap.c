@@ -6,7 +6,8 @@
 
 static uint64_t hash_str(const char *s) {
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
@@ -27,7 +28,8 @@ static fm_status keymap_alloc(fm_keymap *m, size_t cap, fm_error *err) {
 
 fm_status fm_keymap_init(fm_keymap *m, size_t expected, fm_error *err) {
     size_t cap = 16;
-    while (cap < expected * 2 + 2) cap *= 2;
+    while (cap < expected * 2 + 2)
+        cap *= 2;
     return keymap_alloc(m, cap, err);
 }
 
@@ -40,7 +42,8 @@ void fm_keymap_free(fm_keymap *m) {
 
 static size_t slot_of(const fm_keymap *m, const char *key) {
     size_t i = (size_t)hash_str(key) & (m->cap - 1);
-    while (m->keys[i] && strcmp(m->keys[i], key) != 0) i = (i + 1) & (m->cap - 1);
+    while (m->keys[i] && strcmp(m->keys[i], key) != 0)
+        i = (i + 1) & (m->cap - 1);
     return i;
 }
 

@@ -41,7 +41,8 @@ static fm_status store(const char *key, fm_transform_list *list, fm_error *err) 
     if (!k || g_n == g_cap) {
         fm_free(k);
         fm_transform_list_free(list);
-        return fm_error_set(err, FM_ERR_NOMEM, "out of memory registering conversion mapping '%s'", key);
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory registering conversion mapping '%s'",
+                            key);
     }
     g_v[g_n++] = (mapping_entry){k, *list};
     return FM_OK;
@@ -52,7 +53,8 @@ static fm_status store(const char *key, fm_transform_list *list, fm_error *err) 
 static mapping_entry *g_def;
 static size_t g_n_def;
 
-fm_status fm_conversion_mapping_register_default(const char *key, const fm_transform_list *list, fm_error *err) {
+fm_status fm_conversion_mapping_register_default(const char *key, const fm_transform_list *list,
+                                                 fm_error *err) {
     fm_transform_list live, kept;
     fm_status st = fm_transform_list_clone(list, &live, err);
     if (st != FM_OK) return st;
@@ -65,7 +67,8 @@ fm_status fm_conversion_mapping_register_default(const char *key, const fm_trans
         fm_free(k);
         fm_transform_list_free(&kept);
         fm_transform_list_free(&live);
-        st = fm_error_set(err, FM_ERR_NOMEM, "out of memory registering conversion mapping '%s'", key);
+        st = fm_error_set(err, FM_ERR_NOMEM, "out of memory registering conversion mapping '%s'",
+                          key);
     } else {
         g_def = nd;
         g_def[g_n_def++] = (mapping_entry){k, kept};
@@ -75,17 +78,19 @@ fm_status fm_conversion_mapping_register_default(const char *key, const fm_trans
     return st;
 }
 
-fm_status fm_conversion_mapping_register(const char *key, const fm_transform_list *list, bool overwrite,
-                                         fm_error *err) {
+fm_status fm_conversion_mapping_register(const char *key, const fm_transform_list *list,
+                                         bool overwrite, fm_error *err) {
     if (!key || !*key || !list)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "conversion mapping needs a key and a transform list");
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "conversion mapping needs a key and a transform list");
     fm_transform_list copy;
     fm_status st = fm_transform_list_clone(list, &copy, err);
     if (st != FM_OK) return st;
     pthread_mutex_lock(&g_mu);
     if (!overwrite && find_key(key) >= 0)
-        st = fm_error_set(err, FM_ERR_EXISTS,
-                          "Conversion mapping for '%s' already exists. Pass overwrite=true to replace it.", key);
+        st = fm_error_set(
+            err, FM_ERR_EXISTS,
+            "Conversion mapping for '%s' already exists. Pass overwrite=true to replace it.", key);
     if (st == FM_OK) {
         st = store(key, &copy, err);
     } else {
@@ -115,8 +120,8 @@ fm_status fm_conversion_mapping_unregister(const char *key, fm_error *err) {
     fm_status st = FM_OK;
     long at = find_key(key);
     if (st == FM_OK && at < 0)
-        st = fm_error_set(err, FM_ERR_NOT_FOUND, "no conversion mapping registered for '%s'; cannot unregister it",
-                          key);
+        st = fm_error_set(err, FM_ERR_NOT_FOUND,
+                          "no conversion mapping registered for '%s'; cannot unregister it", key);
     if (st == FM_OK) {
         fm_free(g_v[at].key);
         fm_transform_list_free(&g_v[at].list);
@@ -136,7 +141,8 @@ void fm_conversion_mapping_reset(void) {
     g_n = 0;
     for (size_t i = 0; i < g_n_def; i++) {
         fm_transform_list l;
-        if (fm_transform_list_clone(&g_def[i].list, &l, NULL) == FM_OK) store(g_def[i].key, &l, NULL);
+        if (fm_transform_list_clone(&g_def[i].list, &l, NULL) == FM_OK)
+            store(g_def[i].key, &l, NULL);
     }
     pthread_mutex_unlock(&g_mu);
 }

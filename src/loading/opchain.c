@@ -7,7 +7,8 @@
 #include "loading/internal.h"
 
 static void opv_free(fm_opv *e) {
-    for (size_t i = 0; i < e->n; i++) fm_tensor_free(&e->t[i]);
+    for (size_t i = 0; i < e->n; i++)
+        fm_tensor_free(&e->t[i]);
     fm_free(e->t);
     fm_free(e->key);
     memset(e, 0, sizeof *e);
@@ -15,7 +16,8 @@ static void opv_free(fm_opv *e) {
 
 void fm_opv_map_clear(fm_opv_map *m) {
     if (!m) return;
-    for (size_t i = 0; i < m->n; i++) opv_free(&m->v[i]);
+    for (size_t i = 0; i < m->n; i++)
+        opv_free(&m->v[i]);
     fm_free(m->v);
     memset(m, 0, sizeof *m);
 }
@@ -32,7 +34,8 @@ static fm_status tensors_push(fm_opv *e, fm_tensor *t, fm_error *err) {
         fm_tensor *v = fm_realloc(e->t, cap * sizeof *v);
         if (!v) {
             fm_tensor_free(t);
-            return fm_error_set(err, FM_ERR_NOMEM, "out of memory collecting tensors for '%s'", e->key);
+            return fm_error_set(err, FM_ERR_NOMEM, "out of memory collecting tensors for '%s'",
+                                e->key);
         }
         e->t = v;
         e->cap = cap;
@@ -80,7 +83,8 @@ fm_status fm_opv_map_push(fm_opv_map *m, const char *key, fm_tensor *t, fm_error
 static fm_status map_put(fm_opv_map *m, const char *key, fm_tensor *t, fm_error *err) {
     fm_opv *e = map_find(m, key);
     if (e) {
-        for (size_t i = 0; i < e->n; i++) fm_tensor_free(&e->t[i]);
+        for (size_t i = 0; i < e->n; i++)
+            fm_tensor_free(&e->t[i]);
         e->n = 0;
         e->kind = FM_OPV_TENSOR;
         e->stack_dim = -1;
@@ -101,14 +105,16 @@ static fm_status opv_tensor(const fm_opv *e, fm_dtype want, fm_tensor *out, fm_e
     return fm_op_concat_pieces("MergeModulelist", &pc, 1, e->stack_dim, want, out, err);
 }
 
-/* ---- the ops ----------------------------------------------------------------------------------- */
+/* ---- the ops -----------------------------------------------------------------------------------
+ */
 static fm_status undefined(const fm_opv_map *m, size_t nt, fm_error *err) {
-    return fm_error_set(err, FM_ERR_INVALID_ARG, "Undefined Operation encountered! (%zu input entries, %zu targets)",
-                        m->n, nt);
+    return fm_error_set(err, FM_ERR_INVALID_ARG,
+                        "Undefined Operation encountered! (%zu input entries, %zu targets)", m->n,
+                        nt);
 }
 
-static fm_status op_chunk(const fm_op_desc *op, const fm_opv_map *m, char *const *tgt, size_t nt, fm_dtype want,
-                          fm_opv_map *o, fm_error *err) {
+static fm_status op_chunk(const fm_op_desc *op, const fm_opv_map *m, char *const *tgt, size_t nt,
+                          fm_dtype want, fm_opv_map *o, fm_error *err) {
     if (m->n != 1 || nt < 2) return undefined(m, nt, err);
     fm_tensor x, *pcs = fm_calloc(nt, sizeof *pcs);
     if (!pcs) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
@@ -118,7 +124,8 @@ static fm_status op_chunk(const fm_op_desc *op, const fm_opv_map *m, char *const
         st = fm_op_chunk(&x, op->dim, nt, pcs, &n, err);
         if (st == FM_OK && n != nt) {
             char a[256];
-            st = fm_error_set(err, FM_ERR_SHAPE, "splitting %s along dim %d gives %zu pieces for %zu targets",
+            st = fm_error_set(err, FM_ERR_SHAPE,
+                              "splitting %s along dim %d gives %zu pieces for %zu targets",
                               fm_shape_format(&x.shape, a, sizeof a), op->dim, n, nt);
         }
         fm_tensor_free(&x);
@@ -129,11 +136,13 @@ static fm_status op_chunk(const fm_op_desc *op, const fm_opv_map *m, char *const
     return st;
 }
 
-static fm_status op_concat(const fm_op_desc *op, const fm_opv_map *m, char *const *src, size_t ns, char *const *tgt,
-                           size_t nt, fm_dtype want, fm_opv_map *o, fm_error *err) {
+static fm_status op_concat(const fm_op_desc *op, const fm_opv_map *m, char *const *src, size_t ns,
+                           char *const *tgt, size_t nt, fm_dtype want, fm_opv_map *o,
+                           fm_error *err) {
     if (nt > 1) return undefined(m, nt, err);
     size_t np = 0;
-    for (size_t i = 0; i < m->n; i++) np += m->v[i].kind == FM_OPV_LIST ? m->v[i].n : 1;
+    for (size_t i = 0; i < m->n; i++)
+        np += m->v[i].kind == FM_OPV_LIST ? m->v[i].n : 1;
     fm_op_piece *pcs = fm_calloc(np ? np : 1, sizeof *pcs);
     if (!pcs) return fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     np = 0;
@@ -141,22 +150,25 @@ static fm_status op_concat(const fm_op_desc *op, const fm_opv_map *m, char *cons
         for (size_t i = 0; i < m->n; i++) {
             const fm_opv *e = &m->v[i];
             if (strcmp(e->key, src[s]) != 0) continue;
-            if (e->kind == FM_OPV_STACK) pcs[np++] = (fm_op_piece){e->t, e->n, e->stack_dim};
+            if (e->kind == FM_OPV_STACK)
+                pcs[np++] = (fm_op_piece){e->t, e->n, e->stack_dim};
             else
-                for (size_t j = 0; j < e->n; j++) pcs[np++] = (fm_op_piece){&e->t[j], 1, -1};
+                for (size_t j = 0; j < e->n; j++)
+                    pcs[np++] = (fm_op_piece){&e->t[j], 1, -1};
             break;
         }
     }
     fm_tensor r;
-    fm_status st = np ? fm_op_concat_pieces("Concatenate", pcs, np, op->dim, want, &r, err)
-                      : fm_error_set(err, FM_ERR_INVALID_ARG, "none of the source patterns has tensors");
+    fm_status st =
+        np ? fm_op_concat_pieces("Concatenate", pcs, np, op->dim, want, &r, err)
+           : fm_error_set(err, FM_ERR_INVALID_ARG, "none of the source patterns has tensors");
     fm_free(pcs);
     return st == FM_OK ? map_put(o, tgt[0], &r, err) : st;
 }
 
 /* Stacks each list lazily (checked now, copied by whoever consumes it). */
-static fm_status op_merge(const fm_op_desc *op, fm_opv_map *m, char *const *tgt, size_t nt, fm_dtype want,
-                          fm_opv_map *o, fm_error *err) {
+static fm_status op_merge(const fm_op_desc *op, fm_opv_map *m, char *const *tgt, size_t nt,
+                          fm_dtype want, fm_opv_map *o, fm_error *err) {
     if (m->n == 1 && nt != 1) return undefined(m, nt, err);
     for (size_t i = 0; i < m->n; i++) {
         fm_opv *e = &m->v[i];
@@ -164,7 +176,8 @@ static fm_status op_merge(const fm_op_desc *op, fm_opv_map *m, char *const *tgt,
         if (e->kind == FM_OPV_LIST) {
             int rank = e->t[0].shape.ndim, d = op->dim < 0 ? op->dim + rank + 1 : op->dim;
             if (d < 0 || d > rank || rank >= FM_MAX_DIMS)
-                return fm_error_set(err, FM_ERR_SHAPE, "cannot stack %dD tensors along dim %d", rank, op->dim);
+                return fm_error_set(err, FM_ERR_SHAPE, "cannot stack %dD tensors along dim %d",
+                                    rank, op->dim);
             fm_op_piece pc = {e->t, e->n, d};
             fm_shape shape;
             fm_status st = fm_op_pieces_shape("MergeModulelist", &pc, 1, d, want, &shape, err);
@@ -191,8 +204,8 @@ static char *star_key(const char *pattern, size_t i) {
     return fm_str_replace_all(pattern, "*", num);
 }
 
-static fm_status op_split(const fm_op_desc *op, const fm_opv_map *m, char *const *tgt, size_t nt, fm_dtype want,
-                          fm_opv_map *o, fm_error *err) {
+static fm_status op_split(const fm_op_desc *op, const fm_opv_map *m, char *const *tgt, size_t nt,
+                          fm_dtype want, fm_opv_map *o, fm_error *err) {
     if (m->n == 1 && nt != 1) return undefined(m, nt, err);
     fm_status st = FM_OK;
     for (size_t i = 0; st == FM_OK && i < m->n; i++) {
@@ -203,11 +216,13 @@ static fm_status op_split(const fm_op_desc *op, const fm_opv_map *m, char *const
         int rank = x.shape.ndim, d = op->dim < 0 ? op->dim + rank : op->dim;
         size_t n = d >= 0 && d < rank ? (size_t)x.shape.dims[d] : 0;
         parts = fm_calloc(n ? n : 1, sizeof *parts);
-        st = parts ? fm_op_unstack(&x, op->dim, parts, err) : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+        st = parts ? fm_op_unstack(&x, op->dim, parts, err)
+                   : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
         fm_tensor_free(&x);
         for (size_t j = 0; st == FM_OK && j < n; j++) {
             char *k = star_key(m->n == 1 ? tgt[0] : e->key, j);
-            st = k ? map_put(o, k, &parts[j], err) : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+            st = k ? map_put(o, k, &parts[j], err)
+                   : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
             fm_free(k);
         }
         if (parts) fm_tensors_free(parts, n);
@@ -216,31 +231,45 @@ static fm_status op_split(const fm_op_desc *op, const fm_opv_map *m, char *const
 }
 
 /* Transpose, Conv3dToLinear, LinearToConv3d: one entry in, one out. */
-static fm_status op_single(const fm_op_desc *op, const fm_opv_map *m, char *const *src, size_t ns, char *const *tgt,
-                           size_t nt, fm_dtype want, fm_opv_map *o, fm_error *err) {
+static fm_status op_single(const fm_op_desc *op, const fm_opv_map *m, char *const *src, size_t ns,
+                           char *const *tgt, size_t nt, fm_dtype want, fm_opv_map *o,
+                           fm_error *err) {
     if (m->n != 1 || (nt > 1 && ns != 1)) return undefined(m, nt, err);
     const char *key = nt > 1 ? src[0] : tgt[0];
     fm_tensor x, r;
     fm_status st = opv_tensor(&m->v[0], want, &x, err);
     if (st != FM_OK) return st;
-    if (op->kind == FM_OP_TRANSPOSE) st = fm_op_transpose(&x, op->dim, op->dim1, want, &r, err);
-    else if (op->kind == FM_OP_CONV3D_TO_LINEAR) st = fm_op_conv3d_to_linear(&x, &r, err);
-    else st = fm_op_linear_to_conv3d(&x, op->in_channels, op->kernel, &r, err);
+    if (op->kind == FM_OP_TRANSPOSE)
+        st = fm_op_transpose(&x, op->dim, op->dim1, want, &r, err);
+    else if (op->kind == FM_OP_CONV3D_TO_LINEAR)
+        st = fm_op_conv3d_to_linear(&x, &r, err);
+    else
+        st = fm_op_linear_to_conv3d(&x, op->in_channels, op->kernel, &r, err);
     fm_tensor_free(&x);
     return st == FM_OK ? map_put(o, key, &r, err) : st;
 }
 
-fm_status fm_opchain_step(const fm_op_desc *op, fm_opv_map *m, char *const *src, size_t ns, char *const *tgt,
-                          size_t nt, fm_dtype want, fm_error *err) {
+fm_status fm_opchain_step(const fm_op_desc *op, fm_opv_map *m, char *const *src, size_t ns,
+                          char *const *tgt, size_t nt, fm_dtype want, fm_error *err) {
     fm_opv_map o = {0};
     fm_status st;
     if (m->n == 0) return fm_error_set(err, FM_ERR_INVALID_ARG, "no input tensors");
     switch (op->kind) {
-    case FM_OP_CHUNK: st = op_chunk(op, m, tgt, nt, want, &o, err); break;
-    case FM_OP_CONCATENATE: st = op_concat(op, m, src, ns, tgt, nt, want, &o, err); break;
-    case FM_OP_MERGE_MODULELIST: st = op_merge(op, m, tgt, nt, want, &o, err); break;
-    case FM_OP_SPLIT_MODULELIST: st = op_split(op, m, tgt, nt, want, &o, err); break;
-    default: st = op_single(op, m, src, ns, tgt, nt, want, &o, err); break;
+    case FM_OP_CHUNK:
+        st = op_chunk(op, m, tgt, nt, want, &o, err);
+        break;
+    case FM_OP_CONCATENATE:
+        st = op_concat(op, m, src, ns, tgt, nt, want, &o, err);
+        break;
+    case FM_OP_MERGE_MODULELIST:
+        st = op_merge(op, m, tgt, nt, want, &o, err);
+        break;
+    case FM_OP_SPLIT_MODULELIST:
+        st = op_split(op, m, tgt, nt, want, &o, err);
+        break;
+    default:
+        st = op_single(op, m, src, ns, tgt, nt, want, &o, err);
+        break;
     }
     fm_opv_map_clear(m);
     if (st != FM_OK) {
@@ -263,7 +292,8 @@ fm_status fm_opchain_finish(fm_opv_map *m, fm_dtype want, fm_error *err) {
             x = c;
         }
         if (st != FM_OK) return st;
-        for (size_t j = 0; j < e->n; j++) fm_tensor_free(&e->t[j]);
+        for (size_t j = 0; j < e->n; j++)
+            fm_tensor_free(&e->t[j]);
         e->t[0] = x;
         e->n = 1;
         e->kind = FM_OPV_TENSOR;

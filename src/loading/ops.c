@@ -8,8 +8,8 @@
 #include "loading/internal.h"
 
 static const char *const op_names[FM_OP_KIND_COUNT] = {
-    "Conv3dToLinear", "LinearToConv3d", "Concatenate", "Chunk", "MergeModulelist", "SplitModulelist",
-    "Transpose",
+    "Conv3dToLinear",  "LinearToConv3d",  "Concatenate", "Chunk",
+    "MergeModulelist", "SplitModulelist", "Transpose",
 };
 
 const char *fm_op_name(fm_op_kind k) {
@@ -18,18 +18,22 @@ const char *fm_op_name(fm_op_kind k) {
 
 fm_status fm_op_validate(const fm_op_desc *op, fm_error *err) {
     if (!op || (unsigned)op->kind >= FM_OP_KIND_COUNT)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "unknown conversion op kind %d", op ? (int)op->kind : -1);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "unknown conversion op kind %d",
+                            op ? (int)op->kind : -1);
     bool has_dim = op->kind != FM_OP_CONV3D_TO_LINEAR && op->kind != FM_OP_LINEAR_TO_CONV3D;
     if (has_dim && (op->dim < -FM_MAX_DIMS || op->dim >= FM_MAX_DIMS))
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: dim %d outside -%d..%d", op_names[op->kind], op->dim,
-                            FM_MAX_DIMS, FM_MAX_DIMS - 1);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: dim %d outside -%d..%d",
+                            op_names[op->kind], op->dim, FM_MAX_DIMS, FM_MAX_DIMS - 1);
     if (op->kind == FM_OP_TRANSPOSE && (op->dim1 < -FM_MAX_DIMS || op->dim1 >= FM_MAX_DIMS))
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "Transpose: dim1 %d outside -%d..%d", op->dim1, FM_MAX_DIMS,
-                            FM_MAX_DIMS - 1);
-    if (!has_dim && (op->in_channels <= 0 || op->kernel[0] <= 0 || op->kernel[1] <= 0 || op->kernel[2] <= 0))
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: in_channels %lld and kernel (%lld, %lld, %lld) must be > 0",
-                            op_names[op->kind], (long long)op->in_channels, (long long)op->kernel[0],
-                            (long long)op->kernel[1], (long long)op->kernel[2]);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "Transpose: dim1 %d outside -%d..%d", op->dim1,
+                            FM_MAX_DIMS, FM_MAX_DIMS - 1);
+    if (!has_dim &&
+        (op->in_channels <= 0 || op->kernel[0] <= 0 || op->kernel[1] <= 0 || op->kernel[2] <= 0))
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "%s: in_channels %lld and kernel (%lld, %lld, %lld) must be > 0",
+                            op_names[op->kind], (long long)op->in_channels,
+                            (long long)op->kernel[0], (long long)op->kernel[1],
+                            (long long)op->kernel[2]);
     return FM_OK;
 }
 
@@ -52,7 +56,8 @@ fm_status fm_op_reverse(const fm_op_desc *op, fm_op_desc *out, fm_error *err) {
 
 void fm_tensors_free(fm_tensor *v, size_t n) {
     if (!v) return;
-    for (size_t i = 0; i < n; i++) fm_tensor_free(&v[i]);
+    for (size_t i = 0; i < n; i++)
+        fm_tensor_free(&v[i]);
     fm_free(v);
 }
 
@@ -61,21 +66,25 @@ void fm_tensors_free(fm_tensor *v, size_t n) {
 static fm_status norm_dim(const char *op, int dim, int rank, int *out, fm_error *err) {
     *out = 0;
     if (dim < -rank || dim >= rank || rank == 0)
-        return fm_error_set(err, FM_ERR_SHAPE, "%s: dim %d out of range for a %dD tensor", op, dim, rank);
+        return fm_error_set(err, FM_ERR_SHAPE, "%s: dim %d out of range for a %dD tensor", op, dim,
+                            rank);
     *out = dim < 0 ? dim + rank : dim;
     return FM_OK;
 }
 
 fm_dtype fm_op_out_dtype(fm_dtype have, fm_dtype cast) {
-    if (cast == FM_DTYPE_INVALID || !fm_dtype_is_float(have) || !fm_dtype_is_float(cast)) return have;
+    if (cast == FM_DTYPE_INVALID || !fm_dtype_is_float(have) || !fm_dtype_is_float(cast))
+        return have;
     return cast;
 }
 
 /* Data must be present and whole bytes per element for ops that copy or slice. */
 static fm_status need_bytes(const char *op, const fm_tensor *t, fm_error *err) {
-    if (!t->data && t->nbytes) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: tensor has no data (meta)", op);
+    if (!t->data && t->nbytes)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: tensor has no data (meta)", op);
     if (fm_dtype_bits(t->dtype) % 8)
-        return fm_error_set(err, FM_ERR_DTYPE, "%s: %s elements are not whole bytes", op, fm_dtype_name(t->dtype));
+        return fm_error_set(err, FM_ERR_DTYPE, "%s: %s elements are not whole bytes", op,
+                            fm_dtype_name(t->dtype));
     return FM_OK;
 }
 
@@ -89,15 +98,16 @@ static void move_elems(void *dst, fm_dtype ddt, const void *src, fm_dtype sdt, u
 
 static int64_t prod_dims(const fm_shape *s, int from, int to) {
     int64_t p = 1;
-    for (int i = from; i < to; i++) p *= s->dims[i];
+    for (int i = from; i < to; i++)
+        p *= s->dims[i];
     return p;
 }
 
 /* Moves a contiguous block of shape S (rank of D) to/from the region of the contiguous tensor
  * `big` (shape D) that starts at element offsets off. scatter: block -> region. Converts
  * between the two dtypes. Shapes were validated by the caller (numel fits in memory). */
-static void block_move(uint8_t *big, const fm_shape *D, fm_dtype big_dt, const int64_t *off, uint8_t *blk,
-                       fm_dtype blk_dt, const fm_shape *S, bool scatter) {
+static void block_move(uint8_t *big, const fm_shape *D, fm_dtype big_dt, const int64_t *off,
+                       uint8_t *blk, fm_dtype blk_dt, const fm_shape *S, bool scatter) {
     int R = D->ndim, p = -1;
     if (prod_dims(S, 0, R) == 0) return;
     for (int i = 0; i < R; i++)
@@ -105,20 +115,28 @@ static void block_move(uint8_t *big, const fm_shape *D, fm_dtype big_dt, const i
     size_t bes = fm_dtype_bits(big_dt) / 8, kes = fm_dtype_bits(blk_dt) / 8;
     if (p < 0) {
         uint64_t n = (uint64_t)prod_dims(S, 0, R);
-        if (scatter) move_elems(big, big_dt, blk, blk_dt, n);
-        else move_elems(blk, blk_dt, big, big_dt, n);
+        if (scatter)
+            move_elems(big, big_dt, blk, blk_dt, n);
+        else
+            move_elems(blk, blk_dt, big, big_dt, n);
         return;
     }
-    int64_t inner = prod_dims(D, p + 1, R), run = S->dims[p] * inner, stride[FM_MAX_DIMS], idx[FM_MAX_DIMS] = {0};
-    for (int i = 0; i <= p; i++) stride[i] = prod_dims(D, i + 1, R);
+    int64_t inner = prod_dims(D, p + 1, R), run = S->dims[p] * inner, stride[FM_MAX_DIMS],
+            idx[FM_MAX_DIMS] = {0};
+    for (int i = 0; i <= p; i++)
+        stride[i] = prod_dims(D, i + 1, R);
     int64_t outer = prod_dims(S, 0, p);
     for (int64_t o = 0; o < outer; o++) {
         int64_t at = off[p] * stride[p];
-        for (int i = 0; i < p; i++) at += (idx[i] + off[i]) * stride[i];
+        for (int i = 0; i < p; i++)
+            at += (idx[i] + off[i]) * stride[i];
         uint8_t *b = big + (size_t)at * bes, *k = blk + (size_t)(o * run) * kes;
-        if (scatter) move_elems(b, big_dt, k, blk_dt, (uint64_t)run);
-        else move_elems(k, blk_dt, b, big_dt, (uint64_t)run);
-        for (int i = p - 1; i >= 0 && ++idx[i] == S->dims[i]; i--) idx[i] = 0;
+        if (scatter)
+            move_elems(b, big_dt, k, blk_dt, (uint64_t)run);
+        else
+            move_elems(k, blk_dt, b, big_dt, (uint64_t)run);
+        for (int i = p - 1; i >= 0 && ++idx[i] == S->dims[i]; i--)
+            idx[i] = 0;
     }
 }
 
@@ -126,13 +144,14 @@ static void block_move(uint8_t *big, const fm_shape *D, fm_dtype big_dt, const i
 static void piece_shape(const fm_op_piece *pc, fm_shape *s) {
     *s = pc->parts[0].shape;
     if (pc->stack_dim < 0) return;
-    for (int i = s->ndim; i > pc->stack_dim; i--) s->dims[i] = s->dims[i - 1];
+    for (int i = s->ndim; i > pc->stack_dim; i--)
+        s->dims[i] = s->dims[i - 1];
     s->dims[pc->stack_dim] = (int64_t)pc->n;
     s->ndim++;
 }
 
-static fm_status check_part(const char *op, const fm_tensor *t, const fm_tensor *first, fm_dtype cast,
-                            fm_error *err) {
+static fm_status check_part(const char *op, const fm_tensor *t, const fm_tensor *first,
+                            fm_dtype cast, fm_error *err) {
     fm_status st = need_bytes(op, t, err);
     if (st != FM_OK) return st;
     if (fm_op_out_dtype(t->dtype, cast) != fm_op_out_dtype(first->dtype, cast))
@@ -142,8 +161,8 @@ static fm_status check_part(const char *op, const fm_tensor *t, const fm_tensor 
 }
 
 /* Validates the pieces and computes the output shape (dim already normalised). */
-static fm_status pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
-                              fm_shape *out, fm_error *err) {
+static fm_status pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, int dim,
+                              fm_dtype cast, fm_shape *out, fm_error *err) {
     char a[256], b[256];
     piece_shape(&pcs[0], out);
     out->dims[dim] = 0;
@@ -154,33 +173,36 @@ static fm_status pieces_shape(const char *op, const fm_op_piece *pcs, size_t np,
             fm_status st = check_part(op, t, &pcs[0].parts[0], cast, err);
             if (st != FM_OK) return st;
             if (j && !fm_shape_equal(&t->shape, &pcs[i].parts[0].shape))
-                return fm_error_set(err, FM_ERR_SHAPE, "%s: stacked tensors differ in shape (%s and %s)", op,
+                return fm_error_set(err, FM_ERR_SHAPE,
+                                    "%s: stacked tensors differ in shape (%s and %s)", op,
                                     fm_shape_format(&pcs[i].parts[0].shape, a, sizeof a),
                                     fm_shape_format(&t->shape, b, sizeof b));
         }
         piece_shape(&pcs[i], &s);
         bool ok = s.ndim == out->ndim;
-        for (int d = 0; ok && d < s.ndim; d++) ok = d == dim || s.dims[d] == out->dims[d];
+        for (int d = 0; ok && d < s.ndim; d++)
+            ok = d == dim || s.dims[d] == out->dims[d];
         if (!ok)
             return fm_error_set(err, FM_ERR_SHAPE, "%s: shapes %s and %s differ outside dim %d", op,
                                 fm_shape_format(&pcs[0].parts[0].shape, a, sizeof a),
                                 fm_shape_format(&s, b, sizeof b), dim);
-        if (fm_add_u64((uint64_t)out->dims[dim], (uint64_t)s.dims[dim], (uint64_t *)&out->dims[dim]))
+        if (fm_add_u64((uint64_t)out->dims[dim], (uint64_t)s.dims[dim],
+                       (uint64_t *)&out->dims[dim]))
             return fm_error_set(err, FM_ERR_OVERFLOW, "%s: size along dim %d overflows", op, dim);
     }
     return FM_OK;
 }
 
-fm_status fm_op_pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
-                             fm_shape *out, fm_error *err) {
+fm_status fm_op_pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, int dim,
+                             fm_dtype cast, fm_shape *out, fm_error *err) {
     if (np == 0) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: no tensors to join", op);
     for (size_t i = 0; i < np; i++) {
         if (pcs[i].n == 0 || (pcs[i].stack_dim < 0 && pcs[i].n != 1))
             return fm_error_set(err, FM_ERR_INTERNAL, "%s: malformed piece %zu", op, i);
         int r = pcs[i].parts[0].shape.ndim;
         if (pcs[i].stack_dim >= 0 && (r >= FM_MAX_DIMS || pcs[i].stack_dim > r))
-            return fm_error_set(err, FM_ERR_SHAPE, "%s: cannot stack %dD tensors along dim %d", op, r,
-                                pcs[i].stack_dim);
+            return fm_error_set(err, FM_ERR_SHAPE, "%s: cannot stack %dD tensors along dim %d", op,
+                                r, pcs[i].stack_dim);
     }
     fm_shape vs;
     piece_shape(&pcs[0], &vs);
@@ -189,8 +211,8 @@ fm_status fm_op_pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, 
     return st == FM_OK ? pieces_shape(op, pcs, np, d, cast, out, err) : st;
 }
 
-fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np, int dim, fm_dtype cast,
-                              fm_tensor *out, fm_error *err) {
+fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np, int dim,
+                              fm_dtype cast, fm_tensor *out, fm_error *err) {
     memset(out, 0, sizeof *out);
     fm_shape os;
     fm_status st = fm_op_pieces_shape(op, pcs, np, dim, cast, &os, err);
@@ -208,7 +230,8 @@ fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np,
             fm_shape bs = t->shape;
             if (pcs[i].stack_dim >= 0) { /* the part is a block of extent 1 along the stack dim */
                 int sd = pcs[i].stack_dim;
-                for (int k = bs.ndim; k > sd; k--) bs.dims[k] = bs.dims[k - 1];
+                for (int k = bs.ndim; k > sd; k--)
+                    bs.dims[k] = bs.dims[k - 1];
                 bs.dims[sd] = 1;
                 bs.ndim++;
                 off[sd] = (int64_t)j;
@@ -232,20 +255,24 @@ fm_status fm_op_concatenate(const fm_tensor *xs, size_t n, int dim, fm_dtype cas
         memset(out, 0, sizeof *out);
         return fm_error_set(err, FM_ERR_NOMEM, "Concatenate: out of memory");
     }
-    for (size_t i = 0; i < n; i++) p[i] = (fm_op_piece){&xs[i], 1, -1};
+    for (size_t i = 0; i < n; i++)
+        p[i] = (fm_op_piece){&xs[i], 1, -1};
     fm_status st = fm_op_concat_pieces("Concatenate", p, n, dim, cast, out, err);
     if (p != pcs) fm_free(p);
     return st;
 }
 
-fm_status fm_op_stack(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out, fm_error *err) {
+fm_status fm_op_stack(const fm_tensor *xs, size_t n, int dim, fm_dtype cast, fm_tensor *out,
+                      fm_error *err) {
     memset(out, 0, sizeof *out);
-    if (n == 0) return fm_error_set(err, FM_ERR_INVALID_ARG, "MergeModulelist: no tensors to stack");
+    if (n == 0)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "MergeModulelist: no tensors to stack");
     int d;
     fm_status st = norm_dim("MergeModulelist", dim, xs[0].shape.ndim + 1, &d, err);
     if (st != FM_OK) return st;
     if (xs[0].shape.ndim >= FM_MAX_DIMS)
-        return fm_error_set(err, FM_ERR_SHAPE, "MergeModulelist: stacking %dD tensors exceeds %d dims",
+        return fm_error_set(err, FM_ERR_SHAPE,
+                            "MergeModulelist: stacking %dD tensors exceeds %d dims",
                             xs[0].shape.ndim, FM_MAX_DIMS);
     fm_op_piece pc = {xs, n, d};
     return fm_op_concat_pieces("MergeModulelist", &pc, 1, d, cast, out, err);
@@ -260,13 +287,15 @@ static fm_status slice_along(const fm_tensor *x, int d, int64_t start, int64_t l
     ps.dims[d] = len;
     fs = ps;
     if (squeeze) {
-        for (int i = d; i < fs.ndim - 1; i++) fs.dims[i] = fs.dims[i + 1];
+        for (int i = d; i < fs.ndim - 1; i++)
+            fs.dims[i] = fs.dims[i + 1];
         fs.ndim--;
     }
     if (!x->data) return fm_tensor_init_meta(out, x->dtype, &fs, err);
     size_t es = fm_dtype_bits(x->dtype) / 8;
     if (prod_dims(&x->shape, 0, d) == 1) {
-        uint8_t *at = (uint8_t *)x->data + (size_t)(start * prod_dims(&x->shape, d + 1, x->shape.ndim)) * es;
+        uint8_t *at =
+            (uint8_t *)x->data + (size_t)(start * prod_dims(&x->shape, d + 1, x->shape.ndim)) * es;
         if (x->storage) return fm_tensor_view(out, x->storage, at, x->dtype, &fs, err);
     }
     fm_status st = fm_tensor_alloc(out, x->dtype, &fs, err);
@@ -277,11 +306,13 @@ static fm_status slice_along(const fm_tensor *x, int d, int64_t start, int64_t l
     return FM_OK;
 }
 
-fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, size_t *n_out, fm_error *err) {
+fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, size_t *n_out,
+                      fm_error *err) {
     *n_out = 0;
     int d;
     fm_status st = norm_dim("Chunk", dim, x->shape.ndim, &d, err);
-    if (st == FM_OK && k == 0) st = fm_error_set(err, FM_ERR_INVALID_ARG, "Chunk: chunk count must be > 0");
+    if (st == FM_OK && k == 0)
+        st = fm_error_set(err, FM_ERR_INVALID_ARG, "Chunk: chunk count must be > 0");
     if (st == FM_OK && x->data) st = need_bytes("Chunk", x, err);
     if (st != FM_OK) return st;
     int64_t n = x->shape.dims[d], piece = (n + (int64_t)k - 1) / (int64_t)k;
@@ -290,7 +321,8 @@ fm_status fm_op_chunk(const fm_tensor *x, int dim, size_t k, fm_tensor *out, siz
         int64_t start = (int64_t)i * piece, len = n - start < piece ? n - start : piece;
         st = slice_along(x, d, start, len, false, &out[i], err);
         if (st != FM_OK) {
-            for (size_t j = 0; j < i; j++) fm_tensor_free(&out[j]);
+            for (size_t j = 0; j < i; j++)
+                fm_tensor_free(&out[j]);
             return st;
         }
     }
@@ -306,14 +338,16 @@ fm_status fm_op_unstack(const fm_tensor *x, int dim, fm_tensor *out, fm_error *e
     for (int64_t i = 0; i < x->shape.dims[d]; i++) {
         st = slice_along(x, d, i, 1, true, &out[i], err);
         if (st != FM_OK) {
-            for (int64_t j = 0; j < i; j++) fm_tensor_free(&out[j]);
+            for (int64_t j = 0; j < i; j++)
+                fm_tensor_free(&out[j]);
             return st;
         }
     }
     return FM_OK;
 }
 
-/* ---- transpose --------------------------------------------------------------------------------- */
+/* ---- transpose ---------------------------------------------------------------------------------
+ */
 /* True when swapping a and b leaves the memory order unchanged (only size-1 dims move). */
 static bool swap_is_view(const fm_shape *s, int a, int b) {
     if (a == b) return true;
@@ -335,12 +369,15 @@ static void transpose_copy(const fm_tensor *x, int a, int b, fm_tensor *o) {
         for (int64_t xb = 0; xb < Db; xb++)
             for (int64_t m = 0; m < B; m++)
                 for (int64_t y = 0; y < Da; y++) {
-                    int64_t so = (((i * Da + y) * B + m) * Db + xb) * C, dof = (((i * Db + xb) * B + m) * Da + y) * C;
-                    move_elems(dst + (size_t)dof * des, o->dtype, src + (size_t)so * ses, x->dtype, (uint64_t)C);
+                    int64_t so = (((i * Da + y) * B + m) * Db + xb) * C,
+                            dof = (((i * Db + xb) * B + m) * Da + y) * C;
+                    move_elems(dst + (size_t)dof * des, o->dtype, src + (size_t)so * ses, x->dtype,
+                               (uint64_t)C);
                 }
 }
 
-fm_status fm_op_transpose(const fm_tensor *x, int dim0, int dim1, fm_dtype cast, fm_tensor *out, fm_error *err) {
+fm_status fm_op_transpose(const fm_tensor *x, int dim0, int dim1, fm_dtype cast, fm_tensor *out,
+                          fm_error *err) {
     memset(out, 0, sizeof *out);
     int a, b;
     fm_status st = norm_dim("Transpose", dim0, x->shape.ndim, &a, err);
@@ -375,19 +412,21 @@ fm_status fm_op_conv3d_to_linear(const fm_tensor *x, fm_tensor *out, fm_error *e
         return FM_OK;
     }
     if (x->shape.ndim != 5)
-        return fm_error_set(err, FM_ERR_SHAPE, "Conv3dToLinear expects a 5D or 2D tensor, got %dD", x->shape.ndim);
+        return fm_error_set(err, FM_ERR_SHAPE, "Conv3dToLinear expects a 5D or 2D tensor, got %dD",
+                            x->shape.ndim);
     fm_shape s;
     int64_t dims[2] = {x->shape.dims[0], prod_dims(&x->shape, 1, 5)};
     fm_shape_make(&s, 2, dims);
     return fm_tensor_reshape(out, x, &s, err);
 }
 
-fm_status fm_op_linear_to_conv3d(const fm_tensor *x, int64_t in_channels, const int64_t kernel[3], fm_tensor *out,
-                                 fm_error *err) {
+fm_status fm_op_linear_to_conv3d(const fm_tensor *x, int64_t in_channels, const int64_t kernel[3],
+                                 fm_tensor *out, fm_error *err) {
     memset(out, 0, sizeof *out);
     char a[256], b[256];
     if (x->shape.ndim < 1)
-        return fm_error_set(err, FM_ERR_SHAPE, "LinearToConv3d expects at least a 1D tensor, got 0D");
+        return fm_error_set(err, FM_ERR_SHAPE,
+                            "LinearToConv3d expects at least a 1D tensor, got 0D");
     int64_t dims[5] = {x->shape.dims[0], in_channels, kernel[0], kernel[1], kernel[2]};
     fm_shape s;
     uint64_t n_in, n_out;
@@ -396,7 +435,8 @@ fm_status fm_op_linear_to_conv3d(const fm_tensor *x, int64_t in_channels, const 
         s.ndim = 5;
         memcpy(s.dims, dims, sizeof dims);
         return fm_error_set(err, FM_ERR_SHAPE, "Cannot reshape tensor with shape %s into %s",
-                            fm_shape_format(&x->shape, a, sizeof a), fm_shape_format(&s, b, sizeof b));
+                            fm_shape_format(&x->shape, a, sizeof a),
+                            fm_shape_format(&s, b, sizeof b));
     }
     return fm_tensor_reshape(out, x, &s, err);
 }
@@ -419,17 +459,24 @@ static fm_status apply_one(const fm_op_desc *op, const fm_tensor *in, size_t n_i
                            fm_dtype cast, fm_tensor *o, size_t *n, fm_error *err) {
     *n = 1;
     switch (op->kind) {
-    case FM_OP_CONV3D_TO_LINEAR: return fm_op_conv3d_to_linear(&in[0], o, err);
-    case FM_OP_LINEAR_TO_CONV3D: return fm_op_linear_to_conv3d(&in[0], op->in_channels, op->kernel, o, err);
-    case FM_OP_CONCATENATE: return fm_op_concatenate(in, n_in, op->dim, cast, o, err);
-    case FM_OP_MERGE_MODULELIST: return fm_op_stack(in, n_in, op->dim, cast, o, err);
-    case FM_OP_TRANSPOSE: return fm_op_transpose(&in[0], op->dim, op->dim1, cast, o, err);
+    case FM_OP_CONV3D_TO_LINEAR:
+        return fm_op_conv3d_to_linear(&in[0], o, err);
+    case FM_OP_LINEAR_TO_CONV3D:
+        return fm_op_linear_to_conv3d(&in[0], op->in_channels, op->kernel, o, err);
+    case FM_OP_CONCATENATE:
+        return fm_op_concatenate(in, n_in, op->dim, cast, o, err);
+    case FM_OP_MERGE_MODULELIST:
+        return fm_op_stack(in, n_in, op->dim, cast, o, err);
+    case FM_OP_TRANSPOSE:
+        return fm_op_transpose(&in[0], op->dim, op->dim1, cast, o, err);
     case FM_OP_CHUNK: {
         fm_status st = fm_op_chunk(&in[0], op->dim, n_targets, o, n, err);
         if (st == FM_OK && *n != n_targets) {
             char a[256];
-            for (size_t i = 0; i < *n; i++) fm_tensor_free(&o[i]);
-            st = fm_error_set(err, FM_ERR_SHAPE, "Chunk: splitting %s along dim %d gives %zu pieces, not %zu",
+            for (size_t i = 0; i < *n; i++)
+                fm_tensor_free(&o[i]);
+            st = fm_error_set(err, FM_ERR_SHAPE,
+                              "Chunk: splitting %s along dim %d gives %zu pieces, not %zu",
                               fm_shape_format(&in[0].shape, a, sizeof a), op->dim, *n, n_targets);
             *n = 0;
         }
@@ -441,17 +488,19 @@ static fm_status apply_one(const fm_op_desc *op, const fm_tensor *in, size_t n_i
         *n = st == FM_OK ? (size_t)in[0].shape.dims[d] : 0;
         return st == FM_OK ? fm_op_unstack(&in[0], d, o, err) : st;
     }
-    default: return fm_error_set(err, FM_ERR_INVALID_ARG, "unknown op kind %d", (int)op->kind);
+    default:
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "unknown op kind %d", (int)op->kind);
     }
 }
 
-fm_status fm_op_apply(const fm_op_desc *op, const fm_tensor *in, size_t n_in, size_t n_targets, fm_dtype cast,
-                      fm_tensor **out, size_t *n_out, fm_error *err) {
+fm_status fm_op_apply(const fm_op_desc *op, const fm_tensor *in, size_t n_in, size_t n_targets,
+                      fm_dtype cast, fm_tensor **out, size_t *n_out, fm_error *err) {
     *out = NULL;
     *n_out = 0;
     fm_status st = fm_op_validate(op, err);
     if (st != FM_OK) return st;
-    if (n_in == 0) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: no input tensors", op_names[op->kind]);
+    if (n_in == 0)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: no input tensors", op_names[op->kind]);
     size_t cap = 1;
     if (op->kind == FM_OP_CHUNK) cap = n_targets;
     if (op->kind == FM_OP_SPLIT_MODULELIST) {

@@ -53,15 +53,17 @@ static fm_status ensure_room(fm_patch_map *m, fm_error *err) {
     return FM_OK;
 }
 
-static fm_status map_add(fm_patch_map *m, const char *key, const struct fm_module_class *cls, bool overwrite,
-                         fm_error *err) {
+static fm_status map_add(fm_patch_map *m, const char *key, const struct fm_module_class *cls,
+                         bool overwrite, fm_error *err) {
     if (!key || !*key) return fm_error_set(err, FM_ERR_INVALID_ARG, "patch mapping key is empty");
-    if (!cls) return fm_error_set(err, FM_ERR_INVALID_ARG, "replacement class for '%s' is NULL", key);
+    if (!cls)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "replacement class for '%s' is NULL", key);
     long at = find_exact(m, key);
     if (at >= 0) {
         if (!overwrite)
             return fm_error_set(err, FM_ERR_EXISTS,
-                                "Class '%s' already has a patch mapping registered. Use overwrite=true to replace it.",
+                                "Class '%s' already has a patch mapping registered. Use "
+                                "overwrite=true to replace it.",
                                 key);
         m->v[at].cls = cls; /* keeps its registration position, as a Python dict does */
         return FM_OK;
@@ -70,7 +72,8 @@ static fm_status map_add(fm_patch_map *m, const char *key, const struct fm_modul
     fm_status st = fm_regex_compile(key, &re, err);
     if (st == FM_OK) st = ensure_room(m, err);
     char *k = st == FM_OK ? fm_strdup(key) : NULL;
-    if (st == FM_OK && !k) st = fm_error_set(err, FM_ERR_NOMEM, "out of memory in the patch registry");
+    if (st == FM_OK && !k)
+        st = fm_error_set(err, FM_ERR_NOMEM, "out of memory in the patch registry");
     if (st != FM_OK) {
         fm_regex_release(re);
         return st;
@@ -86,7 +89,8 @@ static const struct fm_module_class *map_resolve(const fm_patch_map *m, const ch
     size_t len = strlen(name);
     for (size_t i = 0; i < m->n; i++) {
         bool hit = false; /* a matching error (backtracking limit) counts as no match */
-        if (fm_regex_search(m->v[i].re, name, len, m->md, &hit, NULL) == FM_OK && hit) return m->v[i].cls;
+        if (fm_regex_search(m->v[i].re, name, len, m->md, &hit, NULL) == FM_OK && hit)
+            return m->v[i].cls;
     }
     return NULL;
 }
@@ -110,8 +114,8 @@ void fm_patch_map_free(fm_patch_map *m) {
     fm_free(m);
 }
 
-fm_status fm_patch_map_add(fm_patch_map *m, const char *key, const struct fm_module_class *cls, bool overwrite,
-                           fm_error *err) {
+fm_status fm_patch_map_add(fm_patch_map *m, const char *key, const struct fm_module_class *cls,
+                           bool overwrite, fm_error *err) {
     if (!m) return fm_error_set(err, FM_ERR_INVALID_ARG, "patch map is NULL");
     return map_add(m, key, cls, overwrite, err);
 }
@@ -125,10 +129,14 @@ const struct fm_module_class *fm_patch_map_resolve(const fm_patch_map *m, const 
     return c;
 }
 
-size_t fm_patch_map_count(const fm_patch_map *m) { return m ? m->n : 0; }
+size_t fm_patch_map_count(const fm_patch_map *m) {
+    return m ? m->n : 0;
+}
 
-/* ---- the global registry ---------------------------------------------------------------------- */
-fm_status fm_patch_register(const char *key, const struct fm_module_class *cls, bool overwrite, fm_error *err) {
+/* ---- the global registry ----------------------------------------------------------------------
+ */
+fm_status fm_patch_register(const char *key, const struct fm_module_class *cls, bool overwrite,
+                            fm_error *err) {
     pthread_mutex_lock(&g_reg.mu);
     fm_status st = map_add(&g_reg, key, cls, overwrite, err);
     pthread_mutex_unlock(&g_reg.mu);
@@ -147,8 +155,8 @@ fm_status fm_patch_unregister(const char *key, fm_error *err) {
     }
     pthread_mutex_unlock(&g_reg.mu);
     if (at < 0)
-        return fm_error_set(err, FM_ERR_NOT_FOUND, "Class '%s' not found in patch mapping. Cannot unregister it.",
-                            key);
+        return fm_error_set(err, FM_ERR_NOT_FOUND,
+                            "Class '%s' not found in patch mapping. Cannot unregister it.", key);
     return FM_OK;
 }
 
@@ -170,7 +178,8 @@ const struct fm_module_class *fm_patch_resolve(const char *name) {
 
 void fm_patch_keys_free(char **keys, size_t n) {
     if (!keys) return;
-    for (size_t i = 0; i < n; i++) fm_free(keys[i]);
+    for (size_t i = 0; i < n; i++)
+        fm_free(keys[i]);
     fm_free(keys);
 }
 
@@ -181,7 +190,8 @@ fm_status fm_patch_list(char ***keys, size_t *n, fm_error *err) {
     size_t cnt = g_reg.n;
     char **v = fm_calloc(cnt ? cnt : 1, sizeof *v);
     bool ok = v != NULL;
-    for (size_t i = 0; ok && i < cnt; i++) ok = (v[i] = fm_strdup(g_reg.v[i].key)) != NULL;
+    for (size_t i = 0; ok && i < cnt; i++)
+        ok = (v[i] = fm_strdup(g_reg.v[i].key)) != NULL;
     pthread_mutex_unlock(&g_reg.mu);
     if (!ok) {
         fm_patch_keys_free(v, cnt);
@@ -203,7 +213,8 @@ fm_status fm_patch_snapshot(fm_patch_map **out, fm_error *err) {
         st = ensure_room(m, err);
         if (st == FM_OK && !(k = fm_strdup(g_reg.v[i].key)))
             st = fm_error_set(err, FM_ERR_NOMEM, "out of memory taking a patch snapshot");
-        if (st == FM_OK) m->v[m->n++] = (patch_entry){k, g_reg.v[i].cls, fm_regex_retain(g_reg.v[i].re)};
+        if (st == FM_OK)
+            m->v[m->n++] = (patch_entry){k, g_reg.v[i].cls, fm_regex_retain(g_reg.v[i].re)};
     }
     pthread_mutex_unlock(&g_reg.mu);
     if (st != FM_OK) {

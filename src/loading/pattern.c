@@ -11,8 +11,8 @@
 
 struct fm_regex {
     _Atomic long refs;
-    char *pattern;                /* the original Python text (owned) */
-    pcre2_general_context *gctx;  /* routes PCRE2's allocations through fm_malloc */
+    char *pattern;               /* the original Python text (owned) */
+    pcre2_general_context *gctx; /* routes PCRE2's allocations through fm_malloc */
     pcre2_code *code;
     uint32_t captures;
 };
@@ -61,8 +61,9 @@ static size_t tr_escape(const char *pat, const char *p, bool in_class, tr_buf *b
     if (c == 'u' || c == 'U') {
         int w = c == 'u' ? 4 : 8;
         if (!hex_run(p + 2, w)) {
-            fm_error_set(err, FM_ERR_PATTERN, "invalid pattern '%s': incomplete escape \\%c at offset %zu",
-                         pat, c, (size_t)(p - pat));
+            fm_error_set(err, FM_ERR_PATTERN,
+                         "invalid pattern '%s': incomplete escape \\%c at offset %zu", pat, c,
+                         (size_t)(p - pat));
             return 0;
         }
         tr_put(b, "\\x{", 3);
@@ -71,8 +72,8 @@ static size_t tr_escape(const char *pat, const char *p, bool in_class, tr_buf *b
         return (size_t)w + 2;
     }
     if (c == 'N') {
-        fm_error_set(err, FM_ERR_PATTERN, "invalid pattern '%s': \\N{...} named characters are not supported",
-                     pat);
+        fm_error_set(err, FM_ERR_PATTERN,
+                     "invalid pattern '%s': \\N{...} named characters are not supported", pat);
         return 0;
     }
     if (c == '\0') {
@@ -87,13 +88,14 @@ static size_t tr_escape(const char *pat, const char *p, bool in_class, tr_buf *b
  * flag group, copy normally; SIZE_MAX: error set). */
 static size_t tr_flags(const char *pat, const char *p, tr_buf *b, fm_error *err) {
     size_t i = 2;
-    while (p[i] && strchr("aiLmsux-", p[i])) i++;
+    while (p[i] && strchr("aiLmsux-", p[i]))
+        i++;
     if (i == 2 || (p[i] != ')' && p[i] != ':')) return 0;
     tr_put(b, "(?", 2);
     for (size_t k = 2; k < i; k++) {
         if (p[k] == 'a' || p[k] == 'L') {
-            fm_error_set(err, FM_ERR_PATTERN, "invalid pattern '%s': inline flag '%c' is not supported", pat,
-                         p[k]);
+            fm_error_set(err, FM_ERR_PATTERN,
+                         "invalid pattern '%s': inline flag '%c' is not supported", pat, p[k]);
             return SIZE_MAX;
         }
         if (p[k] != 'u') tr_put(b, p + k, 1);
@@ -108,7 +110,8 @@ static size_t tr_flags(const char *pat, const char *p, tr_buf *b, fm_error *err)
 /* "{," followed by digits and "}" at p: emits "{0,". Returns chars consumed or 0. */
 static size_t tr_brace(const char *p, tr_buf *b) {
     size_t i = 2;
-    while (isdigit((unsigned char)p[i])) i++;
+    while (isdigit((unsigned char)p[i]))
+        i++;
     if (p[i] != '}') return 0;
     tr_put(b, "{0,", 3);
     return 2;
@@ -158,20 +161,24 @@ static fm_status regex_build(fm_regex *re, const char *text, fm_error *err) {
     int code = 0;
     PCRE2_SIZE off = 0;
     pcre2_compile_context *cc = pcre2_compile_context_create(re->gctx);
-    if (!cc) return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling pattern '%s'", re->pattern);
+    if (!cc)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling pattern '%s'", re->pattern);
     re->code = pcre2_compile((PCRE2_SPTR)text, PCRE2_ZERO_TERMINATED,
                              PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code, &off, cc);
     pcre2_compile_context_free(cc);
     if (!re->code) {
         PCRE2_UCHAR msg[256];
-        if (pcre2_get_error_message(code, msg, sizeof msg) < 0) snprintf((char *)msg, sizeof msg, "error %d", code);
+        if (pcre2_get_error_message(code, msg, sizeof msg) < 0)
+            snprintf((char *)msg, sizeof msg, "error %d", code);
         if (code == PCRE2_ERROR_HEAP_FAILED)
-            return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling pattern '%s'", re->pattern);
+            return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling pattern '%s'",
+                                re->pattern);
         if (strcmp(text, re->pattern) != 0)
-            return fm_error_set(err, FM_ERR_PATTERN, "invalid pattern '%s': %s at offset %zu of its PCRE2 form '%s'",
+            return fm_error_set(err, FM_ERR_PATTERN,
+                                "invalid pattern '%s': %s at offset %zu of its PCRE2 form '%s'",
                                 re->pattern, (const char *)msg, (size_t)off, text);
-        return fm_error_set(err, FM_ERR_PATTERN, "invalid pattern '%s': %s at offset %zu", re->pattern,
-                            (const char *)msg, (size_t)off);
+        return fm_error_set(err, FM_ERR_PATTERN, "invalid pattern '%s': %s at offset %zu",
+                            re->pattern, (const char *)msg, (size_t)off);
     }
     pcre2_pattern_info(re->code, PCRE2_INFO_CAPTURECOUNT, &re->captures);
     return FM_OK;
@@ -181,7 +188,8 @@ fm_status fm_regex_compile(const char *pattern, fm_regex **out, fm_error *err) {
     *out = NULL;
     if (!pattern) return fm_error_set(err, FM_ERR_INVALID_ARG, "pattern is NULL");
     fm_regex *re = fm_calloc(1, sizeof *re);
-    if (!re) return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling pattern '%s'", pattern);
+    if (!re)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory compiling pattern '%s'", pattern);
     atomic_init(&re->refs, 1);
     re->pattern = fm_strdup(pattern);
     re->gctx = re->pattern ? pcre2_general_context_create(pcre_alloc, pcre_free, NULL) : NULL;
@@ -214,8 +222,12 @@ void fm_regex_release(fm_regex *re) {
     fm_free(re);
 }
 
-uint32_t fm_regex_capture_count(const fm_regex *re) { return re->captures; }
-const char *fm_regex_pattern(const fm_regex *re) { return re->pattern; }
+uint32_t fm_regex_capture_count(const fm_regex *re) {
+    return re->captures;
+}
+const char *fm_regex_pattern(const fm_regex *re) {
+    return re->pattern;
+}
 
 pcre2_match_data *fm_regex_match_data(const fm_regex *re, uint32_t pairs) {
     return pcre2_match_data_create(pairs ? pairs : re->captures + 1, re->gctx);
@@ -230,30 +242,32 @@ pcre2_match_data *fm_match_data_new(uint32_t pairs) {
     return md;
 }
 
-fm_status fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md, bool *matched,
-                          fm_error *err) {
+fm_status fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md,
+                          bool *matched, fm_error *err) {
     int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, md, NULL);
     *matched = rc >= 0; /* rc 0: ovector too small, still a match */
     if (rc >= 0 || rc == PCRE2_ERROR_NOMATCH) return FM_OK;
     if (rc == PCRE2_ERROR_NOMEMORY)
         return fm_error_set(err, FM_ERR_NOMEM, "out of memory matching pattern '%s'", re->pattern);
     PCRE2_UCHAR msg[256];
-    if (pcre2_get_error_message(rc, msg, sizeof msg) < 0) snprintf((char *)msg, sizeof msg, "error %d", rc);
-    return fm_error_set(err, FM_ERR_PATTERN, "matching pattern '%s' against '%s': %s", re->pattern, s,
-                        (const char *)msg);
+    if (pcre2_get_error_message(rc, msg, sizeof msg) < 0)
+        snprintf((char *)msg, sizeof msg, "error %d", rc);
+    return fm_error_set(err, FM_ERR_PATTERN, "matching pattern '%s' against '%s': %s", re->pattern,
+                        s, (const char *)msg);
 }
 
 /* ---- capture groups ---------------------------------------------------------------------- */
 void fm_groups_clear(fm_groups *g) {
     if (!g) return;
-    for (size_t i = 0; i < g->n; i++) fm_free(g->s[i]);
+    for (size_t i = 0; i < g->n; i++)
+        fm_free(g->s[i]);
     fm_free(g->s);
     g->s = NULL;
     g->n = 0;
 }
 
-fm_status fm_groups_from_match(const fm_regex *re, pcre2_match_data *md, const char *s, fm_groups *g,
-                               fm_error *err) {
+fm_status fm_groups_from_match(const fm_regex *re, pcre2_match_data *md, const char *s,
+                               fm_groups *g, fm_error *err) {
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
     size_t n = (size_t)re->captures + 1;
     g->n = 0;
@@ -304,7 +318,8 @@ char *fm_str_replace_first(const char *s, const char *what, const char *with) {
 char *fm_str_replace_all(const char *s, const char *what, const char *with) {
     size_t lw = strlen(what), lr = strlen(with), count = 0;
     if (!lw) return fm_strdup(s);
-    for (const char *q = strstr(s, what); q; q = strstr(q + lw, what)) count++;
+    for (const char *q = strstr(s, what); q; q = strstr(q + lw, what))
+        count++;
     size_t ls = strlen(s), n = ls - count * lw + count * lr;
     char *o = fm_malloc(n + 1), *w = o;
     if (!o) return NULL;
@@ -391,7 +406,8 @@ fm_status fm_pattern_normalize_target(const char *t, char **out, char **group, f
 
 fm_status fm_pattern_branch_body(const char *source, char **out, fm_error *err) {
     *out = fm_str_replace_all(source, ".*.", "\\..*\\.");
-    if (!*out) return fm_error_set(err, FM_ERR_NOMEM, "out of memory preparing pattern '%s'", source);
+    if (!*out)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory preparing pattern '%s'", source);
     return FM_OK;
 }
 
@@ -428,8 +444,9 @@ fm_status fm_pattern_expand_refs(const char *repl, const fm_groups *g, char **ou
     for (const char *p = repl; *p;) { /* size pass */
         size_t k = ref_at(p, &v);
         if (k && (!g || (size_t)v >= g->n))
-            return fm_error_set(err, FM_ERR_PATTERN, "replacement '%s' refers to group %ld, but the match has %zu",
-                                repl, v, g && g->n ? g->n - 1 : 0);
+            return fm_error_set(err, FM_ERR_PATTERN,
+                                "replacement '%s' refers to group %ld, but the match has %zu", repl,
+                                v, g && g->n ? g->n - 1 : 0);
         cap += k ? strlen(g->s[v]) : 0;
         p += k ? k : 1;
     }

@@ -31,8 +31,8 @@ pcre2_match_data *fm_regex_match_data(const fm_regex *re, uint32_t pairs);
 pcre2_match_data *fm_match_data_new(uint32_t pairs);
 /* SEARCH (leftmost match anywhere in s[0..len)): *matched tells whether it matched (offsets
  * in md). Errors: FM_ERR_NOMEM, or FM_ERR_PATTERN (e.g. the backtracking limit). */
-fm_status fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md, bool *matched,
-                          fm_error *err);
+fm_status fm_regex_search(const fm_regex *re, const char *s, size_t len, pcre2_match_data *md,
+                          bool *matched, fm_error *err);
 
 /* Capture texts of one match: s[0] the whole match, s[i] group i ("" when the group did not
  * participate). Owned; free with fm_groups_clear. */
@@ -43,8 +43,8 @@ typedef struct fm_groups {
 void fm_groups_clear(fm_groups *g); /* frees and zeroes; accepts NULL */
 fm_status fm_groups_copy(const fm_groups *src, fm_groups *dst, fm_error *err);
 /* Fills g from the match in md over subject s (group count = capture count + 1). */
-fm_status fm_groups_from_match(const fm_regex *re, pcre2_match_data *md, const char *s, fm_groups *g,
-                               fm_error *err);
+fm_status fm_groups_from_match(const fm_regex *re, pcre2_match_data *md, const char *s,
+                               fm_groups *g, fm_error *err);
 
 /* ---- transform pattern rules (§2.1) ------------------------------------------------------ */
 /* Target normalisation: strips one leading '^' and one trailing '$', deletes every "(?...)"

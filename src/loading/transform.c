@@ -18,7 +18,8 @@ struct fm_transform {
 
 static void free_strv(char **v, size_t n) {
     if (!v) return;
-    for (size_t i = 0; i < n; i++) fm_free(v[i]);
+    for (size_t i = 0; i < n; i++)
+        fm_free(v[i]);
     fm_free(v);
 }
 
@@ -29,7 +30,8 @@ void fm_transform_free(fm_transform *t) {
     free_strv(t->tgt, t->nt);
     free_strv(t->otgt, t->nt);
     if (t->re)
-        for (size_t i = 0; i < t->ns; i++) fm_regex_release(t->re[i]);
+        for (size_t i = 0; i < t->ns; i++)
+            fm_regex_release(t->re[i]);
     fm_free(t->re);
     fm_free(t->ops);
     fm_free(t->desc);
@@ -55,23 +57,30 @@ static const char *kind_name(fm_transform_kind k) {
 /* ---- description --------------------------------------------------------------------------- */
 static size_t op_text(const fm_op_desc *op, char *b, size_t cap) {
     switch (op->kind) {
-    case FM_OP_TRANSPOSE: return (size_t)snprintf(b, cap, "Transpose(dim0=%d, dim1=%d)", op->dim, op->dim1);
+    case FM_OP_TRANSPOSE:
+        return (size_t)snprintf(b, cap, "Transpose(dim0=%d, dim1=%d)", op->dim, op->dim1);
     case FM_OP_CONV3D_TO_LINEAR:
-    case FM_OP_LINEAR_TO_CONV3D: return (size_t)snprintf(b, cap, "%s", fm_op_name(op->kind));
-    default: return (size_t)snprintf(b, cap, "%s(dim=%d)", fm_op_name(op->kind), op->dim);
+    case FM_OP_LINEAR_TO_CONV3D:
+        return (size_t)snprintf(b, cap, "%s", fm_op_name(op->kind));
+    default:
+        return (size_t)snprintf(b, cap, "%s(dim=%d)", fm_op_name(op->kind), op->dim);
     }
 }
 
 static fm_status build_desc(fm_transform *t, fm_error *err) {
     size_t cap = 64 + 48 * t->nops;
-    for (size_t i = 0; i < t->ns; i++) cap += strlen(t->src[i]) + 2;
-    for (size_t i = 0; i < t->nt; i++) cap += strlen(t->tgt[i]) + 2;
+    for (size_t i = 0; i < t->ns; i++)
+        cap += strlen(t->src[i]) + 2;
+    for (size_t i = 0; i < t->nt; i++)
+        cap += strlen(t->tgt[i]) + 2;
     char *b = fm_malloc(cap);
     if (!b) return fm_error_set(err, FM_ERR_NOMEM, "out of memory describing a transform");
     size_t n = (size_t)snprintf(b, cap, "%s(", kind_name(t->kind));
-    for (size_t i = 0; i < t->ns; i++) n += (size_t)snprintf(b + n, cap - n, "%s%s", i ? ", " : "", t->src[i]);
+    for (size_t i = 0; i < t->ns; i++)
+        n += (size_t)snprintf(b + n, cap - n, "%s%s", i ? ", " : "", t->src[i]);
     n += (size_t)snprintf(b + n, cap - n, " -> ");
-    for (size_t i = 0; i < t->nt; i++) n += (size_t)snprintf(b + n, cap - n, "%s%s", i ? ", " : "", t->tgt[i]);
+    for (size_t i = 0; i < t->nt; i++)
+        n += (size_t)snprintf(b + n, cap - n, "%s%s", i ? ", " : "", t->tgt[i]);
     for (size_t i = 0; i < t->nops; i++) {
         n += (size_t)snprintf(b + n, cap - n, "%s", i ? ", " : "; ");
         n += op_text(&t->ops[i], b + n, cap - n);
@@ -90,7 +99,8 @@ static fm_status norm_targets(fm_transform *t, char **group, fm_error *err) {
         if (st != FM_OK) return st;
         if (g && *group && strcmp(g, *group) != 0) {
             st = fm_error_set(err, FM_ERR_PATTERN,
-                              "Multiple different capturing groups found in target patterns: {%s, %s}. All target "
+                              "Multiple different capturing groups found in target patterns: {%s, "
+                              "%s}. All target "
                               "patterns must use the same capturing group pattern.",
                               *group, g);
             fm_free(g);
@@ -110,10 +120,11 @@ static fm_status norm_source(fm_transform *t, size_t i, const char *group, fm_er
     char *o = NULL;
     if (strstr(s, "\\1")) {
         if (!group)
-            return fm_error_set(err, FM_ERR_PATTERN,
-                                "Source pattern '%s' contains \\1 backreference, but no capturing groups found in "
-                                "target patterns.",
-                                s);
+            return fm_error_set(
+                err, FM_ERR_PATTERN,
+                "Source pattern '%s' contains \\1 backreference, but no capturing groups found in "
+                "target patterns.",
+                s);
         o = fm_str_replace_first(s, "\\1", group);
     } else {
         o = fm_strdup(s);
@@ -121,7 +132,8 @@ static fm_status norm_source(fm_transform *t, size_t i, const char *group, fm_er
     if (o && t->ns == t->nt) { /* paired patterns: copy the target's anchors */
         const char *ot = t->otgt[i];
         size_t lo = strlen(o), lt = strlen(ot);
-        bool pre = ot[0] == '^' && o[0] != '^', post = lt && ot[lt - 1] == '$' && !(lo && o[lo - 1] == '$');
+        bool pre = ot[0] == '^' && o[0] != '^',
+             post = lt && ot[lt - 1] == '$' && !(lo && o[lo - 1] == '$');
         char *a = fm_malloc(lo + 3);
         if (a) snprintf(a, lo + 3, "%s%s%s", pre ? "^" : "", o, post ? "$" : "");
         fm_free(o);
@@ -141,7 +153,8 @@ static fm_status compile_branches(fm_transform *t, fm_error *err) {
         fm_free(body);
         if (st != FM_OK) return st;
         if (maxref > (long)fm_regex_capture_count(t->re[i]))
-            return fm_error_set(err, FM_ERR_PATTERN, "target '%s' refers to group %ld but source '%s' has %u group(s)",
+            return fm_error_set(err, FM_ERR_PATTERN,
+                                "target '%s' refers to group %ld but source '%s' has %u group(s)",
                                 t->tgt[0], maxref, t->src[i], fm_regex_capture_count(t->re[i]));
     }
     return FM_OK;
@@ -156,46 +169,67 @@ static fm_status check_chain(const fm_transform *t, fm_error *err) {
         const fm_op_desc *op = &t->ops[i];
         bool bad = false;
         switch (op->kind) {
-        case FM_OP_CHUNK: bad = (e != 1 && e != -1) || t->nt < 2; e = (long)t->nt; break;
-        case FM_OP_CONCATENATE: bad = t->nt > 1; e = 1; break;
-        case FM_OP_MERGE_MODULELIST: bad = e == 1 && t->nt != 1; break;
-        case FM_OP_SPLIT_MODULELIST: bad = e == 1 && t->nt != 1; e = -1; break;
-        default: bad = (e != 1 && e != -1) || (t->nt > 1 && t->ns != 1); break;
+        case FM_OP_CHUNK:
+            bad = (e != 1 && e != -1) || t->nt < 2;
+            e = (long)t->nt;
+            break;
+        case FM_OP_CONCATENATE:
+            bad = t->nt > 1;
+            e = 1;
+            break;
+        case FM_OP_MERGE_MODULELIST:
+            bad = e == 1 && t->nt != 1;
+            break;
+        case FM_OP_SPLIT_MODULELIST:
+            bad = e == 1 && t->nt != 1;
+            e = -1;
+            break;
+        default:
+            bad = (e != 1 && e != -1) || (t->nt > 1 && t->ns != 1);
+            break;
         }
         if (bad)
-            return fm_error_set(err, FM_ERR_INVALID_ARG,
-                                "%s: op %zu (%s) cannot route %ld input entr%s to %zu target(s) (Undefined "
-                                "Operation)",
-                                t->desc, i, fm_op_name(op->kind), e, e == 1 ? "y" : "ies", t->nt);
+            return fm_error_set(
+                err, FM_ERR_INVALID_ARG,
+                "%s: op %zu (%s) cannot route %ld input entr%s to %zu target(s) (Undefined "
+                "Operation)",
+                t->desc, i, fm_op_name(op->kind), e, e == 1 ? "y" : "ies", t->nt);
     }
     return FM_OK;
 }
 
-static fm_status check_shape(fm_transform_kind kind, const char *const *s, size_t ns, const char *const *tg,
-                             size_t nt, size_t nops, fm_error *err) {
+static fm_status check_shape(fm_transform_kind kind, const char *const *s, size_t ns,
+                             const char *const *tg, size_t nt, size_t nops, fm_error *err) {
     if (!ns || !nt || !s || !tg)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "%s needs at least one source and one target pattern",
-                            kind_name(kind));
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "%s needs at least one source and one target pattern", kind_name(kind));
     for (size_t i = 0; i < ns; i++)
-        if (!s[i]) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: source pattern %zu is NULL", kind_name(kind), i);
+        if (!s[i])
+            return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: source pattern %zu is NULL",
+                                kind_name(kind), i);
     for (size_t i = 0; i < nt; i++)
-        if (!tg[i]) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: target pattern %zu is NULL", kind_name(kind), i);
+        if (!tg[i])
+            return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: target pattern %zu is NULL",
+                                kind_name(kind), i);
     if (kind == FM_TRANSFORM_CONVERTER && !nops)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "WeightConverter requires at least one operation.");
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "WeightConverter requires at least one operation.");
     if (kind == FM_TRANSFORM_CONVERTER && ns > 1 && nt > 1)
         return fm_error_set(err, FM_ERR_INVALID_ARG,
-                            "WeightConverter: %zu source and %zu target patterns, but you can only have one to many, "
+                            "WeightConverter: %zu source and %zu target patterns, but you can only "
+                            "have one to many, "
                             "one to one or many to one.",
                             ns, nt);
     return FM_OK;
 }
 
-static fm_status transform_build(fm_transform_kind kind, const char *const *s, size_t ns, const char *const *tg,
-                                 size_t nt, const fm_op_desc *ops, size_t nops, bool check_reverse,
-                                 fm_transform **out, fm_error *err);
+static fm_status transform_build(fm_transform_kind kind, const char *const *s, size_t ns,
+                                 const char *const *tg, size_t nt, const fm_op_desc *ops,
+                                 size_t nops, bool check_reverse, fm_transform **out,
+                                 fm_error *err);
 
-static fm_status build_parts(fm_transform *t, const char *const *s, const char *const *tg, const fm_op_desc *ops,
-                             fm_error *err) {
+static fm_status build_parts(fm_transform *t, const char *const *s, const char *const *tg,
+                             const fm_op_desc *ops, fm_error *err) {
     t->osrc = copy_strv(s, t->ns);
     t->otgt = copy_strv(tg, t->nt);
     t->src = fm_calloc(t->ns, sizeof *t->src);
@@ -211,7 +245,8 @@ static fm_status build_parts(fm_transform *t, const char *const *s, const char *
     }
     char *group = NULL;
     fm_status st = norm_targets(t, &group, err);
-    for (size_t i = 0; st == FM_OK && i < t->ns; i++) st = norm_source(t, i, group, err);
+    for (size_t i = 0; st == FM_OK && i < t->ns; i++)
+        st = norm_source(t, i, group, err);
     fm_free(group);
     if (st == FM_OK) st = compile_branches(t, err);
     if (st == FM_OK) st = build_desc(t, err);
@@ -219,9 +254,10 @@ static fm_status build_parts(fm_transform *t, const char *const *s, const char *
     return st;
 }
 
-static fm_status transform_build(fm_transform_kind kind, const char *const *s, size_t ns, const char *const *tg,
-                                 size_t nt, const fm_op_desc *ops, size_t nops, bool check_reverse,
-                                 fm_transform **out, fm_error *err) {
+static fm_status transform_build(fm_transform_kind kind, const char *const *s, size_t ns,
+                                 const char *const *tg, size_t nt, const fm_op_desc *ops,
+                                 size_t nops, bool check_reverse, fm_transform **out,
+                                 fm_error *err) {
     *out = NULL;
     fm_status st = check_shape(kind, s, ns, tg, nt, nops, err);
     if (st != FM_OK) return st;
@@ -247,24 +283,27 @@ static fm_status transform_build(fm_transform_kind kind, const char *const *s, s
     return FM_OK;
 }
 
-fm_status fm_transform_renaming_new(const char *source, const char *target, fm_transform **out, fm_error *err) {
+fm_status fm_transform_renaming_new(const char *source, const char *target, fm_transform **out,
+                                    fm_error *err) {
     const char *s[1] = {source}, *tg[1] = {target};
     if (!source || !target) {
         *out = NULL;
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "WeightRenaming needs a source and a target pattern");
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "WeightRenaming needs a source and a target pattern");
     }
     return transform_build(FM_TRANSFORM_RENAMING, s, 1, tg, 1, NULL, 0, true, out, err);
 }
 
-fm_status fm_transform_converter_new(const char *const *sources, size_t n_sources, const char *const *targets,
-                                     size_t n_targets, const fm_op_desc *ops, size_t n_ops, fm_transform **out,
+fm_status fm_transform_converter_new(const char *const *sources, size_t n_sources,
+                                     const char *const *targets, size_t n_targets,
+                                     const fm_op_desc *ops, size_t n_ops, fm_transform **out,
                                      fm_error *err) {
     if (n_ops && !ops) {
         *out = NULL;
         return fm_error_set(err, FM_ERR_INVALID_ARG, "WeightConverter: ops is NULL");
     }
-    return transform_build(FM_TRANSFORM_CONVERTER, sources, n_sources, targets, n_targets, ops, n_ops, true, out,
-                           err);
+    return transform_build(FM_TRANSFORM_CONVERTER, sources, n_sources, targets, n_targets, ops,
+                           n_ops, true, out, err);
 }
 
 fm_status fm_transform_reverse(const fm_transform *t, fm_transform **out, fm_error *err) {
@@ -272,10 +311,11 @@ fm_status fm_transform_reverse(const fm_transform *t, fm_transform **out, fm_err
     fm_op_desc stack_ops[16], *rops = t->nops <= 16 ? stack_ops : fm_malloc(t->nops * sizeof *rops);
     if (!rops) return fm_error_set(err, FM_ERR_NOMEM, "out of memory reversing %s", t->desc);
     fm_status st = FM_OK;
-    for (size_t i = 0; st == FM_OK && i < t->nops; i++) st = fm_op_reverse(&t->ops[t->nops - 1 - i], &rops[i], err);
+    for (size_t i = 0; st == FM_OK && i < t->nops; i++)
+        st = fm_op_reverse(&t->ops[t->nops - 1 - i], &rops[i], err);
     if (st == FM_OK)
-        st = transform_build(t->kind, (const char *const *)t->otgt, t->nt, (const char *const *)t->osrc, t->ns, rops,
-                             t->nops, false, out, err);
+        st = transform_build(t->kind, (const char *const *)t->otgt, t->nt,
+                             (const char *const *)t->osrc, t->ns, rops, t->nops, false, out, err);
     if (rops != stack_ops) fm_free(rops);
     return st;
 }
@@ -297,29 +337,50 @@ fm_status fm_transform_clone(const fm_transform *t, fm_transform **out, fm_error
         return fm_error_set(err, FM_ERR_NOMEM, "out of memory cloning %s", t->desc);
     }
     if (t->nops) memcpy(c->ops, t->ops, t->nops * sizeof *c->ops);
-    for (size_t i = 0; i < t->ns; i++) c->re[i] = fm_regex_retain(t->re[i]);
+    for (size_t i = 0; i < t->ns; i++)
+        c->re[i] = fm_regex_retain(t->re[i]);
     *out = c;
     return FM_OK;
 }
 
 /* ---- accessors ----------------------------------------------------------------------------- */
-fm_transform_kind fm_transform_kind_of(const fm_transform *t) { return t->kind; }
-size_t fm_transform_source_count(const fm_transform *t) { return t->ns; }
-const char *fm_transform_source(const fm_transform *t, size_t i) { return i < t->ns ? t->src[i] : NULL; }
-size_t fm_transform_target_count(const fm_transform *t) { return t->nt; }
-const char *fm_transform_target(const fm_transform *t, size_t i) { return i < t->nt ? t->tgt[i] : NULL; }
-size_t fm_transform_op_count(const fm_transform *t) { return t->nops; }
-const fm_op_desc *fm_transform_op(const fm_transform *t, size_t i) { return i < t->nops ? &t->ops[i] : NULL; }
-const char *fm_transform_describe(const fm_transform *t) { return t->desc; }
-char *const *fm_transform_sources(const fm_transform *t) { return t->src; }
-char *const *fm_transform_targets(const fm_transform *t) { return t->tgt; }
+fm_transform_kind fm_transform_kind_of(const fm_transform *t) {
+    return t->kind;
+}
+size_t fm_transform_source_count(const fm_transform *t) {
+    return t->ns;
+}
+const char *fm_transform_source(const fm_transform *t, size_t i) {
+    return i < t->ns ? t->src[i] : NULL;
+}
+size_t fm_transform_target_count(const fm_transform *t) {
+    return t->nt;
+}
+const char *fm_transform_target(const fm_transform *t, size_t i) {
+    return i < t->nt ? t->tgt[i] : NULL;
+}
+size_t fm_transform_op_count(const fm_transform *t) {
+    return t->nops;
+}
+const fm_op_desc *fm_transform_op(const fm_transform *t, size_t i) {
+    return i < t->nops ? &t->ops[i] : NULL;
+}
+const char *fm_transform_describe(const fm_transform *t) {
+    return t->desc;
+}
+char *const *fm_transform_sources(const fm_transform *t) {
+    return t->src;
+}
+char *const *fm_transform_targets(const fm_transform *t) {
+    return t->tgt;
+}
 
 /* ---- renaming (§2.2) --------------------------------------------------------------------------
  * SEARCH over the alternation = for each branch its leftmost match; the smallest start wins,
  * ties go to the earlier branch (what an alternation tried position by position does). Each
  * branch is compiled on its own, so group numbers are local to it. */
-static fm_status best_branch(const fm_transform *t, const char *key, pcre2_match_data *md, int *best,
-                             fm_error *err) {
+static fm_status best_branch(const fm_transform *t, const char *key, pcre2_match_data *md,
+                             int *best, fm_error *err) {
     size_t len = strlen(key), bstart = 0;
     *best = -1;
     for (size_t i = 0; i < t->ns; i++) {
@@ -335,14 +396,15 @@ static fm_status best_branch(const fm_transform *t, const char *key, pcre2_match
     return FM_OK;
 }
 
-fm_status fm_transform_rename_groups(const fm_transform *t, const char *key, char **out, int *branch,
-                                     fm_groups *g, fm_error *err) {
+fm_status fm_transform_rename_groups(const fm_transform *t, const char *key, char **out,
+                                     int *branch, fm_groups *g, fm_error *err) {
     *out = NULL;
     *branch = -1;
     memset(g, 0, sizeof *g);
     uint32_t pairs = 1;
     for (size_t i = 0; i < t->ns; i++)
-        if (fm_regex_capture_count(t->re[i]) + 1 > pairs) pairs = fm_regex_capture_count(t->re[i]) + 1;
+        if (fm_regex_capture_count(t->re[i]) + 1 > pairs)
+            pairs = fm_regex_capture_count(t->re[i]) + 1;
     pcre2_match_data *md = fm_regex_match_data(t->re[0], pairs);
     if (!md) return fm_error_set(err, FM_ERR_NOMEM, "out of memory renaming '%s'", key);
     int best;
@@ -371,7 +433,8 @@ fm_status fm_transform_rename_groups(const fm_transform *t, const char *key, cha
     return FM_OK;
 }
 
-fm_status fm_transform_rename(const fm_transform *t, const char *key, char **out, int *branch, fm_error *err) {
+fm_status fm_transform_rename(const fm_transform *t, const char *key, char **out, int *branch,
+                              fm_error *err) {
     fm_groups g;
     fm_status st = fm_transform_rename_groups(t, key, out, branch, &g, err);
     fm_groups_clear(&g);
@@ -381,7 +444,8 @@ fm_status fm_transform_rename(const fm_transform *t, const char *key, char **out
 /* ---- lists ---------------------------------------------------------------------------------- */
 void fm_transform_list_free(fm_transform_list *l) {
     if (!l) return;
-    for (size_t i = 0; i < l->count; i++) fm_transform_free(l->items[i]);
+    for (size_t i = 0; i < l->count; i++)
+        fm_transform_free(l->items[i]);
     fm_free(l->items);
     l->items = NULL;
     l->count = 0;
@@ -398,7 +462,8 @@ fm_status fm_transform_list_append(fm_transform_list *l, fm_transform *t, fm_err
     return FM_OK;
 }
 
-fm_status fm_transform_list_clone(const fm_transform_list *src, fm_transform_list *out, fm_error *err) {
+fm_status fm_transform_list_clone(const fm_transform_list *src, fm_transform_list *out,
+                                  fm_error *err) {
     out->items = NULL;
     out->count = 0;
     for (size_t i = 0; src && i < src->count; i++) {

@@ -15,15 +15,15 @@ size_t fm_k_attention_scratch_floats(int64_t max_seg, int threads) {
 }
 
 typedef struct att_job {
-    float *o;                    /* [N][ldo] */
+    float *o; /* [N][ldo] */
     int64_t ldo;
-    const float *q, *k, *v;      /* [N][ldq], [N][ldk], [N][ldv] (often views into one qkv buffer) */
+    const float *q, *k, *v; /* [N][ldq], [N][ldk], [N][ldv] (often views into one qkv buffer) */
     int64_t ldq, ldk, ldv;
-    const int32_t *cu;           /* [n_seg + 1] */
+    const int32_t *cu; /* [n_seg + 1] */
     int n_seg, heads, hd;
     float scale;
-    float *scratch;              /* [threads][qb * max_seg] */
-    int64_t slab;                /* floats per worker */
+    float *scratch; /* [threads][qb * max_seg] */
+    int64_t slab;   /* floats per worker */
 } att_job;
 
 static int64_t seg_blocks(const att_job *j, int s) {
@@ -37,8 +37,8 @@ static void att_block(const att_job *j, int s, int h, int64_t r0, int64_t r1, fl
     int64_t col = (int64_t)h * j->hd;
     /* sc [m][len] = scale * Q[r0:r1] · K[seg]ᵀ */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)len, j->hd, j->scale,
-                j->q + r0 * j->ldq + col, (int)j->ldq, j->k + base * j->ldk + col, (int)j->ldk, 0.0f, sc,
-                (int)len);
+                j->q + r0 * j->ldq + col, (int)j->ldq, j->k + base * j->ldk + col, (int)j->ldk,
+                0.0f, sc, (int)len);
     fm_k_softmax_rows(sc, m, len, len);
     /* O[r0:r1] (columns col..col+hd) = sc · V[seg] */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, j->hd, (int)len, 1.0f, sc,
@@ -68,8 +68,8 @@ static void att_body(void *ctx, int64_t t0, int64_t t1, int worker) {
 }
 
 void fm_k_attention(float *o, int64_t ldo, const float *q, int64_t ldq, const float *k, int64_t ldk,
-                    const float *v, int64_t ldv, const int32_t *cu, int n_seg, int heads, int head_dim,
-                    float scale, float *scratch, fm_threadpool *pool) {
+                    const float *v, int64_t ldv, const int32_t *cu, int n_seg, int heads,
+                    int head_dim, float scale, float *scratch, fm_threadpool *pool) {
     att_job j = {o, ldo, q, k, v, ldq, ldk, ldv, cu, n_seg, heads, head_dim, scale, scratch, 0};
     int64_t max_seg = 1, tasks = 0;
     for (int s = 0; s < n_seg; s++) {

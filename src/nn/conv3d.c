@@ -7,35 +7,41 @@
 fm_status fm_conv3d_out_dims(const fm_conv3d_params *p, const int64_t in_dims[3],
                              int64_t out_dims[3], fm_error *err) {
     static const char *const axis[3] = {"T", "H", "W"};
-    if (!p || !in_dims || !out_dims) return fm_error_set(err, FM_ERR_INVALID_ARG, "conv3d: NULL argument");
+    if (!p || !in_dims || !out_dims)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "conv3d: NULL argument");
     if (p->in_ch <= 0 || p->out_ch <= 0 || p->groups <= 0)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "conv3d: in_ch %d, out_ch %d, groups %d must be positive",
-                            p->in_ch, p->out_ch, p->groups);
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "conv3d: in_ch %d, out_ch %d, groups %d must be positive", p->in_ch,
+                            p->out_ch, p->groups);
     if (p->in_ch % p->groups || p->out_ch % p->groups)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "conv3d: groups %d must divide in_ch %d and out_ch %d",
-                            p->groups, p->in_ch, p->out_ch);
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "conv3d: groups %d must divide in_ch %d and out_ch %d", p->groups,
+                            p->in_ch, p->out_ch);
     for (int a = 0; a < 3; a++) {
-        if (p->k[a] <= 0 || p->stride[a] <= 0 || p->dil[a] <= 0 || p->pad[a] < 0 || in_dims[a] <= 0 ||
-            in_dims[a] > INT_MAX)
+        if (p->k[a] <= 0 || p->stride[a] <= 0 || p->dil[a] <= 0 || p->pad[a] < 0 ||
+            in_dims[a] <= 0 || in_dims[a] > INT_MAX)
             return fm_error_set(err, FM_ERR_INVALID_ARG,
-                                "conv3d: axis %s: kernel %d, stride %d, dilation %d, padding %d, input %lld invalid",
-                                axis[a], p->k[a], p->stride[a], p->dil[a], p->pad[a], (long long)in_dims[a]);
+                                "conv3d: axis %s: kernel %d, stride %d, dilation %d, padding %d, "
+                                "input %lld invalid",
+                                axis[a], p->k[a], p->stride[a], p->dil[a], p->pad[a],
+                                (long long)in_dims[a]);
         int64_t span = (int64_t)p->dil[a] * (p->k[a] - 1) + 1;
         int64_t room = in_dims[a] + 2 * (int64_t)p->pad[a];
         if (span > room)
-            return fm_error_set(err, FM_ERR_INVALID_ARG,
-                                "conv3d: axis %s: dilated kernel %lld larger than padded input %lld", axis[a],
-                                (long long)span, (long long)room);
+            return fm_error_set(
+                err, FM_ERR_INVALID_ARG,
+                "conv3d: axis %s: dilated kernel %lld larger than padded input %lld", axis[a],
+                (long long)span, (long long)room);
         out_dims[a] = (room - span) / p->stride[a] + 1;
     }
     return FM_OK;
 }
 
 typedef struct conv_job {
-    float *y;              /* [batch][out_ch][oT][oH][oW] */
-    const float *x;        /* [batch][in_ch][T][H][W] */
-    const float *w;        /* [out_ch][in_ch/groups][kT][kH][kW] */
-    const float *b;        /* [out_ch] or NULL */
+    float *y;       /* [batch][out_ch][oT][oH][oW] */
+    const float *x; /* [batch][in_ch][T][H][W] */
+    const float *w; /* [out_ch][in_ch/groups][kT][kH][kW] */
+    const float *b; /* [out_ch] or NULL */
     const fm_conv3d_params *p;
     int64_t in[3], out[3];
     int64_t batch, cg, og; /* input / output channels per group */
@@ -115,7 +121,8 @@ static void conv_body(void *ctx, int64_t t0, int64_t t1, int worker) {
         int64_t n = t % j->batch, oc0 = (t / j->batch) * j->ocb;
         int64_t oc1 = oc0 + j->ocb < p->out_ch ? oc0 + j->ocb : p->out_ch;
         for (int64_t oc = oc0; oc < oc1; oc++) {
-            const float *xg = j->x + n * xstride + (oc / j->og) * j->cg * j->in[0] * j->in[1] * j->in[2];
+            const float *xg =
+                j->x + n * xstride + (oc / j->og) * j->cg * j->in[0] * j->in[1] * j->in[2];
             const float *wo = j->w + oc * j->cg * j->kvol;
             float *yo = j->y + (n * p->out_ch + oc) * opos;
             float bias = j->b ? j->b[oc] : 0.0f;
@@ -132,7 +139,8 @@ void fm_k_conv3d(float *y, const float *x, const float *w, const float *b, int64
                  const fm_conv3d_params *p, const int64_t in_dims[3], fm_threadpool *pool) {
     conv_job j = {.y = y, .x = x, .w = w, .b = b, .p = p, .batch = batch, .ocb = 16};
     if (batch <= 0 || fm_conv3d_out_dims(p, in_dims, j.out, NULL) != FM_OK) return;
-    for (int a = 0; a < 3; a++) j.in[a] = in_dims[a];
+    for (int a = 0; a < 3; a++)
+        j.in[a] = in_dims[a];
     j.cg = p->in_ch / p->groups;
     j.og = p->out_ch / p->groups;
     j.kvol = (int64_t)p->k[0] * p->k[1] * p->k[2];

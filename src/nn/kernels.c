@@ -10,10 +10,16 @@
 /* ---- activation names ------------------------------------------------------------------- */
 
 int fm_act_from_name(const char *name) {
-    static const struct { const char *name; fm_activation act; } map[] = {
-        {"quick_gelu", FM_ACTIVATION_QUICK_GELU}, {"gelu", FM_ACTIVATION_GELU},
-        {"silu", FM_ACTIVATION_SILU},             {"swish", FM_ACTIVATION_SILU},
-        {"gelu_pytorch_tanh", FM_ACTIVATION_GELU_TANH}, {"gelu_new", FM_ACTIVATION_GELU_TANH},
+    static const struct {
+        const char *name;
+        fm_activation act;
+    } map[] = {
+        {"quick_gelu", FM_ACTIVATION_QUICK_GELU},
+        {"gelu", FM_ACTIVATION_GELU},
+        {"silu", FM_ACTIVATION_SILU},
+        {"swish", FM_ACTIVATION_SILU},
+        {"gelu_pytorch_tanh", FM_ACTIVATION_GELU_TANH},
+        {"gelu_new", FM_ACTIVATION_GELU_TANH},
     };
     if (!name) return -1;
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
@@ -22,7 +28,8 @@ int fm_act_from_name(const char *name) {
 }
 
 const char *fm_act_name(fm_activation a) {
-    static const char *const names[FM_ACTIVATION_COUNT] = {"quick_gelu", "gelu", "silu", "gelu_pytorch_tanh"};
+    static const char *const names[FM_ACTIVATION_COUNT] = {"quick_gelu", "gelu", "silu",
+                                                           "gelu_pytorch_tanh"};
     return (unsigned)a < FM_ACTIVATION_COUNT ? names[a] : "?";
 }
 
@@ -31,7 +38,7 @@ const char *fm_act_name(fm_activation a) {
 static void act_range(float *y, int64_t n, int act); /* below */
 
 typedef struct linear_job {
-    float *y;               /* [m][ldy] */
+    float *y; /* [m][ldy] */
     int64_t ldy;
     const float *x, *w, *b; /* [m][k], [n][k], [n] or NULL */
     int64_t m, n, k, mb, nb, n_col_tiles;
@@ -43,22 +50,28 @@ typedef struct linear_job {
  * while the tile is still in cache. */
 static void linear_tile(const linear_job *j, int64_t t) {
     int64_t r0 = (t / j->n_col_tiles) * j->mb, c0 = (t % j->n_col_tiles) * j->nb;
-    int64_t rows = j->m - r0 < j->mb ? j->m - r0 : j->mb, cols = j->n - c0 < j->nb ? j->n - c0 : j->nb;
+    int64_t rows = j->m - r0 < j->mb ? j->m - r0 : j->mb,
+            cols = j->n - c0 < j->nb ? j->n - c0 : j->nb;
     float *y = j->y + r0 * j->ldy + c0;
     if (j->b)
-        for (int64_t r = 0; r < rows; r++) memcpy(y + r * j->ldy, j->b + c0, (size_t)cols * sizeof *y);
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(y + r * j->ldy, j->b + c0, (size_t)cols * sizeof *y);
     else if (j->k <= 0)
-        for (int64_t r = 0; r < rows; r++) memset(y + r * j->ldy, 0, (size_t)cols * sizeof *y);
+        for (int64_t r = 0; r < rows; r++)
+            memset(y + r * j->ldy, 0, (size_t)cols * sizeof *y);
     if (j->k > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)j->k, 1.0f,
-                    j->x + r0 * j->k, (int)j->k, j->w + c0 * j->k, (int)j->k, j->b ? 1.0f : 0.0f, y, (int)j->ldy);
+                    j->x + r0 * j->k, (int)j->k, j->w + c0 * j->k, (int)j->k, j->b ? 1.0f : 0.0f, y,
+                    (int)j->ldy);
     if (j->act >= 0)
-        for (int64_t r = 0; r < rows; r++) act_range(y + r * j->ldy, cols, j->act);
+        for (int64_t r = 0; r < rows; r++)
+            act_range(y + r * j->ldy, cols, j->act);
 }
 
 static void linear_body(void *ctx, int64_t t0, int64_t t1, int worker) {
     (void)worker;
-    for (int64_t t = t0; t < t1; t++) linear_tile(ctx, t);
+    for (int64_t t = t0; t < t1; t++)
+        linear_tile(ctx, t);
 }
 
 /* Row blocks of at most 512 rows; column blocks (multiples of 64) so that there are at least
@@ -75,8 +88,8 @@ static void linear_tiling(linear_job *j, int threads) {
     j->n_col_tiles = (j->n + nb - 1) / nb;
 }
 
-void fm_k_linear(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t m, int64_t n,
-                 int64_t k, int act, fm_threadpool *pool) {
+void fm_k_linear(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t m,
+                 int64_t n, int64_t k, int act, fm_threadpool *pool) {
     if (m <= 0 || n <= 0) return;
     linear_job j = {.y = y, .ldy = ldy, .x = x, .w = w, .b = b, .m = m, .n = n, .k = k, .act = act};
     linear_tiling(&j, fm_threadpool_threads(pool));
@@ -89,9 +102,11 @@ float fm_k_vsum(const float *x, int64_t n) {
     float acc[FM_VL] = {0};
     int64_t i = 0;
     for (; i + FM_VL <= n; i += FM_VL)
-        for (int l = 0; l < FM_VL; l++) acc[l] += x[i + l];
+        for (int l = 0; l < FM_VL; l++)
+            acc[l] += x[i + l];
     float s = fm_k_lanes_sum(acc);
-    for (; i < n; i++) s += x[i];
+    for (; i < n; i++)
+        s += x[i];
     return s;
 }
 
@@ -104,7 +119,8 @@ float fm_k_vsumsq(const float *x, float c, int64_t n) {
             acc[l] += d * d;
         }
     float s = fm_k_lanes_sum(acc);
-    for (; i < n; i++) s += (x[i] - c) * (x[i] - c);
+    for (; i < n; i++)
+        s += (x[i] - c) * (x[i] - c);
     return s;
 }
 
@@ -113,12 +129,16 @@ float fm_k_vmax(const float *x, int64_t n) {
     int64_t i = 0;
     if (n >= FM_VL) {
         float acc[FM_VL];
-        for (int l = 0; l < FM_VL; l++) acc[l] = x[l];
+        for (int l = 0; l < FM_VL; l++)
+            acc[l] = x[l];
         for (i = FM_VL; i + FM_VL <= n; i += FM_VL)
-            for (int l = 0; l < FM_VL; l++) acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
-        for (int l = 0; l < FM_VL; l++) m = acc[l] > m ? acc[l] : m;
+            for (int l = 0; l < FM_VL; l++)
+                acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
+        for (int l = 0; l < FM_VL; l++)
+            m = acc[l] > m ? acc[l] : m;
     }
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (; i < n; i++)
+        m = x[i] > m ? x[i] : m;
     return m;
 }
 
@@ -126,20 +146,26 @@ float fm_k_vmax(const float *x, int64_t n) {
 float fm_k_vdot(const float *a, const float *b, int64_t n) {
     if (n < FM_VL) { /* short kernel rows: skip the lane set-up */
         float s = 0.0f;
-        for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+        for (int64_t i = 0; i < n; i++)
+            s += a[i] * b[i];
         return s;
     }
     float acc0[FM_VL] = {0}, acc1[FM_VL] = {0};
     int64_t i = 0;
     for (; i + 2 * FM_VL <= n; i += 2 * FM_VL) {
-        for (int l = 0; l < FM_VL; l++) acc0[l] += a[i + l] * b[i + l];
-        for (int l = 0; l < FM_VL; l++) acc1[l] += a[i + FM_VL + l] * b[i + FM_VL + l];
+        for (int l = 0; l < FM_VL; l++)
+            acc0[l] += a[i + l] * b[i + l];
+        for (int l = 0; l < FM_VL; l++)
+            acc1[l] += a[i + FM_VL + l] * b[i + FM_VL + l];
     }
     for (; i + FM_VL <= n; i += FM_VL)
-        for (int l = 0; l < FM_VL; l++) acc0[l] += a[i + l] * b[i + l];
-    for (int l = 0; l < FM_VL; l++) acc0[l] += acc1[l];
+        for (int l = 0; l < FM_VL; l++)
+            acc0[l] += a[i + l] * b[i + l];
+    for (int l = 0; l < FM_VL; l++)
+        acc0[l] += acc1[l];
     float s = fm_k_lanes_sum(acc0);
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++)
+        s += a[i] * b[i];
     return s;
 }
 
@@ -154,8 +180,8 @@ static int64_t row_grain(int64_t dim) {
 /* ---- LayerNorm / RMSNorm ----------------------------------------------------------------- */
 
 typedef struct norm_job {
-    float *y;          /* [rows][dim] */
-    const float *x;    /* [rows][dim] */
+    float *y;           /* [rows][dim] */
+    const float *x;     /* [rows][dim] */
     const float *g, *b; /* [dim] or NULL */
     int64_t dim;
     float eps;
@@ -166,12 +192,16 @@ typedef struct norm_job {
 static void layernorm_block(float *y, const float *x, const float *g, const float *b, int len,
                             float mean, float rstd) {
     float u[FM_VL];
-    for (int l = 0; l < len; l++) u[l] = (x[l] - mean) * rstd;
+    for (int l = 0; l < len; l++)
+        u[l] = (x[l] - mean) * rstd;
     if (g)
-        for (int l = 0; l < len; l++) u[l] = u[l] * g[l];
+        for (int l = 0; l < len; l++)
+            u[l] = u[l] * g[l];
     if (b)
-        for (int l = 0; l < len; l++) u[l] = u[l] + b[l];
-    for (int l = 0; l < len; l++) y[l] = u[l];
+        for (int l = 0; l < len; l++)
+            u[l] = u[l] + b[l];
+    for (int l = 0; l < len; l++)
+        y[l] = u[l];
 }
 
 static void layernorm_row(float *y, const float *x, const float *g, const float *b, int64_t dim,
@@ -183,7 +213,8 @@ static void layernorm_row(float *y, const float *x, const float *g, const float 
     for (; i + FM_VL <= dim; i += FM_VL)
         layernorm_block(y + i, x + i, g ? g + i : NULL, b ? b + i : NULL, FM_VL, mean, rstd);
     if (i < dim)
-        layernorm_block(y + i, x + i, g ? g + i : NULL, b ? b + i : NULL, (int)(dim - i), mean, rstd);
+        layernorm_block(y + i, x + i, g ? g + i : NULL, b ? b + i : NULL, (int)(dim - i), mean,
+                        rstd);
 }
 
 static void layernorm_body(void *ctx, int64_t r0, int64_t r1, int worker) {
@@ -211,7 +242,8 @@ static void rmsnorm_row(float *y, const float *x, const float *g, int64_t dim, f
 static void rmsnorm_body(void *ctx, int64_t r0, int64_t r1, int worker) {
     (void)worker;
     const norm_job *j = ctx;
-    for (int64_t r = r0; r < r1; r++) rmsnorm_row(j->y + r * j->dim, j->x + r * j->dim, j->g, j->dim, j->eps);
+    for (int64_t r = r0; r < r1; r++)
+        rmsnorm_row(j->y + r * j->dim, j->x + r * j->dim, j->g, j->dim, j->eps);
 }
 
 void fm_k_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int64_t dim, float eps,
@@ -227,10 +259,15 @@ static inline float act_quick_gelu(float x) {
     float z = 1.702f * x;
     return x * (1.0f / (1.0f + fm_expf_poly(-z)));
 }
-static inline float act_silu(float x) { return x * (1.0f / (1.0f + fm_expf_poly(-x))); }
-static inline float act_gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+static inline float act_silu(float x) {
+    return x * (1.0f / (1.0f + fm_expf_poly(-x)));
+}
+static inline float act_gelu(float x) {
+    return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+}
 static inline float act_gelu_tanh(float x) {
-    const float k0 = (float)(M_SQRT2 * M_2_SQRTPI * 0.5), k1 = 0.044715f; /* sqrt(2/pi), cubic term */
+    const float k0 = (float)(M_SQRT2 * M_2_SQRTPI * 0.5),
+                k1 = 0.044715f; /* sqrt(2/pi), cubic term */
     float inner = k0 * (x + k1 * x * x * x);
     return 0.5f * x * (1.0f + tanhf(inner));
 }
@@ -243,20 +280,24 @@ typedef struct act_job {
 
 /* One body per activation keeps the switch out of the vectorised loop; each block is read
  * into locals first (y may equal x). */
-#define FM_ACT_BODY(NAME, FN)                                                                     \
-    static void NAME(void *ctx, int64_t i0, int64_t i1, int worker) {                             \
-        const act_job *j = ctx;                                                                   \
-        float *y = j->y;                                                                          \
-        const float *x = j->x;                                                                    \
-        int64_t i = i0;                                                                           \
-        (void)worker;                                                                             \
-        for (; i + FM_VL <= i1; i += FM_VL) {                                                     \
-            float t[FM_VL];                                                                       \
-            for (int l = 0; l < FM_VL; l++) t[l] = x[i + l];                                      \
-            for (int l = 0; l < FM_VL; l++) t[l] = FN(t[l]);                                      \
-            for (int l = 0; l < FM_VL; l++) y[i + l] = t[l];                                      \
-        }                                                                                         \
-        for (; i < i1; i++) y[i] = FN(x[i]);                                                      \
+#define FM_ACT_BODY(NAME, FN)                                                                      \
+    static void NAME(void *ctx, int64_t i0, int64_t i1, int worker) {                              \
+        const act_job *j = ctx;                                                                    \
+        float *y = j->y;                                                                           \
+        const float *x = j->x;                                                                     \
+        int64_t i = i0;                                                                            \
+        (void)worker;                                                                              \
+        for (; i + FM_VL <= i1; i += FM_VL) {                                                      \
+            float t[FM_VL];                                                                        \
+            for (int l = 0; l < FM_VL; l++)                                                        \
+                t[l] = x[i + l];                                                                   \
+            for (int l = 0; l < FM_VL; l++)                                                        \
+                t[l] = FN(t[l]);                                                                   \
+            for (int l = 0; l < FM_VL; l++)                                                        \
+                y[i + l] = t[l];                                                                   \
+        }                                                                                          \
+        for (; i < i1; i++)                                                                        \
+            y[i] = FN(x[i]);                                                                       \
     }
 FM_ACT_BODY(act_body_quick_gelu, act_quick_gelu)
 FM_ACT_BODY(act_body_silu, act_silu)
@@ -273,7 +314,7 @@ static void act_range(float *y, int64_t n, int act) {
 
 void fm_k_act(float *y, const float *x, int64_t n, fm_activation act, fm_threadpool *pool) {
     static const fm_parallel_fn bodies[FM_ACTIVATION_COUNT] = {act_body_quick_gelu, act_body_gelu,
-                                                        act_body_silu, act_body_gelu_tanh};
+                                                               act_body_silu, act_body_gelu_tanh};
     if ((unsigned)act >= FM_ACTIVATION_COUNT) return;
     act_job j = {y, x, act};
     fm_threadpool_for(pool, n, 16384, bodies[act], &j);
@@ -290,10 +331,13 @@ static void add_body(void *ctx, int64_t i0, int64_t i1, int worker) {
     int64_t i = i0;
     for (; i + FM_VL <= i1; i += FM_VL) {
         float t[FM_VL];
-        for (int l = 0; l < FM_VL; l++) t[l] = j->x[i + l];
-        for (int l = 0; l < FM_VL; l++) j->y[i + l] = j->y[i + l] + t[l];
+        for (int l = 0; l < FM_VL; l++)
+            t[l] = j->x[i + l];
+        for (int l = 0; l < FM_VL; l++)
+            j->y[i + l] = j->y[i + l] + t[l];
     }
-    for (; i < i1; i++) j->y[i] = j->y[i] + j->x[i];
+    for (; i < i1; i++)
+        j->y[i] = j->y[i] + j->x[i];
 }
 
 void fm_k_add(float *y, const float *x, int64_t n, fm_threadpool *pool) {
@@ -322,12 +366,15 @@ static void softmax_row(float *s, int64_t n) {
         sum += e;
     }
     for (i = 0; i + FM_VL <= n; i += FM_VL)
-        for (int l = 0; l < FM_VL; l++) s[i + l] = s[i + l] / sum;
-    for (; i < n; i++) s[i] = s[i] / sum;
+        for (int l = 0; l < FM_VL; l++)
+            s[i + l] = s[i + l] / sum;
+    for (; i < n; i++)
+        s[i] = s[i] / sum;
 }
 
 void fm_k_softmax_rows(float *s, int64_t rows, int64_t cols, int64_t ld) {
-    for (int64_t r = 0; r < rows; r++) softmax_row(s + r * ld, cols);
+    for (int64_t r = 0; r < rows; r++)
+        softmax_row(s + r * ld, cols);
 }
 
 /* ---- vision RoPE ------------------------------------------------------------------------- */
@@ -353,10 +400,10 @@ void fm_k_vision_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int6
 }
 
 typedef struct rope_job {
-    float *x;                    /* [rows][ld], heads at columns j*hd */
+    float *x; /* [rows][ld], heads at columns j*hd */
     int64_t ld;
     int heads, hd;
-    const float *cos_t, *sin_t;  /* [rows][hd/2] */
+    const float *cos_t, *sin_t; /* [rows][hd/2] */
 } rope_job;
 
 static void rope_head(float *x, const float *c, const float *s, int h2) {
@@ -364,12 +411,18 @@ static void rope_head(float *x, const float *c, const float *s, int h2) {
     int d = 0;
     for (; d + FM_VL <= h2; d += FM_VL) {
         float a[FM_VL], bb[FM_VL], ra[FM_VL], rb[FM_VL];
-        for (int l = 0; l < FM_VL; l++) a[l] = lo[d + l];
-        for (int l = 0; l < FM_VL; l++) bb[l] = hi[d + l];
-        for (int l = 0; l < FM_VL; l++) ra[l] = a[l] * c[d + l] - bb[l] * s[d + l];
-        for (int l = 0; l < FM_VL; l++) rb[l] = bb[l] * c[d + l] + a[l] * s[d + l];
-        for (int l = 0; l < FM_VL; l++) lo[d + l] = ra[l];
-        for (int l = 0; l < FM_VL; l++) hi[d + l] = rb[l];
+        for (int l = 0; l < FM_VL; l++)
+            a[l] = lo[d + l];
+        for (int l = 0; l < FM_VL; l++)
+            bb[l] = hi[d + l];
+        for (int l = 0; l < FM_VL; l++)
+            ra[l] = a[l] * c[d + l] - bb[l] * s[d + l];
+        for (int l = 0; l < FM_VL; l++)
+            rb[l] = bb[l] * c[d + l] + a[l] * s[d + l];
+        for (int l = 0; l < FM_VL; l++)
+            lo[d + l] = ra[l];
+        for (int l = 0; l < FM_VL; l++)
+            hi[d + l] = rb[l];
     }
     for (; d < h2; d++) {
         float a = lo[d], bb = hi[d];
@@ -384,7 +437,8 @@ static void rope_body(void *ctx, int64_t r0, int64_t r1, int worker) {
     int h2 = j->hd / 2;
     for (int64_t r = r0; r < r1; r++)
         for (int h = 0; h < j->heads; h++)
-            rope_head(j->x + r * j->ld + (int64_t)h * j->hd, j->cos_t + r * h2, j->sin_t + r * h2, h2);
+            rope_head(j->x + r * j->ld + (int64_t)h * j->hd, j->cos_t + r * h2, j->sin_t + r * h2,
+                      h2);
 }
 
 void fm_k_rope_apply(float *x, int64_t ld, int64_t rows, int heads, int head_dim,

@@ -32,7 +32,10 @@ static inline float fm_expf_poly(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     float t = x * log2e + magic; /* round-to-nearest integer in the low mantissa bits */
-    union { float f; uint32_t u; } tb = {t}, sc;
+    union {
+        float f;
+        uint32_t u;
+    } tb = {t}, sc;
     float n = t - magic;
     float r = x - n * ln2_hi;
     r = r - n * ln2_lo;
@@ -44,16 +47,19 @@ static inline float fm_expf_poly(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    sc.u = (tb.u - 0x4B400000u + 127u) << 23; /* 2^n, n in [-126, 127] (unsigned: NaN is harmless) */
+    sc.u = (tb.u - 0x4B400000u + 127u)
+           << 23; /* 2^n, n in [-126, 127] (unsigned: NaN is harmless) */
     return p * sc.f;
 }
 
 /* Sum of an FM_VL lane array, pairwise in a fixed order. */
 static inline float fm_k_lanes_sum(const float *acc) {
     float t[FM_VL];
-    for (int l = 0; l < FM_VL; l++) t[l] = acc[l];
+    for (int l = 0; l < FM_VL; l++)
+        t[l] = acc[l];
     for (int w = FM_VL / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++) t[l] = t[l] + t[l + w];
+        for (int l = 0; l < w; l++)
+            t[l] = t[l] + t[l + w];
     return t[0];
 }
 

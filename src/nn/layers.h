@@ -7,7 +7,7 @@
 
 typedef struct fm_linear_impl {
     fm_linear_geometry g;
-    const float *w, *b;  /* prepared: [out][in], [out] or NULL; views of the parameters or of own */
+    const float *w, *b; /* prepared: [out][in], [out] or NULL; views of the parameters or of own */
     fm_tensor w_own, b_own; /* converted copies when a parameter is not aligned F32 */
 } fm_linear_impl;
 

@@ -9,16 +9,16 @@
 #include <string.h>
 
 struct fm_module {
-    char *name;                /* owned */
-    char *path;                /* owned, dotted from the root */
-    char *requested;           /* owned: the class name asked for */
+    char *name;                 /* owned */
+    char *path;                 /* owned, dotted from the root */
+    char *requested;            /* owned: the class name asked for */
     const fm_module_class *cls; /* borrowed (registry / fusion cache lifetime) */
     fm_module *parent;          /* borrowed */
     fm_module **children;       /* owned */
     size_t n_children, cap_children;
     fm_param *params; /* owned */
     size_t n_params, cap_params;
-    void *impl; /* owned, freed by cls->free_impl */
+    void *impl;    /* owned, freed by cls->free_impl */
     bool prepared; /* the class's prepare ran since the last load / invalidate */
 };
 
@@ -47,7 +47,9 @@ double fm_args_double(const fm_args *a, const char *key, double dflt) {
     const fm_arg *v = args_find(a, key);
     return v ? v->d : dflt;
 }
-bool fm_args_has(const fm_args *a, const char *key) { return args_find(a, key) != NULL; }
+bool fm_args_has(const fm_args *a, const char *key) {
+    return args_find(a, key) != NULL;
+}
 
 /* ---- class registry -------------------------------------------------------------------- */
 static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -85,8 +87,10 @@ static fm_status class_register(const fm_module_class *cls, bool overwrite, fm_e
         if (n_classes == cap_classes) {
             size_t cap = cap_classes ? cap_classes * 2 : 64;
             const fm_module_class **nc = fm_realloc(classes, cap * sizeof *nc);
-            if (!nc) st = fm_error_set(err, FM_ERR_NOMEM, "out of memory registering '%s'", cls->name);
-            else classes = nc, cap_classes = cap;
+            if (!nc)
+                st = fm_error_set(err, FM_ERR_NOMEM, "out of memory registering '%s'", cls->name);
+            else
+                classes = nc, cap_classes = cap;
         }
         if (st == FM_OK) classes[n_classes++] = cls;
     }
@@ -94,9 +98,12 @@ static fm_status class_register(const fm_module_class *cls, bool overwrite, fm_e
     return st;
 }
 
-fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite, fm_error *err) {
+fm_status fm_class_register_alias(const char *name, const char *existing, bool overwrite,
+                                  fm_error *err) {
     const fm_module_class *src = fm_class_lookup(existing);
-    if (!src) return fm_error_set(err, FM_ERR_NOT_FOUND, "cannot alias '%s': no module class named '%s'", name, existing);
+    if (!src)
+        return fm_error_set(err, FM_ERR_NOT_FOUND, "cannot alias '%s': no module class named '%s'",
+                            name, existing);
     fm_module_class *copy = fm_malloc(sizeof *copy);
     char *nm = fm_strdup(name);
     if (!copy || !nm) {
@@ -137,22 +144,29 @@ fm_status fm_build_ctx_override(fm_build_ctx *ctx, const char *path, const fm_mo
     ctx->ov = nv;
     nv[ctx->n_ov].path = fm_strdup(path);
     nv[ctx->n_ov].cls = cls;
-    if (!nv[ctx->n_ov].path) return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding an override");
+    if (!nv[ctx->n_ov].path)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding an override");
     ctx->n_ov++;
     return FM_OK;
 }
 
 void fm_build_ctx_free(fm_build_ctx *ctx) {
     if (!ctx) return;
-    for (size_t i = 0; i < ctx->n_ov; i++) fm_free(ctx->ov[i].path);
+    for (size_t i = 0; i < ctx->n_ov; i++)
+        fm_free(ctx->ov[i].path);
     fm_free(ctx->ov);
     fm_free(ctx);
 }
 
-const void *fm_build_ctx_model_cfg(const fm_build_ctx *ctx) { return ctx->opt.model_cfg; }
-fm_dtype fm_build_ctx_dtype(const fm_build_ctx *ctx) { return ctx->opt.dtype; }
+const void *fm_build_ctx_model_cfg(const fm_build_ctx *ctx) {
+    return ctx->opt.model_cfg;
+}
+fm_dtype fm_build_ctx_dtype(const fm_build_ctx *ctx) {
+    return ctx->opt.dtype;
+}
 
-static const fm_module_class *resolve_class(const fm_build_ctx *ctx, const char *path, const char *name) {
+static const fm_module_class *resolve_class(const fm_build_ctx *ctx, const char *path,
+                                            const char *name) {
     for (size_t i = 0; i < ctx->n_ov; i++)
         if (!strcmp(ctx->ov[i].path, path)) return ctx->ov[i].cls;
     if (ctx->opt.patches) {
@@ -181,7 +195,8 @@ static fm_status attach_child(fm_module *parent, fm_module *child, fm_error *err
     if (parent->n_children == parent->cap_children) {
         size_t cap = parent->cap_children ? parent->cap_children * 2 : 4;
         fm_module **nc = fm_realloc(parent->children, cap * sizeof *nc);
-        if (!nc) return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding module '%s'", child->path);
+        if (!nc)
+            return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding module '%s'", child->path);
         parent->children = nc;
         parent->cap_children = cap;
     }
@@ -205,8 +220,9 @@ fm_status fm_module_create(fm_build_ctx *ctx, fm_module *parent, const char *nam
     }
     m->cls = resolve_class(ctx, m->path, class_name);
     if (!m->cls) {
-        fm_status st = fm_error_set(err, FM_ERR_NOT_FOUND, "module '%s': no module class named '%s'",
-                                    m->path[0] ? m->path : "(root)", class_name);
+        fm_status st =
+            fm_error_set(err, FM_ERR_NOT_FOUND, "module '%s': no module class named '%s'",
+                         m->path[0] ? m->path : "(root)", class_name);
         fm_module_free(m);
         return st;
     }
@@ -227,7 +243,8 @@ fm_status fm_module_create(fm_build_ctx *ctx, fm_module *parent, const char *nam
 
 void fm_module_free(fm_module *m) {
     if (!m) return;
-    for (size_t i = 0; i < m->n_children; i++) fm_module_free(m->children[i]);
+    for (size_t i = 0; i < m->n_children; i++)
+        fm_module_free(m->children[i]);
     fm_free(m->children);
     for (size_t i = 0; i < m->n_params; i++) {
         fm_free(m->params[i].name);
@@ -246,7 +263,8 @@ fm_status fm_module_add_param(fm_module *m, const char *name, fm_dtype dt, const
     if (m->n_params == m->cap_params) {
         size_t cap = m->cap_params ? m->cap_params * 2 : 2;
         fm_param *np = fm_realloc(m->params, cap * sizeof *np);
-        if (!np) return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding %s.%s", m->path, name);
+        if (!np)
+            return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding %s.%s", m->path, name);
         m->params = np;
         m->cap_params = cap;
     }
@@ -258,22 +276,45 @@ fm_status fm_module_add_param(fm_module *m, const char *name, fm_dtype dt, const
         return st;
     }
     p->name = fm_strdup(name);
-    if (!p->name) return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding %s.%s", m->path, name);
+    if (!p->name)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory adding %s.%s", m->path, name);
     m->n_params++;
     return FM_OK;
 }
 
-const char *fm_module_name(const fm_module *m) { return m->name; }
-const char *fm_module_path(const fm_module *m) { return m->path; }
-const fm_module_class *fm_module_class_of(const fm_module *m) { return m->cls; }
-const char *fm_module_requested_class(const fm_module *m) { return m->requested; }
-fm_module *fm_module_parent(const fm_module *m) { return m->parent; }
-size_t fm_module_child_count(const fm_module *m) { return m->n_children; }
-fm_module *fm_module_child(const fm_module *m, size_t i) { return i < m->n_children ? m->children[i] : NULL; }
-size_t fm_module_param_count(const fm_module *m) { return m->n_params; }
-fm_param *fm_module_param(fm_module *m, size_t i) { return i < m->n_params ? &m->params[i] : NULL; }
-void fm_module_set_impl(fm_module *m, void *impl) { m->impl = impl; }
-void *fm_module_impl(const fm_module *m) { return m->impl; }
+const char *fm_module_name(const fm_module *m) {
+    return m->name;
+}
+const char *fm_module_path(const fm_module *m) {
+    return m->path;
+}
+const fm_module_class *fm_module_class_of(const fm_module *m) {
+    return m->cls;
+}
+const char *fm_module_requested_class(const fm_module *m) {
+    return m->requested;
+}
+fm_module *fm_module_parent(const fm_module *m) {
+    return m->parent;
+}
+size_t fm_module_child_count(const fm_module *m) {
+    return m->n_children;
+}
+fm_module *fm_module_child(const fm_module *m, size_t i) {
+    return i < m->n_children ? m->children[i] : NULL;
+}
+size_t fm_module_param_count(const fm_module *m) {
+    return m->n_params;
+}
+fm_param *fm_module_param(fm_module *m, size_t i) {
+    return i < m->n_params ? &m->params[i] : NULL;
+}
+void fm_module_set_impl(fm_module *m, void *impl) {
+    m->impl = impl;
+}
+void *fm_module_impl(const fm_module *m) {
+    return m->impl;
+}
 
 fm_module *fm_module_child_named(const fm_module *m, const char *name) {
     for (size_t i = 0; i < m->n_children; i++)
@@ -303,11 +344,14 @@ fm_module *fm_module_find(fm_module *m, const char *path) {
 
 static int walk(fm_module *m, int depth, fm_module_visit_fn fn, void *ctx) {
     int r = fn(m, depth, ctx);
-    for (size_t i = 0; !r && i < m->n_children; i++) r = walk(m->children[i], depth + 1, fn, ctx);
+    for (size_t i = 0; !r && i < m->n_children; i++)
+        r = walk(m->children[i], depth + 1, fn, ctx);
     return r;
 }
 
-int fm_module_walk(fm_module *root, fm_module_visit_fn fn, void *ctx) { return walk(root, 0, fn, ctx); }
+int fm_module_walk(fm_module *root, fm_module_visit_fn fn, void *ctx) {
+    return walk(root, 0, fn, ctx);
+}
 
 typedef struct collect_ctx {
     fm_param_ref *v;
@@ -348,7 +392,8 @@ fm_status fm_module_named_params(fm_module *root, fm_param_ref **out, size_t *n,
 }
 
 void fm_param_refs_free(fm_param_ref *v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) fm_free(v[i].name);
+    for (size_t i = 0; v && i < n; i++)
+        fm_free(v[i].name);
     fm_free(v);
 }
 
@@ -359,13 +404,16 @@ static size_t n_builders;
 
 fm_status fm_model_builder_register(const fm_model_builder *b, bool overwrite, fm_error *err) {
     if (!b || !b->model_type || !b->build || !b->parse_config)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "model builder needs model_type, parse_config and build");
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "model builder needs model_type, parse_config and build");
     fm_status st = FM_OK;
     pthread_mutex_lock(&builder_lock);
     size_t i = 0;
-    while (i < n_builders && strcmp(builders[i]->model_type, b->model_type)) i++;
+    while (i < n_builders && strcmp(builders[i]->model_type, b->model_type))
+        i++;
     if (i < n_builders && !overwrite)
-        st = fm_error_set(err, FM_ERR_EXISTS, "a builder for model_type '%s' is already registered", b->model_type);
+        st = fm_error_set(err, FM_ERR_EXISTS, "a builder for model_type '%s' is already registered",
+                          b->model_type);
     else if (i == n_builders && n_builders == sizeof builders / sizeof *builders)
         st = fm_error_set(err, FM_ERR_LIMIT, "too many model builders");
     else
@@ -380,17 +428,21 @@ const fm_model_builder *fm_model_builder_find(const char *model_type, const char
     for (size_t i = 0; !hit && model_type && i < n_builders; i++)
         if (!strcmp(builders[i]->model_type, model_type)) hit = builders[i];
     for (size_t i = 0; !hit && architecture && i < n_builders; i++)
-        if (builders[i]->architecture && !strcmp(builders[i]->architecture, architecture)) hit = builders[i];
+        if (builders[i]->architecture && !strcmp(builders[i]->architecture, architecture))
+            hit = builders[i];
     pthread_mutex_unlock(&builder_lock);
     return hit;
 }
 
 /* ---- forward dispatch ------------------------------------------------------------------------ */
-bool fm_module_is_prepared(const fm_module *m) { return m->prepared; }
+bool fm_module_is_prepared(const fm_module *m) {
+    return m->prepared;
+}
 
 void fm_module_invalidate(fm_module *m) {
     m->prepared = false;
-    for (size_t i = 0; i < m->n_children; i++) fm_module_invalidate(m->children[i]);
+    for (size_t i = 0; i < m->n_children; i++)
+        fm_module_invalidate(m->children[i]);
 }
 
 fm_status fm_module_prepare(fm_module *m, fm_run_ctx *rc, fm_error *err) {
@@ -415,43 +467,51 @@ fm_status fm_module_forward(fm_module *m, fm_run_ctx *rc, const fm_tensor *in, s
         if (st != FM_OK) return st;
     }
     if (!m->cls->forward)
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "module '%s' (%s) has no forward", m->path, m->cls->name);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED, "module '%s' (%s) has no forward", m->path,
+                            m->cls->name);
     return m->cls->forward(m, rc, in, n_in, out, n_out, err);
 }
 
-static const char *path_or_root(const fm_module *m) { return m->path[0] ? m->path : "(root)"; }
+static const char *path_or_root(const fm_module *m) {
+    return m->path[0] ? m->path : "(root)";
+}
 
-fm_status fm_module_output(fm_module *m, fm_run_ctx *rc, fm_tensor *out, fm_dtype dt, const fm_shape *shape,
-                           fm_error *err) {
+fm_status fm_module_output(fm_module *m, fm_run_ctx *rc, fm_tensor *out, fm_dtype dt,
+                           const fm_shape *shape, fm_error *err) {
     if (!out->data) return fm_run_tensor(rc, dt, shape, out, err);
     if (out->dtype == dt && fm_shape_equal(&out->shape, shape)) return FM_OK;
     char a[128], b[128];
-    return fm_error_set(err, FM_ERR_INPUT, "module '%s': output buffer is %s %s, the module produces %s %s",
-                        path_or_root(m), fm_dtype_name(out->dtype), fm_shape_format(&out->shape, a, sizeof a),
-                        fm_dtype_name(dt), fm_shape_format(shape, b, sizeof b));
+    return fm_error_set(
+        err, FM_ERR_INPUT, "module '%s': output buffer is %s %s, the module produces %s %s",
+        path_or_root(m), fm_dtype_name(out->dtype), fm_shape_format(&out->shape, a, sizeof a),
+        fm_dtype_name(dt), fm_shape_format(shape, b, sizeof b));
 }
 
-fm_status fm_module_check_input(const fm_module *m, const fm_tensor *in, size_t n_in, size_t i, fm_dtype dt,
-                                int ndim, int64_t last, fm_error *err) {
+fm_status fm_module_check_input(const fm_module *m, const fm_tensor *in, size_t n_in, size_t i,
+                                fm_dtype dt, int ndim, int64_t last, fm_error *err) {
     char a[128];
     if (i >= n_in)
-        return fm_error_set(err, FM_ERR_INPUT, "module '%s' (%s): input %zu missing (%zu given)", path_or_root(m),
-                            m->cls->name, i, n_in);
+        return fm_error_set(err, FM_ERR_INPUT, "module '%s' (%s): input %zu missing (%zu given)",
+                            path_or_root(m), m->cls->name, i, n_in);
     const fm_tensor *t = &in[i];
     int nd = t->shape.ndim;
-    if (t->dtype == dt && t->data && (ndim < 0 || nd == ndim) && nd >= 1 && (last < 0 || t->shape.dims[nd - 1] == last))
+    if (t->dtype == dt && t->data && (ndim < 0 || nd == ndim) && nd >= 1 &&
+        (last < 0 || t->shape.dims[nd - 1] == last))
         return FM_OK;
-    return fm_error_set(err, FM_ERR_INPUT, "module '%s' (%s): input %zu is %s %s%s, expected %s with %d dims, last %lld",
-                        path_or_root(m), m->cls->name, i, fm_dtype_name(t->dtype),
-                        fm_shape_format(&t->shape, a, sizeof a), t->data ? "" : " (no data)", fm_dtype_name(dt), ndim,
-                        (long long)last);
+    return fm_error_set(
+        err, FM_ERR_INPUT,
+        "module '%s' (%s): input %zu is %s %s%s, expected %s with %d dims, last %lld",
+        path_or_root(m), m->cls->name, i, fm_dtype_name(t->dtype),
+        fm_shape_format(&t->shape, a, sizeof a), t->data ? "" : " (no data)", fm_dtype_name(dt),
+        ndim, (long long)last);
 }
 
 fm_status fm_module_remove_child(fm_module *m, const char *name, fm_error *err) {
     for (size_t i = 0; i < m->n_children; i++) {
         if (strcmp(m->children[i]->name, name)) continue;
         fm_module_free(m->children[i]);
-        memmove(&m->children[i], &m->children[i + 1], (m->n_children - i - 1) * sizeof *m->children);
+        memmove(&m->children[i], &m->children[i + 1],
+                (m->n_children - i - 1) * sizeof *m->children);
         m->n_children--;
         return FM_OK;
     }

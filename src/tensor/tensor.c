@@ -91,7 +91,8 @@ char *fm_shape_format(const fm_shape *s, char *buf, size_t size) {
     }
     off += (size_t)snprintf(buf + off, size - off, "[");
     for (int i = 0; i < s->ndim && off < size; i++)
-        off += (size_t)snprintf(buf + off, size - off, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
+        off +=
+            (size_t)snprintf(buf + off, size - off, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
     if (off < size) snprintf(buf + off, size - off, "]");
     return buf;
 }
@@ -108,7 +109,8 @@ struct fm_storage {
 
 fm_status fm_storage_alloc(uint64_t n, fm_storage **out, fm_error *err) {
     *out = NULL;
-    if (n > SIZE_MAX - 64) return fm_error_set(err, FM_ERR_NOMEM, "cannot allocate %llu bytes", (unsigned long long)n);
+    if (n > SIZE_MAX - 64)
+        return fm_error_set(err, FM_ERR_NOMEM, "cannot allocate %llu bytes", (unsigned long long)n);
     fm_storage *s = fm_calloc(1, sizeof *s);
     void *p = s ? fm_malloc_aligned((size_t)n) : NULL;
     if (!p) {
@@ -152,21 +154,30 @@ void fm_storage_release(fm_storage *s) {
     fm_free(s);
 }
 
-fm_storage_kind fm_storage_kind_of(const fm_storage *s) { return s->kind; }
-void *fm_storage_data(const fm_storage *s) { return s->base; }
-uint64_t fm_storage_size(const fm_storage *s) { return s->len; }
+fm_storage_kind fm_storage_kind_of(const fm_storage *s) {
+    return s->kind;
+}
+void *fm_storage_data(const fm_storage *s) {
+    return s->base;
+}
+uint64_t fm_storage_size(const fm_storage *s) {
+    return s->len;
+}
 
 /* ---- tensors --------------------------------------------------------------------------- */
 static fm_status tensor_header(fm_tensor *t, fm_dtype dt, const fm_shape *shape, fm_error *err) {
     memset(t, 0, sizeof *t);
-    if ((unsigned)dt >= FM_DTYPE_COUNT) return fm_error_set(err, FM_ERR_INVALID_ARG, "invalid dtype %d", (int)dt);
+    if ((unsigned)dt >= FM_DTYPE_COUNT)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "invalid dtype %d", (int)dt);
     if (shape->ndim < 0 || shape->ndim > FM_MAX_DIMS)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "rank %d outside 0..%d", shape->ndim, FM_MAX_DIMS);
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "rank %d outside 0..%d", shape->ndim,
+                            FM_MAX_DIMS);
     fm_status st = fm_shape_nbytes(shape, dt, &t->nbytes);
     if (st != FM_OK) {
         char b[256];
-        return fm_error_set(err, st, "shape %s of %s: %s", fm_shape_format(shape, b, sizeof b),
-                            fm_dtype_name(dt), st == FM_ERR_OVERFLOW ? "size overflows" : "not a whole number of bytes");
+        return fm_error_set(
+            err, st, "shape %s of %s: %s", fm_shape_format(shape, b, sizeof b), fm_dtype_name(dt),
+            st == FM_ERR_OVERFLOW ? "size overflows" : "not a whole number of bytes");
     }
     t->dtype = dt;
     t->shape = *shape;
@@ -215,15 +226,18 @@ void fm_tensor_ref(fm_tensor *dst, const fm_tensor *src) {
     fm_storage_retain(dst->storage);
 }
 
-fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape *shape, fm_error *err) {
+fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const fm_shape *shape,
+                            fm_error *err) {
     uint64_t a, b;
     char s1[256], s2[256];
     if (fm_shape_numel(&src->shape, &a) || fm_shape_numel(shape, &b) || a != b)
         return fm_error_set(err, FM_ERR_SHAPE, "cannot reshape tensor with shape %s into %s",
-                            fm_shape_format(&src->shape, s1, sizeof s1), fm_shape_format(shape, s2, sizeof s2));
+                            fm_shape_format(&src->shape, s1, sizeof s1),
+                            fm_shape_format(shape, s2, sizeof s2));
     fm_tensor tmp = *src;
     tmp.shape = *shape;
-    if (dst != src) fm_storage_retain(tmp.storage); /* in place (dst == src) keeps its one reference */
+    if (dst != src)
+        fm_storage_retain(tmp.storage); /* in place (dst == src) keeps its one reference */
     *dst = tmp;
     return FM_OK;
 }
@@ -261,8 +275,10 @@ static void cast_chunks(void *ctx, int64_t begin, int64_t end, int worker) {
     unsigned db = fm_dtype_bits(j->ddt) / 8, sb = fm_dtype_bits(j->sdt) / 8;
     (void)worker;
     for (int64_t c = begin; c < end; c++) {
-        uint64_t off = (uint64_t)c * CAST_CHUNK, n = j->n - off < CAST_CHUNK ? j->n - off : CAST_CHUNK;
-        fm_convert((uint8_t *)j->dst + off * db, j->ddt, (const uint8_t *)j->src + off * sb, j->sdt, n);
+        uint64_t off = (uint64_t)c * CAST_CHUNK,
+                 n = j->n - off < CAST_CHUNK ? j->n - off : CAST_CHUNK;
+        fm_convert((uint8_t *)j->dst + off * db, j->ddt, (const uint8_t *)j->src + off * sb, j->sdt,
+                   n);
     }
 }
 
@@ -270,10 +286,12 @@ static void cast_chunks(void *ctx, int64_t begin, int64_t end, int worker) {
 static fm_threadpool *cast_pool;
 static pthread_once_t cast_pool_once = PTHREAD_ONCE_INIT;
 static void cast_pool_make(void) {
-    if (fm_default_threads() > 1 && fm_threadpool_new(0, &cast_pool, NULL) != FM_OK) cast_pool = NULL;
+    if (fm_default_threads() > 1 && fm_threadpool_new(0, &cast_pool, NULL) != FM_OK)
+        cast_pool = NULL;
 }
 
-static fm_status convert_parallel(void *dst, fm_dtype ddt, const void *src, fm_dtype sdt, uint64_t n) {
+static fm_status convert_parallel(void *dst, fm_dtype ddt, const void *src, fm_dtype sdt,
+                                  uint64_t n) {
     uint64_t chunks = (n + CAST_CHUNK - 1) / CAST_CHUNK;
     if (chunks < 2) return fm_convert(dst, ddt, src, sdt, n);
     pthread_once(&cast_pool_once, cast_pool_make);
@@ -294,9 +312,11 @@ fm_status fm_tensor_cast(fm_tensor *dst, const fm_tensor *src, fm_dtype dt, fm_e
     if (st != FM_OK) return st;
     if (src->dtype == dt) {
         memcpy(out.data, src->data, (size_t)src->nbytes);
-    } else if ((st = convert_parallel(out.data, dt, src->data, src->dtype, fm_tensor_numel(src))) != FM_OK) {
+    } else if ((st = convert_parallel(out.data, dt, src->data, src->dtype, fm_tensor_numel(src))) !=
+               FM_OK) {
         fm_tensor_free(&out);
-        return fm_error_set(err, st, "cannot convert %s to %s", fm_dtype_name(src->dtype), fm_dtype_name(dt));
+        return fm_error_set(err, st, "cannot convert %s to %s", fm_dtype_name(src->dtype),
+                            fm_dtype_name(dt));
     }
     *dst = out;
     return FM_OK;

@@ -20,7 +20,8 @@ int64_t eng_rand_range(uint64_t *s, int64_t lo, int64_t hi) {
 
 void eng_fill(fm_tensor *t, uint64_t *s) {
     uint8_t *p = t->data;
-    for (uint64_t i = 0; i < t->nbytes; i++) p[i] = (uint8_t)(eng_rand(s) >> 32);
+    for (uint64_t i = 0; i < t->nbytes; i++)
+        p[i] = (uint8_t)(eng_rand(s) >> 32);
 }
 
 fm_shape eng_shape(int ndim, const int64_t *dims) {
@@ -62,7 +63,8 @@ fm_storage *eng_mapping(uint64_t bytes, uint64_t *state) {
         fprintf(stderr, "eng_mapping: allocation failed\n");
         exit(2);
     }
-    for (uint64_t i = 0; i < bytes; i++) buf[i] = (uint8_t)(eng_rand(state) >> 32);
+    for (uint64_t i = 0; i < bytes; i++)
+        buf[i] = (uint8_t)(eng_rand(state) >> 32);
     return s;
 }
 
@@ -78,8 +80,8 @@ void eng_ckpt_add(eng_ckpt *c, const char *name, fm_tensor *t) {
     memset(t, 0, sizeof *t);
 }
 
-void eng_ckpt_add_view(eng_ckpt *c, const char *name, fm_storage *s, uint64_t offset, fm_dtype dt, int ndim,
-                       const int64_t *dims) {
+void eng_ckpt_add_view(eng_ckpt *c, const char *name, fm_storage *s, uint64_t offset, fm_dtype dt,
+                       int ndim, const int64_t *dims) {
     fm_tensor t;
     fm_shape sh = eng_shape(ndim, dims);
     if (fm_tensor_view(&t, s, (uint8_t *)fm_storage_data(s) + offset, dt, &sh, NULL) != FM_OK) {
@@ -95,7 +97,9 @@ const fm_tensor *eng_ckpt_find(const eng_ckpt *c, const char *name) {
     return NULL;
 }
 
-static const char *src_name(void *ctx, size_t i) { return ((eng_ckpt *)ctx)->names[i]; }
+static const char *src_name(void *ctx, size_t i) {
+    return ((eng_ckpt *)ctx)->names[i];
+}
 static void src_info(void *ctx, size_t i, fm_dtype *dt, fm_shape *s) {
     *dt = ((eng_ckpt *)ctx)->t[i].dtype;
     *s = ((eng_ckpt *)ctx)->t[i].shape;

@@ -24,7 +24,8 @@ uint64_t imgfx_rand(uint64_t *s) {
 
 void imgfx_fill_random(uint8_t *buf, size_t n, uint64_t seed) {
     uint64_t s = seed;
-    for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)(imgfx_rand(&s) >> 56);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (uint8_t)(imgfx_rand(&s) >> 56);
 }
 
 void imgfx_fill_smooth(uint8_t *px, uint32_t w, uint32_t h, uint32_t ch, uint64_t seed) {
@@ -33,9 +34,10 @@ void imgfx_fill_smooth(uint8_t *px, uint32_t w, uint32_t h, uint32_t ch, uint64_
     for (uint32_t y = 0; y < h; y++)
         for (uint32_t x = 0; x < w; x++)
             for (uint32_t c = 0; c < ch; c++) {
-                double v = 128 + 90 * sin(x / (3.0 + 2 * c) + y / 7.0 + ph) +
-                           30 * ((double)x / (w > 1 ? w - 1 : 1) - (double)y / (h > 1 ? h - 1 : 1)) +
-                           (double)(imgfx_rand(&s) % 13) - 6;
+                double v =
+                    128 + 90 * sin(x / (3.0 + 2 * c) + y / 7.0 + ph) +
+                    30 * ((double)x / (w > 1 ? w - 1 : 1) - (double)y / (h > 1 ? h - 1 : 1)) +
+                    (double)(imgfx_rand(&s) % 13) - 6;
                 px[((size_t)y * w + x) * ch + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lrint(v));
             }
 }
@@ -64,21 +66,30 @@ static void mb_write(png_structp png, png_bytep data, size_t n) {
     m->len += n;
 }
 
-static void mb_flush(png_structp png) { (void)png; }
+static void mb_flush(png_structp png) {
+    (void)png;
+}
 
 static void png_quiet_error(png_structp png, png_const_charp msg) {
     (void)msg;
     png_longjmp(png, 1);
 }
-static void png_quiet_warning(png_structp png, png_const_charp msg) { (void)png, (void)msg; }
+static void png_quiet_warning(png_structp png, png_const_charp msg) {
+    (void)png, (void)msg;
+}
 
 static int png_channels(int color_type) {
     switch (color_type) {
-    case PNG_COLOR_TYPE_GRAY: return 1;
-    case PNG_COLOR_TYPE_GRAY_ALPHA: return 2;
-    case PNG_COLOR_TYPE_PALETTE: return 1;
-    case PNG_COLOR_TYPE_RGB: return 3;
-    default: return 4;
+    case PNG_COLOR_TYPE_GRAY:
+        return 1;
+    case PNG_COLOR_TYPE_GRAY_ALPHA:
+        return 2;
+    case PNG_COLOR_TYPE_PALETTE:
+        return 1;
+    case PNG_COLOR_TYPE_RGB:
+        return 3;
+    default:
+        return 4;
     }
 }
 
@@ -102,7 +113,8 @@ uint8_t *imgfx_png_encode(uint32_t w, uint32_t h, int color_type, int bit_depth,
     size_t in_row = nsamp * (bit_depth == 16 ? 2 : 1);
     uint8_t *rowbuf = malloc(in_row + 8), **rows = malloc(h * sizeof *rows);
     uint8_t *packed = malloc(in_row * h + 8);
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, png_quiet_error, png_quiet_warning);
+    png_structp png =
+        png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, png_quiet_error, png_quiet_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!rowbuf || !rows || !packed || !png || !info || setjmp(png_jmpbuf(png))) {
         if (png) png_destroy_write_struct(&png, info ? &info : NULL);
@@ -122,7 +134,8 @@ uint8_t *imgfx_png_encode(uint32_t w, uint32_t h, int color_type, int bit_depth,
     }
     if (trns && n_trns > 0) {
         png_color_16 tc = {0};
-        if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_tRNS(png, info, trns, n_trns, NULL);
+        if (color_type == PNG_COLOR_TYPE_PALETTE)
+            png_set_tRNS(png, info, trns, n_trns, NULL);
         else {
             tc.gray = tc.red = (png_uint_16)(trns[0] << 8 | (n_trns > 1 ? trns[1] : 0));
             png_set_tRNS(png, info, NULL, 0, &tc);
@@ -153,8 +166,12 @@ typedef struct jerr_jmp {
     jmp_buf jb;
 } jerr_jmp;
 
-static void jerr_exit(j_common_ptr ci) { longjmp(((jerr_jmp *)ci->err)->jb, 1); }
-static void jerr_out(j_common_ptr ci) { (void)ci; }
+static void jerr_exit(j_common_ptr ci) {
+    longjmp(((jerr_jmp *)ci->err)->jb, 1);
+}
+static void jerr_out(j_common_ptr ci) {
+    (void)ci;
+}
 
 uint8_t *imgfx_jpeg_encode(const uint8_t *pix, uint32_t w, uint32_t h, int comps, int quality,
                            int full_chroma, int progressive, size_t *len) {
@@ -177,7 +194,8 @@ uint8_t *imgfx_jpeg_encode(const uint8_t *pix, uint32_t w, uint32_t h, int comps
     jpeg_set_defaults(&ci);
     jpeg_set_quality(&ci, quality, TRUE);
     if (full_chroma)
-        for (int i = 0; i < ci.num_components; i++) ci.comp_info[i].h_samp_factor = ci.comp_info[i].v_samp_factor = 1;
+        for (int i = 0; i < ci.num_components; i++)
+            ci.comp_info[i].h_samp_factor = ci.comp_info[i].v_samp_factor = 1;
     if (progressive) jpeg_simple_progression(&ci);
     jpeg_start_compress(&ci, TRUE);
     while (ci.next_scanline < h) {
@@ -193,18 +211,26 @@ uint8_t *imgfx_jpeg_encode(const uint8_t *pix, uint32_t w, uint32_t h, int comps
 
 /* ---- files --------------------------------------------------------------------------------- */
 
-char *imgfx_tmpdir(void) { return fm_test_tmpdir("img"); }
+char *imgfx_tmpdir(void) {
+    return fm_test_tmpdir("img");
+}
 
 void imgfx_rmtree(char *dir) {
     fm_test_rmtree(dir);
     free(dir);
 }
 
-char *imgfx_join(const char *dir, const char *name) { return fm_test_join(dir, name); }
+char *imgfx_join(const char *dir, const char *name) {
+    return fm_test_join(dir, name);
+}
 
-int imgfx_write_file(const char *path, const void *data, size_t len) { return fm_test_write_file(path, data, len); }
+int imgfx_write_file(const char *path, const void *data, size_t len) {
+    return fm_test_write_file(path, data, len);
+}
 
-uint8_t *imgfx_read_file(const char *path, size_t *len) { return (uint8_t *)fm_test_read_file(path, len); }
+uint8_t *imgfx_read_file(const char *path, size_t *len) {
+    return (uint8_t *)fm_test_read_file(path, len);
+}
 
 const char *imgfx_data_dir(void) {
     const char *d = getenv("FM_TEST_DATA");
@@ -215,7 +241,8 @@ static uint32_t crc32_bytes(const uint8_t *p, size_t n) {
     uint32_t c = 0xffffffffu;
     for (size_t i = 0; i < n; i++) {
         c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
     }
     return c ^ 0xffffffffu;
 }
@@ -223,7 +250,8 @@ static uint32_t crc32_bytes(const uint8_t *p, size_t n) {
 void imgfx_png_fix_crc(uint8_t *buf, size_t type_off, uint32_t n) {
     uint32_t c = crc32_bytes(buf + type_off, 4 + (size_t)n);
     uint8_t *q = buf + type_off + 4 + n;
-    q[0] = (uint8_t)(c >> 24), q[1] = (uint8_t)(c >> 16), q[2] = (uint8_t)(c >> 8), q[3] = (uint8_t)c;
+    q[0] = (uint8_t)(c >> 24), q[1] = (uint8_t)(c >> 16), q[2] = (uint8_t)(c >> 8),
+    q[3] = (uint8_t)c;
 }
 
 uint32_t imgfx_le32(const uint8_t *p) {

@@ -12,7 +12,8 @@ void fm_qfix_init(fm_qfix *q) {
     q->depth = 2, q->embed_dim = 32, q->num_heads = 4, q->hidden_size = 48, q->mlp_ratio = 4;
     q->patch_size = 14, q->temporal_patch_size = 2, q->merge_size = 2, q->in_channels = 3;
     q->hidden_act = "quick_gelu";
-    q->text_layers = 1, q->text_hidden = 48, q->text_heads = 4, q->text_kv_heads = 2, q->text_inter = 64;
+    q->text_layers = 1, q->text_hidden = 48, q->text_heads = 4, q->text_kv_heads = 2,
+    q->text_inter = 64;
     q->vocab = 100;
     q->dtype = FM_DTYPE_F32;
     q->seed = 1234;
@@ -29,28 +30,35 @@ void fm_qfix_fill(float *dst, uint64_t n, float scale, uint64_t *s) {
 char *fm_qfix_config_text(const fm_qfix *q) {
     char text_keys[1024], *out = malloc(8192);
     if (!out) return NULL;
-    snprintf(text_keys, sizeof text_keys,
-             "\"hidden_size\": %d,\n%s\"intermediate_size\": %d,\n%s\"num_attention_heads\": %d,\n"
-             "%s\"num_hidden_layers\": %d,\n%s\"num_key_value_heads\": %d,\n%s\"rms_norm_eps\": 1e-06,\n"
-             "%s\"rope_theta\": 1000000.0,\n%s\"vocab_size\": %d",
-             q->text_hidden, q->v5_layout ? "    " : "  ", q->text_inter, q->v5_layout ? "    " : "  ",
-             q->text_heads, q->v5_layout ? "    " : "  ", q->text_layers, q->v5_layout ? "    " : "  ",
-             q->text_kv_heads, q->v5_layout ? "    " : "  ", q->v5_layout ? "    " : "  ",
-             q->v5_layout ? "    " : "  ", q->vocab);
-    const char *dt = q->dtype == FM_DTYPE_BF16 ? "bfloat16" : q->dtype == FM_DTYPE_F16 ? "float16" : "float32";
+    snprintf(
+        text_keys, sizeof text_keys,
+        "\"hidden_size\": %d,\n%s\"intermediate_size\": %d,\n%s\"num_attention_heads\": %d,\n"
+        "%s\"num_hidden_layers\": %d,\n%s\"num_key_value_heads\": %d,\n%s\"rms_norm_eps\": 1e-06,\n"
+        "%s\"rope_theta\": 1000000.0,\n%s\"vocab_size\": %d",
+        q->text_hidden, q->v5_layout ? "    " : "  ", q->text_inter, q->v5_layout ? "    " : "  ",
+        q->text_heads, q->v5_layout ? "    " : "  ", q->text_layers, q->v5_layout ? "    " : "  ",
+        q->text_kv_heads, q->v5_layout ? "    " : "  ", q->v5_layout ? "    " : "  ",
+        q->v5_layout ? "    " : "  ", q->vocab);
+    const char *dt = q->dtype == FM_DTYPE_BF16  ? "bfloat16"
+                     : q->dtype == FM_DTYPE_F16 ? "float16"
+                                                : "float32";
     snprintf(out, 8192,
              "{\n  \"architectures\": [\n    \"Qwen2VLForConditionalGeneration\"\n  ],\n"
              "  \"model_type\": \"qwen2_vl\",\n"
              "  %s%s%s,\n"
              "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n"
-             "  \"vision_config\": {\n    \"depth\": %d,\n    \"embed_dim\": %d,\n    \"hidden_act\": \"%s\",\n"
-             "    \"hidden_size\": %d,\n    \"in_chans\": %d,\n    \"mlp_ratio\": %d,\n    \"num_heads\": %d,\n"
-             "    \"patch_size\": %d,\n    \"spatial_merge_size\": %d,\n    \"spatial_patch_size\": %d,\n"
+             "  \"vision_config\": {\n    \"depth\": %d,\n    \"embed_dim\": %d,\n    "
+             "\"hidden_act\": \"%s\",\n"
+             "    \"hidden_size\": %d,\n    \"in_chans\": %d,\n    \"mlp_ratio\": %d,\n    "
+             "\"num_heads\": %d,\n"
+             "    \"patch_size\": %d,\n    \"spatial_merge_size\": %d,\n    "
+             "\"spatial_patch_size\": %d,\n"
              "    \"temporal_patch_size\": %d\n  }%s%s\n}\n",
              q->v5_layout ? "\"text_config\": {\n    " : "", text_keys, q->v5_layout ? "\n  }" : "",
-             q->tie ? "true" : "false", dt, q->depth, q->embed_dim, q->hidden_act ? q->hidden_act : "quick_gelu",
-             q->hidden_size, q->in_channels, q->mlp_ratio, q->num_heads, q->patch_size, q->merge_size,
-             q->patch_size, q->temporal_patch_size, q->extra_config ? ",\n  " : "",
+             q->tie ? "true" : "false", dt, q->depth, q->embed_dim,
+             q->hidden_act ? q->hidden_act : "quick_gelu", q->hidden_size, q->in_channels,
+             q->mlp_ratio, q->num_heads, q->patch_size, q->merge_size, q->patch_size,
+             q->temporal_patch_size, q->extra_config ? ",\n  " : "",
              q->extra_config ? q->extra_config : "");
     return out;
 }
@@ -61,7 +69,8 @@ typedef struct plist {
     int n;
 } plist;
 
-static void add(plist *p, const char *name, int nd, int64_t a, int64_t b, int64_t c, int64_t d, int64_t e) {
+static void add(plist *p, const char *name, int nd, int64_t a, int64_t b, int64_t c, int64_t d,
+                int64_t e) {
     int64_t dims[5] = {a, b, c, d, e};
     if (p->n >= 4096) return;
     snprintf(p->names[p->n], sizeof p->names[0], "%s", name);
@@ -70,18 +79,26 @@ static void add(plist *p, const char *name, int nd, int64_t a, int64_t b, int64_
 }
 
 static void vision_params(plist *p, const fm_qfix *q) {
-    int64_t D = q->embed_dim, M = (int64_t)q->embed_dim * q->mlp_ratio, H4 = D * q->merge_size * q->merge_size;
+    int64_t D = q->embed_dim, M = (int64_t)q->embed_dim * q->mlp_ratio,
+            H4 = D * q->merge_size * q->merge_size;
     char n[96];
-    add(p, "visual.patch_embed.proj.weight", 5, D, q->in_channels, q->temporal_patch_size, q->patch_size,
-        q->patch_size);
+    add(p, "visual.patch_embed.proj.weight", 5, D, q->in_channels, q->temporal_patch_size,
+        q->patch_size, q->patch_size);
     for (int i = 0; i < q->depth; i++) {
-#define B(suffix, nd, a, b) snprintf(n, sizeof n, "visual.blocks.%d.%s", i, suffix), add(p, n, nd, a, b, 0, 0, 0)
-        B("norm1.weight", 1, D, 0); B("norm1.bias", 1, D, 0);
-        B("norm2.weight", 1, D, 0); B("norm2.bias", 1, D, 0);
-        B("attn.qkv.weight", 2, 3 * D, D); B("attn.qkv.bias", 1, 3 * D, 0);
-        B("attn.proj.weight", 2, D, D); B("attn.proj.bias", 1, D, 0);
-        B("mlp.fc1.weight", 2, M, D); B("mlp.fc1.bias", 1, M, 0);
-        B("mlp.fc2.weight", 2, D, M); B("mlp.fc2.bias", 1, D, 0);
+#define B(suffix, nd, a, b)                                                                        \
+    snprintf(n, sizeof n, "visual.blocks.%d.%s", i, suffix), add(p, n, nd, a, b, 0, 0, 0)
+        B("norm1.weight", 1, D, 0);
+        B("norm1.bias", 1, D, 0);
+        B("norm2.weight", 1, D, 0);
+        B("norm2.bias", 1, D, 0);
+        B("attn.qkv.weight", 2, 3 * D, D);
+        B("attn.qkv.bias", 1, 3 * D, 0);
+        B("attn.proj.weight", 2, D, D);
+        B("attn.proj.bias", 1, D, 0);
+        B("mlp.fc1.weight", 2, M, D);
+        B("mlp.fc1.bias", 1, M, 0);
+        B("mlp.fc2.weight", 2, D, M);
+        B("mlp.fc2.bias", 1, D, 0);
 #undef B
     }
     add(p, "visual.merger.ln_q.weight", 1, D, 0, 0, 0, 0);
@@ -93,17 +110,25 @@ static void vision_params(plist *p, const fm_qfix *q) {
 }
 
 static void text_params(plist *p, const fm_qfix *q) {
-    int64_t H = q->text_hidden, hd = H / q->text_heads, kv = q->text_kv_heads * hd, I = q->text_inter;
+    int64_t H = q->text_hidden, hd = H / q->text_heads, kv = q->text_kv_heads * hd,
+            I = q->text_inter;
     char n[96];
     add(p, "model.embed_tokens.weight", 2, q->vocab, H, 0, 0, 0);
     for (int i = 0; i < q->text_layers; i++) {
-#define L(suffix, nd, a, b) snprintf(n, sizeof n, "model.layers.%d.%s", i, suffix), add(p, n, nd, a, b, 0, 0, 0)
-        L("self_attn.q_proj.weight", 2, H, H); L("self_attn.q_proj.bias", 1, H, 0);
-        L("self_attn.k_proj.weight", 2, kv, H); L("self_attn.k_proj.bias", 1, kv, 0);
-        L("self_attn.v_proj.weight", 2, kv, H); L("self_attn.v_proj.bias", 1, kv, 0);
+#define L(suffix, nd, a, b)                                                                        \
+    snprintf(n, sizeof n, "model.layers.%d.%s", i, suffix), add(p, n, nd, a, b, 0, 0, 0)
+        L("self_attn.q_proj.weight", 2, H, H);
+        L("self_attn.q_proj.bias", 1, H, 0);
+        L("self_attn.k_proj.weight", 2, kv, H);
+        L("self_attn.k_proj.bias", 1, kv, 0);
+        L("self_attn.v_proj.weight", 2, kv, H);
+        L("self_attn.v_proj.bias", 1, kv, 0);
         L("self_attn.o_proj.weight", 2, H, H);
-        L("mlp.gate_proj.weight", 2, I, H); L("mlp.up_proj.weight", 2, I, H); L("mlp.down_proj.weight", 2, H, I);
-        L("input_layernorm.weight", 1, H, 0); L("post_attention_layernorm.weight", 1, H, 0);
+        L("mlp.gate_proj.weight", 2, I, H);
+        L("mlp.up_proj.weight", 2, I, H);
+        L("mlp.down_proj.weight", 2, H, I);
+        L("input_layernorm.weight", 1, H, 0);
+        L("post_attention_layernorm.weight", 1, H, 0);
 #undef L
     }
     add(p, "model.norm.weight", 1, H, 0, 0, 0, 0);
@@ -115,7 +140,9 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
     fm_tensor *ts = p ? calloc(4096, sizeof *ts) : NULL;
     fm_st_item *items = ts ? calloc(4096, sizeof *items) : NULL;
     char *cfg = fm_qfix_config_text(q);
-    fm_status st = (p && ts && items && cfg) ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "fixture: out of memory");
+    fm_status st = (p && ts && items && cfg)
+                       ? FM_OK
+                       : fm_error_set(err, FM_ERR_NOMEM, "fixture: out of memory");
     uint64_t seed = q->seed ? q->seed : 1;
     if (st == FM_OK) vision_params(p, q), text_params(p, q);
     for (int i = 0; st == FM_OK && i < p->n; i++) {
@@ -123,12 +150,16 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
         st = fm_tensor_alloc(&f32, FM_DTYPE_F32, &p->shapes[i], err);
         if (st != FM_OK) break;
         int is_norm_w = strstr(p->names[i], "norm") && strstr(p->names[i], ".weight");
-        float sc = q->patch_scale > 0 && strstr(p->names[i], "patch_embed") ? q->patch_scale : q->scale;
+        float sc =
+            q->patch_scale > 0 && strstr(p->names[i], "patch_embed") ? q->patch_scale : q->scale;
         fm_qfix_fill(f32.data, fm_tensor_numel(&f32), sc, &seed);
         if (is_norm_w) /* norm weights around 1, like trained models */
-            for (uint64_t k = 0; k < fm_tensor_numel(&f32); k++) ((float *)f32.data)[k] += 1.0f;
-        if (q->dtype == FM_DTYPE_F32) ts[i] = f32;
-        else st = fm_tensor_cast(&ts[i], &f32, q->dtype, err), fm_tensor_free(&f32);
+            for (uint64_t k = 0; k < fm_tensor_numel(&f32); k++)
+                ((float *)f32.data)[k] += 1.0f;
+        if (q->dtype == FM_DTYPE_F32)
+            ts[i] = f32;
+        else
+            st = fm_tensor_cast(&ts[i], &f32, q->dtype, err), fm_tensor_free(&f32);
         items[i] = (fm_st_item){p->names[i], &ts[i]};
     }
     if (st == FM_OK) {
@@ -138,7 +169,8 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
         fm_extra_file ex = {"config.json", cfg, strlen(cfg)};
         st = fm_checkpoint_save(dir, items, (size_t)p->n, &ex, 1, &so, err);
     }
-    for (int i = 0; p && ts && i < p->n; i++) fm_tensor_free(&ts[i]);
+    for (int i = 0; p && ts && i < p->n; i++)
+        fm_tensor_free(&ts[i]);
     free(items), free(ts), free(p), free(cfg);
     return st;
 }

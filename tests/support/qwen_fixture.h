@@ -15,14 +15,15 @@ typedef struct fm_qfix {
     int patch_size, temporal_patch_size, merge_size, in_channels;
     const char *hidden_act; /* "quick_gelu" default */
     int text_layers, text_hidden, text_heads, text_kv_heads, text_inter, vocab;
-    bool tie;             /* tie_word_embeddings (no lm_head.weight written) */
-    bool v5_layout;       /* text_config nested instead of flat keys */
-    fm_dtype dtype;       /* F32 default */
-    uint64_t max_shard;   /* 0 = single file */
+    bool tie;           /* tie_word_embeddings (no lm_head.weight written) */
+    bool v5_layout;     /* text_config nested instead of flat keys */
+    fm_dtype dtype;     /* F32 default */
+    uint64_t max_shard; /* 0 = single file */
     uint64_t seed;
-    float scale;          /* weight scale (default 0.05) */
-    float patch_scale;    /* scale of the patch-embedding weight (0: scale) */
-    const char *extra_config; /* extra top-level JSON members, e.g. "\"fusion_config\": {...}" (no trailing comma) */
+    float scale;              /* weight scale (default 0.05) */
+    float patch_scale;        /* scale of the patch-embedding weight (0: scale) */
+    const char *extra_config; /* extra top-level JSON members, e.g. "\"fusion_config\": {...}" (no
+                                 trailing comma) */
 } fm_qfix;
 
 void fm_qfix_init(fm_qfix *q); /* tiny defaults: embed 32, 4 heads, depth 2, text 1 layer */

@@ -39,7 +39,9 @@ int stfx_bytes_str(const char *header, const void *data, size_t dlen, uint8_t **
     return stfx_bytes_n(hlen, header, hlen, data, dlen, out, out_len);
 }
 
-int stfx_write_file(const char *path, const void *bytes, size_t len) { return fm_test_write_file(path, bytes, len); }
+int stfx_write_file(const char *path, const void *bytes, size_t len) {
+    return fm_test_write_file(path, bytes, len);
+}
 
 int stfx_write_st(const char *path, const char *header, const void *data, size_t dlen) {
     uint8_t *b;
@@ -50,7 +52,9 @@ int stfx_write_st(const char *path, const char *header, const void *data, size_t
     return r;
 }
 
-char *stfx_join(const char *dir, const char *name) { return fm_test_join(dir, name); }
+char *stfx_join(const char *dir, const char *name) {
+    return fm_test_join(dir, name);
+}
 
 int stfx_write_text(const char *dir, const char *name, const char *text) {
     char *p = stfx_join(dir, name);
@@ -149,7 +153,8 @@ char *stfx_new_dir(const char *root) {
     return p;
 }
 
-int stfx_write_built(const char *dir, const char *name, const stfx_tensor *ts, size_t n, uint64_t seed) {
+int stfx_write_built(const char *dir, const char *name, const stfx_tensor *ts, size_t n,
+                     uint64_t seed) {
     uint8_t *b;
     size_t len;
     char *p = fm_test_join(dir, name);

@@ -42,7 +42,8 @@ int stfx_write_text(const char *dir, const char *name, const char *text);
 /* A fresh empty directory root/dNNN (numbered per process); malloc'd, NULL on failure. */
 char *stfx_new_dir(const char *root);
 /* stfx_build (metadata {"format":"pt"}) written to dir/name; 0 on success. */
-int stfx_write_built(const char *dir, const char *name, const stfx_tensor *ts, size_t n, uint64_t seed);
+int stfx_write_built(const char *dir, const char *name, const stfx_tensor *ts, size_t n,
+                     uint64_t seed);
 
 /* "dir/name"; caller frees with free(). */
 char *stfx_join(const char *dir, const char *name);

@@ -20,7 +20,8 @@ static void lin(double *y, const double *x, const float *w, const float *b, int6
     for (int64_t r = 0; r < rows; r++)
         for (int64_t o = 0; o < out; o++) {
             double acc = b ? (double)b[o] : 0.0;
-            for (int64_t i = 0; i < in; i++) acc += x[r * in + i] * (double)w[o * in + i];
+            for (int64_t i = 0; i < in; i++)
+                acc += x[r * in + i] * (double)w[o * in + i];
             y[r * out + o] = acc;
         }
 }
@@ -29,22 +30,30 @@ static void layer_norm(double *y, const double *x, const float *g, const float *
                        int64_t dim, double eps) {
     for (int64_t r = 0; r < rows; r++) {
         double mean = 0.0, var = 0.0;
-        for (int64_t i = 0; i < dim; i++) mean += x[r * dim + i];
+        for (int64_t i = 0; i < dim; i++)
+            mean += x[r * dim + i];
         mean /= (double)dim;
-        for (int64_t i = 0; i < dim; i++) var += (x[r * dim + i] - mean) * (x[r * dim + i] - mean);
+        for (int64_t i = 0; i < dim; i++)
+            var += (x[r * dim + i] - mean) * (x[r * dim + i] - mean);
         var /= (double)dim;
         for (int64_t i = 0; i < dim; i++)
-            y[r * dim + i] = (x[r * dim + i] - mean) / sqrt(var + eps) * (double)g[i] + (double)b[i];
+            y[r * dim + i] =
+                (x[r * dim + i] - mean) / sqrt(var + eps) * (double)g[i] + (double)b[i];
     }
 }
 
 static double act64(double x, int act) {
     switch (act) {
-    case FM_VREF_ACT_QUICK_GELU: return x / (1.0 + exp(-(double)1.702f * x));
-    case FM_VREF_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case FM_VREF_ACT_SILU: return x / (1.0 + exp(-x));
-    case FM_VREF_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    default: return NAN;
+    case FM_VREF_ACT_QUICK_GELU:
+        return x / (1.0 + exp(-(double)1.702f * x));
+    case FM_VREF_ACT_GELU:
+        return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case FM_VREF_ACT_SILU:
+        return x / (1.0 + exp(-x));
+    case FM_VREF_ACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    default:
+        return NAN;
     }
 }
 
@@ -57,7 +66,8 @@ static void rope_angles(double *ang, const int64_t *grid, int n_images, int64_t 
     for (int img = 0; img < n_images; img++) {
         int64_t t = grid[3 * img], gh = grid[3 * img + 1], gw = grid[3 * img + 2];
         for (int64_t idx = 0; idx < t * gh * gw; idx++, r++) {
-            int64_t in_slice = idx % (gh * gw), blk = in_slice / (m * m), within = in_slice % (m * m);
+            int64_t in_slice = idx % (gh * gw), blk = in_slice / (m * m),
+                    within = in_slice % (m * m);
             int64_t row = (blk / (gw / m)) * m + within / m;
             int64_t col = (blk % (gw / m)) * m + within % m;
             for (int64_t i = 0; i < quarter; i++) {
@@ -82,22 +92,26 @@ static void rope64(double *x, const double *ang, int64_t hd) {
 }
 
 /* Softmax attention of one segment [s0, s1) and head h; qkv [N][3D]; o [N][D]. */
-static void attend(double *o, const double *qkv, int64_t s0, int64_t s1, int64_t h, const ref_dims *dm,
-                   double *p) {
+static void attend(double *o, const double *qkv, int64_t s0, int64_t s1, int64_t h,
+                   const ref_dims *dm, double *p) {
     double scale = 1.0 / sqrt((double)dm->hd);
-    const int64_t ld = 3 * dm->d, qo = h * dm->hd, ko = dm->d + h * dm->hd, vo = 2 * dm->d + h * dm->hd;
+    const int64_t ld = 3 * dm->d, qo = h * dm->hd, ko = dm->d + h * dm->hd,
+                  vo = 2 * dm->d + h * dm->hd;
     for (int64_t i = s0; i < s1; i++) {
         double mx = -INFINITY, sum = 0.0;
         for (int64_t j = s0; j < s1; j++) {
             double s = 0.0;
-            for (int64_t c = 0; c < dm->hd; c++) s += qkv[i * ld + qo + c] * qkv[j * ld + ko + c];
+            for (int64_t c = 0; c < dm->hd; c++)
+                s += qkv[i * ld + qo + c] * qkv[j * ld + ko + c];
             p[j - s0] = s * scale;
             if (p[j - s0] > mx) mx = p[j - s0];
         }
-        for (int64_t j = s0; j < s1; j++) sum += (p[j - s0] = exp(p[j - s0] - mx));
+        for (int64_t j = s0; j < s1; j++)
+            sum += (p[j - s0] = exp(p[j - s0] - mx));
         for (int64_t c = 0; c < dm->hd; c++) {
             double acc = 0.0;
-            for (int64_t j = s0; j < s1; j++) acc += p[j - s0] / sum * qkv[j * ld + vo + c];
+            for (int64_t j = s0; j < s1; j++)
+                acc += p[j - s0] / sum * qkv[j * ld + vo + c];
             o[i * dm->d + qo + c] = acc;
         }
     }
@@ -118,46 +132,62 @@ static void block64(double *h, const fm_vref_block *b, const ref_dims *dm, const
     for (int img = 0; img < n_images; img++)
         for (int64_t t = 0; t < grid[3 * img]; t++) {
             int64_t len = grid[3 * img + 1] * grid[3 * img + 2];
-            for (int64_t hh = 0; hh < dm->heads; hh++) attend(t1, big, s0, s0 + len, hh, dm, p);
+            for (int64_t hh = 0; hh < dm->heads; hh++)
+                attend(t1, big, s0, s0 + len, hh, dm, p);
             s0 += len;
         }
     lin(big, t1, b->proj_w, b->proj_b, n, d, d);
-    for (int64_t i = 0; i < n * d; i++) h[i] += big[i];
+    for (int64_t i = 0; i < n * d; i++)
+        h[i] += big[i];
     layer_norm(t1, h, b->norm2_w, b->norm2_b, n, d, eps);
     lin(big, t1, b->fc1_w, b->fc1_b, n, dm->mlp, d);
-    for (int64_t i = 0; i < n * dm->mlp; i++) big[i] = act64(big[i], act);
+    for (int64_t i = 0; i < n * dm->mlp; i++)
+        big[i] = act64(big[i], act);
     lin(t1, big, b->fc2_w, b->fc2_b, n, d, dm->mlp);
-    for (int64_t i = 0; i < n * d; i++) h[i] += t1[i];
+    for (int64_t i = 0; i < n * d; i++)
+        h[i] += t1[i];
 }
 
 /* LayerNorm eps of every norm in the tower: 1e-6 (qwen2-vl.md §4). */
 #define REF_LN_EPS 1e-6
 
-int fm_vref64_forward(const fm_vref_model *c, const int64_t *grid, int n_images, const float *px, double *out) {
-    ref_dims dm = {0, c->embed_dim, c->embed_dim / c->num_heads, c->num_heads, c->mlp_hidden,
+int fm_vref64_forward(const fm_vref_model *c, const int64_t *grid, int n_images, const float *px,
+                      double *out) {
+    ref_dims dm = {0,
+                   c->embed_dim,
+                   c->embed_dim / c->num_heads,
+                   c->num_heads,
+                   c->mlp_hidden,
                    (int64_t)c->in_channels * c->temporal_patch_size * c->patch_size * c->patch_size,
                    (int64_t)c->spatial_merge_size * c->spatial_merge_size};
     int64_t max_seg = 1;
     for (int i = 0; i < n_images; i++) {
         dm.n += grid[3 * i] * grid[3 * i + 1] * grid[3 * i + 2];
-        if (grid[3 * i + 1] * grid[3 * i + 2] > max_seg) max_seg = grid[3 * i + 1] * grid[3 * i + 2];
+        if (grid[3 * i + 1] * grid[3 * i + 2] > max_seg)
+            max_seg = grid[3 * i + 1] * grid[3 * i + 2];
     }
     int64_t wide = 3 * dm.d > dm.mlp ? 3 * dm.d : dm.mlp;
     if (dm.m2 * dm.d > wide) wide = dm.m2 * dm.d;
-    double *x = malloc((size_t)(dm.n * dm.k) * sizeof *x), *h = malloc((size_t)(dm.n * dm.d) * sizeof *h);
-    double *t1 = malloc((size_t)(dm.n * dm.d) * sizeof *t1), *big = malloc((size_t)(dm.n * wide) * sizeof *big);
-    double *ang = malloc((size_t)(dm.n * dm.hd / 2) * sizeof *ang), *p = malloc((size_t)max_seg * sizeof *p);
+    double *x = malloc((size_t)(dm.n * dm.k) * sizeof *x),
+           *h = malloc((size_t)(dm.n * dm.d) * sizeof *h);
+    double *t1 = malloc((size_t)(dm.n * dm.d) * sizeof *t1),
+           *big = malloc((size_t)(dm.n * wide) * sizeof *big);
+    double *ang = malloc((size_t)(dm.n * dm.hd / 2) * sizeof *ang),
+           *p = malloc((size_t)max_seg * sizeof *p);
     int rc = -1;
     if (!x || !h || !t1 || !big || !ang || !p) goto done;
-    for (int64_t i = 0; i < dm.n * dm.k; i++) x[i] = px[i];
+    for (int64_t i = 0; i < dm.n * dm.k; i++)
+        x[i] = px[i];
     lin(h, x, c->patch_w, c->patch_b, dm.n, dm.d, dm.k);
     rope_angles(ang, grid, n_images, c->spatial_merge_size, dm.hd);
-    for (int i = 0; i < c->depth; i++) block64(h, &c->blocks[i], &dm, ang, grid, n_images, REF_LN_EPS, c->act, t1, big, p);
+    for (int i = 0; i < c->depth; i++)
+        block64(h, &c->blocks[i], &dm, ang, grid, n_images, REF_LN_EPS, c->act, t1, big, p);
     /* merger: ln_q per token; token j of the merged sequence concatenates rows m2*j .. m2*j+m2-1 */
     layer_norm(t1, h, c->ln_q_w, c->ln_q_b, dm.n, dm.d, REF_LN_EPS);
     int64_t rows = dm.n / dm.m2, mw = dm.m2 * dm.d;
     lin(big, t1, c->mlp0_w, c->mlp0_b, rows, mw, mw);
-    for (int64_t i = 0; i < rows * mw; i++) big[i] = act64(big[i], FM_VREF_ACT_GELU);
+    for (int64_t i = 0; i < rows * mw; i++)
+        big[i] = act64(big[i], FM_VREF_ACT_GELU);
     lin(out, big, c->mlp2_w, c->mlp2_b, rows, c->hidden_size, mw);
     rc = 0;
 done:
@@ -181,7 +211,8 @@ static int read_config(const char *dir, fm_vref_model *m, char *why, size_t n) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je), *vc = root ? json_object_get(root, "vision_config") : NULL;
+    json_t *root = json_load_file(path, 0, &je),
+           *vc = root ? json_object_get(root, "vision_config") : NULL;
     if (!vc) {
         snprintf(why, n, "%s: no vision_config", path);
         json_decref(root);
@@ -205,16 +236,18 @@ static int read_config(const char *dir, fm_vref_model *m, char *why, size_t n) {
 
 /* Tensor `name` (tried under visual.* and model.visual.*) as a fresh f32 array of `numel`
  * values; NULL when absent and optional. */
-static float *get_f32(const fm_checkpoint *ck, const char *name, int64_t numel, int optional, int *bad,
-                      char *why, size_t n) {
+static float *get_f32(const fm_checkpoint *ck, const char *name, int64_t numel, int optional,
+                      int *bad, char *why, size_t n) {
     char k1[256], k2[256];
     snprintf(k1, sizeof k1, "visual.%s", name);
     snprintf(k2, sizeof k2, "model.visual.%s", name);
     long i = fm_checkpoint_find(ck, k1);
     if (i < 0) i = fm_checkpoint_find(ck, k2);
     fm_tensor t = {0};
-    if (i < 0 || fm_checkpoint_tensor(ck, (size_t)i, &t, NULL) != FM_OK || (int64_t)fm_tensor_numel(&t) != numel) {
-        if (!(i < 0 && optional) && !*bad) snprintf(why, n, "tensor %s missing or of the wrong size", k1), *bad = 1;
+    if (i < 0 || fm_checkpoint_tensor(ck, (size_t)i, &t, NULL) != FM_OK ||
+        (int64_t)fm_tensor_numel(&t) != numel) {
+        if (!(i < 0 && optional) && !*bad)
+            snprintf(why, n, "tensor %s missing or of the wrong size", k1), *bad = 1;
         fm_tensor_free(&t);
         return NULL;
     }
@@ -233,7 +266,8 @@ int fm_vref_load(const char *dir, fm_vref_model *m, char *why, size_t n) {
     fm_checkpoint *ck = NULL;
     fm_error err;
     if (fm_checkpoint_open(dir, &ck, &err) != FM_OK) return snprintf(why, n, "%s", err.msg), -1;
-    int64_t d = m->embed_dim, mlp = m->mlp_hidden, m2 = (int64_t)m->spatial_merge_size * m->spatial_merge_size;
+    int64_t d = m->embed_dim, mlp = m->mlp_hidden,
+            m2 = (int64_t)m->spatial_merge_size * m->spatial_merge_size;
     int64_t k = (int64_t)m->in_channels * m->temporal_patch_size * m->patch_size * m->patch_size;
     int bad = 0;
     m->patch_w = get_f32(ck, "patch_embed.proj.weight", d * k, 0, &bad, why, n);
@@ -242,19 +276,29 @@ int fm_vref_load(const char *dir, fm_vref_model *m, char *why, size_t n) {
     for (int i = 0; m->blocks && i < m->depth; i++) {
         fm_vref_block *b = &m->blocks[i];
         char nm[128];
-#define W(field, suffix, count) snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix), b->field = get_f32(ck, nm, count, 0, &bad, why, n)
-        W(norm1_w, "norm1.weight", d); W(norm1_b, "norm1.bias", d); W(norm2_w, "norm2.weight", d); W(norm2_b, "norm2.bias", d);
-        W(qkv_w, "attn.qkv.weight", 3 * d * d); W(qkv_b, "attn.qkv.bias", 3 * d);
-        W(proj_w, "attn.proj.weight", d * d); W(proj_b, "attn.proj.bias", d);
-        W(fc1_w, "mlp.fc1.weight", mlp * d); W(fc1_b, "mlp.fc1.bias", mlp);
-        W(fc2_w, "mlp.fc2.weight", d * mlp); W(fc2_b, "mlp.fc2.bias", d);
+#define W(field, suffix, count)                                                                    \
+    snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix),                                            \
+        b->field = get_f32(ck, nm, count, 0, &bad, why, n)
+        W(norm1_w, "norm1.weight", d);
+        W(norm1_b, "norm1.bias", d);
+        W(norm2_w, "norm2.weight", d);
+        W(norm2_b, "norm2.bias", d);
+        W(qkv_w, "attn.qkv.weight", 3 * d * d);
+        W(qkv_b, "attn.qkv.bias", 3 * d);
+        W(proj_w, "attn.proj.weight", d * d);
+        W(proj_b, "attn.proj.bias", d);
+        W(fc1_w, "mlp.fc1.weight", mlp * d);
+        W(fc1_b, "mlp.fc1.bias", mlp);
+        W(fc2_w, "mlp.fc2.weight", d * mlp);
+        W(fc2_b, "mlp.fc2.bias", d);
 #undef W
     }
     m->ln_q_w = get_f32(ck, "merger.ln_q.weight", d, 0, &bad, why, n);
     m->ln_q_b = get_f32(ck, "merger.ln_q.bias", d, 0, &bad, why, n);
     m->mlp0_w = get_f32(ck, "merger.mlp.0.weight", m2 * d * m2 * d, 0, &bad, why, n);
     m->mlp0_b = get_f32(ck, "merger.mlp.0.bias", m2 * d, 0, &bad, why, n);
-    m->mlp2_w = get_f32(ck, "merger.mlp.2.weight", (int64_t)m->hidden_size * m2 * d, 0, &bad, why, n);
+    m->mlp2_w =
+        get_f32(ck, "merger.mlp.2.weight", (int64_t)m->hidden_size * m2 * d, 0, &bad, why, n);
     m->mlp2_b = get_f32(ck, "merger.mlp.2.bias", m->hidden_size, 0, &bad, why, n);
     fm_checkpoint_close(ck);
     if (!m->blocks && !bad) snprintf(why, n, "out of memory"), bad = 1;
@@ -265,7 +309,8 @@ int fm_vref_load(const char *dir, fm_vref_model *m, char *why, size_t n) {
 void fm_vref_free(fm_vref_model *m) {
     for (int i = 0; m->blocks && i < m->depth; i++) {
         float **f = (float **)&m->blocks[i];
-        for (size_t k = 0; k < sizeof(fm_vref_block) / sizeof(float *); k++) free(f[k]);
+        for (size_t k = 0; k < sizeof(fm_vref_block) / sizeof(float *); k++)
+            free(f[k]);
     }
     free(m->blocks);
     free(m->patch_w), free(m->patch_b), free(m->ln_q_w), free(m->ln_q_b);

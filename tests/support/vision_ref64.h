@@ -13,11 +13,11 @@ typedef struct fm_vref_block {
 } fm_vref_block;
 
 typedef struct fm_vref_model {
-    int depth, embed_dim, hidden_size, num_heads, mlp_hidden, in_channels, patch_size, temporal_patch_size,
-        spatial_merge_size;
-    int act;                    /* FM_VREF_ACT_* from vision_config.hidden_act */
-    float *patch_w, *patch_b;   /* [D][C*T*P*P] (the Conv3d weight's memory), bias or NULL */
-    fm_vref_block *blocks;      /* [depth] */
+    int depth, embed_dim, hidden_size, num_heads, mlp_hidden, in_channels, patch_size,
+        temporal_patch_size, spatial_merge_size;
+    int act;                  /* FM_VREF_ACT_* from vision_config.hidden_act */
+    float *patch_w, *patch_b; /* [D][C*T*P*P] (the Conv3d weight's memory), bias or NULL */
+    fm_vref_block *blocks;    /* [depth] */
     float *ln_q_w, *ln_q_b, *mlp0_w, *mlp0_b, *mlp2_w, *mlp2_b;
 } fm_vref_model;
 
@@ -30,8 +30,8 @@ void fm_vref_free(fm_vref_model *m);
 
 /* out: [N / merge²][hidden_size] doubles (caller-allocated); grid_thw [n_images][3]; pixel
  * values [N][C*T*P*P]. Returns 0, or -1 when out of memory. */
-int fm_vref64_forward(const fm_vref_model *m, const int64_t *grid_thw, int n_images, const float *pixel_values,
-                      double *out);
+int fm_vref64_forward(const fm_vref_model *m, const int64_t *grid_thw, int n_images,
+                      const float *pixel_values, double *out);
 
 /* Relative L2 error ||a - ref|| / ||ref|| of n float values against doubles. */
 double fm_vref64_rel_l2(const float *a, const double *ref, int64_t n);

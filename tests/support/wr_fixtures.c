@@ -1,4 +1,5 @@
-/* Writer/save test helpers: temporary trees, file reads, byte-filled tensors, directory snapshots. */
+/* Writer/save test helpers: temporary trees, file reads, byte-filled tensors, directory snapshots.
+ */
 #include "wr_fixtures.h"
 
 #include "file_util.h"
@@ -11,11 +12,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-char *wrfx_mkdtemp(void) { return fm_test_tmpdir("wr"); }
-char *wrfx_join(const char *a, const char *b) { return fm_test_join(a, b); }
-int wrfx_rmrf(const char *path) { return fm_test_rmtree(path); }
-uint8_t *wrfx_read(const char *path, size_t *len) { return (uint8_t *)fm_test_read_file(path, len); }
-int wrfx_write(const char *path, const void *data, size_t len) { return fm_test_write_file(path, data, len); }
+char *wrfx_mkdtemp(void) {
+    return fm_test_tmpdir("wr");
+}
+char *wrfx_join(const char *a, const char *b) {
+    return fm_test_join(a, b);
+}
+int wrfx_rmrf(const char *path) {
+    return fm_test_rmtree(path);
+}
+uint8_t *wrfx_read(const char *path, size_t *len) {
+    return (uint8_t *)fm_test_read_file(path, len);
+}
+int wrfx_write(const char *path, const void *data, size_t len) {
+    return fm_test_write_file(path, data, len);
+}
 
 bool wrfx_exists(const char *path) {
     struct stat sb;
@@ -29,7 +40,8 @@ uint64_t wrfx_rand(uint64_t *state) {
     return z ^ (z >> 31);
 }
 
-int wrfx_tensor(fm_tensor *t, fm_dtype dt, int ndim, const int64_t *dims, const void *bytes, uint64_t seed) {
+int wrfx_tensor(fm_tensor *t, fm_dtype dt, int ndim, const int64_t *dims, const void *bytes,
+                uint64_t seed) {
     fm_shape s;
     if (fm_shape_make(&s, ndim, dims) != FM_OK) return -1;
     if (fm_tensor_alloc(t, dt, &s, NULL) != FM_OK) return -1;
@@ -129,15 +141,15 @@ int wrfx_snap_equal(const wrfx_snap *a, const wrfx_snap *b, char *why, size_t wh
     }
     for (size_t i = 0; i < a->n || i < b->n; i++) {
         if (i >= a->n || i >= b->n || strcmp(a->v[i].path, b->v[i].path)) {
-            snprintf(why, why_len, "entry lists differ at #%zu ('%s' vs '%s')", i, i < a->n ? a->v[i].path : "-",
-                     i < b->n ? b->v[i].path : "-");
+            snprintf(why, why_len, "entry lists differ at #%zu ('%s' vs '%s')", i,
+                     i < a->n ? a->v[i].path : "-", i < b->n ? b->v[i].path : "-");
             return 0;
         }
         const wrfx_snap_entry *x = &a->v[i], *y = &b->v[i];
         if (x->type != y->type || x->mode != y->mode || x->len != y->len ||
             (x->len && memcmp(x->data, y->data, x->len))) {
-            snprintf(why, why_len, "'%s' changed (type %c/%c, mode %o/%o, %zu/%zu bytes)", x->path, x->type, y->type,
-                     x->mode, y->mode, x->len, y->len);
+            snprintf(why, why_len, "'%s' changed (type %c/%c, mode %o/%o, %zu/%zu bytes)", x->path,
+                     x->type, y->type, x->mode, y->mode, x->len, y->len);
             return 0;
         }
     }

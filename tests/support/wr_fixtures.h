@@ -26,7 +26,8 @@ bool wrfx_exists(const char *path);
 uint64_t wrfx_rand(uint64_t *state);
 /* An owned tensor of dtype/shape holding `bytes` (or seeded random bytes when bytes is NULL).
  * Returns 0, or -1 on error. Free with fm_tensor_free. */
-int wrfx_tensor(fm_tensor *t, fm_dtype dt, int ndim, const int64_t *dims, const void *bytes, uint64_t seed);
+int wrfx_tensor(fm_tensor *t, fm_dtype dt, int ndim, const int64_t *dims, const void *bytes,
+                uint64_t seed);
 
 /* Recursive picture of a directory: every entry's relative path, type, permission bits and
  * content (file bytes or link target), sorted by path. */

@@ -10,41 +10,56 @@
 #define CFG(ctx) ((const fm_qwen2vl_config *)fm_build_ctx_model_cfg(ctx))
 
 /* Creates a child or returns the failure (inits below have `ctx` and `err` in scope). */
-#define MK(parent, name, cls, args)                                                   \
-    do {                                                                              \
-        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);    \
-        if (st_ != FM_OK) return st_;                                                 \
+#define MK(parent, name, cls, args)                                                                \
+    do {                                                                                           \
+        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);                 \
+        if (st_ != FM_OK) return st_;                                                              \
     } while (0)
 
 /* ---- text decoder ---------------------------------------------------------------------------- */
-static fm_status text_attention_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+static fm_status text_attention_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                     fm_error *err) {
     const fm_qwen2vl_text_config *t = &CFG(ctx)->t;
     int64_t hd = t->hidden_size / t->num_attention_heads;
     (void)a;
-    MK(m, "q_proj", "Linear", &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->num_attention_heads * hd), FM_I("bias", 1)));
-    MK(m, "k_proj", "Linear", &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->num_key_value_heads * hd), FM_I("bias", 1)));
-    MK(m, "v_proj", "Linear", &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->num_key_value_heads * hd), FM_I("bias", 1)));
-    MK(m, "o_proj", "Linear", &FM_ARGS(FM_I("in", t->num_attention_heads * hd), FM_I("out", t->hidden_size), FM_I("bias", 0)));
+    MK(m, "q_proj", "Linear",
+       &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->num_attention_heads * hd),
+                FM_I("bias", 1)));
+    MK(m, "k_proj", "Linear",
+       &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->num_key_value_heads * hd),
+                FM_I("bias", 1)));
+    MK(m, "v_proj", "Linear",
+       &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->num_key_value_heads * hd),
+                FM_I("bias", 1)));
+    MK(m, "o_proj", "Linear",
+       &FM_ARGS(FM_I("in", t->num_attention_heads * hd), FM_I("out", t->hidden_size),
+                FM_I("bias", 0)));
     return FM_OK;
 }
 
 static fm_status text_mlp_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
     const fm_qwen2vl_text_config *t = &CFG(ctx)->t;
     (void)a;
-    MK(m, "gate_proj", "Linear", &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->intermediate_size), FM_I("bias", 0)));
-    MK(m, "up_proj", "Linear", &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->intermediate_size), FM_I("bias", 0)));
-    MK(m, "down_proj", "Linear", &FM_ARGS(FM_I("in", t->intermediate_size), FM_I("out", t->hidden_size), FM_I("bias", 0)));
+    MK(m, "gate_proj", "Linear",
+       &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->intermediate_size), FM_I("bias", 0)));
+    MK(m, "up_proj", "Linear",
+       &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->intermediate_size), FM_I("bias", 0)));
+    MK(m, "down_proj", "Linear",
+       &FM_ARGS(FM_I("in", t->intermediate_size), FM_I("out", t->hidden_size), FM_I("bias", 0)));
     MK(m, "act_fn", "SiLUActivation", NULL);
     return FM_OK;
 }
 
-static fm_status decoder_layer_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+static fm_status decoder_layer_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                    fm_error *err) {
     const fm_qwen2vl_text_config *t = &CFG(ctx)->t;
     (void)a;
     MK(m, "self_attn", "Qwen2VLAttention", NULL);
     MK(m, "mlp", "Qwen2MLP", NULL);
-    MK(m, "input_layernorm", "Qwen2RMSNorm", &FM_ARGS(FM_I("dim", t->hidden_size), FM_D("eps", t->rms_norm_eps)));
-    MK(m, "post_attention_layernorm", "Qwen2RMSNorm", &FM_ARGS(FM_I("dim", t->hidden_size), FM_D("eps", t->rms_norm_eps)));
+    MK(m, "input_layernorm", "Qwen2RMSNorm",
+       &FM_ARGS(FM_I("dim", t->hidden_size), FM_D("eps", t->rms_norm_eps)));
+    MK(m, "post_attention_layernorm", "Qwen2RMSNorm",
+       &FM_ARGS(FM_I("dim", t->hidden_size), FM_D("eps", t->rms_norm_eps)));
     return FM_OK;
 }
 
@@ -52,7 +67,8 @@ static fm_status text_model_init(fm_module *m, fm_build_ctx *ctx, const fm_args 
     const fm_qwen2vl_text_config *t = &CFG(ctx)->t;
     fm_module *layers = NULL;
     (void)a;
-    MK(m, "embed_tokens", "Embedding", &FM_ARGS(FM_I("num", t->vocab_size), FM_I("dim", t->hidden_size)));
+    MK(m, "embed_tokens", "Embedding",
+       &FM_ARGS(FM_I("num", t->vocab_size), FM_I("dim", t->hidden_size)));
     fm_status st = fm_module_create(ctx, m, "layers", "ModuleList", NULL, &layers, err);
     for (int64_t i = 0; st == FM_OK && i < t->num_hidden_layers; i++) {
         char name[24];
@@ -60,7 +76,8 @@ static fm_status text_model_init(fm_module *m, fm_build_ctx *ctx, const fm_args 
         st = fm_module_create(ctx, layers, name, "Qwen2VLDecoderLayer", NULL, NULL, err);
     }
     if (st != FM_OK) return st;
-    MK(m, "norm", "Qwen2RMSNorm", &FM_ARGS(FM_I("dim", t->hidden_size), FM_D("eps", t->rms_norm_eps)));
+    MK(m, "norm", "Qwen2RMSNorm",
+       &FM_ARGS(FM_I("dim", t->hidden_size), FM_D("eps", t->rms_norm_eps)));
     MK(m, "rotary_emb", "Qwen2VLRotaryEmbedding", NULL);
     return FM_OK;
 }
@@ -77,7 +94,8 @@ static fm_status for_cg_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, 
     const fm_qwen2vl_text_config *t = &CFG(ctx)->t;
     (void)a;
     MK(m, "model", "Qwen2VLModel", NULL);
-    MK(m, "lm_head", "Linear", &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->vocab_size), FM_I("bias", 0)));
+    MK(m, "lm_head", "Linear",
+       &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->vocab_size), FM_I("bias", 0)));
     return FM_OK;
 }
 
@@ -97,7 +115,8 @@ static const fm_module_class qwen_classes[] = {
 };
 
 /* ---- builder ------------------------------------------------------------------------------ */
-static fm_status qwen2vl_build(fm_build_ctx *ctx, const void *cfg, fm_module **root, fm_error *err) {
+static fm_status qwen2vl_build(fm_build_ctx *ctx, const void *cfg, fm_module **root,
+                               fm_error *err) {
     (void)cfg;
     return fm_module_create(ctx, NULL, "", "Qwen2VLForConditionalGeneration", NULL, root, err);
 }

@@ -25,7 +25,8 @@ static fm_status qwen2_vl_list(fm_transform_list *l, fm_error *err) {
 }
 
 fm_status fm_qwen2vl_register_mapping(fm_error *err) {
-    static const char *const keys[] = {"Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"};
+    static const char *const keys[] = {"Qwen2VLForConditionalGeneration",
+                                       "Qwen2_5_VLForConditionalGeneration"};
     fm_transform_list l;
     fm_status st = qwen2_vl_list(&l, err);
     for (size_t i = 0; st == FM_OK && i < sizeof keys / sizeof *keys; i++)

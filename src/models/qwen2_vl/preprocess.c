@@ -1,5 +1,5 @@
-/* Qwen2-VL image preprocessing, PIL path (spec qwen2-vl.md 3): smart_resize, preprocessor_config.json,
- * rescale/normalise and patch flattening in spatial-merge order. */
+/* Qwen2-VL image preprocessing, PIL path (spec qwen2-vl.md 3): smart_resize,
+ * preprocessor_config.json, rescale/normalise and patch flattening in spatial-merge order. */
 #include "fusemap/image.h"
 
 #include <errno.h>
@@ -20,10 +20,13 @@ fm_status fm_smart_resize(int64_t height, int64_t width, int64_t factor, int64_t
      * integers are, and true division is correctly rounded in both. */
     const int64_t lim = (int64_t)1 << 26;
     if (height <= 0 || width <= 0 || height > lim || width > lim || factor <= 0 || factor > lim)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "smart_resize: invalid size %lldx%lld or factor %lld",
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "smart_resize: invalid size %lldx%lld or factor %lld",
                             (long long)height, (long long)width, (long long)factor);
-    if (min_pixels <= 0 || max_pixels <= 0 || min_pixels > max_pixels || max_pixels > ((int64_t)1 << 52))
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "smart_resize: invalid pixel limits min %lld max %lld",
+    if (min_pixels <= 0 || max_pixels <= 0 || min_pixels > max_pixels ||
+        max_pixels > ((int64_t)1 << 52))
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "smart_resize: invalid pixel limits min %lld max %lld",
                             (long long)min_pixels, (long long)max_pixels);
     double h = (double)height, w = (double)width, f = (double)factor;
     double ratio = (h > w ? h : w) / (h > w ? w : h);
@@ -45,7 +48,8 @@ fm_status fm_smart_resize(int64_t height, int64_t width, int64_t factor, int64_t
         wb = (int64_t)ceil(w * beta / f) * factor;
     }
     if (hb <= 0 || wb <= 0 || hb > UINT32_MAX || wb > UINT32_MAX)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "smart_resize: %lldx%lld gives an unusable target %lldx%lld",
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "smart_resize: %lldx%lld gives an unusable target %lldx%lld",
                             (long long)height, (long long)width, (long long)hb, (long long)wb);
     if (out_height) *out_height = hb;
     if (out_width) *out_width = wb;
@@ -78,27 +82,32 @@ fm_status fm_qwen2vl_preproc_params_validate(const fm_qwen2vl_preproc_params *p,
     if (p->patch_size <= 0 || p->patch_size > big || p->merge_size <= 0 || p->merge_size > big ||
         p->temporal_patch_size <= 0 || p->temporal_patch_size > big ||
         p->patch_size * p->merge_size > big)
-        return fm_error_set(err, FM_ERR_CONFIG,
-                            "preprocessor params: patch_size %lld, merge_size %lld, temporal_patch_size "
-                            "%lld must be positive and small",
-                            (long long)p->patch_size, (long long)p->merge_size,
-                            (long long)p->temporal_patch_size);
+        return fm_error_set(
+            err, FM_ERR_CONFIG,
+            "preprocessor params: patch_size %lld, merge_size %lld, temporal_patch_size "
+            "%lld must be positive and small",
+            (long long)p->patch_size, (long long)p->merge_size, (long long)p->temporal_patch_size);
     if (p->min_pixels <= 0 || p->max_pixels <= 0 || p->min_pixels > p->max_pixels ||
         p->max_pixels > (int64_t)FM_IMAGE_MAX_PIXELS)
-        return fm_error_set(err, FM_ERR_CONFIG,
-                            "preprocessor params: min_pixels %lld / max_pixels %lld must satisfy 0 < "
-                            "min <= max <= %llu",
-                            (long long)p->min_pixels, (long long)p->max_pixels, FM_IMAGE_MAX_PIXELS);
+        return fm_error_set(
+            err, FM_ERR_CONFIG,
+            "preprocessor params: min_pixels %lld / max_pixels %lld must satisfy 0 < "
+            "min <= max <= %llu",
+            (long long)p->min_pixels, (long long)p->max_pixels, FM_IMAGE_MAX_PIXELS);
     if (p->resample != 3)
         return fm_error_set(err, FM_ERR_UNSUPPORTED,
-                            "preprocessor params: resample %d is not supported (only 3 = BICUBIC)", p->resample);
+                            "preprocessor params: resample %d is not supported (only 3 = BICUBIC)",
+                            p->resample);
     for (int c = 0; c < 3; c++) {
-        if (!isfinite(p->image_mean[c]) || !isfinite(p->image_std[c]) || (float)p->image_std[c] == 0.0f)
-            return fm_error_set(err, FM_ERR_CONFIG, "preprocessor params: image_mean/image_std[%d] = %g/%g invalid",
-                                c, p->image_mean[c], p->image_std[c]);
+        if (!isfinite(p->image_mean[c]) || !isfinite(p->image_std[c]) ||
+            (float)p->image_std[c] == 0.0f)
+            return fm_error_set(err, FM_ERR_CONFIG,
+                                "preprocessor params: image_mean/image_std[%d] = %g/%g invalid", c,
+                                p->image_mean[c], p->image_std[c]);
     }
     if (!isfinite(p->rescale_factor))
-        return fm_error_set(err, FM_ERR_CONFIG, "preprocessor params: rescale_factor is not finite");
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "preprocessor params: rescale_factor is not finite");
     return FM_OK;
 }
 
@@ -143,11 +152,13 @@ static fm_status json_opt_triple(json_t *o, const char *key, const char *origin,
         return FM_OK;
     }
     if (!json_is_array(v) || json_array_size(v) != 3)
-        return fm_error_set(err, FM_ERR_CONFIG, "%s: \"%s\" must be a number or a list of 3 numbers", origin, key);
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "%s: \"%s\" must be a number or a list of 3 numbers", origin, key);
     for (size_t i = 0; i < 3; i++) {
         json_t *e = json_array_get(v, i);
         if (!json_is_number(e))
-            return fm_error_set(err, FM_ERR_CONFIG, "%s: \"%s\"[%zu] must be a number", origin, key, i);
+            return fm_error_set(err, FM_ERR_CONFIG, "%s: \"%s\"[%zu] must be a number", origin, key,
+                                i);
         out[i] = json_number_value(e);
     }
     return FM_OK;
@@ -165,7 +176,8 @@ static fm_status json_size(json_t *root, const char *origin, fm_qwen2vl_preproc_
     if (!json_object_get(size, "shortest_edge") || !json_object_get(size, "longest_edge")) {
         if (both_px) return FM_OK;
         return fm_error_set(err, FM_ERR_CONFIG,
-                            "%s: \"size\" must contain \"shortest_edge\" and \"longest_edge\"", origin);
+                            "%s: \"size\" must contain \"shortest_edge\" and \"longest_edge\"",
+                            origin);
     }
     fm_status st = json_opt_int(size, "shortest_edge", origin, &q->min_pixels, err);
     if (st == FM_OK) st = json_opt_int(size, "longest_edge", origin, &q->max_pixels, err);
@@ -181,7 +193,8 @@ static fm_status params_from_json(json_t *root, const char *origin, fm_qwen2vl_p
     if (st == FM_OK) st = json_opt_int(root, "min_pixels", origin, &q->min_pixels, err);
     if (st == FM_OK) st = json_opt_int(root, "max_pixels", origin, &q->max_pixels, err);
     if (st == FM_OK) st = json_opt_int(root, "patch_size", origin, &q->patch_size, err);
-    if (st == FM_OK) st = json_opt_int(root, "temporal_patch_size", origin, &q->temporal_patch_size, err);
+    if (st == FM_OK)
+        st = json_opt_int(root, "temporal_patch_size", origin, &q->temporal_patch_size, err);
     if (st == FM_OK) st = json_opt_int(root, "merge_size", origin, &q->merge_size, err);
     if (st == FM_OK) st = json_opt_int(root, "resample", origin, &resample, err);
     if (st == FM_OK) st = json_opt_num(root, "rescale_factor", origin, &q->rescale_factor, err);
@@ -193,7 +206,9 @@ static fm_status params_from_json(json_t *root, const char *origin, fm_qwen2vl_p
     if (st == FM_OK) st = json_opt_bool(root, "do_convert_rgb", origin, &convert_rgb, err);
     if (st != FM_OK) return st;
     if (!convert_rgb)
-        return fm_error_set(err, FM_ERR_UNSUPPORTED, "%s: do_convert_rgb false is not supported (images are decoded to RGB)", origin);
+        return fm_error_set(err, FM_ERR_UNSUPPORTED,
+                            "%s: do_convert_rgb false is not supported (images are decoded to RGB)",
+                            origin);
     if (resample < INT32_MIN || resample > INT32_MAX)
         return fm_error_set(err, FM_ERR_CONFIG, "%s: \"resample\" out of range", origin);
     q->resample = (int)resample;
@@ -224,7 +239,8 @@ fm_status fm_qwen2vl_preproc_params_parse(const char *text, size_t len, const ch
 
 fm_status fm_qwen2vl_preproc_params_load_file(const char *path, fm_qwen2vl_preproc_params *p,
                                               fm_error *err) {
-    if (!path || !p) return fm_error_set(err, FM_ERR_INVALID_ARG, "preprocessor config: NULL argument");
+    if (!path || !p)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "preprocessor config: NULL argument");
     FILE *f = fm_fault_hit(FM_FAULT_OPEN) ? (errno = EIO, NULL) : fopen(path, "rb");
     if (!f) return fm_error_set(err, FM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     char *buf = NULL;
@@ -256,9 +272,10 @@ fm_status fm_qwen2vl_preproc_params_load_file(const char *path, fm_qwen2vl_prepr
     return st;
 }
 
-fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_params *p,
-                                         bool *found, fm_error *err) {
-    if (!dir || !p) return fm_error_set(err, FM_ERR_INVALID_ARG, "preprocessor config: NULL argument");
+fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_params *p, bool *found,
+                                         fm_error *err) {
+    if (!dir || !p)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "preprocessor config: NULL argument");
     fm_qwen2vl_preproc_params_init(p);
     if (found) *found = false;
     size_t n = strlen(dir) + sizeof "/preprocessor_config.json";
@@ -287,10 +304,11 @@ fm_status fm_qwen2vl_image_geometry(uint32_t width, uint32_t height,
         st = fm_smart_resize(height, width, factor, p->min_pixels, p->max_pixels, &h, &w, err);
         if (st != FM_OK) return st;
     } else if (height == 0 || width == 0 || height % factor != 0 || width % factor != 0) {
-        return fm_error_set(err, FM_ERR_IMAGE,
-                            "image of %ux%u (HxW) is not a multiple of patch_size*merge_size = %lld and "
-                            "do_resize is false",
-                            height, width, (long long)factor);
+        return fm_error_set(
+            err, FM_ERR_IMAGE,
+            "image of %ux%u (HxW) is not a multiple of patch_size*merge_size = %lld and "
+            "do_resize is false",
+            height, width, (long long)factor);
     }
     if (out_h) *out_h = h;
     if (out_w) *out_w = w;
@@ -311,7 +329,7 @@ typedef struct norm_lut {
 } norm_lut;
 
 static void build_lut(const fm_qwen2vl_preproc_params *p, norm_lut *L) {
-    float (*lut)[256] = L->v;
+    float(*lut)[256] = L->v;
     for (int c = 0; c < 3; c++) {
         float mean = (float)p->image_mean[c], sd = (float)p->image_std[c];
         for (int u = 0; u < 256; u++) {
@@ -330,7 +348,7 @@ static void build_lut(const fm_qwen2vl_preproc_params *p, norm_lut *L) {
  * temporal copy tt holding the same frame. */
 static void flatten_image(const uint8_t *rgb, int64_t w, const int64_t grid[3],
                           const fm_qwen2vl_preproc_params *p, const norm_lut *L, float *out) {
-    const float (*lut)[256] = L->v;
+    const float(*lut)[256] = L->v;
     const int64_t P = p->patch_size, m = p->merge_size, T = p->temporal_patch_size;
     const int64_t gh = grid[1], gw = grid[2], K = 3 * T * P * P;
     float *row = out;
@@ -343,9 +361,11 @@ static void flatten_image(const uint8_t *rgb, int64_t w, const int64_t grid[3],
                         float *dst = row + c * T * P * P;
                         for (int64_t py = 0; py < P; py++) {
                             const uint8_t *src = rgb + ((y0 + py) * w + x0) * 3 + c;
-                            for (int64_t px = 0; px < P; px++) dst[py * P + px] = lut[c][src[px * 3]];
+                            for (int64_t px = 0; px < P; px++)
+                                dst[py * P + px] = lut[c][src[px * 3]];
                         }
-                        for (int64_t tt = 1; tt < T; tt++) memcpy(dst + tt * P * P, dst, (size_t)(P * P) * sizeof(float));
+                        for (int64_t tt = 1; tt < T; tt++)
+                            memcpy(dst + tt * P * P, dst, (size_t)(P * P) * sizeof(float));
                     }
                 }
 }
@@ -364,7 +384,8 @@ static fm_status plan_all(const fm_image *imgs, size_t n, const fm_qwen2vl_prepr
             return st;
         }
         if (geo[i][0] * geo[i][1] > (int64_t)FM_IMAGE_MAX_PIXELS)
-            return fm_error_set(err, FM_ERR_IMAGE, "image %zu: resize target %lldx%lld exceeds %llu pixels", i,
+            return fm_error_set(err, FM_ERR_IMAGE,
+                                "image %zu: resize target %lldx%lld exceeds %llu pixels", i,
                                 (long long)geo[i][0], (long long)geo[i][1], FM_IMAGE_MAX_PIXELS);
         rows += (uint64_t)(grids[3 * i] * grids[3 * i + 1] * grids[3 * i + 2]);
     }
@@ -373,13 +394,14 @@ static fm_status plan_all(const fm_image *imgs, size_t n, const fm_qwen2vl_prepr
 }
 
 /* Resizes (when needed) and flattens image i into `out` (its first row). */
-static fm_status process_one(const fm_image *img, size_t i, const int64_t geo[2], const int64_t grid[3],
-                             const fm_qwen2vl_preproc_params *p, const norm_lut *lut, float *out,
-                             fm_error *err) {
+static fm_status process_one(const fm_image *img, size_t i, const int64_t geo[2],
+                             const int64_t grid[3], const fm_qwen2vl_preproc_params *p,
+                             const norm_lut *lut, float *out, fm_error *err) {
     fm_image resized = {0};
     const uint8_t *rgb = img->data;
     if (geo[0] != img->height || geo[1] != img->width) {
-        fm_status st = fm_image_resize_bicubic(img, (uint32_t)geo[1], (uint32_t)geo[0], &resized, err);
+        fm_status st =
+            fm_image_resize_bicubic(img, (uint32_t)geo[1], (uint32_t)geo[0], &resized, err);
         if (st != FM_OK) {
             fm_error_prefix(err, "image %zu", i);
             return st;
@@ -416,17 +438,19 @@ static fm_status alloc_outputs(uint64_t rows, size_t n, int64_t K, fm_tensor *pv
 fm_status fm_qwen2vl_preprocess(const fm_image *imgs, size_t n, const fm_qwen2vl_preproc_params *p,
                                 fm_tensor *pixel_values, fm_tensor *grid_thw, fm_error *err) {
     if (!imgs || n == 0 || !pixel_values || !grid_thw)
-        return fm_error_set(err, FM_ERR_INVALID_ARG, "qwen2-vl preprocess: no images or NULL output");
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "qwen2-vl preprocess: no images or NULL output");
     fm_status st = fm_qwen2vl_preproc_params_validate(p, err);
     if (st != FM_OK) return st;
     if (n > SIZE_MAX / (5 * sizeof(int64_t)))
         return fm_error_set(err, FM_ERR_OVERFLOW, "qwen2-vl preprocess: %zu images", n);
-    int64_t (*geo)[2] = fm_malloc(n * sizeof *geo);
+    int64_t(*geo)[2] = fm_malloc(n * sizeof *geo);
     int64_t *grids = fm_malloc(n * 3 * sizeof *grids);
     uint64_t rows = 0;
     fm_tensor pv = {0}, gt = {0};
     const int64_t K = 3 * p->temporal_patch_size * p->patch_size * p->patch_size;
-    if (!geo || !grids) st = fm_error_set(err, FM_ERR_NOMEM, "qwen2-vl preprocess: %zu image plans", n);
+    if (!geo || !grids)
+        st = fm_error_set(err, FM_ERR_NOMEM, "qwen2-vl preprocess: %zu image plans", n);
     if (st == FM_OK) st = plan_all(imgs, n, p, geo, grids, &rows, err);
     if (st == FM_OK) st = alloc_outputs(rows, n, K, &pv, &gt, err);
     if (st == FM_OK) {

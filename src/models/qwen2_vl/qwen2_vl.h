@@ -29,7 +29,8 @@ typedef struct fm_qwen2vl_config {
 
 /* Parses hub (flat text keys + vision_config) and v5 (text_config) layouts; refuses values
  * that make no sense with the key named. *out freed with fm_free. */
-fm_status fm_qwen2vl_parse_config(const fm_config *cfg, const char *origin, void **out, fm_error *err);
+fm_status fm_qwen2vl_parse_config(const fm_config *cfg, const char *origin, void **out,
+                                  fm_error *err);
 
 extern const fm_model_builder fm_qwen2vl_builder;
 

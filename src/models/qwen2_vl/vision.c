@@ -28,23 +28,27 @@ static fm_status patch_embed_prepare(fm_module *self, fm_run_ctx *rc, fm_error *
     for (int a = 0; a < 3; a++) {
         int64_t span = g.dilation[a] * (g.kernel[a] - 1) + 1, room = in[a] + 2 * g.padding[a];
         if (span > room || (room - span) / g.stride[a] != 0)
-            return fm_error_set(err, FM_ERR_CONFIG, "module '%s': Conv3d kernel does not map a [%lld, %lld, %lld] "
-                                "patch to one output on axis %d", fm_module_path(self), (long long)p->temporal,
-                                (long long)p->patch, (long long)p->patch, a);
+            return fm_error_set(err, FM_ERR_CONFIG,
+                                "module '%s': Conv3d kernel does not map a [%lld, %lld, %lld] "
+                                "patch to one output on axis %d",
+                                fm_module_path(self), (long long)p->temporal, (long long)p->patch,
+                                (long long)p->patch, a);
     }
     if (g.in_channels != p->channels || g.out_channels != p->embed)
-        return fm_error_set(err, FM_ERR_CONFIG, "module '%s': Conv3d %lld -> %lld, expected %lld -> %lld",
-                            fm_module_path(self), (long long)g.in_channels, (long long)g.out_channels,
-                            (long long)p->channels, (long long)p->embed);
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "module '%s': Conv3d %lld -> %lld, expected %lld -> %lld",
+                            fm_module_path(self), (long long)g.in_channels,
+                            (long long)g.out_channels, (long long)p->channels, (long long)p->embed);
     return FM_OK;
 }
 
-static fm_status patch_embed_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                                     fm_tensor *out, size_t n_out, fm_error *err) {
+static fm_status patch_embed_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                     size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
     const patch_impl *p = fm_module_impl(self);
     int64_t k = p->channels * p->temporal * p->patch * p->patch;
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, k, err);
-    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "PatchEmbed: one output");
+    if (st != FM_OK || n_out < 1)
+        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "PatchEmbed: one output");
     int64_t n = in[0].shape.dims[0];
     fm_shape s5 = {5, {n, p->channels, p->temporal, p->patch, p->patch}}, o2 = {2, {n, p->embed}};
     fm_shape o5 = {5, {n, p->embed, 1, 1, 1}};
@@ -52,7 +56,8 @@ static fm_status patch_embed_forward(fm_module *self, fm_run_ctx *rc, const fm_t
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &o2, err);
     if (st == FM_OK) st = fm_tensor_reshape(&x5, &in[0], &s5, err);
     if (st == FM_OK) st = fm_tensor_reshape(&y5, &out[0], &o5, err);
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "proj"), rc, &x5, 1, &y5, 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "proj"), rc, &x5, 1, &y5, 1, err);
     return st;
 }
 
@@ -66,11 +71,13 @@ static fm_status rotary_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor
                                 fm_tensor *out, size_t n_out, fm_error *err) {
     const rotary_impl *r = fm_module_impl(self);
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_I32, 2, 2, err);
-    if (st != FM_OK || n_out < 2) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "rotary: two outputs");
+    if (st != FM_OK || n_out < 2)
+        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "rotary: two outputs");
     fm_shape os = {2, {in[0].shape.dims[0], r->dim}};
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
     if (st == FM_OK) st = fm_module_output(self, rc, &out[1], FM_DTYPE_F32, &os, err);
-    if (st == FM_OK) fm_k_vision_rope_table(out[0].data, out[1].data, in[0].data, os.dims[0], (int)(2 * r->dim));
+    if (st == FM_OK)
+        fm_k_vision_rope_table(out[0].data, out[1].data, in[0].data, os.dims[0], (int)(2 * r->dim));
     return st;
 }
 
@@ -80,64 +87,74 @@ typedef struct attn_impl {
 } attn_impl;
 
 /* The side inputs every block and attention receive: cu_seqlens and the rotary tables. */
-static fm_status check_side(const fm_module *m, const fm_tensor *in, size_t n_in, int64_t rows, int64_t half,
-                            fm_error *err) {
+static fm_status check_side(const fm_module *m, const fm_tensor *in, size_t n_in, int64_t rows,
+                            int64_t half, fm_error *err) {
     fm_status st = fm_module_check_input(m, in, n_in, 1, FM_DTYPE_I32, 1, -1, err);
     if (st == FM_OK) st = fm_module_check_input(m, in, n_in, 2, FM_DTYPE_F32, 2, half, err);
     if (st == FM_OK) st = fm_module_check_input(m, in, n_in, 3, FM_DTYPE_F32, 2, half, err);
-    if (st == FM_OK && (in[2].shape.dims[0] != rows || in[3].shape.dims[0] != rows || in[1].shape.dims[0] < 2))
-        st = fm_error_set(err, FM_ERR_INPUT, "module '%s': rotary tables or cu_seqlens do not match %lld rows",
+    if (st == FM_OK &&
+        (in[2].shape.dims[0] != rows || in[3].shape.dims[0] != rows || in[1].shape.dims[0] < 2))
+        st = fm_error_set(err, FM_ERR_INPUT,
+                          "module '%s': rotary tables or cu_seqlens do not match %lld rows",
                           fm_module_path(m), (long long)rows);
     return st;
 }
 
-static fm_status attention_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                                   fm_tensor *out, size_t n_out, fm_error *err) {
+static fm_status attention_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                   size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
     const attn_impl *a = fm_module_impl(self);
     int64_t d = a->dim, hd = a->dim / a->heads;
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, d, err);
     int64_t n = st == FM_OK ? in[0].shape.dims[0] : 0;
     if (st == FM_OK) st = check_side(self, in, n_in, n, hd / 2, err);
-    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "attention: one output");
+    if (st != FM_OK || n_out < 1)
+        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "attention: one output");
     fm_shape os = {2, {n, d}};
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
     size_t mark = fm_run_mark(rc);
     fm_tensor qkv = {0}, o = {0};
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "qkv"), rc, &in[0], 1, &qkv, 1, err); /* [N][3D] */
-    if (st == FM_OK) st = fm_run_tensor(rc, FM_DTYPE_F32, &os, &o, err);                                    /* [N][D] */
-    fm_mat m = fm_mat_of(&qkv), q = fm_mat_cols(m, 0, d), k = fm_mat_cols(m, d, 2 * d), v = fm_mat_cols(m, 2 * d, 3 * d);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "qkv"), rc, &in[0], 1, &qkv, 1,
+                               err);                                     /* [N][3D] */
+    if (st == FM_OK) st = fm_run_tensor(rc, FM_DTYPE_F32, &os, &o, err); /* [N][D] */
+    fm_mat m = fm_mat_of(&qkv), q = fm_mat_cols(m, 0, d), k = fm_mat_cols(m, d, 2 * d),
+           v = fm_mat_cols(m, 2 * d, 3 * d);
     const float *cos_t = in[2].data, *sin_t = in[3].data;
     if (st == FM_OK) st = fm_op_rope(rc, q, (int)a->heads, (int)hd, cos_t, sin_t, err);
     if (st == FM_OK) st = fm_op_rope(rc, k, (int)a->heads, (int)hd, cos_t, sin_t, err);
     float scale = (float)pow((double)hd, -0.5); /* Python float hd**-0.5, applied in f32 */
     if (st == FM_OK)
-        st = fm_op_attention(rc, fm_mat_of(&o), q, k, v, in[1].data, (int)in[1].shape.dims[0] - 1, (int)a->heads,
-                             (int)hd, scale, err);
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "proj"), rc, &o, 1, &out[0], 1, err);
+        st = fm_op_attention(rc, fm_mat_of(&o), q, k, v, in[1].data, (int)in[1].shape.dims[0] - 1,
+                             (int)a->heads, (int)hd, scale, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "proj"), rc, &o, 1, &out[0], 1, err);
     fm_run_release(rc, mark);
     return st;
 }
 
 /* ---- VisionMlp: fc2(act(fc1(x))), in[0] [N][D] -> out[0] [N][D] ----------------------------- */
-static fm_status mlp_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,
-                             size_t n_out, fm_error *err) {
+static fm_status mlp_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                             fm_tensor *out, size_t n_out, fm_error *err) {
     fm_module *fc1 = fm_module_child_named(self, "fc1"), *act = fm_module_child_named(self, "act");
     fm_linear_geometry g2;
     fm_status st = fm_linear_geometry_of(fm_module_child_named(self, "fc2"), &g2, err);
     if (st == FM_OK) st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, -1, err);
-    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "mlp: one output");
+    if (st != FM_OK || n_out < 1)
+        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "mlp: one output");
     fm_shape os = {2, {in[0].shape.dims[0], g2.out_features}};
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
     size_t mark = fm_run_mark(rc);
     fm_tensor h = {0};
     fm_activation kind;
     if (st == FM_OK && fm_activation_of(act, &kind)) {
-        st = fm_linear_forward_act(fc1, rc, &in[0], &h, kind, err); /* the activation rides the GEMM tiles */
+        st = fm_linear_forward_act(fc1, rc, &in[0], &h, kind,
+                                   err); /* the activation rides the GEMM tiles */
     } else if (st == FM_OK) {
         st = fm_module_forward(fc1, rc, &in[0], 1, &h, 1, err);
         if (st == FM_OK) st = fm_module_forward(act, rc, &h, 1, &h, 1, err);
     }
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "fc2"), rc, &h, 1, &out[0], 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "fc2"), rc, &h, 1, &out[0], 1, err);
     fm_run_release(rc, mark);
     return st;
 }
@@ -148,8 +165,10 @@ static fm_status block_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor 
                                fm_tensor *out, size_t n_out, fm_error *err) {
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, -1, err);
     if (st == FM_OK && n_in < 4)
-        st = fm_error_set(err, FM_ERR_INPUT, "block '%s': needs h, cu_seqlens, cos, sin", fm_module_path(self));
-    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "block: one output");
+        st = fm_error_set(err, FM_ERR_INPUT, "block '%s': needs h, cu_seqlens, cos, sin",
+                          fm_module_path(self));
+    if (st != FM_OK || n_out < 1)
+        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "block: one output");
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &in[0].shape, err);
     if (st != FM_OK) return st;
     if (out[0].data != in[0].data) memcpy(out[0].data, in[0].data, in[0].nbytes);
@@ -157,12 +176,16 @@ static fm_status block_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor 
     fm_threadpool *pool = fm_run_pool(rc);
     size_t mark = fm_run_mark(rc);
     fm_tensor a = {0}, b = {0}, side[4] = {{0}, in[1], in[2], in[3]};
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "norm1"), rc, &out[0], 1, &a, 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "norm1"), rc, &out[0], 1, &a, 1, err);
     side[0] = a;
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "attn"), rc, side, 4, &b, 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "attn"), rc, side, 4, &b, 1, err);
     if (st == FM_OK) fm_k_add(out[0].data, b.data, n, pool);
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "norm2"), rc, &out[0], 1, &a, 1, err);
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "mlp"), rc, &a, 1, &b, 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "norm2"), rc, &out[0], 1, &a, 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "mlp"), rc, &a, 1, &b, 1, err);
     if (st == FM_OK) fm_k_add(out[0].data, b.data, n, pool);
     fm_run_release(rc, mark);
     return st;
@@ -181,16 +204,20 @@ static fm_status merger_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor
     int64_t m2 = mi->merge * mi->merge;
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, mi->context, err);
     if (st == FM_OK && in[0].shape.dims[0] % m2)
-        st = fm_error_set(err, FM_ERR_INPUT, "module '%s': %lld rows are not whole groups of %lld", fm_module_path(self),
-                          (long long)in[0].shape.dims[0], (long long)m2);
-    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "merger: one output");
-    fm_shape os = {2, {in[0].shape.dims[0] / m2, mi->dim}}, wide = {2, {in[0].shape.dims[0] / m2, m2 * mi->context}};
+        st = fm_error_set(err, FM_ERR_INPUT, "module '%s': %lld rows are not whole groups of %lld",
+                          fm_module_path(self), (long long)in[0].shape.dims[0], (long long)m2);
+    if (st != FM_OK || n_out < 1)
+        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "merger: one output");
+    fm_shape os = {2, {in[0].shape.dims[0] / m2, mi->dim}},
+             wide = {2, {in[0].shape.dims[0] / m2, m2 * mi->context}};
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
     size_t mark = fm_run_mark(rc);
     fm_tensor a = {0}, view;
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "ln_q"), rc, &in[0], 1, &a, 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "ln_q"), rc, &in[0], 1, &a, 1, err);
     if (st == FM_OK) st = fm_tensor_reshape(&view, &a, &wide, err);
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "mlp"), rc, &view, 1, &out[0], 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "mlp"), rc, &view, 1, &out[0], 1, err);
     fm_run_release(rc, mark);
     return st;
 }
@@ -203,10 +230,10 @@ typedef struct tower_impl {
     fm_qwen2vl_vision_config v;
     int64_t *grid; /* [n_images][3], the grid the plan below was made for */
     int n_images;
-    int64_t n;     /* patches */
+    int64_t n; /* patches */
     int n_seg;
-    int32_t *cu;   /* [n_seg + 1] */
-    int32_t *pos;  /* [n][2] */
+    int32_t *cu;  /* [n_seg + 1] */
+    int32_t *pos; /* [n][2] */
 } tower_impl;
 
 static void tower_impl_free(void *p) {
@@ -219,25 +246,30 @@ static void tower_impl_free(void *p) {
 }
 
 /* Validates grid [n][3]: t, h, w >= 1, h and w multiples of the merge size, totals within int32. */
-static fm_status check_grid(const tower_impl *t, const int64_t *g, int n_images, int64_t *patches, int *segs,
-                            fm_error *err) {
+static fm_status check_grid(const tower_impl *t, const int64_t *g, int n_images, int64_t *patches,
+                            int *segs, fm_error *err) {
     int64_t n = 0, nseg = 0, m = t->v.spatial_merge_size;
     for (int i = 0; i < n_images; i++) {
         int64_t tt = g[3 * i], gh = g[3 * i + 1], gw = g[3 * i + 2];
-        if (tt < 1 || gh < 1 || gw < 1 || gh % m || gw % m || gh > INT_MAX || gw > INT_MAX || tt > INT_MAX)
-            return fm_error_set(err, FM_ERR_INPUT,
-                                "image_grid_thw[%d] = (%lld, %lld, %lld): t, h, w must be >= 1 and h, w multiples "
-                                "of spatial_merge_size %lld", i, (long long)tt, (long long)gh, (long long)gw, (long long)m);
+        if (tt < 1 || gh < 1 || gw < 1 || gh % m || gw % m || gh > INT_MAX || gw > INT_MAX ||
+            tt > INT_MAX)
+            return fm_error_set(
+                err, FM_ERR_INPUT,
+                "image_grid_thw[%d] = (%lld, %lld, %lld): t, h, w must be >= 1 and h, w multiples "
+                "of spatial_merge_size %lld",
+                i, (long long)tt, (long long)gh, (long long)gw, (long long)m);
         uint64_t hw, thw;
         if (fm_mul_u64((uint64_t)gh, (uint64_t)gw, &hw) || fm_mul_u64(hw, (uint64_t)tt, &thw) ||
             thw > (uint64_t)INT32_MAX - (uint64_t)n)
-            return fm_error_set(err, FM_ERR_INPUT, "image_grid_thw: %d images exceed %d patches in total", n_images,
+            return fm_error_set(err, FM_ERR_INPUT,
+                                "image_grid_thw: %d images exceed %d patches in total", n_images,
                                 INT32_MAX);
         n += (int64_t)thw;
         nseg += tt;
     }
     if (nseg > INT_MAX - 1)
-        return fm_error_set(err, FM_ERR_INPUT, "image_grid_thw: too many temporal slices (%lld)", (long long)nseg);
+        return fm_error_set(err, FM_ERR_INPUT, "image_grid_thw: too many temporal slices (%lld)",
+                            (long long)nseg);
     *patches = n;
     *segs = (int)nseg;
     return FM_OK;
@@ -262,8 +294,10 @@ static void fill_plan(tower_impl *t) {
     }
 }
 
-static fm_status ensure_plan(fm_module *self, tower_impl *t, const int64_t *grid, int n_images, fm_error *err) {
-    if (t->grid && t->n_images == n_images && !memcmp(t->grid, grid, (size_t)n_images * 3 * sizeof *grid))
+static fm_status ensure_plan(fm_module *self, tower_impl *t, const int64_t *grid, int n_images,
+                             fm_error *err) {
+    if (t->grid && t->n_images == n_images &&
+        !memcmp(t->grid, grid, (size_t)n_images * 3 * sizeof *grid))
         return FM_OK;
     int64_t n = 0;
     int segs = 0;
@@ -276,8 +310,8 @@ static fm_status ensure_plan(fm_module *self, tower_impl *t, const int64_t *grid
     if (!t->grid || !t->cu || !t->pos) {
         fm_free(t->grid), fm_free(t->cu), fm_free(t->pos);
         t->grid = NULL, t->cu = NULL, t->pos = NULL;
-        return fm_error_set(err, FM_ERR_NOMEM, "module '%s': out of memory planning %lld patches", fm_module_path(self),
-                            (long long)n);
+        return fm_error_set(err, FM_ERR_NOMEM, "module '%s': out of memory planning %lld patches",
+                            fm_module_path(self), (long long)n);
     }
     memcpy(t->grid, grid, (size_t)n_images * 3 * sizeof *grid);
     t->n_images = n_images, t->n = n, t->n_seg = segs;
@@ -285,63 +319,78 @@ static fm_status ensure_plan(fm_module *self, tower_impl *t, const int64_t *grid
     return FM_OK;
 }
 
-static fm_status tower_inputs(fm_module *self, tower_impl *t, const fm_tensor *in, size_t n_in, fm_error *err) {
+static fm_status tower_inputs(fm_module *self, tower_impl *t, const fm_tensor *in, size_t n_in,
+                              fm_error *err) {
     int64_t k = t->v.in_channels * t->v.temporal_patch_size * t->v.patch_size * t->v.patch_size;
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, k, err);
     if (st == FM_OK) st = fm_module_check_input(self, in, n_in, 1, FM_DTYPE_I64, 2, 3, err);
     if (st == FM_OK && (in[1].shape.dims[0] < 1 || in[1].shape.dims[0] > INT_MAX))
-        st = fm_error_set(err, FM_ERR_INPUT, "%s: image_grid_thw needs 1 to %d images, got %lld", fm_module_path(self),
-                          INT_MAX, (long long)in[1].shape.dims[0]);
+        st = fm_error_set(err, FM_ERR_INPUT, "%s: image_grid_thw needs 1 to %d images, got %lld",
+                          fm_module_path(self), INT_MAX, (long long)in[1].shape.dims[0]);
     if (st == FM_OK) st = ensure_plan(self, t, in[1].data, (int)in[1].shape.dims[0], err);
     if (st == FM_OK && in[0].shape.dims[0] != t->n) {
         char a[128];
-        st = fm_error_set(err, FM_ERR_INPUT, "%s: pixel_values %s has %lld rows but image_grid_thw describes %lld patches",
-                          fm_module_path(self), fm_shape_format(&in[0].shape, a, sizeof a),
-                          (long long)in[0].shape.dims[0], (long long)t->n);
+        st = fm_error_set(
+            err, FM_ERR_INPUT,
+            "%s: pixel_values %s has %lld rows but image_grid_thw describes %lld patches",
+            fm_module_path(self), fm_shape_format(&in[0].shape, a, sizeof a),
+            (long long)in[0].shape.dims[0], (long long)t->n);
     }
     return st;
 }
 
-static fm_status tower_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in, fm_tensor *out,
-                               size_t n_out, fm_error *err) {
+static fm_status tower_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                               fm_tensor *out, size_t n_out, fm_error *err) {
     tower_impl *t = fm_module_impl(self);
-    int64_t m2 = t->v.spatial_merge_size * t->v.spatial_merge_size, hd = t->v.embed_dim / t->v.num_heads;
+    int64_t m2 = t->v.spatial_merge_size * t->v.spatial_merge_size,
+            hd = t->v.embed_dim / t->v.num_heads;
     fm_status st = tower_inputs(self, t, in, n_in, err);
-    if (st != FM_OK || n_out < 1) return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "tower: one output");
-    fm_shape os = {2, {t->n / m2, t->v.hidden_size}}, pos_s = {2, {t->n, 2}}, cu_s = {1, {t->n_seg + 1}};
+    if (st != FM_OK || n_out < 1)
+        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "tower: one output");
+    fm_shape os = {2, {t->n / m2, t->v.hidden_size}}, pos_s = {2, {t->n, 2}},
+             cu_s = {1, {t->n_seg + 1}};
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
     size_t mark = fm_run_mark(rc);
-    fm_tensor h = {0}, rope[2] = {{0}, {0}}, pos = {FM_DTYPE_I32, pos_s, t->pos, (uint64_t)t->n * 8, NULL};
+    fm_tensor h = {0}, rope[2] = {{0}, {0}},
+              pos = {FM_DTYPE_I32, pos_s, t->pos, (uint64_t)t->n * 8, NULL};
     fm_tensor cu = {FM_DTYPE_I32, cu_s, t->cu, (uint64_t)(t->n_seg + 1) * 4, NULL};
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "patch_embed"), rc, &in[0], 1, &h, 1, err);
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "rotary_pos_emb"), rc, &pos, 1, rope, 2, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "patch_embed"), rc, &in[0], 1, &h, 1,
+                               err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "rotary_pos_emb"), rc, &pos, 1, rope, 2,
+                               err);
     if (st == FM_OK && (rope[0].shape.dims[1] != hd / 2))
-        st = fm_error_set(err, FM_ERR_CONFIG, "%s: rotary tables are %lld wide, heads need %lld", fm_module_path(self),
-                          (long long)rope[0].shape.dims[1], (long long)(hd / 2));
+        st = fm_error_set(err, FM_ERR_CONFIG, "%s: rotary tables are %lld wide, heads need %lld",
+                          fm_module_path(self), (long long)rope[0].shape.dims[1],
+                          (long long)(hd / 2));
     fm_module *blocks = fm_module_child_named(self, "blocks");
     for (int64_t i = 0; st == FM_OK && i < t->v.depth; i++) {
         fm_tensor bin[4] = {h, cu, rope[0], rope[1]};
         st = fm_module_forward(fm_module_child(blocks, (size_t)i), rc, bin, 4, &h, 1, err);
         if (st == FM_OK) fm_run_ctx_progress(rc, (int)i + 1, (int)t->v.depth);
     }
-    if (st == FM_OK) st = fm_module_forward(fm_module_child_named(self, "merger"), rc, &h, 1, &out[0], 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "merger"), rc, &h, 1, &out[0], 1, err);
     fm_run_release(rc, mark);
     return st;
 }
 
-/* ---- constructors (transformers' class names and attribute order, qwen2-vl.md §2) ---------------- */
+/* ---- constructors (transformers' class names and attribute order, qwen2-vl.md §2)
+ * ---------------- */
 #define CFG(ctx) ((const fm_qwen2vl_config *)fm_build_ctx_model_cfg(ctx))
 
 /* Creates a child or returns the failure (inits below have `ctx` and `err` in scope). */
-#define MK(parent, name, cls, args)                                                   \
-    do {                                                                              \
-        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);    \
-        if (st_ != FM_OK) return st_;                                                 \
+#define MK(parent, name, cls, args)                                                                \
+    do {                                                                                           \
+        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);                 \
+        if (st_ != FM_OK) return st_;                                                              \
     } while (0)
 
 static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) {
     void *p = fm_malloc(n);
-    if (!p) return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
+    if (!p)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
     memcpy(p, v, n);
     fm_module_set_impl(m, p);
     return FM_OK;
@@ -349,13 +398,14 @@ static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) 
 
 /* PatchEmbed(patch_size, temporal_patch_size, in_channels, embed_dim, bias = 0):
  * proj = Conv3d(in, embed, kernel = stride = (T, P, P)). */
-static fm_status patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+static fm_status patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                  fm_error *err) {
     patch_impl p = {fm_args_int(a, "patch_size", 14), fm_args_int(a, "temporal_patch_size", 2),
                     fm_args_int(a, "in_channels", 3), fm_args_int(a, "embed_dim", 1152)};
     MK(m, "proj", "Conv3d",
-       &FM_ARGS(FM_I("in", p.channels), FM_I("out", p.embed), FM_I("k0", p.temporal), FM_I("k1", p.patch),
-                FM_I("k2", p.patch), FM_I("s0", p.temporal), FM_I("s1", p.patch), FM_I("s2", p.patch),
-                FM_I("bias", fm_args_int(a, "bias", 0))));
+       &FM_ARGS(FM_I("in", p.channels), FM_I("out", p.embed), FM_I("k0", p.temporal),
+                FM_I("k1", p.patch), FM_I("k2", p.patch), FM_I("s0", p.temporal),
+                FM_I("s1", p.patch), FM_I("s2", p.patch), FM_I("bias", fm_args_int(a, "bias", 0))));
     return set_impl(m, &p, sizeof p, err);
 }
 
@@ -364,7 +414,8 @@ static fm_status rotary_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, 
     rotary_impl r = {fm_args_int(a, "dim", 0)};
     (void)ctx;
     if (r.dim < 2 || r.dim % 2 || r.dim > 512)
-        return fm_error_set(err, FM_ERR_CONFIG, "module '%s': rotary dim %lld must be even and in [2, 512]",
+        return fm_error_set(err, FM_ERR_CONFIG,
+                            "module '%s': rotary dim %lld must be even and in [2, 512]",
                             fm_module_path(m), (long long)r.dim);
     return set_impl(m, &r, sizeof r, err);
 }
@@ -398,7 +449,8 @@ static fm_status block_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, f
 
 /* PatchMerger(dim = out width, context_dim = embed, spatial_merge_size). */
 static fm_status merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
-    merger_impl mi = {fm_args_int(a, "dim", 0), fm_args_int(a, "context_dim", 0), fm_args_int(a, "spatial_merge_size", 2)};
+    merger_impl mi = {fm_args_int(a, "dim", 0), fm_args_int(a, "context_dim", 0),
+                      fm_args_int(a, "spatial_merge_size", 2)};
     int64_t hid = mi.context * mi.merge * mi.merge;
     fm_module *mlp = NULL;
     MK(m, "ln_q", "LayerNorm", &FM_ARGS(FM_I("dim", mi.context), FM_D("eps", 1e-6)));
@@ -415,13 +467,16 @@ static fm_status tower_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, f
     fm_module *blocks = NULL;
     (void)a;
     tower_impl *t = fm_calloc(1, sizeof *t);
-    if (!t) return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
+    if (!t)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
     t->v = *v;
     fm_module_set_impl(m, t);
     MK(m, "patch_embed", "PatchEmbed",
-       &FM_ARGS(FM_I("patch_size", v->patch_size), FM_I("temporal_patch_size", v->temporal_patch_size),
+       &FM_ARGS(FM_I("patch_size", v->patch_size),
+                FM_I("temporal_patch_size", v->temporal_patch_size),
                 FM_I("in_channels", v->in_channels), FM_I("embed_dim", v->embed_dim)));
-    MK(m, "rotary_pos_emb", "VisionRotaryEmbedding", &FM_ARGS(FM_I("dim", v->embed_dim / v->num_heads / 2)));
+    MK(m, "rotary_pos_emb", "VisionRotaryEmbedding",
+       &FM_ARGS(FM_I("dim", v->embed_dim / v->num_heads / 2)));
     fm_status st = fm_module_create(ctx, m, "blocks", "ModuleList", NULL, &blocks, err);
     for (int64_t i = 0; st == FM_OK && i < v->depth; i++) {
         char name[24];
@@ -442,7 +497,8 @@ static const fm_module_class vision_classes[] = {
     {"VisionMlp", mlp_init, NULL, mlp_forward, NULL, NULL},
     {"Qwen2VLVisionBlock", block_init, NULL, block_forward, NULL, NULL},
     {"PatchMerger", merger_init, NULL, merger_forward, fm_free, NULL},
-    {"Qwen2VisionTransformerPretrainedModel", tower_init, NULL, tower_forward, tower_impl_free, NULL},
+    {"Qwen2VisionTransformerPretrainedModel", tower_init, NULL, tower_forward, tower_impl_free,
+     NULL},
 };
 
 fm_status fm_qwen2vl_register_vision_classes(fm_error *err) {
