@@ -78,14 +78,15 @@ static inline const char *fm_t_errmsg(const fm_error *e) {
 
 #define CHECK_OK(expr, errp) CHECK_STATUS(FM_OK, (expr), errp)
 
-/* Substring check on an error message. */
+/* Substring check on an error message. An empty needle is a failure: it would match anything. */
 #define CHECK_CONTAINS(haystack, needle)                                                           \
     do {                                                                                           \
         const char *h_ = (haystack), *n_ = (needle);                                               \
-        if (!h_ || !strstr(h_, n_)) {                                                              \
+        if (!h_ || !n_[0] || !strstr(h_, n_)) {                                                    \
             fm_t_case_failed = 1;                                                                  \
-            fprintf(stderr, "FAIL %s:%d [%s]: expected \"%s\" to contain \"%s\"\n", __FILE__,      \
-                    __LINE__, fm_t_case, h_ ? h_ : "(null)", n_);                                  \
+            fprintf(stderr, "FAIL %s:%d [%s]: expected \"%s\" to contain \"%s\"%s\n", __FILE__,    \
+                    __LINE__, fm_t_case, h_ ? h_ : "(null)", n_,                                   \
+                    n_[0] ? "" : " (an empty needle checks nothing)");                             \
         }                                                                                          \
     } while (0)
 
