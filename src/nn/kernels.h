@@ -1,5 +1,6 @@
 /* Internal: float32 CPU kernels (Linear via CBLAS, direct Conv3d, norms, activations,
- * softmax, 2-D vision RoPE, segment attention), each with a plain reference beside it. */
+ * softmax, 2-D vision RoPE, segment attention). tests/support/kernel_ref.c holds the naive
+ * double-precision references the tests measure them against. */
 #ifndef FUSEMAP_NN_KERNELS_H
 #define FUSEMAP_NN_KERNELS_H
 
@@ -140,25 +141,5 @@ void fm_k_attention(float *o, int64_t ldo, const float *q, int64_t ldq, const fl
  * have succeeded). Threads over (output channel block, batch). */
 void fm_k_conv3d(float *y, const float *x, const float *w, const float *b, int64_t batch,
                  const fm_conv3d_params *p, const int64_t in_dims[3], fm_threadpool *pool);
-
-/* ---- reference kernels (kernels_ref.c): naive loops, float32, libm ------------------- */
-void fm_ref_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n,
-                   int64_t k);
-void fm_ref_layernorm(float *y, const float *x, const float *g, const float *b, int64_t rows,
-                      int64_t dim, float eps);
-void fm_ref_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int64_t dim, float eps);
-void fm_ref_act(float *y, const float *x, int64_t n, fm_activation act);
-void fm_ref_softmax_rows(float *s, int64_t rows, int64_t cols, int64_t ld);
-/* Full-width tables [n][hd] (cos[r][d] with d and d - hd/2 equal), libm cosf/sinf/powf. */
-void fm_ref_vision_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int64_t n,
-                              int head_dim);
-/* rotate_half form: x' = x*cos + rotate_half(x)*sin; cos, sin: [rows][hd] full width. */
-void fm_ref_rope_apply(float *x, int64_t ld, int64_t rows, int heads, int head_dim,
-                       const float *cos_t, const float *sin_t);
-void fm_ref_attention(float *o, int64_t ldo, const float *q, const float *k, const float *v,
-                      int64_t ldqkv, const int32_t *cu, int n_seg, int heads, int head_dim,
-                      float scale);
-void fm_ref_conv3d(float *y, const float *x, const float *w, const float *b, int64_t batch,
-                   const fm_conv3d_params *p, const int64_t in_dims[3]);
 
 #endif
