@@ -144,7 +144,7 @@ format-check:
 # Mutation testing (docs/testing.md): every entry of the catalogue (mutations/*.txt) applied
 # alone to a scratch copy of the tree, the tests it names run; fails when one survives.
 mutation:
-	@M="$(M)" sh scripts/mutation.sh
+	@M="$(M)" perl scripts/mutation.pl
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

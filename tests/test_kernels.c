@@ -223,6 +223,27 @@ static void test_norms_vs_ref(void) {
     }
 }
 
+/* Inputs of variance ~1e-7, where eps is a large part of the denominator: the kernels must use
+ * the eps they are given (1e-6 for the vision LayerNorms, 1e-5 elsewhere). */
+static void test_norms_small_variance(void) {
+    const int64_t rows = 9, dim = 96, n = rows * dim;
+    const float eps[2] = {1e-6f, 1e-5f};
+    float *x = rand_buf(n, -5e-4f, 6e-4f), *g = rand_buf(dim, 0.5f, 1.5f),
+          *b = rand_buf(dim, -1, 1);
+    float *r = malloc((size_t)n * sizeof *r), *y = malloc((size_t)n * sizeof *y);
+    for (int k = 0; k < 2; k++) {
+        kref_layernorm(r, x, g, b, rows, dim, (double)eps[k]);
+        fm_k_layernorm(y, x, g, b, rows, dim, eps[k], pools[2]);
+        double e = max_abs(y, r, n);
+        CHECK_MSG(e <= 1e-5, "layernorm, variance ~1e-7, eps %g: max abs %.3g", (double)eps[k], e);
+        kref_rmsnorm(r, x, g, rows, dim, (double)eps[k]);
+        fm_k_rmsnorm(y, x, g, rows, dim, eps[k], pools[2]);
+        e = max_rel(y, r, n, 1e-3);
+        CHECK_MSG(e <= 2e-6, "rmsnorm, mean square ~1e-7, eps %g: max rel %.3g", (double)eps[k], e);
+    }
+    free(x), free(g), free(b), free(r), free(y);
+}
+
 /* ---- activations, exp, softmax --------------------------------------------------------- */
 
 static void test_expf_poly(void) {
@@ -478,6 +499,7 @@ int main(void) {
     RUN(test_linear_vs_ref);
     RUN(test_linear_threads);
     RUN(test_norms_vs_ref);
+    RUN(test_norms_small_variance);
     RUN(test_expf_poly);
     RUN(test_act_vs_ref);
     RUN(test_softmax_and_add);

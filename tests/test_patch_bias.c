@@ -8,7 +8,8 @@
  * - the whole cycle: fuse -> runtime-format save -> unfused reload (LinearToConv3d with the
  *   non-square kernel, bias renamed back) -> saves: in the original format, byte for byte the
  *   runtime-layout checkpoint it was loaded from (a save reverts what fired at load); in the
- *   runtime format (the unfused module names), byte for byte the source checkpoint. */
+ *   runtime format (the unfused module names), byte for byte the source checkpoint;
+ * - what must not fuse: a padded and a grouped Conv3d patch embedding (stride == kernel). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,18 +274,101 @@ static void test_fuse_runtime_unfuse_cycle(void) {
     free(src), free(rt), free(back);
 }
 
+/* ---- what must not fuse ---------------------------------------------------------------------- */
+/* A second toy: p.patch_embed pads H by 1 (stride == kernel still, but the window then covers a
+ * zero row, which a Linear over the patch cannot), g.patch_embed is grouped (groups = 3: the
+ * weight holds a third of a dense Linear's). Asking for patch_embeddings fuses neither. */
+static fm_status unf_pe_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    int64_t pad = fm_args_int(a, "pad", 0), groups = fm_args_int(a, "groups", 1);
+    return fm_module_create(ctx, m, "proj", "Conv3d",
+                            &FM_ARGS(FM_I("in", C), FM_I("out", 6), FM_I("k0", KT), FM_I("k1", KH),
+                                     FM_I("k2", KW), FM_I("s0", KT), FM_I("s1", KH), FM_I("s2", KW),
+                                     FM_I("p1", pad), FM_I("groups", groups), FM_I("bias", 1)),
+                            NULL, err);
+}
+static fm_status unf_branch_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    return fm_module_create(ctx, m, "patch_embed", "ToyUnfusablePE", a, NULL, err);
+}
+static fm_status unf_root_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    (void)a;
+    fm_status st =
+        fm_module_create(ctx, m, "p", "ToyUnfusableBranch", &FM_ARGS(FM_I("pad", 1)), NULL, err);
+    if (st == FM_OK)
+        st = fm_module_create(ctx, m, "g", "ToyUnfusableBranch", &FM_ARGS(FM_I("groups", 3)), NULL,
+                              err);
+    return st;
+}
+static fm_status unf_build(fm_build_ctx *ctx, const void *cfg, fm_module **root, fm_error *err) {
+    (void)cfg;
+    return fm_module_create(ctx, NULL, "", "ToyUnfusableModel", NULL, root, err);
+}
+static const fm_module_class unf_classes[] = {
+    {.name = "ToyUnfusablePE", .init = unf_pe_init}, /* built and loaded, never run */
+    {.name = "ToyUnfusableBranch", .init = unf_branch_init},
+    {.name = "ToyUnfusableModel", .init = unf_root_init},
+};
+static const fm_model_builder unf_builder = {.model_type = "toy_unfusable_patches",
+                                             .architecture = "ToyUnfusableModel",
+                                             .parse_config = toy_parse,
+                                             .free_config = fm_free,
+                                             .build = unf_build};
+
+static void test_padded_and_grouped_not_fused(void) {
+    static const char cfg[] = "{\n  \"model_type\": \"toy_unfusable_patches\"\n}\n";
+    const char *names[4] = {"g.patch_embed.proj.bias", "g.patch_embed.proj.weight",
+                            "p.patch_embed.proj.bias", "p.patch_embed.proj.weight"};
+    fm_shape shapes[4] = {{1, {6}}, {5, {6, 1, KT, KH, KW}}, {1, {6}}, {5, {6, C, KT, KH, KW}}};
+    fm_tensor ts[4];
+    fm_st_item items[4];
+    uint64_t seed = 77;
+    fm_error err;
+    for (int i = 0; i < 4; i++) {
+        REQUIRE_OK(fm_tensor_alloc(&ts[i], FM_DTYPE_F32, &shapes[i], &err), &err);
+        fm_qfix_fill(ts[i].data, fm_tensor_numel(&ts[i]), 0.5f, &seed);
+        items[i] = (fm_st_item){names[i], &ts[i]};
+    }
+    char *dir = fm_test_join(tmp, "unfusable");
+    fm_extra_file ex = {"config.json", cfg, strlen(cfg)};
+    CHECK_OK(fm_checkpoint_save(dir, items, 4, &ex, 1, NULL, &err), &err);
+    for (int i = 0; i < 4; i++)
+        fm_tensor_free(&ts[i]);
+    fm_load_options o;
+    fm_load_options_init(&o);
+    o.fusion_config = "{\"patch_embeddings\": true}";
+    fm_load_report rep;
+    fm_model *m = NULL;
+    CHECK_OK(fm_from_pretrained(dir, &o, &m, &rep, &err), &err);
+    CHECK_MSG(rep.n_fused == 0,
+              "neither the padded nor the grouped Conv3d is fused (%zu fused%s%s)", rep.n_fused,
+              rep.n_fused ? ": " : "", rep.n_fused ? rep.fused[0] : "");
+    fm_load_report_free(&rep);
+    for (int i = 0; m && i < 2; i++) {
+        const char *path = i ? "g.patch_embed" : "p.patch_embed";
+        fm_module *pe = fm_module_find(fm_model_root(m), path);
+        CHECK_MSG(pe && !strcmp(fm_module_class_of(pe)->name, "ToyUnfusablePE"),
+                  "%s keeps its class", path);
+    }
+    fm_model_free(m);
+    free(dir);
+}
+
 int main(void) {
     fm_error err;
     if (fm_init(&err) != FM_OK) return fprintf(stderr, "%s\n", err.msg), 1;
     for (size_t i = 0; i < sizeof toy_classes / sizeof *toy_classes; i++)
         if (fm_class_register(&toy_classes[i], false, &err) != FM_OK)
             return fprintf(stderr, "%s\n", err.msg), 1;
-    if (fm_model_builder_register(&toy_builder, false, &err) != FM_OK)
+    for (size_t i = 0; i < sizeof unf_classes / sizeof *unf_classes; i++)
+        if (fm_class_register(&unf_classes[i], false, &err) != FM_OK)
+            return fprintf(stderr, "%s\n", err.msg), 1;
+    if (fm_model_builder_register(&toy_builder, false, &err) != FM_OK ||
+        fm_model_builder_register(&unf_builder, false, &err) != FM_OK)
         return fprintf(stderr, "%s\n", err.msg), 1;
     tmp = fm_test_tmpdir("patchbias");
     if (!tmp) return fprintf(stderr, "no temporary directory\n"), 1;
     RUN(test_forward_vs_reference);
     RUN(test_fuse_runtime_unfuse_cycle);
+    RUN(test_padded_and_grouped_not_fused);
     fm_test_rmtree(tmp);
     free(tmp);
     for (int i = 0; i < 2; i++)
