@@ -41,10 +41,11 @@ static fm_status toy_pe_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor
                                 fm_tensor *out, size_t n_out, fm_error *err) {
     fm_module *proj = fm_module_child_named(self, "proj");
     fm_shape s5 = {5, {in[0].shape.dims[0], C, KT, KH, KW}};
-    fm_tensor v, y = {0};
+    fm_tensor v = {0}, y = {0};
     (void)n_in, (void)n_out;
     fm_status st = fm_tensor_reshape(&v, &in[0], &s5, err);
     if (st == FM_OK) st = fm_module_forward(proj, rc, &v, 1, &y, 1, err); /* y: scratch of rc */
+    fm_tensor_free(&v);                                                   /* the view's reference */
     fm_shape s2 = {2, {in[0].shape.dims[0], D}};
     if (st == FM_OK) st = fm_tensor_reshape(out, &y, &s2, err);
     return st;

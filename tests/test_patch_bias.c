@@ -55,10 +55,11 @@ static fm_status toy_pe_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor
     (void)n_in, (void)n_out;
     int64_t n = in[0].shape.dims[0];
     fm_shape s5 = {5, {n, C, KT, KH, KW}}, s2 = {2, {n, DA}};
-    fm_tensor v, y = {0};
+    fm_tensor v = {0}, y = {0};
     fm_status st = fm_tensor_reshape(&v, &in[0], &s5, err);
     if (st == FM_OK)
         st = fm_module_forward(fm_module_child_named(self, "proj"), rc, &v, 1, &y, 1, err);
+    fm_tensor_free(&v); /* the view's reference to the input */
     if (st == FM_OK) st = fm_tensor_reshape(out, &y, &s2, err);
     return st;
 }

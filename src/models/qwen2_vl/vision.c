@@ -52,12 +52,13 @@ static fm_status patch_embed_forward(fm_module *self, fm_run_ctx *rc, const fm_t
     int64_t n = in[0].shape.dims[0];
     fm_shape s5 = {5, {n, p->channels, p->temporal, p->patch, p->patch}}, o2 = {2, {n, p->embed}};
     fm_shape o5 = {5, {n, p->embed, 1, 1, 1}};
-    fm_tensor x5, y5;
+    fm_tensor x5 = {0}, y5 = {0}; /* views: each holds a reference to its storage */
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &o2, err);
     if (st == FM_OK) st = fm_tensor_reshape(&x5, &in[0], &s5, err);
     if (st == FM_OK) st = fm_tensor_reshape(&y5, &out[0], &o5, err);
     if (st == FM_OK)
         st = fm_module_forward(fm_module_child_named(self, "proj"), rc, &x5, 1, &y5, 1, err);
+    fm_tensor_free(&x5), fm_tensor_free(&y5);
     return st;
 }
 
@@ -212,12 +213,13 @@ static fm_status merger_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor
              wide = {2, {in[0].shape.dims[0] / m2, m2 * mi->context}};
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
     size_t mark = fm_run_mark(rc);
-    fm_tensor a = {0}, view;
+    fm_tensor a = {0}, view = {0};
     if (st == FM_OK)
         st = fm_module_forward(fm_module_child_named(self, "ln_q"), rc, &in[0], 1, &a, 1, err);
     if (st == FM_OK) st = fm_tensor_reshape(&view, &a, &wide, err);
     if (st == FM_OK)
         st = fm_module_forward(fm_module_child_named(self, "mlp"), rc, &view, 1, &out[0], 1, err);
+    fm_tensor_free(&view);
     fm_run_release(rc, mark);
     return st;
 }
