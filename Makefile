@@ -1,5 +1,11 @@
 # fusemap — plain Makefile. `make` builds build/fusemap and the library; `make test` runs
 # every test; `make demo` runs the main job on an embedded default. See README.md.
+#   make test [T=word[,word...]] [J=jobs] [TEST_TIMEOUT=seconds]
+#       T: build and run only the test binaries whose names contain one of the words
+#       (make test T=fusion); J: binaries run at once (default: cores); TEST_TIMEOUT: seconds
+#       one binary may run (default 300). docs/testing.md has the details.
+#   make format / make format-check   clang-format the tree / check it is formatted
+#   make mutation [M=id-or-word]      the mutation catalogue (docs/testing.md), not part of test
 
 CC      ?= cc
 BUILD   ?= build
@@ -40,6 +46,13 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 EX_SRC    := $(sort $(wildcard examples/*.c))
 EX_BIN    := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRC))
 HDRS      := $(shell find include src tests/support -name '*.h' 2>/dev/null)
+# T: test name filter (words separated by spaces or commas; a binary matches when its name
+# contains one of them). TEST_SEL: the binaries `make test` builds and runs.
+T         ?=
+comma     := ,
+T_WORDS   := $(subst $(comma), ,$(T))
+TEST_SEL  := $(if $(strip $(T)),$(foreach b,$(TEST_BIN),$(if $(strip $(foreach w,$(T_WORDS),$(findstring $(w),$(notdir $(b))))),$(b))),$(TEST_BIN))
+RUN_TESTS  = T="$(T)" J="$(J)" TEST_TIMEOUT="$(TEST_TIMEOUT)" sh scripts/run_tests.sh
 
 STATIC := $(BUILD)/libfusemap.a
 # The shared library: the real file libfusemap.so.X.Y.Z with SONAME libfusemap.so.MAJOR, and the
@@ -50,7 +63,8 @@ SHARED      := $(BUILD)/libfusemap.so
 
 .SECONDARY:
 
-.PHONY: all test demo asan bench install clean deps tests benches examples tsan format
+.PHONY: all test demo asan bench install clean deps tests benches examples tsan format format-check \
+        tests-selected mutation
 
 all: $(BUILD)/fusemap $(SHARED) tests benches examples
 
@@ -94,21 +108,24 @@ $(BUILD)/examples/%: examples/%.c $(STATIC) $(HDRS)
 
 # The shared library too: tests check its SONAME and what `make install` does with it.
 tests: $(TEST_BIN) $(BUILD)/fusemap $(EX_BIN) $(SHARED)
+tests-selected: $(TEST_SEL) $(BUILD)/fusemap $(EX_BIN) $(SHARED)
 benches: $(BENCH_BIN)
 examples: $(EX_BIN)
 
-# `make test`: install what is missing, build warning-free (-Werror), run every test.
+# `make test`: install what is missing, build warning-free (-Werror), run every test (with T,
+# build and run only the matching ones).
 test: deps
-	@$(MAKE) --no-print-directory -j$$(nproc) all EXTRA_CFLAGS="-Werror $(EXTRA_CFLAGS)"
-	@sh scripts/run_tests.sh $(BUILD)
+	@$(MAKE) --no-print-directory -j$$(nproc) $(if $(strip $(T)),tests-selected,all) \
+	  EXTRA_CFLAGS="-Werror $(EXTRA_CFLAGS)"
+	@$(RUN_TESTS) $(BUILD)
 
-# ASan+UBSan build in build-asan/, whole suite.
+# ASan+UBSan build in build-asan/, whole suite (T filters here too).
 asan: deps
-	@$(MAKE) --no-print-directory -j$$(nproc) tests BUILD=build-asan OPT="-O1" \
+	@$(MAKE) --no-print-directory -j$$(nproc) tests-selected BUILD=build-asan OPT="-O1" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  FM_TEST_QUICK=1 sh scripts/run_tests.sh build-asan
+	  FM_TEST_QUICK=1 $(RUN_TESTS) build-asan
 
 demo: deps
 	@$(MAKE) --no-print-directory -j$$(nproc) $(BUILD)/fusemap $(BUILD)/bench/gen_checkpoint $(BUILD)/bench/fusion
@@ -140,8 +157,18 @@ tsan: deps
 
 -include fuzz/fuzz.mk
 
+FORMAT_SRC = $$(find include src cli tests bench examples fuzz -name '*.[ch]' | sort)
 format:
-	clang-format -i $$(find include src cli tests bench examples fuzz -name '*.[ch]')
+	clang-format -i $(FORMAT_SRC)
+
+# Fails (and names the files) when clang-format would change anything; .ci/run calls it.
+format-check:
+	@clang-format --dry-run -Werror $(FORMAT_SRC) && echo "format-check: every file is formatted"
+
+# Mutation testing (docs/testing.md): every entry of the catalogue (mutations/*.txt) applied
+# alone to a scratch copy of the tree, the tests it names run; fails when one survives.
+mutation:
+	@M="$(M)" perl scripts/mutation.pl
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -69,6 +69,7 @@ int fm_fuzz_checkpoint(const uint8_t *data, size_t size) {
     fm_error err;
     fm_status st = fm_checkpoint_open(dir, &c, &err);
     fmz_note("checkpoint (%zu files): %s %s", n, fm_status_name(st), st ? err.msg : "");
+    fmz_verdict(st == FM_OK);
     if (st == FM_OK) {
         ckh_check_contained(c, dir);
         ckh_walk(c);

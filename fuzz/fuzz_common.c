@@ -18,6 +18,22 @@ void fmz_fail(const char *what, const char *detail) {
     abort();
 }
 
+static int verdict = -1;
+
+void fmz_verdict(int accepted) {
+    verdict = accepted != 0;
+}
+
+int fmz_take_verdict(void) {
+    int v = verdict;
+    verdict = -1;
+    return v;
+}
+
+int fmz_expected_verdict(const char *name) {
+    return !strncmp(name, "ok_", 3) ? 1 : !strncmp(name, "bad_", 4) ? 0 : -1;
+}
+
 void fmz_note(const char *fmt, ...) {
     static int verbose = -1;
     if (verbose < 0) verbose = getenv("FM_FUZZ_VERBOSE") && atoi(getenv("FM_FUZZ_VERBOSE")) > 0;

@@ -23,6 +23,16 @@
  * printed to stderr first (harness code, not library code). */
 void fmz_fail(const char *what, const char *detail);
 
+/* The harness's verdict on the current input: accepted (1) or rejected (0) by the library call
+ * the harness is about (its table row in fuzz/README.md). Every harness reports exactly one
+ * verdict per input that reaches that call; replays compare it with the seed's name (ok_* must
+ * be accepted, bad_* rejected), so a parser that rejects everything cannot pass. */
+void fmz_verdict(int accepted);
+/* The verdict reported since the last take (1, 0), or -1 when none was; resets it. */
+int fmz_take_verdict(void);
+/* What a seed's file name expects: 1 for "ok_*", 0 for "bad_*", -1 for any other name. */
+int fmz_expected_verdict(const char *file_name);
+
 /* With FM_FUZZ_VERBOSE=1 in the environment, prints one line to stderr (seed debugging:
  * which step an input reaches and with which status); silent otherwise. */
 void fmz_note(const char *fmt, ...)

@@ -108,6 +108,7 @@ int fm_fuzz_pattern(const uint8_t *data, size_t size) {
                                     : fm_transform_renaming_new(src[0], tgt[0], &t, &err);
         fmz_note("%s '%s' -> '%s': %s %s", in.converter ? "converter" : "renaming", src[0], tgt[0],
                  fm_status_name(st), st ? err.msg : "");
+        fmz_verdict(st == FM_OK);
         if (st == FM_OK)
             pth_rename_all(t, &in, in.ns + in.nt);
         else if (t)

@@ -61,8 +61,9 @@ static void prh_save(const fm_model *m, const char *out, const fm_load_options *
     fm_model_free(m2);
 }
 
-static void prh_load(const char *in, const char *out, const fm_load_options *lo,
-                     const fm_save_pretrained_options *so) {
+/* Returns the status of the load. */
+static fm_status prh_load(const char *in, const char *out, const fm_load_options *lo,
+                          const fm_save_pretrained_options *so) {
     fm_model *m = NULL;
     fm_load_report rep;
     fm_error err;
@@ -79,6 +80,7 @@ static void prh_load(const char *in, const char *out, const fm_load_options *lo,
     }
     fm_load_report_free(&rep);
     fm_model_free(m);
+    return st;
 }
 
 int fm_fuzz_pretrained(const uint8_t *data, size_t size);
@@ -93,7 +95,7 @@ int fm_fuzz_pretrained(const uint8_t *data, size_t size) {
     fm_load_options lo;
     fm_save_pretrained_options so;
     prh_options(flags, &lo, &so);
-    prh_load(in, out, &lo, &so);
+    fmz_verdict(prh_load(in, out, &lo, &so) == FM_OK); /* the verdict: the stored fusion_config */
     lo.fusion_config = prh_fusion[(flags >> 2) & 3];
     prh_load(in, out, &lo, &so);
     fmz_rmtree(in);

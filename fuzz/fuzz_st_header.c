@@ -106,6 +106,7 @@ int fm_fuzz_st_header(const uint8_t *data, size_t size) {
     fm_error err;
     fm_status st = fm_st_open_buffer(data, size, "fuzz.safetensors", &f, &err);
     fmz_note("st_open_buffer (%zu bytes): %s %s", size, fm_status_name(st), st ? err.msg : "");
+    fmz_verdict(st == FM_OK);
     if (st != FM_OK) {
         if (f) fmz_fail("st_header", "output set on failure");
         return 0;

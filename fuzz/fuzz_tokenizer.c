@@ -84,6 +84,7 @@ int fm_fuzz_tokenizer(const uint8_t *data, size_t size) {
     fm_status st = fm_tokenizer_parse((const char *)data, jlen, "fuzz.json", &lim, &t, &err);
     fmz_note("tokenizer_parse (%zu bytes): %s %s", jlen, fm_status_name(st), st ? err.msg : "");
     fm_fuzz_tokenizer_accepted = st == FM_OK;
+    fmz_verdict(st == FM_OK); /* ok_* seeds load, bad_* are rejected */
     if (st != FM_OK) {
         if (t) fmz_fail("tokenizer", "output set on failure");
         return 0;

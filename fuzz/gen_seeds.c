@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "file_util.h"
 #include "fusemap/fusemap.h"
@@ -20,8 +21,16 @@
 static const char *g_root; /* output root (borrowed from argv) */
 static int g_count, g_bad;
 
+/* Every seed's name says what the harness must do with it (fuzz/README.md): ok_* accepted,
+ * bad_* rejected. */
 static void put(const char *harness, const char *name, const void *data, size_t len) {
     char path[4096];
+    if (fmz_expected_verdict(name) < 0) {
+        fprintf(stderr, "gen_seeds: seed %s/%s: the name must start with ok_ or bad_\n", harness,
+                name);
+        g_bad++;
+        return;
+    }
     snprintf(path, sizeof path, "%s/%s", g_root, harness);
     mkdir(path, 0755);
     snprintf(path, sizeof path, "%s/%s/%s", g_root, harness, name);
@@ -129,30 +138,75 @@ static void runtime_seed(const fm_qfix *q, const char *name, uint8_t flags) {
     free(dir), free(out);
 }
 
+/* A model directory the loader must refuse: q's weights, config.json replaced by `config`
+ * (NULL: no config.json at all). */
+static void broken_model_seed(const fm_qfix *q, const char *name, uint8_t flags,
+                              const char *config) {
+    char *dir = write_qfix(q, "broken");
+    if (!dir) return;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (config ? fm_test_write_file(path, config, strlen(config)) : unlink(path)) g_bad++;
+    fm_model *m = NULL;
+    fm_error err;
+    fm_load_options lo;
+    fm_load_options_init(&lo);
+    lo.strict = (flags >> 4) & 1;
+    if (fm_from_pretrained(dir, &lo, &m, NULL, &err) == FM_OK)
+        fprintf(stderr, "gen_seeds: seed %s loads, but it should not\n", name), g_bad++;
+    fm_model_free(m);
+    size_t len = 0;
+    uint8_t *a = pack_dir(dir, &flags, 1, &len);
+    if (a) put("pretrained", name, a, len);
+    free(a);
+    fm_test_rmtree(dir), free(dir);
+}
+
+/* Directories fm_from_pretrained refuses (with config.json's own fusion_config): each a
+ * different reason. */
+static void broken_model_seeds(void) {
+    fm_qfix q, other;
+    tiny(&q);
+    broken_model_seed(&q, "bad_no_config", 0x00, NULL);
+    broken_model_seed(&q, "bad_config_not_json", 0x00, "{\"model_type\": \"qwen2_vl\",");
+    broken_model_seed(&q, "bad_unknown_model_type", 0x00, "{\"model_type\": \"no_such_model\"}");
+    other = q, other.depth = 2; /* blocks.1 missing from the weights */
+    char *t = fm_qfix_config_text(&other);
+    if (t) broken_model_seed(&q, "bad_strict_missing_block", 0x10, t);
+    free(t);
+    other = q, other.embed_dim = 12, other.hidden_size = 12; /* every vision shape differs */
+    if ((t = fm_qfix_config_text(&other))) broken_model_seed(&q, "bad_shape_mismatch", 0x00, t);
+    free(t);
+    other = q, other.extra_config = "\"fusion_config\": {\"flash_attention\": true}";
+    if ((t = fm_qfix_config_text(&other)))
+        broken_model_seed(&q, "bad_stored_unknown_fusion", 0x00, t);
+    free(t);
+}
+
 static void model_seeds(void) {
     fm_qfix q;
     tiny(&q);
-    model_seed(&q, "tiny_f32", 0x00, ALSO_CK | ALSO_ST);
+    model_seed(&q, "ok_tiny_f32", 0x00, ALSO_CK | ALSO_ST);
     q.dtype = FM_DTYPE_BF16;
-    model_seed(&q, "tiny_bf16_cast_f32", 0x01, ALSO_CK | ALSO_ST);
+    model_seed(&q, "ok_tiny_bf16_cast_f32", 0x01, ALSO_CK | ALSO_ST);
     q.dtype = FM_DTYPE_F16, q.tie = false;
-    model_seed(&q, "tiny_f16_untied_strict", 0x10, ALSO_ST);
+    model_seed(&q, "ok_tiny_f16_untied_strict", 0x10, ALSO_ST);
     tiny(&q), q.v5_layout = true;
-    model_seed(&q, "tiny_v5_fused_runtime_save", 0x20, 0);
+    model_seed(&q, "ok_tiny_v5_fused_runtime_save", 0x20, 0);
     tiny(&q), q.extra_config = "\"fusion_config\": {\"patch_embeddings\": true}";
-    model_seed(&q, "tiny_stored_fusion", 0x04, 0);
+    model_seed(&q, "ok_tiny_stored_fusion", 0x04, 0);
     tiny(&q), q.extra_config = "\"fusion_config\": {\"patch_embeddings\": false}";
-    model_seed(&q, "tiny_stored_fusion_off_bf16", 0x4a, 0);
+    model_seed(&q, "ok_tiny_stored_fusion_off_bf16", 0x4a, 0);
     tiny(&q), q.max_shard = 3000;
-    model_seed(&q, "tiny_sharded", 0x00, ALSO_CK);
-    model_seed(&q, "tiny_sharded_strict_small_shards", 0x50, 0);
+    model_seed(&q, "ok_tiny_sharded", 0x00, ALSO_CK);
+    model_seed(&q, "ok_tiny_sharded_strict_small_shards", 0x50, 0);
     tiny(&q), q.max_shard = 1500, q.dtype = FM_DTYPE_BF16;
-    model_seed(&q, "tiny_sharded_bf16_f16", 0x03, ALSO_CK);
+    model_seed(&q, "ok_tiny_sharded_bf16_f16", 0x03, ALSO_CK);
     tiny(&q), q.hidden_act = "gelu_pytorch_tanh", q.temporal_patch_size = 2, q.merge_size = 2;
-    model_seed(&q, "tiny_merge2_tanh", 0x80, 0);
+    model_seed(&q, "ok_tiny_merge2_tanh", 0x80, 0);
     tiny(&q);
-    runtime_seed(&q, "tiny_runtime_layout", 0x00);
-    runtime_seed(&q, "tiny_runtime_layout_fused", 0x0c);
+    runtime_seed(&q, "ok_tiny_runtime_layout", 0x00);
+    runtime_seed(&q, "ok_tiny_runtime_layout_fused", 0x0c);
 }
 
 /* ---- st_header: raw safetensors files ------------------------------------------------------ */
@@ -190,28 +244,30 @@ static void header_seeds(void) {
         snprintf(names[i], sizeof names[i], "t%zu", i);
         all[i] = (stfx_tensor){names[i], dts[i], 2, {2, (int64_t)(i % 3) + 1}};
     }
-    st_tensors("all_dtypes", all, sizeof all / sizeof *all, "{\"format\":\"pt\"}");
-    st_tensors("scalar", (stfx_tensor[]){{"s", "F32", 0, {0}}}, 1, NULL);
-    st_tensors("zero_dim", (stfx_tensor[]){{"z", "F32", 2, {0, 3}}, {"w", "I64", 1, {2}}}, 2, NULL);
+    st_tensors("ok_all_dtypes", all, sizeof all / sizeof *all, "{\"format\":\"pt\"}");
+    st_tensors("ok_scalar", (stfx_tensor[]){{"s", "F32", 0, {0}}}, 1, NULL);
+    st_tensors("ok_zero_dim", (stfx_tensor[]){{"z", "F32", 2, {0, 3}}, {"w", "I64", 1, {2}}}, 2,
+               NULL);
     st_tensors(
-        "sub_byte",
+        "ok_sub_byte",
         (stfx_tensor[]){{"f4", "F4", 1, {4}}, {"f6", "F6_E2M3", 1, {4}}, {"g6", "F6_E3M2", 1, {8}}},
         3, "{}");
-    st_tensors("eight_dims", (stfx_tensor[]){{"e", "U8", 8, {1, 2, 1, 2, 1, 2, 1, 2}}}, 1, "null");
-    st_raw("empty_header", "{}", 0);
-    st_raw("writer_padding",
+    st_tensors("ok_eight_dims", (stfx_tensor[]){{"e", "U8", 8, {1, 2, 1, 2, 1, 2, 1, 2}}}, 1,
+               "null");
+    st_raw("ok_empty_header", "{}", 0);
+    st_raw("ok_writer_padding",
            "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_"
            "offsets\":[0,8]}}   ",
            8);
-    st_raw("unicode_names",
+    st_raw("ok_unicode_names",
            "{\"a\\u00e9\\ud83d\\ude00\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
            "\"\\u0000nul\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
            2);
-    st_raw("meta_escapes",
+    st_raw("ok_meta_escapes",
            "{\"__metadata__\":{\"k\\\"\\n\":\"v\\u0001\\\\\",\"x\":\"\"},\"a\":{\"dtype\":\"I8\","
            "\"shape\":[],\"data_offsets\":[0,1]}}",
            1);
-    st_raw("out_of_order",
+    st_raw("ok_out_of_order",
            "{\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]},\"a\":{\"dtype\":\"U8\","
            "\"shape\":[2],\"data_offsets\":[0,2]}}",
            4);
@@ -246,7 +302,7 @@ static void header_seeds(void) {
     st_raw("bad_offsets_arity", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}",
            1);
     st_raw("bad_meta_value", "{\"__metadata__\":{\"k\":1}}", 0);
-    st_raw("bad_extra_field",
+    st_raw("ok_extra_field",
            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":0}}", 1);
     st_raw("bad_nine_dims",
            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1);
@@ -291,21 +347,21 @@ static void checkpoint_seeds(void) {
         return;
     }
     const char *ok = WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\"");
-    ck_seed("ck_single", (ck_file[]){{"model.safetensors", NULL, a, al}}, 1);
-    ck_seed("ck_sharded", (ck_file[]){{IDX, ok, 0, 0}, {S1, NULL, a, al}, {S2, NULL, b, bl}}, 3);
-    ck_seed("ck_index_and_single",
+    ck_seed("ok_ck_single", (ck_file[]){{"model.safetensors", NULL, a, al}}, 1);
+    ck_seed("ok_ck_sharded", (ck_file[]){{IDX, ok, 0, 0}, {S1, NULL, a, al}, {S2, NULL, b, bl}}, 3);
+    ck_seed("ok_ck_index_and_single",
             (ck_file[]){{IDX, ok, 0, 0},
                         {S1, NULL, a, al},
                         {S2, NULL, b, bl},
                         {"model.safetensors", NULL, b, bl}},
             4);
-    ck_seed("ck_unmapped_tensor",
+    ck_seed("bad_ck_unmapped_tensor",
             (ck_file[]){{IDX, WM("\"a\": \"" S1 "\", \"c\": \"" S2 "\""), 0, 0},
                         {S1, NULL, a, al},
                         {S2, NULL, b, bl}},
             3);
     ck_seed(
-        "ck_mapped_absent",
+        "bad_ck_mapped_absent",
         (ck_file[]){
             {IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\", \"zz\": \"" S2 "\""),
              0, 0},
@@ -313,7 +369,7 @@ static void checkpoint_seeds(void) {
             {S2, NULL, b, bl}},
         3);
     ck_seed(
-        "ck_in_two_shards",
+        "ok_ck_in_two_shards",
         (ck_file[]){
             {IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\", \"d\": \"" S2 "\""),
              0, 0},
@@ -321,14 +377,14 @@ static void checkpoint_seeds(void) {
             {S2, NULL, dup, dl},
             {"x.safetensors", NULL, b, bl}},
         4);
-    ck_seed("ck_escape_parent",
+    ck_seed("bad_ck_escape_parent",
             (ck_file[]){
                 {IDX, WM("\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"../outside.safetensors\""),
                  0, 0},
                 {S1, NULL, a, al},
                 {"up_outside.safetensors", NULL, b, bl}},
             3);
-    ck_seed("ck_escape_dotdir",
+    ck_seed("bad_ck_escape_dotdir",
             (ck_file[]){{IDX,
                          WM("\"a\": \"./" S1 "\", \"b\": \"" S1
                             "\", \"c\": \"model/../../outside.safetensors\""),
@@ -336,22 +392,22 @@ static void checkpoint_seeds(void) {
                         {S1, NULL, a, al},
                         {"up_outside.safetensors", NULL, b, bl}},
             3);
-    ck_seed("ck_absolute", (ck_file[]){{IDX, WM("\"a\": \"/dev/null\""), 0, 0}, {S1, NULL, a, al}},
-            2);
-    ck_seed("ck_self_index", (ck_file[]){{IDX, WM("\"a\": \"" IDX "\""), 0, 0}}, 1);
-    ck_seed("ck_empty_map", (ck_file[]){{IDX, WM(""), 0, 0}}, 1);
-    ck_seed("ck_map_not_object",
+    ck_seed("bad_ck_absolute",
+            (ck_file[]){{IDX, WM("\"a\": \"/dev/null\""), 0, 0}, {S1, NULL, a, al}}, 2);
+    ck_seed("bad_ck_self_index", (ck_file[]){{IDX, WM("\"a\": \"" IDX "\""), 0, 0}}, 1);
+    ck_seed("ok_ck_empty_map", (ck_file[]){{IDX, WM(""), 0, 0}}, 1);
+    ck_seed("bad_ck_map_not_object",
             (ck_file[]){{IDX, "{\"weight_map\": [\"" S1 "\"]}", 0, 0}, {S1, NULL, a, al}}, 2);
-    ck_seed("ck_value_not_string",
+    ck_seed("bad_ck_value_not_string",
             (ck_file[]){{IDX, WM("\"a\": 1, \"b\": null"), 0, 0}, {S1, NULL, a, al}}, 2);
-    ck_seed("ck_no_weight_map", (ck_file[]){{IDX, "{\"metadata\": {}}", 0, 0}}, 1);
-    ck_seed("ck_index_garbage",
+    ck_seed("bad_ck_no_weight_map", (ck_file[]){{IDX, "{\"metadata\": {}}", 0, 0}}, 1);
+    ck_seed("bad_ck_index_garbage",
             (ck_file[]){{IDX, "{\"weight_map\": {\"a\": \"" S1 "\",", 0, 0}, {S1, NULL, a, al}}, 2);
-    ck_seed("ck_empty_name",
+    ck_seed("bad_ck_empty_name",
             (ck_file[]){{IDX, WM("\"a\": \"\", \"\": \"" S1 "\""), 0, 0}, {S1, NULL, a, al}}, 2);
-    ck_seed("ck_nothing", (ck_file[]){{"README.md", "no weights here\n", 0, 0}}, 1);
-    ck_seed("ck_bad_shard", (ck_file[]){{IDX, ok, 0, 0}, {S1, NULL, a, al / 2}, {S2, NULL, b, bl}},
-            3);
+    ck_seed("bad_ck_nothing", (ck_file[]){{"README.md", "no weights here\n", 0, 0}}, 1);
+    ck_seed("bad_ck_bad_shard",
+            (ck_file[]){{IDX, ok, 0, 0}, {S1, NULL, a, al / 2}, {S2, NULL, b, bl}}, 3);
     free(a), free(b), free(dup);
 }
 
@@ -360,52 +416,49 @@ static void config_seeds(void) {
     fm_qfix q;
     tiny(&q);
     char *t = fm_qfix_config_text(&q);
-    if (t) put_text("config", "qwen_tiny", t);
+    if (t) put_text("config", "ok_qwen_tiny", t);
     free(t);
     q.v5_layout = true, q.extra_config = "\"fusion_config\": {\"patch_embeddings\": true}";
-    if ((t = fm_qfix_config_text(&q))) put_text("config", "qwen_v5_fusion", t);
+    if ((t = fm_qfix_config_text(&q))) put_text("config", "ok_qwen_v5_fusion", t);
     free(t);
     fm_qfix_init(&q);
-    if ((t = fm_qfix_config_text(&q))) put_text("config", "qwen_default", t);
+    if ((t = fm_qfix_config_text(&q))) put_text("config", "ok_qwen_default", t);
     free(t);
     static const struct {
         const char *name, *text;
     } v[] = {
-        {"fusion_true", "{\"patch_embeddings\": true}"},
-        {"fusion_object", "{\"patch_embeddings\": {\"option\": [1, 2.5, null]}}"},
-        {"fusion_unknown", "{\"flash_attention\": true}"},
-        {"fusion_bad_value", "{\"patch_embeddings\": 1}"},
-        {"fusion_nested",
+        {"ok_fusion_true", "{\"patch_embeddings\": true}"},
+        {"ok_fusion_object", "{\"patch_embeddings\": {\"option\": [1, 2.5, null]}}"},
+        {"ok_fusion_unknown", "{\"flash_attention\": true}"},
+        {"ok_fusion_bad_value", "{\"patch_embeddings\": 1}"},
+        {"ok_fusion_nested",
          "{\"model_type\": \"qwen2_vl\", \"fusion_config\": {\"patch_embeddings\": false}}"},
-        {"numbers",
-         "{\"i\": 9223372036854775807, \"n\": -9223372036854775808, \"big\": 18446744073709551616,"
-         " \"r\": 1e400, \"z\": -0.0, \"e\": 1.5e-7, \"f\": 0.1, \"g\": 1e16, \"h\": "
-         "123456789012345680000.0}"},
-        {"strings", "{\"s\": \"a\\u00e9\\ud83d\\ude00\\n\\t\\\"\\\\\\/\", \"lone\": \"\\udc00\", "
-                    "\"nul\": \"a\\u0000b\"}"},
-        {"arrays", "{\"a\": [1, 2, 3], \"m\": [1, \"x\", [2], {}], \"e\": []}"},
-        {"dotted_keys", "{\"a.b\": 1, \"a\": {\"b\": 2}, \"\": {\"\": 3}}"},
-        {"duplicate_keys", "{\"a\": 1, \"a\": 2}"},
-        {"scalar_root", "42"},
-        {"array_root", "[{\"a\": 1}]"},
-        {"truncated", "{\"vision_config\": {\"depth\": "},
-        {"trailing_garbage", "{} x"},
-        {"vision_bad",
+        {"ok_numbers", "{\"i\": 9223372036854775807, \"n\": -9223372036854775808, \"z\": -0.0, "
+                       "\"e\": 1.5e-7, \"f\": 0.1, \"g\": 1e16, \"h\": 123456789012345680000.0}"},
+        /* Python's json takes these; jansson does not (2^64, a real beyond double, a lone
+         * surrogate, an escaped NUL): config.json refuses them with a message */
+        {"bad_number_too_big", "{\"big\": 18446744073709551616}"},
+        {"bad_number_real_overflow", "{\"r\": 1e400}"},
+        {"ok_strings", "{\"s\": \"a\\u00e9\\ud83d\\ude00\\n\\t\\\"\\\\\\/\"}"},
+        {"bad_string_lone_surrogate", "{\"lone\": \"\\udc00\"}"},
+        {"bad_string_nul_escape", "{\"nul\": \"a\\u0000b\"}"},
+        {"ok_arrays", "{\"a\": [1, 2, 3], \"m\": [1, \"x\", [2], {}], \"e\": []}"},
+        {"ok_dotted_keys", "{\"a.b\": 1, \"a\": {\"b\": 2}, \"\": {\"\": 3}}"},
+        {"bad_duplicate_keys", "{\"a\": 1, \"a\": 2}"},
+        {"ok_scalar_root", "42"},
+        {"ok_array_root", "[{\"a\": 1}]"},
+        {"bad_truncated", "{\"vision_config\": {\"depth\": "},
+        {"bad_trailing_garbage", "{} x"},
+        {"ok_vision_bad",
          "{\"model_type\": \"qwen2_vl\", \"vision_config\": {\"embed_dim\": 10, \"num_heads\": 3,"
          " \"mlp_ratio\": 0.01, \"hidden_act\": \"relu\"}}"},
-        {"vision_huge",
+        {"ok_vision_huge",
          "{\"model_type\": \"qwen2_vl\", \"vision_config\": {\"depth\": 9223372036854775807,"
          " \"embed_dim\": 1099511627776, \"num_heads\": 4, \"mlp_ratio\": 4}}"},
-        {"text_config_only", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {}, "
-                             "\"text_config\": {\"hidden_size\": 8,"
-                             " \"num_attention_heads\": 3, \"tie_word_embeddings\": true}}"},
-        {"index", WM("\"a\": \"" S1 "\", \"c\": \"" S2 "\"")},
-        {"size_gb", "5GB"},
-        {"size_mib", "10MiB"},
-        {"size_bits", "5Gb"},
-        {"size_plain", "100"},
-        {"size_bad", "12XB"},
-        {"size_overflow", "99999999999999999999GB"},
+        {"ok_text_config_only", "{\"model_type\": \"qwen2_vl\", \"vision_config\": {}, "
+                                "\"text_config\": {\"hidden_size\": 8,"
+                                " \"num_attention_heads\": 3, \"tie_word_embeddings\": true}}"},
+        {"ok_index", WM("\"a\": \"" S1 "\", \"c\": \"" S2 "\"")},
     };
     for (size_t i = 0; i < sizeof v / sizeof *v; i++)
         put_text("config", v[i].name, v[i].text);
@@ -415,8 +468,32 @@ static void config_seeds(void) {
         deep[k++] = '[';
     for (int i = 0; i < 65; i++)
         deep[k++] = ']';
-    put("config", "deep_65", deep, k);
-    put("config", "deep_64", deep + 1, k - 2);
+    put("config", "bad_deep_65", deep, k);
+    put("config", "ok_deep_64", deep + 1, k - 2);
+}
+
+/* ---- size strings -----------------------------------------------------------------------------
+ */
+static void size_seeds(void) {
+    static const struct {
+        const char *name, *text;
+    } v[] = {
+        {"ok_gb", "5GB"},
+        {"ok_mib", "10MiB"},
+        {"ok_bits", "5Gb"},
+        {"ok_plain", "100"},
+        {"ok_blanks", " 7 KB"},
+        {"ok_tib_lower", "1tib"},
+        {"bad_unit", "12XB"},
+        {"bad_overflow", "99999999999999999999GB"},
+        {"bad_mul_overflow", "18446744073709551615KB"},
+        {"bad_empty", ""},
+        {"bad_unit_only", "GB"},
+        {"bad_negative", "-5GB"},
+        {"bad_fraction", "1.5GB"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+        put_text("size", v[i].name, v[i].text);
 }
 
 /* ---- pattern: header + lines ---------------------------------------------------------------- */
@@ -436,51 +513,54 @@ static void pat(const char *name, uint8_t flags, const uint8_t ops[4], const cha
 #define OP2(dim1, inch, kbits) (uint8_t)(((dim1) + 4) | (((inch)-1) << 3) | ((kbits) << 5))
 
 static void pattern_seeds(void) {
-    pat("rename_visual", 0x00, NULL,
+    pat("ok_rename_visual", 0x00, NULL,
         "^visual\nmodel.visual\nvisual.blocks.0.attn.qkv.weight\nmodel.visual.x\n");
-    pat("rename_lookahead", 0x40, NULL,
+    pat("ok_rename_lookahead", 0x40, NULL,
         "^model(?!\\.(language_model|visual))\nmodel.language_model\nmodel.layers.0.w\n"
         "model.visual.w\n");
-    pat("rename_group", 0x00, NULL,
+    pat("ok_rename_group", 0x00, NULL,
         "layers\\.(\\d+)\\.mlp\nblocks.\\1.ffn\nmodel.layers.12.mlp.w\n");
-    pat("rename_named_group", 0x40, NULL, "(?P<n>\\d+)\\.(?P=n)\\.x\\Z\ny\n1.1.x\n2.3.x\n");
-    pat("rename_dotstar", 0x00, NULL, "encoder.*.attn\nenc.attn\nencoder.l.0.attn.q\n");
-    pat("rename_py_syntax", 0x00, NULL,
+    pat("ok_rename_named_group", 0x40, NULL, "(?P<n>\\d+)\\.(?P=n)\\.x\\Z\ny\n1.1.x\n2.3.x\n");
+    pat("ok_rename_dotstar", 0x00, NULL, "encoder.*.attn\nenc.attn\nencoder.l.0.attn.q\n");
+    pat("ok_rename_py_syntax", 0x00, NULL,
         "(?u)a{,3}\\u00e9\\U0001F600\nb\naaa\xc3\xa9\xf0\x9f\x98\x80\n");
-    pat("rename_bad_flag", 0x00, NULL, "(?a)x\ny\nx\n");
-    pat("rename_bad_named_char", 0x00, NULL, "\\N{DIGIT ONE}\ny\n1\n");
-    pat("rename_two_groups", 0x00, NULL, "(a)(b)\n\\2_\\1\nab\n");
-    pat("rename_bad_ref", 0x00, NULL, "a\n\\7\na\n");
-    pat("rename_unbalanced", 0x40, NULL, "(ab\nx\nab\n");
-    pat("rename_backtrack", 0x00, NULL,
+    pat("bad_rename_bad_flag", 0x00, NULL, "(?a)x\ny\nx\n");
+    pat("bad_rename_bad_named_char", 0x00, NULL, "\\N{DIGIT ONE}\ny\n1\n");
+    pat("bad_rename_two_groups", 0x00, NULL, "(a)(b)\n\\2_\\1\nab\n");
+    pat("bad_rename_bad_ref", 0x00, NULL, "a\n\\7\na\n");
+    pat("bad_rename_unbalanced", 0x40, NULL, "(ab\nx\nab\n");
+    pat("ok_rename_backtrack", 0x00, NULL, /* nested quantifier, reversible: renaming runs */
+        "(?:a+)+$\nx\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab\naaaaaaaaaaaaaaaa\n");
+    pat("bad_rename_backtrack_group", 0x00, NULL,
         "(a+)+$\nx\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab\n");
-    pat("rename_lookbehind", 0x00, NULL, "(?<=\\.)w$\nweight\nlayer.w\n");
-    pat("rename_target_groups", 0x00, NULL,
+    pat("ok_rename_lookbehind", 0x00, NULL, "(?<=\\.)w$\nweight\nlayer.w\n");
+    pat("ok_rename_target_groups", 0x00, NULL,
         "^(?:model\\.)?(vis)ual\n^(?i)x\\.(vis)$\nmodel.visual.a\n");
     uint8_t c2l[4] = {OP(FM_OP_CONV3D_TO_LINEAR, 0), OP2(0, 3, 7)};
-    pat("conv_conv3d", 0x01, c2l,
+    pat("ok_conv_conv3d", 0x01, c2l,
         "patch_embed\\.proj\\.weight$\npatch_embed.linear_proj.weight\n"
         "visual.patch_embed.proj.weight\n");
     uint8_t chunk[4] = {OP(FM_OP_CHUNK, 0), OP2(0, 1, 0)};
-    pat("conv_chunk_qkv", 0x01 | (2 << 3), chunk,
+    pat("ok_conv_chunk_qkv", 0x01 | (2 << 3), chunk,
         "attn\\.qkv\\.weight$\nattn.q.weight\nattn.k.weight\nattn.v.weight\n"
         "blocks.3.attn.qkv.weight\n");
     uint8_t cat[4] = {OP(FM_OP_CONCATENATE, 1), OP2(0, 1, 0)};
-    pat("conv_concat", 0x01 | (1 << 1), cat,
+    pat("ok_conv_concat", 0x01 | (1 << 1), cat,
         "gate_proj\\.weight$\nup_proj\\.weight$\ngate_up_proj.weight\n"
         "mlp.gate_proj.weight\nmlp.up_proj.weight\n");
     uint8_t merge[4] = {OP(FM_OP_MERGE_MODULELIST, 0), OP2(0, 1, 0), OP(FM_OP_CONCATENATE, 1),
                         OP2(0, 1, 0)};
-    pat("conv_merge_concat", 0x21 | (1 << 1), merge,
+    pat("ok_conv_merge_concat", 0x21 | (1 << 1), merge,
         "experts.*.w1.weight\nexperts.*.w3.weight\nexperts.gate_up\n"
         "experts.0.w1.weight\nexperts.1.w3.weight\n");
     uint8_t tr[4] = {OP(FM_OP_TRANSPOSE, 0), OP2(1, 1, 0)};
-    pat("conv_transpose", 0x41, tr, "^lm_head\\.weight$\nlm_head.weight_t\nlm_head.weight\n");
+    pat("ok_conv_transpose", 0x41, tr, "^lm_head\\.weight$\nlm_head.weight_t\nlm_head.weight\n");
     uint8_t split[4] = {OP(FM_OP_SPLIT_MODULELIST, -1), OP2(0, 1, 0)};
-    pat("conv_split", 0x01 | (3 << 3), split, "stacked$\na\nb\nc\nd\nstacked\n");
+    pat("bad_conv_split_four_targets", 0x01 | (3 << 3), split, "stacked$\na\nb\nc\nd\nstacked\n");
+    pat("ok_conv_split", 0x01, split, "stacked$\nparts.*\nstacked\n");
     uint8_t bad[4] = {OP(FM_OP_LINEAR_TO_CONV3D, 3), OP2(-4, 4, 0), OP(FM_OP_CHUNK, 2),
                       OP2(3, 2, 5)};
-    pat("conv_unroutable", 0x21 | (3 << 1) | (1 << 3), bad, "a\nb\nc\nd\nx\ny\nabcd\n");
+    pat("bad_conv_unroutable", 0x21 | (3 << 1) | (1 << 3), bad, "a\nb\nc\nd\nx\ny\nabcd\n");
 }
 
 /* ---- tokenizer: tokenizer.json [NUL text] ---------------------------------------------------
@@ -595,9 +675,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     model_seeds();
+    broken_model_seeds();
     header_seeds();
     checkpoint_seeds();
     config_seeds();
+    size_seeds();
     pattern_seeds();
     tokenizer_seeds();
     printf("gen_seeds: %d seeds written to %s%s\n", g_count, g_root, g_bad ? " (with errors)" : "");

@@ -1,7 +1,10 @@
 /* Stand-alone driver that replaces libFuzzer: linked with one harness, it runs every regular
  * file of each directory (or each file) named on the command line through
  * LLVMFuzzerTestOneInput once, in name order. A crash, sanitizer report or oracle failure ends
- * the process abnormally; otherwise it prints "replayed N inputs" and exits 0. */
+ * the process abnormally. Each input's verdict (fmz_verdict) must match its name: ok_* accepted,
+ * bad_* rejected (fuzz/README.md); a mismatch, a name with neither prefix or a missing verdict
+ * is reported and makes the exit status 1. Otherwise it prints "replayed N inputs" and exits 0.
+ *   replay_NAME [--list] DIR|FILE...   (--list: print each input's verdict, check nothing) */
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,7 +12,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int list_only, mismatches;
 
 static int read_file(const char *path, uint8_t **out, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -45,8 +52,22 @@ static int run_file(const char *path) {
     if (!exact) return free(b), -1;
     memcpy(exact, b, n);
     free(b);
+    fmz_take_verdict();
     LLVMFuzzerTestOneInput(exact, n);
     free(exact);
+    int seen = fmz_take_verdict();
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    int want = fmz_expected_verdict(base);
+    const char *said = seen == 1 ? "accepted" : seen == 0 ? "rejected" : "no verdict";
+    if (list_only) {
+        printf("%-9s %s\n", said, path);
+    } else if (seen < 0 || want < 0 || seen != want) {
+        mismatches++;
+        fprintf(stderr, "replay: %s: %s, %s\n", path, said,
+                want < 0 ? "but the name must start with ok_ or bad_"
+                : want   ? "expected accepted (ok_*)"
+                         : "expected rejected (bad_*)");
+    }
     return 0;
 }
 
@@ -84,6 +105,10 @@ static long run_dir(const char *dir) {
 int main(int argc, char **argv) {
     long total = 0;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--list")) {
+            list_only = 1;
+            continue;
+        }
         struct stat sb;
         long c = stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode) ? run_dir(argv[i])
                                                                 : (run_file(argv[i]) ? -1 : 1);
@@ -93,6 +118,6 @@ int main(int argc, char **argv) {
         }
         total += c;
     }
-    printf("replayed %ld inputs\n", total);
-    return 0;
+    printf("replayed %ld inputs%s\n", total, mismatches ? ", verdicts differ from names" : "");
+    return mismatches ? 1 : 0;
 }

@@ -62,8 +62,32 @@ static void test_convert(void) {
     CHECK_OK(fm_checkpoint_open(a, &ck, &err), &err);
     CHECK(ck && fm_checkpoint_find(ck, "model.visual.patch_embed.linear_proj.weight") >= 0);
     fm_checkpoint_close(ck);
-    /* ... and converting it back (unfused) gives the source's weights again */
+    /* ... and converting it unfused (LinearToConv3d on load) and back: the same bytes again */
     CHECK_EQ_INT(0, fm(NULL, "convert %s/c-rt %s/c-back --fusion-config '{}'", tmp, tmp));
+    snprintf(a, sizeof a, "%s/c-rt/model.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/c-back/model.safetensors", tmp);
+    CHECK_MSG(fm_test_same_file(a, b),
+              "runtime layout -> unfused -> original format: byte for byte");
+    /* and the unfused model in its runtime format holds the source's values under runtime names:
+     * converting that with the hub mapping gives the source file again */
+    CHECK_EQ_INT(0, fm(NULL, "convert %s/c-rt %s/c-unf --fusion-config '{}' --save-runtime-format",
+                       tmp, tmp));
+    fm_checkpoint *cs = NULL, *cu = NULL;
+    snprintf(a, sizeof a, "%s/c-unf", tmp);
+    CHECK_OK(fm_checkpoint_open(src, &cs, &err), &err);
+    CHECK_OK(fm_checkpoint_open(a, &cu, &err), &err);
+    long is = cs ? fm_checkpoint_find(cs, "visual.patch_embed.proj.weight") : -1;
+    long iu = cu ? fm_checkpoint_find(cu, "model.visual.patch_embed.proj.weight") : -1;
+    fm_tensor ts = {0}, tu = {0};
+    if (is >= 0 && iu >= 0) {
+        CHECK_OK(fm_checkpoint_tensor(cs, (size_t)is, &ts, &err), &err);
+        CHECK_OK(fm_checkpoint_tensor(cu, (size_t)iu, &tu, &err), &err);
+    }
+    CHECK_MSG(ts.data && tu.data && fm_shape_equal(&ts.shape, &tu.shape) &&
+                  ts.nbytes == tu.nbytes && !memcmp(ts.data, tu.data, ts.nbytes),
+              "the Conv3d weight after fuse -> runtime layout -> unfuse equals the source's");
+    fm_tensor_free(&ts), fm_tensor_free(&tu);
+    fm_checkpoint_close(cs), fm_checkpoint_close(cu);
 }
 
 static void test_inspect_modules_fused(void) {
@@ -219,6 +243,66 @@ static void test_run_exif_after_idat(void) {
     free(u), free(st);
 }
 
+/* `run` with two different images, the second EXIF-rotated (orientation 6, stored 20x12): the
+ * output equals the library's own path (load each image, apply its EXIF orientation, preprocess
+ * both, forward) exactly, and the rotated image's grid is the upright one. */
+static void test_run_two_images_exif(void) {
+    uint32_t w = 84, h = 56;
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    size_t len = 0;
+    imgfx_fill_smooth(rgb, w, h, 3, 11);
+    char png[4300], jpg[4300], out_path[4300];
+    snprintf(png, sizeof png, "%s/first.png", tmp);
+    snprintf(jpg, sizeof jpg, "%s/image/orient6.jpg", imgfx_data_dir());
+    snprintf(out_path, sizeof out_path, "%s/two.safetensors", tmp);
+    uint8_t *p = imgfx_png_encode(w, h, 2, 8, 0, rgb, NULL, 0, NULL, 0, &len);
+    REQUIRE(p && imgfx_write_file(png, p, len) == 0);
+    free(p), free(rgb);
+    char *log = NULL;
+    CHECK_EQ_INT(
+        0, fm(&log, "run %s --image %s --image %s -o %s --threads 2", src, png, jpg, out_path));
+    free(log);
+    /* the library path */
+    fm_error err;
+    fm_qwen2vl_preproc_params pp;
+    REQUIRE_OK(fm_qwen2vl_preproc_params_load(src, &pp, NULL, &err), &err);
+    fm_image imgs[2] = {{0}, {0}};
+    const char *files[2] = {png, jpg};
+    for (int i = 0; i < 2; i++) {
+        REQUIRE_OK(fm_image_load(files[i], &imgs[i], &err), &err);
+        REQUIRE_OK(fm_image_apply_orientation(&imgs[i], &err), &err);
+    }
+    CHECK(imgs[1].width == 12 && imgs[1].height == 20); /* stored 20 wide, 12 high */
+    fm_tensor pv = {0}, grid = {0}, want = {0};
+    REQUIRE_OK(fm_qwen2vl_preprocess(imgs, 2, &pp, &pv, &grid, &err), &err);
+    fm_model *m = NULL;
+    REQUIRE_OK(fm_from_pretrained(src, NULL, &m, NULL, &err), &err);
+    fm_run_options ro;
+    fm_run_options_init(&ro);
+    ro.threads = 2;
+    CHECK_OK(fm_model_vision_forward(m, &pv, &grid, &ro, &want, &err), &err);
+    /* what the CLI wrote */
+    fm_st_file *f = NULL;
+    REQUIRE_OK(fm_st_open(out_path, &f, &err), &err);
+    long ie = fm_st_find(f, "image_embeds"), ig = fm_st_find(f, "image_grid_thw");
+    REQUIRE(ie >= 0 && ig >= 0);
+    fm_tensor got = {0}, got_grid = {0};
+    REQUIRE_OK(fm_st_tensor(f, (size_t)ie, &got, &err), &err);
+    REQUIRE_OK(fm_st_tensor(f, (size_t)ig, &got_grid, &err), &err);
+    const int64_t upright[6] = {1, 4, 6, 1, 6, 4}; /* 56x84 and the rotated 12x20 -> 84x56 */
+    CHECK_MSG(got_grid.nbytes == sizeof upright && !memcmp(got_grid.data, upright, sizeof upright),
+              "image_grid_thw of the CLI run is [[1, 4, 6], [1, 6, 4]] (second image upright)");
+    CHECK_MSG(grid.nbytes == got_grid.nbytes && !memcmp(grid.data, got_grid.data, grid.nbytes),
+              "the CLI's image_grid_thw equals the library's");
+    CHECK_MSG(want.data && got.nbytes == want.nbytes && !memcmp(got.data, want.data, want.nbytes),
+              "the CLI's image_embeds equal the library's preprocessing + forward of both images");
+    fm_tensor_free(&got), fm_tensor_free(&got_grid);
+    fm_st_close(f);
+    fm_tensor_free(&pv), fm_tensor_free(&grid), fm_tensor_free(&want);
+    fm_image_free(&imgs[0]), fm_image_free(&imgs[1]);
+    fm_model_free(m);
+}
+
 static void test_verify(void) {
     char *out = NULL;
     CHECK_EQ_INT(0, fm(&out, "verify %s --fuse patch_embeddings", src));
@@ -245,6 +329,7 @@ int main(void) {
     RUN(test_inspect_modules_fused);
     RUN(test_run_images);
     RUN(test_run_exif_after_idat);
+    RUN(test_run_two_images_exif);
     RUN(test_verify);
     fm_test_rmtree(tmp);
     free(tmp), free(src);

@@ -260,7 +260,7 @@ static void test_malformed_inputs(void) {
     CHECK(unlink(idx) == 0);
     write_st(d, "model.safetensors", tens_b, 2, 1);
     CHECK(stfx_write_text(d, "config.json", "{\"model_type\": \"x\",}") == 0);
-    expect_one_line_error(d, "config.json", "");
+    expect_one_line_error(d, "config.json:1:20: ", "string or '}' expected near '}'");
     /* no weights at all, and no directory */
     char *e = new_dir();
     expect_one_line_error(e, e, "no model.safetensors");

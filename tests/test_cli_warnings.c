@@ -121,7 +121,7 @@ static void test_inspect_modules(void) {
            q = fm("inspect %s --modules --json --quiet", extra_dir),
            s = fm("inspect %s --modules --json --strict", extra_dir);
     check_unused_warning("inspect --modules", &a);
-    CHECK_MSG(!strstr(a.out, "warning"), "no warning on stdout: %s", a.out);
+    CHECK_MSG(!strstr(a.out, "fusemap: warning"), "no warning on stdout: %s", a.out);
     json_error_t je;
     json_t *doc = json_loads(a.out, 0, &je);
     CHECK_MSG(doc != NULL, "stdout is one JSON document despite the warning (%s)", je.text);
@@ -194,7 +194,7 @@ static void test_verify(void) {
     result_free(&a), result_free(&q);
     result p = fm("verify %s --fuse patch_embeddings", plain_dir);
     CHECK_EQ_INT(0, p.code);
-    CHECK_MSG(!strstr(p.err, "warning"), "a clean checkpoint gives no warning: %s", p.err);
+    CHECK_MSG(!strstr(p.err, "fusemap: warning"), "a clean checkpoint gives no warning: %s", p.err);
     result_free(&p);
 }
 
@@ -230,7 +230,7 @@ static void test_lossy_cast(void) {
     /* back to f32 widens: nothing is lost, no warning */
     result w = fm("convert %s %s --dtype f32", o1, o3);
     CHECK_EQ_INT(0, w.code);
-    CHECK_MSG(!strstr(w.err, "warning"), "a widening cast warns nothing: %s", w.err);
+    CHECK_MSG(!strstr(w.err, "fusemap: warning"), "a widening cast warns nothing: %s", w.err);
     result_free(&w);
     free(o1), free(o2), free(o3);
 }

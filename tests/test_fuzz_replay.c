@@ -1,5 +1,6 @@
 /* Replays every seed corpus (fuzz/corpus/<harness>/) through its fuzz harness in-process, as
- * `make test` does without clang: no crash, sanitizer report or oracle failure, no corpus empty.
+ * `make test` does without clang: no crash, sanitizer report or oracle failure, no corpus empty,
+ * and each seed's accept/reject verdict as its name says (ok_* / bad_*, fuzz/README.md).
  * Also checks the archive helpers the harnesses share. */
 #define FM_FUZZ_NO_ENTRY 1
 #include "../fuzz/fuzz_checkpoint.c"
@@ -7,6 +8,7 @@
 #include "../fuzz/fuzz_config.c"
 #include "../fuzz/fuzz_pattern.c"
 #include "../fuzz/fuzz_pretrained.c"
+#include "../fuzz/fuzz_size.c"
 #include "../fuzz/fuzz_st_header.c"
 #include "../fuzz/fuzz_template.c"
 #include "../fuzz/fuzz_tokenizer.c"
@@ -87,23 +89,41 @@ static uint8_t *read_exact(const char *path, size_t *len) {
     return b;
 }
 
+/* Replays every seed of corpus/<name> and checks the harness's verdict against the seed's name
+ * (ok_* accepted, bad_* rejected; fuzz/README.md). Returns the number replayed. */
 static size_t replay_dir(const char *name, harness_fn fn) {
     char dir[4096];
-    size_t n = 0, done = 0;
+    size_t n = 0, done = 0, ok = 0, bad = 0;
     snprintf(dir, sizeof dir, "%s/%s", corpus_root, name);
     char **files = list_files(dir, &n);
     for (size_t i = 0; i < n; i++) {
         char path[4096 + 512];
         size_t len = 0;
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        int want = fmz_expected_verdict(files[i]);
+        CHECK_MSG(want >= 0,
+                  "seed %s/%s: the name must start with ok_ (accepted) or bad_ (rejected)", name,
+                  files[i]);
         uint8_t *data = read_exact(path, &len);
         CHECK_MSG(data != NULL, "cannot read %s", path);
+        fmz_take_verdict();
         if (data) fn(data, len), done++;
+        int seen = fmz_take_verdict();
+        CHECK_MSG(seen >= 0, "seed %s/%s: the harness reported no verdict (fmz_verdict)", name,
+                  files[i]);
+        if (want >= 0 && seen >= 0)
+            CHECK_MSG(seen == want, "seed %s/%s: expected %s, the harness %s it", name, files[i],
+                      want ? "accepted" : "rejected", seen ? "accepted" : "rejected");
+        ok += seen == 1, bad += seen == 0;
         free(data);
         free(files[i]);
     }
     free(files);
-    printf("corpus %-11s %zu inputs replayed\n", name, done);
+    printf("corpus %-11s %zu inputs replayed: %zu accepted, %zu rejected\n", name, done, ok, bad);
+    CHECK_MSG(ok > 0 && bad > 0,
+              "corpus %s has seeds the harness accepts and seeds it rejects "
+              "(%zu, %zu)",
+              name, ok, bad);
     return done;
 }
 
@@ -119,65 +139,14 @@ REPLAY_CASE(checkpoint)
 REPLAY_CASE(config)
 REPLAY_CASE(pattern)
 REPLAY_CASE(pretrained)
+REPLAY_CASE(size)
 REPLAY_CASE(template)
-
-/* Template seeds say what they expect: ok_* render, bad_* are refused (parse or render error). */
-static void test_template_seed_names(void) {
-    char dir[4096];
-    size_t n = 0;
-    snprintf(dir, sizeof dir, "%s/template", corpus_root);
-    char **files = corpus_root[0] ? list_files(dir, &n) : NULL;
-    for (size_t i = 0; i < n; i++) {
-        char path[4096 + 512];
-        size_t len = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        uint8_t *data = read_exact(path, &len);
-        bool ok = !strncmp(files[i], "ok_", 3), bad = !strncmp(files[i], "bad_", 4);
-        fm_status st = data ? fz_template_run(data, len) : FM_ERR_IO;
-        CHECK_MSG(ok || bad, "fuzz/corpus/template/%s: name must start with ok_ or bad_", files[i]);
-        CHECK_MSG(!ok || st == FM_OK, "%s: expected to render, seen %s", files[i],
-                  fm_status_name(st));
-        CHECK_MSG(!bad || st != FM_OK, "%s: expected an error, seen FM_OK", files[i]);
-        free(data);
-        free(files[i]);
-    }
-    free(files);
-    CHECK(n >= 8);
-}
-
 REPLAY_CASE(tokenizer)
-
-/* Tokenizer seeds are named after the harness's verdict: ok_* load, bad_* are rejected. */
-static void test_tokenizer_seed_verdicts(void) {
-    char dir[4096];
-    size_t n = 0, checked = 0;
-    snprintf(dir, sizeof dir, "%s/tokenizer", corpus_root);
-    char **files = corpus_root[0] ? list_files(dir, &n) : NULL;
-    for (size_t i = 0; i < n; i++) {
-        char path[4096 + 512];
-        size_t len = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        uint8_t *data = read_exact(path, &len);
-        bool ok = !strncmp(files[i], "ok_", 3), bad = !strncmp(files[i], "bad_", 4);
-        CHECK_MSG(ok || bad, "tokenizer seed %s is named neither ok_* nor bad_*", files[i]);
-        if (data && (ok || bad)) {
-            fm_fuzz_tokenizer(data, len);
-            CHECK_MSG(fm_fuzz_tokenizer_accepted == ok, "tokenizer seed %s: expected %s, seen %s",
-                      files[i], ok ? "accepted" : "rejected",
-                      fm_fuzz_tokenizer_accepted ? "accepted" : "rejected");
-            checked++;
-        }
-        free(data);
-        free(files[i]);
-    }
-    free(files);
-    CHECK(checked >= 8);
-}
 
 /* Every corpus directory has a harness in this test (a new harness must be added above). */
 static void test_every_corpus_has_a_harness(void) {
     static const char *const known[] = {"st_header",  "checkpoint", "config",   "pattern",
-                                        "pretrained", "template",   "tokenizer"};
+                                        "pretrained", "size",       "template", "tokenizer"};
     DIR *d = corpus_root[0] ? opendir(corpus_root) : NULL;
     CHECK(d != NULL);
     for (struct dirent *e; d && (e = readdir(d));) {
@@ -226,10 +195,9 @@ int main(void) {
     RUN(test_replay_config);
     RUN(test_replay_pattern);
     RUN(test_replay_pretrained);
+    RUN(test_replay_size);
     RUN(test_replay_template);
-    RUN(test_template_seed_names);
     RUN(test_replay_tokenizer);
-    RUN(test_tokenizer_seed_verdicts);
     fmz_cleanup();
     if (tmp) fm_test_rmtree(tmp);
     free(tmp);

@@ -9,6 +9,7 @@
 #include "core/threadpool.h"
 #include "nn/kernels.h"
 #include "support/check.h"
+#include "support/kernel_ref.h"
 
 static int quick; /* FM_TEST_QUICK=1 (sanitizer builds): smaller shapes */
 
@@ -157,8 +158,8 @@ static void test_linear_vs_ref(void) {
                 for (int64_t i = 0; i < m; i++)
                     y[i * ld + n + 2] = 12345.0f; /* padding column must survive */
                 fm_k_linear(y, ld, x, w, with_b ? b : NULL, m, n, k, act, pools[2]);
-                fm_ref_linear(r, x, w, with_b ? b : NULL, m, n, k);
-                if (act >= 0) fm_ref_act(r, r, m * n, (fm_activation)act);
+                kref_linear(r, x, w, with_b ? b : NULL, m, n, k);
+                if (act >= 0) kref_act(r, r, m * n, act);
                 for (int64_t i = 0; i < m; i++)
                     memcpy(yc + i * n, y + i * ld, (size_t)n * 4);
                 double e = k ? rel_l2(yc, r, m * n) : max_rel(yc, r, m * n, 1e-30);
@@ -196,7 +197,7 @@ static void test_norms_vs_ref(void) {
         float *r = malloc((size_t)n * sizeof *r), *y[4];
         for (int variant = 0; variant < 4; variant++) { /* g/b present or NULL */
             const float *gv = variant & 1 ? g : NULL, *bv = variant & 2 ? b : NULL;
-            fm_ref_layernorm(r, x, gv, bv, rows, dim, 1e-6f);
+            kref_layernorm(r, x, gv, bv, rows, dim, (double)1e-6f);
             for (int t = 1; t <= 3; t++) {
                 y[t] = malloc((size_t)n * sizeof *y[t]);
                 fm_k_layernorm(y[t], x, gv, bv, rows, dim, 1e-6f, pools[t]);
@@ -212,7 +213,7 @@ static void test_norms_vs_ref(void) {
             for (int t = 1; t <= 3; t++)
                 free(y[t]);
         }
-        fm_ref_rmsnorm(r, x, g, rows, dim, 1e-6f);
+        kref_rmsnorm(r, x, g, rows, dim, (double)1e-6f);
         float *yr = malloc((size_t)n * sizeof *yr), *yr3 = malloc((size_t)n * sizeof *yr3);
         fm_k_rmsnorm(yr, x, g, rows, dim, 1e-6f, pools[1]);
         fm_k_rmsnorm(yr3, x, g, rows, dim, 1e-6f, pools[3]);
@@ -221,6 +222,27 @@ static void test_norms_vs_ref(void) {
         CHECK(memcmp(yr, yr3, (size_t)n * 4) == 0);
         free(x), free(g), free(b), free(r), free(yr), free(yr3);
     }
+}
+
+/* Inputs of variance ~1e-7, where eps is a large part of the denominator: the kernels must use
+ * the eps they are given (1e-6 for the vision LayerNorms, 1e-5 elsewhere). */
+static void test_norms_small_variance(void) {
+    const int64_t rows = 9, dim = 96, n = rows * dim;
+    const float eps[2] = {1e-6f, 1e-5f};
+    float *x = rand_buf(n, -5e-4f, 6e-4f), *g = rand_buf(dim, 0.5f, 1.5f),
+          *b = rand_buf(dim, -1, 1);
+    float *r = malloc((size_t)n * sizeof *r), *y = malloc((size_t)n * sizeof *y);
+    for (int k = 0; k < 2; k++) {
+        kref_layernorm(r, x, g, b, rows, dim, (double)eps[k]);
+        fm_k_layernorm(y, x, g, b, rows, dim, eps[k], pools[2]);
+        double e = max_abs(y, r, n);
+        CHECK_MSG(e <= 1e-5, "layernorm, variance ~1e-7, eps %g: max abs %.3g", (double)eps[k], e);
+        kref_rmsnorm(r, x, g, rows, dim, (double)eps[k]);
+        fm_k_rmsnorm(y, x, g, rows, dim, eps[k], pools[2]);
+        e = max_rel(y, r, n, 1e-3);
+        CHECK_MSG(e <= 2e-6, "rmsnorm, mean square ~1e-7, eps %g: max rel %.3g", (double)eps[k], e);
+    }
+    free(x), free(g), free(b), free(r), free(y);
 }
 
 /* ---- activations, exp, softmax --------------------------------------------------------- */
@@ -248,14 +270,21 @@ static void test_act_vs_ref(void) {
             float *x = rand_buf(n, -12, 12), *r = malloc((size_t)n * sizeof *r);
             if (n > 4) x[0] = 0.0f, x[1] = -95.0f, x[2] = 95.0f, x[3] = -1e-30f;
             float *y1 = malloc((size_t)n * sizeof *y1), *y3 = copy_buf(x, n);
-            fm_ref_act(r, x, n, (fm_activation)act);
+            kref_act(r, x, n, act);
             fm_k_act(y1, x, n, (fm_activation)act, pools[1]);
             fm_k_act(y3, y3, n, (fm_activation)act, pools[3]); /* in place, 3 threads */
-            /* a few ulp of the value; below 1e-30 (quick_gelu(-95): libm's exp overflows to
-             * inf, the clamped one gives 6e-39) anything tiny is fine */
-            double e = max_rel(y1, r, n, 1e-30);
-            CHECK_MSG(e <= 2e-6, "%s n=%lld: max rel %.3g", fm_act_name((fm_activation)act),
-                      (long long)n, e);
+            /* Against the double reference: a few ulp of the value, plus, for the GELUs, what
+             * f32 loses in 1 + erf(.) / 1 + tanh(.) near -1 (one ulp of 1, times |x| / 2), which
+             * PyTorch's f32 GELU loses the same way; below 1e-30 anything tiny is fine. */
+            double worst = 0;
+            int gelu = act == FM_ACTIVATION_GELU || act == FM_ACTIVATION_GELU_TANH;
+            for (int64_t i = 0; i < n; i++) {
+                double allowed = 2e-6 * fabs(r[i]) + (gelu ? 6e-8 * fabs(x[i]) : 0) + 1e-30;
+                worst = fmax(worst, fabs((double)y1[i] - r[i]) / allowed);
+                if (y1[i] != y1[i]) worst = INFINITY;
+            }
+            CHECK_MSG(worst <= 1.0, "%s n=%lld: error %.3g times the allowed one",
+                      fm_act_name((fm_activation)act), (long long)n, worst);
             CHECK(memcmp(y1, y3, (size_t)n * 4) == 0);
             free(x), free(r), free(y1), free(y3);
         }
@@ -276,7 +305,7 @@ static void test_softmax_and_add(void) {
         int64_t rows = shapes[s][0], cols = shapes[s][1], ld = shapes[s][2], n = rows * ld;
         float *a = rand_buf(n, -30, 30), *b = copy_buf(a, n);
         fm_k_softmax_rows(a, rows, cols, ld);
-        fm_ref_softmax_rows(b, rows, cols, ld);
+        kref_softmax_rows(b, rows, cols, ld);
         double e = max_rel(a, b, n, 1e-30), worst_sum = 0;
         for (int64_t r = 0; r < rows; r++) {
             double sum = 0;
@@ -286,7 +315,7 @@ static void test_softmax_and_add(void) {
             for (int64_t c = cols; c < ld; c++)
                 CHECK(a[r * ld + c] == b[r * ld + c]); /* untouched */
         }
-        CHECK_MSG(e <= 2e-6, "softmax %lldx%lld: max rel %.3g", (long long)rows, (long long)cols,
+        CHECK_MSG(e <= 4e-6, "softmax %lldx%lld: max rel %.3g", (long long)rows, (long long)cols,
                   e);
         CHECK_MSG(worst_sum <= 1e-5, "softmax row sum off by %.3g", worst_sum);
         free(a), free(b);
@@ -314,28 +343,29 @@ static void test_rope(void) {
         float *cf = malloc((size_t)(rows * hd / 2) * 4), *sf = malloc((size_t)(rows * hd / 2) * 4);
         float *cr = malloc((size_t)(rows * hd) * 4), *sr = malloc((size_t)(rows * hd) * 4);
         fm_k_vision_rope_table(cf, sf, pos, rows, hd);
-        fm_ref_vision_rope_table(cr, sr, pos, rows, hd);
-        int bad = 0;
+        kref_vision_rope_table(cr, sr, pos, rows, hd);
+        /* the angles are f32 quantities by the spec (their rounding moves cos/sin by < 4e-6 for
+         * positions < 64); the reference takes them in double */
+        double worst = 0;
         for (int64_t r = 0; r < rows; r++)
             for (int d = 0; d < hd; d++) {
-                bad += cf[r * hd / 2 + d % (hd / 2)] != cr[r * hd + d];
-                bad += sf[r * hd / 2 + d % (hd / 2)] != sr[r * hd + d];
+                worst = fmax(worst, fabs(cf[r * hd / 2 + d % (hd / 2)] - cr[r * hd + d]));
+                worst = fmax(worst, fabs(sf[r * hd / 2 + d % (hd / 2)] - sr[r * hd + d]));
             }
-        CHECK_MSG(bad == 0, "rope table hd %d: %d entries differ from the reference", hd, bad);
-        /* independent check of one angle: row 3, frequency 1, col part */
-        double inv1 = 1.0 / pow(10000.0, 2.0 / (hd / 2.0));
-        if (hd >= 8) {
-            double want = cos((double)pos[2 * 3 + 1] * inv1);
-            CHECK_MSG(fabs(cf[3 * hd / 2 + hd / 4 + 1] - want) < 1e-5, "cos col angle %g vs %g",
-                      (double)cf[3 * hd / 2 + hd / 4 + 1], want);
-        }
+        CHECK_MSG(worst <= 1e-5, "rope table hd %d: max abs %.3g vs the reference", hd, worst);
+        /* apply, on the kernel's own tables widened to [rows][hd] for the reference */
+        for (int64_t r = 0; r < rows; r++)
+            for (int d = 0; d < hd; d++) {
+                cr[r * hd + d] = cf[r * hd / 2 + d % (hd / 2)];
+                sr[r * hd + d] = sf[r * hd / 2 + d % (hd / 2)];
+            }
         float *x = rand_buf(rows * ld, -2, 2), *xr = copy_buf(x, rows * ld),
               *x3 = copy_buf(x, rows * ld);
         fm_k_rope_apply(x, ld, rows, heads, hd, cf, sf, pools[1]);
         fm_k_rope_apply(x3, ld, rows, heads, hd, cf, sf, pools[3]);
-        fm_ref_rope_apply(xr, ld, rows, heads, hd, cr, sr);
-        CHECK_MSG(memcmp(x, xr, (size_t)(rows * ld) * 4) == 0,
-                  "rope apply hd %d differs from reference", hd);
+        kref_rope_apply(xr, ld, rows, heads, hd, cr, sr);
+        double e = max_abs(x, xr, rows * ld);
+        CHECK_MSG(e <= 1e-6, "rope apply hd %d: max abs %.3g vs the reference", hd, e);
         CHECK(memcmp(x, x3, (size_t)(rows * ld) * 4) == 0);
         free(pos), free(cf), free(sf), free(cr), free(sr), free(x), free(xr), free(x3);
     }
@@ -361,8 +391,8 @@ static void test_attention(void) {
         float *qkv = rand_buf(n * ld, -2, 2), *ref = rand_buf(n * ldo, 7, 8), *o[4];
         float *scratch = malloc(fm_k_attention_scratch_floats(max_seg, 3) * sizeof *scratch);
         float scale = (float)pow(hd, -0.5);
-        fm_ref_attention(ref, ldo, qkv, qkv + d, qkv + 2 * d, ld, cases[c].cu, nseg, heads, hd,
-                         scale);
+        kref_attention(ref, ldo, qkv, qkv + d, qkv + 2 * d, ld, cases[c].cu, nseg, heads, hd,
+                       scale);
         for (int t = 1; t <= 3; t++) {
             o[t] = copy_buf(ref, n * ldo);
             for (int64_t r = 0; r < n; r++)
@@ -399,7 +429,8 @@ static void run_conv_case(const conv_case *cc, int idx) {
     int64_t ny = cc->batch * cc->p.out_ch * od[0] * od[1] * od[2];
     float *x = rand_buf(nx, -1, 1), *w = rand_buf(nw, -1, 1), *b = rand_buf(cc->p.out_ch, -1, 1);
     float *r = malloc((size_t)ny * 4), *y[4];
-    fm_ref_conv3d(r, x, w, cc->bias ? b : NULL, cc->batch, &cc->p, cc->in);
+    kref_conv3d(r, x, w, cc->bias ? b : NULL, cc->batch, cc->p.in_ch, cc->p.out_ch, cc->p.groups,
+                cc->p.k, cc->p.stride, cc->p.pad, cc->p.dil, cc->in);
     for (int t = 1; t <= 3; t++) {
         y[t] = rand_buf(ny, 50, 60);
         fm_k_conv3d(y[t], x, w, cc->bias ? b : NULL, cc->batch, &cc->p, cc->in, pools[t]);
@@ -469,6 +500,7 @@ int main(void) {
     RUN(test_linear_vs_ref);
     RUN(test_linear_threads);
     RUN(test_norms_vs_ref);
+    RUN(test_norms_small_variance);
     RUN(test_expf_poly);
     RUN(test_act_vs_ref);
     RUN(test_softmax_and_add);

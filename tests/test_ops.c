@@ -124,20 +124,25 @@ static void free_all(fm_tensor *v, size_t n) {
  */
 static void test_conv3d_linear_roundtrip(void) {
     uint64_t st = 11;
-    int64_t d5[5] = {2, 3, 2, 2, 2};
+    int64_t d5[5] = {2, 3, 2, 3, 5}; /* kT, kH, kW all different: an axis swap shows */
     fm_tensor x = eng_tensor(FM_DTYPE_F32, 5, d5, &st), y, z;
     fm_error e;
     CHECK_OK(fm_op_conv3d_to_linear(&x, &y, &e), &e);
     CHECK_EQ_INT(2, y.shape.ndim);
     CHECK_EQ_INT(2, y.shape.dims[0]);
-    CHECK_EQ_INT(24, y.shape.dims[1]);
+    CHECK_EQ_INT(90, y.shape.dims[1]);
     CHECK(y.data == x.data && y.storage == x.storage);
-    int64_t k[3] = {2, 2, 2};
+    int64_t k[3] = {2, 3, 5};
     CHECK_OK(fm_op_linear_to_conv3d(&y, 3, k, &z, &e), &e);
     CHECK(eng_same_bytes(&x, &z));
+    CHECK_MSG(fm_shape_equal(&x.shape, &z.shape),
+              "LinearToConv3d gives (2, 3, 2, 3, 5), seen "
+              "(%lld, %lld, %lld, %lld, %lld)",
+              (long long)z.shape.dims[0], (long long)z.shape.dims[1], (long long)z.shape.dims[2],
+              (long long)z.shape.dims[3], (long long)z.shape.dims[4]);
     CHECK(z.data == x.data);
     /* the same through fm_op_apply and fm_op_reverse, input passed as one bare tensor */
-    fm_op_desc op = {.kind = FM_OP_CONV3D_TO_LINEAR, .in_channels = 3, .kernel = {2, 2, 2}}, rop;
+    fm_op_desc op = {.kind = FM_OP_CONV3D_TO_LINEAR, .in_channels = 3, .kernel = {2, 3, 5}}, rop;
     CHECK_OK(fm_op_reverse(&op, &rop, &e), &e);
     CHECK_EQ_INT(FM_OP_LINEAR_TO_CONV3D, rop.kind);
     fm_tensor *a = NULL, *b = NULL;

@@ -17,8 +17,9 @@ extern "C" {
 
 /* Limits on input (FM_ERR_LIMIT above them). */
 #define FM_CHAT_MAX_TEMPLATE_BYTES ((size_t)1 << 20) /* template text */
-#define FM_CHAT_MAX_CONFIG_BYTES ((size_t)64 << 20)  /* chat_template.json / tokenizer_config.json \
-                                                      */
+#define FM_CHAT_MAX_CONFIG_BYTES                                                                   \
+    ((size_t)64 << 20) /* chat_template.json / tokenizer_config.json                               \
+                        */
 #define FM_CHAT_MAX_MESSAGES_BYTES ((size_t)64 << 20) /* the messages JSON */
 #define FM_CHAT_MAX_IMAGE_TOKENS ((uint64_t)1 << 24)  /* copies of <|image_pad|> for one image */
 

@@ -64,7 +64,7 @@ static fm_status fused_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor 
                             (long long)g.in_features);
     }
     fm_shape flat = {2, {(int64_t)(numel / (uint64_t)g.in_features), g.in_features}};
-    fm_tensor view = {0};
+    fm_tensor view = {0}; /* holds a reference to the input's storage */
     st = fm_tensor_reshape(&view, &in[0], &flat, err);
     if (st == FM_OK) st = fm_module_forward(lin, rc, &view, 1, out, 1, err);
     fm_tensor_free(&view);

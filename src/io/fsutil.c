@@ -3,6 +3,8 @@
 #include "io/fsutil.h"
 #include "core/testing.h"
 
+#include "core/io_trace.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,8 +46,10 @@ static fm_status sys_error(fm_error *err, const char *op, const char *path, int 
                         injected ? " (injected fault)" : "");
 }
 
-/* Consults the fault hook; on a hit sets errno = EIO and returns true. */
-static bool injected(fm_fault_kind kind) {
+/* Reports the operation to the io observer (core/io_trace.h), then consults the fault hook; on a
+ * hit sets errno = EIO and returns true. */
+static bool injected_at(fm_fault_kind kind, const char *path, const char *path2) {
+    fm_io_event(kind, path, path2);
     if (!fm_fault_hit(kind)) return false;
     errno = EIO;
     return true;
@@ -53,7 +57,7 @@ static bool injected(fm_fault_kind kind) {
 
 fm_status fm_fs_open(const char *path, int flags, mode_t mode, int *out_fd, fm_error *err) {
     *out_fd = -1;
-    if (injected(FM_FAULT_OPEN)) return sys_error(err, "open", path, EIO, true);
+    if (injected_at(FM_FAULT_OPEN, path, NULL)) return sys_error(err, "open", path, EIO, true);
     int fd;
     do
         fd = open(path, flags | O_CLOEXEC, mode);
@@ -68,13 +72,13 @@ fm_status fm_fs_open_dir(const char *path, int *out_fd, fm_error *err) {
 }
 
 fm_status fm_fs_mkdir(const char *path, mode_t mode, fm_error *err) {
-    if (injected(FM_FAULT_OPEN)) return sys_error(err, "mkdir", path, EIO, true);
+    if (injected_at(FM_FAULT_OPEN, path, NULL)) return sys_error(err, "mkdir", path, EIO, true);
     if (mkdir(path, mode) != 0) return sys_error(err, "mkdir", path, errno, false);
     return FM_OK;
 }
 
 fm_status fm_fs_symlink(const char *target, const char *path, fm_error *err) {
-    if (injected(FM_FAULT_OPEN)) return sys_error(err, "symlink", path, EIO, true);
+    if (injected_at(FM_FAULT_OPEN, path, NULL)) return sys_error(err, "symlink", path, EIO, true);
     if (symlink(target, path) != 0) return sys_error(err, "symlink", path, errno, false);
     return FM_OK;
 }
@@ -131,7 +135,8 @@ fm_status fm_fs_writev_all_notify(int fd, struct iovec *iov, size_t n, const cha
             continue;
         }
         int cnt = fill_batch(batch, iov, i, n);
-        if (injected(FM_FAULT_WRITE)) return sys_error(err, "write", label, EIO, true);
+        if (injected_at(FM_FAULT_WRITE, label, NULL))
+            return sys_error(err, "write", label, EIO, true);
         ssize_t w = writev(fd, batch, cnt);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) return sys_error(err, "write", label, errno, false);
@@ -144,7 +149,7 @@ fm_status fm_fs_writev_all_notify(int fd, struct iovec *iov, size_t n, const cha
 }
 
 fm_status fm_fs_fsync(int fd, const char *label, fm_error *err) {
-    if (injected(FM_FAULT_FSYNC)) return sys_error(err, "fsync", label, EIO, true);
+    if (injected_at(FM_FAULT_FSYNC, label, NULL)) return sys_error(err, "fsync", label, EIO, true);
     int rc;
     do
         rc = fsync(fd);
@@ -169,7 +174,7 @@ fm_status fm_fs_close(int fd, const char *label, fm_error *err) {
 }
 
 fm_status fm_fs_rename(const char *from, const char *to, fm_error *err) {
-    if (injected(FM_FAULT_RENAME)) return sys_error(err, "rename", from, EIO, true);
+    if (injected_at(FM_FAULT_RENAME, from, to)) return sys_error(err, "rename", from, EIO, true);
     if (rename(from, to) != 0) {
         int e = errno;
         char what[64 + PATH_MAX];
@@ -194,7 +199,7 @@ static bool unsupported_errno(int e) {
 }
 
 fm_status fm_fs_rename_noreplace(const char *from, const char *to, fm_error *err) {
-    if (injected(FM_FAULT_RENAME)) return sys_error(err, "rename", from, EIO, true);
+    if (injected_at(FM_FAULT_RENAME, from, to)) return sys_error(err, "rename", from, EIO, true);
     if (renameat2_raw(from, to, RENAME_NOREPLACE) == 0) return FM_OK;
     int e = errno;
     if (unsupported_errno(e)) {
@@ -219,7 +224,7 @@ fm_status fm_fs_exchange(const char *a, const char *b, fm_error *err) {
     if (atomic_load(&exchange_disabled))
         return fm_error_set(err, FM_ERR_UNSUPPORTED, "exchange '%s' with '%s': disabled for tests",
                             a, b);
-    if (injected(FM_FAULT_RENAME)) return sys_error(err, "exchange", a, EIO, true);
+    if (injected_at(FM_FAULT_RENAME, a, b)) return sys_error(err, "exchange", a, EIO, true);
     if (renameat2_raw(a, b, RENAME_EXCHANGE) == 0) return FM_OK;
     int e = errno;
     char what[64 + PATH_MAX];

@@ -1,5 +1,6 @@
 /* Internal: float32 CPU kernels (Linear via CBLAS, direct Conv3d, norms, activations,
- * softmax, 2-D vision RoPE, segment attention), each with a plain reference beside it. */
+ * softmax, 2-D vision RoPE, segment attention). tests/support/kernel_ref.c holds the naive
+ * double-precision references the tests measure them against. */
 #ifndef FUSEMAP_NN_KERNELS_H
 #define FUSEMAP_NN_KERNELS_H
 

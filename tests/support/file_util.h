@@ -19,6 +19,8 @@ int fm_test_same_file(const char *a, const char *b);
 /* 1 when directories a and b hold the same regular file names with identical bytes,
  * ignoring names listed in `skip` (NULL-terminated, may be NULL). Prints differences. */
 int fm_test_same_dir(const char *a, const char *b, const char *const *skip);
+/* The same comparison without printing (for states that are expected to differ). */
+int fm_test_same_dir_quiet(const char *a, const char *b, const char *const *skip);
 /* Writes bytes to path; 0 on success. */
 int fm_test_write_file(const char *path, const void *data, size_t len);
 
