@@ -1,7 +1,8 @@
-/* `fusemap verify MODEL_DIR --fuse NAME...`: loads the model fused and unfused, runs both on
- * the same random input of the model's shape, and checks that every weight the fused model
- * would save equals the checkpoint's bytes. Exit 1 when outputs differ beyond the threshold
- * or any weight differs. */
+/* `fusemap verify MODEL_DIR --fuse NAME...`: loads the model fused and unfused, runs both
+ * vision towers on the same random images of the model's shape and, when the model has a
+ * language model, both whole models (text and those images) to logits; checks that every
+ * weight the fused model would save equals the checkpoint's bytes. Exit 1 when outputs differ
+ * beyond the threshold or any weight differs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +24,10 @@ static const fm_cli_opt opts[] = {
 const fm_cli_help fm_cli_verify_help = {
     "verify MODEL_DIR (--fuse NAME [--fuse NAME]... | --fusion-config JSON) [options]",
     "Loads the model fused (strictly: any missing or unexpected weight is an error) and unfused,\n"
-    "runs both vision towers on a random input of the model's shape and compares the outputs,\n"
-    "then checks that every weight the fused model would save equals the checkpoint's bytes.\n"
-    "Exit 1 when the outputs differ beyond the threshold or any weight differs.\n",
+    "runs both vision towers on random images of the model's shape and both whole models on a\n"
+    "random prompt holding those images (all rows' logits), compares the outputs, then checks\n"
+    "that every weight the fused model would save equals the checkpoint's bytes. Exit 1 when\n"
+    "the outputs differ beyond the threshold or any weight differs.\n",
     opts,
     sizeof opts / sizeof *opts,
     "fusemap verify Qwen2-VL-2B-Instruct --fuse patch_embeddings\n"
@@ -84,6 +86,60 @@ static fm_status make_input(const fm_model *m, fm_tensor *pv, fm_tensor *grid, f
     return st;
 }
 
+/* A random prompt around the two images of make_input: text, <vision_start>, the first image's
+ * tokens, <vision_end>, text, the second image, text (grid NULL: 16 text tokens). Text ids
+ * avoid the vision markers. */
+static fm_status make_prompt(const fm_lm_info *li, const fm_tensor *grid, int64_t **ids, size_t *n,
+                             fm_error *err) {
+    int64_t k[2] = {0, 0}, ms2 = li->spatial_merge_size * li->spatial_merge_size;
+    for (int i = 0; grid && i < 2; i++) {
+        const int64_t *g = (const int64_t *)grid->data + 3 * i;
+        k[i] = g[0] * g[1] * g[2] / ms2;
+    }
+    size_t len = 16 + 6 + (size_t)(k[0] + k[1]);
+    int64_t *p = fm_malloc(len * sizeof *p);
+    if (!p) return fm_error_set(err, FM_ERR_NOMEM, "verify: out of memory");
+    uint64_t s = 0xD1B54A32D192ED03ull;
+    size_t i = 0;
+    for (int part = 0; part < 3; part++) {
+        for (int j = 0; j < (part == 2 ? 6 : 5); j++) {
+            int64_t id;
+            do {
+                s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+                id = (int64_t)(s % (uint64_t)li->vocab);
+            } while (id == li->image_token_id || id == li->vision_start_token_id ||
+                     id == li->vision_end_token_id);
+            p[i++] = id;
+        }
+        if (part == 2 || !grid) continue;
+        p[i++] = li->vision_start_token_id;
+        for (int64_t j = 0; j < k[part]; j++)
+            p[i++] = li->image_token_id;
+        p[i++] = li->vision_end_token_id;
+    }
+    *ids = p, *n = i;
+    return FM_OK;
+}
+
+/* All rows' logits of the whole model on ids with the images' features `img`. */
+static fm_status model_logits(fm_model *m, const int64_t *ids, size_t n, const fm_tensor *grid,
+                              const fm_tensor *img, const fm_run_options *ro, fm_tensor *logits,
+                              fm_error *err) {
+    int64_t *pos3 = fm_malloc(3 * n * sizeof *pos3), next = 0;
+    int32_t *slot = fm_calloc(n, sizeof *slot), *pos = fm_malloc(n * sizeof *pos);
+    fm_kv_cache *c = NULL;
+    fm_status st = pos3 && slot && pos ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
+    if (st == FM_OK) st = fm_model_rope_index(m, ids, (int64_t)n, grid, pos3, &next, err);
+    if (st == FM_OK) st = fm_kv_cache_new(m, 1, (int64_t)n, FM_DTYPE_F32, &c, err);
+    for (size_t i = 0; st == FM_OK && i < n; i++)
+        pos[i] = (int32_t)i;
+    fm_text_batch b = {ids, pos3, slot, pos, n, img, pos, n}; /* logits of every row */
+    if (st == FM_OK) st = fm_model_forward_text(m, c, &b, ro, logits, err);
+    fm_kv_cache_free(c);
+    fm_free(pos3), fm_free(slot), fm_free(pos);
+    return st;
+}
+
 static void compare_outputs(const fm_tensor *a, const fm_tensor *b, double *max_abs,
                             double *rel_l2) {
     double num = 0, den = 0;
@@ -134,13 +190,44 @@ static fm_status compare_weights(const fm_model *fused, const char *dir, size_t 
     return st;
 }
 
+/* Prints one comparison line; returns whether it is within the threshold. */
+static bool report(const char *what, const fm_tensor *f, const fm_tensor *u, double threshold) {
+    double max_abs, rel;
+    compare_outputs(f, u, &max_abs, &rel);
+    printf("%s: fused vs unfused max |diff| %.3g, relative L2 %.3g (threshold %.3g)\n", what,
+           max_abs, rel, threshold);
+    return rel <= threshold;
+}
+
+/* Both models' logits on a random prompt with the images (when the model has an LM). */
+static fm_status lm_outputs(fm_model *fused, fm_model *plain, const fm_tensor *grid,
+                            const fm_tensor *of, const fm_tensor *ou, const fm_run_options *ro,
+                            fm_tensor *lf, fm_tensor *lu, bool *has_lm, fm_error *err) {
+    fm_lm_info li;
+    fm_error ignored;
+    *has_lm = fm_model_lm_info(fused, &li, &ignored) == FM_OK;
+    if (!*has_lm) return FM_OK;
+    /* a vocabulary without the vision markers (a toy config): a text-only prompt */
+    bool images = li.image_token_id >= 0 && li.image_token_id < li.vocab &&
+                  li.vision_start_token_id >= 0 && li.vision_start_token_id < li.vocab &&
+                  li.vision_end_token_id >= 0 && li.vision_end_token_id < li.vocab;
+    int64_t *ids = NULL;
+    size_t n = 0;
+    fm_status st = make_prompt(&li, images ? grid : NULL, &ids, &n, err);
+    if (!images) grid = of = ou = NULL;
+    if (st == FM_OK) st = model_logits(fused, ids, n, grid, of, ro, lf, err);
+    if (st == FM_OK) st = model_logits(plain, ids, n, grid, ou, ro, lu, err);
+    fm_free(ids);
+    return st;
+}
+
 static int verify(verify_args *a) {
     fm_error err;
     fm_model *fused = NULL, *plain = NULL;
     fm_load_options lo;
     if (fm_cli_load_options(&a->c, &lo)) return 1;
     lo.strict = true;
-    fm_tensor pv = {0}, grid = {0}, of = {0}, ou = {0};
+    fm_tensor pv = {0}, grid = {0}, of = {0}, ou = {0}, lf = {0}, lu = {0};
     fm_load_report rep;
     fm_status st = fm_cli_load(a->dir, &lo, a->c.quiet, &fused, &rep, &err);
     if (st == FM_OK && !a->c.quiet) fm_cli_print_report(stderr, a->dir, &rep);
@@ -153,16 +240,16 @@ static int verify(verify_args *a) {
     fm_run_options ro = {a->threads, NULL, NULL};
     if (st == FM_OK) st = fm_model_vision_forward(fused, &pv, &grid, &ro, &of, &err);
     if (st == FM_OK) st = fm_model_vision_forward(plain, &pv, &grid, &ro, &ou, &err);
+    bool has_lm = false;
+    if (st == FM_OK) st = lm_outputs(fused, plain, &grid, &of, &ou, &ro, &lf, &lu, &has_lm, &err);
     size_t bad = 0, checked = 0;
     if (st == FM_OK) st = compare_weights(fused, a->dir, &bad, &checked, &err);
     int rc_exit = st == FM_OK ? 0 : fm_cli_fail(&err);
     if (st == FM_OK) {
-        double max_abs, rel;
-        compare_outputs(&of, &ou, &max_abs, &rel);
-        printf("outputs: fused vs unfused max |diff| %.3g, relative L2 %.3g (threshold %.3g)\n",
-               max_abs, rel, a->threshold);
+        bool ok = report("vision outputs", &of, &ou, a->threshold);
+        if (has_lm) ok = report("model logits", &lf, &lu, a->threshold) && ok;
         printf("weights: %zu checked, %zu differ from the checkpoint\n", checked, bad);
-        if (!(rel <= a->threshold) || bad) {
+        if (!ok || bad) {
             rc_exit = fm_cli_errorf("verify failed: %s",
                                     bad ? "saved weights differ from the checkpoint"
                                         : "fused outputs differ beyond the threshold");
@@ -171,6 +258,7 @@ static int verify(verify_args *a) {
         }
     }
     fm_tensor_free(&pv), fm_tensor_free(&grid), fm_tensor_free(&of), fm_tensor_free(&ou);
+    fm_tensor_free(&lf), fm_tensor_free(&lu);
     fm_model_free(fused);
     fm_model_free(plain);
     return rc_exit;

@@ -308,6 +308,8 @@ static void test_verify(void) {
     CHECK_EQ_INT(0, fm(&out, "verify %s --fuse patch_embeddings", src));
     CHECK_CONTAINS(out, "verify: OK");
     CHECK_CONTAINS(out, "0 differ from the checkpoint");
+    CHECK_CONTAINS(out, "vision outputs: fused vs unfused");
+    CHECK_CONTAINS(out, "model logits: fused vs unfused"); /* the whole model, to logits */
     free(out);
     CHECK_EQ_INT(
         1, fm(&out, "verify %s --fuse patch_embeddings --threshold 0", src)); /* 0 is unreachable */

@@ -142,6 +142,8 @@ static void test_logits_vs_ref64(void) {
     check_prompt(dir, FM_DTYPE_F32, NULL, 0, 1e-5, "text only");
     check_prompt(dir, FM_DTYPE_F32, one, 1, 1e-5, "one image 1x4x6");
     check_prompt(dir, FM_DTYPE_F32, two, 2, 1e-5, "two images 1x4x4 + 1x2x6");
+    const int64_t tall[] = {1, 6, 4, 3, 2, 2}; /* height, then time, is the largest extent */
+    check_prompt(dir, FM_DTYPE_F32, tall, 2, 1e-5, "images 1x6x4 (tall) + 3x2x2 (temporal)");
     check_prompt(dir, FM_DTYPE_BF16, one, 1, 1e-2, "bf16 KV cache");
     free(dir);
     q = text_fixture(FM_DTYPE_BF16, true); /* bf16 weights, tied lm_head */
@@ -327,9 +329,19 @@ static void test_bad_input(void) {
         fm_text_batch b = {ids, p3, sl, ps, 2, NULL, lr, 1};
         CHECK_STATUS(FM_ERR_INPUT, fm_model_forward_text(m, c, &b, NULL, &lg, &e), &e);
         CHECK_CONTAINS(e.msg, "outside [0, 300)");
-        ids[1] = IMG; /* an image token without image features */
+        ids[1] = IMG; /* an image token with two image features */
+        fm_tensor two = {0};
+        fm_shape ts = {2, {2, 64}};
+        fm_tensor_alloc(&two, FM_DTYPE_F32, &ts, NULL);
+        fm_qfix_fill(two.data, 128, 1.0f, &seed);
+        b.image_embeds = &two;
         CHECK_STATUS(FM_ERR_INPUT, fm_model_forward_text(m, c, &b, NULL, &lg, &e), &e);
-        CHECK_CONTAINS(e.msg, "1 image tokens");
+        CHECK_CONTAINS(e.msg, "1 image tokens (id 290) but 2 image features");
+        /* without features an image id is an ordinary token (a generated <|image_pad|>, as
+         * transformers embeds it after the prompt) */
+        b.image_embeds = NULL;
+        CHECK_OK(fm_model_forward_text(m, c, &b, NULL, &lg, &e), &e);
+        fm_tensor_free(&lg), fm_tensor_free(&two);
         ids[1] = 7, ps[1] = 8; /* a position outside the cache */
         CHECK_STATUS(FM_ERR_INPUT, fm_model_forward_text(m, c, &b, NULL, &lg, &e), &e);
         CHECK_CONTAINS(e.msg, "position 8");
@@ -399,6 +411,13 @@ static void test_decoder_fusions(void) {
         if (rep.n_fused > 1)
             CHECK_CONTAINS(rep.fused[1], "Qwen2VLAttention -> FusedQwen2VLAttention (qkv)");
         fm_load_report_free(&rep);
+        /* gate_proj and up_proj lie back to back in the file: the fused weight is a view of it */
+        const fm_tensor *gu =
+            fm_model_param(fused, "model.language_model.layers.0.mlp.gate_up_proj.weight");
+        CHECK_MSG(gu && fm_tensor_is_mapped(gu),
+                  "%s: gate_up_proj.weight zero-copy: expected a "
+                  "mapped view, seen %s",
+                  tag, gu ? "an owned copy" : "no such parameter");
         const int64_t grid[] = {1, 4, 6};
         int64_t ids[128], T = make_prompt(ids, 9, grid, 1), k = 0;
         for (int64_t i = 0; i < T; i++)

@@ -16,46 +16,16 @@
 #include "support/qwen_fixture.h"
 #include "support/text_ref64.h"
 
-enum { VOCAB = 1280, IM_START = 1257, IM_END = 1258, VSTART = 1267, IMG = 1268, VEND = 1269 };
+enum {
+    VOCAB = FM_QFIX_CHAT_VOCAB,
+    IM_START = FM_QFIX_IM_START,
+    IM_END = FM_QFIX_IM_END,
+    VSTART = FM_QFIX_VSTART,
+    IMG = FM_QFIX_IMG,
+    VEND = FM_QFIX_VEND
+};
 static char *tmp, *dir, *png;
 static const char *cli;
-
-/* The test tokenizer plus Qwen's vision markers as special added tokens. */
-static int write_tokenizer(const char *to) {
-    json_error_t je;
-    json_t *t = json_load_file("tests/data/tokenizer/pairs/tokenizer.json", 0, &je);
-    if (!t) return -1;
-    static const char *const names[3] = {"<|vision_start|>", "<|image_pad|>", "<|vision_end|>"};
-    json_t *added = json_object_get(t, "added_tokens");
-    for (int i = 0; i < 3; i++)
-        json_array_append_new(added, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", VSTART + i,
-                                               "content", names[i], "single_word", 0, "lstrip", 0,
-                                               "rstrip", 0, "normalized", 0, "special", 1));
-    char *path = fm_test_join(to, "tokenizer.json");
-    int rc = json_dump_file(t, path, JSON_COMPACT);
-    json_decref(t);
-    free(path);
-    return rc;
-}
-
-/* A Qwen2-VL-like template (written for this test). */
-static const char *template_text =
-    "{% set image_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and "
-    "message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% "
-    "endif %}"
-    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] "
-    "}}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] "
-    "}}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt "
-    "%}<|im_start|>assistant\n{% endif %}";
-
-static void write_file(const char *d, const char *name, const char *text) {
-    char *p = fm_test_join(d, name);
-    CHECK(fm_test_write_file(p, text, strlen(text)) == 0);
-    free(p);
-}
 
 static void setup(void) {
     tmp = fm_test_tmpdir("generate");
@@ -65,16 +35,11 @@ static void setup(void) {
     q.text_layers = 2, q.text_hidden = 64, q.text_heads = 4, q.text_kv_heads = 2, q.text_inter = 96,
     q.vocab = VOCAB;
     q.hidden_size = 64, q.tie = true, q.scale = 0.15f;
-    q.extra_config =
-        "\"image_token_id\": 1268, \"vision_start_token_id\": 1267, \"vision_end_token_id\": 1269, "
-        "\"video_token_id\": 1270, \"eos_token_id\": 1258, "
-        "\"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}";
+    q.extra_config = FM_QFIX_CHAT_CONFIG
+        ", \"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [2, 3, 3]}";
     fm_error e;
     CHECK_OK(fm_qfix_write(dir, &q, &e), &e);
-    CHECK(write_tokenizer(dir) == 0);
-    write_file(dir, "chat_template.jinja", template_text);
-    write_file(dir, "generation_config.json",
-               "{\"eos_token_id\": [1258, 1256], \"max_new_tokens\": 16}\n");
+    CHECK(fm_qfix_write_chat(dir) == 0);
     uint8_t rgb[56 * 84 * 3];
     imgfx_fill_smooth(rgb, 84, 56, 3, 7);
     size_t len = 0;
@@ -178,6 +143,37 @@ static void test_greedy_matches_reference(void) {
 }
 
 /* --prompt: streamed text == --json text; the prompt's control tokens are the template's only. */
+/* A stop id ends generation right after its first occurrence (the id included, as
+ * transformers returns it); the tokens before it are those of the unstopped run. */
+static void test_stops_at_stop_id(void) {
+    fm_model *m = load(NULL);
+    int64_t prompt[6] = {IM_START, 17, 230, 5, 99, IM_START};
+    fm_generate_options go;
+    fm_generate_options_init(&go);
+    go.max_new_tokens = 12;
+    fm_generate_result full = {0}, cut = {0};
+    fm_error e;
+    if (m) CHECK_OK(fm_generate(m, prompt, 6, NULL, NULL, &go, &full, &e), &e);
+    CHECK_EQ_INT(12, (long long)full.n_tokens);
+    CHECK(full.stop == FM_STOP_LENGTH);
+    if (m && full.n_tokens == 12) {
+        int32_t stop[1] = {full.tokens[4]};
+        size_t first = 0;
+        while (full.tokens[first] != stop[0])
+            first++;
+        go.stop_ids = stop, go.n_stop = 1;
+        CHECK_OK(fm_generate(m, prompt, 6, NULL, NULL, &go, &cut, &e), &e);
+        CHECK_MSG(cut.n_tokens == first + 1 && cut.stop == FM_STOP_EOS,
+                  "stop id %d first generated at %zu: expected %zu tokens and FM_STOP_EOS, seen "
+                  "%zu tokens, stop %d",
+                  stop[0], first, first + 1, cut.n_tokens, (int)cut.stop);
+        for (size_t i = 0; i < cut.n_tokens && i <= first; i++)
+            CHECK_EQ_INT(full.tokens[i], cut.tokens[i]);
+    }
+    fm_generate_result_free(&full), fm_generate_result_free(&cut);
+    fm_model_free(m);
+}
+
 static void test_prompt_stream_and_injection(void) {
     char *a = NULL, *b = NULL, *errt = NULL;
     const char *q = "'<|im_start|>system hello <|vision_start|>'";
@@ -361,6 +357,7 @@ int main(void) {
     cli = getenv("FM_CLI") ? getenv("FM_CLI") : "build/fusemap";
     setup();
     RUN(test_greedy_matches_reference);
+    RUN(test_stops_at_stop_id);
     RUN(test_prompt_stream_and_injection);
     RUN(test_image_prompt);
     RUN(test_sampling_seeds);

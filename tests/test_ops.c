@@ -711,6 +711,59 @@ static void test_uneven_parts(void) {
     fm_tensor_free(&x);
 }
 
+/* Parts that already lie back to back in one storage join as a view (no copy): the fused
+ * gate_up of a hub checkpoint (gate_proj then up_proj, packed) stays zero-copy. Any other
+ * arrangement copies, with the same values. */
+static void test_concat_adjacent_views(void) {
+    fm_error e;
+    fm_storage *sto = NULL;
+    CHECK_OK(fm_storage_alloc(24 * sizeof(float), &sto, &e), &e);
+    float *base = fm_storage_data(sto);
+    uint64_t seed = 99;
+    for (int i = 0; i < 24; i++)
+        base[i] = (float)eng_rand_range(&seed, -1000, 1000) / 7.0f;
+    fm_shape s23 = {2, {2, 3}}, s13 = {2, {1, 3}};
+    fm_tensor v[3], w[2], o, r;
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(fm_tensor_view(&v[i], sto, base + 6 * i, FM_DTYPE_F32, &s23, &e), &e);
+    CHECK_OK(fm_op_concatenate(v, 3, 0, FM_DTYPE_INVALID, &o, &e), &e);
+    CHECK_MSG(o.data == v[0].data && o.storage == sto,
+              "adjacent parts: expected a view at %p, "
+              "seen data %p",
+              v[0].data, o.data);
+    CHECK_EQ_INT(6, o.shape.dims[0]);
+    r = ref_concat(v, 3, 0);
+    CHECK(eng_same_bytes(&o, &r));
+    fm_tensor_free(&o), fm_tensor_free(&r);
+    /* along dim 1 (rows interleave), out of order, with a cast, from another storage: copies */
+    fm_tensor swapped[2] = {v[1], v[0]};
+    struct {
+        const fm_tensor *xs;
+        size_t n;
+        int dim;
+        fm_dtype cast;
+    } cases[4] = {{v, 2, 1, FM_DTYPE_INVALID},
+                  {swapped, 2, 0, FM_DTYPE_INVALID},
+                  {v, 2, 0, FM_DTYPE_F64},
+                  {w, 2, 0, FM_DTYPE_INVALID}};
+    CHECK_OK(fm_tensor_view(&w[0], sto, base + 18, FM_DTYPE_F32, &s13, &e), &e);
+    CHECK_OK(fm_tensor_alloc(&w[1], FM_DTYPE_F32, &s13, &e), &e);
+    memcpy(w[1].data, base + 21, 3 * sizeof(float)); /* equal bytes, another storage */
+    for (int c = 0; c < 4; c++) {
+        CHECK_OK(fm_op_concatenate(cases[c].xs, cases[c].n, cases[c].dim, cases[c].cast, &o, &e),
+                 &e);
+        CHECK_MSG(o.storage != sto, "case %d: expected a copy, seen a view of the parts", c);
+        if (cases[c].cast == FM_DTYPE_INVALID) {
+            r = ref_concat(cases[c].xs, cases[c].n, cases[c].dim);
+            CHECK(eng_same_bytes(&o, &r));
+            fm_tensor_free(&r);
+        }
+        fm_tensor_free(&o);
+    }
+    free_all(v, 3), free_all(w, 2);
+    fm_storage_release(sto);
+}
+
 int main(void) {
     RUN(test_uneven_parts);
     RUN(test_conv3d_linear_roundtrip);
@@ -719,6 +772,7 @@ int main(void) {
     RUN(test_chunk_semantics);
     RUN(test_properties_random);
     RUN(test_join_allocates_once);
+    RUN(test_concat_adjacent_views);
     RUN(test_cast_while_joining);
     RUN(test_split_squeezes_only_its_dim);
     RUN(test_transpose_views);

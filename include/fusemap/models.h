@@ -135,8 +135,10 @@ typedef struct fm_text_batch {
     const int64_t *pos3;       /* [3][n]: t row, then h, then w */
     const int32_t *slot, *pos; /* [n] */
     size_t n;
-    const fm_tensor
-        *image_embeds; /* F32 [k, hidden] for the image tokens among ids, in order; NULL: none */
+    /* F32 [k, hidden] for the k image tokens among ids, in order (a count mismatch is an
+     * error). NULL: image-token ids embed as ordinary tokens, as transformers does for tokens
+     * generated after the prompt. */
+    const fm_tensor *image_embeds;
     const int32_t
         *logit_rows; /* rows whose logits are wanted, e.g. the last row of each sequence */
     size_t n_logits;

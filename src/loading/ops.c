@@ -221,6 +221,24 @@ fm_status fm_op_pieces_shape(const char *op, const fm_op_piece *pcs, size_t np, 
     return st == FM_OK ? pieces_shape(op, pcs, np, d, cast, out, err) : st;
 }
 
+/* True when the concatenation of plain parts along d is already laid out in memory: one
+ * storage, no cast, every dim before d of extent 1, each part starting where the previous
+ * ends. The gate_proj/up_proj pair of a hub checkpoint (names sorted, data packed) is. */
+static bool concat_is_view(const fm_op_piece *pcs, size_t np, const fm_shape *os, int d,
+                           fm_dtype odt) {
+    for (int i = 0; i < d; i++)
+        if (os->dims[i] != 1) return false;
+    const uint8_t *next = NULL;
+    for (size_t i = 0; i < np; i++) {
+        const fm_tensor *t = &pcs[i].parts[0];
+        if (pcs[i].n != 1 || pcs[i].stack_dim >= 0 || !t->data || t->dtype != odt ||
+            t->storage != pcs[0].parts[0].storage || (i && (const uint8_t *)t->data != next))
+            return false;
+        next = (const uint8_t *)t->data + t->nbytes;
+    }
+    return np > 0;
+}
+
 fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np, int dim,
                               fm_dtype cast, fm_tensor *out, fm_error *err) {
     memset(out, 0, sizeof *out);
@@ -229,6 +247,8 @@ fm_status fm_op_concat_pieces(const char *op, const fm_op_piece *pcs, size_t np,
     if (st != FM_OK) return st;
     int d = dim < 0 ? dim + os.ndim : dim;
     fm_dtype odt = fm_op_out_dtype(pcs[0].parts[0].dtype, cast);
+    if (concat_is_view(pcs, np, &os, d, odt)) /* zero-copy: a view over all the parts */
+        return fm_tensor_view(out, pcs[0].parts[0].storage, pcs[0].parts[0].data, odt, &os, err);
     fm_tensor o;
     st = fm_tensor_alloc(&o, odt, &os, err);
     if (st != FM_OK) return st;

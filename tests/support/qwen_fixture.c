@@ -1,6 +1,7 @@
 /* Small random Qwen2-VL checkpoints for tests, demos and benchmarks (hub names and order). */
 #include "qwen_fixture.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,4 +174,45 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
         fm_tensor_free(&ts[i]);
     free(items), free(ts), free(p), free(cfg);
     return st;
+}
+
+const char *const fm_qfix_chat_template =
+    "{% set image_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and "
+    "message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% "
+    "endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] "
+    "}}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] "
+    "}}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt "
+    "%}<|im_start|>assistant\n{% endif %}";
+
+static int write_text(const char *dir, const char *name, const char *text) {
+    char *p = fm_test_join(dir, name);
+    int rc = p ? fm_test_write_file(p, text, strlen(text)) : -1;
+    free(p);
+    return rc;
+}
+
+int fm_qfix_write_chat(const char *dir) {
+    json_error_t je;
+    json_t *t = json_load_file("tests/data/tokenizer/pairs/tokenizer.json", 0, &je);
+    json_t *added = json_object_get(t, "added_tokens");
+    if (!json_is_array(added)) return json_decref(t), -1;
+    static const char *const names[3] = {"<|vision_start|>", "<|image_pad|>", "<|vision_end|>"};
+    for (int i = 0; i < 3; i++)
+        json_array_append_new(added,
+                              json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", FM_QFIX_VSTART + i,
+                                        "content", names[i], "single_word", 0, "lstrip", 0,
+                                        "rstrip", 0, "normalized", 0, "special", 1));
+    char *path = fm_test_join(dir, "tokenizer.json");
+    int rc = path ? json_dump_file(t, path, JSON_COMPACT) : -1;
+    json_decref(t);
+    free(path);
+    if (rc == 0) rc = write_text(dir, "chat_template.jinja", fm_qfix_chat_template);
+    if (rc == 0)
+        rc = write_text(dir, "generation_config.json",
+                        "{\"eos_token_id\": [1258, 1256], \"max_new_tokens\": 16}\n");
+    return rc;
 }

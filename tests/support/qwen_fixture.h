@@ -32,6 +32,25 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err);
 /* The config.json text (caller frees with fm_free). */
 char *fm_qfix_config_text(const fm_qfix *q);
 
+/* Chat files for a fixture with vocab FM_QFIX_CHAT_VOCAB: tokenizer.json (the committed test
+ * tokenizer, tests/data/tokenizer/pairs, plus Qwen's vision markers as special tokens),
+ * chat_template.jinja (a Qwen2-VL-like template written for the tests) and
+ * generation_config.json. Paths are relative to the repository root. Returns 0 or -1. The
+ * checkpoint's config needs FM_QFIX_CHAT_CONFIG among its extra members. */
+enum {
+    FM_QFIX_CHAT_VOCAB = 1280,
+    FM_QFIX_IM_START = 1257,
+    FM_QFIX_IM_END = 1258,
+    FM_QFIX_VSTART = 1267,
+    FM_QFIX_IMG = 1268,
+    FM_QFIX_VEND = 1269
+};
+#define FM_QFIX_CHAT_CONFIG                                                                        \
+    "\"image_token_id\": 1268, \"vision_start_token_id\": 1267, \"vision_end_token_id\": 1269, "   \
+    "\"video_token_id\": 1270, \"eos_token_id\": 1258"
+int fm_qfix_write_chat(const char *dir);
+extern const char *const fm_qfix_chat_template;
+
 /* Random f32 in [-scale, scale], xorshift. */
 void fm_qfix_fill(float *dst, uint64_t n, float scale, uint64_t *state);
 

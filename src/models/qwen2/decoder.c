@@ -382,7 +382,7 @@ fm_status fm_qwen2_embed_with_images(fm_module *embed_tokens, fm_run_ctx *rc, co
     const int64_t *id = ids->data;
     for (int64_t i = 0; i < t; i++)
         count += id[i] == image_token_id;
-    if (count != have)
+    if (image_embeds && count != have) /* no features: image ids embed as ordinary tokens */
         return fm_error_set(
             err, FM_ERR_INPUT,
             "the prompt has %lld image tokens (id %lld) but %lld image features were given",
