@@ -99,7 +99,7 @@ static int exported(const char *so, names *out) {
     unsigned long long addr;
     while (fgets(line, sizeof line, p))
         if (sscanf(line, "%llx %c %511s", &addr, &type, name) == 3 && strcmp(name, "_init") &&
-            strcmp(name, "_fini"))
+            strcmp(name, "_fini") && strncmp(name, "__odr_asan", 10)) /* ASan's ODR markers */
             add(out, name, strlen(name));
     return pclose(p) == 0 ? 0 : -1;
 }
