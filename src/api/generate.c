@@ -38,8 +38,8 @@ typedef struct gen {
     fm_detok_stream *detok;
     int32_t *history; /* prompt + generated ids */
     size_t n_history, n_prompt;
-    int64_t next;     /* the next free M-RoPE position */
-    fm_tensor images; /* image features [k][hidden] */
+    int64_t next;              /* the next free M-RoPE position */
+    fm_vision_features images; /* image features [k][hidden] (+ DeepStack [K][k][hidden]) */
     fm_generate_result *r;
 } gen;
 
@@ -75,13 +75,21 @@ static fm_status prefill(gen *g, const int64_t *ids, size_t n, const fm_tensor *
                        ? FM_OK
                        : fm_error_set(err, FM_ERR_NOMEM, "out of memory for a %zu-token prompt", n);
     if (st == FM_OK) st = fm_model_rope_index(g->m, ids, (int64_t)n, grid, pos3, &g->next, err);
-    if (st == FM_OK && pv) st = fm_model_vision_forward(g->m, pv, grid, &ro, &g->images, err);
+    if (st == FM_OK && pv) st = fm_model_vision_features(g->m, pv, grid, &ro, &g->images, err);
     if (st == FM_OK)
         st = fm_kv_cache_new(g->m, 1, (int64_t)n + g->o->max_new_tokens, g->o->kv_dtype, &g->cache,
                              err);
     for (size_t i = 0; pos && i < n; i++)
         pos[i] = (int32_t)i;
-    fm_text_batch b = {ids, pos3, slot, pos, n, pv ? &g->images : NULL, &last, 1};
+    fm_text_batch b = {.ids = ids,
+                       .pos3 = pos3,
+                       .slot = slot,
+                       .pos = pos,
+                       .n = n,
+                       .image_embeds = pv ? &g->images.image_embeds : NULL,
+                       .logit_rows = &last,
+                       .n_logits = 1,
+                       .deepstack_embeds = g->images.deepstack.data ? &g->images.deepstack : NULL};
     if (st == FM_OK) st = fm_model_forward_text(g->m, g->cache, &b, &ro, logits, err);
     fm_free(pos3), fm_free(slot), fm_free(pos);
     return st;
@@ -130,7 +138,13 @@ static fm_status decode(gen *g, fm_tensor *logits, fm_error *err) {
         if (step + 1 == g->o->max_new_tokens) break;
         int64_t tok = id, p3[3] = {g->next, g->next, g->next};
         int32_t slot = 0, pos = (int32_t)(g->n_history - 1), row = 0;
-        fm_text_batch b = {&tok, p3, &slot, &pos, 1, NULL, &row, 1};
+        fm_text_batch b = {.ids = &tok,
+                           .pos3 = p3,
+                           .slot = &slot,
+                           .pos = &pos,
+                           .n = 1,
+                           .logit_rows = &row,
+                           .n_logits = 1};
         fm_tensor_free(logits);
         st = fm_model_forward_text(g->m, g->cache, &b, &ro, logits, err);
         g->next++;
@@ -186,7 +200,7 @@ fm_status fm_generate(struct fm_model *m, const int64_t *ids, size_t n,
     if (st == FM_OK) st = finish_text(&g, err);
     out->prefill_s = t1 - t0, out->decode_s = now_s() - t1;
     fm_tensor_free(&logits);
-    fm_tensor_free(&g.images);
+    fm_vision_features_free(&g.images);
     fm_kv_cache_free(g.cache);
     fm_sampler_free(g.sampler);
     fm_detok_stream_free(g.detok);
