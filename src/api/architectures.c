@@ -5,6 +5,7 @@
 
 #include "api/model_internal.h"
 #include "models/qwen2_vl/qwen2_vl.h"
+#include "models/qwen3_vl/qwen3_vl.h"
 
 typedef struct architecture {
     const char *model_type;
@@ -13,6 +14,7 @@ typedef struct architecture {
 
 static const architecture architectures[] = {
     {"qwen2_vl", fm_qwen2vl_register},
+    {"qwen3_vl", fm_qwen3vl_register},
 };
 
 #define N_ARCH (sizeof architectures / sizeof *architectures)
