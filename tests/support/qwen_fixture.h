@@ -1,5 +1,5 @@
-/* Test/bench support: writes small random Qwen2-VL checkpoints (config.json + safetensors
- * with hub names) through the library's own writer. */
+/* Test/bench support: writes small random Qwen2-VL and Qwen3-VL checkpoints (config.json +
+ * safetensors with hub names) through the library's own writer. */
 #ifndef FM_TEST_QWEN_FIXTURE_H
 #define FM_TEST_QWEN_FIXTURE_H
 
@@ -24,9 +24,22 @@ typedef struct fm_qfix {
     float patch_scale;        /* scale of the patch-embedding weight (0: scale) */
     const char *extra_config; /* extra top-level JSON members, e.g. "\"fusion_config\": {...}" (no
                                  trailing comma) */
+    /* Qwen3-VL mode (model_type qwen3_vl): nested text_config and vision_config, hub names
+     * model.visual.* and model.language_model.*. embed_dim is the vision hidden_size, hidden_size
+     * its out_hidden_size, embed_dim · mlp_ratio its intermediate_size; v5_layout writes
+     * rope_parameters (with rope_theta) instead of rope_scaling + rope_theta. */
+    bool qwen3;
+    int num_position_embeddings;   /* 0: 64 (an 8 x 8 table) */
+    int deepstack[8], n_deepstack; /* deepstack_visual_indexes */
+    int text_head_dim;             /* 0: text_hidden / text_heads */
+    int mrope[3];                  /* mrope_section; zeros: about [h2 - 2·h2/3, h2/3, h2/3] */
+    float pos_scale;               /* scale of the position table (0: scale) */
+    const char *channels_key;      /* "in_channels" (default) or "in_chans" */
 } fm_qfix;
 
 void fm_qfix_init(fm_qfix *q); /* tiny defaults: embed 32, 4 heads, depth 2, text 1 layer */
+/* Qwen3-VL defaults: fm_qfix_init, then qwen3, patch 16, gelu_pytorch_tanh, deepstack [0, 1]. */
+void fm_qfix_init_qwen3(fm_qfix *q);
 /* Writes config.json + weights into dir (created). */
 fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err);
 /* The config.json text (caller frees with fm_free). */
