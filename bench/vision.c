@@ -1,12 +1,16 @@
-/* Benchmark: Qwen2-VL-2B vision tower on a 448x448 image (1024 patches), random weights, run
- * through the module tree (fm_from_pretrained + fm_model_vision_forward, every module through
- * its class forward): achieved GFLOP/s next to plain cblas_sgemm's on the same GEMM shapes, and
- * the cost of the forward dispatch itself; one JSON line. */
-/* Usage: vision [--depth N] [--threads N] [--reps N] [--grid H W] [--fuse]. Dims: embed 1280,
- * 16 heads, MLP 5120, merge 2, output 1536. The checkpoint (f32, depth N) is written once under
- * $FM_BENCH_DATA (default build/bench-data) and reused. The sgemm figure times each distinct GEMM
- * shape alone with OpenBLAS on the same number of threads and weights it by its FLOPs (every
- * matmul and attention: 2·M·N·K). */
+/* Benchmark: vision towers on 1024 patches (a 448x448 image for Qwen2-VL, 512x512 for
+ * Qwen3-VL), random weights, run through the module tree (fm_from_pretrained +
+ * fm_model_vision_features, every module through its class forward): achieved GFLOP/s next to
+ * plain cblas_sgemm's on the same GEMM shapes, and the cost of the forward dispatch itself; one
+ * JSON line per model. */
+/* Usage: vision [--model qwen2_vl|qwen3_vl-2b|qwen3_vl-4b] [--depth N] [--threads N] [--reps N]
+ * [--grid H W] [--fuse]; without --model, one line per model. Dims: Qwen2-VL-2B embed 1280,
+ * 16 heads, MLP 5120, output 1536, patch 14, 32 blocks; Qwen3-VL-2B/4B embed 1024, 16 heads,
+ * MLP 4096, output 2048 / 2560, patch 16, 24 blocks, DeepStack after blocks 5, 11, 17 (its three
+ * mergers included). The checkpoint (f32) is written once under $FM_BENCH_DATA (default
+ * build/bench-data) and reused. The sgemm figure times each distinct GEMM shape alone with
+ * OpenBLAS on the same number of threads and weights it by its FLOPs (every matmul and
+ * attention: 2·M·N·K). */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,18 +22,24 @@
 #include "fusemap/fusemap.h"
 #include "qwen_fixture.h"
 
-enum {
-    D = 1280,
-    HEADS = 16,
-    HD = D / HEADS,
-    MLP = 5120,
-    HOUT = 1536,
-    C_IN = 3,
-    TP = 2,
-    PS = 14,
-    M = 2,
-    K_IN = C_IN * TP * PS * PS
+/* One model's vision dimensions. */
+typedef struct vdims {
+    const char *name, *json_model, *variant;
+    int depth, d, heads, mlp, hout, patch, qwen3, n_ds;
+} vdims;
+
+static const vdims models[] = {
+    {"qwen2_vl", "qwen2_vl", "2B", 32, 1280, 16, 5120, 1536, 14, 0, 0},
+    {"qwen3_vl-2b", "qwen3_vl", "2B", 24, 1024, 16, 4096, 2048, 16, 1, 3},
+    {"qwen3_vl-4b", "qwen3_vl", "4B", 24, 1024, 16, 4096, 2560, 16, 1, 3},
 };
+#define N_MODELS (sizeof models / sizeof *models)
+
+enum { C_IN = 3, TP = 2, M = 2 };
+
+static int k_in(const vdims *v) {
+    return C_IN * TP * v->patch * v->patch;
+}
 
 static double now_s(void) {
     struct timespec t;
@@ -54,20 +64,20 @@ typedef struct gemm_shape {
     double count;         /* calls per forward */
 } gemm_shape;
 
-static int shapes_of(int64_t n_patches, int64_t seg, int depth, gemm_shape *s) {
+static int shapes_of(const vdims *v, int64_t n_patches, int64_t seg, int depth, gemm_shape *s) {
     int64_t tok = n_patches / (M * M);
-    int i = 0;
-    s[i++] = (gemm_shape){(int)n_patches, D, K_IN, 1, 1};      /* patch embed (fused) */
-    s[i++] = (gemm_shape){(int)n_patches, 3 * D, D, 1, depth}; /* qkv */
-    s[i++] = (gemm_shape){(int)seg, (int)seg, HD, 1,
-                          (double)depth * HEADS * (n_patches / seg)}; /* Q Kᵀ */
-    s[i++] = (gemm_shape){(int)seg, HD, (int)seg, 0,
-                          (double)depth * HEADS * (n_patches / seg)}; /* P V */
-    s[i++] = (gemm_shape){(int)n_patches, D, D, 1, depth};            /* proj */
-    s[i++] = (gemm_shape){(int)n_patches, MLP, D, 1, depth};          /* fc1 */
-    s[i++] = (gemm_shape){(int)n_patches, D, MLP, 1, depth};          /* fc2 */
-    s[i++] = (gemm_shape){(int)tok, M * M * D, M * M * D, 1, 1};      /* merger mlp.0 */
-    s[i++] = (gemm_shape){(int)tok, HOUT, M * M * D, 1, 1};           /* merger mlp.2 */
+    int i = 0, hd = v->d / v->heads, w = M * M * v->d;
+    s[i++] = (gemm_shape){(int)n_patches, v->d, k_in(v), 1, 1};      /* patch embed (fused) */
+    s[i++] = (gemm_shape){(int)n_patches, 3 * v->d, v->d, 1, depth}; /* qkv */
+    s[i++] = (gemm_shape){(int)seg, (int)seg, hd, 1,
+                          (double)depth * v->heads * (n_patches / seg)}; /* Q Kᵀ */
+    s[i++] = (gemm_shape){(int)seg, hd, (int)seg, 0,
+                          (double)depth * v->heads * (n_patches / seg)}; /* P V */
+    s[i++] = (gemm_shape){(int)n_patches, v->d, v->d, 1, depth};         /* proj */
+    s[i++] = (gemm_shape){(int)n_patches, v->mlp, v->d, 1, depth};       /* fc1 */
+    s[i++] = (gemm_shape){(int)n_patches, v->d, v->mlp, 1, depth};       /* fc2 */
+    s[i++] = (gemm_shape){(int)tok, w, w, 1, 1 + v->n_ds};       /* merger fc1 (+ DeepStack) */
+    s[i++] = (gemm_shape){(int)tok, v->hout, w, 1, 1 + v->n_ds}; /* merger fc2 (+ DeepStack) */
     return i;
 }
 
@@ -105,18 +115,25 @@ static double time_sgemm(const gemm_shape *s, const gemm_bufs *g) {
 
 /* ---- model ------------------------------------------------------------------------------ */
 
-/* The checkpoint directory for this depth, written on first use. */
-static int ensure_checkpoint(int depth, char *dir, size_t n) {
+/* The checkpoint directory for this model and depth, written on first use. */
+static int ensure_checkpoint(const vdims *v, int depth, char *dir, size_t n) {
     const char *base = getenv("FM_BENCH_DATA") ? getenv("FM_BENCH_DATA") : "build/bench-data";
-    snprintf(dir, n, "%s/vision-2b-depth%d-f32", base, depth);
+    snprintf(dir, n, "%s/vision-%s-depth%d-f32", base, v->name, depth);
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     struct stat st;
     if (stat(cfg, &st) == 0) return 0;
     fm_qfix q;
-    fm_qfix_init(&q);
-    q.depth = depth, q.embed_dim = D, q.num_heads = HEADS, q.hidden_size = HOUT,
-    q.mlp_ratio = MLP / D;
+    if (v->qwen3) {
+        fm_qfix_init_qwen3(&q);
+        q.num_position_embeddings = 2304, q.n_deepstack = 0;
+        for (int i = 0; i < v->n_ds; i++) /* 5, 11, 17 at depth 24 */
+            if ((6 * i + 5) < depth) q.deepstack[q.n_deepstack++] = 6 * i + 5;
+    } else {
+        fm_qfix_init(&q);
+    }
+    q.depth = depth, q.embed_dim = v->d, q.num_heads = v->heads, q.hidden_size = v->hout,
+    q.mlp_ratio = v->mlp / v->d, q.patch_size = v->patch;
     q.text_layers = 1, q.text_hidden = 256, q.text_heads = 4, q.text_kv_heads = 2,
     q.text_inter = 512, q.vocab = 1024;
     q.tie = true, q.scale = 0.03f;
@@ -128,17 +145,19 @@ static int ensure_checkpoint(int depth, char *dir, size_t n) {
     return 0;
 }
 
-/* Module forwards one tower forward makes: tower, patch_embed (+ its conv or linear), rotary;
- * per block: block, norm1, attn, qkv, proj, norm2, mlp, fc1, fc2 (the activation rides fc1);
- * merger, ln_q, mlp (Sequential), two Linear (the GELU rides the first). */
-static int64_t dispatch_calls(int depth) {
-    return 4 + 9LL * depth + 5;
+/* Module forwards one tower forward makes: tower, patch_embed (+ its conv or linear), rotary
+ * (Qwen3-VL: + pos_embed); per block: block, norm1, attn, qkv, proj, norm2, mlp, fc1, fc2 (the
+ * activation rides fc1); merger, its norm, its MLP (Qwen2-VL: a Sequential), two Linear (the
+ * GELU rides the first); Qwen3-VL: the same four for each DeepStack merger. */
+static int64_t dispatch_calls(const vdims *v, int depth) {
+    return 4 + v->qwen3 + 9LL * depth + (v->qwen3 ? 4 * (1 + v->n_ds) : 5);
 }
 
 /* Nanoseconds per fm_module_forward of a cheap module (a one-element activation): what the
  * protocol costs per call beyond the kernel. */
 static double dispatch_ns(fm_model *m, fm_run_ctx *rc) {
     fm_module *act = fm_module_find(fm_model_root(m), "model.visual.blocks.0.mlp.act");
+    if (!act) act = fm_module_find(fm_model_root(m), "model.visual.blocks.0.mlp.act_fn");
     fm_shape s = {1, {1}};
     fm_tensor x, y = {0};
     if (!act || fm_tensor_alloc(&x, FM_DTYPE_F32, &s, NULL) != FM_OK) return -1;
@@ -159,8 +178,9 @@ static double dispatch_ns(fm_model *m, fm_run_ctx *rc) {
 /* ---- measurement ------------------------------------------------------------------------ */
 
 typedef struct bench_ctx {
+    const vdims *v;
     fm_model *m;        /* owned */
-    fm_tensor px, grid; /* [N][1176], [1][3], owned */
+    fm_tensor px, grid; /* [N][C·T·P·P], [1][3], owned */
     int64_t n;
     int depth, threads, ns;
     gemm_shape shapes[16];
@@ -178,19 +198,21 @@ static int measure(bench_ctx *b, int reps, double *best, double *sg_best, double
     for (int i = 0; i < b->ns; i++)
         sg_best[i] = INFINITY;
     for (int r = 0; r <= reps; r++) {
-        fm_tensor out = {0};
+        fm_vision_features out = {{0}, {0}};
         openblas_set_num_threads(1); /* as fusemap runs (its own pool parallelises) */
         double t0 = now_s();
-        if (fm_model_vision_forward(b->m, &b->px, &b->grid, &ro, &out, &err) != FM_OK) {
+        if (fm_model_vision_features(b->m, &b->px, &b->grid, &ro, &out, &err) != FM_OK) {
             fprintf(stderr, "vision bench: %s\n", err.msg);
             return -1;
         }
         double t = now_s() - t0;
         if (r > 0 && t < *best) *best = t;
         *nonfinite = 0;
-        for (uint64_t i = 0; i < fm_tensor_numel(&out); i++)
-            *nonfinite += isfinite(((float *)out.data)[i]) ? 0 : 1;
-        fm_tensor_free(&out);
+        for (uint64_t i = 0; i < fm_tensor_numel(&out.image_embeds); i++)
+            *nonfinite += isfinite(((float *)out.image_embeds.data)[i]) ? 0 : 1;
+        for (uint64_t i = 0; out.deepstack.data && i < fm_tensor_numel(&out.deepstack); i++)
+            *nonfinite += isfinite(((float *)out.deepstack.data)[i]) ? 0 : 1;
+        fm_vision_features_free(&out);
         openblas_set_num_threads(b->threads); /* the reference: OpenBLAS's own threading */
         for (int i = 0; i < b->ns; i++) {
             double ts = b->shapes[i].count > 0 ? time_sgemm(&b->shapes[i], &b->bufs[i]) : 0;
@@ -208,22 +230,24 @@ static void report(const bench_ctx *b, double best, const double *sg_best, doubl
         flops += shape_flops(&b->shapes[i]);
         ref_s += sg_best[i] * b->shapes[i].count;
     }
-    int64_t calls = dispatch_calls(b->depth);
+    int64_t calls = dispatch_calls(b->v, b->depth);
     printf(
-        "{\"bench\":\"vision\",\"model\":\"qwen2_vl\",\"depth\":%d,\"threads\":%d,\"patches\":%lld,"
+        "{\"bench\":\"vision\",\"model\":\"%s\",\"variant\":\"%s\",\"depth\":%d,\"threads\":%d,"
+        "\"patches\":%lld,"
         "\"fused\":%s,\"seconds\":%.4f,\"gflops\":%.1f,\"sgemm_gflops\":%.1f,\"efficiency\":%.3f,"
         "\"dispatch_calls\":%lld,\"dispatch_ns_per_call\":%.0f,\"dispatch_overhead\":%.2e,"
         "\"nonfinite_outputs\":%.0f}\n",
-        b->depth, b->threads, (long long)b->n, fused ? "true" : "false", best, flops / best * 1e-9,
-        flops / ref_s * 1e-9, ref_s / best, (long long)calls, ns_call,
-        (double)calls * ns_call * 1e-9 / best, nonfinite);
+        b->v->json_model, b->v->variant, b->depth, b->threads, (long long)b->n,
+        fused ? "true" : "false", best, flops / best * 1e-9, flops / ref_s * 1e-9, ref_s / best,
+        (long long)calls, ns_call, (double)calls * ns_call * 1e-9 / best, nonfinite);
     fflush(stdout);
 }
 
 static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw, bool fused) {
     fm_error err;
     char dir[4096];
-    if (ensure_checkpoint(depth, dir, sizeof dir) != 0) return -1;
+    int kin = k_in(b->v);
+    if (ensure_checkpoint(b->v, depth, dir, sizeof dir) != 0) return -1;
     fm_load_options o;
     fm_load_options_init(&o);
     o.fusion_config = fused ? "{\"patch_embeddings\": true}" : "{}";
@@ -231,17 +255,17 @@ static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw, bool fused) {
         return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
     b->depth = depth;
     b->n = gh * gw;
-    fm_shape ps = {2, {b->n, K_IN}}, gs = {2, {1, 3}};
+    fm_shape ps = {2, {b->n, kin}}, gs = {2, {1, 3}};
     if (fm_tensor_alloc(&b->px, FM_DTYPE_F32, &ps, &err) != FM_OK ||
         fm_tensor_alloc(&b->grid, FM_DTYPE_I64, &gs, &err) != FM_OK)
         return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
-    float *px = rnd(b->n * K_IN, 0, 1.5f);
+    float *px = rnd(b->n * kin, 0, 1.5f);
     if (!px) return -1;
     memcpy(b->px.data, px, b->px.nbytes);
     fm_free_aligned(px);
     int64_t *g = b->grid.data;
     g[0] = 1, g[1] = gh, g[2] = gw;
-    b->ns = shapes_of(b->n, b->n, depth, b->shapes);
+    b->ns = shapes_of(b->v, b->n, b->n, depth, b->shapes);
     for (int i = 0; i < b->ns; i++)
         if (gemm_bufs_new(&b->bufs[i], &b->shapes[i]) != 0)
             return fprintf(stderr, "vision bench: out of memory\n"), -1;
@@ -256,10 +280,16 @@ static void teardown(bench_ctx *b) {
     fm_tensor_free(&b->grid);
 }
 
-static int run(int depth, int threads, int reps, int64_t gh, int64_t gw, bool fused) {
-    static bench_ctx b; /* zeroed: teardown is safe after any partial setup */
+static int run(const vdims *v, int depth, int threads, int reps, int64_t gh, int64_t gw,
+               bool fused) {
+    static bench_ctx b; /* zeroed between runs: teardown is safe after any partial setup */
+    static vdims vd;
+    memset(&b, 0, sizeof b);
+    vd = *v;
+    for (int i = vd.n_ds = 0; i < v->n_ds; i++) /* DeepStack taps 5, 11, 17 that exist at depth */
+        vd.n_ds += 6 * i + 5 < depth;
     double best, sg_best[16], nonfinite = 0, ns_call = -1;
-    b.threads = threads;
+    b.v = &vd, b.threads = threads;
     int rc =
         setup(&b, depth, gh, gw, fused) == 0 && measure(&b, reps, &best, sg_best, &nonfinite) == 0
             ? 0
@@ -274,8 +304,9 @@ static int run(int depth, int threads, int reps, int64_t gh, int64_t gw, bool fu
 }
 
 int main(int argc, char **argv) {
-    int depth = 32, threads = 0, reps = 2;
+    int depth = 0, threads = 0, reps = 2;
     bool fused = false;
+    const char *model = NULL;
     int64_t gh = 32, gw = 32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--depth") && i + 1 < argc)
@@ -286,19 +317,29 @@ int main(int argc, char **argv) {
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--grid") && i + 2 < argc)
             gh = atoll(argv[++i]), gw = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc)
+            model = argv[++i];
         else if (!strcmp(argv[i], "--fuse"))
             fused = true;
         else {
             fprintf(stderr,
-                    "usage: %s [--depth N] [--threads N] [--reps N] [--grid H W] [--fuse]\n",
+                    "usage: %s [--model qwen2_vl|qwen3_vl-2b|qwen3_vl-4b] [--depth N] "
+                    "[--threads N] [--reps N] [--grid H W] [--fuse]\n",
                     argv[0]);
             return 2;
         }
     }
     if (threads <= 0) threads = fm_default_threads();
-    if (depth < 1 || reps < 1 || gh < 2 || gw < 2 || gh % 2 || gw % 2) {
+    if (depth < 0 || reps < 1 || gh < 2 || gw < 2 || gh % 2 || gw % 2) {
         fprintf(stderr, "vision bench: need depth >= 1, reps >= 1, even grid sides\n");
         return 2;
     }
-    return run(depth, threads, reps, gh, gw, fused);
+    int rc = 0, ran = 0;
+    for (size_t i = 0; i < N_MODELS; i++) {
+        if (model && strcmp(model, models[i].name)) continue;
+        ran++;
+        rc |= run(&models[i], depth ? depth : models[i].depth, threads, reps, gh, gw, fused);
+    }
+    if (!ran) fprintf(stderr, "vision bench: unknown model '%s'\n", model ? model : "");
+    return ran ? rc : 2;
 }
