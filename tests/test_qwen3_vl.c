@@ -661,11 +661,22 @@ static void test_preprocessing(void) {
               "Qwen3-VL rows of 1536 values, grid 14 x 20; got %lld values, grid %lld x %lld",
               pv.data ? (long long)pv.shape.dims[1] : -1, g ? (long long)g[1] : -1,
               g ? (long long)g[2] : -1);
-    if (pv.data) { /* the first value: channel 0 of pixel (0, 0) after the resize, in [-1, 1] */
-        float v0 = ((float *)pv.data)[0];
-        CHECK_MSG(v0 >= -1.0f && v0 <= 1.0f, "mean/std 0.5 put values in [-1, 1], got %g", v0);
+    fm_tensor_free(&pv), fm_tensor_free(&gt);
+    /* 256 x 256 is kept as it is (65536 pixels, multiples of 32): the first value is channel 0 of
+     * pixel (0, 0), normalised with mean = std = 0.5 */
+    uint8_t *big = malloc(256 * 256 * 3);
+    for (size_t i = 0; big && i < 256 * 256 * 3; i++)
+        big[i] = (uint8_t)((i * 29 + 77) % 253);
+    fm_image sq = {256, 256, big, 0};
+    if (m && big) CHECK_OK(fm_model_preprocess_images(m, &sq, 1, &pv, &gt, &e), &e);
+    g = gt.data;
+    CHECK(g && g[1] == 16 && g[2] == 16);
+    if (pv.data && big) {
+        float want = ((float)(big[0] / 255.0) - 0.5f) / 0.5f, v0 = ((float *)pv.data)[0];
+        CHECK_MSG(fabsf(v0 - want) < 1e-6f, "mean/std 0.5: %g, want %g", v0, want);
     }
     fm_tensor_free(&pv), fm_tensor_free(&gt);
+    free(big);
     char *pc = fm_test_join(d, "preprocessor_config.json");
     const char *json = "{\"size\": {\"shortest_edge\": 1024, \"longest_edge\": 8192}, "
                        "\"image_mean\": [0, 0, 0], \"image_std\": [1, 1, 1]}";
