@@ -270,8 +270,8 @@ static inline float act_gelu_tanh(float x) {
                 k1 = 0.044715f; /* sqrt(2/pi), cubic term */
     float inner = k0 * (x + k1 * x * x * x);
     /* 0.5·x·(1 + tanh(u)) = x·sigmoid(2u): the same function through the vectorisable exp,
-     * about 3x cheaper than libm tanhf (the activation of every Qwen3-VL vision MLP), and free of
-     * the cancellation of 1 + tanh(u) near -1 */
+     * about 3x cheaper than libm tanhf (it ran for ~15% of a tanh-GELU vision tower's forward),
+     * and free of the cancellation of 1 + tanh(u) near -1 */
     return x * (1.0f / (1.0f + fm_expf_poly(-2.0f * inner)));
 }
 
