@@ -11,7 +11,7 @@
 /* Rows at or below which the GEMV path runs. Measured at 2B shapes: per row, the GEMV at 8 rows
  * is still faster than the converted-panel sgemm at 9 to 16 rows (whose panel conversion is a
  * fixed cost per call); with 16 output rows or more the sgemm path wins. */
-#define GEMV_MAX_M 8
+#define GEMV_MAX_M FM_K_GEMV_MAX_M
 /* Weight rows per GEMV task (contiguous: one sequential stream per task). */
 #define GEMV_RB 64
 /* Largest f32 panel converted per thread, in floats (8 MB), and the panel width bounds. */
