@@ -366,13 +366,15 @@ static bool authorized(conn *k) {
 static enum MHD_Result health(conn *k) {
     srv_sched_stats st;
     srv_sched_stats_get(k->s->sched, &st);
-    char *body = malloc(192);
+    char *body = malloc(320);
     if (body)
-        snprintf(body, 192,
+        snprintf(body, 320,
                  "{\"status\":\"%s\",\"slots_idle\":%d,\"slots_processing\":%d,"
-                 "\"requests_queued\":%d,\"requests_served\":%llu}",
+                 "\"requests_queued\":%d,\"requests_served\":%llu,\"decode_tokens\":%llu,"
+                 "\"decode_seconds\":%.6f}",
                  k->s->stopping ? "shutting down" : "ok", st.slots - st.running, st.running,
-                 st.queued, (unsigned long long)st.served);
+                 st.queued, (unsigned long long)st.served, (unsigned long long)st.decode_tokens,
+                 st.decode_s);
     return send_body(k, k->s->stopping ? 503 : 200, body, "application/json");
 }
 

@@ -26,6 +26,8 @@ struct srv_sched {
     srv_job **slot_job; /* [slots]: the job in each slot, or NULL */
     int running;        /* slots holding a job */
     uint64_t served;
+    uint64_t decode_tokens; /* tokens made by decode steps (not by prefills) */
+    double decode_s;        /* seconds spent in decode steps */
     bool draining, drained, quit;
     double deadline; /* draining: running jobs are cancelled after this (monotonic seconds) */
 };
@@ -257,8 +259,12 @@ static void *sched_main(void *arg) {
         pthread_mutex_unlock(&s->mu);
         if (j) start_job(s, j);
         fm_error e;
-        if (fm_batch_running(s->b)) fm_batch_step(s->b, &e); /* failures land in their jobs */
+        int rows = fm_batch_running(s->b);
+        double t0 = mono_s();
+        if (rows) fm_batch_step(s->b, &e); /* failures land in their jobs */
+        double dt = mono_s() - t0;
         pthread_mutex_lock(&s->mu);
+        s->decode_tokens += (uint64_t)rows, s->decode_s += rows ? dt : 0;
     }
     s->drained = true;
     pthread_cond_broadcast(&s->cv);
@@ -321,6 +327,7 @@ void srv_sched_stats_get(srv_sched *s, srv_sched_stats *out) {
     pthread_mutex_lock(&s->mu);
     out->slots = s->o.slots, out->running = s->running, out->queued = s->queued;
     out->served = s->served;
+    out->decode_tokens = s->decode_tokens, out->decode_s = s->decode_s;
     pthread_mutex_unlock(&s->mu);
 }
 

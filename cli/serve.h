@@ -118,6 +118,8 @@ void srv_sched_wake(srv_sched *s);
 typedef struct srv_sched_stats {
     int slots, running, queued;
     uint64_t served;
+    uint64_t decode_tokens; /* tokens made by batched decode steps so far */
+    double decode_s;        /* seconds those steps took */
 } srv_sched_stats;
 void srv_sched_stats_get(srv_sched *s, srv_sched_stats *out);
 /* Stops admitting (queued jobs fail with 503), lets running ones go on for grace_s seconds, then
