@@ -827,18 +827,41 @@ static int open_stream(const server *s, const char *body) {
     return -1;
 }
 
+typedef struct timed {
+    const server *s;
+    double done;
+    int status;
+} timed;
+
+static void *short_request(void *arg) {
+    timed *t = arg;
+    resp r = http(t->s, "POST", "/v1/chat/completions",
+                  "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 2}");
+    t->done = now_s(), t->status = r.status;
+    resp_free(&r);
+    return NULL;
+}
+
+/* One slot: a stream holds it; two short requests queue behind it (B, then C); the stream's
+ * client disconnects: its slot frees at once and B and C are answered in arrival order. */
 static void test_disconnect_frees_slot(void) {
     const server *s = &long_srv;
     int fd = open_stream(s, long_req);
     REQUIRE_MSG(fd >= 0, "a stream started");
-    close(fd);
+    timed b = {s, 0, 0}, c = {s, 0, 0};
+    pthread_t tb, tc;
+    pthread_create(&tb, NULL, short_request, &b);
+    usleep(150000);
+    pthread_create(&tc, NULL, short_request, &c);
+    usleep(150000);
     double t0 = now_s();
-    /* the one slot is free again at once: a short request is answered */
-    resp r = http(s, "POST", "/v1/chat/completions",
-                  "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 2}");
+    close(fd);
+    pthread_join(tb, NULL), pthread_join(tc, NULL);
     double waited = now_s() - t0;
-    CHECK_EQ_INT(200, r.status);
-    resp_free(&r);
+    CHECK_EQ_INT(200, b.status);
+    CHECK_EQ_INT(200, c.status);
+    CHECK_MSG(b.done < c.done, "first come, first served: B done at %.3f, C at %.3f",
+              b.done - t0, c.done - t0);
     /* the log: the first request ended early, its client gone */
     char *log = fm_test_read_file(s->log, NULL);
     char *first = log ? strstr(log, "\"POST /v1/chat/completions\"") : NULL;
@@ -878,6 +901,7 @@ static void test_sigterm_during_stream(void) {
         else
             usleep(10000);
     double took = now_s() - t0;
+    if (!exited) kill(s->pid, SIGKILL), waitpid(s->pid, &status, 0);
     CHECK_MSG(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "the server exits 0 after SIGTERM (status %d after %.2f s)", status, took);
     CHECK_MSG(took < 8, "stopped within the 0.5 s grace period plus a bound: %.2f s", took);
