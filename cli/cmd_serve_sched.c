@@ -108,7 +108,7 @@ static void apply_stops(srv_job *j, size_t old) {
 }
 
 /* The sequence's streaming callback (scheduler thread): appends the text; false stops the
- * sequence (client gone, or a stop sequence reached). */
+ * sequence (a stop sequence reached, or no memory for the text). */
 static bool on_token(void *ctx, int32_t id, const char *text, size_t len) {
     srv_job *j = ctx;
     pthread_mutex_lock(&j->mu);
@@ -135,7 +135,7 @@ static bool on_token(void *ctx, int32_t id, const char *text, size_t len) {
         else
             j->visible = j->len;
     }
-    bool go_on = !j->cancel && !j->stop_hit;
+    bool go_on = !j->stop_hit; /* a cancelled job is ended by reap() before the next step */
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     return go_on;

@@ -860,8 +860,8 @@ static void test_disconnect_frees_slot(void) {
     double waited = now_s() - t0;
     CHECK_EQ_INT(200, b.status);
     CHECK_EQ_INT(200, c.status);
-    CHECK_MSG(b.done < c.done, "first come, first served: B done at %.3f, C at %.3f",
-              b.done - t0, c.done - t0);
+    CHECK_MSG(b.done < c.done, "first come, first served: B done at %.3f, C at %.3f", b.done - t0,
+              c.done - t0);
     /* the log: the first request ended early, its client gone */
     char *log = fm_test_read_file(s->log, NULL);
     char *first = log ? strstr(log, "\"POST /v1/chat/completions\"") : NULL;
