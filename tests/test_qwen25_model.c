@@ -156,9 +156,10 @@ static void test_rope_index(void) {
     fm_tref_model ref;
     char why[256];
     CHECK_MSG(fm_tref_load(dir, &ref, why, sizeof why) == 0, "reference: %s", why);
-    /* a still image, a two-frame one (every frame at the same temporal position in Qwen2.5-VL),
-     * a tall one */
-    const int64_t grid[] = {1, 4, 6, 2, 4, 4, 1, 8, 2};
+    /* a still image, a three-frame one (every frame at the same temporal position in
+     * Qwen2.5-VL, so the text after it continues at next + max(h, w) / 2, not next + 3), a tall
+     * one */
+    const int64_t grid[] = {1, 4, 6, 3, 2, 4, 1, 8, 2};
     int64_t ids[256], T = make_prompt(ids, 8, grid, 3), pos[3 * 256], want[3 * 256], next = 0;
     fm_tensor gt = {FM_DTYPE_I64, {2, {3, 3}}, (void *)grid, sizeof grid, NULL};
     fm_error e;
@@ -167,16 +168,20 @@ static void test_rope_index(void) {
         fm_tref_positions(&ref, ids, T, grid, 3, want);
         CHECK_MSG(!memcmp(pos, want, (size_t)(3 * T) * sizeof *pos),
                   "positions differ from the reference's");
-        int64_t mx = 0, first = -1, t_frames = -1;
+        int64_t mx = 0, first = -1;
         for (int64_t i = 0; i < 3 * T; i++)
             mx = want[i] > mx ? want[i] : mx;
         CHECK_EQ_INT(mx + 1, next);
-        for (int64_t i = 0, img = 0; i < T; i++) /* the second image: 8 tokens, one t position */
-            if (ids[i] == IMG && img++ >= 6) {
-                if (first < 0) first = i, t_frames = pos[i];
-                if (i - first < 8) CHECK_EQ_INT(t_frames, pos[i]);
-            }
-        CHECK(first >= 0 && pos[first + 4] == t_frames && pos[T + first + 4] == pos[T + first]);
+        for (int64_t i = 0, img = 0; i < T && first < 0; i++) /* the second image's first token */
+            if (ids[i] == IMG && img++ == 6) first = i;
+        for (int64_t k = 0; first >= 0 && k < 6; k++) /* 3 frames of 1x2 cells */
+            CHECK_MSG(pos[first + k] == pos[first] && pos[T + first + k] == pos[T + first] &&
+                          pos[2 * T + first + k] == pos[2 * T + first] + k % 2,
+                      "token %lld of the 3-frame image at (%lld, %lld, %lld)", (long long)k,
+                      (long long)pos[first + k], (long long)pos[T + first + k],
+                      (long long)pos[2 * T + first + k]);
+        /* the vision_end after it: next + max(1, 1, 2) */
+        CHECK(first >= 0 && pos[first + 6] == pos[first] + 2);
     }
     fm_tref_free(&ref);
     fm_model_free(m);

@@ -232,6 +232,10 @@ static void test_tower_vs_ref64(void) {
     const int64_t *hub[] = {g_hub};
     const int nh[] = {2};
     check_against_ref(&d, hub, nh, 1, "D: bf16, patch 14, window 112");
+    /* tiny patch embeddings: RMSNorm inputs of mean square ~1e-5, where eps 1e-6 vs 1e-5 shows */
+    fm_qfix f = qcfg(2, 64, 4, 72, 48, 4, 2, "[1]");
+    f.patch_scale = 0.0005f;
+    check_against_ref(&f, sets + 1, n_img + 1, 1, "F: small activations");
     if (!quick) {
         fm_qfix e = qcfg(2, 64, 4, 72, 48, 4, 2, "[0]");
         const int64_t g_big[] = {1, 16, 22, 2, 12, 8};
@@ -333,6 +337,42 @@ static void test_config_refusals(void) {
     expect_refused(&q, "vision_config.intermediate_size");
 }
 
+/* transformers' class defaults (which differ from the hub's) and the tie flag's precedence. */
+static fm_qwen25vl_config *parse(const char *json) {
+    fm_config *c = NULL;
+    void *out = NULL;
+    fm_error e;
+    CHECK_OK(fm_config_parse(json, strlen(json), "test", &c, &e), &e);
+    if (c) CHECK_OK(fm_qwen25vl_parse_config(c, "test", &out, &e), &e);
+    fm_config_free(c);
+    return out;
+}
+
+static void test_config_defaults(void) {
+    fm_qwen25vl_config *c = parse("{\"model_type\": \"qwen2_5_vl\", \"vision_config\": {}}");
+    if (c) {
+        const fm_qwen2vl_vision_config *v = &c->base.v;
+        CHECK(v->depth == 32 && v->embed_dim == 3584 && v->mlp_hidden == 3420 &&
+              v->hidden_size == 3584 && v->num_heads == 16 && v->in_channels == 3);
+        CHECK(v->patch_size == 14 && v->temporal_patch_size == 2 && v->spatial_merge_size == 2);
+        CHECK(v->act == FM_ACTIVATION_SILU && c->window_size == 112 && c->window_cells == 4);
+        CHECK(c->tokens_per_second == 4 && !c->base.tie_word_embeddings);
+        for (int64_t i = 0; i < 40; i++)
+            CHECK_MSG(fm_qwen25vl_full_block(c, i) == (i == 7 || i == 15 || i == 23 || i == 31),
+                      "block %lld full: %d", (long long)i, fm_qwen25vl_full_block(c, i));
+        CHECK(c->base.t.rope_theta == 1e6 && c->base.t.qkv_bias && !c->base.t.qk_norm);
+    }
+    fm_free(c);
+    /* the top level's tie flag wins; text_config's applies when the top level has none */
+    c = parse("{\"tie_word_embeddings\": false, \"text_config\": {\"tie_word_embeddings\": true},"
+              " \"vision_config\": {}}");
+    CHECK(c && !c->base.tie_word_embeddings);
+    fm_free(c);
+    c = parse("{\"text_config\": {\"tie_word_embeddings\": true}, \"vision_config\": {}}");
+    CHECK(c && c->base.tie_word_embeddings);
+    fm_free(c);
+}
+
 /* ---- threads, plan reuse, bad input ------------------------------------------------------- */
 static void test_threads_plan_and_input(void) {
     fm_qfix q = qcfg(2, 64, 4, 72, 48, 4, 2, "[1]");
@@ -418,6 +458,7 @@ int main(void) {
     RUN(test_windows_matter);
     RUN(test_channel_spellings);
     RUN(test_config_refusals);
+    RUN(test_config_defaults);
     RUN(test_threads_plan_and_input);
     RUN(test_alloc_failures);
     fprintf(stderr, "max rel-L2 vs float64 reference: %.3g\n", worst);
