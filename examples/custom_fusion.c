@@ -75,7 +75,7 @@ static fm_status fused_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor 
 static fm_status gate_up_class(const fm_module_class *orig, const fm_module_class **out,
                                fm_error *err) {
     fm_module_class *c = calloc(1, sizeof *c);
-    char *name = malloc(strlen(orig->name) + 6);
+    char *name = malloc(strlen(orig->name) + sizeof "Custom");
     if (!c || !name) return free(c), free(name), fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     sprintf(name, "Custom%s", orig->name);
     *c = (fm_module_class){.name = name,
