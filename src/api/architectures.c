@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "api/model_internal.h"
+#include "models/qwen2_5_vl/qwen2_5_vl.h"
 #include "models/qwen2_vl/qwen2_vl.h"
 
 typedef struct architecture {
@@ -13,6 +14,7 @@ typedef struct architecture {
 
 static const architecture architectures[] = {
     {"qwen2_vl", fm_qwen2vl_register},
+    {"qwen2_5_vl", fm_qwen25vl_register}, /* after qwen2_vl: shares its classes */
 };
 
 #define N_ARCH (sizeof architectures / sizeof *architectures)

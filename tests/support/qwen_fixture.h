@@ -1,5 +1,5 @@
-/* Test/bench support: writes small random Qwen2-VL checkpoints (config.json + safetensors
- * with hub names) through the library's own writer. */
+/* Test/bench support: writes small random Qwen2-VL and Qwen2.5-VL checkpoints (config.json +
+ * safetensors with hub names) through the library's own writer. */
 #ifndef FM_TEST_QWEN_FIXTURE_H
 #define FM_TEST_QWEN_FIXTURE_H
 
@@ -24,9 +24,23 @@ typedef struct fm_qfix {
     float patch_scale;        /* scale of the patch-embedding weight (0: scale) */
     const char *extra_config; /* extra top-level JSON members, e.g. "\"fusion_config\": {...}" (no
                                  trailing comma) */
+    const char *channels_key; /* vision_config spelling of in_channels: "in_chans" (NULL, the
+                                 hub's), "in_channels", "both" (the two keys) or "none" */
+    /* Qwen2.5-VL (arch FM_QFIX_QWEN2_5_VL, fm_qfix_init_qwen25): embed_dim is the vision
+     * hidden_size, hidden_size its out_hidden_size; mlp_ratio is unused. */
+    int arch;
+    int vision_inter;         /* vision_config.intermediate_size */
+    int window_size;          /* vision_config.window_size (pixels) */
+    const char *fullatt;      /* fullatt_block_indexes as JSON text, e.g. "[1]" (NULL: omitted) */
+    const char *vision_extra; /* extra vision_config members (no trailing comma), or NULL */
 } fm_qfix;
 
+enum { FM_QFIX_QWEN2_VL = 0, FM_QFIX_QWEN2_5_VL = 1 };
+
 void fm_qfix_init(fm_qfix *q); /* tiny defaults: embed 32, 4 heads, depth 2, text 1 layer */
+/* Tiny Qwen2.5-VL defaults: as fm_qfix_init, silu, vision MLP 40, windows of 2x2 merged cells
+ * (window_size 56 with patch 14), full attention in block 1. */
+void fm_qfix_init_qwen25(fm_qfix *q);
 /* Writes config.json + weights into dir (created). */
 fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err);
 /* The config.json text (caller frees with fm_free). */
