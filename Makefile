@@ -30,6 +30,8 @@ CFLAGS   ?= -g
 ALLFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -ffp-contract=off -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
             -Iinclude -Isrc
 LDLIBS   := -ljansson -lpcre2-8 -lutf8proc -lopenblas -lpng -ljpeg -lm -lpthread
+# The CLI alone links the HTTP server library (`fusemap serve`); the library never does.
+CLI_LDLIBS := -lmicrohttpd
 LDFLAGS  ?=
 ALLLDFLAGS := $(LDFLAGS) $(EXTRA_LDFLAGS)
 
@@ -92,7 +94,7 @@ $(SHARED): $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $@
 
 $(BUILD)/fusemap: $(CLI_OBJ) $(STATIC)
-	$(CC) $(ALLFLAGS) -o $@ $(CLI_OBJ) $(STATIC) $(ALLLDFLAGS) $(LDLIBS)
+	$(CC) $(ALLFLAGS) -o $@ $(CLI_OBJ) $(STATIC) $(ALLLDFLAGS) $(CLI_LDLIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(TSUP_OBJ) $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)

@@ -231,32 +231,21 @@ static fm_status build_prompt(const gen_args *a, fm_model *m, const fm_tokenizer
     char *json = NULL;
     size_t len = 0;
     fm_chat_template *tmpl = NULL;
+    fm_image imgs[FM_CLI_MAX_IMAGES];
     fm_status st =
         a->prompt ? prompt_json(a, &json, &len, err)
                   : fm_cli_read_input(a->messages, FM_CHAT_MAX_MESSAGES_BYTES, &json, &len, err);
     if (st == FM_OK) st = fm_chat_template_load(a->dir, &tmpl, err);
-    if (st == FM_OK && a->n_images)
-        st = fm_cli_preprocess_images(m, a->images, a->n_images, pv, grid, err);
+    bool loaded =
+        st == FM_OK && (st = fm_cli_load_images(a->images, a->n_images, imgs, err)) == FM_OK;
     if (st == FM_OK)
-        st = fm_model_encode_chat(m, tok, tmpl, json, len, true, a->n_images ? grid : NULL, ids, n,
-                                  err);
+        st = fm_cli_chat_prompt(m, tok, tmpl, json, len, imgs, (size_t)a->n_images, pv, grid, ids,
+                                n, err);
+    for (int i = 0; loaded && i < a->n_images; i++)
+        fm_image_free(&imgs[i]);
     fm_chat_template_free(tmpl);
     fm_free(json);
     return st;
-}
-
-/* Stop ids: generation_config.json's eos ids, and <|im_end|> (the end of a chat turn). */
-static size_t stop_ids(const fm_generation_config *gc, const fm_tokenizer *tok, int32_t *out,
-                       size_t cap) {
-    size_t n = 0;
-    for (size_t i = 0; i < gc->n_eos_token_ids && n < cap; i++)
-        out[n++] = (int32_t)gc->eos_token_ids[i];
-    int32_t im_end = tok ? fm_tokenizer_token_to_id(tok, "<|im_end|>", 10) : -1;
-    bool have = false;
-    for (size_t i = 0; i < n; i++)
-        have |= out[i] == im_end;
-    if (im_end >= 0 && !have && n < cap) out[n++] = im_end;
-    return n;
 }
 
 static bool stream_text(void *ctx, int32_t id, const char *text, size_t len) {
@@ -297,7 +286,7 @@ static fm_status generate(const gen_args *a, fm_model *m, const fm_tokenizer *to
     if (st == FM_OK) st = build_prompt(a, m, tok, &ids, &n, &pv, &grid, err);
     if (st == FM_OK) st = fm_generation_config_new_tokens(&gc, (int64_t)n, &go.max_new_tokens, err);
     go.kv_dtype = a->kv, go.threads = a->threads, go.tokenizer = tok;
-    go.stop_ids = stops, go.n_stop = stop_ids(&gc, tok, stops, sizeof stops / sizeof *stops);
+    go.stop_ids = stops, go.n_stop = fm_cli_stop_ids(&gc, tok, stops, sizeof stops / sizeof *stops);
     if (!a->json) go.on_token = stream_text;
     if (st == FM_OK)
         st = fm_generate(m, ids, n, pv.data ? &pv : NULL, pv.data ? &grid : NULL, &go, &r, err);

@@ -66,17 +66,32 @@ static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
     }
 }
 
+/* The patch geometry (C, T, P) of the unfused model's patch embedding: the Conv3d `proj` of the
+ * tower's `patch_embed`, read from the module (a config may spell the channels in_chans or
+ * in_channels; the weight is what counts). */
+static fm_status patch_geometry(const fm_model *plain, int64_t *c, int64_t *t, int64_t *p,
+                                fm_error *err) {
+    const fm_model_builder *b =
+        fm_model_builder_find(fm_model_type(plain), fm_model_architecture(plain));
+    char path[512];
+    snprintf(path, sizeof path, "%s.patch_embed.proj", b && b->vision_tower ? b->vision_tower : "");
+    fm_conv3d_geometry g;
+    fm_module *proj = b && b->vision_tower ? fm_module_find(fm_model_root(plain), path) : NULL;
+    if (!proj || fm_conv3d_geometry_of(proj, &g, NULL) != FM_OK)
+        return fm_error_set(err, FM_ERR_UNSUPPORTED,
+                            "verify: the model has no Conv3d patch embedding ('%s')", path);
+    *c = g.in_channels, *t = g.kernel[0], *p = g.kernel[1];
+    return FM_OK;
+}
+
 /* A random input of the model's shape: two images, grids (1, 2m, 2m) and (2, 2m, 4m). */
-static fm_status make_input(const fm_model *m, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
-    const fm_config *c = fm_model_config(m);
+static fm_status make_input(const fm_model *plain, fm_tensor *pv, fm_tensor *grid, fm_error *err) {
     int64_t ms = 2, P = 14, T = 2, C = 3;
-    fm_config_get_int(c, "vision_config.spatial_merge_size", &ms, NULL);
-    fm_config_get_int(c, "vision_config.patch_size", &P, NULL);
-    fm_config_get_int(c, "vision_config.temporal_patch_size", &T, NULL);
-    fm_config_get_int(c, "vision_config.in_channels", &C, NULL);
+    fm_config_get_int(fm_model_config(plain), "vision_config.spatial_merge_size", &ms, NULL);
+    fm_status st = patch_geometry(plain, &C, &T, &P, err);
     int64_t g[6] = {1, 2 * ms, 2 * ms, 2, 2 * ms, 4 * ms};
     fm_shape gs = {2, {2, 3}}, ps = {2, {g[0] * g[1] * g[2] + g[3] * g[4] * g[5], C * T * P * P}};
-    fm_status st = fm_tensor_alloc(grid, FM_DTYPE_I64, &gs, err);
+    if (st == FM_OK) st = fm_tensor_alloc(grid, FM_DTYPE_I64, &gs, err);
     if (st == FM_OK) memcpy(grid->data, g, sizeof g);
     if (st == FM_OK) st = fm_tensor_alloc(pv, FM_DTYPE_F32, &ps, err);
     uint64_t s = 0x9E3779B97F4A7C15ull;
@@ -252,7 +267,7 @@ static int verify(verify_args *a) {
     lo.strict = false;
     if (st == FM_OK)
         st = fm_cli_load(a->dir, &lo, true, &plain, NULL, &err); /* the fused load warned */
-    if (st == FM_OK) st = make_input(fused, &pv, &grid, &err);
+    if (st == FM_OK) st = make_input(plain, &pv, &grid, &err);
     fm_run_options ro = {a->threads, NULL, NULL};
     if (st == FM_OK) st = fm_model_vision_features(fused, &pv, &grid, &ro, &of, &err);
     if (st == FM_OK) st = fm_model_vision_features(plain, &pv, &grid, &ro, &ou, &err);

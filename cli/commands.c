@@ -12,7 +12,8 @@
     X(prompt, "render the model's chat template for a message list")                               \
     X(tokenize, "text to token ids and back, as Hugging Face's tokenizer (JSON Lines)")            \
     X(forward, "the language model's logits for every position of a prompt given as token ids")    \
-    X(generate, "answer a prompt (text and images) with the model, streaming the text")
+    X(generate, "answer a prompt (text and images) with the model, streaming the text")            \
+    X(serve, "an OpenAI-compatible chat server (HTTP) for the loaded model, batched decoding")
 
 #define FM_CLI_DECLARE(name, summary)                                                              \
     extern const fm_cli_help fm_cli_##name##_help;                                                 \

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "fusemap/image.h"
+#include "fusemap/tokenizer.h"
 #include "progress.h"
 
 /* Keys shown per kind of warning; the rest are counted in one more line. */
@@ -245,22 +246,57 @@ fm_status fm_cli_read_pixel_values(const char *path, fm_tensor *pv, fm_tensor *g
     return st;
 }
 
-fm_status fm_cli_preprocess_images(const fm_model *m, const char *const *paths, int n,
-                                   fm_tensor *pv, fm_tensor *grid, fm_error *err) {
-    fm_image imgs[FM_CLI_MAX_IMAGES];
+fm_status fm_cli_load_images(const char *const *paths, int n, fm_image *imgs, fm_error *err) {
     fm_status st = n <= FM_CLI_MAX_IMAGES
                        ? FM_OK
                        : fm_error_set(err, FM_ERR_LIMIT, "at most %d images", FM_CLI_MAX_IMAGES);
-    memset(imgs, 0, sizeof imgs);
+    for (int i = 0; i < n && i < FM_CLI_MAX_IMAGES; i++)
+        memset(&imgs[i], 0, sizeof imgs[i]);
     /* transformers' load_image applies the EXIF orientation before preprocessing */
     for (int i = 0; st == FM_OK && i < n; i++) {
         st = fm_image_load(paths[i], &imgs[i], err);
         if (st == FM_OK) st = fm_image_apply_orientation(&imgs[i], err);
     }
+    if (st != FM_OK)
+        for (int i = 0; i < n && i < FM_CLI_MAX_IMAGES; i++)
+            fm_image_free(&imgs[i]);
+    return st;
+}
+
+fm_status fm_cli_preprocess_images(const fm_model *m, const char *const *paths, int n,
+                                   fm_tensor *pv, fm_tensor *grid, fm_error *err) {
+    fm_image imgs[FM_CLI_MAX_IMAGES];
+    fm_status st = fm_cli_load_images(paths, n, imgs, err);
     if (st == FM_OK) st = fm_model_preprocess_images(m, imgs, (size_t)n, pv, grid, err);
-    for (int i = 0; i < n && i < FM_CLI_MAX_IMAGES; i++)
+    for (int i = 0; st == FM_OK && i < n; i++)
         fm_image_free(&imgs[i]);
     return st;
+}
+
+fm_status fm_cli_chat_prompt(const fm_model *m, const fm_tokenizer *tok,
+                             const fm_chat_template *tmpl, const char *json, size_t len,
+                             const fm_image *imgs, size_t n_images, fm_tensor *pv, fm_tensor *grid,
+                             int64_t **ids, size_t *n, fm_error *err) {
+    fm_status st = FM_OK;
+    if (n_images) st = fm_model_preprocess_images(m, imgs, n_images, pv, grid, err);
+    if (st == FM_OK)
+        st = fm_model_encode_chat(m, tok, tmpl, json, len, true, n_images ? grid : NULL, ids, n,
+                                  err);
+    if (st != FM_OK && n_images) fm_tensor_free(pv), fm_tensor_free(grid);
+    return st;
+}
+
+size_t fm_cli_stop_ids(const fm_generation_config *gc, const fm_tokenizer *tok, int32_t *out,
+                       size_t cap) {
+    size_t n = 0;
+    for (size_t i = 0; i < gc->n_eos_token_ids && n < cap; i++)
+        out[n++] = (int32_t)gc->eos_token_ids[i];
+    int32_t im_end = tok ? fm_tokenizer_token_to_id(tok, "<|im_end|>", 10) : -1;
+    bool have = false;
+    for (size_t i = 0; i < n; i++)
+        have |= out[i] == im_end;
+    if (im_end >= 0 && !have && n < cap) out[n++] = im_end;
+    return n;
 }
 
 int fm_cli_parse_threads(const fm_cli_command *cmd, const char *v, int *out) {

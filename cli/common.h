@@ -7,8 +7,11 @@
 #include <stdio.h>
 
 #include "commands.h"
+#include "fusemap/chat.h"
+#include "fusemap/generate.h"
 #include "fusemap/loading.h"
 #include "fusemap/models.h"
+#include "fusemap/tokenizer.h"
 
 /* "auto" -> FM_DTYPE_INVALID, "f32"/"float32", "bf16"/"bfloat16", "f16"/"float16"; -2 if bad. */
 int fm_cli_parse_dtype(const char *s, fm_dtype *out);
@@ -52,5 +55,24 @@ fm_status fm_cli_read_pixel_values(const char *path, fm_tensor *pv, fm_tensor *g
 /* Loads n images (EXIF orientation applied) and preprocesses them with the model's processor. */
 fm_status fm_cli_preprocess_images(const fm_model *m, const char *const *paths, int n,
                                    fm_tensor *pv, fm_tensor *grid, fm_error *err);
+/* Loads n (<= FM_CLI_MAX_IMAGES) image files into imgs[n], EXIF orientation applied, as
+ * transformers' load_image does (caller frees each with fm_image_free; none left on failure). */
+fm_status fm_cli_load_images(const char *const *paths, int n, fm_image *imgs, fm_error *err);
+
+/* The chat prompt as `fusemap generate` and `fusemap serve` build it: the n_images decoded
+ * images (orientation applied; borrowed) preprocessed by the model's processor into *pv and
+ * *grid (caller frees both; untouched when there are none), then the message list (JSON text,
+ * the images' parts in order) rendered with the model's chat template, each template
+ * placeholder expanded per image grid, and encoded with special tokens recognised only in the
+ * template's own bytes. *ids: caller frees with fm_free. */
+fm_status fm_cli_chat_prompt(const fm_model *m, const struct fm_tokenizer *tok,
+                             const struct fm_chat_template *tmpl, const char *json, size_t len,
+                             const fm_image *imgs, size_t n_images, fm_tensor *pv, fm_tensor *grid,
+                             int64_t **ids, size_t *n, fm_error *err);
+
+/* The ids a chat answer stops at: generation_config.json's eos ids, and <|im_end|> (the end of a
+ * chat turn) when the tokenizer has it. Returns how many were written to out[cap]. */
+size_t fm_cli_stop_ids(const fm_generation_config *gc, const struct fm_tokenizer *tok, int32_t *out,
+                       size_t cap);
 
 #endif

@@ -3,7 +3,7 @@
 # is one dpkg-query call and no apt at all (make test runs it every time); on a fresh machine it
 # runs apt-get (as root, else it prints the command).
 set -eu
-PKGS="gcc make pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libopenblas-dev libpng-dev libjpeg-dev"
+PKGS="gcc make pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libopenblas-dev libpng-dev libjpeg-dev libmicrohttpd-dev"
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "deps: no dpkg-query (not Debian?): install the equivalents of: $PKGS" >&2
   exit 0

@@ -164,10 +164,11 @@ static void test_linear_w_empty_k(void) {
  * not depend on the other rows of the call (batched decode of several sequences). */
 static void test_linear_w_threads_and_rows(void) {
     static const fm_dtype dts[] = {FM_DTYPE_F32, FM_DTYPE_BF16, FM_DTYPE_F16};
-    static const int64_t ms[] = {5, 70};
+    /* 2..4 rows take two weight rows per pass (n odd: a single one last), 5 and 8 one */
+    static const int64_t ms[] = {2, 3, 4, 5, 8, 70};
     int64_t n = 203, k = 1000;
     for (int d = 0; d < 3; d++)
-        for (int mi = 0; mi < 2; mi++) {
+        for (int mi = 0; mi < 6; mi++) {
             int64_t m = ms[mi];
             double *wd = malloc((size_t)(n * k) * sizeof *wd);
             void *block, *w = make_weights(dts[d], n, k, &block, wd);

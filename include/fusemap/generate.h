@@ -193,6 +193,9 @@ typedef struct fm_generate_options {
     const struct fm_tokenizer *tokenizer;
     bool (*on_token)(void *ctx, int32_t id, const char *text, size_t len);
     void *ctx;
+    /* Optional: the logits each token is chosen from (F32 [vocab], borrowed for the call), before
+     * any processor, e.g. for log-probabilities. */
+    void (*on_logits)(void *ctx, const float *logits, int64_t vocab);
 } fm_generate_options;
 /* max_new_tokens 20, F32 cache, greedy sampling options, no stop ids. */
 FM_API void fm_generate_options_init(fm_generate_options *o);
@@ -217,6 +220,70 @@ FM_API void fm_generate_result_free(fm_generate_result *r); /* accepts NULL */
 FM_API fm_status fm_generate(struct fm_model *m, const int64_t *ids, size_t n,
                              const fm_tensor *pixel_values, const fm_tensor *image_grid_thw,
                              const fm_generate_options *o, fm_generate_result *out, fm_error *err);
+
+/* ---- batched generation ------------------------------------------------------------------------
+ * Several sequences over one KV cache of `slots` slots (a server's concurrent requests). A
+ * sequence's prompt is prefilled alone (one forward of all its rows, images through the vision
+ * tower, exactly as fm_generate does), then each fm_batch_step decodes one token of every
+ * running sequence in one forward with one row per sequence, each in its own slot (one pass over
+ * the weights serves them all; more than FM_BATCH_MAX_ROWS running sequences take several
+ * forwards of at most that many rows). Every row of such a forward is computed independently of
+ * the others (docs/decisions.md "Decoder kernels"), so a sequence's tokens are the ones
+ * fm_generate gives for it alone with the same options, whatever else runs beside it.
+ * fm_generate itself runs through a batch of one slot. One thread at a time per batch, and no
+ * other forward on the model meanwhile. */
+/* Rows per decode forward: the decoder's GEMV path (rows computed independently of each other)
+ * takes up to this many rows; more would take the prefill GEMM, whose per-row bits may differ. */
+#define FM_BATCH_MAX_ROWS 8
+
+typedef struct fm_batch fm_batch;
+
+typedef struct fm_batch_options {
+    int slots;         /* sequences at once, 1..4096 (default 1) */
+    int64_t capacity;  /* positions per slot (prompt + generated), 1..max_position_embeddings */
+    fm_dtype kv_dtype; /* F32 (default) or BF16 */
+    int threads;       /* 0: all cores */
+} fm_batch_options;
+/* One slot, capacity 0 (must be set), F32 cache, all cores. */
+FM_API void fm_batch_options_init(fm_batch_options *o);
+
+/* Allocates the KV cache (slots x capacity positions, at once). `m` is borrowed until
+ * fm_batch_free. *out: caller frees with fm_batch_free. */
+FM_API fm_status fm_batch_new(struct fm_model *m, const fm_batch_options *o, fm_batch **out,
+                              fm_error *err);
+FM_API void fm_batch_free(fm_batch *b); /* accepts NULL; ends every sequence */
+
+FM_API int fm_batch_slots(const fm_batch *b);
+FM_API int fm_batch_free_slots(const fm_batch *b); /* slots no sequence holds */
+FM_API int fm_batch_running(const fm_batch *b);    /* sequences that the next step decodes */
+FM_API int64_t fm_batch_capacity(const fm_batch *b);
+
+/* Starts a sequence in a free slot: the checks of fm_generate (ids in the vocabulary, images
+ * against the grids, prompt + max_new_tokens within the slot's capacity: FM_ERR_LIMIT naming
+ * both), the prefill, and the choice of its first token (streamed through o->on_token). o's
+ * threads and kv_dtype are the batch's and ignored here; o and its stop ids, tokenizer and ctx
+ * are borrowed until fm_batch_end. *seq receives the sequence's handle (its slot), which holds
+ * the slot until fm_batch_end, even when this call fails after claiming it (then the sequence is
+ * finished and fm_batch_end returns its error); *seq is -1 when no slot was claimed
+ * (FM_ERR_LIMIT when every slot is held, or a check failed). */
+FM_API fm_status fm_batch_start(fm_batch *b, const int64_t *ids, size_t n,
+                                const fm_tensor *pixel_values, const fm_tensor *image_grid_thw,
+                                const fm_generate_options *o, int *seq, fm_error *err);
+
+/* One decode step: one more token of every running sequence. A sequence stops running at a stop
+ * id, after max_new_tokens, or when its on_token returns false (FM_STOP_CANCELLED). A failed
+ * forward or sampler finishes the sequences it concerned with that error (fm_batch_end returns
+ * it) and is returned here too; the others go on. Nothing to decode: FM_OK at once. */
+FM_API fm_status fm_batch_step(fm_batch *b, fm_error *err);
+
+/* True when sequence seq no longer runs (finished, failed or cancelled). */
+FM_API bool fm_batch_finished(const fm_batch *b, int seq);
+
+/* Ends sequence seq and frees its slot. A sequence still running is cancelled (FM_STOP_CANCELLED;
+ * its on_token is not called again). out (may be NULL) receives its result (caller frees with
+ * fm_generate_result_free), written on success only. Returns the sequence's own error, if it
+ * failed. */
+FM_API fm_status fm_batch_end(fm_batch *b, int seq, fm_generate_result *out, fm_error *err);
 
 #ifdef __cplusplus
 }

@@ -63,6 +63,11 @@ FM_API void fm_image_free(fm_image *img);
  */
 FM_API fm_status fm_image_decode(const void *bytes, size_t len, const char *label, fm_image *out,
                                  fm_error *err);
+/* fm_image_decode refusing images of more than max_pixels pixels (at most FM_IMAGE_MAX_PIXELS;
+ * larger values mean that), checked from the header before any pixel memory is allocated: for
+ * untrusted input with a tighter budget (a server's requests). */
+FM_API fm_status fm_image_decode_limited(const void *bytes, size_t len, const char *label,
+                                         uint64_t max_pixels, fm_image *out, fm_error *err);
 /* Reads the file at `path` and decodes it as fm_image_decode. Open/read failures give
  * FM_ERR_IO (FM_ERR_NOT_FOUND when the file does not exist). */
 FM_API fm_status fm_image_load(const char *path, fm_image *out, fm_error *err);

@@ -40,21 +40,24 @@ const char *fm_image_format_name(fm_image_format f) {
     }
 }
 
-/* Pixel-count and byte-size check shared by alloc and the decoders (before allocation). */
-static fm_status check_dims(uint64_t w, uint64_t h, const char *label, fm_error *err) {
+/* Pixel-count and byte-size check shared by alloc and the decoders (before allocation): at most
+ * `max` pixels (itself at most FM_IMAGE_MAX_PIXELS). */
+static fm_status check_dims(uint64_t w, uint64_t h, uint64_t max, const char *label,
+                            fm_error *err) {
     if (w == 0 || h == 0)
         return fm_error_set(err, FM_ERR_IMAGE, "%s: zero-sized image (%llux%llu)", label,
                             (unsigned long long)w, (unsigned long long)h);
-    if (w > UINT32_MAX || h > UINT32_MAX || w * h > FM_IMAGE_MAX_PIXELS)
+    if (max > FM_IMAGE_MAX_PIXELS) max = FM_IMAGE_MAX_PIXELS;
+    if (w > UINT32_MAX || h > UINT32_MAX || w * h > max)
         return fm_error_set(err, FM_ERR_IMAGE,
                             "%s: image of %llux%llu pixels exceeds the limit of %llu pixels", label,
-                            (unsigned long long)w, (unsigned long long)h, FM_IMAGE_MAX_PIXELS);
+                            (unsigned long long)w, (unsigned long long)h, (unsigned long long)max);
     return FM_OK;
 }
 
 fm_status fm_image_alloc(fm_image *img, uint32_t width, uint32_t height, fm_error *err) {
     if (!img) return fm_error_set(err, FM_ERR_INVALID_ARG, "fm_image_alloc: NULL image");
-    fm_status st = check_dims(width, height, "fm_image_alloc", err);
+    fm_status st = check_dims(width, height, FM_IMAGE_MAX_PIXELS, "fm_image_alloc", err);
     if (st != FM_OK) return st;
     size_t n = (size_t)width * height * 3; /* <= 3 * FM_IMAGE_MAX_PIXELS: no overflow */
     uint8_t *d = fm_malloc(n);
@@ -142,6 +145,7 @@ typedef struct png_ctx {
     uint8_t *row;         /* owned scratch: one decoded row, or the whole image if interlaced */
     png_bytep *rows;      /* owned: row pointers into `row` (interlaced only) */
     fm_image img;         /* owned until success */
+    uint64_t max_pixels;  /* the caller's pixel limit */
     bool nomem;           /* an allocation failed (even one libpng treats as benign) */
     bool pixels_done;     /* every row decoded: errors after this point lose nothing */
     bool after_idat;      /* chunks seen now follow the image data */
@@ -293,7 +297,7 @@ static fm_status png_header(png_structp png, png_infop info, const char *label, 
     png_set_user_limits(png, 0x7fffffffu, 0x7fffffffu); /* our own pixel limit governs */
     png_read_info(png, info);
     png_get_IHDR(png, info, &g->w, &g->h, &g->bit_depth, &g->color_type, NULL, NULL, NULL);
-    fm_status st = check_dims(g->w, g->h, label, err);
+    fm_status st = check_dims(g->w, g->h, ((png_ctx *)png_get_io_ptr(png))->max_pixels, label, err);
     if (st != FM_OK) return st;
     png_setup(png, g->color_type, g->bit_depth);
     g->passes = png_set_interlace_handling(png);
@@ -351,11 +355,11 @@ static fm_status png_run(png_structp png, png_infop info, png_infop end_info, pn
     return FM_OK;
 }
 
-static fm_status decode_png(const uint8_t *bytes, size_t len, const char *label, fm_image *out,
-                            fm_error *err) {
+static fm_status decode_png(const uint8_t *bytes, size_t len, const char *label, uint64_t max,
+                            fm_image *out, fm_error *err) {
     png_ctx *c = fm_calloc(1, sizeof *c);
     if (!c) return fm_error_set(err, FM_ERR_NOMEM, "%s: PNG decoder state", label);
-    c->src = bytes, c->len = len;
+    c->src = bytes, c->len = len, c->max_pixels = max;
     png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, c, png_on_error,
                                                png_on_warning, c, png_on_malloc, png_on_free);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -395,8 +399,9 @@ typedef struct jpg_ctx {
     struct jpeg_progress_mgr prog;
     jmp_buf jb;
     char msg[JMSG_LENGTH_MAX];
-    uint8_t *row; /* owned scratch row */
-    fm_image img; /* owned until success */
+    uint8_t *row;        /* owned scratch row */
+    fm_image img;        /* owned until success */
+    uint64_t max_pixels; /* the caller's pixel limit */
 } jpg_ctx;
 
 static void jpg_on_error(j_common_ptr ci) {
@@ -483,7 +488,7 @@ static fm_status jpg_run(jpg_ctx *c, const uint8_t *bytes, size_t len, const cha
     else
         return fm_error_set(err, FM_ERR_IMAGE, "%s: JPEG with %d components is not supported",
                             label, comps);
-    fm_status st = check_dims(ci->image_width, ci->image_height, label, err);
+    fm_status st = check_dims(ci->image_width, ci->image_height, c->max_pixels, label, err);
     if (st != FM_OK) return st;
     jpeg_start_decompress(ci);
     uint32_t w = ci->output_width, h = ci->output_height;
@@ -505,10 +510,11 @@ static fm_status jpg_run(jpg_ctx *c, const uint8_t *bytes, size_t len, const cha
     return FM_OK; /* the EOI marker is not required (jpeg_destroy aborts the rest) */
 }
 
-static fm_status decode_jpeg(const uint8_t *bytes, size_t len, const char *label, fm_image *out,
-                             fm_error *err) {
+static fm_status decode_jpeg(const uint8_t *bytes, size_t len, const char *label, uint64_t max,
+                             fm_image *out, fm_error *err) {
     jpg_ctx *c = fm_calloc(1, sizeof *c);
     if (!c) return fm_error_set(err, FM_ERR_NOMEM, "%s: JPEG decoder state", label);
+    c->max_pixels = max;
     c->cinfo.err = jpeg_std_error(&c->jerr);
     c->jerr.error_exit = jpg_on_error;
     c->jerr.emit_message = jpg_on_message;
@@ -538,14 +544,19 @@ static fm_status decode_jpeg(const uint8_t *bytes, size_t len, const char *label
 
 fm_status fm_image_decode(const void *bytes, size_t len, const char *label, fm_image *out,
                           fm_error *err) {
+    return fm_image_decode_limited(bytes, len, label, FM_IMAGE_MAX_PIXELS, out, err);
+}
+
+fm_status fm_image_decode_limited(const void *bytes, size_t len, const char *label,
+                                  uint64_t max_pixels, fm_image *out, fm_error *err) {
     if (!label) label = "<image>";
     if (!out) return fm_error_set(err, FM_ERR_INVALID_ARG, "%s: NULL output image", label);
     if (!bytes || len == 0) return fm_error_set(err, FM_ERR_IMAGE, "%s: empty image data", label);
     switch (fm_image_sniff(bytes, len)) {
     case FM_IMAGE_FORMAT_PNG:
-        return decode_png(bytes, len, label, out, err);
+        return decode_png(bytes, len, label, max_pixels, out, err);
     case FM_IMAGE_FORMAT_JPEG:
-        return decode_jpeg(bytes, len, label, out, err);
+        return decode_jpeg(bytes, len, label, max_pixels, out, err);
     default:
         break;
     }

@@ -156,6 +156,7 @@ void fm_k_conv3d(float *y, const float *x, const float *w, const float *b, int64
  * depend on the pool size. scratch: fm_k_linear_w_scratch_floats(m, n, k, pool threads)
  * floats, 64-byte aligned preferred (may be NULL when that is 0). y must not overlap x, w or
  * scratch. m, n, k <= INT_MAX. */
+#define FM_K_GEMV_MAX_M 8 /* rows at or below which the GEMV path runs */
 size_t fm_k_linear_w_scratch_floats(int64_t m, int64_t n, int64_t k, int threads);
 void fm_k_linear_w(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w, fm_dtype wdt,
                    const float *b, int64_t m, int64_t n, int64_t k, int act, float *scratch,

@@ -11,7 +11,7 @@
 /* Rows at or below which the GEMV path runs. Measured at 2B shapes: per row, the GEMV at 8 rows
  * is still faster than the converted-panel sgemm at 9 to 16 rows (whose panel conversion is a
  * fixed cost per call); with 16 output rows or more the sgemm path wins. */
-#define GEMV_MAX_M 8
+#define GEMV_MAX_M FM_K_GEMV_MAX_M
 /* Weight rows per GEMV task (contiguous: one sequential stream per task). */
 #define GEMV_RB 64
 /* Largest f32 panel converted per thread, in floats (8 MB), and the panel width bounds. */
@@ -31,6 +31,10 @@
  * instead of one chain of two) where the register file holds them: 32 vector registers with
  * AVX-512, 16 elsewhere. Fixed per build, so a row's result never depends on the group size. */
 #define GEMV_SPLIT (FM_VW >= 16)
+/* Two weight rows per pass for 2..4 x rows (2·MR·2 accumulators + 4 weight vectors fit the
+ * register file with AVX-512; one x row keeps the single sequential weight stream, more than
+ * four would spill). Numerically neutral: see gemv_span. */
+#define GEMV_PAIRS(MR) ((MR) >= 2 && (MR) <= 4 && FM_VW >= 16)
 
 typedef struct lw_job {
     float *y; /* [m][ldy] */
@@ -106,45 +110,66 @@ static void x_pack(float *xq, const float *x, int64_t ldx, int64_t m, int64_t k,
     }
 }
 
-/* Accumulates the BK-blocks [i0, i1) of ONE weight row into the MR rows of one packed group:
- * every block is one lane-wise fma into row r's even-lane accumulator and one into its
- * odd-lane accumulator. The accumulators start at zero (i0 == 0) or come from st ([MR][2]
- * vectors) and go back there, so splitting k into spans changes no bit of the result. One
- * weight row at a time keeps the weight stream strictly sequential (rows are contiguous):
- * several rows side by side measured 2-3x slower from DRAM, their k-long streams too short for
- * the hardware prefetchers (software prefetch in this stream measured no gain). */
-static inline __attribute__((always_inline)) void gemv_span(float *st, const float *xq,
-                                                            const unsigned char *w, int64_t i0,
-                                                            int64_t i1, const int MR,
-                                                            const int dt) {
-    fm_vf acc[8], acc_o[8];
+/* Accumulates the BK-blocks [i0, i1) of NW (1 or 2) weight rows into the MR rows of one packed
+ * group: every block is, per weight row and x row, one lane-wise fma into the even-lane
+ * accumulator and one into the odd-lane accumulator. The accumulators start at zero (i0 == 0)
+ * or come from st[c] ([MR][2] vectors per weight row) and go back there, so splitting k into
+ * spans changes no bit of the result, and neither does NW: each output element is accumulated
+ * in the same order whichever rows share the loop. One weight row at a time keeps the weight
+ * stream strictly sequential (rows are contiguous): several rows side by side measured 2-3x
+ * slower from DRAM at one x row, their k-long streams too short for the hardware prefetchers
+ * (software prefetch in this stream measured no gain). With several x rows the packed x (MR
+ * times the weight bytes per block) is the larger stream and comes from L2 once the span
+ * outgrows L1; two weight rows per pass halve those reads (docs/decisions.md). */
+static inline __attribute__((always_inline)) void
+gemv_span(float *st0, float *st1, const float *xq, const unsigned char *w0, const unsigned char *w1,
+          int64_t i0, int64_t i1, const int MR, const int NW, const int dt) {
+    fm_vf acc[2][8], acc_o[2][8];
+    float *st[2] = {st0, st1};
+#pragma GCC unroll 2
+    for (int c = 0; c < NW; c++)
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-        acc[r] = i0 ? fm_v_load(st + (2 * r) * FM_VW) : fm_v_zero();
-        acc_o[r] = i0 ? fm_v_load(st + (2 * r + 1) * FM_VW) : fm_v_zero();
-    }
+        for (int r = 0; r < MR; r++) {
+            acc[c][r] = i0 ? fm_v_load(st[c] + (2 * r) * FM_VW) : fm_v_zero();
+            acc_o[c][r] = i0 ? fm_v_load(st[c] + (2 * r + 1) * FM_VW) : fm_v_zero();
+        }
     const float *xb = xq + i0 * MR;
     for (int64_t i = i0; i < i1; i += BK, xb += MR * BK) {
-        fm_vf we, wo;
-        w_pairs(w, i, dt, &we, &wo);
+        fm_vf we[2], wo[2];
+        w_pairs(w0, i, dt, &we[0], &wo[0]);
+        if (NW > 1) w_pairs(w1, i, dt, &we[1], &wo[1]);
         if (MR > 1) {
-            FM_V_REG(we);
-            FM_V_REG(wo);
+            FM_V_REG(we[0]);
+            FM_V_REG(wo[0]);
+            if (NW > 1) {
+                FM_V_REG(we[1]);
+                FM_V_REG(wo[1]);
+            }
         }
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
-            acc[r] = fm_v_fma(acc[r], we, fm_v_load(xb + r * BK));
-            if (GEMV_SPLIT)
-                acc_o[r] = fm_v_fma(acc_o[r], wo, fm_v_load(xb + r * BK + FM_VW));
-            else
-                acc[r] = fm_v_fma(acc[r], wo, fm_v_load(xb + r * BK + FM_VW));
+            fm_vf xe = fm_v_load(xb + r * BK), xo = fm_v_load(xb + r * BK + FM_VW);
+            if (NW > 1) {
+                FM_V_REG(xe);
+                FM_V_REG(xo);
+            }
+#pragma GCC unroll 2
+            for (int c = 0; c < NW; c++) {
+                acc[c][r] = fm_v_fma(acc[c][r], we[c], xe);
+                if (GEMV_SPLIT)
+                    acc_o[c][r] = fm_v_fma(acc_o[c][r], wo[c], xo);
+                else
+                    acc[c][r] = fm_v_fma(acc[c][r], wo[c], xo);
+            }
         }
     }
+#pragma GCC unroll 2
+    for (int c = 0; c < NW; c++)
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-        fm_v_store(st + (2 * r) * FM_VW, acc[r]);
-        fm_v_store(st + (2 * r + 1) * FM_VW, acc_o[r]);
-    }
+        for (int r = 0; r < MR; r++) {
+            fm_v_store(st[c] + (2 * r) * FM_VW, acc[c][r]);
+            fm_v_store(st[c] + (2 * r + 1) * FM_VW, acc_o[c][r]);
+        }
 }
 
 /* y[r] = fixed pairwise lane sum of row r's accumulators (zero when k < BK), then the k % BK
@@ -177,10 +202,14 @@ gemv_rows(const lw_job *j, int64_t r0, int64_t j0, int64_t j1, const int MR, con
     int64_t kb = j->k / BK * BK, span = GEMV_SPAN / BK * BK;
     for (int64_t c0 = j0; c0 < j1; c0 += GEMV_SUB) {
         int64_t c1 = c0 + GEMV_SUB < j1 ? c0 + GEMV_SUB : j1;
-        for (int64_t i0 = 0; i0 < kb; i0 += span)
-            for (int64_t c = c0; c < c1; c++)
-                gemv_span(st[c - c0], xq, j->w + c * j->wrow, i0, i0 + span < kb ? i0 + span : kb,
-                          MR, dt);
+        for (int64_t i0 = 0; i0 < kb; i0 += span) {
+            int64_t i1 = i0 + span < kb ? i0 + span : kb, c = c0;
+            for (; GEMV_PAIRS(MR) && c + 1 < c1; c += 2)
+                gemv_span(st[c - c0], st[c + 1 - c0], xq, j->w + c * j->wrow,
+                          j->w + (c + 1) * j->wrow, i0, i1, MR, 2, dt);
+            for (; c < c1; c++)
+                gemv_span(st[c - c0], NULL, xq, j->w + c * j->wrow, NULL, i0, i1, MR, 1, dt);
+        }
         for (int64_t c = c0; c < c1; c++)
             gemv_finish(y + c, j->ldy, st[c - c0], xq, j->w + c * j->wrow, j->b ? j->b + c : NULL,
                         j->k, MR, dt);

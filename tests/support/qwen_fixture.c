@@ -1,4 +1,5 @@
-/* Small random Qwen2-VL checkpoints for tests, demos and benchmarks (hub names and order). */
+/* Small random Qwen2-VL and Qwen2.5-VL checkpoints for tests, demos and benchmarks (hub names
+ * and order). */
 #include "qwen_fixture.h"
 
 #include <jansson.h>
@@ -23,10 +24,19 @@ void fm_qfix_init(fm_qfix *q) {
 
 void fm_qfix_init_qwen3(fm_qfix *q) {
     fm_qfix_init(q);
-    q->qwen3 = true;
+    q->arch = FM_QFIX_QWEN3_VL;
     q->patch_size = 16;
     q->hidden_act = "gelu_pytorch_tanh";
     q->deepstack[0] = 0, q->deepstack[1] = 1, q->n_deepstack = 2;
+}
+
+void fm_qfix_init_qwen25(fm_qfix *q) {
+    fm_qfix_init(q);
+    q->arch = FM_QFIX_QWEN2_5_VL;
+    q->hidden_act = "silu";
+    q->vision_inter = 40;
+    q->window_size = 56;
+    q->fullatt = "[1]";
 }
 
 void fm_qfix_fill(float *dst, uint64_t n, float scale, uint64_t *s) {
@@ -38,40 +48,77 @@ void fm_qfix_fill(float *dst, uint64_t n, float scale, uint64_t *s) {
 
 static char *qwen3_config_text(const fm_qfix *q);
 
+/* "in_chans": C (or the spelling q->channels_key asks for), with a trailing ",\n    ". */
+static void channels_text(const fm_qfix *q, char *buf, size_t n) {
+    const char *k = q->channels_key ? q->channels_key : "in_chans";
+    if (!strcmp(k, "none"))
+        buf[0] = '\0';
+    else if (!strcmp(k, "both"))
+        snprintf(buf, n, "\"in_channels\": %d,\n    \"in_chans\": %d,\n    ", q->in_channels,
+                 q->in_channels);
+    else
+        snprintf(buf, n, "\"%s\": %d,\n    ", k, q->in_channels);
+}
+
+/* The vision_config object's members. */
+static void vision_text(const fm_qfix *q, char *buf, size_t n) {
+    char ch[128], full[512] = "";
+    channels_text(q, ch, sizeof ch);
+    const char *act = q->hidden_act ? q->hidden_act : "quick_gelu";
+    if (q->arch != FM_QFIX_QWEN2_5_VL) {
+        snprintf(buf, n,
+                 "\"depth\": %d,\n    \"embed_dim\": %d,\n    \"hidden_act\": \"%s\",\n"
+                 "    \"hidden_size\": %d,\n    %s\"mlp_ratio\": %d,\n    \"num_heads\": %d,\n"
+                 "    \"patch_size\": %d,\n    \"spatial_merge_size\": %d,\n"
+                 "    \"spatial_patch_size\": %d,\n    \"temporal_patch_size\": %d",
+                 q->depth, q->embed_dim, act, q->hidden_size, ch, q->mlp_ratio, q->num_heads,
+                 q->patch_size, q->merge_size, q->patch_size, q->temporal_patch_size);
+    } else {
+        if (q->fullatt)
+            snprintf(full, sizeof full, "\"fullatt_block_indexes\": %s,\n    ", q->fullatt);
+        snprintf(buf, n,
+                 "\"depth\": %d,\n    %s\"hidden_act\": \"%s\",\n    \"hidden_size\": %d,\n"
+                 "    %s\"intermediate_size\": %d,\n    \"model_type\": \"qwen2_5_vl\",\n"
+                 "    \"num_heads\": %d,\n    \"out_hidden_size\": %d,\n    \"patch_size\": %d,\n"
+                 "    \"spatial_merge_size\": %d,\n    \"spatial_patch_size\": %d,\n"
+                 "    \"temporal_patch_size\": %d,\n    \"tokens_per_second\": 2,\n"
+                 "    \"window_size\": %d",
+                 q->depth, full, act, q->embed_dim, ch, q->vision_inter, q->num_heads,
+                 q->hidden_size, q->patch_size, q->merge_size, q->patch_size,
+                 q->temporal_patch_size, q->window_size);
+    }
+    if (q->vision_extra) {
+        size_t w = strlen(buf);
+        snprintf(buf + w, n - w, ",\n    %s", q->vision_extra);
+    }
+}
+
 char *fm_qfix_config_text(const fm_qfix *q) {
-    if (q->qwen3) return qwen3_config_text(q);
-    char text_keys[1024], *out = malloc(8192);
+    if (q->arch == FM_QFIX_QWEN3_VL) return qwen3_config_text(q);
+    char text_keys[1024], vision[4096], *out = malloc(8192);
     if (!out) return NULL;
-    snprintf(
-        text_keys, sizeof text_keys,
-        "\"hidden_size\": %d,\n%s\"intermediate_size\": %d,\n%s\"num_attention_heads\": %d,\n"
-        "%s\"num_hidden_layers\": %d,\n%s\"num_key_value_heads\": %d,\n%s\"rms_norm_eps\": 1e-06,\n"
-        "%s\"rope_theta\": 1000000.0,\n%s\"vocab_size\": %d",
-        q->text_hidden, q->v5_layout ? "    " : "  ", q->text_inter, q->v5_layout ? "    " : "  ",
-        q->text_heads, q->v5_layout ? "    " : "  ", q->text_layers, q->v5_layout ? "    " : "  ",
-        q->text_kv_heads, q->v5_layout ? "    " : "  ", q->v5_layout ? "    " : "  ",
-        q->v5_layout ? "    " : "  ", q->vocab);
+    const char *ind = q->v5_layout ? "    " : "  ";
+    snprintf(text_keys, sizeof text_keys,
+             "\"hidden_size\": %d,\n%s\"intermediate_size\": %d,\n%s\"num_attention_heads\": %d,\n"
+             "%s\"num_hidden_layers\": %d,\n%s\"num_key_value_heads\": %d,\n%s\"rms_norm_eps\": "
+             "1e-06,\n%s\"rope_theta\": 1000000.0,\n%s\"vocab_size\": %d",
+             q->text_hidden, ind, q->text_inter, ind, q->text_heads, ind, q->text_layers, ind,
+             q->text_kv_heads, ind, ind, ind, q->vocab);
+    vision_text(q, vision, sizeof vision);
     const char *dt = q->dtype == FM_DTYPE_BF16  ? "bfloat16"
                      : q->dtype == FM_DTYPE_F16 ? "float16"
                                                 : "float32";
+    bool q25 = q->arch == FM_QFIX_QWEN2_5_VL;
     snprintf(out, 8192,
-             "{\n  \"architectures\": [\n    \"Qwen2VLForConditionalGeneration\"\n  ],\n"
-             "  \"model_type\": \"qwen2_vl\",\n"
+             "{\n  \"architectures\": [\n    \"%s\"\n  ],\n"
+             "  \"model_type\": \"%s\",\n"
              "  %s%s%s,\n"
              "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n"
-             "  \"vision_config\": {\n    \"depth\": %d,\n    \"embed_dim\": %d,\n    "
-             "\"hidden_act\": \"%s\",\n"
-             "    \"hidden_size\": %d,\n    \"in_chans\": %d,\n    \"mlp_ratio\": %d,\n    "
-             "\"num_heads\": %d,\n"
-             "    \"patch_size\": %d,\n    \"spatial_merge_size\": %d,\n    "
-             "\"spatial_patch_size\": %d,\n"
-             "    \"temporal_patch_size\": %d\n  }%s%s\n}\n",
-             q->v5_layout ? "\"text_config\": {\n    " : "", text_keys, q->v5_layout ? "\n  }" : "",
-             q->tie ? "true" : "false", dt, q->depth, q->embed_dim,
-             q->hidden_act ? q->hidden_act : "quick_gelu", q->hidden_size, q->in_channels,
-             q->mlp_ratio, q->num_heads, q->patch_size, q->merge_size, q->patch_size,
-             q->temporal_patch_size, q->extra_config ? ",\n  " : "",
-             q->extra_config ? q->extra_config : "");
+             "  \"vision_config\": {\n    %s\n  }%s%s\n}\n",
+             q25 ? "Qwen2_5_VLForConditionalGeneration" : "Qwen2VLForConditionalGeneration",
+             q25 ? "qwen2_5_vl" : "qwen2_vl", q->v5_layout ? "\"text_config\": {\n    " : "",
+             text_keys, q->v5_layout ? "\n  }" : "", q->tie ? "true" : "false", dt, vision,
+             q->extra_config ? ",\n  " : "", q->extra_config ? q->extra_config : "");
     return out;
 }
 
@@ -182,6 +229,35 @@ static void vision_params(plist *p, const fm_qfix *q) {
     add(p, "visual.merger.mlp.2.bias", 1, q->hidden_size, 0, 0, 0, 0);
 }
 
+static void vision_params_qwen25(plist *p, const fm_qfix *q) {
+    int64_t D = q->embed_dim, I = q->vision_inter, H4 = D * q->merge_size * q->merge_size;
+    char n[96];
+    add(p, "visual.patch_embed.proj.weight", 5, D, q->in_channels, q->temporal_patch_size,
+        q->patch_size, q->patch_size);
+    for (int i = 0; i < q->depth; i++) {
+#define B(suffix, nd, a, b)                                                                        \
+    snprintf(n, sizeof n, "visual.blocks.%d.%s", i, suffix), add(p, n, nd, a, b, 0, 0, 0)
+        B("norm1.weight", 1, D, 0);
+        B("norm2.weight", 1, D, 0);
+        B("attn.qkv.weight", 2, 3 * D, D);
+        B("attn.qkv.bias", 1, 3 * D, 0);
+        B("attn.proj.weight", 2, D, D);
+        B("attn.proj.bias", 1, D, 0);
+        B("mlp.gate_proj.weight", 2, I, D);
+        B("mlp.gate_proj.bias", 1, I, 0);
+        B("mlp.up_proj.weight", 2, I, D);
+        B("mlp.up_proj.bias", 1, I, 0);
+        B("mlp.down_proj.weight", 2, D, I);
+        B("mlp.down_proj.bias", 1, D, 0);
+#undef B
+    }
+    add(p, "visual.merger.ln_q.weight", 1, D, 0, 0, 0, 0);
+    add(p, "visual.merger.mlp.0.weight", 2, H4, H4, 0, 0, 0);
+    add(p, "visual.merger.mlp.0.bias", 1, H4, 0, 0, 0, 0);
+    add(p, "visual.merger.mlp.2.weight", 2, q->hidden_size, H4, 0, 0, 0);
+    add(p, "visual.merger.mlp.2.bias", 1, q->hidden_size, 0, 0, 0, 0);
+}
+
 static void text_params(plist *p, const fm_qfix *q) {
     int64_t H = q->text_hidden, hd = H / q->text_heads, kv = q->text_kv_heads * hd,
             I = q->text_inter;
@@ -286,8 +362,15 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
                        ? FM_OK
                        : fm_error_set(err, FM_ERR_NOMEM, "fixture: out of memory");
     uint64_t seed = q->seed ? q->seed : 1;
-    if (st == FM_OK && q->qwen3) qwen3_vision_params(p, q), qwen3_text_params(p, q);
-    if (st == FM_OK && !q->qwen3) vision_params(p, q), text_params(p, q);
+    if (st == FM_OK && q->arch == FM_QFIX_QWEN3_VL) {
+        qwen3_vision_params(p, q), qwen3_text_params(p, q);
+    } else if (st == FM_OK) {
+        if (q->arch == FM_QFIX_QWEN2_5_VL)
+            vision_params_qwen25(p, q);
+        else
+            vision_params(p, q);
+        text_params(p, q);
+    }
     for (int i = 0; st == FM_OK && i < p->n; i++) {
         fm_tensor f32;
         st = fm_tensor_alloc(&f32, FM_DTYPE_F32, &p->shapes[i], err);

@@ -58,6 +58,7 @@ static int read_config(const char *dir, fm_tref_model *m, char *why, size_t n) {
     m->image_token = jint(root, "image_token_id", 151655),
     m->vision_start = jint(root, "vision_start_token_id", 151652);
     m->merge = jint(json_object_get(root, "vision_config"), "spatial_merge_size", 2);
+    m->frame_step = mt && !strcmp(mt, "qwen2_5_vl") ? 0 : 1; /* images: second_per_grid_t = 0 */
     json_decref(root);
     return m->hidden > 0 && m->vocab > 0 ? 0 : (snprintf(why, n, "%s: no text sizes", path), -1);
 }
@@ -165,11 +166,11 @@ void fm_tref_positions(const fm_tref_model *m, const int64_t *ids, int64_t T, co
         int64_t gt = grid[3 * img], gh = grid[3 * img + 1] / m->merge,
                 gw = grid[3 * img + 2] / m->merge;
         for (int64_t k = 0; k < gt * gh * gw; k++, i++) {
-            pos[i] = p + k / (gh * gw);
+            pos[i] = p + k / (gh * gw) * m->frame_step;
             pos[T + i] = p + (k / gw) % gh;
             pos[2 * T + i] = p + k % gw;
         }
-        int64_t mx = gt;
+        int64_t mx = (gt - 1) * m->frame_step + 1;
         if (gh > mx) mx = gh;
         if (gw > mx) mx = gw;
         p += mx;

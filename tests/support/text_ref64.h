@@ -21,12 +21,15 @@ typedef struct fm_tref_model {
     int sections[3];
     int qwen3; /* model_type qwen3_vl: q/k norms, no biases, interleaved M-RoPE */
     int64_t image_token, vision_start, merge;
+    int64_t frame_step; /* an image's frame f sits at temporal position start + f·frame_step: 1
+                           (Qwen2-VL), 0 (Qwen2.5-VL, model_type qwen2_5_vl) */
     float *embed, *norm, *lm_head; /* lm_head aliases embed when tied */
     fm_tref_layer *l;
 } fm_tref_model;
 
-/* Reads dir/config.json and the text weights (hub names model.* or model.language_model.*, any
- * float dtype). Returns 0, or -1 with the reason in why. */
+/* Reads dir/config.json (flat or text_config, RoPE from rope_parameters or rope_scaling) and the
+ * text weights (hub names model.* or model.language_model.*, any float dtype). Returns 0, or -1
+ * with the reason in why. */
 int fm_tref_load(const char *dir, fm_tref_model *m, char *why, size_t why_size);
 void fm_tref_free(fm_tref_model *m);
 

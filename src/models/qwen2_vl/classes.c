@@ -56,10 +56,10 @@ typedef struct vl_impl {
     int64_t image_token_id, hidden;
 } vl_impl;
 
-static fm_status vl_model_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
-    (void)a;
-    MK(m, "visual", "Qwen2VisionTransformerPretrainedModel", NULL);
-    MK(m, "language_model", "Qwen2VLTextModel", NULL);
+fm_status fm_qwen2vl_model_init(fm_module *m, fm_build_ctx *ctx, const char *visual_class,
+                                const char *lm_class, fm_error *err) {
+    MK(m, "visual", visual_class, NULL);
+    MK(m, "language_model", lm_class, NULL);
     vl_impl *v = fm_malloc(sizeof *v);
     if (!v)
         return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
@@ -72,8 +72,8 @@ static fm_status vl_model_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a
  * [T][H]: embed the ids, write the image features at the image tokens, run the language model. The
  * vision tower runs separately (fm_model_vision_forward), so image features are computed once
  * per image whatever the number of decoding steps. */
-static fm_status vl_model_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                                  fm_tensor *out, size_t n_out, fm_error *err) {
+fm_status fm_qwen2vl_model_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                   size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
     const vl_impl *v = fm_module_impl(self);
     fm_module *lm = fm_module_child_named(self, "language_model");
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_I64, 1, -1, err);
@@ -97,10 +97,10 @@ static fm_status vl_model_forward(fm_module *self, fm_run_ctx *rc, const fm_tens
     return st;
 }
 
-static fm_status for_cg_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+fm_status fm_qwen2vl_for_cg_init(fm_module *m, fm_build_ctx *ctx, const char *model_class,
+                                 fm_error *err) {
     const fm_qwen2_text_config *t = &CFG(ctx)->t;
-    (void)a;
-    MK(m, "model", "Qwen2VLModel", NULL);
+    MK(m, "model", model_class, NULL);
     MK(m, "lm_head", "Linear",
        &FM_ARGS(FM_I("in", t->hidden_size), FM_I("out", t->vocab_size), FM_I("bias", 0)));
     return FM_OK;
@@ -108,8 +108,8 @@ static fm_status for_cg_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, 
 
 /* Qwen2VLForConditionalGeneration: the model's inputs + logit_rows I32 [R] -> logits F32 [R][V]
  * (lm_head only on the rows asked for: during generation, the last row of each sequence). */
-static fm_status for_cg_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                                fm_tensor *out, size_t n_out, fm_error *err) {
+fm_status fm_qwen2vl_for_cg_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                    size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
     fm_module *head = fm_module_child_named(self, "lm_head");
     fm_linear_geometry g;
     fm_status st = fm_linear_geometry_of(head, &g, err);
@@ -141,14 +141,25 @@ static fm_status for_cg_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor
     return st;
 }
 
+static fm_status vl_model_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    (void)a;
+    return fm_qwen2vl_model_init(m, ctx, "Qwen2VisionTransformerPretrainedModel",
+                                 "Qwen2VLTextModel", err);
+}
+
+static fm_status for_cg_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    (void)a;
+    return fm_qwen2vl_for_cg_init(m, ctx, "Qwen2VLModel", err);
+}
+
 static const fm_module_class qwen_classes[] = {
     {"Qwen2VLAttention", text_attention_init, NULL, fm_qwen2_attention_forward, fm_free, NULL},
     {"Qwen2MLP", text_mlp_init, NULL, fm_qwen2_mlp_forward, NULL, NULL},
     {"Qwen2VLDecoderLayer", decoder_layer_init, NULL, fm_qwen2_decoder_layer_forward, NULL, NULL},
     {"Qwen2VLRotaryEmbedding", rotary_init, NULL, fm_qwen2_rotary_forward, fm_free, NULL},
     {"Qwen2VLTextModel", text_model_init, NULL, fm_qwen2_text_model_forward, fm_free, NULL},
-    {"Qwen2VLModel", vl_model_init, NULL, vl_model_forward, fm_free, NULL},
-    {"Qwen2VLForConditionalGeneration", for_cg_init, NULL, for_cg_forward, NULL, NULL},
+    {"Qwen2VLModel", vl_model_init, NULL, fm_qwen2vl_model_forward, fm_free, NULL},
+    {"Qwen2VLForConditionalGeneration", for_cg_init, NULL, fm_qwen2vl_for_cg_forward, NULL, NULL},
 };
 
 /* ---- builder ------------------------------------------------------------------------------ */
@@ -158,7 +169,7 @@ static fm_status qwen2vl_build(fm_build_ctx *ctx, const void *cfg, fm_module **r
     return fm_module_create(ctx, NULL, "", "Qwen2VLForConditionalGeneration", NULL, root, err);
 }
 
-static const char *qwen2vl_tied_to(const void *cfg, const char *param) {
+const char *fm_qwen2vl_tied_to(const void *cfg, const char *param) {
     const fm_qwen2vl_config *c = cfg;
     if (c->tie_word_embeddings && !strcmp(param, "lm_head.weight"))
         return "model.language_model.embed_tokens.weight";
@@ -166,7 +177,7 @@ static const char *qwen2vl_tied_to(const void *cfg, const char *param) {
 }
 
 /* The image processor with DIR/preprocessor_config.json (defaults when absent). */
-static fm_status qwen2vl_preprocess(const char *dir, const fm_image *imgs, size_t n, fm_tensor *pv,
+fm_status fm_qwen2vl_preprocess_dir(const char *dir, const fm_image *imgs, size_t n, fm_tensor *pv,
                                     fm_tensor *grid, fm_error *err) {
     fm_qwen2vl_preproc_params p;
     fm_status st = fm_qwen2vl_preproc_params_load(dir, &p, NULL, err);
@@ -174,7 +185,7 @@ static fm_status qwen2vl_preprocess(const char *dir, const fm_image *imgs, size_
     return st;
 }
 
-static void qwen2vl_lm_info(const void *cfg, fm_lm_info *o) {
+void fm_qwen2vl_lm_info(const void *cfg, fm_lm_info *o) {
     const fm_qwen2vl_config *c = cfg;
     const fm_qwen2_text_config *t = &c->t;
     *o = (fm_lm_info){.layers = t->num_hidden_layers,
@@ -204,9 +215,9 @@ const fm_model_builder fm_qwen2vl_builder = {
     .parse_config = fm_qwen2vl_parse_config,
     .free_config = fm_free,
     .build = qwen2vl_build,
-    .tied_to = qwen2vl_tied_to,
-    .preprocess_images = qwen2vl_preprocess,
-    .lm_info = qwen2vl_lm_info,
+    .tied_to = fm_qwen2vl_tied_to,
+    .preprocess_images = fm_qwen2vl_preprocess_dir,
+    .lm_info = fm_qwen2vl_lm_info,
     .rope_index = qwen2vl_rope,
     .vision_tower = "model.visual",
 };

@@ -45,16 +45,58 @@ fm_status fm_qwen2vl_register_mapping(fm_error *err);
 fm_status fm_qwen2vl_rope_index(const fm_qwen2_text_config *t, int64_t merge, const int64_t *ids,
                                 int64_t n, const int64_t *grid_thw, int64_t n_images, int64_t *pos3,
                                 int64_t *next, fm_error *err);
+/* The same with the temporal position of frame f = next + f·frame_step (Qwen2-VL: 1; Qwen2.5-VL
+ * images: 0, transformers v4.5x's second_per_grid_t = 0); the text after an image continues at
+ * next + max((t - 1)·frame_step + 1, h/m, w/m). */
+fm_status fm_qwen2vl_rope_index_step(const fm_qwen2_text_config *t, int64_t merge,
+                                     int64_t frame_step, const int64_t *ids, int64_t n,
+                                     const int64_t *grid_thw, int64_t n_images, int64_t *pos3,
+                                     int64_t *next, fm_error *err);
 
-/* ---- vision tower parts shared with Qwen3-VL (vision.c; contracts at each definition) -------
- * The classes' functions, registered by Qwen3-VL under its own class names:
+/* ---- pieces Qwen2.5-VL reuses ------------------------------------------------------------------
+ * Its parsed config starts with an fm_qwen2vl_config (its vision fields in Qwen2-VL's terms), so
+ * the constructors below, and the classes it registers as aliases of PatchEmbed,
+ * VisionRotaryEmbedding and VisionAttention, read it alike. */
+
+/* Validates image_grid_thw [n_images][3] (t, h, w >= 1, h and w multiples of merge, totals
+ * within int32): *patches = sum of t·h·w, *segments = sum of t. FM_ERR_INPUT naming the image. */
+fm_status fm_qwen2vl_check_grid(const int64_t *grid, int n_images, int64_t merge, int64_t *patches,
+                                int *segments, fm_error *err);
+/* Vision block forward: {h [N][D], cu_seqlens I32 [S+1], cos, sin} -> [N][D] (may alias h):
+ * h += attn(norm1(h), cu, cos, sin); h += mlp(norm2(h)), every child through its class. */
+fm_status fm_qwen2vl_block_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                   size_t n_in, fm_tensor *out, size_t n_out, fm_error *err);
+/* PatchMerger(dim, context_dim, spatial_merge_size) with `ln_q` of class norm_class, and its
+ * forward: [N][context] -> ln_q per row, m² rows per group, mlp -> [N/m²][dim]. */
+fm_status fm_qwen2vl_merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                 const char *norm_class, fm_error *err);
+fm_status fm_qwen2vl_merger_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                    size_t n_in, fm_tensor *out, size_t n_out, fm_error *err);
+/* The top level: <X>Model (children `visual`, `language_model` of the given classes) and
+ * <X>ForConditionalGeneration (`model`, `lm_head`); forwards as documented in classes.c. */
+fm_status fm_qwen2vl_model_init(fm_module *m, fm_build_ctx *ctx, const char *visual_class,
+                                const char *lm_class, fm_error *err);
+fm_status fm_qwen2vl_model_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                   size_t n_in, fm_tensor *out, size_t n_out, fm_error *err);
+fm_status fm_qwen2vl_for_cg_init(fm_module *m, fm_build_ctx *ctx, const char *model_class,
+                                 fm_error *err);
+fm_status fm_qwen2vl_for_cg_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                    size_t n_in, fm_tensor *out, size_t n_out, fm_error *err);
+/* Builder hooks over an fm_qwen2vl_config: tied lm_head, language-model info, and the image
+ * processor with DIR/preprocessor_config.json. */
+const char *fm_qwen2vl_tied_to(const void *cfg, const char *param);
+void fm_qwen2vl_lm_info(const void *cfg, fm_lm_info *out);
+fm_status fm_qwen2vl_preprocess_dir(const char *dir, const fm_image *imgs, size_t n,
+                                    fm_tensor *pixel_values, fm_tensor *grid_thw, fm_error *err);
+
+/* ---- vision tower parts Qwen3-VL reuses (vision.c; contracts at each definition) -------------
+ * Its config is not an fm_qwen2vl_config, so it registers its own classes over these functions:
  *   PatchEmbed(patch_size, temporal_patch_size, in_channels, embed_dim, bias):
  *       in[0] F32 [N][C·T·P·P] -> [N][embed_dim] (Conv3d `proj`);
  *   VisionRotaryEmbedding(dim): in[0] I32 [N][2] (row, col) -> cos, sin F32 [N][dim];
  *   VisionAttention (built by fm_qwen2vl_vision_attention_build): {x [N][D], cu_seqlens I32
  *       [S+1], cos, sin [N][hd/2]} -> [N][D];
- *   vision block {h, cu, cos, sin} -> h + attn(norm1(h)); + mlp(norm2(h)) (children norm1,
- *       attn, norm2, mlp; may alias h). */
+ *   the vision block: fm_qwen2vl_block_forward. */
 fm_status fm_qwen2vl_patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
                                       fm_error *err);
 fm_status fm_qwen2vl_patch_embed_prepare(fm_module *self, fm_run_ctx *rc, fm_error *err);
@@ -70,10 +112,9 @@ fm_status fm_qwen2vl_vision_attention_build(fm_module *m, fm_build_ctx *ctx, int
 fm_status fm_qwen2vl_vision_attention_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
                                               size_t n_in, fm_tensor *out, size_t n_out,
                                               fm_error *err);
-fm_status fm_qwen2vl_vision_block_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
-                                          size_t n_in, fm_tensor *out, size_t n_out, fm_error *err);
-/* An un-gated vision MLP whose children are names[0] (Linear), names[1] (activation), names[2]
- * (Linear): in[0] [N][D] -> names[2](names[1](names[0](x))). */
+/* (the vision block: fm_qwen2vl_block_forward above) An un-gated vision MLP whose children are
+ * names[0] (Linear), names[1] (activation), names[2] (Linear): in[0] [N][D] ->
+ * names[2](names[1](names[0](x))). */
 fm_status fm_qwen2vl_vision_mlp_run(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
                                     size_t n_in, fm_tensor *out, size_t n_out,
                                     const char *const names[3], fm_error *err);

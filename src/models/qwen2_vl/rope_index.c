@@ -1,6 +1,7 @@
 /* Qwen2-VL's get_rope_index for text and images (generation.md §4.2): text runs take consecutive
- * positions on all three axes; an image's tokens take (next + frame, next + row, next + col) in
- * raster order and the text after it continues at max position + 1. */
+ * positions on all three axes; an image's tokens take (next + frame·step, next + row, next + col)
+ * in raster order (step 1 for Qwen2-VL; 0 for Qwen2.5-VL, whose images have
+ * second_per_grid_t = 0) and the text after it continues at max position + 1. */
 #include <string.h>
 
 #include "models/qwen2_vl/qwen2_vl.h"
@@ -19,9 +20,10 @@ static void text_run(int64_t *pos3, int64_t n, int64_t from, int64_t to, int64_t
         pos3[i] = pos3[n + i] = pos3[2 * n + i] = *next;
 }
 
-fm_status fm_qwen2vl_rope_index(const fm_qwen2_text_config *t, int64_t merge, const int64_t *ids,
-                                int64_t n, const int64_t *grid, int64_t n_images, int64_t *pos3,
-                                int64_t *next, fm_error *err) {
+fm_status fm_qwen2vl_rope_index_step(const fm_qwen2_text_config *t, int64_t merge,
+                                     int64_t frame_step, const int64_t *ids, int64_t n,
+                                     const int64_t *grid, int64_t n_images, int64_t *pos3,
+                                     int64_t *next, fm_error *err) {
     int64_t st = 0, nxt = 0, img = 0;
     for (int64_t i = 0; i < n; i++)
         if (ids[i] == t->video_token_id)
@@ -53,8 +55,9 @@ fm_status fm_qwen2vl_rope_index(const fm_qwen2_text_config *t, int64_t merge, co
         for (int64_t f = 0, k = ed; f < gt; f++)
             for (int64_t r = 0; r < gh; r++)
                 for (int64_t c = 0; c < gw; c++, k++)
-                    pos3[k] = nxt + f, pos3[n + k] = nxt + r, pos3[2 * n + k] = nxt + c;
-        int64_t mx = gt > gh ? gt : gh;
+                    pos3[k] = nxt + f * frame_step, pos3[n + k] = nxt + r,
+                    pos3[2 * n + k] = nxt + c;
+        int64_t span = (gt - 1) * frame_step + 1, mx = span > gh ? span : gh;
         nxt += mx > gw ? mx : gw;
         st = ed + count;
         img++;
@@ -65,4 +68,10 @@ fm_status fm_qwen2vl_rope_index(const fm_qwen2_text_config *t, int64_t merge, co
     text_run(pos3, n, st, n, &nxt);
     *next = nxt;
     return FM_OK;
+}
+
+fm_status fm_qwen2vl_rope_index(const fm_qwen2_text_config *t, int64_t merge, const int64_t *ids,
+                                int64_t n, const int64_t *grid, int64_t n_images, int64_t *pos3,
+                                int64_t *next, fm_error *err) {
+    return fm_qwen2vl_rope_index_step(t, merge, 1, ids, n, grid, n_images, pos3, next, err);
 }

@@ -174,9 +174,8 @@ static fm_status mlp_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *i
 
 /* ---- Qwen2VLVisionBlock: in = {h [N][D], cu, cos, sin} -> out[0] [N][D] (may alias in[0]) ------
  *   h = h + attn(norm1(h), cu, cos, sin);  h = h + mlp(norm2(h)) */
-fm_status fm_qwen2vl_vision_block_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
-                                          size_t n_in, fm_tensor *out, size_t n_out,
-                                          fm_error *err) {
+fm_status fm_qwen2vl_block_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                   size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, -1, err);
     if (st == FM_OK && n_in < 4)
         st = fm_error_set(err, FM_ERR_INPUT, "block '%s': needs h, cu_seqlens, cos, sin",
@@ -212,8 +211,8 @@ typedef struct merger_impl {
     int64_t dim, context, merge;
 } merger_impl;
 
-static fm_status merger_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                                fm_tensor *out, size_t n_out, fm_error *err) {
+fm_status fm_qwen2vl_merger_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                    size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
     const merger_impl *mi = fm_module_impl(self);
     int64_t m2 = mi->merge * mi->merge;
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, mi->context, err);
@@ -249,9 +248,9 @@ void fm_qwen2vl_plan_clear(fm_qwen2vl_plan *t) {
 }
 
 /* Validates grid [n][3]: t, h, w >= 1, h and w multiples of the merge size, totals within int32. */
-static fm_status check_grid(const fm_qwen2vl_plan *t, const int64_t *g, int n_images,
-                            int64_t *patches, int *segs, fm_error *err) {
-    int64_t n = 0, nseg = 0, m = t->merge;
+fm_status fm_qwen2vl_check_grid(const int64_t *g, int n_images, int64_t m, int64_t *patches,
+                                int *segs, fm_error *err) {
+    int64_t n = 0, nseg = 0;
     for (int i = 0; i < n_images; i++) {
         int64_t tt = g[3 * i], gh = g[3 * i + 1], gw = g[3 * i + 2];
         if (tt < 1 || gh < 1 || gw < 1 || gh % m || gw % m || gh > INT_MAX || gw > INT_MAX ||
@@ -304,7 +303,7 @@ static fm_status ensure_plan(fm_module *self, fm_qwen2vl_plan *t, const int64_t 
         return FM_OK;
     int64_t n = 0;
     int segs = 0;
-    fm_status st = check_grid(t, grid, n_images, &n, &segs, err);
+    fm_status st = fm_qwen2vl_check_grid(grid, n_images, t->merge, &n, &segs, err);
     if (st != FM_OK) return st;
     fm_qwen2vl_plan_clear(t);
     t->grid = fm_malloc((size_t)n_images * 3 * sizeof *grid);
@@ -476,19 +475,25 @@ static fm_status block_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, f
     return FM_OK;
 }
 
-/* PatchMerger(dim = out width, context_dim = embed, spatial_merge_size). */
-static fm_status merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+/* PatchMerger(dim = out width, context_dim = embed, spatial_merge_size) with ln_q of class
+ * norm_class. */
+fm_status fm_qwen2vl_merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                 const char *norm_class, fm_error *err) {
     merger_impl mi = {fm_args_int(a, "dim", 0), fm_args_int(a, "context_dim", 0),
                       fm_args_int(a, "spatial_merge_size", 2)};
     int64_t hid = mi.context * mi.merge * mi.merge;
     fm_module *mlp = NULL;
-    MK(m, "ln_q", "LayerNorm", &FM_ARGS(FM_I("dim", mi.context), FM_D("eps", 1e-6)));
+    MK(m, "ln_q", norm_class, &FM_ARGS(FM_I("dim", mi.context), FM_D("eps", 1e-6)));
     fm_status st = fm_module_create(ctx, m, "mlp", "Sequential", NULL, &mlp, err);
     if (st != FM_OK) return st;
     MK(mlp, "0", "Linear", &FM_ARGS(FM_I("in", hid), FM_I("out", hid)));
     MK(mlp, "1", "GELU", NULL);
     MK(mlp, "2", "Linear", &FM_ARGS(FM_I("in", hid), FM_I("out", mi.dim)));
     return set_impl(m, &mi, sizeof mi, err);
+}
+
+static fm_status merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    return fm_qwen2vl_merger_init(m, ctx, a, "LayerNorm", err);
 }
 
 static fm_status tower_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
@@ -527,8 +532,8 @@ static const fm_module_class vision_classes[] = {
      fm_free, NULL},
     {"VisionAttention", attention_init, NULL, fm_qwen2vl_vision_attention_forward, fm_free, NULL},
     {"VisionMlp", mlp_init, NULL, mlp_forward, NULL, NULL},
-    {"Qwen2VLVisionBlock", block_init, NULL, fm_qwen2vl_vision_block_forward, NULL, NULL},
-    {"PatchMerger", merger_init, NULL, merger_forward, fm_free, NULL},
+    {"Qwen2VLVisionBlock", block_init, NULL, fm_qwen2vl_block_forward, NULL, NULL},
+    {"PatchMerger", merger_init, NULL, fm_qwen2vl_merger_forward, fm_free, NULL},
     {"Qwen2VisionTransformerPretrainedModel", tower_init, NULL, tower_forward, tower_impl_free,
      NULL},
 };

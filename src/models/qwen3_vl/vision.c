@@ -336,7 +336,7 @@ static const fm_module_class vision_classes[] = {
     {"Qwen3VLVisionAttention", attention_init, NULL, fm_qwen2vl_vision_attention_forward, fm_free,
      NULL},
     {"Qwen3VLVisionMLP", mlp_init, NULL, mlp_forward, NULL, NULL},
-    {"Qwen3VLVisionBlock", block_init, NULL, fm_qwen2vl_vision_block_forward, NULL, NULL},
+    {"Qwen3VLVisionBlock", block_init, NULL, fm_qwen2vl_block_forward, NULL, NULL},
     {"Qwen3VLVisionPatchMerger", merger_init, NULL, merger_forward, fm_free, NULL},
     {"Qwen3VLVisionModel", tower_init, NULL, tower_forward, tower_impl_free, NULL},
 };
