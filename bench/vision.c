@@ -36,14 +36,18 @@ typedef struct model_spec {
     const char *fused; /* fusion_config of --fuse */
     int d, heads, patch, depth; /* width, heads, patch side, blocks */
     int deepstack;              /* Qwen3-VL: DeepStack mergers after blocks 5, 11, 17 (0: none) */
+    const char *json_model, *variant; /* the JSON line's "model" and "variant" */
 } model_spec;
 
 static const model_spec models[] = {
-    {"qwen2_vl", 5120, 1536, false, 0, 1, "{\"patch_embeddings\": true}", 1280, 16, 14, 32, 0},
+    {"qwen2_vl", 5120, 1536, false, 0, 1, "{\"patch_embeddings\": true}", 1280, 16, 14, 32, 0,
+     "qwen2_vl", "2B"},
     {"qwen2_5_vl", 3420, 2048, true, 4, 8, "{\"patch_embeddings\": true, \"gate_up\": true}", 1280,
-     16, 14, 32, 0},
-    {"qwen3_vl-2b", 4096, 2048, false, 0, 1, "{\"patch_embeddings\": true}", 1024, 16, 16, 24, 3},
-    {"qwen3_vl-4b", 4096, 2560, false, 0, 1, "{\"patch_embeddings\": true}", 1024, 16, 16, 24, 3},
+     16, 14, 32, 0, "qwen2_5_vl", "3B"},
+    {"qwen3_vl-2b", 4096, 2048, false, 0, 1, "{\"patch_embeddings\": true}", 1024, 16, 16, 24, 3,
+     "qwen3_vl", "2B"},
+    {"qwen3_vl-4b", 4096, 2560, false, 0, 1, "{\"patch_embeddings\": true}", 1024, 16, 16, 24, 3,
+     "qwen3_vl", "4B"},
 };
 
 static int k_in(const model_spec *ms) {
@@ -305,13 +309,14 @@ static void report(const bench_ctx *b, double best, const double *sg_best, doubl
     }
     int64_t calls = dispatch_calls(b->ms, b->depth, fused);
     printf(
-        "{\"bench\":\"vision\",\"model\":\"%s\",\"depth\":%d,\"threads\":%d,\"patches\":%lld,"
+        "{\"bench\":\"vision\",\"model\":\"%s\",\"variant\":\"%s\",\"depth\":%d,\"threads\":%d,"
+        "\"patches\":%lld,"
         "\"fused\":%s,\"seconds\":%.4f,\"gflops\":%.1f,\"sgemm_gflops\":%.1f,\"efficiency\":%.3f,"
         "\"dispatch_calls\":%lld,\"dispatch_ns_per_call\":%.0f,\"dispatch_overhead\":%.2e,"
         "\"nonfinite_outputs\":%.0f}\n",
-        b->ms->name, b->depth, b->threads, (long long)b->n, fused ? "true" : "false", best,
-        flops / best * 1e-9, flops / ref_s * 1e-9, ref_s / best, (long long)calls, ns_call,
-        (double)calls * ns_call * 1e-9 / best, nonfinite);
+        b->ms->json_model, b->ms->variant, b->depth, b->threads, (long long)b->n,
+        fused ? "true" : "false", best, flops / best * 1e-9, flops / ref_s * 1e-9, ref_s / best,
+        (long long)calls, ns_call, (double)calls * ns_call * 1e-9 / best, nonfinite);
     fflush(stdout);
 }
 
