@@ -1,7 +1,8 @@
-/* Benchmark: generation at Qwen2-VL-2B text dimensions (hidden 1536, 28 layers, 12 heads, 2 KV
- * heads, intermediate 8960, vocab 151936, tied lm_head), random weights in bf16 and in f32,
- * unfused and with qkv + gate_up fused: a 512-token prefill and 64 greedy decode steps through
- * fm_generate. One JSON line per configuration ("bench":"generate"):
+/* Benchmark: generation at the text dimensions of Qwen2-VL-2B (hidden 1536, 28 layers, 12 heads,
+ * 2 KV heads, intermediate 8960) and Qwen3-VL-2B (hidden 2048, 28 layers, 16 heads, 8 KV heads
+ * of 128, intermediate 6144, q/k norms, interleaved M-RoPE), vocab 151936, tied lm_head, random
+ * weights in bf16 and in f32, unfused and with qkv + gate_up fused: a 512-token prefill and 64
+ * greedy decode steps through fm_generate. One JSON line per configuration ("bench":"generate"):
  *   prefill_tok_s, decode_tok_s;
  *   prefill_efficiency = prefill GFLOP/s / the same run's OpenBLAS sgemm GFLOP/s on the
  *     prefill's GEMM shapes (threaded as OpenBLAS does it, the reference limit);
@@ -9,7 +10,8 @@
  *     read bandwidth over a buffer of the weights' size;
  *   peak_rss_bytes of the process that loaded and ran the model (each configuration runs in its
  *     own child), next to checkpoint bytes + KV cache bytes.
- * Usage: generate [--threads N] [--prompt N] [--new N] [--layers N] [--only bf16|f32].
+ * Usage: generate [--model qwen2_vl|qwen3_vl] [--threads N] [--prompt N] [--new N]
+ *   [--layers N] [--only bf16|f32]; without --model, every model.
  * Checkpoints are written once under $FM_BENCH_DATA (default build/bench-data). */
 #include <cblas.h>
 #include <math.h>
@@ -26,11 +28,21 @@
 #include "fusemap/fusemap.h"
 #include "qwen_fixture.h"
 
-enum { H = 1536, NH = 12, NKV = 2, HD = 128, INTER = 8960, VOCAB = 151936 };
+/* One model's text dimensions. */
+typedef struct tdims {
+    const char *name, *tag;
+    int h, nh, nkv, hd, inter, vocab, qwen3;
+} tdims;
+
+static const tdims models[] = {
+    {"qwen2_vl", "text-2b", 1536, 12, 2, 128, 8960, 151936, 0},
+    {"qwen3_vl", "text-qwen3-2b", 2048, 16, 8, 128, 6144, 151936, 1},
+};
 
 typedef struct args {
     int threads, prompt, new_tokens, layers;
-    const char *only;
+    const char *only, *model;
+    const tdims *d;
 } args;
 
 static double now_s(void) {
@@ -40,21 +52,28 @@ static double now_s(void) {
 }
 
 static int ensure_checkpoint(const args *a, fm_dtype dt, char *dir, size_t n) {
+    const tdims *d = a->d;
     const char *base = getenv("FM_BENCH_DATA") ? getenv("FM_BENCH_DATA") : "build/bench-data";
-    snprintf(dir, n, "%s/text-2b-%dlayers-%s", base, a->layers,
+    snprintf(dir, n, "%s/%s-%dlayers-%s", base, d->tag, a->layers,
              dt == FM_DTYPE_BF16 ? "bf16" : "f32");
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     struct stat st;
     if (stat(cfg, &st) == 0) return 0;
     fm_qfix q;
-    fm_qfix_init(&q);
-    q.depth = 1, q.embed_dim = 64, q.num_heads = 4, q.hidden_size = H,
+    if (d->qwen3) {
+        fm_qfix_init_qwen3(&q);
+        q.n_deepstack = 1, q.deepstack[0] = 0;
+        q.text_head_dim = d->hd, q.mrope[0] = 24, q.mrope[1] = 20, q.mrope[2] = 20;
+    } else {
+        fm_qfix_init(&q);
+        q.extra_config = "\"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [16, 24, 24]}";
+    }
+    q.depth = 1, q.embed_dim = 64, q.num_heads = 4, q.hidden_size = d->h,
     q.mlp_ratio = 2; /* a token vision tower */
-    q.text_layers = a->layers, q.text_hidden = H, q.text_heads = NH, q.text_kv_heads = NKV,
-    q.text_inter = INTER;
-    q.vocab = VOCAB, q.tie = true, q.dtype = dt, q.scale = 0.02f, q.max_shard = 2000000000ull;
-    q.extra_config = "\"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [16, 24, 24]}";
+    q.text_layers = a->layers, q.text_hidden = d->h, q.text_heads = d->nh, q.text_kv_heads = d->nkv,
+    q.text_inter = d->inter;
+    q.vocab = d->vocab, q.tie = true, q.dtype = dt, q.scale = 0.02f, q.max_shard = 2000000000ull;
     mkdir(base, 0755);
     fprintf(stderr, "generate bench: writing %s (once)\n", dir);
     fm_error err;
@@ -89,7 +108,8 @@ static double sgemm_s(int m, int n, int k, int threads) {
 /* Prefill GEMM FLOPs and the sgemm seconds for them (per layer q, k, v, o, gate, up, down;
  * causal attention as two [T x T x hd] products per head at half density; lm_head on 1 row). */
 static void prefill_reference(const args *a, double *flops, double *ref_s) {
-    int t = a->prompt, L = a->layers;
+    int t = a->prompt, L = a->layers, H = a->d->h, NH = a->d->nh, NKV = a->d->nkv, HD = a->d->hd,
+        INTER = a->d->inter;
     struct {
         int n, k;
         double count;
@@ -163,13 +183,15 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
     uint64_t s = 12345;
     for (int i = 0; i < a->prompt; i++)
         s = s * 6364136223846793005ull + 1442695040888963407ull,
-        ids[i] = (int64_t)((s >> 33) % 150000);
+        ids[i] = (int64_t)((s >> 33) % 150000); /* below the vision markers 151652.. */
     fm_generate_options go;
     fm_generate_options_init(&go);
     go.max_new_tokens = a->new_tokens, go.threads = a->threads, go.sampling.top_k = 0;
     fm_generate_result r = {0};
     fm_status st = fm_generate(m, ids, (size_t)a->prompt, NULL, NULL, &go, &r, &err);
     if (st != FM_OK) return fprintf(stderr, "%s\n", err.msg), 1;
+    const tdims *d = a->d;
+    int H = d->h, NH = d->nh, NKV = d->nkv, HD = d->hd, INTER = d->inter, VOCAB = d->vocab;
     double elem = dt == FM_DTYPE_BF16 ? 2 : 4;
     double per_token =
         ((double)a->layers * (H * (NH + 2 * NKV) * HD + NH * HD * H + 3.0 * H * INTER) +
@@ -193,7 +215,7 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
                 ckpt += (uint64_t)sb.st_size;
     fm_checkpoint_close(ck);
     uint64_t kv = (uint64_t)(a->prompt + a->new_tokens) * 2 * a->layers * NKV * HD * 4;
-    printf("{\"bench\":\"generate\",\"model\":\"qwen2_vl\",\"dtype\":\"%s\",\"fused\":%s,"
+    printf("{\"bench\":\"generate\",\"model\":\"%s\",\"dtype\":\"%s\",\"fused\":%s,"
            "\"threads\":%d,"
            "\"layers\":%d,\"prompt_tokens\":%d,\"new_tokens\":%zu,\"prefill_tok_s\":%.1f,\"decode_"
            "tok_s\":%.2f,"
@@ -202,8 +224,8 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
            "\"read_bw_gbs\":%.1f,\"decode_bw_efficiency\":%.3f,\"peak_rss_bytes\":%lld,"
            "\"checkpoint_bytes\":%llu,"
            "\"kv_cache_bytes\":%llu,\"rss_over_ckpt_kv\":%.3f}\n",
-           dt == FM_DTYPE_BF16 ? "bf16" : "f32", fused ? "true" : "false", a->threads, a->layers,
-           a->prompt, r.n_tokens, pre, dec, pf_flops / r.prefill_s * 1e-9,
+           d->name, dt == FM_DTYPE_BF16 ? "bf16" : "f32", fused ? "true" : "false", a->threads,
+           a->layers, a->prompt, r.n_tokens, pre, dec, pf_flops / r.prefill_s * 1e-9,
            pf_flops / pf_ref_s * 1e-9, pf_ref_s / r.prefill_s, per_token, bw * 1e-9,
            per_token * dec / bw, (long long)ru.ru_maxrss * 1024, (unsigned long long)ckpt,
            (unsigned long long)kv, (double)ru.ru_maxrss * 1024 / (double)(ckpt + kv));
@@ -214,7 +236,7 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
 }
 
 int main(int argc, char **argv) {
-    args a = {0, 512, 64, 28, NULL};
+    args a = {0, 512, 64, 28, NULL, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             a.threads = atoi(argv[++i]);
@@ -226,29 +248,36 @@ int main(int argc, char **argv) {
             a.layers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             a.only = argv[++i];
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc)
+            a.model = argv[++i];
         else
             return fprintf(stderr,
-                           "usage: %s [--threads N] [--prompt N] [--new N] [--layers N] [--only "
-                           "bf16|f32]\n",
+                           "usage: %s [--model qwen2_vl|qwen3_vl] [--threads N] [--prompt N] "
+                           "[--new N] [--layers N] [--only bf16|f32]\n",
                            argv[0]),
                    2;
     }
     if (a.threads <= 0) a.threads = fm_default_threads();
     if (a.prompt < 1 || a.new_tokens < 2 || a.layers < 1)
         return fprintf(stderr, "generate bench: bad sizes\n"), 2;
-    int rc = 0;
-    for (int d = 0; d < 2 && rc == 0; d++) {
-        fm_dtype dt = d ? FM_DTYPE_F32 : FM_DTYPE_BF16;
-        if (a.only && strcmp(a.only, d ? "f32" : "bf16")) continue;
-        char dir[4096];
-        if (ensure_checkpoint(&a, dt, dir, sizeof dir)) return 1;
-        for (int f = 0; f < 2 && rc == 0; f++) {
-            pid_t pid = fork();
-            if (pid == 0) _exit(run_one(&a, dir, dt, f == 1));
-            int status = 0;
-            waitpid(pid, &status, 0);
-            rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    int rc = 0, ran = 0;
+    for (size_t mi = 0; mi < sizeof models / sizeof *models && rc == 0; mi++) {
+        if (a.model && strcmp(a.model, models[mi].name)) continue;
+        a.d = &models[mi], ran++;
+        for (int d = 0; d < 2 && rc == 0; d++) {
+            fm_dtype dt = d ? FM_DTYPE_F32 : FM_DTYPE_BF16;
+            if (a.only && strcmp(a.only, d ? "f32" : "bf16")) continue;
+            char dir[4096];
+            if (ensure_checkpoint(&a, dt, dir, sizeof dir)) return 1;
+            for (int f = 0; f < 2 && rc == 0; f++) {
+                pid_t pid = fork();
+                if (pid == 0) _exit(run_one(&a, dir, dt, f == 1));
+                int status = 0;
+                waitpid(pid, &status, 0);
+                rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+            }
         }
     }
+    if (!ran) return fprintf(stderr, "generate bench: unknown model '%s'\n", a.model), 2;
     return rc;
 }

@@ -1,13 +1,16 @@
-/* Benchmark: vision towers on a 448x448 image (1024 patches), random weights, run through the
- * module tree (fm_from_pretrained + fm_model_vision_forward, every module through its class
- * forward): achieved GFLOP/s next to plain cblas_sgemm's on the same GEMM shapes, and the cost
- * of the forward dispatch itself; one JSON line per model. Models: qwen2_vl (Qwen2-VL-2B: embed
- * 1280, 16 heads, MLP 5120, output 1536) and qwen2_5_vl (Qwen2.5-VL-3B: hidden 1280, 16 heads,
- * gated MLP 3420 with biases, output 2048, windows of 112 pixels = 4x4 merged cells, full
- * attention in every 8th block). */
+/* Benchmark: vision towers on 1024 patches (448x448 pixels with patch 14, 512x512 with 16),
+ * random weights, run through the module tree (fm_from_pretrained + fm_model_vision_features,
+ * every module through its class forward): achieved GFLOP/s next to plain cblas_sgemm's on the
+ * same GEMM shapes, and the cost of the forward dispatch itself; one JSON line per model.
+ * Models: qwen2_vl (Qwen2-VL-2B: embed 1280, 16 heads, MLP 5120, output 1536), qwen2_5_vl
+ * (Qwen2.5-VL-3B: hidden 1280, 16 heads, gated MLP 3420 with biases, output 2048, windows of 112
+ * pixels = 4x4 merged cells, full attention in every 8th block), qwen3_vl-2b / qwen3_vl-4b
+ * (Qwen3-VL-2B/4B: hidden 1024, 16 heads, MLP 4096, output 2048 / 2560, patch 16, 24 blocks,
+ * DeepStack after blocks 5, 11, 17, its three mergers included). */
 /* Usage: vision [--model NAME] [--depth N] [--threads N] [--reps N] [--grid H W] [--fuse]
- * (default: every model). --fuse: patch_embeddings (and gate_up for qwen2_5_vl). The checkpoint
- * (f32, depth N) is written once under $FM_BENCH_DATA (default build/bench-data) and reused. The
+ * (default: every model at its own depth). --fuse: patch_embeddings (and gate_up for
+ * qwen2_5_vl). The checkpoint (f32) is written once under $FM_BENCH_DATA (default
+ * build/bench-data) and reused. The
  * sgemm figure times each distinct GEMM shape alone with OpenBLAS on the same number of threads
  * and weights it by its FLOPs (every matmul and attention: 2·M·N·K). */
 #include <cblas.h>
@@ -21,16 +24,7 @@
 #include "fusemap/fusemap.h"
 #include "qwen_fixture.h"
 
-enum {
-    D = 1280,
-    HEADS = 16,
-    HD = D / HEADS,
-    C_IN = 3,
-    TP = 2,
-    PS = 14,
-    M = 2,
-    K_IN = C_IN * TP * PS * PS
-};
+enum { C_IN = 3, TP = 2, M = 2 };
 
 /* The towers benchmarked. */
 typedef struct model_spec {
@@ -40,12 +34,33 @@ typedef struct model_spec {
     int window_cells;  /* merged cells per window side (0: no windows) */
     int full_every;    /* block i attends over the whole image when (i + 1) % full_every == 0 */
     const char *fused; /* fusion_config of --fuse */
+    int d, heads, patch, depth; /* width, heads, patch side, blocks */
+    int deepstack;              /* Qwen3-VL: DeepStack mergers after blocks 5, 11, 17 (0: none) */
+    const char *json_model, *variant; /* the JSON line's "model" and "variant" */
 } model_spec;
 
 static const model_spec models[] = {
-    {"qwen2_vl", 5120, 1536, false, 0, 1, "{\"patch_embeddings\": true}"},
-    {"qwen2_5_vl", 3420, 2048, true, 4, 8, "{\"patch_embeddings\": true, \"gate_up\": true}"},
+    {"qwen2_vl", 5120, 1536, false, 0, 1, "{\"patch_embeddings\": true}", 1280, 16, 14, 32, 0,
+     "qwen2_vl", "2B"},
+    {"qwen2_5_vl", 3420, 2048, true, 4, 8, "{\"patch_embeddings\": true, \"gate_up\": true}", 1280,
+     16, 14, 32, 0, "qwen2_5_vl", "3B"},
+    {"qwen3_vl-2b", 4096, 2048, false, 0, 1, "{\"patch_embeddings\": true}", 1024, 16, 16, 24, 3,
+     "qwen3_vl", "2B"},
+    {"qwen3_vl-4b", 4096, 2560, false, 0, 1, "{\"patch_embeddings\": true}", 1024, 16, 16, 24, 3,
+     "qwen3_vl", "4B"},
 };
+
+static int k_in(const model_spec *ms) {
+    return C_IN * TP * ms->patch * ms->patch;
+}
+
+/* The DeepStack taps (blocks 5, 11, 17) that exist at this depth. */
+static int deepstack_at(const model_spec *ms, int depth) {
+    int n = 0;
+    for (int i = 0; i < ms->deepstack; i++)
+        n += 6 * i + 5 < depth;
+    return n;
+}
 
 static double now_s(void) {
     struct timespec t;
@@ -96,8 +111,8 @@ static int segments(const model_spec *ms, int64_t gh, int64_t gw, bool windowed,
 static int shapes_of(const model_spec *ms, int64_t gh, int64_t gw, int depth, bool fused,
                      gemm_shape *s) {
     int64_t n_patches = gh * gw, tok = n_patches / (M * M);
-    int i = 0;
-    s[i++] = (gemm_shape){(int)n_patches, D, K_IN, 1, 1};      /* patch embed (fused) */
+    int i = 0, D = ms->d, HEADS = ms->heads, HD = D / HEADS, mergers = 1 + deepstack_at(ms, depth);
+    s[i++] = (gemm_shape){(int)n_patches, D, k_in(ms), 1, 1};  /* patch embed (fused) */
     s[i++] = (gemm_shape){(int)n_patches, 3 * D, D, 1, depth}; /* qkv */
     int full = 0;
     for (int b = 0; b < depth; b++)
@@ -120,9 +135,9 @@ static int shapes_of(const model_spec *ms, int64_t gh, int64_t gw, int depth, bo
         s[i++] = (gemm_shape){(int)n_patches, ms->mlp, D, 1, depth};                /* fc1 / gate */
         if (ms->gated) s[i++] = (gemm_shape){(int)n_patches, ms->mlp, D, 1, depth}; /* up */
     }
-    s[i++] = (gemm_shape){(int)n_patches, D, ms->mlp, 1, depth}; /* fc2 / down */
-    s[i++] = (gemm_shape){(int)tok, M * M * D, M * M * D, 1, 1}; /* merger mlp.0 */
-    s[i++] = (gemm_shape){(int)tok, ms->out, M * M * D, 1, 1};   /* merger mlp.2 */
+    s[i++] = (gemm_shape){(int)n_patches, D, ms->mlp, 1, depth};       /* fc2 / down */
+    s[i++] = (gemm_shape){(int)tok, M * M * D, M * M * D, 1, mergers}; /* merger(s) fc1 */
+    s[i++] = (gemm_shape){(int)tok, ms->out, M * M * D, 1, mergers};   /* merger(s) fc2 */
     return i;
 }
 
@@ -163,8 +178,8 @@ static double time_sgemm(const gemm_shape *s, const gemm_bufs *g) {
 /* The checkpoint directory for this model and depth, written on first use. */
 static int ensure_checkpoint(const model_spec *ms, int depth, char *dir, size_t n) {
     const char *base = getenv("FM_BENCH_DATA") ? getenv("FM_BENCH_DATA") : "build/bench-data";
-    if (ms->gated)
-        snprintf(dir, n, "%s/vision-%s-3b-depth%d-f32", base, ms->name, depth);
+    if (ms->gated || ms->deepstack)
+        snprintf(dir, n, "%s/vision-%s-depth%d-f32", base, ms->name, depth);
     else
         snprintf(dir, n, "%s/vision-2b-depth%d-f32", base, depth);
     char cfg[4200];
@@ -179,13 +194,20 @@ static int ensure_checkpoint(const model_spec *ms, int depth, char *dir, size_t 
             w += (size_t)snprintf(full + w, sizeof full - w, "%s%d", w > 1 ? ", " : "", b);
         snprintf(full + w, sizeof full - w, "]");
         fm_qfix_init_qwen25(&q);
-        q.vision_inter = ms->mlp, q.window_size = ms->window_cells * M * PS;
+        q.vision_inter = ms->mlp, q.window_size = ms->window_cells * M * ms->patch;
         q.fullatt = full;
+    } else if (ms->deepstack) {
+        fm_qfix_init_qwen3(&q);
+        q.num_position_embeddings = 2304, q.n_deepstack = deepstack_at(ms, depth);
+        for (int i = 0; i < q.n_deepstack; i++)
+            q.deepstack[i] = 6 * i + 5;
+        q.mlp_ratio = ms->mlp / ms->d;
     } else {
         fm_qfix_init(&q);
-        q.mlp_ratio = ms->mlp / D;
+        q.mlp_ratio = ms->mlp / ms->d;
     }
-    q.depth = depth, q.embed_dim = D, q.num_heads = HEADS, q.hidden_size = ms->out;
+    q.depth = depth, q.embed_dim = ms->d, q.num_heads = ms->heads, q.hidden_size = ms->out;
+    q.patch_size = ms->patch;
     q.text_layers = 1, q.text_hidden = 256, q.text_heads = 4, q.text_kv_heads = 2,
     q.text_inter = 512, q.vocab = 1024;
     q.tie = true, q.scale = 0.03f;
@@ -197,12 +219,15 @@ static int ensure_checkpoint(const model_spec *ms, int depth, char *dir, size_t 
     return 0;
 }
 
-/* Module forwards one tower forward makes: tower, patch_embed (+ its conv or linear), rotary;
- * per block: block, norm1, attn, qkv, proj, norm2, mlp, fc1, fc2 (the activation rides fc1) or
- * gate_proj, up_proj, down_proj (SwiGLU in one pass; fused, gate_up_proj too, whose output the
- * two slices hand out); merger, ln_q, mlp (Sequential), two Linear (the GELU rides the first). */
+/* Module forwards one tower forward makes: tower, patch_embed (+ its conv or linear), rotary
+ * (Qwen3-VL: + pos_embed); per block: block, norm1, attn, qkv, proj, norm2, mlp, fc1, fc2 (the
+ * activation rides fc1) or gate_proj, up_proj, down_proj (SwiGLU in one pass; fused,
+ * gate_up_proj too, whose output the two slices hand out); merger, ln_q, mlp (Sequential), two
+ * Linear (the GELU rides the first); Qwen3-VL: merger, norm, two Linear for each merger. */
 static int64_t dispatch_calls(const model_spec *ms, int depth, bool fused) {
-    return 4 + (ms->gated ? (fused ? 11LL : 10LL) : 9LL) * depth + 5;
+    int64_t blocks = (ms->gated ? (fused ? 11LL : 10LL) : 9LL) * depth;
+    if (ms->deepstack) return 5 + blocks + 4LL * (1 + deepstack_at(ms, depth));
+    return 4 + blocks + 5;
 }
 
 /* Nanoseconds per fm_module_forward of a cheap module (a one-element activation): what the
@@ -232,7 +257,7 @@ static double dispatch_ns(fm_model *m, fm_run_ctx *rc) {
 typedef struct bench_ctx {
     const model_spec *ms;
     fm_model *m;        /* owned */
-    fm_tensor px, grid; /* [N][1176], [1][3], owned */
+    fm_tensor px, grid; /* [N][C·T·P·P], [1][3], owned */
     int64_t n;
     int depth, threads, ns;
     gemm_shape shapes[24];
@@ -250,19 +275,21 @@ static int measure(bench_ctx *b, int reps, double *best, double *sg_best, double
     for (int i = 0; i < b->ns; i++)
         sg_best[i] = INFINITY;
     for (int r = 0; r <= reps; r++) {
-        fm_tensor out = {0};
+        fm_vision_features out = {{0}, {0}};
         openblas_set_num_threads(1); /* as fusemap runs (its own pool parallelises) */
         double t0 = now_s();
-        if (fm_model_vision_forward(b->m, &b->px, &b->grid, &ro, &out, &err) != FM_OK) {
+        if (fm_model_vision_features(b->m, &b->px, &b->grid, &ro, &out, &err) != FM_OK) {
             fprintf(stderr, "vision bench: %s\n", err.msg);
             return -1;
         }
         double t = now_s() - t0;
         if (r > 0 && t < *best) *best = t;
         *nonfinite = 0;
-        for (uint64_t i = 0; i < fm_tensor_numel(&out); i++)
-            *nonfinite += isfinite(((float *)out.data)[i]) ? 0 : 1;
-        fm_tensor_free(&out);
+        for (uint64_t i = 0; i < fm_tensor_numel(&out.image_embeds); i++)
+            *nonfinite += isfinite(((float *)out.image_embeds.data)[i]) ? 0 : 1;
+        for (uint64_t i = 0; out.deepstack.data && i < fm_tensor_numel(&out.deepstack); i++)
+            *nonfinite += isfinite(((float *)out.deepstack.data)[i]) ? 0 : 1;
+        fm_vision_features_free(&out);
         openblas_set_num_threads(b->threads); /* the reference: OpenBLAS's own threading */
         for (int i = 0; i < b->ns; i++) {
             double ts = b->shapes[i].count > 0 ? time_sgemm(&b->shapes[i], &b->bufs[i]) : 0;
@@ -282,13 +309,14 @@ static void report(const bench_ctx *b, double best, const double *sg_best, doubl
     }
     int64_t calls = dispatch_calls(b->ms, b->depth, fused);
     printf(
-        "{\"bench\":\"vision\",\"model\":\"%s\",\"depth\":%d,\"threads\":%d,\"patches\":%lld,"
+        "{\"bench\":\"vision\",\"model\":\"%s\",\"variant\":\"%s\",\"depth\":%d,\"threads\":%d,"
+        "\"patches\":%lld,"
         "\"fused\":%s,\"seconds\":%.4f,\"gflops\":%.1f,\"sgemm_gflops\":%.1f,\"efficiency\":%.3f,"
         "\"dispatch_calls\":%lld,\"dispatch_ns_per_call\":%.0f,\"dispatch_overhead\":%.2e,"
         "\"nonfinite_outputs\":%.0f}\n",
-        b->ms->name, b->depth, b->threads, (long long)b->n, fused ? "true" : "false", best,
-        flops / best * 1e-9, flops / ref_s * 1e-9, ref_s / best, (long long)calls, ns_call,
-        (double)calls * ns_call * 1e-9 / best, nonfinite);
+        b->ms->json_model, b->ms->variant, b->depth, b->threads, (long long)b->n,
+        fused ? "true" : "false", best, flops / best * 1e-9, flops / ref_s * 1e-9, ref_s / best,
+        (long long)calls, ns_call, (double)calls * ns_call * 1e-9 / best, nonfinite);
     fflush(stdout);
 }
 
@@ -303,11 +331,11 @@ static int setup(bench_ctx *b, int depth, int64_t gh, int64_t gw, bool fused) {
         return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
     b->depth = depth;
     b->n = gh * gw;
-    fm_shape ps = {2, {b->n, K_IN}}, gs = {2, {1, 3}};
+    fm_shape ps = {2, {b->n, k_in(b->ms)}}, gs = {2, {1, 3}};
     if (fm_tensor_alloc(&b->px, FM_DTYPE_F32, &ps, &err) != FM_OK ||
         fm_tensor_alloc(&b->grid, FM_DTYPE_I64, &gs, &err) != FM_OK)
         return fprintf(stderr, "vision bench: %s\n", err.msg), -1;
-    float *px = rnd(b->n * K_IN, 0, 1.5f);
+    float *px = rnd(b->n * k_in(b->ms), 0, 1.5f);
     if (!px) return -1;
     memcpy(b->px.data, px, b->px.nbytes);
     fm_free_aligned(px);
@@ -348,7 +376,7 @@ static int run(const model_spec *ms, int depth, int threads, int reps, int64_t g
 }
 
 int main(int argc, char **argv) {
-    int depth = 32, threads = 0, reps = 2;
+    int depth = 0, threads = 0, reps = 2;
     bool fused = false;
     int64_t gh = 32, gw = 32;
     const char *only = NULL;
@@ -374,14 +402,15 @@ int main(int argc, char **argv) {
         }
     }
     if (threads <= 0) threads = fm_default_threads();
-    if (depth < 1 || reps < 1 || gh < 2 || gw < 2 || gh % 2 || gw % 2) {
+    if (depth < 0 || reps < 1 || gh < 2 || gw < 2 || gh % 2 || gw % 2) {
         fprintf(stderr, "vision bench: need depth >= 1, reps >= 1, even grid sides\n");
         return 2;
     }
     int rc = 0, ran = 0;
     for (size_t i = 0; i < sizeof models / sizeof *models; i++)
         if (!only || !strcmp(only, models[i].name))
-            rc |= run(&models[i], depth, threads, reps, gh, gw, fused), ran++;
+            rc |= run(&models[i], depth ? depth : models[i].depth, threads, reps, gh, gw, fused),
+                ran++;
     if (!ran) fprintf(stderr, "vision bench: unknown model '%s'\n", only);
     return ran ? rc : 2;
 }

@@ -79,7 +79,8 @@ static fm_status write_logits(const char *path, const fm_tensor *logits, fm_erro
 /* Every row of the prompt in one forward, logits of all rows. */
 static fm_status all_logits(fm_model *m, const forward_args *a, const int64_t *ids, size_t n,
                             fm_tensor *logits, fm_error *err) {
-    fm_tensor pv = {0}, grid = {0}, img = {0};
+    fm_tensor pv = {0}, grid = {0};
+    fm_vision_features img = {{0}, {0}};
     fm_run_options ro = {a->threads, NULL, NULL};
     int64_t *pos3 = fm_malloc(3 * n * sizeof *pos3), next = 0;
     int32_t *slot = fm_calloc(n, sizeof *slot), *pos = fm_malloc(n * sizeof *pos),
@@ -92,14 +93,23 @@ static fm_status all_logits(fm_model *m, const forward_args *a, const int64_t *i
     if (st == FM_OK)
         st = fm_model_rope_index(m, ids, (int64_t)n, a->pixel_values ? &grid : NULL, pos3, &next,
                                  err);
-    if (st == FM_OK && a->pixel_values) st = fm_model_vision_forward(m, &pv, &grid, &ro, &img, err);
+    if (st == FM_OK && a->pixel_values)
+        st = fm_model_vision_features(m, &pv, &grid, &ro, &img, err);
     if (st == FM_OK) st = fm_kv_cache_new(m, 1, (int64_t)n, a->kv, &c, err);
     for (size_t i = 0; st == FM_OK && i < n; i++)
         pos[i] = rows[i] = (int32_t)i;
-    fm_text_batch b = {ids, pos3, slot, pos, n, a->pixel_values ? &img : NULL, rows, n};
+    fm_text_batch b = {.ids = ids,
+                       .pos3 = pos3,
+                       .slot = slot,
+                       .pos = pos,
+                       .n = n,
+                       .image_embeds = a->pixel_values ? &img.image_embeds : NULL,
+                       .logit_rows = rows,
+                       .n_logits = n,
+                       .deepstack_embeds = img.deepstack.data ? &img.deepstack : NULL};
     if (st == FM_OK) st = fm_model_forward_text(m, c, &b, &ro, logits, err);
     fm_kv_cache_free(c);
-    fm_tensor_free(&pv), fm_tensor_free(&grid), fm_tensor_free(&img);
+    fm_tensor_free(&pv), fm_tensor_free(&grid), fm_vision_features_free(&img);
     fm_free(pos3), fm_free(slot), fm_free(pos), fm_free(rows);
     return st;
 }

@@ -1,6 +1,7 @@
 /* `fusemap run MODEL_DIR (--pixel-values IN | --image FILE...) -o OUT`: load the model
  * (optionally fused), preprocess or read the inputs, run the vision tower, write
- * image_embeds + image_grid_thw atomically. Shapes and timings go to stderr. */
+ * image_embeds + image_grid_thw (+ deepstack_embeds for a model with DeepStack) atomically.
+ * Shapes and timings go to stderr. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,8 @@ static const fm_cli_opt opts[] = {
     {OPT_PIXEL_VALUES, "--pixel-values", NULL, "FILE", "none",
      "a safetensors file with pixel_values (F32) and image_grid_thw (I64), instead of --image"},
     {OPT_OUTPUT, "--output", "-o", "FILE", "required",
-     "where to write image_embeds and image_grid_thw (safetensors, atomically)"},
+     "where to write image_embeds, image_grid_thw (and deepstack_embeds)\n"
+     "(safetensors, atomically)"},
     {OPT_THREADS, "--threads", NULL, "N", "all cores", "threads of the forward (1..1024)"},
     FM_CLI_OPTS_FUSION,
     FM_CLI_OPT_STRICT_ENTRY,
@@ -32,8 +34,9 @@ static const fm_cli_opt opts[] = {
 const fm_cli_help fm_cli_run_help = {
     "run MODEL_DIR (--image FILE [--image FILE]... | --pixel-values FILE) -o OUT [options]",
     "Loads the model, preprocesses the images (or reads pixel_values), runs the vision tower and\n"
-    "writes image_embeds [patches / merge^2, hidden] F32 and image_grid_thw to OUT. Shapes and\n"
-    "timings go to stderr, and a progress line while the forward runs on a terminal.\n",
+    "writes image_embeds [patches / merge^2, hidden] F32 and image_grid_thw to OUT, and for a\n"
+    "model with DeepStack (Qwen3-VL) deepstack_embeds [K, patches / merge^2, hidden] F32. Shapes\n"
+    "and timings go to stderr, and a progress line while the forward runs on a terminal.\n",
     opts,
     sizeof opts / sizeof *opts,
     "fusemap run Qwen2-VL-2B-Instruct --image cat.png -o embeds.safetensors --fuse "
@@ -95,14 +98,16 @@ static int check_args(const fm_cli_command *cmd, const run_args *a) {
     return FM_CLI_GO;
 }
 
-static fm_status write_output(const char *path, const fm_tensor *emb, const fm_tensor *grid,
+static fm_status write_output(const char *path, const fm_vision_features *f, const fm_tensor *grid,
                               fm_error *err) {
-    fm_st_item items[2] = {{"image_embeds", emb}, {"image_grid_thw", grid}};
+    fm_st_item items[3] = {{"image_embeds", &f->image_embeds},
+                           {"image_grid_thw", grid},
+                           {"deepstack_embeds", &f->deepstack}};
     fm_st_kv meta = {"format", "pt"};
     fm_st_write_options o;
     fm_st_write_options_init(&o);
     o.metadata = &meta, o.n_metadata = 1, o.with_metadata = true;
-    return fm_st_write_file(path, items, 2, &o, err);
+    return fm_st_write_file(path, items, f->deepstack.data ? 3 : 2, &o, err);
 }
 
 static int run(run_args *a) {
@@ -110,8 +115,9 @@ static int run(run_args *a) {
     fm_load_options lo;
     if (fm_cli_load_options(&a->c, &lo)) return 1;
     fm_model *m = NULL;
-    fm_tensor pv = {0}, grid = {0}, emb = {0};
-    char s1[128], s2[128], s3[128];
+    fm_tensor pv = {0}, grid = {0};
+    fm_vision_features emb = {{0}, {0}};
+    char s1[128], s2[128], s3[128], s4[160] = "";
     fm_load_report rep;
     double t0 = fm_cli_now();
     fm_status st = fm_cli_load(a->dir, &lo, a->c.quiet, &m, &rep, &err);
@@ -126,19 +132,24 @@ static int run(run_args *a) {
     fm_cli_meter meter;
     fm_cli_meter_start(&meter, "forward", "blocks", fm_cli_progress_wanted(a->c.quiet));
     fm_run_options ro = {a->threads, fm_cli_meter_count, &meter};
-    if (st == FM_OK) st = fm_model_vision_forward(m, &pv, &grid, &ro, &emb, &err);
+    if (st == FM_OK) st = fm_model_vision_features(m, &pv, &grid, &ro, &emb, &err);
     fm_cli_meter_clear(&meter);
     double t3 = fm_cli_now();
     if (st == FM_OK) st = write_output(a->out, &emb, &grid, &err);
     if (st == FM_OK && !a->c.quiet) {
-        fprintf(stderr, "pixel_values %s, image_grid_thw %s -> image_embeds %s%s\n",
-                fm_shape_format(&pv.shape, s1, sizeof s1),
-                fm_shape_format(&grid.shape, s2, sizeof s2),
-                fm_shape_format(&emb.shape, s3, sizeof s3), n_fused ? " (fused)" : "");
+        if (emb.deepstack.data) {
+            char s5[128];
+            snprintf(s4, sizeof s4, ", deepstack_embeds %s",
+                     fm_shape_format(&emb.deepstack.shape, s5, sizeof s5));
+        }
+        fprintf(
+            stderr, "pixel_values %s, image_grid_thw %s -> image_embeds %s%s%s\n",
+            fm_shape_format(&pv.shape, s1, sizeof s1), fm_shape_format(&grid.shape, s2, sizeof s2),
+            fm_shape_format(&emb.image_embeds.shape, s3, sizeof s3), s4, n_fused ? " (fused)" : "");
         fprintf(stderr, "timings: load %.3f s, %s %.3f s, forward %.3f s\n", t1 - t0,
                 a->pixel_values ? "read inputs" : "preprocess", t2 - t1, t3 - t2);
     }
-    fm_tensor_free(&pv), fm_tensor_free(&grid), fm_tensor_free(&emb);
+    fm_tensor_free(&pv), fm_tensor_free(&grid), fm_vision_features_free(&emb);
     fm_model_free(m);
     return st == FM_OK ? 0 : fm_cli_fail(&err);
 }

@@ -24,10 +24,11 @@ static const fm_cli_opt opts[] = {
 const fm_cli_help fm_cli_verify_help = {
     "verify MODEL_DIR (--fuse NAME [--fuse NAME]... | --fusion-config JSON) [options]",
     "Loads the model fused (strictly: any missing or unexpected weight is an error) and unfused,\n"
-    "runs both vision towers on random images of the model's shape and both whole models on a\n"
-    "random prompt holding those images (all rows' logits), compares the outputs, then checks\n"
-    "that every weight the fused model would save equals the checkpoint's bytes. Exit 1 when\n"
-    "the outputs differ beyond the threshold or any weight differs.\n",
+    "runs both vision towers on random images of the model's shape (image embeddings, and\n"
+    "DeepStack features where the model has them) and both whole models on a random prompt\n"
+    "holding those images (all rows' logits), compares the outputs, then checks that every\n"
+    "weight the fused model would save equals the checkpoint's bytes. Exit 1 when the outputs\n"
+    "differ beyond the threshold or any weight differs.\n",
     opts,
     sizeof opts / sizeof *opts,
     "fusemap verify Qwen2-VL-2B-Instruct --fuse patch_embeddings\n"
@@ -136,10 +137,11 @@ static fm_status make_prompt(const fm_lm_info *li, const fm_tensor *grid, int64_
     return FM_OK;
 }
 
-/* All rows' logits of the whole model on ids with the images' features `img`. */
+/* All rows' logits of the whole model on ids with the images' features `img` (and their
+ * DeepStack features, for a model with them). */
 static fm_status model_logits(fm_model *m, const int64_t *ids, size_t n, const fm_tensor *grid,
-                              const fm_tensor *img, const fm_run_options *ro, fm_tensor *logits,
-                              fm_error *err) {
+                              const fm_vision_features *img, const fm_run_options *ro,
+                              fm_tensor *logits, fm_error *err) {
     int64_t *pos3 = fm_malloc(3 * n * sizeof *pos3), next = 0;
     int32_t *slot = fm_calloc(n, sizeof *slot), *pos = fm_malloc(n * sizeof *pos);
     fm_kv_cache *c = NULL;
@@ -148,7 +150,15 @@ static fm_status model_logits(fm_model *m, const int64_t *ids, size_t n, const f
     if (st == FM_OK) st = fm_kv_cache_new(m, 1, (int64_t)n, FM_DTYPE_F32, &c, err);
     for (size_t i = 0; st == FM_OK && i < n; i++)
         pos[i] = (int32_t)i;
-    fm_text_batch b = {ids, pos3, slot, pos, n, img, pos, n}; /* logits of every row */
+    fm_text_batch b = {.ids = ids,
+                       .pos3 = pos3,
+                       .slot = slot,
+                       .pos = pos,
+                       .n = n,
+                       .image_embeds = img ? &img->image_embeds : NULL,
+                       .logit_rows = pos, /* logits of every row */
+                       .n_logits = n,
+                       .deepstack_embeds = img && img->deepstack.data ? &img->deepstack : NULL};
     if (st == FM_OK) st = fm_model_forward_text(m, c, &b, ro, logits, err);
     fm_kv_cache_free(c);
     fm_free(pos3), fm_free(slot), fm_free(pos);
@@ -159,6 +169,10 @@ static void compare_outputs(const fm_tensor *a, const fm_tensor *b, double *max_
                             double *rel_l2) {
     double num = 0, den = 0;
     *max_abs = 0;
+    if (!a->data || !b->data || !fm_shape_equal(&a->shape, &b->shape)) {
+        *max_abs = *rel_l2 = INFINITY; /* one output missing, or of another shape */
+        return;
+    }
     const float *x = a->data, *y = b->data;
     for (uint64_t i = 0; i < fm_tensor_numel(a); i++) {
         double d = (double)x[i] - (double)y[i];
@@ -216,8 +230,9 @@ static bool report(const char *what, const fm_tensor *f, const fm_tensor *u, dou
 
 /* Both models' logits on a random prompt with the images (when the model has an LM). */
 static fm_status lm_outputs(fm_model *fused, fm_model *plain, const fm_tensor *grid,
-                            const fm_tensor *of, const fm_tensor *ou, const fm_run_options *ro,
-                            fm_tensor *lf, fm_tensor *lu, bool *has_lm, fm_error *err) {
+                            const fm_vision_features *of, const fm_vision_features *ou,
+                            const fm_run_options *ro, fm_tensor *lf, fm_tensor *lu, bool *has_lm,
+                            fm_error *err) {
     fm_lm_info li;
     fm_error ignored;
     *has_lm = fm_model_lm_info(fused, &li, &ignored) == FM_OK;
@@ -229,7 +244,7 @@ static fm_status lm_outputs(fm_model *fused, fm_model *plain, const fm_tensor *g
     int64_t *ids = NULL;
     size_t n = 0;
     fm_status st = make_prompt(&li, images ? grid : NULL, &ids, &n, err);
-    if (!images) grid = of = ou = NULL;
+    if (!images) grid = NULL, of = ou = NULL;
     if (st == FM_OK) st = model_logits(fused, ids, n, grid, of, ro, lf, err);
     if (st == FM_OK) st = model_logits(plain, ids, n, grid, ou, ro, lu, err);
     fm_free(ids);
@@ -242,7 +257,8 @@ static int verify(verify_args *a) {
     fm_load_options lo;
     if (fm_cli_load_options(&a->c, &lo)) return 1;
     lo.strict = true;
-    fm_tensor pv = {0}, grid = {0}, of = {0}, ou = {0}, lf = {0}, lu = {0};
+    fm_tensor pv = {0}, grid = {0}, lf = {0}, lu = {0};
+    fm_vision_features of = {{0}, {0}}, ou = {{0}, {0}};
     fm_load_report rep;
     fm_status st = fm_cli_load(a->dir, &lo, a->c.quiet, &fused, &rep, &err);
     if (st == FM_OK && !a->c.quiet) fm_cli_print_report(stderr, a->dir, &rep);
@@ -253,15 +269,17 @@ static int verify(verify_args *a) {
         st = fm_cli_load(a->dir, &lo, true, &plain, NULL, &err); /* the fused load warned */
     if (st == FM_OK) st = make_input(plain, &pv, &grid, &err);
     fm_run_options ro = {a->threads, NULL, NULL};
-    if (st == FM_OK) st = fm_model_vision_forward(fused, &pv, &grid, &ro, &of, &err);
-    if (st == FM_OK) st = fm_model_vision_forward(plain, &pv, &grid, &ro, &ou, &err);
+    if (st == FM_OK) st = fm_model_vision_features(fused, &pv, &grid, &ro, &of, &err);
+    if (st == FM_OK) st = fm_model_vision_features(plain, &pv, &grid, &ro, &ou, &err);
     bool has_lm = false;
     if (st == FM_OK) st = lm_outputs(fused, plain, &grid, &of, &ou, &ro, &lf, &lu, &has_lm, &err);
     size_t bad = 0, checked = 0;
     if (st == FM_OK) st = compare_weights(fused, a->dir, &bad, &checked, &err);
     int rc_exit = st == FM_OK ? 0 : fm_cli_fail(&err);
     if (st == FM_OK) {
-        bool ok = report("vision outputs", &of, &ou, a->threshold);
+        bool ok = report("vision outputs", &of.image_embeds, &ou.image_embeds, a->threshold);
+        if (of.deepstack.data || ou.deepstack.data)
+            ok = report("deepstack", &of.deepstack, &ou.deepstack, a->threshold) && ok;
         if (has_lm) ok = report("model logits", &lf, &lu, a->threshold) && ok;
         printf("weights: %zu checked, %zu differ from the checkpoint\n", checked, bad);
         if (!ok || bad) {
@@ -272,8 +290,8 @@ static int verify(verify_args *a) {
             printf("verify: OK\n");
         }
     }
-    fm_tensor_free(&pv), fm_tensor_free(&grid), fm_tensor_free(&of), fm_tensor_free(&ou);
-    fm_tensor_free(&lf), fm_tensor_free(&lu);
+    fm_tensor_free(&pv), fm_tensor_free(&grid), fm_tensor_free(&lf), fm_tensor_free(&lu);
+    fm_vision_features_free(&of), fm_vision_features_free(&ou);
     fm_model_free(fused);
     fm_model_free(plain);
     return rc_exit;

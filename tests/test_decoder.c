@@ -82,7 +82,14 @@ static fm_status forward_rows(fm_model *m, fm_kv_cache *c, const int64_t *ids, c
             p3[a * n + i] = pos3[a * T + from + i];
         sl[i] = slot, ps[i] = (int32_t)(from + i), lr[i] = (int32_t)i;
     }
-    fm_text_batch b = {ids + from, p3, sl, ps, (size_t)n, img, lr, (size_t)n};
+    fm_text_batch b = {.ids = ids + from,
+                       .pos3 = p3,
+                       .slot = sl,
+                       .pos = ps,
+                       .n = (size_t)n,
+                       .image_embeds = img,
+                       .logit_rows = lr,
+                       .n_logits = (size_t)n};
     fm_status st = fm_model_forward_text(m, c, &b, NULL, logits, e);
     free(p3), free(sl), free(ps), free(lr);
     return st;
@@ -249,7 +256,13 @@ static void test_greedy_continuation(void) {
             int64_t row_pos[3] = {n, n,
                                   n}; /* a text token after text: the next position on all axes */
             int32_t sl = 0, ps = (int32_t)n, lr = 0;
-            fm_text_batch b = {&ids[n], row_pos, &sl, &ps, 1, NULL, &lr, 1};
+            fm_text_batch b = {.ids = &ids[n],
+                               .pos3 = row_pos,
+                               .slot = &sl,
+                               .pos = &ps,
+                               .n = 1,
+                               .logit_rows = &lr,
+                               .n_logits = 1};
             CHECK_OK(fm_model_forward_text(m, c, &b, NULL, &lg, &e), &e);
             n++;
         }
@@ -294,7 +307,8 @@ static void test_two_sequences_in_one_batch(void) {
         int64_t ids[2] = {a[Ta - 1], b[Tb - 1]},
                 p3[6] = {Ta - 1, Tb - 1, Ta - 1, Tb - 1, Ta - 1, Tb - 1};
         int32_t sl[2] = {0, 1}, ps[2] = {(int32_t)(Ta - 1), (int32_t)(Tb - 1)}, lr[2] = {0, 1};
-        fm_text_batch bt = {ids, p3, sl, ps, 2, NULL, lr, 2};
+        fm_text_batch bt = {
+            .ids = ids, .pos3 = p3, .slot = sl, .pos = ps, .n = 2, .logit_rows = lr, .n_logits = 2};
         CHECK_OK(fm_model_forward_text(m, both, &bt, NULL, &lab, &e), &e);
         if (lab.data && la.data && lb.data) {
             const float *x = lab.data;
@@ -326,7 +340,8 @@ static void test_bad_input(void) {
         CHECK_OK(fm_kv_cache_new(m, 1, 8, FM_DTYPE_F32, &c, &e), &e);
         int64_t ids[2] = {5, VOCAB + 3}, p3[6] = {0, 1, 0, 1, 0, 1};
         int32_t sl[2] = {0, 0}, ps[2] = {0, 1}, lr[1] = {1};
-        fm_text_batch b = {ids, p3, sl, ps, 2, NULL, lr, 1};
+        fm_text_batch b = {
+            .ids = ids, .pos3 = p3, .slot = sl, .pos = ps, .n = 2, .logit_rows = lr, .n_logits = 1};
         CHECK_STATUS(FM_ERR_INPUT, fm_model_forward_text(m, c, &b, NULL, &lg, &e), &e);
         CHECK_CONTAINS(e.msg, "outside [0, 300)");
         ids[1] = IMG; /* an image token with two image features */

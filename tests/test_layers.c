@@ -32,8 +32,8 @@ static const struct {
     {"core.h", "core"},     {"version.h", "core"},    {"tensor.h", "tensor"},
     {"io.h", "io"},         {"image.h", "image"},     {"tokenizer.h", "text"},
     {"chat.h", "text"},     {"nn.h", "nn"},           {"loading.h", "loading"},
-    {"fusion.h", "fusion"}, {"qwen2_vl.h", "models"}, {"models.h", "api"},
-    {"generate.h", "api"},  {"fusemap.h", "api"},
+    {"fusion.h", "fusion"}, {"qwen2_vl.h", "models"}, {"qwen3_vl.h", "models"},
+    {"models.h", "api"},    {"generate.h", "api"},    {"fusemap.h", "api"},
 };
 
 static const layer *find_layer(const char *dir) {

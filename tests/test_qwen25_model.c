@@ -99,7 +99,14 @@ static fm_tensor prompt_logits(fm_model *m, const int64_t *ids, int64_t T, const
     if (m && pv) CHECK_OK(fm_model_vision_forward(m, pv, gt, NULL, &emb, &e), &e);
     if (m) CHECK_OK(fm_model_rope_index(m, ids, T, gt, pos3, &next, &e), &e);
     if (m) CHECK_OK(fm_kv_cache_new(m, 1, T, FM_DTYPE_F32, &c, &e), &e);
-    fm_text_batch b = {ids, pos3, sl, ps, (size_t)T, pv ? &emb : NULL, ps, (size_t)T};
+    fm_text_batch b = {.ids = ids,
+                       .pos3 = pos3,
+                       .slot = sl,
+                       .pos = ps,
+                       .n = (size_t)T,
+                       .image_embeds = pv ? &emb : NULL,
+                       .logit_rows = ps,
+                       .n_logits = (size_t)T};
     if (c) CHECK_OK(fm_model_forward_text(m, c, &b, NULL, &logits, &e), &e);
     fm_kv_cache_free(c);
     fm_tensor_free(&emb);

@@ -13,6 +13,7 @@
 #include "fusemap/models.h"
 #include "fusemap/nn.h"
 #include "fusemap/qwen2_vl.h"
+#include "fusemap/qwen3_vl.h"
 #include "fusemap/tensor.h"
 #include "fusemap/tokenizer.h"
 #include "fusemap/version.h"

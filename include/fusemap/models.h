@@ -91,6 +91,20 @@ FM_API fm_status fm_model_save_state_dict(const fm_model *m, bool runtime_format
 FM_API fm_status fm_model_vision_forward(fm_model *m, const fm_tensor *pixel_values,
                                          const fm_tensor *image_grid_thw, const fm_run_options *o,
                                          fm_tensor *out, fm_error *err);
+/* The vision tower's outputs: image embeddings and, for an architecture with DeepStack
+ * (Qwen3-VL), the features its decoder adds to the hidden states of the image tokens after its
+ * first K layers. */
+typedef struct fm_vision_features {
+    fm_tensor image_embeds; /* F32 [tokens, hidden] (tokens = N / merge^2) */
+    fm_tensor deepstack;    /* F32 [K, tokens, hidden]; data NULL when the model has none */
+} fm_vision_features;
+/* As fm_model_vision_forward, also asking the tower for its DeepStack features (the tower's
+ * second output). *out: caller frees with fm_vision_features_free (zeroed on failure). Pass both
+ * tensors to fm_model_forward_text (fm_text_batch.image_embeds, .deepstack_embeds). */
+FM_API fm_status fm_model_vision_features(fm_model *m, const fm_tensor *pixel_values,
+                                          const fm_tensor *image_grid_thw, const fm_run_options *o,
+                                          fm_vision_features *out, fm_error *err);
+FM_API void fm_vision_features_free(fm_vision_features *f); /* accepts NULL */
 /* Preprocesses n decoded still images (borrowed; apply their EXIF orientation first, as
  * transformers' load_image does) with the model's own image processor and its directory's
  * preprocessor_config.json: pixel_values F32 [N, C*T*P*P] and image_grid_thw I64 [n, 3], ready
@@ -142,9 +156,15 @@ typedef struct fm_text_batch {
     const int32_t
         *logit_rows; /* rows whose logits are wanted, e.g. the last row of each sequence */
     size_t n_logits;
+    /* F32 [K, k, hidden]: the DeepStack features of the same k image tokens
+     * (fm_vision_features.deepstack); required with image_embeds when the model has DeepStack
+     * layers (Qwen3-VL), added to those rows' hidden states after decoder layers 0..K-1. NULL:
+     * none. */
+    const fm_tensor *deepstack_embeds;
 } fm_text_batch;
 /* -> *logits F32 [n_logits, vocab] (caller frees with fm_tensor_free). Bad ids, rows outside
- * the cache, image-token/feature count mismatch: FM_ERR_INPUT naming the row. One forward at a
+ * the cache, image-token/feature count mismatch, missing or misshapen DeepStack features:
+ * FM_ERR_INPUT naming the row or the shapes. One forward at a
  * time per model (and per cache). */
 FM_API fm_status fm_model_forward_text(fm_model *m, fm_kv_cache *c, const fm_text_batch *b,
                                        const fm_run_options *o, fm_tensor *logits, fm_error *err);

@@ -308,14 +308,17 @@ typedef struct fm_model_builder {
      * forward is then the language model: in = {input_ids I64 [T], positions I64 [3][T] (M-RoPE
      * t, h, w rows), image_embeds F32 [k][hidden] (k = the image tokens among the ids, in order;
      * k may be 0), KV cache [layers][2][slots][kv_heads][capacity][head_dim] F32 or BF16, rows
-     * I32 [T][2] (cache slot, position of each id), logit_rows I32 [R] (which rows' logits)}
-     * -> logits F32 [R][vocab]. lm_info describes it; rope_index gives the prefill positions
-     * (transformers' get_rope_index) and the next free position. */
+     * I32 [T][2] (cache slot, position of each id), logit_rows I32 [R] (which rows' logits),
+     * optionally deepstack F32 [K][k][hidden] (the vision tower's second output, for the same
+     * image tokens)} -> logits F32 [R][vocab]. lm_info describes it; rope_index gives the prefill
+     * positions (transformers' get_rope_index) and the next free position. */
     void (*lm_info)(const void *cfg, struct fm_lm_info *out);
     fm_status (*rope_index)(const void *cfg, const int64_t *ids, int64_t n, const int64_t *grid_thw,
                             int64_t n_images, int64_t *pos3, int64_t *next, fm_error *err);
     /* Module path of the vision tower (in: pixel_values F32 [N, C*T*P*P], image_grid_thw I64
-     * [n, 3]; out: image embeddings F32 [tokens, hidden]), or NULL when there is none. */
+     * [n, 3]; out: image embeddings F32 [tokens, hidden] and, asked for a second output by a
+     * tower with DeepStack, the features F32 [K][tokens][hidden]; a tower without leaves it
+     * untouched), or NULL when there is none. */
     const char *vision_tower;
 } fm_model_builder;
 

@@ -68,6 +68,11 @@ FM_API fm_status fm_qwen2vl_preproc_params_load_file(const char *path, fm_qwen2v
  * defaults). *found (may be NULL) tells whether the file was applied. */
 FM_API fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_params *p,
                                                 bool *found, fm_error *err);
+/* Applies DIR/preprocessor_config.json over *p (initialised by the caller, e.g. with another
+ * model's defaults) when it exists, as fm_qwen2vl_preproc_params_load does; *p is untouched when
+ * the file is absent or invalid. */
+FM_API fm_status fm_qwen2vl_preproc_params_apply_dir(const char *dir, fm_qwen2vl_preproc_params *p,
+                                                     bool *found, fm_error *err);
 
 /* Target size and grid of one still image: (*out_h, *out_w) the resize target, grid_thw =
  * (1, out_h / patch, out_w / patch). With do_resize false the size must already be a

@@ -6,6 +6,7 @@
 #include "api/model_internal.h"
 #include "models/qwen2_5_vl/qwen2_5_vl.h"
 #include "models/qwen2_vl/qwen2_vl.h"
+#include "models/qwen3_vl/qwen3_vl.h"
 
 typedef struct architecture {
     const char *model_type;
@@ -15,6 +16,7 @@ typedef struct architecture {
 static const architecture architectures[] = {
     {"qwen2_vl", fm_qwen2vl_register},
     {"qwen2_5_vl", fm_qwen25vl_register}, /* after qwen2_vl: shares its classes */
+    {"qwen3_vl", fm_qwen3vl_register},
 };
 
 #define N_ARCH (sizeof architectures / sizeof *architectures)

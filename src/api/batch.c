@@ -161,7 +161,7 @@ static fm_status prefill(fm_batch *b, bseq *s, int slot_ix, const int64_t *ids, 
     fm_run_options ro;
     fm_run_options_init(&ro);
     ro.threads = b->o.threads;
-    fm_tensor images = {0};
+    fm_vision_features images = {{0}, {0}}; /* image features (+ DeepStack features) */
     int64_t *pos3 = fm_malloc(3 * n * sizeof *pos3);
     int32_t *slot = fm_malloc(n * sizeof *slot), *pos = fm_malloc(n * sizeof *pos),
             last = (int32_t)n - 1;
@@ -169,12 +169,20 @@ static fm_status prefill(fm_batch *b, bseq *s, int slot_ix, const int64_t *ids, 
                        ? FM_OK
                        : fm_error_set(err, FM_ERR_NOMEM, "out of memory for a %zu-token prompt", n);
     if (st == FM_OK) st = fm_model_rope_index(b->m, ids, (int64_t)n, grid, pos3, &s->next, err);
-    if (st == FM_OK && pv) st = fm_model_vision_forward(b->m, pv, grid, &ro, &images, err);
+    if (st == FM_OK && pv) st = fm_model_vision_features(b->m, pv, grid, &ro, &images, err);
     for (size_t i = 0; pos && slot && i < n; i++)
         pos[i] = (int32_t)i, slot[i] = slot_ix;
-    fm_text_batch tb = {ids, pos3, slot, pos, n, pv ? &images : NULL, &last, 1};
+    fm_text_batch tb = {.ids = ids,
+                        .pos3 = pos3,
+                        .slot = slot,
+                        .pos = pos,
+                        .n = n,
+                        .image_embeds = pv ? &images.image_embeds : NULL,
+                        .logit_rows = &last,
+                        .n_logits = 1,
+                        .deepstack_embeds = images.deepstack.data ? &images.deepstack : NULL};
     if (st == FM_OK) st = fm_model_forward_text(b->m, b->cache, &tb, &ro, logits, err);
-    fm_tensor_free(&images);
+    fm_vision_features_free(&images);
     fm_free(pos3), fm_free(slot), fm_free(pos);
     return st;
 }
@@ -282,7 +290,13 @@ static fm_status step_rows(fm_batch *b, const int *ix, int k, fm_error *err) {
     fm_run_options ro;
     fm_run_options_init(&ro);
     ro.threads = b->o.threads;
-    fm_text_batch tb = {b->ids, b->pos3, b->slot, b->pos, (size_t)k, NULL, b->rows, (size_t)k};
+    fm_text_batch tb = {.ids = b->ids,
+                        .pos3 = b->pos3,
+                        .slot = b->slot,
+                        .pos = b->pos,
+                        .n = (size_t)k,
+                        .logit_rows = b->rows,
+                        .n_logits = (size_t)k};
     fm_tensor logits = {0};
     fm_status st = fm_model_forward_text(b->m, b->cache, &tb, &ro, &logits, err), first = st;
     for (int i = 0; i < k; i++) {

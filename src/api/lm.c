@@ -85,9 +85,9 @@ fm_status fm_model_rope_index(const fm_model *m, const int64_t *ids, int64_t n,
 }
 
 /* The batch as the root module's input tensors (views of the caller's arrays; rows I32 [n][2]
- * is built in scratch). */
+ * is built in scratch); in[6] the DeepStack features when given. */
 static fm_status batch_inputs(fm_run_ctx *rc, const fm_model *m, fm_kv_cache *c,
-                              const fm_text_batch *b, fm_tensor in[6], fm_error *err) {
+                              const fm_text_batch *b, fm_tensor in[7], fm_error *err) {
     int64_t n = (int64_t)b->n;
     int32_t *rows = NULL;
     fm_status st = fm_run_scratch(rc, (size_t)(n ? n : 1) * 2 * sizeof *rows, (void **)&rows, err);
@@ -108,6 +108,7 @@ static fm_status batch_inputs(fm_run_ctx *rc, const fm_model *m, fm_kv_cache *c,
                         (void *)b->logit_rows,
                         (uint64_t)b->n_logits * 4,
                         NULL};
+    in[6] = b->deepstack_embeds ? *b->deepstack_embeds : (fm_tensor){0};
     return FM_OK;
 }
 
@@ -124,9 +125,10 @@ fm_status fm_model_forward_text(fm_model *m, fm_kv_cache *c, const fm_text_batch
     st = fm_model_run_ctx(m, o, &rc, err);
     if (st != FM_OK) return st;
     size_t mark = fm_run_mark(rc);
-    fm_tensor in[6], y = {0};
+    fm_tensor in[7], y = {0};
     st = batch_inputs(rc, m, c, b, in, err);
-    if (st == FM_OK) st = fm_module_forward(m->root, rc, in, 6, &y, 1, err);
+    if (st == FM_OK)
+        st = fm_module_forward(m->root, rc, in, b->deepstack_embeds ? 7 : 6, &y, 1, err);
     if (st == FM_OK) st = fm_tensor_alloc(logits, FM_DTYPE_F32, &y.shape, err);
     if (st == FM_OK) memcpy(logits->data, y.data, y.nbytes);
     fm_run_release(rc, mark);

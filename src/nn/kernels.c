@@ -254,7 +254,7 @@ void fm_k_rmsnorm(float *y, const float *x, const float *g, int64_t rows, int64_
 
 /* ---- activations ------------------------------------------------------------------------- */
 
-/* quick_gelu and SiLU use the vectorisable exp; GELU variants call libm erff / tanhf. */
+/* quick_gelu, SiLU and the tanh GELU use the vectorisable exp; the erf GELU calls libm erff. */
 static inline float act_quick_gelu(float x) {
     float z = 1.702f * x;
     return x * (1.0f / (1.0f + fm_expf_poly(-z)));
@@ -269,7 +269,10 @@ static inline float act_gelu_tanh(float x) {
     const float k0 = (float)(M_SQRT2 * M_2_SQRTPI * 0.5),
                 k1 = 0.044715f; /* sqrt(2/pi), cubic term */
     float inner = k0 * (x + k1 * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(inner));
+    /* 0.5·x·(1 + tanh(u)) = x·sigmoid(2u): the same function through the vectorisable exp,
+     * about 3x cheaper than libm tanhf (it ran for ~15% of a tanh-GELU vision tower's forward),
+     * and free of the cancellation of 1 + tanh(u) near -1 */
+    return x * (1.0f / (1.0f + fm_expf_poly(-2.0f * inner)));
 }
 
 typedef struct act_job {

@@ -22,6 +22,14 @@ void fm_qfix_init(fm_qfix *q) {
     q->scale = 0.05f;
 }
 
+void fm_qfix_init_qwen3(fm_qfix *q) {
+    fm_qfix_init(q);
+    q->arch = FM_QFIX_QWEN3_VL;
+    q->patch_size = 16;
+    q->hidden_act = "gelu_pytorch_tanh";
+    q->deepstack[0] = 0, q->deepstack[1] = 1, q->n_deepstack = 2;
+}
+
 void fm_qfix_init_qwen25(fm_qfix *q) {
     fm_qfix_init(q);
     q->arch = FM_QFIX_QWEN2_5_VL;
@@ -37,6 +45,8 @@ void fm_qfix_fill(float *dst, uint64_t n, float scale, uint64_t *s) {
         dst[i] = scale * (float)((double)(*s >> 11) / (double)(1ull << 53) * 2.0 - 1.0);
     }
 }
+
+static char *qwen3_config_text(const fm_qfix *q);
 
 /* "in_chans": C (or the spelling q->channels_key asks for), with a trailing ",\n    ". */
 static void channels_text(const fm_qfix *q, char *buf, size_t n) {
@@ -84,6 +94,7 @@ static void vision_text(const fm_qfix *q, char *buf, size_t n) {
 }
 
 char *fm_qfix_config_text(const fm_qfix *q) {
+    if (q->arch == FM_QFIX_QWEN3_VL) return qwen3_config_text(q);
     char text_keys[1024], vision[4096], *out = malloc(8192);
     if (!out) return NULL;
     const char *ind = q->v5_layout ? "    " : "  ";
@@ -111,8 +122,69 @@ char *fm_qfix_config_text(const fm_qfix *q) {
     return out;
 }
 
+static int text_head_dim(const fm_qfix *q) {
+    return q->text_head_dim ? q->text_head_dim : q->text_hidden / q->text_heads;
+}
+
+static void mrope_sections(const fm_qfix *q, int out[3]) {
+    int h2 = text_head_dim(q) / 2;
+    if (q->mrope[0] || q->mrope[1] || q->mrope[2]) {
+        memcpy(out, q->mrope, 3 * sizeof *out);
+        return;
+    }
+    out[1] = out[2] = h2 / 3, out[0] = h2 - 2 * (h2 / 3);
+}
+
+static char *qwen3_config_text(const fm_qfix *q) {
+    char *out = malloc(8192), ds[128] = "", rope[256];
+    int sec[3], n = 0;
+    if (!out) return NULL;
+    mrope_sections(q, sec);
+    for (int i = 0; i < q->n_deepstack; i++)
+        n += snprintf(ds + n, sizeof ds - (size_t)n, "%s%d", i ? ", " : "", q->deepstack[i]);
+    if (q->v5_layout)
+        snprintf(rope, sizeof rope,
+                 "\"rope_parameters\": {\"mrope_interleaved\": true, \"mrope_section\": [%d, %d, "
+                 "%d], \"rope_theta\": 5000000, \"rope_type\": \"default\"}",
+                 sec[0], sec[1], sec[2]);
+    else
+        snprintf(rope, sizeof rope,
+                 "\"rope_scaling\": {\"mrope_interleaved\": true, \"mrope_section\": [%d, %d, "
+                 "%d], \"rope_type\": \"default\"},\n    \"rope_theta\": 5000000",
+                 sec[0], sec[1], sec[2]);
+    const char *dt = q->dtype == FM_DTYPE_BF16  ? "bfloat16"
+                     : q->dtype == FM_DTYPE_F16 ? "float16"
+                                                : "float32";
+    snprintf(out, 8192,
+             "{\n  \"architectures\": [\"Qwen3VLForConditionalGeneration\"],\n"
+             "  \"model_type\": \"qwen3_vl\",\n"
+             "  \"text_config\": {\n    \"attention_bias\": false,\n    \"head_dim\": %d,\n"
+             "    \"hidden_act\": \"silu\",\n    \"hidden_size\": %d,\n"
+             "    \"intermediate_size\": %d,\n    \"max_position_embeddings\": 262144,\n"
+             "    \"model_type\": \"qwen3_vl_text\",\n    \"num_attention_heads\": %d,\n"
+             "    \"num_hidden_layers\": %d,\n    \"num_key_value_heads\": %d,\n"
+             "    \"rms_norm_eps\": 1e-06,\n    %s,\n    \"tie_word_embeddings\": %s,\n"
+             "    \"vocab_size\": %d\n  },\n"
+             "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n"
+             "  \"vision_config\": {\n    \"deepstack_visual_indexes\": [%s],\n    \"depth\": %d,\n"
+             "    \"hidden_act\": \"%s\",\n    \"hidden_size\": %d,\n    \"%s\": %d,\n"
+             "    \"intermediate_size\": %d,\n    \"model_type\": \"qwen3_vl\",\n"
+             "    \"num_heads\": %d,\n    \"num_position_embeddings\": %d,\n"
+             "    \"out_hidden_size\": %d,\n    \"patch_size\": %d,\n"
+             "    \"spatial_merge_size\": %d,\n    \"temporal_patch_size\": %d\n  }%s%s\n}\n",
+             text_head_dim(q), q->text_hidden, q->text_inter, q->text_heads, q->text_layers,
+             q->text_kv_heads, rope, q->tie ? "true" : "false", q->vocab, q->tie ? "true" : "false",
+             dt, ds, q->depth, q->hidden_act ? q->hidden_act : "gelu_pytorch_tanh", q->embed_dim,
+             q->channels_key ? q->channels_key : "in_channels", q->in_channels,
+             q->embed_dim * q->mlp_ratio, q->num_heads,
+             q->num_position_embeddings ? q->num_position_embeddings : 64, q->hidden_size,
+             q->patch_size, q->merge_size, q->temporal_patch_size, q->extra_config ? ",\n  " : "",
+             q->extra_config ? q->extra_config : "");
+    return out;
+}
+
 typedef struct plist {
-    char names[4096][96];
+    char names[4096][128];
     fm_shape shapes[4096];
     int n;
 } plist;
@@ -212,6 +284,75 @@ static void text_params(plist *p, const fm_qfix *q) {
     if (!q->tie) add(p, "lm_head.weight", 2, q->vocab, H, 0, 0, 0);
 }
 
+static void qwen3_merger(plist *p, const char *prefix, int64_t norm, int64_t wide, int64_t out) {
+    char n[96];
+    snprintf(n, sizeof n, "%s.norm.weight", prefix), add(p, n, 1, norm, 0, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.norm.bias", prefix), add(p, n, 1, norm, 0, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.linear_fc1.weight", prefix), add(p, n, 2, wide, wide, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.linear_fc1.bias", prefix), add(p, n, 1, wide, 0, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.linear_fc2.weight", prefix), add(p, n, 2, out, wide, 0, 0, 0);
+    snprintf(n, sizeof n, "%s.linear_fc2.bias", prefix), add(p, n, 1, out, 0, 0, 0, 0);
+}
+
+static void qwen3_vision_params(plist *p, const fm_qfix *q) {
+    int64_t D = q->embed_dim, I = (int64_t)q->embed_dim * q->mlp_ratio,
+            W = D * q->merge_size * q->merge_size;
+    char n[96];
+    add(p, "model.visual.patch_embed.proj.weight", 5, D, q->in_channels, q->temporal_patch_size,
+        q->patch_size, q->patch_size);
+    add(p, "model.visual.patch_embed.proj.bias", 1, D, 0, 0, 0, 0);
+    add(p, "model.visual.pos_embed.weight", 2,
+        q->num_position_embeddings ? q->num_position_embeddings : 64, D, 0, 0, 0);
+    for (int i = 0; i < q->depth; i++) {
+#define B(suffix, nd, a, b)                                                                        \
+    snprintf(n, sizeof n, "model.visual.blocks.%d.%s", i, suffix), add(p, n, nd, a, b, 0, 0, 0)
+        B("norm1.weight", 1, D, 0);
+        B("norm1.bias", 1, D, 0);
+        B("norm2.weight", 1, D, 0);
+        B("norm2.bias", 1, D, 0);
+        B("attn.qkv.weight", 2, 3 * D, D);
+        B("attn.qkv.bias", 1, 3 * D, 0);
+        B("attn.proj.weight", 2, D, D);
+        B("attn.proj.bias", 1, D, 0);
+        B("mlp.linear_fc1.weight", 2, I, D);
+        B("mlp.linear_fc1.bias", 1, I, 0);
+        B("mlp.linear_fc2.weight", 2, D, I);
+        B("mlp.linear_fc2.bias", 1, D, 0);
+#undef B
+    }
+    qwen3_merger(p, "model.visual.merger", D, W, q->hidden_size);
+    for (int k = 0; k < q->n_deepstack; k++) {
+        snprintf(n, sizeof n, "model.visual.deepstack_merger_list.%d", k);
+        qwen3_merger(p, n, W, W, q->hidden_size);
+    }
+}
+
+static void qwen3_text_params(plist *p, const fm_qfix *q) {
+    int64_t H = q->text_hidden, hd = text_head_dim(q), qd = q->text_heads * hd,
+            kv = q->text_kv_heads * hd, I = q->text_inter;
+    char n[128];
+    add(p, "model.language_model.embed_tokens.weight", 2, q->vocab, H, 0, 0, 0);
+    for (int i = 0; i < q->text_layers; i++) {
+#define L(suffix, nd, a, b)                                                                        \
+    snprintf(n, sizeof n, "model.language_model.layers.%d.%s", i, suffix),                         \
+        add(p, n, nd, a, b, 0, 0, 0)
+        L("input_layernorm.weight", 1, H, 0);
+        L("mlp.down_proj.weight", 2, H, I);
+        L("mlp.gate_proj.weight", 2, I, H);
+        L("mlp.up_proj.weight", 2, I, H);
+        L("post_attention_layernorm.weight", 1, H, 0);
+        L("self_attn.k_norm.weight", 1, hd, 0);
+        L("self_attn.k_proj.weight", 2, kv, H);
+        L("self_attn.o_proj.weight", 2, H, qd);
+        L("self_attn.q_norm.weight", 1, hd, 0);
+        L("self_attn.q_proj.weight", 2, qd, H);
+        L("self_attn.v_proj.weight", 2, kv, H);
+#undef L
+    }
+    add(p, "model.language_model.norm.weight", 1, H, 0, 0, 0, 0);
+    if (!q->tie) add(p, "lm_head.weight", 2, q->vocab, H, 0, 0, 0);
+}
+
 fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
     plist *p = calloc(1, sizeof *p);
     fm_tensor *ts = p ? calloc(4096, sizeof *ts) : NULL;
@@ -221,7 +362,9 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
                        ? FM_OK
                        : fm_error_set(err, FM_ERR_NOMEM, "fixture: out of memory");
     uint64_t seed = q->seed ? q->seed : 1;
-    if (st == FM_OK) {
+    if (st == FM_OK && q->arch == FM_QFIX_QWEN3_VL) {
+        qwen3_vision_params(p, q), qwen3_text_params(p, q);
+    } else if (st == FM_OK) {
         if (q->arch == FM_QFIX_QWEN2_5_VL)
             vision_params_qwen25(p, q);
         else
@@ -235,6 +378,7 @@ fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err) {
         int is_norm_w = strstr(p->names[i], "norm") && strstr(p->names[i], ".weight");
         float sc =
             q->patch_scale > 0 && strstr(p->names[i], "patch_embed") ? q->patch_scale : q->scale;
+        if (q->pos_scale > 0 && strstr(p->names[i], "pos_embed")) sc = q->pos_scale;
         fm_qfix_fill(f32.data, fm_tensor_numel(&f32), sc, &seed);
         if (is_norm_w) /* norm weights around 1, like trained models */
             for (uint64_t k = 0; k < fm_tensor_numel(&f32); k++)

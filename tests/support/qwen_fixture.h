@@ -1,4 +1,5 @@
-/* Test/bench support: writes small random Qwen2-VL and Qwen2.5-VL checkpoints (config.json +
+/* Test/bench support: writes small random Qwen2-VL, Qwen2.5-VL and Qwen3-VL checkpoints
+ * (config.json +
  * safetensors with hub names) through the library's own writer. */
 #ifndef FM_TEST_QWEN_FIXTURE_H
 #define FM_TEST_QWEN_FIXTURE_H
@@ -25,7 +26,8 @@ typedef struct fm_qfix {
     const char *extra_config; /* extra top-level JSON members, e.g. "\"fusion_config\": {...}" (no
                                  trailing comma) */
     const char *channels_key; /* vision_config spelling of in_channels: "in_chans" (NULL, the
-                                 hub's), "in_channels", "both" (the two keys) or "none" */
+                                 hub's), "in_channels", "both" (the two keys) or "none";
+                                 Qwen3-VL: NULL is its hub's "in_channels" */
     /* Qwen2.5-VL (arch FM_QFIX_QWEN2_5_VL, fm_qfix_init_qwen25): embed_dim is the vision
      * hidden_size, hidden_size its out_hidden_size; mlp_ratio is unused. */
     int arch;
@@ -33,14 +35,26 @@ typedef struct fm_qfix {
     int window_size;          /* vision_config.window_size (pixels) */
     const char *fullatt;      /* fullatt_block_indexes as JSON text, e.g. "[1]" (NULL: omitted) */
     const char *vision_extra; /* extra vision_config members (no trailing comma), or NULL */
+    /* Qwen3-VL (arch FM_QFIX_QWEN3_VL, fm_qfix_init_qwen3): nested text_config and
+     * vision_config, hub names model.visual.* and model.language_model.*. embed_dim is the vision
+     * hidden_size, hidden_size its out_hidden_size, embed_dim · mlp_ratio its intermediate_size;
+     * v5_layout writes rope_parameters (with rope_theta) instead of rope_scaling + rope_theta. */
+    int num_position_embeddings;   /* 0: 64 (an 8 x 8 table) */
+    int deepstack[8], n_deepstack; /* deepstack_visual_indexes */
+    int text_head_dim;             /* 0: text_hidden / text_heads */
+    int mrope[3];                  /* mrope_section; zeros: about [h2 - 2·h2/3, h2/3, h2/3] */
+    float pos_scale;               /* scale of the position table (0: scale) */
 } fm_qfix;
 
-enum { FM_QFIX_QWEN2_VL = 0, FM_QFIX_QWEN2_5_VL = 1 };
+enum { FM_QFIX_QWEN2_VL = 0, FM_QFIX_QWEN2_5_VL = 1, FM_QFIX_QWEN3_VL = 2 };
 
 void fm_qfix_init(fm_qfix *q); /* tiny defaults: embed 32, 4 heads, depth 2, text 1 layer */
 /* Tiny Qwen2.5-VL defaults: as fm_qfix_init, silu, vision MLP 40, windows of 2x2 merged cells
  * (window_size 56 with patch 14), full attention in block 1. */
 void fm_qfix_init_qwen25(fm_qfix *q);
+/* Qwen3-VL defaults: fm_qfix_init, then arch FM_QFIX_QWEN3_VL, patch 16, gelu_pytorch_tanh,
+ * deepstack [0, 1]. */
+void fm_qfix_init_qwen3(fm_qfix *q);
 /* Writes config.json + weights into dir (created). */
 fm_status fm_qfix_write(const char *dir, const fm_qfix *q, fm_error *err);
 /* The config.json text (caller frees with fm_free). */

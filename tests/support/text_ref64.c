@@ -1,6 +1,7 @@
-/* Naive float64 Qwen2 decoder for the tests: written from the spec (generation.md §3-4)
- * independently of the library (plain double loops, its own rope index and RoPE). The only
- * quantities kept in f32 are those the spec defines in f32: inv_freq and the angle pos·inv_freq. */
+/* Naive float64 Qwen2 / Qwen3 decoder for the tests: written from the specs (generation.md §3-4,
+ * qwen2_5-vl-and-qwen3-vl.md §5.2) independently of the library (plain double loops, its own
+ * rope index and RoPE). The only quantities kept in f32 are those the spec defines in f32:
+ * inv_freq and the angle pos·inv_freq. */
 #include "text_ref64.h"
 
 #include <jansson.h>
@@ -22,32 +23,41 @@ static double jnum(json_t *o, const char *k, double d) {
     return json_is_number(v) ? json_number_value(v) : d;
 }
 
+/* The RoPE dict as transformers reads it: text_config's rope_parameters or rope_scaling, else
+ * the top-level rope_scaling. */
+static json_t *rope_dict(json_t *root, json_t *tc) {
+    json_t *d = json_object_get(tc, "rope_parameters");
+    if (!json_is_object(d)) d = json_object_get(tc, "rope_scaling");
+    if (!json_is_object(d)) d = json_object_get(root, "rope_scaling");
+    return json_is_object(d) ? d : NULL;
+}
+
 static int read_config(const char *dir, fm_tref_model *m, char *why, size_t n) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     if (!root) return snprintf(why, n, "%s: %s", path, je.text), -1;
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    m->qwen3 = mt && !strcmp(mt, "qwen3_vl");
     json_t *tc = json_object_get(root, "text_config");
     if (!json_is_object(tc)) tc = root;
     m->hidden = jint(tc, "hidden_size", 0), m->inter = jint(tc, "intermediate_size", 0);
     m->layers = jint(tc, "num_hidden_layers", 0), m->heads = jint(tc, "num_attention_heads", 1);
     m->kv_heads = jint(tc, "num_key_value_heads", m->heads), m->vocab = jint(tc, "vocab_size", 0);
-    m->head_dim = m->hidden / m->heads;
-    m->eps = jnum(tc, "rms_norm_eps", 1e-5),
-    m->theta = jnum(tc, "rope_theta", jnum(root, "rope_theta", 1e6));
-    json_t *rs = json_object_get(tc, "rope_parameters");
-    if (!json_is_object(rs)) rs = json_object_get(tc, "rope_scaling");
-    if (!json_is_object(rs)) rs = json_object_get(root, "rope_scaling");
-    m->theta = jnum(rs, "rope_theta", m->theta);
-    json_t *sec = json_is_object(rs) ? json_object_get(rs, "mrope_section") : NULL;
+    m->head_dim = m->qwen3 ? jint(tc, "head_dim", 128) : m->hidden / m->heads;
+    m->eps = jnum(tc, "rms_norm_eps", 1e-5);
+    json_t *rs = rope_dict(root, tc);
+    m->theta = jnum(rs, "rope_theta",
+                    jnum(tc, "rope_theta", jnum(root, "rope_theta", m->qwen3 ? 5e6 : 1e6)));
+    json_t *sec = rs ? json_object_get(rs, "mrope_section") : NULL;
     m->sections[0] = (int)(m->head_dim / 2), m->sections[1] = m->sections[2] = 0;
+    if (m->qwen3) m->sections[0] = 24, m->sections[1] = m->sections[2] = 20;
     for (int i = 0; json_is_array(sec) && i < 3; i++)
         m->sections[i] = (int)json_integer_value(json_array_get(sec, (size_t)i));
     m->image_token = jint(root, "image_token_id", 151655),
     m->vision_start = jint(root, "vision_start_token_id", 151652);
     m->merge = jint(json_object_get(root, "vision_config"), "spatial_merge_size", 2);
-    const char *mt = json_string_value(json_object_get(root, "model_type"));
     m->frame_step = mt && !strcmp(mt, "qwen2_5_vl") ? 0 : 1; /* images: second_per_grid_t = 0 */
     json_decref(root);
     return m->hidden > 0 && m->vocab > 0 ? 0 : (snprintf(why, n, "%s: no text sizes", path), -1);
@@ -56,6 +66,7 @@ static int read_config(const char *dir, fm_tref_model *m, char *why, size_t n) {
 /* ---- weights ------------------------------------------------------------------------------ */
 static float *tensor_f32(const fm_checkpoint *ck, const char *name, int64_t numel, int *bad,
                          char *why, size_t n) {
+    if (!bad) return NULL; /* a tensor this architecture does not have */
     char alt[256];
     long i = fm_checkpoint_find(ck, name);
     if (i < 0 && !strncmp(name, "model.", 6)) {
@@ -98,18 +109,25 @@ int fm_tref_load(const char *dir, fm_tref_model *m, char *why, size_t n) {
 #define W(f, s, c)                                                                                 \
     snprintf(k, sizeof k, "model.layers.%lld.%s", (long long)i, s),                                \
         L->f = tensor_f32(ck, k, c, &bad, why, n)
+        int *qb = m->qwen3 ? NULL : &bad, *qn = m->qwen3 ? &bad : NULL;
+#define O(f, s, c, b)                                                                              \
+    snprintf(k, sizeof k, "model.layers.%lld.%s", (long long)i, s),                                \
+        L->f = tensor_f32(ck, k, c, b, why, n)
         W(q_w, "self_attn.q_proj.weight", q * h);
-        W(q_b, "self_attn.q_proj.bias", q);
+        O(q_b, "self_attn.q_proj.bias", q, qb);
         W(k_w, "self_attn.k_proj.weight", kv * h);
-        W(k_b, "self_attn.k_proj.bias", kv);
+        O(k_b, "self_attn.k_proj.bias", kv, qb);
         W(v_w, "self_attn.v_proj.weight", kv * h);
-        W(v_b, "self_attn.v_proj.bias", kv);
+        O(v_b, "self_attn.v_proj.bias", kv, qb);
+        O(q_norm, "self_attn.q_norm.weight", m->head_dim, qn);
+        O(k_norm, "self_attn.k_norm.weight", m->head_dim, qn);
         W(o_w, "self_attn.o_proj.weight", h * q);
         W(gate_w, "mlp.gate_proj.weight", im * h);
         W(up_w, "mlp.up_proj.weight", im * h);
         W(down_w, "mlp.down_proj.weight", h * im);
         W(in_norm, "input_layernorm.weight", h);
         W(post_norm, "post_attention_layernorm.weight", h);
+#undef O
 #undef W
     }
     fm_checkpoint_close(ck);
@@ -187,6 +205,10 @@ static void rope(double *x, const fm_tref_model *m, const int64_t *pos, int64_t 
     for (int64_t d = 0; d < hd; d++) {
         int64_t j = d % half;
         int axis = j < m->sections[0] ? 0 : j < m->sections[0] + m->sections[1] ? 1 : 2;
+        if (m->qwen3) /* interleaved: h on j = 1, 4, ..., w on j = 2, 5, ..., t elsewhere */
+            axis = j % 3 == 1 && j < 3 * m->sections[1]   ? 1
+                   : j % 3 == 2 && j < 3 * m->sections[2] ? 2
+                                                          : 0;
         float inv = 1.0f / powf((float)m->theta, (float)(2 * j) / (float)hd);
         double ang = (double)((float)pos[axis * T + t] * inv);
         double rot = d < half ? -x[d + half] : x[d - half];
@@ -197,6 +219,26 @@ static void rope(double *x, const fm_tref_model *m, const int64_t *pos, int64_t 
 
 int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const float *img,
                     const int64_t *grid, int n_images, double *logits) {
+    return fm_tref_forward_ds(m, ids, T, img, NULL, 0, grid, n_images, logits);
+}
+
+/* x[t] += f[j] for the j-th image token t. */
+static void add_deepstack(double *x, const fm_tref_model *m, const int64_t *ids, int64_t T,
+                          const float *f) {
+    for (int64_t t = 0, j = 0; t < T; t++) {
+        if (ids[t] != m->image_token) continue;
+        for (int64_t i = 0; i < m->hidden; i++)
+            x[t * m->hidden + i] += f[j * m->hidden + i];
+        j++;
+    }
+}
+
+int fm_tref_forward_ds(const fm_tref_model *m, const int64_t *ids, int64_t T, const float *img,
+                       const float *ds, int n_ds, const int64_t *grid, int n_images,
+                       double *logits) {
+    int64_t k_img = 0;
+    for (int64_t t = 0; t < T; t++)
+        k_img += ids[t] == m->image_token;
     int64_t h = m->hidden, hd = m->head_dim, q = m->heads * hd, kv = m->kv_heads * hd,
             im = m->inter;
     double *x = malloc((size_t)(T * h) * sizeof *x), *y = malloc((size_t)h * sizeof *y);
@@ -222,6 +264,10 @@ int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const
             matvec(Q + t * q, L->q_w, L->q_b, y, q, h);
             matvec(K + t * kv, L->k_w, L->k_b, y, kv, h);
             matvec(V + t * kv, L->v_w, L->v_b, y, kv, h);
+            for (int64_t hh = 0; L->q_norm && hh < m->heads; hh++)
+                rmsnorm(Q + t * q + hh * hd, Q + t * q + hh * hd, L->q_norm, hd, m->eps);
+            for (int64_t hh = 0; L->k_norm && hh < m->kv_heads; hh++)
+                rmsnorm(K + t * kv + hh * hd, K + t * kv + hh * hd, L->k_norm, hd, m->eps);
             for (int64_t hh = 0; hh < m->heads; hh++)
                 rope(Q + t * q + hh * hd, m, pos, T, t);
             for (int64_t hh = 0; hh < m->kv_heads; hh++)
@@ -261,6 +307,7 @@ int fm_tref_forward(const fm_tref_model *m, const int64_t *ids, int64_t T, const
             for (int64_t i = 0; i < h; i++)
                 x[t * h + i] += t1[i];
         }
+        if (ds && l < n_ds) add_deepstack(x, m, ids, T, ds + l * k_img * h);
     }
     for (int64_t t = 0; t < T; t++) {
         rmsnorm(y, x + t * h, m->norm, h, m->eps);

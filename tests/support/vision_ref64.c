@@ -1,5 +1,6 @@
-/* Naive float64 Qwen2-VL vision forward for the tests: written from the spec independently of
- * the library kernels (no BLAS, no shared helpers), every step in plain double loops. */
+/* Naive float64 Qwen2-VL / Qwen3-VL vision forward for the tests: written from the specs
+ * independently of the library kernels (no BLAS, no shared helpers), every step in plain double
+ * loops. */
 #include "vision_ref64.h"
 
 #include <jansson.h>
@@ -151,8 +152,52 @@ static void block64(double *h, const fm_vref_block *b, const ref_dims *dm, const
 /* LayerNorm eps of every norm in the tower: 1e-6 (qwen2-vl.md §4). */
 #define REF_LN_EPS 1e-6
 
+/* Qwen3-VL's learned position embedding, bilinear with aligned corners: patch (row, col) of a
+ * gh x gw grid samples the side x side table at (row·(side-1)/(gh-1), col·(side-1)/(gw-1)),
+ * computed here exactly in double (the library follows PyTorch's f32 linspace). */
+static void add_pos64(double *h, const fm_vref_model *c, const int64_t *grid, int n_images,
+                      int64_t d) {
+    int64_t r = 0, m = c->spatial_merge_size, S = c->side;
+    for (int img = 0; img < n_images; img++) {
+        int64_t t = grid[3 * img], gh = grid[3 * img + 1], gw = grid[3 * img + 2];
+        for (int64_t idx = 0; idx < t * gh * gw; idx++, r++) {
+            int64_t in_slice = idx % (gh * gw), blk = in_slice / (m * m),
+                    within = in_slice % (m * m);
+            int64_t row = (blk / (gw / m)) * m + within / m;
+            int64_t col = (blk % (gw / m)) * m + within % m;
+            double y = gh > 1 ? (double)row * (double)(S - 1) / (double)(gh - 1) : 0.0;
+            double x = gw > 1 ? (double)col * (double)(S - 1) / (double)(gw - 1) : 0.0;
+            int64_t y0 = (int64_t)floor(y), x0 = (int64_t)floor(x);
+            int64_t y1 = y0 + 1 < S ? y0 + 1 : S - 1, x1 = x0 + 1 < S ? x0 + 1 : S - 1;
+            double dy = y - (double)y0, dx = x - (double)x0;
+            for (int64_t i = 0; i < d; i++)
+                h[r * d + i] += (1 - dy) * (1 - dx) * c->pos_embed[(y0 * S + x0) * d + i] +
+                                (1 - dy) * dx * c->pos_embed[(y0 * S + x1) * d + i] +
+                                dy * (1 - dx) * c->pos_embed[(y1 * S + x0) * d + i] +
+                                dy * dx * c->pos_embed[(y1 * S + x1) * d + i];
+        }
+    }
+}
+
+/* A DeepStack merger on the block output h [n][d]: the m² rows of each merge group side by side,
+ * LayerNorm over all m²·d values, fc1, GELU (erf), fc2 -> out [n/m²][hidden]. */
+static void deepstack64(double *out, const double *h, const fm_vref_merger *g,
+                        const fm_vref_model *c, const ref_dims *dm, double *t1, double *big) {
+    int64_t rows = dm->n / dm->m2, mw = dm->m2 * dm->d;
+    layer_norm(t1, h, g->norm_w, g->norm_b, rows, mw, REF_LN_EPS);
+    lin(big, t1, g->fc1_w, g->fc1_b, rows, mw, mw);
+    for (int64_t i = 0; i < rows * mw; i++)
+        big[i] = act64(big[i], FM_VREF_ACT_GELU);
+    lin(out, big, g->fc2_w, g->fc2_b, rows, c->hidden_size, mw);
+}
+
 int fm_vref64_forward(const fm_vref_model *c, const int64_t *grid, int n_images, const float *px,
                       double *out) {
+    return fm_vref64_forward_ds(c, grid, n_images, px, out, NULL, NULL);
+}
+
+int fm_vref64_forward_ds(const fm_vref_model *c, const int64_t *grid, int n_images, const float *px,
+                         double *out, double *ds, int *n_ds) {
     ref_dims dm = {0,
                    c->embed_dim,
                    c->embed_dim / c->num_heads,
@@ -174,21 +219,33 @@ int fm_vref64_forward(const fm_vref_model *c, const int64_t *grid, int n_images,
            *big = malloc((size_t)(dm.n * wide) * sizeof *big);
     double *ang = malloc((size_t)(dm.n * dm.hd / 2) * sizeof *ang),
            *p = malloc((size_t)max_seg * sizeof *p);
-    int rc = -1;
+    int rc = -1, k = 0;
     if (!x || !h || !t1 || !big || !ang || !p) goto done;
     for (int64_t i = 0; i < dm.n * dm.k; i++)
         x[i] = px[i];
     lin(h, x, c->patch_w, c->patch_b, dm.n, dm.d, dm.k);
+    if (c->qwen3) add_pos64(h, c, grid, n_images, dm.d);
     rope_angles(ang, grid, n_images, c->spatial_merge_size, dm.hd);
-    for (int i = 0; i < c->depth; i++)
+    for (int i = 0; i < c->depth; i++) {
         block64(h, &c->blocks[i], &dm, ang, grid, n_images, REF_LN_EPS, c->act, t1, big, p);
-    /* merger: ln_q per token; token j of the merged sequence concatenates rows m2*j .. m2*j+m2-1 */
+        int which = -1; /* the first merger listed for block i */
+        for (int j = c->n_deepstack - 1; c->qwen3 && j >= 0; j--)
+            if (c->deepstack_index[j] == i) which = j;
+        if (which < 0) continue;
+        if (ds)
+            deepstack64(ds + (int64_t)k * (dm.n / dm.m2) * c->hidden_size, h, &c->deepstack[which],
+                        c, &dm, t1, big);
+        k++;
+    }
+    /* merger: norm per token (ln_q, or Qwen3-VL's merger.norm); token j of the merged sequence
+     * concatenates rows m2*j .. m2*j+m2-1 */
     layer_norm(t1, h, c->ln_q_w, c->ln_q_b, dm.n, dm.d, REF_LN_EPS);
     int64_t rows = dm.n / dm.m2, mw = dm.m2 * dm.d;
     lin(big, t1, c->mlp0_w, c->mlp0_b, rows, mw, mw);
     for (int64_t i = 0; i < rows * mw; i++)
         big[i] = act64(big[i], FM_VREF_ACT_GELU);
     lin(out, big, c->mlp2_w, c->mlp2_b, rows, c->hidden_size, mw);
+    if (n_ds) *n_ds = k;
     rc = 0;
 done:
     free(x);
@@ -207,6 +264,32 @@ static int cfg_int(json_t *vc, const char *key, int dflt) {
     return json_is_integer(v) ? (int)json_integer_value(v) : dflt;
 }
 
+static int read_qwen3(json_t *vc, fm_vref_model *m) {
+    m->qwen3 = 1;
+    m->depth = cfg_int(vc, "depth", 27), m->embed_dim = cfg_int(vc, "hidden_size", 1152);
+    m->hidden_size = cfg_int(vc, "out_hidden_size", 3584);
+    m->num_heads = cfg_int(vc, "num_heads", 16);
+    m->in_channels = cfg_int(vc, "in_channels", cfg_int(vc, "in_chans", 3));
+    m->patch_size = cfg_int(vc, "patch_size", 16);
+    m->temporal_patch_size = cfg_int(vc, "temporal_patch_size", 2);
+    m->spatial_merge_size = cfg_int(vc, "spatial_merge_size", 2);
+    m->mlp_hidden = cfg_int(vc, "intermediate_size", 4304);
+    m->num_pos = cfg_int(vc, "num_position_embeddings", 2304);
+    for (m->side = 0; (m->side + 1) * (m->side + 1) <= m->num_pos; m->side++)
+        ;
+    json_t *ds = json_object_get(vc, "deepstack_visual_indexes");
+    if (!json_is_array(ds)) {
+        m->n_deepstack = 3, m->deepstack_index[0] = 8, m->deepstack_index[1] = 16,
+        m->deepstack_index[2] = 24;
+        return 0;
+    }
+    m->n_deepstack = (int)json_array_size(ds);
+    if (m->n_deepstack > FM_VREF_MAX_DEEPSTACK) return -1;
+    for (int i = 0; i < m->n_deepstack; i++)
+        m->deepstack_index[i] = (int)json_integer_value(json_array_get(ds, (size_t)i));
+    return 0;
+}
+
 static int read_config(const char *dir, fm_vref_model *m, char *why, size_t n) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -218,6 +301,19 @@ static int read_config(const char *dir, fm_vref_model *m, char *why, size_t n) {
         json_decref(root);
         return -1;
     }
+    const char *act = json_string_value(json_object_get(vc, "hidden_act")),
+               *mt = json_string_value(json_object_get(root, "model_type"));
+    static const char *const names[] = {"quick_gelu", "gelu", "silu", "gelu_pytorch_tanh"};
+    m->act = FM_VREF_ACT_QUICK_GELU;
+    if (mt && !strcmp(mt, "qwen3_vl")) {
+        m->act = FM_VREF_ACT_GELU_TANH;
+        for (int i = 0; act && i < 4; i++)
+            if (!strcmp(act, names[i])) m->act = i;
+        int bad = read_qwen3(vc, m);
+        json_decref(root);
+        if (bad) snprintf(why, n, "%s: too many deepstack_visual_indexes", path);
+        return bad;
+    }
     m->depth = cfg_int(vc, "depth", 32), m->embed_dim = cfg_int(vc, "embed_dim", 1280);
     m->hidden_size = cfg_int(vc, "hidden_size", 3584), m->num_heads = cfg_int(vc, "num_heads", 16);
     m->in_channels = cfg_int(vc, "in_channels", 3), m->patch_size = cfg_int(vc, "patch_size", 14);
@@ -225,9 +321,6 @@ static int read_config(const char *dir, fm_vref_model *m, char *why, size_t n) {
     m->spatial_merge_size = cfg_int(vc, "spatial_merge_size", 2);
     json_t *r = json_object_get(vc, "mlp_ratio");
     m->mlp_hidden = (int)((double)m->embed_dim * (json_is_number(r) ? json_number_value(r) : 4.0));
-    const char *act = json_string_value(json_object_get(vc, "hidden_act"));
-    static const char *const names[] = {"quick_gelu", "gelu", "silu", "gelu_pytorch_tanh"};
-    m->act = FM_VREF_ACT_QUICK_GELU;
     for (int i = 0; act && i < 4; i++)
         if (!strcmp(act, names[i])) m->act = i;
     json_decref(root);
@@ -260,6 +353,22 @@ static float *get_f32(const fm_checkpoint *ck, const char *name, int64_t numel, 
     return v;
 }
 
+/* A Qwen3-VL merger's six tensors under `prefix` (norm over `norm` values). */
+static void load_merger(const fm_checkpoint *ck, const char *prefix, int64_t norm, int64_t mw,
+                        int64_t out, fm_vref_merger *g, int *bad, char *why, size_t n) {
+    char nm[160];
+#define G(field, suffix, count)                                                                    \
+    snprintf(nm, sizeof nm, "%s.%s", prefix, suffix),                                              \
+        g->field = get_f32(ck, nm, count, 0, bad, why, n)
+    G(norm_w, "norm.weight", norm);
+    G(norm_b, "norm.bias", norm);
+    G(fc1_w, "linear_fc1.weight", mw * mw);
+    G(fc1_b, "linear_fc1.bias", mw);
+    G(fc2_w, "linear_fc2.weight", out * mw);
+    G(fc2_b, "linear_fc2.bias", out);
+#undef G
+}
+
 int fm_vref_load(const char *dir, fm_vref_model *m, char *why, size_t n) {
     memset(m, 0, sizeof *m);
     if (read_config(dir, m, why, n)) return -1;
@@ -269,9 +378,12 @@ int fm_vref_load(const char *dir, fm_vref_model *m, char *why, size_t n) {
     int64_t d = m->embed_dim, mlp = m->mlp_hidden,
             m2 = (int64_t)m->spatial_merge_size * m->spatial_merge_size;
     int64_t k = (int64_t)m->in_channels * m->temporal_patch_size * m->patch_size * m->patch_size;
+    const char *fc1 = m->qwen3 ? "mlp.linear_fc1" : "mlp.fc1",
+               *fc2 = m->qwen3 ? "mlp.linear_fc2" : "mlp.fc2";
     int bad = 0;
     m->patch_w = get_f32(ck, "patch_embed.proj.weight", d * k, 0, &bad, why, n);
-    m->patch_b = get_f32(ck, "patch_embed.proj.bias", d, 1, &bad, why, n);
+    m->patch_b = get_f32(ck, "patch_embed.proj.bias", d, !m->qwen3, &bad, why, n);
+    if (m->qwen3) m->pos_embed = get_f32(ck, "pos_embed.weight", m->num_pos * d, 0, &bad, why, n);
     m->blocks = calloc((size_t)(m->depth > 0 ? m->depth : 1), sizeof *m->blocks);
     for (int i = 0; m->blocks && i < m->depth; i++) {
         fm_vref_block *b = &m->blocks[i];
@@ -287,19 +399,35 @@ int fm_vref_load(const char *dir, fm_vref_model *m, char *why, size_t n) {
         W(qkv_b, "attn.qkv.bias", 3 * d);
         W(proj_w, "attn.proj.weight", d * d);
         W(proj_b, "attn.proj.bias", d);
-        W(fc1_w, "mlp.fc1.weight", mlp * d);
-        W(fc1_b, "mlp.fc1.bias", mlp);
-        W(fc2_w, "mlp.fc2.weight", d * mlp);
-        W(fc2_b, "mlp.fc2.bias", d);
 #undef W
+        snprintf(nm, sizeof nm, "blocks.%d.%s.weight", i, fc1);
+        b->fc1_w = get_f32(ck, nm, mlp * d, 0, &bad, why, n);
+        snprintf(nm, sizeof nm, "blocks.%d.%s.bias", i, fc1);
+        b->fc1_b = get_f32(ck, nm, mlp, 0, &bad, why, n);
+        snprintf(nm, sizeof nm, "blocks.%d.%s.weight", i, fc2);
+        b->fc2_w = get_f32(ck, nm, d * mlp, 0, &bad, why, n);
+        snprintf(nm, sizeof nm, "blocks.%d.%s.bias", i, fc2);
+        b->fc2_b = get_f32(ck, nm, d, 0, &bad, why, n);
     }
-    m->ln_q_w = get_f32(ck, "merger.ln_q.weight", d, 0, &bad, why, n);
-    m->ln_q_b = get_f32(ck, "merger.ln_q.bias", d, 0, &bad, why, n);
-    m->mlp0_w = get_f32(ck, "merger.mlp.0.weight", m2 * d * m2 * d, 0, &bad, why, n);
-    m->mlp0_b = get_f32(ck, "merger.mlp.0.bias", m2 * d, 0, &bad, why, n);
-    m->mlp2_w =
-        get_f32(ck, "merger.mlp.2.weight", (int64_t)m->hidden_size * m2 * d, 0, &bad, why, n);
-    m->mlp2_b = get_f32(ck, "merger.mlp.2.bias", m->hidden_size, 0, &bad, why, n);
+    if (m->qwen3) {
+        fm_vref_merger g = {0};
+        load_merger(ck, "merger", d, m2 * d, m->hidden_size, &g, &bad, why, n);
+        m->ln_q_w = g.norm_w, m->ln_q_b = g.norm_b, m->mlp0_w = g.fc1_w, m->mlp0_b = g.fc1_b;
+        m->mlp2_w = g.fc2_w, m->mlp2_b = g.fc2_b;
+        for (int i = 0; i < m->n_deepstack; i++) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "deepstack_merger_list.%d", i);
+            load_merger(ck, prefix, m2 * d, m2 * d, m->hidden_size, &m->deepstack[i], &bad, why, n);
+        }
+    } else {
+        m->ln_q_w = get_f32(ck, "merger.ln_q.weight", d, 0, &bad, why, n);
+        m->ln_q_b = get_f32(ck, "merger.ln_q.bias", d, 0, &bad, why, n);
+        m->mlp0_w = get_f32(ck, "merger.mlp.0.weight", m2 * d * m2 * d, 0, &bad, why, n);
+        m->mlp0_b = get_f32(ck, "merger.mlp.0.bias", m2 * d, 0, &bad, why, n);
+        m->mlp2_w =
+            get_f32(ck, "merger.mlp.2.weight", (int64_t)m->hidden_size * m2 * d, 0, &bad, why, n);
+        m->mlp2_b = get_f32(ck, "merger.mlp.2.bias", m->hidden_size, 0, &bad, why, n);
+    }
     fm_checkpoint_close(ck);
     if (!m->blocks && !bad) snprintf(why, n, "out of memory"), bad = 1;
     if (bad) fm_vref_free(m);
@@ -312,8 +440,13 @@ void fm_vref_free(fm_vref_model *m) {
         for (size_t k = 0; k < sizeof(fm_vref_block) / sizeof(float *); k++)
             free(f[k]);
     }
+    for (int i = 0; i < m->n_deepstack; i++) {
+        float **f = (float **)&m->deepstack[i];
+        for (size_t k = 0; k < sizeof(fm_vref_merger) / sizeof(float *); k++)
+            free(f[k]);
+    }
     free(m->blocks);
-    free(m->patch_w), free(m->patch_b), free(m->ln_q_w), free(m->ln_q_b);
+    free(m->patch_w), free(m->patch_b), free(m->ln_q_w), free(m->ln_q_b), free(m->pos_embed);
     free(m->mlp0_w), free(m->mlp0_b), free(m->mlp2_w), free(m->mlp2_b);
     memset(m, 0, sizeof *m);
 }

@@ -318,7 +318,8 @@ fm_status fm_qwen2_rotary_forward(fm_module *self, fm_run_ctx *rc, const fm_tens
 
 /* ---- text model: {inputs_embeds [T][H], pos3 [3][T], cache [L][2][S][nkv][cap][hd], rows} ->
  * [T][H] - The rotary tables are computed once and shared by every layer; layer i gets cache[i][0],
- * [i][1]. */
+ * [i][1]. Optional DeepStack (Qwen3-VL): in[4] visual rows I64 [k], in[5] features F32 [K][k][H];
+ * after layer i < K finishes, x[rows[j]] += features[i][j] (transformers' _deepstack_process). */
 static fm_status check_full_cache(const fm_module *m, const text_impl *ti, const fm_tensor *c,
                                   fm_error *err) {
     bool ok = c->shape.ndim == 6 && c->shape.dims[0] == ti->layers && c->shape.dims[1] == 2 &&
@@ -340,9 +341,40 @@ static void layer_cache(const fm_tensor *c, int64_t i, fm_tensor *kc, fm_tensor 
     *vc = (fm_tensor){c->dtype, s, (char *)c->data + (uint64_t)(2 * i + 1) * one, one, NULL};
 }
 
+/* The optional DeepStack inputs {visual rows I64 [k] (ascending, < T), features F32 [K][k][H]}
+ * (n_in >= 6; k = 0 or K = 0: none) -> *ds_k layers to feed, checked against T and H. */
+static fm_status check_deepstack(const fm_module *m, const text_impl *ti, const fm_tensor *in,
+                                 size_t n_in, int64_t *ds_k, fm_error *err) {
+    *ds_k = 0;
+    if (n_in < 6) return FM_OK;
+    const fm_tensor *vr = &in[4], *ds = &in[5];
+    int64_t t = in[0].shape.dims[0], k = vr->shape.ndim == 1 ? vr->shape.dims[0] : -1;
+    bool ok = vr->dtype == FM_DTYPE_I64 && k >= 0 && ds->dtype == FM_DTYPE_F32 &&
+              ds->shape.ndim == 3 && ds->shape.dims[1] == k && ds->shape.dims[2] == ti->hidden &&
+              (k == 0 || (vr->data && ds->data));
+    const int64_t *r = vr->data;
+    for (int64_t i = 0; ok && i < k; i++)
+        ok = r[i] >= 0 && r[i] < t && (i == 0 || r[i] > r[i - 1]);
+    if (!ok)
+        return fm_error_set(err, FM_ERR_INPUT,
+                            "module '%s': DeepStack inputs must be visual rows I64 [k] (ascending, "
+                            "< %lld) and features F32 [K][k][%lld]",
+                            fm_module_path(m), (long long)t, (long long)ti->hidden);
+    *ds_k = k ? ds->shape.dims[0] : 0;
+    return FM_OK;
+}
+
+/* x[rows[j]] += f[j] for the k visual rows (DeepStack, after a decoder layer). */
+static void deepstack_add(float *x, int64_t h, const int64_t *rows, int64_t k, const float *f) {
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t c = 0; c < h; c++)
+            x[rows[j] * h + c] += f[j * h + c];
+}
+
 fm_status fm_qwen2_text_model_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
                                       size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
     const text_impl *ti = fm_module_impl(self);
+    int64_t ds_layers = 0;
     ONE_OUTPUT(self, n_out, err);
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, ti->hidden, err);
     if (st == FM_OK)
@@ -351,6 +383,7 @@ fm_status fm_qwen2_text_model_forward(fm_module *self, fm_run_ctx *rc, const fm_
         st = fm_error_set(err, FM_ERR_INPUT, "module '%s': needs the KV cache and rows",
                           fm_module_path(self));
     if (st == FM_OK) st = check_full_cache(self, ti, &in[2], err);
+    if (st == FM_OK) st = check_deepstack(self, ti, in, n_in, &ds_layers, err);
     if (st == FM_OK) st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &in[0].shape, err);
     if (st != FM_OK) return st;
     size_t mark = fm_run_mark(rc);
@@ -362,6 +395,11 @@ fm_status fm_qwen2_text_model_forward(fm_module *self, fm_run_ctx *rc, const fm_
         fm_tensor lin[6] = {out[0], rope[0], rope[1], {0}, {0}, in[3]};
         layer_cache(&in[2], i, &lin[3], &lin[4]);
         st = fm_module_forward(fm_module_child(layers, (size_t)i), rc, lin, 6, &out[0], 1, err);
+        if (st == FM_OK && i < ds_layers) {
+            int64_t k = in[4].shape.dims[0];
+            deepstack_add(out[0].data, ti->hidden, in[4].data, k,
+                          (const float *)in[5].data + i * k * ti->hidden);
+        }
     }
     if (st == FM_OK)
         st =

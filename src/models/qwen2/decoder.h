@@ -33,6 +33,12 @@ typedef struct fm_qwen2_text_defaults {
     double rope_theta; /* 1e6 (Qwen2-VL, Qwen2.5-VL), 5e6 (Qwen3-VL) */
     bool qkv_bias, qk_norm, mrope_interleaved;
     bool head_dim_from_config; /* Qwen3 reads head_dim; the Qwen2-VL attention ignores it */
+    /* Class defaults of absent size keys; 0 takes Qwen2-VL's (hidden 8192, intermediate 29568,
+     * 80 layers, 64 heads, vocabulary 152064, 32768 positions, rms_norm_eps 1e-5; head_dim
+     * hidden / heads). */
+    int64_t head_dim, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+        vocab_size, max_position_embeddings;
+    double rms_norm_eps;
 } fm_qwen2_text_defaults;
 
 /* Reads the text fields from config.json: from `text_config` when present, else the top level
@@ -60,12 +66,15 @@ fm_status fm_qwen2_text_model_init(fm_module *m, fm_build_ctx *ctx, const fm_qwe
                                    const fm_qwen2_class_names *n, fm_error *err);
 
 /* Forwards (contracts at each definition in decoder.c):
- *   attention:      {x [T][H], cos, sin [T][hd/2], k cache, v cache [S][nkv][cap][hd], rows I32
- * [T][2]} -> [T][H] mlp:            {x [T][H]} -> [T][H] decoder layer:  {h [T][H], cos, sin, k
- * cache, v cache, rows} -> [T][H] (may alias h) rotary:         {pos3 I64 [3][T]} -> {cos, sin
- * [T][hd/2]} text model:     {inputs_embeds [T][H], pos3 I64 [3][T], cache [L][2][S][nkv][cap][hd],
- * rows I32 [T][2]}
- *                   -> hidden [T][H] after the final norm */
+ * - attention: {x [T][H], cos, sin [T][hd/2], k cache, v cache [S][nkv][cap][hd],
+ *   rows I32 [T][2]} -> [T][H]
+ * - mlp: {x [T][H]} -> [T][H]
+ * - decoder layer: {h [T][H], cos, sin, k cache, v cache, rows} -> [T][H] (may alias h)
+ * - rotary: {pos3 I64 [3][T]} -> {cos, sin [T][hd/2]}
+ * - text model: {inputs_embeds [T][H], pos3 I64 [3][T], cache [L][2][S][nkv][cap][hd],
+ *   rows I32 [T][2], [visual rows I64 [k], DeepStack features F32 [K][k][H]]} -> hidden [T][H]
+ *   after the final norm; the optional last two add features[i] at the visual rows after
+ *   layer i < K (Qwen3-VL). */
 fm_status fm_qwen2_attention_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
                                      size_t n_in, fm_tensor *out, size_t n_out, fm_error *err);
 fm_status fm_qwen2_mlp_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,

@@ -13,26 +13,36 @@ static fm_status get_dim(const fm_cfg_keys *k, const char *key, int64_t dflt, in
     return fm_cfg_int(k, key, dflt, min, max, out, err);
 }
 
+#define OR(a, b) ((a) ? (a) : (b))
+
 static fm_status sizes(const fm_cfg_keys *k, const fm_qwen2_text_defaults *d,
                        fm_qwen2_text_config *t, fm_error *err) {
-    fm_status st = get_dim(k, "hidden_size", 8192, 1, &t->hidden_size, err);
-    if (st == FM_OK) st = get_dim(k, "intermediate_size", 29568, 1, &t->intermediate_size, err);
-    if (st == FM_OK) st = get_dim(k, "num_hidden_layers", 80, 0, &t->num_hidden_layers, err);
-    if (st == FM_OK) st = get_dim(k, "num_attention_heads", 64, 1, &t->num_attention_heads, err);
+    fm_status st = get_dim(k, "hidden_size", OR(d->hidden_size, 8192), 1, &t->hidden_size, err);
+    if (st == FM_OK)
+        st = get_dim(k, "intermediate_size", OR(d->intermediate_size, 29568), 1,
+                     &t->intermediate_size, err);
+    if (st == FM_OK)
+        st = get_dim(k, "num_hidden_layers", OR(d->num_hidden_layers, 80), 0, &t->num_hidden_layers,
+                     err);
+    if (st == FM_OK)
+        st = get_dim(k, "num_attention_heads", OR(d->num_attention_heads, 64), 1,
+                     &t->num_attention_heads, err);
     if (st == FM_OK)
         st = get_dim(k, "num_key_value_heads", t->num_attention_heads, 1, &t->num_key_value_heads,
                      err);
-    if (st == FM_OK) st = get_dim(k, "vocab_size", 152064, 1, &t->vocab_size, err);
     if (st == FM_OK)
-        st = fm_cfg_int(k, "max_position_embeddings", 32768, 1, (int64_t)1 << 30,
-                        &t->max_position_embeddings, err);
-    if (st == FM_OK) st = fm_cfg_positive(k, "rms_norm_eps", 1e-5, &t->rms_norm_eps, err);
+        st = get_dim(k, "vocab_size", OR(d->vocab_size, 152064), 1, &t->vocab_size, err);
+    if (st == FM_OK)
+        st = fm_cfg_int(k, "max_position_embeddings", OR(d->max_position_embeddings, 32768), 1,
+                        (int64_t)1 << 30, &t->max_position_embeddings, err);
+    if (st == FM_OK)
+        st = fm_cfg_positive(k, "rms_norm_eps", OR(d->rms_norm_eps, 1e-5), &t->rms_norm_eps, err);
     if (st != FM_OK) return st;
     char key[96];
     snprintf(key, sizeof key, "%shidden_size", k->prefix);
     t->head_dim = t->hidden_size / t->num_attention_heads;
     if (d->head_dim_from_config)
-        st = get_dim(k, "head_dim", t->head_dim, 2, &t->head_dim, err);
+        st = get_dim(k, "head_dim", OR(d->head_dim, t->head_dim), 2, &t->head_dim, err);
     else
         st = fm_cfg_need_divisible(k->origin, key, t->hidden_size, t->num_attention_heads,
                                    "num_attention_heads", err);

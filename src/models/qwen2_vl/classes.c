@@ -114,6 +114,9 @@ fm_status fm_qwen2vl_for_cg_forward(fm_module *self, fm_run_ctx *rc, const fm_te
     fm_linear_geometry g;
     fm_status st = fm_linear_geometry_of(head, &g, err);
     if (st == FM_OK) st = fm_module_check_input(self, in, n_in, 5, FM_DTYPE_I32, 1, -1, err);
+    if (st == FM_OK && n_in > 6 && fm_tensor_numel(&in[6]) > 0)
+        st = fm_error_set(err, FM_ERR_INPUT, "%s has no DeepStack layers: no DeepStack features",
+                          fm_module_class_of(self)->name);
     if (st != FM_OK || n_out < 1)
         return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "one output");
     int64_t r = in[5].shape.dims[0], t = in[0].shape.dims[0];

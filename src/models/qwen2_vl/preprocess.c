@@ -274,11 +274,10 @@ fm_status fm_qwen2vl_preproc_params_load_file(const char *path, fm_qwen2vl_prepr
     return st;
 }
 
-fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_params *p, bool *found,
-                                         fm_error *err) {
+fm_status fm_qwen2vl_preproc_params_apply_dir(const char *dir, fm_qwen2vl_preproc_params *p,
+                                              bool *found, fm_error *err) {
     if (!dir || !p)
         return fm_error_set(err, FM_ERR_INVALID_ARG, "preprocessor config: NULL argument");
-    fm_qwen2vl_preproc_params_init(p);
     if (found) *found = false;
     size_t n = strlen(dir) + sizeof "/preprocessor_config.json";
     char *path = fm_malloc(n);
@@ -292,6 +291,14 @@ fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_par
     }
     fm_free(path);
     return st;
+}
+
+fm_status fm_qwen2vl_preproc_params_load(const char *dir, fm_qwen2vl_preproc_params *p, bool *found,
+                                         fm_error *err) {
+    if (!dir || !p)
+        return fm_error_set(err, FM_ERR_INVALID_ARG, "preprocessor config: NULL argument");
+    fm_qwen2vl_preproc_params_init(p);
+    return fm_qwen2vl_preproc_params_apply_dir(dir, p, found, err);
 }
 
 /* ---- geometry ---------------------------------------------------------------------------- */

@@ -89,4 +89,59 @@ void fm_qwen2vl_lm_info(const void *cfg, fm_lm_info *out);
 fm_status fm_qwen2vl_preprocess_dir(const char *dir, const fm_image *imgs, size_t n,
                                     fm_tensor *pixel_values, fm_tensor *grid_thw, fm_error *err);
 
+/* ---- vision tower parts Qwen3-VL reuses (vision.c; contracts at each definition) -------------
+ * Its config is not an fm_qwen2vl_config, so it registers its own classes over these functions:
+ *   PatchEmbed(patch_size, temporal_patch_size, in_channels, embed_dim, bias):
+ *       in[0] F32 [N][C·T·P·P] -> [N][embed_dim] (Conv3d `proj`);
+ *   VisionRotaryEmbedding(dim): in[0] I32 [N][2] (row, col) -> cos, sin F32 [N][dim];
+ *   VisionAttention (built by fm_qwen2vl_vision_attention_build): {x [N][D], cu_seqlens I32
+ *       [S+1], cos, sin [N][hd/2]} -> [N][D];
+ *   the vision block: fm_qwen2vl_block_forward. */
+fm_status fm_qwen2vl_patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                      fm_error *err);
+fm_status fm_qwen2vl_patch_embed_prepare(fm_module *self, fm_run_ctx *rc, fm_error *err);
+fm_status fm_qwen2vl_patch_embed_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                         size_t n_in, fm_tensor *out, size_t n_out, fm_error *err);
+fm_status fm_qwen2vl_vision_rotary_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                        fm_error *err);
+fm_status fm_qwen2vl_vision_rotary_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                           size_t n_in, fm_tensor *out, size_t n_out,
+                                           fm_error *err);
+fm_status fm_qwen2vl_vision_attention_build(fm_module *m, fm_build_ctx *ctx, int64_t dim,
+                                            int64_t heads, fm_error *err);
+fm_status fm_qwen2vl_vision_attention_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                              size_t n_in, fm_tensor *out, size_t n_out,
+                                              fm_error *err);
+/* (the vision block: fm_qwen2vl_block_forward above) An un-gated vision MLP whose children are
+ * names[0] (Linear), names[1] (activation), names[2] (Linear): in[0] [N][D] ->
+ * names[2](names[1](names[0](x))). */
+fm_status fm_qwen2vl_vision_mlp_run(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                    size_t n_in, fm_tensor *out, size_t n_out,
+                                    const char *const names[3], fm_error *err);
+
+/* A tower's per-grid plan, remade only when image_grid_thw changes: one attention segment per
+ * image and temporal slice (cu [n_seg + 1]) and each patch row's (row, col) in the block-major
+ * order of the pixel rows (pos [n][2]). The owner sets `merge` and clears it with
+ * fm_qwen2vl_plan_clear (which keeps `merge`). */
+typedef struct fm_qwen2vl_plan {
+    int64_t merge; /* spatial_merge_size */
+    int64_t *grid; /* [n_images][3]: the grid the plan was made for */
+    int n_images;
+    int64_t n; /* patches */
+    int n_seg;
+    int32_t *cu;  /* [n_seg + 1] */
+    int32_t *pos; /* [n][2] */
+} fm_qwen2vl_plan;
+
+void fm_qwen2vl_plan_clear(fm_qwen2vl_plan *p);
+/* Checks a tower's inputs {pixel_values F32 [N][k], image_grid_thw I64 [n][3]} and brings the
+ * plan up to date (FM_ERR_INPUT naming the module for bad grids or a row count that is not the
+ * grid's). */
+fm_status fm_qwen2vl_plan_inputs(fm_module *tower, fm_qwen2vl_plan *p, int64_t k,
+                                 const fm_tensor *in, size_t n_in, fm_error *err);
+/* The tower's child `rotary_pos_emb` over the plan's positions -> rope[0], rope[1] cos, sin
+ * [n][hd/2] in rc's scratch; *cu a borrowed view of the plan's cu_seqlens. */
+fm_status fm_qwen2vl_plan_rope(fm_module *tower, fm_run_ctx *rc, const fm_qwen2vl_plan *p,
+                               int64_t hd, fm_tensor rope[2], fm_tensor *cu, fm_error *err);
+
 #endif

@@ -18,7 +18,7 @@ typedef struct patch_impl {
     int64_t patch, temporal, channels, embed; /* constructor arguments */
 } patch_impl;
 
-static fm_status patch_embed_prepare(fm_module *self, fm_run_ctx *rc, fm_error *err) {
+fm_status fm_qwen2vl_patch_embed_prepare(fm_module *self, fm_run_ctx *rc, fm_error *err) {
     const patch_impl *p = fm_module_impl(self);
     fm_conv3d_geometry g;
     (void)rc;
@@ -42,8 +42,8 @@ static fm_status patch_embed_prepare(fm_module *self, fm_run_ctx *rc, fm_error *
     return FM_OK;
 }
 
-static fm_status patch_embed_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
-                                     size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
+fm_status fm_qwen2vl_patch_embed_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                         size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
     const patch_impl *p = fm_module_impl(self);
     int64_t k = p->channels * p->temporal * p->patch * p->patch;
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, k, err);
@@ -69,8 +69,9 @@ typedef struct rotary_impl {
     int64_t dim;
 } rotary_impl;
 
-static fm_status rotary_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                                fm_tensor *out, size_t n_out, fm_error *err) {
+fm_status fm_qwen2vl_vision_rotary_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                           size_t n_in, fm_tensor *out, size_t n_out,
+                                           fm_error *err) {
     const rotary_impl *r = fm_module_impl(self);
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_I32, 2, 2, err);
     if (st != FM_OK || n_out < 2)
@@ -102,8 +103,9 @@ static fm_status check_side(const fm_module *m, const fm_tensor *in, size_t n_in
     return st;
 }
 
-static fm_status attention_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
-                                   size_t n_in, fm_tensor *out, size_t n_out, fm_error *err) {
+fm_status fm_qwen2vl_vision_attention_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                              size_t n_in, fm_tensor *out, size_t n_out,
+                                              fm_error *err) {
     const attn_impl *a = fm_module_impl(self);
     int64_t d = a->dim, hd = a->dim / a->heads;
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, d, err);
@@ -134,12 +136,15 @@ static fm_status attention_forward(fm_module *self, fm_run_ctx *rc, const fm_ten
     return st;
 }
 
-/* ---- VisionMlp: fc2(act(fc1(x))), in[0] [N][D] -> out[0] [N][D] ----------------------------- */
-static fm_status mlp_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                             fm_tensor *out, size_t n_out, fm_error *err) {
-    fm_module *fc1 = fm_module_child_named(self, "fc1"), *act = fm_module_child_named(self, "act");
+/* ---- VisionMlp: fc2(act(fc1(x))), in[0] [N][D] -> out[0] [N][D] -----------------------------
+ * names[] = the children {fc1, act, fc2} (Qwen3-VL: linear_fc1, act_fn, linear_fc2). */
+fm_status fm_qwen2vl_vision_mlp_run(fm_module *self, fm_run_ctx *rc, const fm_tensor *in,
+                                    size_t n_in, fm_tensor *out, size_t n_out,
+                                    const char *const names[3], fm_error *err) {
+    fm_module *fc1 = fm_module_child_named(self, names[0]),
+              *act = fm_module_child_named(self, names[1]);
     fm_linear_geometry g2;
-    fm_status st = fm_linear_geometry_of(fm_module_child_named(self, "fc2"), &g2, err);
+    fm_status st = fm_linear_geometry_of(fm_module_child_named(self, names[2]), &g2, err);
     if (st == FM_OK) st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, -1, err);
     if (st != FM_OK || n_out < 1)
         return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "mlp: one output");
@@ -156,9 +161,15 @@ static fm_status mlp_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *i
         if (st == FM_OK) st = fm_module_forward(act, rc, &h, 1, &h, 1, err);
     }
     if (st == FM_OK)
-        st = fm_module_forward(fm_module_child_named(self, "fc2"), rc, &h, 1, &out[0], 1, err);
+        st = fm_module_forward(fm_module_child_named(self, names[2]), rc, &h, 1, &out[0], 1, err);
     fm_run_release(rc, mark);
     return st;
+}
+
+static fm_status mlp_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                             fm_tensor *out, size_t n_out, fm_error *err) {
+    static const char *const names[3] = {"fc1", "act", "fc2"};
+    return fm_qwen2vl_vision_mlp_run(self, rc, in, n_in, out, n_out, names, err);
 }
 
 /* ---- Qwen2VLVisionBlock: in = {h [N][D], cu, cos, sin} -> out[0] [N][D] (may alias in[0]) ------
@@ -225,27 +236,15 @@ fm_status fm_qwen2vl_merger_forward(fm_module *self, fm_run_ctx *rc, const fm_te
     return st;
 }
 
-/* ---- Qwen2VisionTransformerPretrainedModel ----------------------------------------------------
- * in[0] pixel_values F32 [N][C*T*P*P], in[1] image_grid_thw I64 [n][3] -> out[0] [N/m²][hidden].
+/* ---- the per-grid plan of a tower forward (shared with Qwen3-VL) ---------------------------
  * Per input grid (cached while it repeats): cu_seqlens (one segment per temporal slice) and the
  * rotary position ids (rot_pos_emb: block-major (row, col)). */
-typedef struct tower_impl {
-    fm_qwen2vl_vision_config v;
-    int64_t *grid; /* [n_images][3], the grid the plan below was made for */
-    int n_images;
-    int64_t n; /* patches */
-    int n_seg;
-    int32_t *cu;  /* [n_seg + 1] */
-    int32_t *pos; /* [n][2] */
-} tower_impl;
-
-static void tower_impl_free(void *p) {
-    tower_impl *t = p;
-    if (!t) return;
+void fm_qwen2vl_plan_clear(fm_qwen2vl_plan *t) {
     fm_free(t->grid);
     fm_free(t->cu);
     fm_free(t->pos);
-    fm_free(t);
+    t->grid = NULL, t->cu = NULL, t->pos = NULL;
+    t->n_images = 0, t->n = 0, t->n_seg = 0;
 }
 
 /* Validates grid [n][3]: t, h, w >= 1, h and w multiples of the merge size, totals within int32. */
@@ -278,8 +277,8 @@ fm_status fm_qwen2vl_check_grid(const int64_t *g, int n_images, int64_t m, int64
     return FM_OK;
 }
 
-static void fill_plan(tower_impl *t) {
-    int64_t r = 0, m = t->v.spatial_merge_size;
+static void fill_plan(fm_qwen2vl_plan *t) {
+    int64_t r = 0, m = t->merge;
     int s = 0;
     t->cu[0] = 0;
     for (int i = 0; i < t->n_images; i++) {
@@ -297,22 +296,21 @@ static void fill_plan(tower_impl *t) {
     }
 }
 
-static fm_status ensure_plan(fm_module *self, tower_impl *t, const int64_t *grid, int n_images,
+static fm_status ensure_plan(fm_module *self, fm_qwen2vl_plan *t, const int64_t *grid, int n_images,
                              fm_error *err) {
     if (t->grid && t->n_images == n_images &&
         !memcmp(t->grid, grid, (size_t)n_images * 3 * sizeof *grid))
         return FM_OK;
     int64_t n = 0;
     int segs = 0;
-    fm_status st = fm_qwen2vl_check_grid(grid, n_images, t->v.spatial_merge_size, &n, &segs, err);
+    fm_status st = fm_qwen2vl_check_grid(grid, n_images, t->merge, &n, &segs, err);
     if (st != FM_OK) return st;
-    fm_free(t->grid), fm_free(t->cu), fm_free(t->pos);
+    fm_qwen2vl_plan_clear(t);
     t->grid = fm_malloc((size_t)n_images * 3 * sizeof *grid);
     t->cu = fm_malloc(((size_t)segs + 1) * sizeof *t->cu);
     t->pos = fm_malloc((size_t)(n ? n : 1) * 2 * sizeof *t->pos);
     if (!t->grid || !t->cu || !t->pos) {
-        fm_free(t->grid), fm_free(t->cu), fm_free(t->pos);
-        t->grid = NULL, t->cu = NULL, t->pos = NULL;
+        fm_qwen2vl_plan_clear(t);
         return fm_error_set(err, FM_ERR_NOMEM, "module '%s': out of memory planning %lld patches",
                             fm_module_path(self), (long long)n);
     }
@@ -322,9 +320,8 @@ static fm_status ensure_plan(fm_module *self, tower_impl *t, const int64_t *grid
     return FM_OK;
 }
 
-static fm_status tower_inputs(fm_module *self, tower_impl *t, const fm_tensor *in, size_t n_in,
-                              fm_error *err) {
-    int64_t k = t->v.in_channels * t->v.temporal_patch_size * t->v.patch_size * t->v.patch_size;
+fm_status fm_qwen2vl_plan_inputs(fm_module *self, fm_qwen2vl_plan *t, int64_t k,
+                                 const fm_tensor *in, size_t n_in, fm_error *err) {
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, k, err);
     if (st == FM_OK) st = fm_module_check_input(self, in, n_in, 1, FM_DTYPE_I64, 2, 3, err);
     if (st == FM_OK && (in[1].shape.dims[0] < 1 || in[1].shape.dims[0] > INT_MAX))
@@ -342,31 +339,51 @@ static fm_status tower_inputs(fm_module *self, tower_impl *t, const fm_tensor *i
     return st;
 }
 
-static fm_status tower_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                               fm_tensor *out, size_t n_out, fm_error *err) {
-    tower_impl *t = fm_module_impl(self);
-    int64_t m2 = t->v.spatial_merge_size * t->v.spatial_merge_size,
-            hd = t->v.embed_dim / t->v.num_heads;
-    fm_status st = tower_inputs(self, t, in, n_in, err);
-    if (st != FM_OK || n_out < 1)
-        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "tower: one output");
-    fm_shape os = {2, {t->n / m2, t->v.hidden_size}}, pos_s = {2, {t->n, 2}},
-             cu_s = {1, {t->n_seg + 1}};
-    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
-    size_t mark = fm_run_mark(rc);
-    fm_tensor h = {0}, rope[2] = {{0}, {0}},
-              pos = {FM_DTYPE_I32, pos_s, t->pos, (uint64_t)t->n * 8, NULL};
-    fm_tensor cu = {FM_DTYPE_I32, cu_s, t->cu, (uint64_t)(t->n_seg + 1) * 4, NULL};
-    if (st == FM_OK)
-        st = fm_module_forward(fm_module_child_named(self, "patch_embed"), rc, &in[0], 1, &h, 1,
-                               err);
-    if (st == FM_OK)
-        st = fm_module_forward(fm_module_child_named(self, "rotary_pos_emb"), rc, &pos, 1, rope, 2,
-                               err);
+fm_status fm_qwen2vl_plan_rope(fm_module *self, fm_run_ctx *rc, const fm_qwen2vl_plan *t,
+                               int64_t hd, fm_tensor rope[2], fm_tensor *cu, fm_error *err) {
+    fm_shape pos_s = {2, {t->n, 2}}, cu_s = {1, {t->n_seg + 1}};
+    fm_tensor pos = {FM_DTYPE_I32, pos_s, t->pos, (uint64_t)t->n * 8, NULL};
+    *cu = (fm_tensor){FM_DTYPE_I32, cu_s, t->cu, (uint64_t)(t->n_seg + 1) * 4, NULL};
+    fm_status st =
+        fm_module_forward(fm_module_child_named(self, "rotary_pos_emb"), rc, &pos, 1, rope, 2, err);
     if (st == FM_OK && (rope[0].shape.dims[1] != hd / 2))
         st = fm_error_set(err, FM_ERR_CONFIG, "%s: rotary tables are %lld wide, heads need %lld",
                           fm_module_path(self), (long long)rope[0].shape.dims[1],
                           (long long)(hd / 2));
+    return st;
+}
+
+/* ---- Qwen2VisionTransformerPretrainedModel ----------------------------------------------------
+ * in[0] pixel_values F32 [N][C*T*P*P], in[1] image_grid_thw I64 [n][3] -> out[0] [N/m²][hidden]. */
+typedef struct tower_impl {
+    fm_qwen2vl_vision_config v;
+    fm_qwen2vl_plan plan;
+} tower_impl;
+
+static void tower_impl_free(void *p) {
+    tower_impl *t = p;
+    if (!t) return;
+    fm_qwen2vl_plan_clear(&t->plan);
+    fm_free(t);
+}
+
+static fm_status tower_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
+                               fm_tensor *out, size_t n_out, fm_error *err) {
+    tower_impl *t = fm_module_impl(self);
+    int64_t m2 = t->v.spatial_merge_size * t->v.spatial_merge_size,
+            hd = t->v.embed_dim / t->v.num_heads,
+            k = t->v.in_channels * t->v.temporal_patch_size * t->v.patch_size * t->v.patch_size;
+    fm_status st = fm_qwen2vl_plan_inputs(self, &t->plan, k, in, n_in, err);
+    if (st != FM_OK || n_out < 1)
+        return st != FM_OK ? st : fm_error_set(err, FM_ERR_INVALID_ARG, "tower: one output");
+    fm_shape os = {2, {t->plan.n / m2, t->v.hidden_size}};
+    st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
+    size_t mark = fm_run_mark(rc);
+    fm_tensor h = {0}, rope[2] = {{0}, {0}}, cu = {0};
+    if (st == FM_OK)
+        st = fm_module_forward(fm_module_child_named(self, "patch_embed"), rc, &in[0], 1, &h, 1,
+                               err);
+    if (st == FM_OK) st = fm_qwen2vl_plan_rope(self, rc, &t->plan, hd, rope, &cu, err);
     fm_module *blocks = fm_module_child_named(self, "blocks");
     for (int64_t i = 0; st == FM_OK && i < t->v.depth; i++) {
         fm_tensor bin[4] = {h, cu, rope[0], rope[1]};
@@ -401,8 +418,8 @@ static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) 
 
 /* PatchEmbed(patch_size, temporal_patch_size, in_channels, embed_dim, bias = 0):
  * proj = Conv3d(in, embed, kernel = stride = (T, P, P)). */
-static fm_status patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
-                                  fm_error *err) {
+fm_status fm_qwen2vl_patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                      fm_error *err) {
     patch_impl p = {fm_args_int(a, "patch_size", 14), fm_args_int(a, "temporal_patch_size", 2),
                     fm_args_int(a, "in_channels", 3), fm_args_int(a, "embed_dim", 1152)};
     MK(m, "proj", "Conv3d",
@@ -413,7 +430,8 @@ static fm_status patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args
 }
 
 /* VisionRotaryEmbedding(dim = head_dim / 2): no parameters (inv_freq is recomputed). */
-static fm_status rotary_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+fm_status fm_qwen2vl_vision_rotary_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
+                                        fm_error *err) {
     rotary_impl r = {fm_args_int(a, "dim", 0)};
     (void)ctx;
     if (r.dim < 2 || r.dim % 2 || r.dim > 512)
@@ -423,12 +441,19 @@ static fm_status rotary_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, 
     return set_impl(m, &r, sizeof r, err);
 }
 
-static fm_status attention_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
-    attn_impl at = {CFG(ctx)->v.embed_dim, CFG(ctx)->v.num_heads};
-    (void)a;
+/* VisionAttention(dim, heads): qkv = Linear(dim, 3·dim), proj = Linear(dim, dim), both biased. */
+fm_status fm_qwen2vl_vision_attention_build(fm_module *m, fm_build_ctx *ctx, int64_t dim,
+                                            int64_t heads, fm_error *err) {
+    attn_impl at = {dim, heads};
     MK(m, "qkv", "Linear", &FM_ARGS(FM_I("in", at.dim), FM_I("out", 3 * at.dim), FM_I("bias", 1)));
     MK(m, "proj", "Linear", &FM_ARGS(FM_I("in", at.dim), FM_I("out", at.dim), FM_I("bias", 1)));
     return set_impl(m, &at, sizeof at, err);
+}
+
+static fm_status attention_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
+    (void)a;
+    return fm_qwen2vl_vision_attention_build(m, ctx, CFG(ctx)->v.embed_dim, CFG(ctx)->v.num_heads,
+                                             err);
 }
 
 static fm_status mlp_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
@@ -479,6 +504,7 @@ static fm_status tower_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, f
     if (!t)
         return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
     t->v = *v;
+    t->plan.merge = v->spatial_merge_size;
     fm_module_set_impl(m, t);
     MK(m, "patch_embed", "PatchEmbed",
        &FM_ARGS(FM_I("patch_size", v->patch_size),
@@ -500,9 +526,11 @@ static fm_status tower_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, f
 }
 
 static const fm_module_class vision_classes[] = {
-    {"PatchEmbed", patch_embed_init, patch_embed_prepare, patch_embed_forward, fm_free, NULL},
-    {"VisionRotaryEmbedding", rotary_init, NULL, rotary_forward, fm_free, NULL},
-    {"VisionAttention", attention_init, NULL, attention_forward, fm_free, NULL},
+    {"PatchEmbed", fm_qwen2vl_patch_embed_init, fm_qwen2vl_patch_embed_prepare,
+     fm_qwen2vl_patch_embed_forward, fm_free, NULL},
+    {"VisionRotaryEmbedding", fm_qwen2vl_vision_rotary_init, NULL, fm_qwen2vl_vision_rotary_forward,
+     fm_free, NULL},
+    {"VisionAttention", attention_init, NULL, fm_qwen2vl_vision_attention_forward, fm_free, NULL},
     {"VisionMlp", mlp_init, NULL, mlp_forward, NULL, NULL},
     {"Qwen2VLVisionBlock", block_init, NULL, fm_qwen2vl_block_forward, NULL, NULL},
     {"PatchMerger", merger_init, NULL, fm_qwen2vl_merger_forward, fm_free, NULL},
