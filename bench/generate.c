@@ -10,8 +10,10 @@
  *     read bandwidth over a buffer of the weights' size;
  *   peak_rss_bytes of the process that loaded and ran the model (each configuration runs in its
  *     own child), next to checkpoint bytes + KV cache bytes.
- * Usage: generate [--model qwen2_vl|qwen3_vl] [--threads N] [--prompt N] [--new N]
+ * Usage: generate [--model qwen2_vl|qwen3_vl] [--threads N] [--prompt N] [--new N] [--reps N]
  *   [--layers N] [--only bf16|f32]; without --model, every model.
+ * Each measured run follows a short warm-up generation (weights faulted in); each configuration
+ * runs --reps times (default 2), unfused and fused alternating which goes first.
  * Checkpoints are written once under $FM_BENCH_DATA (default build/bench-data). */
 #include <cblas.h>
 #include <math.h>
@@ -40,7 +42,7 @@ static const tdims models[] = {
 };
 
 typedef struct args {
-    int threads, prompt, new_tokens, layers;
+    int threads, prompt, new_tokens, layers, reps;
     const char *only, *model;
     const tdims *d;
 } args;
@@ -188,7 +190,13 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
     fm_generate_options_init(&go);
     go.max_new_tokens = a->new_tokens, go.threads = a->threads, go.sampling.top_k = 0;
     fm_generate_result r = {0};
-    fm_status st = fm_generate(m, ids, (size_t)a->prompt, NULL, NULL, &go, &r, &err);
+    /* warm-up: a short generation faults the mapped weights in, so the measured run times the
+     * forward passes, not first page faults (bench/load measures loading) */
+    go.max_new_tokens = 2;
+    fm_status st = fm_generate(m, ids, 8, NULL, NULL, &go, &r, &err);
+    fm_generate_result_free(&r);
+    go.max_new_tokens = a->new_tokens;
+    if (st == FM_OK) st = fm_generate(m, ids, (size_t)a->prompt, NULL, NULL, &go, &r, &err);
     if (st != FM_OK) return fprintf(stderr, "%s\n", err.msg), 1;
     const tdims *d = a->d;
     int H = d->h, NH = d->nh, NKV = d->nkv, HD = d->hd, INTER = d->inter, VOCAB = d->vocab;
@@ -236,7 +244,7 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
 }
 
 int main(int argc, char **argv) {
-    args a = {0, 512, 64, 28, NULL, NULL, NULL};
+    args a = {0, 512, 64, 28, 2, NULL, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             a.threads = atoi(argv[++i]);
@@ -250,15 +258,17 @@ int main(int argc, char **argv) {
             a.only = argv[++i];
         else if (!strcmp(argv[i], "--model") && i + 1 < argc)
             a.model = argv[++i];
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            a.reps = atoi(argv[++i]);
         else
             return fprintf(stderr,
                            "usage: %s [--model qwen2_vl|qwen3_vl] [--threads N] [--prompt N] "
-                           "[--new N] [--layers N] [--only bf16|f32]\n",
+                           "[--new N] [--layers N] [--only bf16|f32] [--reps N]\n",
                            argv[0]),
                    2;
     }
     if (a.threads <= 0) a.threads = fm_default_threads();
-    if (a.prompt < 1 || a.new_tokens < 2 || a.layers < 1)
+    if (a.prompt < 1 || a.new_tokens < 2 || a.layers < 1 || a.reps < 1)
         return fprintf(stderr, "generate bench: bad sizes\n"), 2;
     int rc = 0, ran = 0;
     for (size_t mi = 0; mi < sizeof models / sizeof *models && rc == 0; mi++) {
@@ -269,9 +279,12 @@ int main(int argc, char **argv) {
             if (a.only && strcmp(a.only, d ? "f32" : "bf16")) continue;
             char dir[4096];
             if (ensure_checkpoint(&a, dt, dir, sizeof dir)) return 1;
-            for (int f = 0; f < 2 && rc == 0; f++) {
+            /* unfused then fused, then the other way round (a later child runs measurably
+             * slower on this machine: alternating keeps the comparison fair) */
+            for (int f = 0; f < 2 * a.reps && rc == 0; f++) {
+                bool fused = (f % 2 == 1) != ((f / 2) % 2 == 1);
                 pid_t pid = fork();
-                if (pid == 0) _exit(run_one(&a, dir, dt, f == 1));
+                if (pid == 0) _exit(run_one(&a, dir, dt, fused));
                 int status = 0;
                 waitpid(pid, &status, 0);
                 rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;

@@ -471,9 +471,55 @@ static void test_decoder_fusions(void) {
     }
 }
 
+/* fm_linear_forward_rows on a fused qkv_proj (f32 GEMM and GEMV rows, bf16) equals the
+ * columns of the whole Linear's output; a range outside the features is refused. */
+static void test_linear_rows(void) {
+    for (int dt = 0; dt < 2; dt++) {
+        fm_qfix q = text_fixture(dt ? FM_DTYPE_BF16 : FM_DTYPE_F32, false);
+        char *dir = write_fixture(&q, dt ? "rows-bf16" : "rows-f32");
+        fm_model *m = load(dir, "{\"qkv\": true}");
+        fm_run_ctx *rc = NULL;
+        fm_error e;
+        if (m) CHECK_OK(fm_model_run_ctx(m, NULL, &rc, &e), &e);
+        fm_module *lin =
+            m ? fm_module_find(fm_model_root(m), "model.language_model.layers.1.self_attn.qkv_proj")
+              : NULL;
+        CHECK(lin != NULL);
+        for (int64_t rows = 3; lin && rc && rows <= 40; rows += 37) {
+            fm_tensor x = {0}, full = {0}, part = {0};
+            fm_shape xs = {2, {rows, 64}};
+            fm_tensor_alloc(&x, FM_DTYPE_F32, &xs, NULL);
+            fm_qfix_fill(x.data, (uint64_t)rows * 64, 1.0f, &seed);
+            size_t mark = fm_run_mark(rc);
+            CHECK_OK(fm_module_forward(lin, rc, &x, 1, &full, 1, &e), &e);
+            const int64_t range[3][2] = {{0, 64}, {64, 32}, {96, 32}}; /* q, k, v */
+            for (int i = 0; i < 3 && full.data; i++) {
+                part = (fm_tensor){0};
+                CHECK_OK(fm_linear_forward_rows(lin, rc, &x, range[i][0], range[i][1], &part, &e),
+                         &e);
+                double worst = 0;
+                for (int64_t r = 0; part.data && r < rows; r++)
+                    for (int64_t c = 0; c < range[i][1]; c++)
+                        worst = fmax(worst, fabs(((float *)part.data)[r * range[i][1] + c] -
+                                                 ((float *)full.data)[r * 128 + range[i][0] + c]));
+                CHECK_MSG(worst <= 1e-6, "%s rows %lld part %d: max |diff| %.3g vs the whole Linear",
+                          dt ? "bf16" : "f32", (long long)rows, i, worst);
+            }
+            part = (fm_tensor){0};
+            CHECK_STATUS(FM_ERR_INVALID_ARG, fm_linear_forward_rows(lin, rc, &x, 100, 29, &part, &e),
+                         &e);
+            fm_run_release(rc, mark);
+            fm_tensor_free(&x);
+        }
+        fm_model_free(m);
+        free(dir);
+    }
+}
+
 int main(void) {
     tmp = fm_test_tmpdir("decoder");
     RUN(test_decoder_fusions);
+    RUN(test_linear_rows);
     RUN(test_logits_vs_ref64);
     RUN(test_incremental_equals_full);
     RUN(test_greedy_continuation);

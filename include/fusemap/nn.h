@@ -246,6 +246,15 @@ FM_API const char *fm_activation_class_name(fm_activation a);
 FM_API fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_tensor *x,
                                        fm_tensor *y, fm_activation act, fm_error *err);
 
+/* Output features [first, first + count) of Linear module m only: y = x · W[first:first+count]ᵀ
+ * (+ b[first:first+count]), x F32 [..., in], y as in fm_module_output with last dim count. For
+ * a fused Linear whose rows serve several consumers (the qkv and gate_up families): each
+ * computes its rows straight into its own buffer. A patched Linear runs its forward and hands
+ * out the columns. FM_ERR_INVALID_ARG when the range is outside the output features. */
+FM_API fm_status fm_linear_forward_rows(fm_module *m, fm_run_ctx *rc, const fm_tensor *x,
+                                        int64_t first, int64_t count, fm_tensor *y,
+                                        fm_error *err);
+
 /* ---- functional ops on row-major f32 matrices (for forwards written outside the library) ----
  * A matrix view: rows x cols floats, row stride ld >= cols, borrowed. Column slices of a wider
  * buffer (e.g. q, k, v inside one [N][3D] projection) are views with ld = 3D. */

@@ -31,8 +31,9 @@ typedef struct fused_siblings_class {
 } fused_siblings_class;
 
 /* ---- FusedLinearSlice(offset, width, total): columns [offset, offset + width) of the fused
- * Linear's output. While its parent's forward runs, the parent hands it the fused output for
- * the parent's input (`x`, `rows`); for any other input it computes the fused GEMM itself. */
+ * Linear's output. While its parent's forward runs on few rows, the parent hands it the fused
+ * output for the parent's input (`x`, `rows`); otherwise it computes its own rows of the fused
+ * weight (fm_linear_forward_rows). */
 typedef struct slice_impl {
     int64_t offset, width, total;
     const void *x; /* the input the cached output belongs to (NULL: none) */
@@ -66,19 +67,12 @@ static fm_status slice_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor 
     fm_shape os = {2, {rows, s->width}};
     st = fm_module_output(self, rc, &out[0], FM_DTYPE_F32, &os, err);
     if (st != FM_OK) return st;
-    size_t mark = fm_run_mark(rc);
-    const float *y = s->y;
-    fm_tensor tmp = {0};
-    if (!(s->x == in[0].data && s->rows == rows &&
-          y)) { /* not the parent's input: run the fused GEMM */
-        st = fm_module_forward(s->fused, rc, &in[0], 1, &tmp, 1, err);
-        y = tmp.data;
-    }
-    for (int64_t r = 0; st == FM_OK && r < rows; r++)
-        memcpy((float *)out[0].data + r * s->width, y + r * s->total + s->offset,
+    if (!(s->x == in[0].data && s->rows == rows && s->y)) /* no shared GEMM: this part's rows */
+        return fm_linear_forward_rows(s->fused, rc, &in[0], s->offset, s->width, &out[0], err);
+    for (int64_t r = 0; r < rows; r++)
+        memcpy((float *)out[0].data + r * s->width, s->y + r * s->total + s->offset,
                (size_t)s->width * sizeof(float));
-    fm_run_release(rc, mark);
-    return st;
+    return FM_OK;
 }
 
 static const fm_module_class slice_class = {
@@ -135,14 +129,22 @@ static void hand_out(fm_module *self, const sibling_spec *sp, const void *x, int
     }
 }
 
-/* One fused GEMM on the module's input, handed to the slices, then the original forward. The
- * fused output stays in the caller's scratch frame (below this module's output). */
+/* Up to this many rows (decoding: matrix-vector products bound by reading the weights) the
+ * parts share one pass over the fused weight; above it (prefill: GEMMs bound by arithmetic)
+ * each part computes its own rows of the fused weight straight into its output, which saves
+ * copying every column of a [rows][total] product into the parts' buffers. */
+#define SHARED_PASS_MAX_ROWS 8
+
+/* For few rows, one fused GEMM on the module's input handed to the slices; then the original
+ * forward. The fused output stays in the caller's scratch frame (below this module's output). */
 static fm_status fused_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
                                fm_tensor *out, size_t n_out, fm_error *err) {
     const fused_siblings_class *fc = (const fused_siblings_class *)fm_module_class_of(self);
     const fm_module_class *orig = fc->cls.data;
     fm_tensor y = {0};
     fm_status st = fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, 2, -1, err);
+    if (st == FM_OK && in[0].shape.dims[0] > SHARED_PASS_MAX_ROWS)
+        return orig->forward(self, rc, in, n_in, out, n_out, err);
     if (st == FM_OK)
         st = fm_module_forward(fm_module_child_named(self, fc->spec->fused), rc, &in[0], 1, &y, 1,
                                err);

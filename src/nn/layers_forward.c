@@ -71,20 +71,22 @@ fm_status fm_linear_prepare(fm_module *self, fm_run_ctx *rc, fm_error *err) {
     return st;
 }
 
+/* Output features [first, first + n) of the Linear (all of them: first 0, n out_features). */
 static fm_status linear_run(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
-                            fm_tensor *out, int act, fm_error *err) {
+                            fm_tensor *out, int act, int64_t first, int64_t n, fm_error *err) {
     const fm_linear_impl *li = fm_module_impl(self);
     fm_status st =
         fm_module_check_input(self, in, n_in, 0, FM_DTYPE_F32, -1, li->g.in_features, err);
     fm_shape os = in[0].shape;
-    os.dims[os.ndim - 1] = li->g.out_features;
+    os.dims[os.ndim - 1] = n;
     if (st == FM_OK) st = fm_module_output(self, rc, out, FM_DTYPE_F32, &os, err);
     if (st != FM_OK) return st;
-    int64_t rows = (int64_t)(fm_tensor_numel(&in[0]) / (uint64_t)li->g.in_features),
-            n = li->g.out_features;
+    int64_t rows = (int64_t)(fm_tensor_numel(&in[0]) / (uint64_t)li->g.in_features);
     int64_t k = li->g.in_features;
+    const float *b = li->b ? li->b + first : NULL;
+    const void *w = (const char *)li->w + (size_t)(first * k) * fm_dtype_bits(li->wdt) / 8;
     if (li->wdt == FM_DTYPE_F32 && rows > 8) { /* GEMM tiles straight on the f32 weight */
-        fm_k_linear(out->data, n, in[0].data, li->w, li->b, rows, n, k, act, fm_run_pool(rc));
+        fm_k_linear(out->data, n, in[0].data, w, b, rows, n, k, act, fm_run_pool(rc));
         return FM_OK;
     }
     /* 16-bit weights (converted panel by panel for many rows) and decode-sized f32 GEMV */
@@ -93,7 +95,7 @@ static fm_status linear_run(fm_module *self, fm_run_ctx *rc, const fm_tensor *in
     float *scratch = NULL;
     st = sf ? fm_run_scratch(rc, sf * sizeof(float), (void **)&scratch, err) : FM_OK;
     if (st == FM_OK)
-        fm_k_linear_w(out->data, n, in[0].data, k, li->w, li->wdt, li->b, rows, n, k, act, scratch,
+        fm_k_linear_w(out->data, n, in[0].data, k, w, li->wdt, b, rows, n, k, act, scratch,
                       fm_run_pool(rc));
     fm_run_release(rc, mark);
     return st;
@@ -104,7 +106,29 @@ fm_status fm_linear_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in
     if (n_out < 1)
         return fm_error_set(err, FM_ERR_INVALID_ARG, "Linear '%s': one output",
                             fm_module_path(self));
-    return linear_run(self, rc, in, n_in, &out[0], -1, err);
+    const fm_linear_impl *li = fm_module_impl(self);
+    return linear_run(self, rc, in, n_in, &out[0], -1, 0, li->g.out_features, err);
+}
+
+/* A patched Linear: its whole forward, then columns [first, first + count) of each row. The
+ * whole output stays in the caller's scratch frame, below y. */
+static fm_status linear_rows_generic(fm_module *m, fm_run_ctx *rc, const fm_tensor *x,
+                                     int64_t first, int64_t count, fm_tensor *y, fm_error *err) {
+    fm_tensor full = {0};
+    fm_status st = fm_module_forward(m, rc, x, 1, &full, 1, err);
+    int64_t total = st == FM_OK ? full.shape.dims[full.shape.ndim - 1] : 0;
+    if (st == FM_OK && (full.dtype != FM_DTYPE_F32 || first + count > total))
+        st = fm_error_set(err, FM_ERR_INVALID_ARG,
+                          "module '%s': output features [%lld, +%lld) outside its %lld",
+                          fm_module_path(m), (long long)first, (long long)count, (long long)total);
+    fm_shape os = full.shape;
+    os.dims[os.ndim - 1] = count;
+    if (st == FM_OK) st = fm_module_output(m, rc, y, FM_DTYPE_F32, &os, err);
+    int64_t rows = total ? (int64_t)(fm_tensor_numel(&full) / (uint64_t)total) : 0;
+    for (int64_t r = 0; st == FM_OK && r < rows; r++)
+        memcpy((float *)y->data + r * count, (const float *)full.data + r * total + first,
+               (size_t)count * sizeof(float));
+    return st;
 }
 
 fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_tensor *x, fm_tensor *y,
@@ -121,7 +145,27 @@ fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_tensor *x
         fm_status st = fm_module_prepare(m, rc, err);
         if (st != FM_OK) return st;
     }
-    return linear_run(m, rc, x, 1, y, (int)act, err);
+    const fm_linear_impl *li = fm_module_impl(m);
+    return linear_run(m, rc, x, 1, y, (int)act, 0, li->g.out_features, err);
+}
+
+fm_status fm_linear_forward_rows(fm_module *m, fm_run_ctx *rc, const fm_tensor *x, int64_t first,
+                                 int64_t count, fm_tensor *y, fm_error *err) {
+    fm_linear_geometry g;
+    fm_status st = fm_linear_geometry_of(m, &g, NULL);
+    if (st != FM_OK && fm_module_class_of(m)->forward == fm_linear_forward) return st;
+    if (st == FM_OK && (first < 0 || count < 1 || first + count > g.out_features))
+        return fm_error_set(err, FM_ERR_INVALID_ARG,
+                            "Linear '%s': output features [%lld, +%lld) outside %lld",
+                            fm_module_path(m), (long long)first, (long long)count,
+                            (long long)g.out_features);
+    if (fm_module_class_of(m)->forward != fm_linear_forward) /* patched: its forward, columns */
+        return linear_rows_generic(m, rc, x, first, count, y, err);
+    if (!fm_module_is_prepared(m)) {
+        st = fm_module_prepare(m, rc, err);
+        if (st != FM_OK) return st;
+    }
+    return linear_run(m, rc, x, 1, y, -1, first, count, err);
 }
 
 /* ---- Conv3d: in[0] F32 [B][C][T][H][W] -> out[0] F32 [B][O][oT][oH][oW] --------------------- */
