@@ -502,12 +502,13 @@ static void test_linear_rows(void) {
                     for (int64_t c = 0; c < range[i][1]; c++)
                         worst = fmax(worst, fabs(((float *)part.data)[r * range[i][1] + c] -
                                                  ((float *)full.data)[r * 128 + range[i][0] + c]));
-                CHECK_MSG(worst <= 1e-6, "%s rows %lld part %d: max |diff| %.3g vs the whole Linear",
+                CHECK_MSG(worst <= 1e-6,
+                          "%s rows %lld part %d: max |diff| %.3g vs the whole Linear",
                           dt ? "bf16" : "f32", (long long)rows, i, worst);
             }
             part = (fm_tensor){0};
-            CHECK_STATUS(FM_ERR_INVALID_ARG, fm_linear_forward_rows(lin, rc, &x, 100, 29, &part, &e),
-                         &e);
+            CHECK_STATUS(FM_ERR_INVALID_ARG,
+                         fm_linear_forward_rows(lin, rc, &x, 100, 29, &part, &e), &e);
             fm_run_release(rc, mark);
             fm_tensor_free(&x);
         }

@@ -140,6 +140,9 @@ FM_API fm_param *fm_module_param_named(fm_module *m, const char *name);
 /* Removes and frees child `name` (used by fused classes that replace a submodule). */
 FM_API fm_status fm_module_remove_child(fm_module *m, const char *name, fm_error *err);
 FM_API void fm_module_set_impl(fm_module *m, void *impl); /* owned; freed with cls->free_impl */
+/* The impl becomes a copy of the n bytes at v (fm_malloc'd: the class frees it with fm_free or
+ * its free_impl). FM_ERR_NOMEM naming the module. */
+FM_API fm_status fm_module_set_impl_copy(fm_module *m, const void *v, size_t n, fm_error *err);
 FM_API void *fm_module_impl(const fm_module *m);
 
 /* Depth-first, definition order (module itself before its children), like named_modules(). */
@@ -252,8 +255,7 @@ FM_API fm_status fm_linear_forward_act(fm_module *m, fm_run_ctx *rc, const fm_te
  * computes its rows straight into its own buffer. A patched Linear runs its forward and hands
  * out the columns. FM_ERR_INVALID_ARG when the range is outside the output features. */
 FM_API fm_status fm_linear_forward_rows(fm_module *m, fm_run_ctx *rc, const fm_tensor *x,
-                                        int64_t first, int64_t count, fm_tensor *y,
-                                        fm_error *err);
+                                        int64_t first, int64_t count, fm_tensor *y, fm_error *err);
 
 /* ---- functional ops on row-major f32 matrices (for forwards written outside the library) ----
  * A matrix view: rows x cols floats, row stride ld >= cols, borrowed. Column slices of a wider

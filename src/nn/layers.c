@@ -19,15 +19,6 @@ static fm_status need_positive(fm_module *m, const char *what, int64_t v, fm_err
                         fm_module_path(m), what, (long long)v);
 }
 
-static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) {
-    void *p = fm_malloc(n);
-    if (!p)
-        return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
-    memcpy(p, v, n);
-    fm_module_set_impl(m, p);
-    return FM_OK;
-}
-
 /* ---- Linear(in, out, bias=1): weight [out][in], bias [out] ---------------------------- */
 static fm_status linear_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
     fm_linear_impl li;
@@ -40,7 +31,7 @@ static fm_status linear_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, 
     fm_shape w = {2, {li.g.out_features, li.g.in_features}};
     st = fm_module_add_param(m, "weight", fm_build_ctx_dtype(ctx), &w, err);
     if (st == FM_OK && li.g.bias) st = add_vec(m, "bias", li.g.out_features, ctx, err);
-    if (st == FM_OK) st = set_impl(m, &li, sizeof li, err);
+    if (st == FM_OK) st = fm_module_set_impl_copy(m, &li, sizeof li, err);
     return st;
 }
 
@@ -85,7 +76,7 @@ static fm_status conv3d_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, 
                    c.g.kernel[2]}};
     st = fm_module_add_param(m, "weight", fm_build_ctx_dtype(ctx), &w, err);
     if (st == FM_OK && c.g.bias) st = add_vec(m, "bias", c.g.out_channels, ctx, err);
-    if (st == FM_OK) st = set_impl(m, &c, sizeof c, err);
+    if (st == FM_OK) st = fm_module_set_impl_copy(m, &c, sizeof c, err);
     return st;
 }
 
@@ -102,7 +93,7 @@ static fm_status norm_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, bo
                           fm_module_path(m), n.eps);
     if (st == FM_OK) st = add_vec(m, "weight", n.dim, ctx, err);
     if (st == FM_OK && with_bias) st = add_vec(m, "bias", n.dim, ctx, err);
-    if (st == FM_OK) st = set_impl(m, &n, sizeof n, err);
+    if (st == FM_OK) st = fm_module_set_impl_copy(m, &n, sizeof n, err);
     return st;
 }
 static fm_status layernorm_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {

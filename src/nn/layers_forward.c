@@ -155,10 +155,9 @@ fm_status fm_linear_forward_rows(fm_module *m, fm_run_ctx *rc, const fm_tensor *
     fm_status st = fm_linear_geometry_of(m, &g, NULL);
     if (st != FM_OK && fm_module_class_of(m)->forward == fm_linear_forward) return st;
     if (st == FM_OK && (first < 0 || count < 1 || first + count > g.out_features))
-        return fm_error_set(err, FM_ERR_INVALID_ARG,
-                            "Linear '%s': output features [%lld, +%lld) outside %lld",
-                            fm_module_path(m), (long long)first, (long long)count,
-                            (long long)g.out_features);
+        return fm_error_set(
+            err, FM_ERR_INVALID_ARG, "Linear '%s': output features [%lld, +%lld) outside %lld",
+            fm_module_path(m), (long long)first, (long long)count, (long long)g.out_features);
     if (fm_module_class_of(m)->forward != fm_linear_forward) /* patched: its forward, columns */
         return linear_rows_generic(m, rc, x, first, count, y, err);
     if (!fm_module_is_prepared(m)) {

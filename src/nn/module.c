@@ -312,6 +312,14 @@ fm_param *fm_module_param(fm_module *m, size_t i) {
 void fm_module_set_impl(fm_module *m, void *impl) {
     m->impl = impl;
 }
+fm_status fm_module_set_impl_copy(fm_module *m, const void *v, size_t n, fm_error *err) {
+    void *p = fm_malloc(n ? n : 1);
+    if (!p)
+        return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
+    memcpy(p, v, n);
+    m->impl = p;
+    return FM_OK;
+}
 void *fm_module_impl(const fm_module *m) {
     return m->impl;
 }

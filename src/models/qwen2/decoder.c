@@ -7,16 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "models/build_util.h"
 #include "models/qwen2/decoder.h"
 #include "nn/kernels.h"
 #include "nn/run.h"
-
-/* Creates a child or returns the failure (`ctx` and `err` in scope). */
-#define MK(parent, name, cls, args)                                                                \
-    do {                                                                                           \
-        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);                 \
-        if (st_ != FM_OK) return st_;                                                              \
-    } while (0)
 
 #define ONE_OUTPUT(self, n_out, err)                                                               \
     do {                                                                                           \
@@ -40,15 +34,6 @@ typedef struct text_impl {
     int64_t layers, kv_heads, head_dim, hidden;
 } text_impl;
 
-static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) {
-    void *p = fm_malloc(n);
-    if (!p)
-        return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
-    memcpy(p, v, n);
-    fm_module_set_impl(m, p);
-    return FM_OK;
-}
-
 /* ---- constructors ------------------------------------------------------------------------- */
 fm_status fm_qwen2_attention_init(fm_module *m, fm_build_ctx *ctx, const fm_qwen2_text_config *t,
                                   const fm_qwen2_class_names *n, fm_error *err) {
@@ -64,7 +49,7 @@ fm_status fm_qwen2_attention_init(fm_module *m, fm_build_ctx *ctx, const fm_qwen
         MK(m, "k_norm", n->rmsnorm, &FM_ARGS(FM_I("dim", hd), FM_D("eps", t->rms_norm_eps)));
     }
     attn_impl a = {t->num_attention_heads, t->num_key_value_heads, hd};
-    return set_impl(m, &a, sizeof a, err);
+    return fm_module_set_impl_copy(m, &a, sizeof a, err);
 }
 
 fm_status fm_qwen2_mlp_init(fm_module *m, fm_build_ctx *ctx, const fm_qwen2_text_config *t,
@@ -94,7 +79,7 @@ fm_status fm_qwen2_rotary_init(fm_module *m, const fm_qwen2_text_config *t, fm_e
                      t->rope_theta,
                      {t->mrope_section[0], t->mrope_section[1], t->mrope_section[2]},
                      t->mrope_interleaved};
-    return set_impl(m, &r, sizeof r, err);
+    return fm_module_set_impl_copy(m, &r, sizeof r, err);
 }
 
 fm_status fm_qwen2_text_model_init(fm_module *m, fm_build_ctx *ctx, const fm_qwen2_text_config *t,
@@ -112,7 +97,7 @@ fm_status fm_qwen2_text_model_init(fm_module *m, fm_build_ctx *ctx, const fm_qwe
     MK(m, "norm", n->rmsnorm, &FM_ARGS(FM_I("dim", t->hidden_size), FM_D("eps", t->rms_norm_eps)));
     MK(m, "rotary_emb", n->rotary, NULL);
     text_impl ti = {t->num_hidden_layers, t->num_key_value_heads, t->head_dim, t->hidden_size};
-    return set_impl(m, &ti, sizeof ti, err);
+    return fm_module_set_impl_copy(m, &ti, sizeof ti, err);
 }
 
 /* ---- the KV cache and row tensors every attention receives ------------------------------------

@@ -9,16 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "models/build_util.h"
 #include "models/qwen2_5_vl/qwen2_5_vl.h"
 
 #define CFG(ctx) ((const fm_qwen25vl_config *)fm_build_ctx_model_cfg(ctx))
-
-/* Creates a child or returns the failure (inits below have `ctx` and `err` in scope). */
-#define MK(parent, name, cls, args)                                                                \
-    do {                                                                                           \
-        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);                 \
-        if (st_ != FM_OK) return st_;                                                              \
-    } while (0)
 
 /* ---- window plan ------------------------------------------------------------------------------
  */
@@ -211,15 +205,6 @@ static fm_status tower_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor 
 }
 
 /* ---- constructors (transformers' class names and attribute order) -------------------------- */
-static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) {
-    void *p = fm_malloc(n);
-    if (!p)
-        return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
-    memcpy(p, v, n);
-    fm_module_set_impl(m, p);
-    return FM_OK;
-}
-
 /* Qwen2_5_VLMLP(config, bias=True): gate_proj, up_proj, down_proj, act_fn (hidden_act). */
 static fm_status mlp_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
     const fm_qwen2vl_vision_config *v = &CFG(ctx)->base.v;
@@ -253,7 +238,7 @@ static fm_status tower_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, f
     fm_module *blocks = NULL;
     tower_impl ti = {.c = *CFG(ctx)};
     (void)a;
-    fm_status st = set_impl(m, &ti, sizeof ti, err);
+    fm_status st = fm_module_set_impl_copy(m, &ti, sizeof ti, err);
     if (st != FM_OK) return st;
     MK(m, "patch_embed", "Qwen2_5_VisionPatchEmbed",
        &FM_ARGS(FM_I("patch_size", v->patch_size),

@@ -7,16 +7,10 @@
 
 #include "fusemap/qwen2_vl.h"
 
+#include "models/build_util.h"
 #include "models/qwen2_vl/qwen2_vl.h"
 
 #define CFG(ctx) ((const fm_qwen2vl_config *)fm_build_ctx_model_cfg(ctx))
-
-/* Creates a child or returns the failure (inits below have `ctx` and `err` in scope). */
-#define MK(parent, name, cls, args)                                                                \
-    do {                                                                                           \
-        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);                 \
-        if (st_ != FM_OK) return st_;                                                              \
-    } while (0)
 
 /* ---- text decoder: the shared Qwen2 decoder under Qwen2-VL's class names -------------------- */
 static const fm_qwen2_class_names names = {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "models/build_util.h"
 #include "models/qwen2_vl/qwen2_vl.h"
 #include "nn/kernels.h"
 #include "nn/run.h"
@@ -400,22 +401,6 @@ static fm_status tower_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor 
  * ---------------- */
 #define CFG(ctx) ((const fm_qwen2vl_config *)fm_build_ctx_model_cfg(ctx))
 
-/* Creates a child or returns the failure (inits below have `ctx` and `err` in scope). */
-#define MK(parent, name, cls, args)                                                                \
-    do {                                                                                           \
-        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);                 \
-        if (st_ != FM_OK) return st_;                                                              \
-    } while (0)
-
-static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) {
-    void *p = fm_malloc(n);
-    if (!p)
-        return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
-    memcpy(p, v, n);
-    fm_module_set_impl(m, p);
-    return FM_OK;
-}
-
 /* PatchEmbed(patch_size, temporal_patch_size, in_channels, embed_dim, bias = 0):
  * proj = Conv3d(in, embed, kernel = stride = (T, P, P)). */
 fm_status fm_qwen2vl_patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a,
@@ -426,7 +411,7 @@ fm_status fm_qwen2vl_patch_embed_init(fm_module *m, fm_build_ctx *ctx, const fm_
        &FM_ARGS(FM_I("in", p.channels), FM_I("out", p.embed), FM_I("k0", p.temporal),
                 FM_I("k1", p.patch), FM_I("k2", p.patch), FM_I("s0", p.temporal),
                 FM_I("s1", p.patch), FM_I("s2", p.patch), FM_I("bias", fm_args_int(a, "bias", 0))));
-    return set_impl(m, &p, sizeof p, err);
+    return fm_module_set_impl_copy(m, &p, sizeof p, err);
 }
 
 /* VisionRotaryEmbedding(dim = head_dim / 2): no parameters (inv_freq is recomputed). */
@@ -438,7 +423,7 @@ fm_status fm_qwen2vl_vision_rotary_init(fm_module *m, fm_build_ctx *ctx, const f
         return fm_error_set(err, FM_ERR_CONFIG,
                             "module '%s': rotary dim %lld must be even and in [2, 512]",
                             fm_module_path(m), (long long)r.dim);
-    return set_impl(m, &r, sizeof r, err);
+    return fm_module_set_impl_copy(m, &r, sizeof r, err);
 }
 
 /* VisionAttention(dim, heads): qkv = Linear(dim, 3·dim), proj = Linear(dim, dim), both biased. */
@@ -447,7 +432,7 @@ fm_status fm_qwen2vl_vision_attention_build(fm_module *m, fm_build_ctx *ctx, int
     attn_impl at = {dim, heads};
     MK(m, "qkv", "Linear", &FM_ARGS(FM_I("in", at.dim), FM_I("out", 3 * at.dim), FM_I("bias", 1)));
     MK(m, "proj", "Linear", &FM_ARGS(FM_I("in", at.dim), FM_I("out", at.dim), FM_I("bias", 1)));
-    return set_impl(m, &at, sizeof at, err);
+    return fm_module_set_impl_copy(m, &at, sizeof at, err);
 }
 
 static fm_status attention_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {
@@ -489,7 +474,7 @@ fm_status fm_qwen2vl_merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args 
     MK(mlp, "0", "Linear", &FM_ARGS(FM_I("in", hid), FM_I("out", hid)));
     MK(mlp, "1", "GELU", NULL);
     MK(mlp, "2", "Linear", &FM_ARGS(FM_I("in", hid), FM_I("out", mi.dim)));
-    return set_impl(m, &mi, sizeof mi, err);
+    return fm_module_set_impl_copy(m, &mi, sizeof mi, err);
 }
 
 static fm_status merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, fm_error *err) {

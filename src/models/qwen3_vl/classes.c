@@ -10,17 +10,11 @@
 #include "fusemap/qwen2_vl.h"
 #include "fusemap/qwen3_vl.h"
 
+#include "models/build_util.h"
 #include "models/qwen2_vl/qwen2_vl.h"
 #include "models/qwen3_vl/qwen3_vl.h"
 
 #define CFG(ctx) ((const fm_qwen3vl_config *)fm_build_ctx_model_cfg(ctx))
-
-/* Creates a child or returns the failure (inits below have `ctx` and `err` in scope). */
-#define MK(parent, name, cls, args)                                                                \
-    do {                                                                                           \
-        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);                 \
-        if (st_ != FM_OK) return st_;                                                              \
-    } while (0)
 
 /* ---- text decoder: the shared decoder under Qwen3-VL's class names ----------------------------
  */

@@ -8,28 +8,13 @@
 #include <string.h>
 
 #include "core/threadpool.h"
+#include "models/build_util.h"
 #include "models/qwen2_vl/qwen2_vl.h"
 #include "models/qwen3_vl/qwen3_vl.h"
 #include "nn/kernels.h"
 #include "nn/run.h"
 
 #define CFG(ctx) ((const fm_qwen3vl_config *)fm_build_ctx_model_cfg(ctx))
-
-/* Creates a child or returns the failure (inits below have `ctx` and `err` in scope). */
-#define MK(parent, name, cls, args)                                                                \
-    do {                                                                                           \
-        fm_status st_ = fm_module_create(ctx, parent, name, cls, args, NULL, err);                 \
-        if (st_ != FM_OK) return st_;                                                              \
-    } while (0)
-
-static fm_status set_impl(fm_module *m, const void *v, size_t n, fm_error *err) {
-    void *p = fm_malloc(n);
-    if (!p)
-        return fm_error_set(err, FM_ERR_NOMEM, "out of memory building '%s'", fm_module_path(m));
-    memcpy(p, v, n);
-    fm_module_set_impl(m, p);
-    return FM_OK;
-}
 
 /* ---- Qwen3VLVisionAttention, Qwen3VLVisionMLP, Qwen3VLVisionBlock ----------------------------
  * Attention and block are Qwen2-VL's; the MLP is linear_fc2(act_fn(linear_fc1(x))). */
@@ -85,7 +70,7 @@ static fm_status merger_init(fm_module *m, fm_build_ctx *ctx, const fm_args *a, 
     MK(m, "act_fn", "GELU", NULL);
     MK(m, "linear_fc2", "Linear",
        &FM_ARGS(FM_I("in", wide), FM_I("out", v->out_hidden_size), FM_I("bias", 1)));
-    return set_impl(m, &mi, sizeof mi, err);
+    return fm_module_set_impl_copy(m, &mi, sizeof mi, err);
 }
 
 static fm_status merger_forward(fm_module *self, fm_run_ctx *rc, const fm_tensor *in, size_t n_in,
