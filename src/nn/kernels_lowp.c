@@ -67,20 +67,24 @@ typedef struct lw_job {
 
 /* ---- GEMV --------------------------------------------------------------------------------- */
 
-/* Why the GEMV is laid out as it is (Zen 4, 2 threads, measured at Qwen2-VL-2B shapes from
- * DRAM; docs/decisions.md "Decoder kernels" has the figures):
- *  - The multiply bounds several x rows: at 4 rows one 64-byte block of bf16 weights takes 16
- *    fmas, and at full fma rate a core consumes weights only about 1.5x as fast as its share of
- *    the memory bandwidth delivers them. Batched decode pays off only if the weight stream keeps
- *    flowing while the core multiplies: left to the hardware prefetchers it did not (4 rows took
- *    about the sum of the memory time and the compute time, 2-2.3x one row). Each pass therefore
- *    prefetches the weights of the pass GEMV_PFD passes ahead (gemv_walk order), which brought
- *    4 rows to 1.1-1.25x the time of one row.
- *  - One x row over whole rows keeps the plain sequential stream without software prefetch
- *    (the hardware prefetchers keep up; prefetching there measured 5-10% slower). Rows split
- *    into spans are not one stream: there the prefetch made one row 30% faster (down_proj).
- *  - Two weight rows per pass with 2 to 4 x rows: each packed x vector loaded feeds two fmas,
- *    and the packed x (x rows times the weight bytes per block) stays in L1 for the whole span. */
+/* Why the GEMV is laid out as it is (Zen 4, 2 threads, measured at Qwen2-VL-2B shapes with
+ * the weights coming from DRAM, as in decode; docs/decisions.md "Decoder kernels" has figures):
+ *  - Several x rows are bound by the multiply as much as by memory: at 4 rows a 64-byte block
+ *    of bf16 weights takes 8 zmm fmas, so at one fma a cycle a core consumes weights only about
+ *    1.5x as fast as its half of a 32 GB/s memory delivers them. Batched decode pays off only if
+ *    the weight stream keeps flowing while the core multiplies: left to the hardware
+ *    prefetchers it did not (4 rows took about the memory time plus the compute time, 2-2.3x
+ *    one row). Each pass therefore prefetches, into L2, the weights of the pass GEMV_PFD passes
+ *    ahead in the walk order (gemv_walk), which brought 4 rows to 1.1-1.4x one row.
+ *  - One x row over whole rows is the plain sequential stream, without software prefetch: the
+ *    hardware prefetchers keep up there, and prefetching measured 5-10% slower. Rows split into
+ *    k-spans are no longer one stream: there the prefetch made one row 30% faster (down_proj).
+ *  - Two weight rows per pass from 2 x rows: each packed x vector loaded feeds two fmas, and the
+ *    packed x of the span stays in L1 (GEMV_L1ROW). More than 4 x rows run as groups of 4 over
+ *    each pass's weights while those are in L1 (8 rows: 1.7-2x one row, was 3.5x).
+ *  - The pass loops live in one small function per dtype (gemv_seg_*, not inlined into the
+ *    walk): inlined into the walk, gcc ran out of general registers in them and the in-cache
+ *    speed at 2-4 rows dropped by 15-25%. */
 
 /* One weight element, widened (tails and the reference order). */
 static inline float w_elem(const unsigned char *w, int64_t i, int dt) {
@@ -213,18 +217,14 @@ gemv_span(const gemv_seg *s, const int MR, const int NW, const int dt, const int
         }
 }
 
-/* gemv_span for a runtime group size and weight-row count, one function per dtype. One x row
- * and one weight row without prefetch is the plain stream: a loop without the prefetch test. */
+/* gemv_span for a runtime group size and weight-row count, one function per dtype, never
+ * inlined into the walk (see the top of this section). */
 #define SEG_CASE(MR, NW, DT)                                                                       \
     case (MR)*2 + (NW)-1:                                                                          \
         gemv_span(s, MR, NW, DT, 1);                                                               \
         break;
 #define SEG_FN(NAME, DT)                                                                           \
-    static void NAME(const gemv_seg *s, int mr, int nw) {                                          \
-        if (mr == 1 && nw == 1 && s->pfn == 0) {                                                   \
-            gemv_span(s, 1, 1, DT, 0);                                                             \
-            return;                                                                                \
-        }                                                                                          \
+    static __attribute__((noinline)) void NAME(const gemv_seg *s, int mr, int nw) {                \
         switch (mr * 2 + nw - 1) {                                                                 \
             SEG_CASE(1, 1, DT)                                                                     \
             SEG_CASE(1, 2, DT)                                                                     \
@@ -255,8 +255,9 @@ static void gemv_seg_run(const gemv_seg *s, int mr, int nw, fm_dtype dt) {
 
 /* y[r] = fixed pairwise lane sum of row r's accumulators (zero when k < BK), then the k % BK
  * tail in order, then + b. */
-static void gemv_finish(float *y, int64_t ldy, const float *st, const float *xq,
-                        const unsigned char *w, const float *b, int64_t k, int mr, int dt) {
+static inline __attribute__((always_inline)) void
+gemv_finish(float *y, int64_t ldy, const float *st, const float *xq, const unsigned char *w,
+            const float *b, int64_t k, int mr, int dt) {
     int64_t kb = k / BK * BK, kt = k - kb;
     const float *xt = xq + mr * kb;
     for (int r = 0; r < mr; r++) {
@@ -327,8 +328,10 @@ static int group_rows(int64_t m, int g) {
     return m - g * GEMV_GROUP < GEMV_GROUP ? (int)(m - g * GEMV_GROUP) : GEMV_GROUP;
 }
 
-/* y of weight rows [c0, c1) for every x row, from the chunk's accumulators. */
-static void gemv_finish_chunk(const lw_job *j, const float *st, int64_t c0, int64_t c1) {
+/* y of weight rows [c0, c1) for every x row, from the chunk's accumulators (not inlined: it
+ * would only add to the walk's registers). */
+static __attribute__((noinline)) void gemv_finish_chunk(const lw_job *j, const float *st,
+                                                        int64_t c0, int64_t c1) {
     int ng = (int)((j->m + GEMV_GROUP - 1) / GEMV_GROUP);
     for (int64_t c = c0; c < c1; c++)
         for (int g = 0; g < ng; g++)
@@ -338,20 +341,29 @@ static void gemv_finish_chunk(const lw_job *j, const float *st, int64_t c0, int6
                         j->wdt);
 }
 
-/* Weight rows [j0, j1) in the order of gemv_walk; each pass runs for every x group while its
- * weights are in L1, and the first group's run prefetches the pass GEMV_PFD passes ahead
- * (not with one x row over whole rows: see the top of this section). */
-static void gemv_rows(const lw_job *j, int64_t j0, int64_t j1) {
+/* One x row over whole weight rows: the plain sequential stream, row after row. */
+static inline __attribute__((always_inline)) void gemv_rows_plain(const lw_job *j, int64_t j0,
+                                                                  int64_t j1, const int dt) {
+    float st[GEMV_SUB * ST_ROW];
+    gemv_seg s = {.sts = ST_ROW, .wrow = j->wrow, .xq = j->xq, .i1 = j->k / BK * BK};
+    for (int64_t c0 = j0; c0 < j1; c0 += GEMV_SUB) {
+        int64_t c1 = c0 + GEMV_SUB < j1 ? c0 + GEMV_SUB : j1;
+        for (int64_t c = c0; c < c1; c++) {
+            s.st = st + (c - c0) * ST_ROW, s.w = j->w + c * j->wrow;
+            gemv_span(&s, 1, 1, dt, 0);
+        }
+        for (int64_t c = c0; c < c1; c++)
+            gemv_finish(j->y + c, j->ldy, st + (c - c0) * ST_ROW, j->xq, j->w + c * j->wrow,
+                        j->b ? j->b + c : NULL, j->k, 1, dt);
+    }
+}
+
+/* Weight rows from j0 in the order of wk; every pass runs for each x group while its weights
+ * are in L1, and the first group's run prefetches the pass GEMV_PFD passes ahead. */
+static void gemv_walk_rows(const lw_job *j, int64_t j0, gemv_walk wk) {
     float st[GEMV_SUB * GEMV_NG * ST_ROW];
     int ng = (int)((j->m + GEMV_GROUP - 1) / GEMV_GROUP), es = j->wdt == FM_DTYPE_F32 ? 4 : 2;
-    gemv_walk wk = {.j1 = j1, .kb = j->k / BK * BK, .nw = GEMV_NW(group_rows(j->m, 0))};
-    if (wk.kb == 0) { /* k < BK: the tails only */
-        for (int64_t c0 = j0; c0 < j1; c0 += GEMV_SUB)
-            gemv_finish_chunk(j, st, c0, c0 + GEMV_SUB < j1 ? c0 + GEMV_SUB : j1);
-        return;
-    }
-    wk.span = gemv_span_len(j->m, wk.nw, es, wk.kb);
-    int pf_on = j->m > 1 || wk.span < wk.kb, pf_live = pf_on, more = 1;
+    int pf_live = 1, more = 1;
     gemv_seg s = {.sts = ng * ST_ROW, .wrow = j->wrow};
     gemv_pos cur, pf;
     pos_chunk(&wk, &cur, j0);
@@ -359,21 +371,45 @@ static void gemv_rows(const lw_job *j, int64_t j0, int64_t j1) {
     for (int d = 0; d < GEMV_PFD && pf_live; d++)
         pf_live = pos_next(&wk, &pf);
     while (more) {
-        for (int c = 0; c < 2; c++)
-            s.pf[c] = j->w + (pf.c + (c < pf.q ? c : 0)) * j->wrow + es * pf.i0;
         int64_t len = cur.i1 - cur.i0, pf_len = pf.i1 - pf.i0;
         s.i0 = cur.i0, s.i1 = cur.i1, s.w = j->w + cur.c * j->wrow;
+        for (int c = 0; c < 2; c++)
+            s.pf[c] = j->w + (pf.c + (c < pf.q ? c : 0)) * j->wrow + es * pf.i0;
+        s.pfn = !pf_live ? 0 : pf_len < len ? pf_len : len;
+        s.st = st + (cur.c - cur.c0) * ng * ST_ROW, s.xq = j->xq;
         for (int g = 0; g < ng; g++) {
-            s.st = st + ((cur.c - cur.c0) * ng + g) * ST_ROW;
-            s.xq = j->xq + g * GEMV_GROUP * j->k;
-            s.pfn = g || !pf_live ? 0 : pf_len < len ? pf_len : len;
             gemv_seg_run(&s, group_rows(j->m, g), (int)cur.q, j->wdt);
+            s.st += ST_ROW, s.xq += GEMV_GROUP * j->k, s.pfn = 0;
         }
         int64_t c0 = cur.c0, c1 = cur.c1;
         more = pos_next(&wk, &cur);
         if (!more || cur.c0 != c0) gemv_finish_chunk(j, st, c0, c1);
         if (pf_live) pf_live = pos_next(&wk, &pf);
     }
+}
+
+/* Weight rows [j0, j1): one x row over whole rows as the plain stream (no software prefetch:
+ * see the top of this section), anything else through gemv_walk_rows. */
+static void gemv_rows(const lw_job *j, int64_t j0, int64_t j1) {
+    int es = j->wdt == FM_DTYPE_F32 ? 4 : 2;
+    gemv_walk wk = {.j1 = j1, .kb = j->k / BK * BK, .nw = GEMV_NW(group_rows(j->m, 0))};
+    if (wk.kb == 0) { /* k < BK: the tails only */
+        for (int64_t c = j0; c < j1; c++)
+            for (int g = 0; g < (j->m + GEMV_GROUP - 1) / GEMV_GROUP; g++)
+                gemv_finish(j->y + g * GEMV_GROUP * j->ldy + c, j->ldy, NULL,
+                            j->xq + g * GEMV_GROUP * j->k, j->w + c * j->wrow,
+                            j->b ? j->b + c : NULL, j->k, group_rows(j->m, g), j->wdt);
+        return;
+    }
+    wk.span = gemv_span_len(j->m, wk.nw, es, wk.kb);
+    if (j->m > 1 || wk.span < wk.kb)
+        gemv_walk_rows(j, j0, wk);
+    else if (j->wdt == FM_DTYPE_BF16)
+        gemv_rows_plain(j, j0, j1, FM_DTYPE_BF16);
+    else if (j->wdt == FM_DTYPE_F16)
+        gemv_rows_plain(j, j0, j1, FM_DTYPE_F16);
+    else
+        gemv_rows_plain(j, j0, j1, FM_DTYPE_F32);
 }
 
 static void gemv_body(void *ctx, int64_t t0, int64_t t1, int worker) {
