@@ -67,7 +67,7 @@ typedef struct lw_job {
 
 /* ---- GEMV --------------------------------------------------------------------------------- */
 
-/* Why the GEMV is laid out as it is (Zen 4, 2 threads, measured at Qwen2-VL-2B shapes with
+/* Why the GEMV is laid out as it is (Zen 4, 2 threads, measured at the 2B decoder shapes with
  * the weights coming from DRAM, as in decode; docs/decisions.md "Decoder kernels" has figures):
  *  - Several x rows are bound by the multiply as much as by memory: at 4 rows a 64-byte block
  *    of bf16 weights takes 8 zmm fmas, so at one fma a cycle a core consumes weights only about
