@@ -1,13 +1,15 @@
 /* Benchmark: the decoder kernels at Qwen2-VL-2B text shapes (hidden 1536, 12 heads, 2 KV heads,
  * head_dim 128, intermediate 8960, vocab 151936), random data, one JSON line per case:
- *  - GEMV (fm_k_linear_w, m = 1 and 4, bf16 and f32 weights): tokens/s-equivalent (m / time)
+ *  - GEMV (fm_k_linear_w, m = 1, 2, 4 and 8, bf16 and f32 weights): tokens/s-equivalent (m / time)
  *    and bandwidth efficiency = weight bytes / time ÷ a streaming read of the same bytes on the
  *    same threads, measured in the same run (cold: from memory, as in decode; hot: in cache);
  *  - prefill linear (m = 512, bf16 and f32): GFLOP/s next to one plain cblas_sgemm of the same
  *    shape on f32 weights with OpenBLAS's own threading on the same number of threads;
  *  - attention against the cache (f32 and bf16 cache): decode at ctx 512 and 2048 (one row;
  *    K/V bytes read per second) and a 512-token prefill (GFLOP/s counting QKᵀ and PV causal).
- * Usage: decode_kernels [--threads N] [--reps N] [--quick]. Every figure is the best of reps. */
+ * Usage: decode_kernels [--threads N] [--reps N] [--quick] [--gemv] [--shape NAME]: --gemv runs
+ * the GEMV cases only, --shape only the GEMV shape of that name. Every figure is the best of
+ * reps. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,11 +157,11 @@ static void bench_gemv(const bench_cfg *b, const char *name, int64_t n, int64_t 
     w[0] = rand_w(dt, n, k, 0.05f);
     for (int c = 1; c < copies; c++)
         w[c] = memcpy(alloc_or_die((size_t)bytes), w[0], (size_t)bytes);
-    float *x = rand_f32(4 * k, 1.0f), *y = alloc_or_die((size_t)(4 * n) * sizeof *y);
+    float *x = rand_f32(8 * k, 1.0f), *y = alloc_or_die((size_t)(8 * n) * sizeof *y);
     float *scratch =
-        alloc_or_die(fm_k_linear_w_scratch_floats(4, n, k, b->threads) * sizeof *scratch);
-    static const int64_t ms[] = {1, 4};
-    for (int i = 0; i < 2; i++) {
+        alloc_or_die(fm_k_linear_w_scratch_floats(8, n, k, b->threads) * sizeof *scratch);
+    static const int64_t ms[] = {1, 2, 4, 8};
+    for (int i = 0; i < 4; i++) {
         gemv_fig cold = time_gemv(b, y, x, w, copies, dt, ms[i], n, k, bytes, scratch, b->reps);
         int hot_reps = (int)(COLD_SET / bytes) + b->reps;
         gemv_fig hot = time_gemv(b, y, x, w, 1, dt, ms[i], n, k, bytes, scratch, hot_reps);
@@ -262,7 +264,8 @@ static void bench_attention(const bench_cfg *b, fm_dtype cdt, int64_t ctx, int p
 
 int main(int argc, char **argv) {
     bench_cfg b = {.threads = 2, .reps = 5};
-    int quick = 0;
+    int quick = 0, gemv_only = 0;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             b.threads = atoi(argv[++i]);
@@ -270,8 +273,14 @@ int main(int argc, char **argv) {
             b.reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick"))
             quick = 1;
+        else if (!strcmp(argv[i], "--gemv"))
+            gemv_only = 1;
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc)
+            only = argv[++i], gemv_only = 1;
         else
-            return fprintf(stderr, "usage: decode_kernels [--threads N] [--reps N] [--quick]\n"), 2;
+            return fprintf(stderr, "usage: decode_kernels [--threads N] [--reps N] [--quick] "
+                                   "[--gemv] [--shape NAME]\n"),
+                   2;
     }
     openblas_set_num_threads(1); /* as fusemap runs: its own pool parallelises */
     fm_error err;
@@ -288,13 +297,14 @@ int main(int argc, char **argv) {
     int ns = quick ? 2 : 5;
     for (int dt = 0; dt < 2; dt++)
         for (int s = 0; s < ns; s++)
-            bench_gemv(&b, shapes[s].name, shapes[s].n, shapes[s].k,
-                       dt ? FM_DTYPE_F32 : FM_DTYPE_BF16);
-    for (int dt = 0; dt < 2; dt++)
+            if (!only || !strcmp(only, shapes[s].name))
+                bench_gemv(&b, shapes[s].name, shapes[s].n, shapes[s].k,
+                           dt ? FM_DTYPE_F32 : FM_DTYPE_BF16);
+    for (int dt = 0; dt < 2 && !gemv_only; dt++)
         for (int s = 0; s < (quick ? 1 : 4); s++)
             bench_prefill_linear(&b, shapes[s].name, shapes[s].n, shapes[s].k,
                                  dt ? FM_DTYPE_F32 : FM_DTYPE_BF16);
-    for (int dt = 0; dt < 2; dt++) {
+    for (int dt = 0; dt < 2 && !gemv_only; dt++) {
         fm_dtype cdt = dt ? FM_DTYPE_F32 : FM_DTYPE_BF16;
         bench_attention(&b, cdt, 512, 0);
         bench_attention(&b, cdt, 2048, 0);

@@ -164,12 +164,15 @@ static void test_linear_w_empty_k(void) {
  * not depend on the other rows of the call (batched decode of several sequences). */
 static void test_linear_w_threads_and_rows(void) {
     static const fm_dtype dts[] = {FM_DTYPE_F32, FM_DTYPE_BF16, FM_DTYPE_F16};
-    /* 2..4 rows take two weight rows per pass (n odd: a single one last), 5 and 8 one */
-    static const int64_t ms[] = {2, 3, 4, 5, 8, 70};
-    int64_t n = 203, k = 1000;
+    /* 2..8 rows take two weight rows per pass (n odd: a single one last) and x in groups of
+     * 4 (5: 4 + 1); at k = 1000 one row and up to 4 rows run whole rows, 8 rows k-spans; at
+     * k = 5000 one row runs whole rows, more rows k-spans of a length that depends on m */
+    static const int64_t ms[] = {2, 3, 4, 5, 6, 7, 8, 70}, ks[] = {1000, 5000};
+    int64_t n = 203;
     for (int d = 0; d < 3; d++)
-        for (int mi = 0; mi < 6; mi++) {
-            int64_t m = ms[mi];
+        for (int mi = 0; mi < 8 * 2; mi++) {
+            int64_t m = ms[mi % 8], k = ks[mi / 8];
+            if (quick && k > 1000 && m != 8) continue;
             double *wd = malloc((size_t)(n * k) * sizeof *wd);
             void *block, *w = make_weights(dts[d], n, k, &block, wd);
             float *x = rand_buf(m * k, -1, 1), *b = rand_buf(n, -1, 1), *y[4];

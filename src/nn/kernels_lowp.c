@@ -12,7 +12,7 @@
  * is still faster than the converted-panel sgemm at 9 to 16 rows (whose panel conversion is a
  * fixed cost per call); with 16 output rows or more the sgemm path wins. */
 #define GEMV_MAX_M FM_K_GEMV_MAX_M
-/* Weight rows per GEMV task (contiguous: one sequential stream per task). */
+/* Weight rows per GEMV task (contiguous). */
 #define GEMV_RB 64
 /* Largest f32 panel converted per thread, in floats (8 MB), and the panel width bounds. */
 #define PANEL_FLOATS (1 << 21)
@@ -22,19 +22,32 @@
 #define GEMM_MB 256
 /* Floats in front of each worker's panel: the id of the panel it holds (int64 via memcpy). */
 #define PANEL_HDR 16
-/* GEMV: rows per k-split pass, and the k elements per span (one row's x span: 16 KB). */
-#define GEMV_SUB 16
-#define GEMV_SPAN 4096
 /* GEMV block: one vector of even and one of odd elements. */
 #define BK (2 * FM_VW)
 /* Separate accumulators for the even and odd lanes (two independent fma chains per row
  * instead of one chain of two) where the register file holds them: 32 vector registers with
  * AVX-512, 16 elsewhere. Fixed per build, so a row's result never depends on the group size. */
 #define GEMV_SPLIT (FM_VW >= 16)
-/* Two weight rows per pass for 2..4 x rows (2·MR·2 accumulators + 4 weight vectors fit the
- * register file with AVX-512; one x row keeps the single sequential weight stream, more than
- * four would spill). Numerically neutral: see gemv_span. */
-#define GEMV_PAIRS(MR) ((MR) >= 2 && (MR) <= 4 && FM_VW >= 16)
+/* x rows per packed group (one pass's accumulators: GEMV_NW weight rows x 4 x rows x 2 with
+ * AVX-512, plus 2·GEMV_NW weight and 2 x vectors, fit 32 registers; 8 x rows per pass spilled
+ * and read x twice per fma). Calls with more rows run their groups over each pass's weights
+ * while those are in L1. */
+#define GEMV_GROUP 4
+/* Weight rows per pass: one with one x row (the sequential stream), else two, so that each
+ * packed x vector loaded feeds two fmas (measured against three and four rows at 2..3 x rows:
+ * no faster, up to 10% slower from memory). */
+#define GEMV_NW(MR) ((MR) > 1 ? 2 : 1)
+/* Rows per chunk: the accumulators of GEMV_SUB weight rows stay in scratch across the spans. */
+#define GEMV_SUB 16
+/* Spans of k: whole rows while the packed x of all rows and the weights of one pass take at most
+ * GEMV_L1ROW bytes, else equal spans that take at most GEMV_L1SPAN (a 32 KB L1 with room for the
+ * weight stream; measured at 2B shapes, see gemv_span_len). */
+#define GEMV_L1ROW (30 << 10)
+#define GEMV_L1SPAN (20 << 10)
+/* Software prefetch of the weights GEMV_PFD passes ahead, into L2 (locality 2: prefetcht1 on
+ * x86; into L1 measured 40-60% slower at 4 rows). */
+#define GEMV_PF_LOCALITY 2
+#define GEMV_PFD 2
 
 typedef struct lw_job {
     float *y; /* [m][ldy] */
@@ -53,6 +66,25 @@ typedef struct lw_job {
 } lw_job;
 
 /* ---- GEMV --------------------------------------------------------------------------------- */
+
+/* Why the GEMV is laid out as it is (Zen 4, 2 threads, measured at the 2B decoder shapes with
+ * the weights coming from DRAM, as in decode; docs/decisions.md "Decoder kernels" has figures):
+ *  - Several x rows are bound by the multiply as much as by memory: at 4 rows a 64-byte block
+ *    of bf16 weights takes 8 zmm fmas, so at one fma a cycle a core consumes weights only about
+ *    1.5x as fast as its half of a 32 GB/s memory delivers them. Batched decode pays off only if
+ *    the weight stream keeps flowing while the core multiplies: left to the hardware
+ *    prefetchers it did not (4 rows took about the memory time plus the compute time, 2-2.3x
+ *    one row). Each pass therefore prefetches, into L2, the weights of the pass GEMV_PFD passes
+ *    ahead in the walk order (gemv_walk), which brought 4 rows to 1.1-1.4x one row.
+ *  - One x row over whole rows is the plain sequential stream, without software prefetch: the
+ *    hardware prefetchers keep up there, and prefetching measured 5-10% slower. Rows split into
+ *    k-spans are no longer one stream: there the prefetch made one row 30% faster (down_proj).
+ *  - Two weight rows per pass from 2 x rows: each packed x vector loaded feeds two fmas, and the
+ *    packed x of the span stays in L1 (GEMV_L1ROW). More than 4 x rows run as groups of 4 over
+ *    each pass's weights while those are in L1 (8 rows: 1.7-2x one row, was 3.5x).
+ *  - The pass loops live in one small function per dtype (gemv_seg_*, not inlined into the
+ *    walk): inlined into the walk, gcc ran out of general registers in them and the in-cache
+ *    speed at 2-4 rows dropped by 15-25%. */
 
 /* One weight element, widened (tails and the reference order). */
 static inline float w_elem(const unsigned char *w, int64_t i, int dt) {
@@ -87,14 +119,15 @@ static inline __attribute__((always_inline)) void w_pairs(const unsigned char *w
     }
 }
 
-/* The packed x of the GEMV: rows in groups of up to 8 (group g starts at g·8·k); inside a group
- * of mr rows, block i (every BK elements) holds row r's BK values at i·mr + r·BK, so one pointer
- * walks all rows of a block; the k % BK tail follows, row r's at mr·kb + r·(k - kb). For 16-bit
- * weights each block is in the pair layout (even elements, then odd), for f32 in order. */
+/* The packed x of the GEMV: rows in groups of up to GEMV_GROUP (group g starts at
+ * g·GEMV_GROUP·k); inside a group of mr rows, block i (every BK elements) holds row r's BK
+ * values at i·mr + r·BK, so one pointer walks all rows of a block; the k % BK tail follows, row
+ * r's at mr·kb + r·(k - kb). For 16-bit weights each block is in the pair layout (even
+ * elements, then odd), for f32 in order. */
 static void x_pack(float *xq, const float *x, int64_t ldx, int64_t m, int64_t k, int pairs) {
     int64_t kb = k / BK * BK, kt = k - kb;
-    for (int64_t r0 = 0; r0 < m; r0 += 8) {
-        int mr = m - r0 < 8 ? (int)(m - r0) : 8;
+    for (int64_t r0 = 0; r0 < m; r0 += GEMV_GROUP) {
+        int mr = m - r0 < GEMV_GROUP ? (int)(m - r0) : GEMV_GROUP;
         float *g = xq + r0 * k;
         for (int r = 0; r < mr; r++) {
             const float *xr = x + (r0 + r) * ldx;
@@ -110,43 +143,54 @@ static void x_pack(float *xq, const float *x, int64_t ldx, int64_t m, int64_t k,
     }
 }
 
-/* Accumulates the BK-blocks [i0, i1) of NW (1 or 2) weight rows into the MR rows of one packed
- * group: every block is, per weight row and x row, one lane-wise fma into the even-lane
- * accumulator and one into the odd-lane accumulator. The accumulators start at zero (i0 == 0)
- * or come from st[c] ([MR][2] vectors per weight row) and go back there, so splitting k into
- * spans changes no bit of the result, and neither does NW: each output element is accumulated
- * in the same order whichever rows share the loop. One weight row at a time keeps the weight
- * stream strictly sequential (rows are contiguous): several rows side by side measured 2-3x
- * slower from DRAM at one x row, their k-long streams too short for the hardware prefetchers
- * (software prefetch in this stream measured no gain). With several x rows the packed x (MR
- * times the weight bytes per block) is the larger stream and comes from L2 once the span
- * outgrows L1; two weight rows per pass halve those reads (docs/decisions.md). */
+/* One pass: nw weight rows (wrow bytes apart) over the BK-blocks [i0, i1) against the rows of
+ * one packed group, prefetching pf[c] (weight row c of a later pass, at the same offset from
+ * its start) over its first pfn elements. */
+typedef struct gemv_seg {
+    float *st;   /* accumulators of the first weight row ([mr][2] vectors); the next ... */
+    int64_t sts; /* ... weight row's are sts floats further */
+    const float *xq;
+    const unsigned char *w;
+    size_t wrow;
+    const unsigned char *pf[2];
+    int64_t pfn, i0, i1;
+} gemv_seg;
+
+/* Every block is, per weight row and x row, one lane-wise fma into the even-lane accumulator
+ * and one into the odd-lane accumulator. The accumulators start at zero (i0 == 0) or come from
+ * st and go back there, so splitting k into spans changes no bit of the result, and neither do
+ * NW, MR or the x group: each output element is accumulated in the same order whichever rows
+ * share the pass. PF: whether to prefetch. */
 static inline __attribute__((always_inline)) void
-gemv_span(float *st0, float *st1, const float *xq, const unsigned char *w0, const unsigned char *w1,
-          int64_t i0, int64_t i1, const int MR, const int NW, const int dt) {
-    fm_vf acc[2][8], acc_o[2][8];
-    float *st[2] = {st0, st1};
+gemv_span(const gemv_seg *s, const int MR, const int NW, const int dt, const int PF) {
+    const int es = dt == FM_DTYPE_F32 ? 4 : 2;
+    fm_vf acc[2][GEMV_GROUP], acc_o[2][GEMV_GROUP];
+    int64_t i0 = s->i0, i1 = s->i1;
 #pragma GCC unroll 2
     for (int c = 0; c < NW; c++)
-#pragma GCC unroll 8
+#pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
-            acc[c][r] = i0 ? fm_v_load(st[c] + (2 * r) * FM_VW) : fm_v_zero();
-            acc_o[c][r] = i0 ? fm_v_load(st[c] + (2 * r + 1) * FM_VW) : fm_v_zero();
+            const float *p = s->st + c * s->sts + 2 * r * FM_VW;
+            acc[c][r] = i0 ? fm_v_load(p) : fm_v_zero();
+            acc_o[c][r] = i0 ? fm_v_load(p + FM_VW) : fm_v_zero();
         }
-    const float *xb = xq + i0 * MR;
+    const float *xb = s->xq + i0 * MR;
     for (int64_t i = i0; i < i1; i += BK, xb += MR * BK) {
         fm_vf we[2], wo[2];
-        w_pairs(w0, i, dt, &we[0], &wo[0]);
-        if (NW > 1) w_pairs(w1, i, dt, &we[1], &wo[1]);
-        if (MR > 1) {
-            FM_V_REG(we[0]);
-            FM_V_REG(wo[0]);
-            if (NW > 1) {
-                FM_V_REG(we[1]);
-                FM_V_REG(wo[1]);
+#pragma GCC unroll 2
+        for (int c = 0; c < NW; c++) {
+            w_pairs(s->w + c * s->wrow, i, dt, &we[c], &wo[c]);
+            if (MR > 1) {
+                FM_V_REG(we[c]);
+                FM_V_REG(wo[c]);
             }
         }
-#pragma GCC unroll 8
+        if (PF && i - i0 < s->pfn)
+#pragma GCC unroll 2
+            for (int c = 0; c < NW; c++)
+                for (int l = 0; l < BK * es; l += 64)
+                    __builtin_prefetch(s->pf[c] + (i - i0) * es + l, 0, GEMV_PF_LOCALITY);
+#pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             fm_vf xe = fm_v_load(xb + r * BK), xo = fm_v_load(xb + r * BK + FM_VW);
             if (NW > 1) {
@@ -165,21 +209,58 @@ gemv_span(float *st0, float *st1, const float *xq, const unsigned char *w0, cons
     }
 #pragma GCC unroll 2
     for (int c = 0; c < NW; c++)
-#pragma GCC unroll 8
+#pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
-            fm_v_store(st[c] + (2 * r) * FM_VW, acc[c][r]);
-            fm_v_store(st[c] + (2 * r + 1) * FM_VW, acc_o[c][r]);
+            float *p = s->st + c * s->sts + 2 * r * FM_VW;
+            fm_v_store(p, acc[c][r]);
+            fm_v_store(p + FM_VW, acc_o[c][r]);
         }
+}
+
+/* gemv_span for a runtime group size and weight-row count, one function per dtype, never
+ * inlined into the walk (see the top of this section). */
+#define SEG_CASE(MR, NW, DT)                                                                       \
+    case (MR)*2 + (NW)-1:                                                                          \
+        gemv_span(s, MR, NW, DT, 1);                                                               \
+        break;
+#define SEG_FN(NAME, DT)                                                                           \
+    static __attribute__((noinline)) void NAME(const gemv_seg *s, int mr, int nw) {                \
+        switch (mr * 2 + nw - 1) {                                                                 \
+            SEG_CASE(1, 1, DT)                                                                     \
+            SEG_CASE(1, 2, DT)                                                                     \
+            SEG_CASE(2, 1, DT)                                                                     \
+            SEG_CASE(2, 2, DT)                                                                     \
+            SEG_CASE(3, 1, DT)                                                                     \
+            SEG_CASE(3, 2, DT)                                                                     \
+            SEG_CASE(4, 1, DT)                                                                     \
+            SEG_CASE(4, 2, DT)                                                                     \
+        default:                                                                                   \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+SEG_FN(gemv_seg_f32, FM_DTYPE_F32)
+SEG_FN(gemv_seg_bf16, FM_DTYPE_BF16)
+SEG_FN(gemv_seg_f16, FM_DTYPE_F16)
+#undef SEG_FN
+#undef SEG_CASE
+
+static void gemv_seg_run(const gemv_seg *s, int mr, int nw, fm_dtype dt) {
+    if (dt == FM_DTYPE_BF16)
+        gemv_seg_bf16(s, mr, nw);
+    else if (dt == FM_DTYPE_F16)
+        gemv_seg_f16(s, mr, nw);
+    else
+        gemv_seg_f32(s, mr, nw);
 }
 
 /* y[r] = fixed pairwise lane sum of row r's accumulators (zero when k < BK), then the k % BK
  * tail in order, then + b. */
 static inline __attribute__((always_inline)) void
 gemv_finish(float *y, int64_t ldy, const float *st, const float *xq, const unsigned char *w,
-            const float *b, int64_t k, const int MR, const int dt) {
+            const float *b, int64_t k, int mr, int dt) {
     int64_t kb = k / BK * BK, kt = k - kb;
-    const float *xt = xq + MR * kb;
-    for (int r = 0; r < MR; r++) {
+    const float *xt = xq + mr * kb;
+    for (int r = 0; r < mr; r++) {
         fm_vf e = kb ? fm_v_load(st + (2 * r) * FM_VW) : fm_v_zero();
         fm_vf o = kb ? fm_v_load(st + (2 * r + 1) * FM_VW) : fm_v_zero();
         float s = fm_v_sum(GEMV_SPLIT ? e + o : e);
@@ -189,73 +270,159 @@ gemv_finish(float *y, int64_t ldy, const float *st, const float *xq, const unsig
     }
 }
 
-/* Weight rows [j0, j1) against the MR rows of the group at r0, GEMV_SUB rows at a time; within
- * them k goes in spans of GEMV_SPAN, so that with one x row its span stays in L1 while the
- * rows pass over it (unsplit, cache-resident k = 8960 rows measured 35% slower: x re-read
- * from L2 for every row). Spans are not shortened for more rows: shorter weight runs measured
- * slower from DRAM, which is where decode reads them. */
-static inline __attribute__((always_inline)) void
-gemv_rows(const lw_job *j, int64_t r0, int64_t j0, int64_t j1, const int MR, const int dt) {
-    float st[GEMV_SUB][2 * 8 * FM_VW];
-    float *y = j->y + r0 * j->ldy;
-    const float *xq = j->xq + r0 * j->k;
-    int64_t kb = j->k / BK * BK, span = GEMV_SPAN / BK * BK;
+/* k elements per span (see GEMV_L1ROW): es bytes per weight. Whole rows are one sequential
+ * stream per pass, which the split rows are not: at k = 1536, 4 x rows (24 KB of packed x) ran
+ * 10% faster unsplit; at k = 8960 spans of 20 KB beat 24 and 30 KB by 5-10%, and f32 rows at
+ * 4 x rows (36 KB a pass unsplit) 15% faster split. */
+static int64_t gemv_span_len(int64_t m, int nw, int es, int64_t kb) {
+    int64_t per = 4 * m + nw * es;
+    if (kb * per <= GEMV_L1ROW) return kb;
+    int64_t most = GEMV_L1SPAN / per / BK * BK;
+    if (most < BK) most = BK;
+    int64_t spans = (kb + most - 1) / most;
+    return ((kb + spans - 1) / spans + BK - 1) / BK * BK;
+}
+
+/* Accumulator floats per weight row and x group, and x groups at most. */
+#define ST_ROW (2 * GEMV_GROUP * FM_VW)
+#define GEMV_NG ((GEMV_MAX_M + GEMV_GROUP - 1) / GEMV_GROUP)
+
+/* The order in which one task visits its weights: chunks of GEMV_SUB rows [c0, c1); in each,
+ * spans [i0, i1) of k; in each span, passes over rows [c, c + q) (q = nw, or 1 at the end). */
+typedef struct gemv_walk {
+    int64_t j1, kb, span;
+    int nw;
+} gemv_walk;
+typedef struct gemv_pos {
+    int64_t c0, c1, i0, i1, c, q;
+} gemv_pos;
+
+static void pos_rows(const gemv_walk *wk, gemv_pos *p, int64_t c) {
+    p->c = c;
+    p->q = c + wk->nw <= p->c1 ? wk->nw : 1;
+}
+static void pos_chunk(const gemv_walk *wk, gemv_pos *p, int64_t c0) {
+    p->c0 = c0;
+    p->c1 = c0 + GEMV_SUB < wk->j1 ? c0 + GEMV_SUB : wk->j1;
+    p->i0 = 0;
+    p->i1 = wk->span;
+    pos_rows(wk, p, c0);
+}
+/* Advances p to the next pass; 0 (p unchanged) past the task's last. */
+static int pos_next(const gemv_walk *wk, gemv_pos *p) {
+    if (p->c + p->q < p->c1) {
+        pos_rows(wk, p, p->c + p->q);
+    } else if (p->i1 < wk->kb) {
+        p->i0 = p->i1;
+        p->i1 = p->i1 + wk->span < wk->kb ? p->i1 + wk->span : wk->kb;
+        pos_rows(wk, p, p->c0);
+    } else if (p->c1 < wk->j1) {
+        pos_chunk(wk, p, p->c1);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static int group_rows(int64_t m, int g) {
+    return m - g * GEMV_GROUP < GEMV_GROUP ? (int)(m - g * GEMV_GROUP) : GEMV_GROUP;
+}
+
+/* y of weight rows [c0, c1) for every x row, from the chunk's accumulators (not inlined: it
+ * would only add to the walk's registers). */
+static __attribute__((noinline)) void gemv_finish_chunk(const lw_job *j, const float *st,
+                                                        int64_t c0, int64_t c1) {
+    int ng = (int)((j->m + GEMV_GROUP - 1) / GEMV_GROUP);
+    for (int64_t c = c0; c < c1; c++)
+        for (int g = 0; g < ng; g++)
+            gemv_finish(j->y + g * GEMV_GROUP * j->ldy + c, j->ldy,
+                        st + ((c - c0) * ng + g) * ST_ROW, j->xq + g * GEMV_GROUP * j->k,
+                        j->w + c * j->wrow, j->b ? j->b + c : NULL, j->k, group_rows(j->m, g),
+                        j->wdt);
+}
+
+/* One x row over whole weight rows: the plain sequential stream, row after row. */
+static inline __attribute__((always_inline)) void gemv_rows_plain(const lw_job *j, int64_t j0,
+                                                                  int64_t j1, const int dt) {
+    float st[GEMV_SUB * ST_ROW];
+    gemv_seg s = {.sts = ST_ROW, .wrow = j->wrow, .xq = j->xq, .i1 = j->k / BK * BK};
     for (int64_t c0 = j0; c0 < j1; c0 += GEMV_SUB) {
         int64_t c1 = c0 + GEMV_SUB < j1 ? c0 + GEMV_SUB : j1;
-        for (int64_t i0 = 0; i0 < kb; i0 += span) {
-            int64_t i1 = i0 + span < kb ? i0 + span : kb, c = c0;
-            for (; GEMV_PAIRS(MR) && c + 1 < c1; c += 2)
-                gemv_span(st[c - c0], st[c + 1 - c0], xq, j->w + c * j->wrow,
-                          j->w + (c + 1) * j->wrow, i0, i1, MR, 2, dt);
-            for (; c < c1; c++)
-                gemv_span(st[c - c0], NULL, xq, j->w + c * j->wrow, NULL, i0, i1, MR, 1, dt);
+        for (int64_t c = c0; c < c1; c++) {
+            s.st = st + (c - c0) * ST_ROW, s.w = j->w + c * j->wrow;
+            gemv_span(&s, 1, 1, dt, 0);
         }
         for (int64_t c = c0; c < c1; c++)
-            gemv_finish(y + c, j->ldy, st[c - c0], xq, j->w + c * j->wrow, j->b ? j->b + c : NULL,
-                        j->k, MR, dt);
+            gemv_finish(j->y + c, j->ldy, st + (c - c0) * ST_ROW, j->xq, j->w + c * j->wrow,
+                        j->b ? j->b + c : NULL, j->k, 1, dt);
     }
 }
 
-#define GEMV_DT(MR)                                                                                \
-    case MR:                                                                                       \
-        if (j->wdt == FM_DTYPE_BF16)                                                               \
-            gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_BF16);                                           \
-        else if (j->wdt == FM_DTYPE_F16)                                                           \
-            gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_F16);                                            \
-        else                                                                                       \
-            gemv_rows(j, r0, j0, j1, MR, FM_DTYPE_F32);                                            \
-        break;
-
-static void gemv_group(const lw_job *j, int64_t r0, int mr, int64_t j0, int64_t j1) {
-    switch (mr) {
-        GEMV_DT(1)
-        GEMV_DT(2)
-        GEMV_DT(3)
-        GEMV_DT(4)
-        GEMV_DT(5)
-        GEMV_DT(6)
-        GEMV_DT(7)
-        GEMV_DT(8)
-    default:
-        break;
+/* Weight rows from j0 in the order of wk; every pass runs for each x group while its weights
+ * are in L1, and the first group's run prefetches the pass GEMV_PFD passes ahead. */
+static void gemv_walk_rows(const lw_job *j, int64_t j0, gemv_walk wk) {
+    float st[GEMV_SUB * GEMV_NG * ST_ROW];
+    int ng = (int)((j->m + GEMV_GROUP - 1) / GEMV_GROUP), es = j->wdt == FM_DTYPE_F32 ? 4 : 2;
+    int pf_live = 1, more = 1;
+    gemv_seg s = {.sts = ng * ST_ROW, .wrow = j->wrow};
+    gemv_pos cur, pf;
+    pos_chunk(&wk, &cur, j0);
+    pf = cur;
+    for (int d = 0; d < GEMV_PFD && pf_live; d++)
+        pf_live = pos_next(&wk, &pf);
+    while (more) {
+        int64_t len = cur.i1 - cur.i0, pf_len = pf.i1 - pf.i0;
+        s.i0 = cur.i0, s.i1 = cur.i1, s.w = j->w + cur.c * j->wrow;
+        for (int c = 0; c < 2; c++)
+            s.pf[c] = j->w + (pf.c + (c < pf.q ? c : 0)) * j->wrow + es * pf.i0;
+        s.pfn = !pf_live ? 0 : pf_len < len ? pf_len : len;
+        s.st = st + (cur.c - cur.c0) * ng * ST_ROW, s.xq = j->xq;
+        for (int g = 0; g < ng; g++) {
+            gemv_seg_run(&s, group_rows(j->m, g), (int)cur.q, j->wdt);
+            s.st += ST_ROW, s.xq += GEMV_GROUP * j->k, s.pfn = 0;
+        }
+        int64_t c0 = cur.c0, c1 = cur.c1;
+        more = pos_next(&wk, &cur);
+        if (!more || cur.c0 != c0) gemv_finish_chunk(j, st, c0, c1);
+        if (pf_live) pf_live = pos_next(&wk, &pf);
     }
 }
-#undef GEMV_DT
+
+/* Weight rows [j0, j1): one x row over whole rows as the plain stream (no software prefetch:
+ * see the top of this section), anything else through gemv_walk_rows. */
+static void gemv_rows(const lw_job *j, int64_t j0, int64_t j1) {
+    int es = j->wdt == FM_DTYPE_F32 ? 4 : 2;
+    gemv_walk wk = {.j1 = j1, .kb = j->k / BK * BK, .nw = GEMV_NW(group_rows(j->m, 0))};
+    if (wk.kb == 0) { /* k < BK: the tails only */
+        for (int64_t c = j0; c < j1; c++)
+            for (int g = 0; g < (j->m + GEMV_GROUP - 1) / GEMV_GROUP; g++)
+                gemv_finish(j->y + g * GEMV_GROUP * j->ldy + c, j->ldy, NULL,
+                            j->xq + g * GEMV_GROUP * j->k, j->w + c * j->wrow,
+                            j->b ? j->b + c : NULL, j->k, group_rows(j->m, g), j->wdt);
+        return;
+    }
+    wk.span = gemv_span_len(j->m, wk.nw, es, wk.kb);
+    if (j->m > 1 || wk.span < wk.kb)
+        gemv_walk_rows(j, j0, wk);
+    else if (j->wdt == FM_DTYPE_BF16)
+        gemv_rows_plain(j, j0, j1, FM_DTYPE_BF16);
+    else if (j->wdt == FM_DTYPE_F16)
+        gemv_rows_plain(j, j0, j1, FM_DTYPE_F16);
+    else
+        gemv_rows_plain(j, j0, j1, FM_DTYPE_F32);
+}
 
 static void gemv_body(void *ctx, int64_t t0, int64_t t1, int worker) {
     (void)worker;
     const lw_job *j = ctx;
     for (int64_t t = t0; t < t1; t++) {
         int64_t j0 = t * GEMV_RB, j1 = j0 + GEMV_RB < j->n ? j0 + GEMV_RB : j->n;
-        for (int64_t r0 = 0; r0 < j->m; r0 += 8) {
-            int mr = j->m - r0 < 8 ? (int)(j->m - r0) : 8;
-            gemv_group(j, r0, mr, j0, j1);
-            if (j->act >= 0)
-                for (int r = 0; r < mr; r++) {
-                    float *yr = j->y + (r0 + r) * j->ldy + j0;
-                    fm_k_act(yr, yr, j1 - j0, (fm_activation)j->act, NULL);
-                }
-        }
+        gemv_rows(j, j0, j1);
+        if (j->act >= 0)
+            for (int64_t r = 0; r < j->m; r++) {
+                float *yr = j->y + r * j->ldy + j0;
+                fm_k_act(yr, yr, j1 - j0, (fm_activation)j->act, NULL);
+            }
     }
 }
 

@@ -107,12 +107,22 @@ static inline void fm_v_f16_pairs(const void *p, fm_vf *even, fm_vf *odd) {
 
 /* Lane sum and max, pairwise in a fixed order. */
 static inline float fm_v_sum(fm_vf v) {
+#if FM_VW == 16
+    /* the same adds as the loop below, in vector registers */
+    __m256 h =
+        _mm256_add_ps(_mm512_castps512_ps256((__m512)v),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)v), 1)));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    __m128 d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)));
+#else
     float t[FM_VW];
     memcpy(t, &v, sizeof t);
     for (int w = FM_VW / 2; w >= 1; w /= 2)
         for (int l = 0; l < w; l++)
             t[l] = t[l] + t[l + w];
     return t[0];
+#endif
 }
 static inline float fm_v_max(fm_vf v) {
     float t[FM_VW];
