@@ -1,19 +1,24 @@
 /* Benchmark: generation at the text dimensions of Qwen2-VL-2B (hidden 1536, 28 layers, 12 heads,
- * 2 KV heads, intermediate 8960) and Qwen3-VL-2B (hidden 2048, 28 layers, 16 heads, 8 KV heads
+ * 2 KV heads, intermediate 8960), Qwen2.5-VL-3B (hidden 2048, 36 layers, 16 heads, 2 KV heads,
+ * intermediate 11008; bf16 only) and Qwen3-VL-2B (hidden 2048, 28 layers, 16 heads, 8 KV heads
  * of 128, intermediate 6144, q/k norms, interleaved M-RoPE), vocab 151936, tied lm_head, random
  * weights in bf16 and in f32, unfused and with qkv + gate_up fused: a 512-token prefill and 64
- * greedy decode steps through fm_generate. One JSON line per configuration ("bench":"generate"):
+ * greedy decode steps through fm_generate. One JSON line per run ("bench":"generate"):
  *   prefill_tok_s, decode_tok_s;
  *   prefill_efficiency = prefill GFLOP/s / the same run's OpenBLAS sgemm GFLOP/s on the
  *     prefill's GEMM shapes (threaded as OpenBLAS does it, the reference limit);
  *   decode_bw_efficiency = weight bytes read per token x tokens/s / the same run's streaming
  *     read bandwidth over a buffer of the weights' size;
- *   peak_rss_bytes of the process that loaded and ran the model (each configuration runs in its
- *     own child), next to checkpoint bytes + KV cache bytes.
- * Usage: generate [--model qwen2_vl|qwen3_vl] [--threads N] [--prompt N] [--new N] [--reps N]
- *   [--layers N] [--only bf16|f32]; without --model, every model.
- * Each measured run follows a short warm-up generation (weights faulted in); each configuration
- * runs --reps times (default 2), unfused and fused alternating which goes first.
+ *   peak_rss_bytes (VmHWM, reset when the run starts) of the process that loaded and ran the
+ *     model (each configuration runs in its own child), next to checkpoint + KV cache bytes.
+ * Then a "pair" line per dtype: unfused and fused loaded in one process and run interleaved,
+ * 2 x reps generations each, with the summed rates and fused_prefill_speedup /
+ * fused_decode_speedup (separate processes swing by 10-20% on this shared machine; the pair
+ * sees the same moments).
+ * Usage: generate [--model qwen2_vl|qwen2_5_vl|qwen3_vl] [--threads N] [--prompt N] [--new N]
+ *   [--reps N] [--layers N] [--only bf16|f32] [--no-pair|--pair-only]; without --model, every
+ *   model. Each measured run follows a short warm-up generation (weights faulted in); each
+ *   configuration runs --reps times (default 2), unfused and fused alternating which goes first.
  * Checkpoints are written once under $FM_BENCH_DATA (default build/bench-data). */
 #include <cblas.h>
 #include <math.h>
@@ -30,19 +35,21 @@
 #include "fusemap/fusemap.h"
 #include "qwen_fixture.h"
 
-/* One model's text dimensions. */
+/* One model's text dimensions; `f32`: an f32 line too (the 3B's f32 checkpoint, 12 GB, plus
+ * the read reference's buffer of its size would not fit this machine's memory). */
 typedef struct tdims {
     const char *name, *tag;
-    int h, nh, nkv, hd, inter, vocab, qwen3;
+    int arch, layers, h, nh, nkv, hd, inter, vocab, f32;
 } tdims;
 
 static const tdims models[] = {
-    {"qwen2_vl", "text-2b", 1536, 12, 2, 128, 8960, 151936, 0},
-    {"qwen3_vl", "text-qwen3-2b", 2048, 16, 8, 128, 6144, 151936, 1},
+    {"qwen2_vl", "text-2b", FM_QFIX_QWEN2_VL, 28, 1536, 12, 2, 128, 8960, 151936, 1},
+    {"qwen2_5_vl", "text-qwen25-3b", FM_QFIX_QWEN2_5_VL, 36, 2048, 16, 2, 128, 11008, 151936, 0},
+    {"qwen3_vl", "text-qwen3-2b", FM_QFIX_QWEN3_VL, 28, 2048, 16, 8, 128, 6144, 151936, 1},
 };
 
 typedef struct args {
-    int threads, prompt, new_tokens, layers, reps;
+    int threads, prompt, new_tokens, layers, reps, pair;
     const char *only, *model;
     const tdims *d;
 } args;
@@ -63,12 +70,15 @@ static int ensure_checkpoint(const args *a, fm_dtype dt, char *dir, size_t n) {
     struct stat st;
     if (stat(cfg, &st) == 0) return 0;
     fm_qfix q;
-    if (d->qwen3) {
+    if (d->arch == FM_QFIX_QWEN3_VL) {
         fm_qfix_init_qwen3(&q);
         q.n_deepstack = 1, q.deepstack[0] = 0;
         q.text_head_dim = d->hd, q.mrope[0] = 24, q.mrope[1] = 20, q.mrope[2] = 20;
     } else {
-        fm_qfix_init(&q);
+        if (d->arch == FM_QFIX_QWEN2_5_VL)
+            fm_qfix_init_qwen25(&q);
+        else
+            fm_qfix_init(&q);
         q.extra_config = "\"rope_scaling\": {\"type\": \"mrope\", \"mrope_section\": [16, 24, 24]}";
     }
     q.depth = 1, q.embed_dim = 64, q.num_heads = 4, q.hidden_size = d->h,
@@ -172,8 +182,41 @@ static double read_bandwidth(uint64_t bytes, int threads) {
     return (double)words * 8 / best;
 }
 
+/* The prompt of every run: seeded ids below the vision markers 151652.. . Caller frees. */
+static int64_t *prompt_ids(int n) {
+    int64_t *ids = malloc((size_t)n * sizeof *ids);
+    uint64_t s = 12345;
+    for (int i = 0; ids && i < n; i++)
+        s = s * 6364136223846793005ull + 1442695040888963407ull,
+        ids[i] = (int64_t)((s >> 33) % 150000);
+    return ids;
+}
+
+/* Resets this process's peak RSS (a forked child starts with its parent's high-water mark). */
+static void reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) fputs("5", f), fclose(f);
+}
+
+/* Peak RSS in bytes since reset_peak_rss: VmHWM, or getrusage's where /proc is missing. */
+static long long peak_rss(void) {
+    long long kb = -1;
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atoll(line + 6);
+    if (f) fclose(f);
+    if (kb < 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kb = ru.ru_maxrss;
+    }
+    return kb * 1024;
+}
+
 /* ---- one configuration, in its own process --------------------------------------------------- */
 static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
+    reset_peak_rss();
     fm_load_options lo;
     fm_load_options_init(&lo);
     lo.fusion_config = fused ? "{\"qkv\": true, \"gate_up\": true}" : "{}";
@@ -181,11 +224,7 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
     fm_error err;
     if (fm_from_pretrained(dir, &lo, &m, NULL, &err) != FM_OK)
         return fprintf(stderr, "%s\n", err.msg), 1;
-    int64_t *ids = malloc((size_t)a->prompt * sizeof *ids);
-    uint64_t s = 12345;
-    for (int i = 0; i < a->prompt; i++)
-        s = s * 6364136223846793005ull + 1442695040888963407ull,
-        ids[i] = (int64_t)((s >> 33) % 150000); /* below the vision markers 151652.. */
+    int64_t *ids = prompt_ids(a->prompt);
     fm_generate_options go;
     fm_generate_options_init(&go);
     go.max_new_tokens = a->new_tokens, go.threads = a->threads, go.sampling.top_k = 0;
@@ -206,8 +245,7 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
          (double)VOCAB * H) *
         elem; /* weights streamed per decoded token (lm_head = embedding) */
     double steps = (double)r.n_tokens - 1, dec = steps / r.decode_s, pre = a->prompt / r.prefill_s;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru); /* before the reference buffers below */
+    long long rss = peak_rss(); /* before the reference buffers below */
     fm_model_free(m);
     m = NULL;
     /* the limits, measured in this process right after the run: the machine is shared */
@@ -235,16 +273,78 @@ static int run_one(const args *a, const char *dir, fm_dtype dt, bool fused) {
            d->name, dt == FM_DTYPE_BF16 ? "bf16" : "f32", fused ? "true" : "false", a->threads,
            a->layers, a->prompt, r.n_tokens, pre, dec, pf_flops / r.prefill_s * 1e-9,
            pf_flops / pf_ref_s * 1e-9, pf_ref_s / r.prefill_s, per_token, bw * 1e-9,
-           per_token * dec / bw, (long long)ru.ru_maxrss * 1024, (unsigned long long)ckpt,
-           (unsigned long long)kv, (double)ru.ru_maxrss * 1024 / (double)(ckpt + kv));
+           per_token * dec / bw, rss, (unsigned long long)ckpt, (unsigned long long)kv,
+           (double)rss / (double)(ckpt + kv));
     fflush(stdout);
     fm_generate_result_free(&r);
     free(ids);
     return 0;
 }
 
+/* Fused vs unfused in one process: both models loaded (their mappings share the page cache),
+ * then 2 x reps generations each, interleaved (U F F U U F ...), so both see the same machine
+ * moments; one JSON line with the summed prefill and decode rates and their ratios. */
+static int run_pair(const args *a, const char *dir, fm_dtype dt) {
+    fm_model *m[2] = {NULL, NULL};
+    fm_error err;
+    for (int f = 0; f < 2; f++) {
+        fm_load_options lo;
+        fm_load_options_init(&lo);
+        lo.fusion_config = f ? "{\"qkv\": true, \"gate_up\": true}" : "{}";
+        if (fm_from_pretrained(dir, &lo, &m[f], NULL, &err) != FM_OK)
+            return fprintf(stderr, "%s\n", err.msg), 1;
+    }
+    int64_t *ids = prompt_ids(a->prompt);
+    fm_generate_options go;
+    fm_generate_options_init(&go);
+    go.threads = a->threads, go.sampling.top_k = 0;
+    double pre_s[2] = {0, 0}, dec_s[2] = {0, 0}, steps[2] = {0, 0};
+    fm_status st = FM_OK;
+    for (int i = -2; i < 4 * a->reps && st == FM_OK; i++) { /* i < 0: a warm-up of each */
+        int f = i < 0 ? i + 2 : (i % 2 == 1) != ((i / 2) % 2 == 1);
+        fm_generate_result r = {0};
+        go.max_new_tokens = i < 0 ? 2 : a->new_tokens;
+        st = fm_generate(m[f], ids, i < 0 ? 8 : (size_t)a->prompt, NULL, NULL, &go, &r, &err);
+        if (st == FM_OK && i >= 0)
+            pre_s[f] += r.prefill_s, dec_s[f] += r.decode_s, steps[f] += (double)r.n_tokens - 1;
+        fm_generate_result_free(&r);
+    }
+    free(ids);
+    fm_model_free(m[0]);
+    fm_model_free(m[1]);
+    if (st != FM_OK) return fprintf(stderr, "%s\n", err.msg), 1;
+    double runs = 2.0 * a->reps, pre[2], dec[2];
+    for (int f = 0; f < 2; f++)
+        pre[f] = runs * a->prompt / pre_s[f], dec[f] = steps[f] / dec_s[f];
+    printf("{\"bench\":\"generate\",\"model\":\"%s\",\"dtype\":\"%s\",\"pair\":true,"
+           "\"threads\":%d,\"layers\":%d,\"prompt_tokens\":%d,\"new_tokens\":%d,"
+           "\"runs_each\":%d,\"unfused_prefill_tok_s\":%.1f,\"fused_prefill_tok_s\":%.1f,"
+           "\"fused_prefill_speedup\":%.3f,\"unfused_decode_tok_s\":%.2f,"
+           "\"fused_decode_tok_s\":%.2f,\"fused_decode_speedup\":%.3f}\n",
+           a->d->name, dt == FM_DTYPE_BF16 ? "bf16" : "f32", a->threads, a->layers, a->prompt,
+           a->new_tokens, 2 * a->reps, pre[0], pre[1], pre[1] / pre[0], dec[0], dec[1],
+           dec[1] / dec[0]);
+    fflush(stdout);
+    return 0;
+}
+
+/* Runs fn in a child process; its exit status (1 when it did not exit). */
+static int in_child(int (*fn)(const args *, const char *, fm_dtype, bool), const args *a,
+                    const char *dir, fm_dtype dt, bool fused) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(fn(a, dir, dt, fused));
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+static int run_pair_child(const args *a, const char *dir, fm_dtype dt, bool unused) {
+    (void)unused;
+    return run_pair(a, dir, dt);
+}
+
 int main(int argc, char **argv) {
-    args a = {0, 512, 64, 28, 2, NULL, NULL, NULL};
+    args a = {0, 512, 64, 0, 2, 1, NULL, NULL, NULL}; /* layers 0: each model's own */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             a.threads = atoi(argv[++i]);
@@ -260,35 +360,37 @@ int main(int argc, char **argv) {
             a.model = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             a.reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-pair"))
+            a.pair = 0;
+        else if (!strcmp(argv[i], "--pair-only"))
+            a.pair = 2;
         else
             return fprintf(stderr,
-                           "usage: %s [--model qwen2_vl|qwen3_vl] [--threads N] [--prompt N] "
-                           "[--new N] [--layers N] [--only bf16|f32] [--reps N]\n",
+                           "usage: %s [--model qwen2_vl|qwen2_5_vl|qwen3_vl] [--threads N] "
+                           "[--prompt N] "
+                           "[--new N] [--layers N] [--only bf16|f32] [--reps N] "
+                           "[--no-pair|--pair-only]\n",
                            argv[0]),
                    2;
     }
     if (a.threads <= 0) a.threads = fm_default_threads();
-    if (a.prompt < 1 || a.new_tokens < 2 || a.layers < 1 || a.reps < 1)
+    if (a.prompt < 1 || a.new_tokens < 2 || a.layers < 0 || a.reps < 1)
         return fprintf(stderr, "generate bench: bad sizes\n"), 2;
     int rc = 0, ran = 0;
     for (size_t mi = 0; mi < sizeof models / sizeof *models && rc == 0; mi++) {
         if (a.model && strcmp(a.model, models[mi].name)) continue;
-        a.d = &models[mi], ran++;
+        args m = a; /* --layers overrides the model's own depth */
+        m.d = &models[mi], m.layers = a.layers ? a.layers : models[mi].layers, ran++;
         for (int d = 0; d < 2 && rc == 0; d++) {
             fm_dtype dt = d ? FM_DTYPE_F32 : FM_DTYPE_BF16;
-            if (a.only && strcmp(a.only, d ? "f32" : "bf16")) continue;
+            if (a.only ? strcmp(a.only, d ? "f32" : "bf16") != 0 : d && !models[mi].f32) continue;
             char dir[4096];
-            if (ensure_checkpoint(&a, dt, dir, sizeof dir)) return 1;
+            if (ensure_checkpoint(&m, dt, dir, sizeof dir)) return 1;
             /* unfused then fused, then the other way round (a later child runs measurably
              * slower on this machine: alternating keeps the comparison fair) */
-            for (int f = 0; f < 2 * a.reps && rc == 0; f++) {
-                bool fused = (f % 2 == 1) != ((f / 2) % 2 == 1);
-                pid_t pid = fork();
-                if (pid == 0) _exit(run_one(&a, dir, dt, fused));
-                int status = 0;
-                waitpid(pid, &status, 0);
-                rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-            }
+            for (int f = 0; f < 2 * a.reps && rc == 0 && a.pair < 2; f++)
+                rc = in_child(run_one, &m, dir, dt, (f % 2 == 1) != ((f / 2) % 2 == 1));
+            if (rc == 0 && a.pair) rc = in_child(run_pair_child, &m, dir, dt, false);
         }
     }
     if (!ran) return fprintf(stderr, "generate bench: unknown model '%s'\n", a.model), 2;

@@ -90,6 +90,10 @@ FM_API fm_status fm_storage_alloc(uint64_t n, fm_storage **out, fm_error *err);
 FM_API fm_status fm_storage_wrap_mapping(void *base, uint64_t len,
                                          void (*unmap)(void *, uint64_t, void *), void *ctx,
                                          fm_storage **out, fm_error *err);
+/* Declares a mapping made by fm_storage_wrap_mapping a read-only (PROT_READ) mapping of a file
+ * that stays intact: only then may fm_tensor_drop_pages release its pages, since they read back
+ * from the file. A mapping of anything else (a caller's buffer) must never be marked. */
+FM_API void fm_storage_mark_file_backed(fm_storage *s);
 FM_API void fm_storage_retain(fm_storage *s);
 FM_API void fm_storage_release(fm_storage *s); /* accepts NULL */
 FM_API fm_storage_kind fm_storage_kind_of(const fm_storage *s);
@@ -123,6 +127,11 @@ FM_API fm_status fm_tensor_reshape(fm_tensor *dst, const fm_tensor *src, const f
                                    fm_error *err);
 /* Releases the storage reference and zeroes the struct; accepts NULL. */
 FM_API void fm_tensor_free(fm_tensor *t);
+/* Advice after copying a tensor out of a file mapping (a cast, a concatenation): the whole pages
+ * inside t's bytes leave this process's resident set. The data does not change: a later read
+ * faults the pages back in from the file. Does nothing unless t's storage is marked
+ * file-backed (fm_storage_mark_file_backed). */
+FM_API void fm_tensor_drop_pages(const fm_tensor *t);
 /* True when the data is a view into a mapped file (zero-copy). */
 FM_API bool fm_tensor_is_mapped(const fm_tensor *t);
 FM_API uint64_t fm_tensor_numel(const fm_tensor *t);

@@ -278,6 +278,7 @@ static fm_status map_file(fm_st_file *f, int fd, uint64_t total, fm_error *err) 
         fm_error_prefix(err, "%s", f->path);
         return st;
     }
+    fm_storage_mark_file_backed(f->storage); /* PROT_READ, MAP_PRIVATE: pages read back */
     f->data = (uint8_t *)m + 8 + f->header_len;
     return FM_OK;
 }

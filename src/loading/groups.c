@@ -206,6 +206,7 @@ static fm_status get_cast(const fm_tensor_source *src, size_t i, fm_dtype want, 
     if (!cast_now || odt == t->dtype) return FM_OK;
     fm_tensor c;
     st = fm_tensor_cast(&c, t, odt, err);
+    if (st == FM_OK) fm_tensor_drop_pages(t); /* the cast copy replaces the mapped bytes */
     fm_tensor_free(t);
     *t = c;
     return st;
@@ -319,6 +320,24 @@ static fm_status run_chain(const fm_grp *g, const fm_transform *conv, const fm_t
     return st == FM_OK ? FM_OK : fm_error_set(err, st, "%s", e.msg);
 }
 
+/* After a chain: a source whose storage no output shares was copied (not viewed), so its mapped
+ * pages can leave the resident set (the fused copy would otherwise sit beside them). */
+static void drop_copied(const fm_tensor *srcs, size_t ns, const fm_named_tensor *out, size_t n) {
+    for (size_t i = 0; i < ns; i++) {
+        bool viewed = false;
+        for (size_t j = 0; j < n && !viewed; j++)
+            viewed = out[j].tensor.storage == srcs[i].storage;
+        if (!viewed) fm_tensor_drop_pages(&srcs[i]);
+    }
+}
+
+static size_t grp_tensor_count(const fm_grp *g) {
+    size_t n = 0;
+    for (size_t c = 0; c < g->ncolls; c++)
+        n += g->colls[c].n;
+    return n;
+}
+
 fm_status fm_grp_convert(const fm_grp *g, const fm_transform *conv, const fm_tensor_source *src,
                          fm_named_tensor **out, size_t *n_out, fm_error *err) {
     *out = NULL;
@@ -326,11 +345,14 @@ fm_status fm_grp_convert(const fm_grp *g, const fm_transform *conv, const fm_ten
     if (g->conv < 0) return plain_convert(g, src, out, n_out, err);
     char *const *s = fm_transform_sources(conv);
     fm_opv_map m = {0};
-    fm_status st = FM_OK;
+    size_t ns = 0, cap = grp_tensor_count(g);
+    fm_tensor *srcs = fm_calloc(cap ? cap : 1, sizeof *srcs); /* references to the inputs */
+    fm_status st = srcs ? FM_OK : fm_error_set(err, FM_ERR_NOMEM, "out of memory");
     for (size_t c = 0; st == FM_OK && c < g->ncolls; c++)
         for (size_t j = 0; st == FM_OK && j < g->colls[c].n; j++) {
             fm_tensor t;
             st = get_cast(src, g->colls[c].idx[j], g->want, false, &t, err);
+            if (st == FM_OK) fm_tensor_ref(&srcs[ns++], &t);
             if (st == FM_OK) st = fm_opv_map_push(&m, s[g->colls[c].branch], &t, err);
         }
     if (st == FM_OK) st = run_chain(g, conv, src, &m, err);
@@ -344,6 +366,10 @@ fm_status fm_grp_convert(const fm_grp *g, const fm_transform *conv, const fm_ten
         *n_out = i + 1;
     }
     fm_opv_map_clear(&m);
+    if (st == FM_OK) drop_copied(srcs, ns, *out, *n_out);
+    for (size_t i = 0; i < ns; i++)
+        fm_tensor_free(&srcs[i]);
+    fm_free(srcs);
     if (st != FM_OK) {
         fm_named_tensors_free(*out, *n_out);
         *out = NULL;

@@ -4,10 +4,13 @@
 
 #include "core/threadpool.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const struct {
     const char *name;
@@ -105,6 +108,7 @@ struct fm_storage {
     uint64_t len;
     void (*unmap)(void *, uint64_t, void *);
     void *ctx;
+    bool file_backed; /* a read-only mapping of a file: dropped pages read back from it */
 };
 
 fm_status fm_storage_alloc(uint64_t n, fm_storage **out, fm_error *err) {
@@ -152,6 +156,21 @@ void fm_storage_release(fm_storage *s) {
         s->unmap(s->base, s->len, s->ctx);
     }
     fm_free(s);
+}
+
+void fm_storage_mark_file_backed(fm_storage *s) {
+    assert(s->kind == FM_STORAGE_MAPPED);
+    s->file_backed = true;
+}
+
+void fm_tensor_drop_pages(const fm_tensor *t) {
+    if (!t->storage || !t->storage->file_backed || !t->data) return;
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)t->data,
+              hi = lo + (uintptr_t)t->nbytes;
+    lo = (lo + pg - 1) & ~(pg - 1); /* whole pages only: the neighbours keep theirs */
+    hi &= ~(pg - 1);
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: a failure changes nothing */
 }
 
 fm_storage_kind fm_storage_kind_of(const fm_storage *s) {
