@@ -80,6 +80,29 @@ static const void *parts_at(fm_st_file *f) {
     return a;
 }
 
+/* The parts file, written and opened; parts_close closes and frees it (the file stays). */
+typedef struct parts {
+    char *path;
+    uint8_t *want; /* the three parts' bytes, in order */
+    fm_st_file *f;
+    const void *at; /* parts_at(f) */
+} parts;
+
+static parts parts_open(void) {
+    parts x = {0};
+    fm_error e;
+    x.path = write_parts(&x.want);
+    CHECK_OK(fm_st_open(x.path, &x.f, &e), &e);
+    x.at = x.f ? parts_at(x.f) : NULL;
+    return x;
+}
+
+static void parts_close(parts *x) {
+    fm_st_close(x->f);
+    free(x->want);
+    free(x->path);
+}
+
 static void test_drop_pages_file_and_buffer(void) {
     uint8_t *want = NULL;
     char *p = write_parts(&want);
@@ -151,12 +174,9 @@ static void load_concat(fm_st_file *f, const int *order, fm_tensor *out) {
 }
 
 static void test_load_drops_copied_sources(void) {
-    uint8_t *want = NULL;
-    char *p = write_parts(&want);
+    parts x = parts_open();
+    fm_st_file *f = x.f;
     fm_error e;
-    fm_st_file *f = NULL;
-    CHECK_OK(fm_st_open(p, &f, &e), &e);
-    const void *addr = parts_at(f);
     /* in file order: a view of the file, whose pages the parameter reads: with the parts faulted
      * in first, the load must leave them resident */
     for (size_t i = 0; i < 3; i++) {
@@ -168,53 +188,47 @@ static void test_load_drops_copied_sources(void) {
     fm_tensor w = {0};
     load_concat(f, (const int[]){0, 1, 2}, &w);
     CHECK_MSG(fm_storage_kind_of(w.storage) == FM_STORAGE_MAPPED, "expected a view of the file");
-    long long kept = resident_in(addr, 3 * (size_t)kPart);
+    long long kept = resident_in(x.at, 3 * (size_t)kPart);
     if (kept >= 0)
         CHECK_MSG(kept >= 3 * kPart * 7 / 8, "loading a view left %lld of its %lld bytes resident",
                   kept, 3 * kPart);
-    CHECK_MSG(memcmp(w.data, want, 3 * (size_t)kPart) == 0, "the viewed concatenation differs");
+    CHECK_MSG(memcmp(w.data, x.want, 3 * (size_t)kPart) == 0, "the viewed concatenation differs");
     fm_tensor_free(&w);
-    fm_st_close(f);
+    parts_close(&x);
 
     /* reversed: a copy, after which the parts' pages leave the process */
-    CHECK_OK(fm_st_open(p, &f, &e), &e);
-    addr = parts_at(f);
+    x = parts_open();
+    f = x.f;
     load_concat(f, (const int[]){2, 1, 0}, &w);
     CHECK_MSG(fm_storage_kind_of(w.storage) == FM_STORAGE_OWNED, "expected an owned copy");
-    long long left = resident_in(addr, 3 * (size_t)kPart);
+    long long left = resident_in(x.at, 3 * (size_t)kPart);
     if (left >= 0)
         CHECK_MSG(left < kPart / 8,
                   "the load copied the parts, yet %lld bytes of them stay resident", left);
     for (int i = 0; i < 3; i++)
-        CHECK_MSG(memcmp((uint8_t *)w.data + (size_t)i * kPart, want + (size_t)(2 - i) * kPart,
+        CHECK_MSG(memcmp((uint8_t *)w.data + (size_t)i * kPart, x.want + (size_t)(2 - i) * kPart,
                          (size_t)kPart) == 0,
                   "part %d of the copied concatenation differs", i);
     fm_tensor_free(&w);
-    fm_st_close(f);
-    free(want);
-    free(p);
+    parts_close(&x);
 }
 
 /* A cast on load (bf16 file, f32 parameter): the bf16 pages leave once converted. */
 static void test_cast_drops_source(void) {
-    uint8_t *want = NULL;
-    char *p = write_parts(&want);
+    parts pf = parts_open();
     fm_error e;
-    fm_st_file *f = NULL;
-    CHECK_OK(fm_st_open(p, &f, &e), &e);
-    const void *addr = parts_at(f);
     fm_param_spec ps = {"p.1", FM_DTYPE_F32, {2, {kRows, kCols}}};
-    fm_tensor_source source = {fm_st_count(f), st_name, NULL, st_get, f};
+    fm_tensor_source source = {fm_st_count(pf.f), st_name, NULL, st_get, pf.f};
     fm_weights_load_options o;
     fm_weights_load_options_init(&o);
     o.cast = FM_DTYPE_F32;
     fm_tensor w = {0};
     CHECK_OK(fm_weights_load(NULL, &source, &ps, 1, &o, &w, NULL, NULL, &e), &e);
-    long long left = resident_in((const uint8_t *)addr + kPart, (size_t)kPart);
+    long long left = resident_in((const uint8_t *)pf.at + kPart, (size_t)kPart);
     if (left >= 0)
         CHECK_MSG(left < kPart / 8,
                   "after the f32 cast, %lld bytes of the bf16 source stay resident", left);
-    const uint16_t *b = (const uint16_t *)(want + kPart);
+    const uint16_t *b = (const uint16_t *)(pf.want + kPart);
     const float *x = w.data;
     size_t bad = 0;
     for (size_t i = 0; i < (size_t)(kRows * kCols); i++) {
@@ -224,9 +238,7 @@ static void test_cast_drops_source(void) {
     }
     CHECK_MSG(bad == 0, "%zu elements of the f32 cast differ from the bf16 bytes", bad);
     fm_tensor_free(&w);
-    fm_st_close(f);
-    free(want);
-    free(p);
+    parts_close(&pf);
 }
 
 int main(void) {
