@@ -29,7 +29,8 @@ enum {
     OPT_MAX_MESSAGES,
     OPT_QUEUE,
     OPT_SHUTDOWN,
-    OPT_NAME
+    OPT_NAME,
+    OPT_CORS
 };
 
 static const fm_cli_opt opts[] = {
@@ -61,6 +62,9 @@ static const fm_cli_opt opts[] = {
      "on SIGINT/SIGTERM, how long running requests may go on before they are cancelled"},
     {OPT_NAME, "--model-name", NULL, "NAME", "MODEL_DIR's last component",
      "the model id in responses and /v1/models"},
+    {OPT_CORS, "--cors-origin", NULL, "ORIGIN", "none",
+     "let browser pages from ORIGIN ('https://host[:port]', or '*' for any) call the API: "
+     "CORS headers and OPTIONS preflights (without it browsers refuse cross-origin calls)"},
     FM_CLI_OPTS_FUSION,
     FM_CLI_OPT_STRICT_ENTRY,
     FM_CLI_OPT_QUIET_ENTRY,
@@ -84,7 +88,7 @@ const fm_cli_help fm_cli_serve_help = {
 };
 
 typedef struct serve_args {
-    const char *dir, *host, *api_key, *api_key_file, *name;
+    const char *dir, *host, *api_key, *api_key_file, *name, *cors;
     long port;
     int threads, parallel;
     long long ctx;
@@ -174,6 +178,14 @@ static int on_opt(const fm_cli_command *cmd, void *ctx, int id, const char *v) {
             return fm_cli_usage(cmd, "--model-name: 1..%d characters, no '/', '\"' or '\\'",
                                 SRV_MODEL_ID_MAX - 1);
         a->name = v;
+        return 0;
+    case OPT_CORS:
+        if (!srv_cors_origin_valid(v))
+            return fm_cli_usage(cmd,
+                                "--cors-origin: expected '*' or scheme://host[:port] (no path), "
+                                "got '%s'",
+                                v);
+        a->cors = v;
         return 0;
     default:
         if (a->dir) return fm_cli_usage(cmd, "serve: unexpected argument '%s'", v);
@@ -314,6 +326,7 @@ int fm_cli_serve_run(const fm_cli_command *self, int argc, char **argv) {
     fm_status st = api_key(&a, &key, &err);
     if (st == FM_OK) st = load(&a, &s, &err);
     s.api_key = key;
+    s.cors_origin = a.cors;
     rc = st == FM_OK ? serve(&a, &s) : fm_cli_fail(&err);
     srv_free(&s);
     fm_free(key);

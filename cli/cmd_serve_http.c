@@ -105,6 +105,77 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 /* ---- responses --------------------------------------------------------------------------------
  */
 
+/* ---- CORS -------------------------------------------------------------------------------------
+ */
+
+static bool host_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.';
+}
+
+bool srv_cors_origin_valid(const char *v) {
+    if (!strcmp(v, "*")) return true;
+    const char *p = !strncasecmp(v, "http://", 7)    ? v + 7
+                    : !strncasecmp(v, "https://", 8) ? v + 8
+                                                     : NULL;
+    if (!p || !*p) return false;
+    if (*p == '[') { /* an IPv6 literal */
+        const char *e = strchr(p, ']');
+        if (!e || e == p + 1 || strspn(p + 1, "0123456789abcdefABCDEF:.") != (size_t)(e - p - 1))
+            return false;
+        p = e + 1;
+    } else {
+        const char *h = p;
+        while (host_char(*p))
+            p++;
+        if (p == h) return false;
+    }
+    if (*p == ':') {
+        size_t n = strspn(p + 1, "0123456789");
+        if (n < 1 || n > 5 || atol(p + 1) > 65535) return false;
+        p += 1 + n;
+    }
+    return *p == '\0';
+}
+
+const char *srv_cors_allow(const srv *s, const char *origin) {
+    if (!s->cors_origin) return NULL;
+    if (!strcmp(s->cors_origin, "*")) return "*";
+    return origin && !strcasecmp(origin, s->cors_origin) ? s->cors_origin : NULL;
+}
+
+/* The CORS headers of every response (none unless --cors-origin). */
+static void add_cors(const conn *k, struct MHD_Response *r) {
+    if (!k->s->cors_origin) return;
+    const char *allow =
+        srv_cors_allow(k->s, MHD_lookup_connection_value(k->c, MHD_HEADER_KIND, "Origin"));
+    if (allow) MHD_add_response_header(r, "Access-Control-Allow-Origin", allow);
+    if (strcmp(k->s->cors_origin, "*")) /* the answer depends on Origin: caches must know */
+        MHD_add_response_header(r, "Vary", "Origin");
+}
+
+/* The methods an endpoint answers (its 405 Allow header and its preflight). */
+static const char *allowed_methods(const conn *k) {
+    return !strcmp(k->path, "/v1/chat/completions") ? "POST" : "GET, HEAD";
+}
+
+/* A CORS preflight (OPTIONS on a known endpoint): 204 without authentication, since browsers
+ * send no credentials in it; the real request is checked as usual. */
+static enum MHD_Result preflight(conn *k) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    char methods[64];
+    snprintf(methods, sizeof methods, "%s, OPTIONS", allowed_methods(k));
+    add_cors(k, r);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", methods);
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    k->status = 204;
+    enum MHD_Result ok = MHD_queue_response(k->c, 204, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static enum MHD_Result send_body(conn *k, int status, char *body, const char *type) {
     if (!body) {
         static char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
@@ -115,6 +186,7 @@ static enum MHD_Result send_body(conn *k, int status, char *body, const char *ty
             MHD_create_response_from_buffer(strlen(oom), oom, MHD_RESPMEM_PERSISTENT);
         if (!r) return MHD_NO;
         MHD_add_response_header(r, "Content-Type", "application/json");
+        add_cors(k, r);
         k->status = status;
         enum MHD_Result ok = MHD_queue_response(k->c, (unsigned)status, r);
         MHD_destroy_response(r);
@@ -127,10 +199,9 @@ static enum MHD_Result send_body(conn *k, int status, char *body, const char *ty
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
+    add_cors(k, r);
     if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
-    if (status == 405)
-        MHD_add_response_header(r, "Allow",
-                                !strcmp(k->path, "/v1/chat/completions") ? "POST" : "GET");
+    if (status == 405) MHD_add_response_header(r, "Allow", allowed_methods(k));
     k->status = status;
     enum MHD_Result ok = MHD_queue_response(k->c, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -335,6 +406,7 @@ static enum MHD_Result chat(conn *k) {
     k->streaming = true;
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
+    add_cors(k, r);
     k->status = 200;
     enum MHD_Result ok = MHD_queue_response(k->c, 200, r);
     MHD_destroy_response(r);
@@ -381,10 +453,11 @@ static enum MHD_Result health(conn *k) {
 static enum MHD_Result route(conn *k) {
     const char *p = k->path, *m = k->method;
     bool get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST");
+    bool known = !strcmp(p, "/v1/chat/completions") || !strcmp(p, "/v1/models") ||
+                 !strncmp(p, "/v1/models/", 11) || !strcmp(p, "/health");
+    if (known && k->s->cors_origin && !strcmp(m, "OPTIONS")) return preflight(k);
     if (!strcmp(p, "/health"))
         return get ? health(k) : send_error(k, 405, "method_not_allowed", "use GET /health");
-    bool known = !strcmp(p, "/v1/chat/completions") || !strcmp(p, "/v1/models") ||
-                 !strncmp(p, "/v1/models/", 11);
     if (!known) return send_error(k, 404, "not_found", "no such endpoint: %s %s", m, p);
     if (!authorized(k))
         return send_error(k, 401, "invalid_api_key",

@@ -47,7 +47,9 @@ typedef struct srv {
     char model_id[SRV_MODEL_ID_MAX];
     int64_t created;     /* start time (Unix seconds), the model's "created" */
     const char *api_key; /* NULL: no authentication; borrowed until the server ends */
-    bool quiet;          /* no access log */
+    /* NULL: no CORS headers; "*" or one origin ("https://host[:port]"); borrowed likewise */
+    const char *cors_origin;
+    bool quiet; /* no access log */
     srv_sched *sched;
     volatile int stopping; /* set once by the main thread on SIGINT/SIGTERM */
     int active;            /* requests in progress (atomic): shutdown lets them finish */
@@ -149,6 +151,15 @@ char *srv_completion_json(const srv *s, srv_job *j); /* reads j's text under j->
 char *srv_chunk_sse(const srv *s, const srv_job *j, const char *role, const char *text, size_t len,
                     const char *finish, bool usage);
 char *srv_models_json(const srv *s);
+
+/* CORS (cmd_serve_http.c). Whether v is "*" or an origin: http:// or https://, a host of
+ * letters, digits, '-', '.', or a [bracketed] IPv6 address, an optional :port, nothing else. */
+bool srv_cors_origin_valid(const char *v);
+/* The Access-Control-Allow-Origin value for a request whose Origin header is `origin` (NULL when
+ * it sent none): "*" when any origin is allowed, the configured origin when `origin` equals it
+ * (scheme and host compared ignoring ASCII case), otherwise NULL (no header: the browser refuses
+ * the page access). */
+const char *srv_cors_allow(const srv *s, const char *origin);
 
 /* ---- HTTP (cmd_serve_http.c) --------------------------------------------------------------------
  */

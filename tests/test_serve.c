@@ -800,10 +800,107 @@ static void test_auth(void) {
     resp_free(&r);
 }
 
+/* ---- CORS
+ * ----------------------------------------------------------------------------------------
+ */
+
+/* One request with extra header lines (each ending in \r\n). */
+static resp http_x(const server *s, const char *method, const char *path, const char *extra,
+                   const char *body) {
+    resp r = {0};
+    int fd = send_request(s, method, path, extra, body, body ? strlen(body) : 0);
+    size_t n = 0;
+    char *raw = fd >= 0 ? read_all(fd, &n, 60) : strdup("");
+    if (fd >= 0) close(fd);
+    parse_response(raw, n, &r);
+    free(raw);
+    return r;
+}
+
+#define CORS_ORIGIN "https://app.example:8443"
+
+static server long_srv; /* one slot, a long context */
+
+/* lim_srv allows CORS_ORIGIN (and needs a key), long_srv any origin; main_srv has no
+ * --cors-origin. */
+static void test_cors(void) {
+    const char *from = "Origin: " CORS_ORIGIN "\r\n";
+    /* a preflight needs no key and names what the endpoint takes */
+    server nokey = {.port = lim_srv.port};
+    resp r = http_x(&nokey, "OPTIONS", "/v1/chat/completions",
+                    "Origin: " CORS_ORIGIN "\r\nAccess-Control-Request-Method: POST\r\n"
+                    "Access-Control-Request-Headers: authorization, content-type\r\n",
+                    NULL);
+    CHECK_EQ_INT(204, r.status);
+    CHECK_CONTAINS(r.head, "Access-Control-Allow-Origin: " CORS_ORIGIN);
+    CHECK_CONTAINS(r.head, "Access-Control-Allow-Methods: POST, OPTIONS");
+    CHECK_CONTAINS(r.head, "Access-Control-Allow-Headers: Authorization, Content-Type");
+    CHECK_CONTAINS(r.head, "Vary: Origin");
+    resp_free(&r);
+    r = http_x(&nokey, "OPTIONS", "/v1/models", from, NULL);
+    CHECK_EQ_INT(204, r.status);
+    CHECK_CONTAINS(r.head, "Access-Control-Allow-Methods: GET, HEAD, OPTIONS");
+    resp_free(&r);
+    /* answers, errors included, carry the header for the allowed origin only */
+    r = http_x(&lim_srv, "GET", "/v1/models", from, NULL);
+    CHECK_EQ_INT(200, r.status);
+    CHECK_CONTAINS(r.head, "Access-Control-Allow-Origin: " CORS_ORIGIN);
+    resp_free(&r);
+    r = http_x(&nokey, "GET", "/v1/models", from, NULL);
+    CHECK_EQ_INT(401, r.status);
+    CHECK_CONTAINS(r.head, "Access-Control-Allow-Origin: " CORS_ORIGIN);
+    resp_free(&r);
+    r = http_x(&lim_srv, "GET", "/v1/models", "Origin: https://elsewhere.example\r\n", NULL);
+    CHECK_EQ_INT(200, r.status);
+    CHECK_MSG(!strstr(r.head, "Access-Control-Allow-Origin"),
+              "another origin got an Access-Control-Allow-Origin header:\n%s", r.head);
+    resp_free(&r);
+    r = http_x(&lim_srv, "POST", "/v1/chat/completions", from,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+               "\"max_tokens\": 2, \"stream\": true}");
+    CHECK_EQ_INT(200, r.status);
+    CHECK_CONTAINS(r.head, "text/event-stream");
+    CHECK_CONTAINS(r.head, "Access-Control-Allow-Origin: " CORS_ORIGIN);
+    resp_free(&r);
+    /* '*': any origin, the same answer for all (no Vary) */
+    r = http_x(&long_srv, "GET", "/health", "Origin: http://[::1]:3000\r\n", NULL);
+    CHECK_EQ_INT(200, r.status);
+    CHECK_CONTAINS(r.head, "Access-Control-Allow-Origin: *");
+    CHECK_MSG(!strstr(r.head, "Vary: Origin"), "Vary: Origin with '*':\n%s", r.head);
+    resp_free(&r);
+    /* without --cors-origin: no header, and OPTIONS is not a method of the API */
+    r = http_x(&main_srv, "GET", "/health", from, NULL);
+    CHECK_EQ_INT(200, r.status);
+    CHECK_MSG(!strstr(r.head, "Access-Control"), "CORS headers without --cors-origin:\n%s", r.head);
+    resp_free(&r);
+    r = http_x(&main_srv, "OPTIONS", "/v1/models", from, NULL);
+    CHECK_EQ_INT(405, r.status);
+    resp_free(&r);
+}
+
+/* --cors-origin takes '*' or scheme://host[:port]. */
+static void test_cors_origin_option(void) {
+    const char *bad[] = {"app.example",
+                         "https://app.example/",
+                         "https://app.example/path",
+                         "ftp://app.example",
+                         "https://",
+                         "https://app.example:99999",
+                         "https://a b",
+                         "https://[zz]"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char cmd[9000];
+        snprintf(cmd, sizeof cmd, "%s serve %s --cors-origin '%s' --port 0 >/dev/null 2>&1", cli,
+                 dir, bad[i]);
+        int st = system(cmd);
+        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 2, "--cors-origin '%s': exit %d, want 2",
+                  bad[i], WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    }
+}
+
 /* ---- disconnects and shutdown ------------------------------------------------------------------
  */
 
-static server long_srv; /* one slot, a long context */
 static const char *long_req = "{\"messages\": [{\"role\": \"user\", \"content\": \"Go on and "
                               "on\"}], \"max_tokens\": 20000, \"stream\": true}";
 
@@ -967,12 +1064,14 @@ int main(void) {
     bool ok = server_start(&main_srv, "main", "--parallel 4");
     snprintf(args, sizeof args,
              "--api-key-file %s --max-body 65536 --max-tokens 64 --ctx-size 80 --max-images 2 "
-             "--max-image-pixels 4000 --max-messages 4 --model-name limited",
+             "--max-image-pixels 4000 --max-messages 4 --model-name limited "
+             "--cors-origin " CORS_ORIGIN,
              keyfile);
     ok = server_start(&lim_srv, "limits", args) && ok;
     lim_srv.key = "sekret-key-123";
     ok = server_start(&long_srv, "long",
-                      "--ctx-size 24000 --max-tokens 20000 --shutdown-timeout 0.5") &&
+                      "--ctx-size 24000 --max-tokens 20000 --shutdown-timeout 0.5 "
+                      "--cors-origin '*'") &&
          ok;
     if (ok) {
         RUN(test_health_models_routes);
@@ -982,6 +1081,8 @@ int main(void) {
         RUN(test_concurrent_equals_alone);
         RUN(test_bad_input);
         RUN(test_auth);
+        RUN(test_cors);
+        RUN(test_cors_origin_option);
         RUN(test_disconnect_frees_slot);
         RUN(test_sigterm_during_stream);
         RUN(test_access_log);
