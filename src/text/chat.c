@@ -11,6 +11,7 @@
 #include "fusemap/io.h"
 #include "io/fsutil.h"
 #include "text/jinja.h"
+#include "text/utf8.h"
 
 struct fm_chat_template {
     jj_arena arena; /* normalised source, string literals, AST, default variables */
@@ -83,7 +84,7 @@ fm_status fm_chat_template_parse(const char *text, size_t len, const char *origi
         return fm_error_set(err, FM_ERR_LIMIT,
                             "%s: %zu bytes exceed the template size limit of %zu", origin, len,
                             FM_CHAT_MAX_TEMPLATE_BYTES);
-    size_t valid = jj_utf8_valid_prefix(text, len);
+    size_t valid = tk_utf8_invalid_at((const uint8_t *)text, len);
     if (valid != len)
         return fm_error_set(err, FM_ERR_INPUT, "%s: invalid UTF-8 at byte %zu", origin, valid);
     fm_chat_template *t = fm_calloc(1, sizeof *t);
@@ -393,7 +394,7 @@ static fm_status parse_messages(const char *json, size_t len, json_t **root, jso
     if (len > FM_CHAT_MAX_MESSAGES_BYTES)
         return fm_error_set(err, FM_ERR_LIMIT, "messages: %zu bytes exceed the limit of %zu", len,
                             FM_CHAT_MAX_MESSAGES_BYTES);
-    size_t valid = jj_utf8_valid_prefix(json, len);
+    size_t valid = tk_utf8_invalid_at((const uint8_t *)json, len);
     if (valid != len)
         return fm_error_set(err, FM_ERR_INPUT, "messages: invalid UTF-8 at byte %zu", valid);
     if (!(*root = json_loadb(json, len, JSON_ALLOW_NUL, &je)))

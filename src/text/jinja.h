@@ -127,11 +127,8 @@ int jj_buf_to_value(jj_arena *a, const jj_buf *b, jj_value *out);
 
 /* ---- UTF-8 helpers (input is valid UTF-8) ------------------------------------------------------
  */
-/* Length of a valid UTF-8 prefix of s; == n when all valid (no surrogates, no overlongs). */
-size_t jj_utf8_valid_prefix(const char *s, size_t n);
 uint32_t jj_utf8_next(const char *s, size_t n, size_t *i); /* decodes at *i, advances */
-size_t jj_utf8_put(uint32_t cp, char out[4]);
-size_t jj_utf8_count(const char *s, size_t n); /* code points */
+size_t jj_utf8_count(const char *s, size_t n);             /* code points */
 size_t jj_utf8_offset(const char *s, size_t n,
                       size_t cp); /* byte offset of code point cp (clamped) */
 bool jj_py_isspace(uint32_t cp);  /* Python str.isspace() */

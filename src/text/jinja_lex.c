@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "text/jinja.h"
+#include "text/utf8.h"
 
 typedef struct lexer {
     const char *s; /* normalised source, NUL-terminated */
@@ -165,7 +166,7 @@ static fm_status string_escape(lexer *L, uint32_t line, const char *b, size_t n,
     }
     if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
         return lex_fail(L, line, "string literal: escape \\%c gives an invalid code point", c);
-    *o += jj_utf8_put((uint32_t)cp, out + *o);
+    *o += tk_utf8_put((uint32_t)cp, out + *o);
     return FM_OK;
 }
 

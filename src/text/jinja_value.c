@@ -2,6 +2,7 @@
  * helpers, Python truthiness / equality, str() / repr() and json.dumps() as transformers' tojson
  * calls it (ensure_ascii=False). */
 #include "text/jinja.h"
+#include "text/utf8.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -147,66 +148,11 @@ int jj_buf_to_value(jj_arena *a, const jj_buf *b, jj_value *out) {
 
 /* ---- UTF-8 ------------------------------------------------------------------------------------
  */
-size_t jj_utf8_valid_prefix(const char *s, size_t n) {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = u[i];
-        size_t len;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3, cp = c & 0x0F, min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (n - i < len) return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((u[i + k] & 0xC0) != 0x80) return i;
-            cp = (cp << 6) | (u[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-        i += len;
-    }
-    return i;
-}
-
 uint32_t jj_utf8_next(const char *s, size_t n, size_t *i) {
-    const unsigned char *u = (const unsigned char *)s;
-    unsigned c = u[*i];
-    if (c < 0x80) return (*i)++, c;
-    size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
-    uint32_t cp = len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-    for (size_t k = 1; k < len && *i + k < n; k++)
-        cp = (cp << 6) | (u[*i + k] & 0x3F);
-    *i += len;
+    size_t adv;
+    uint32_t cp = tk_utf8_next((const uint8_t *)s + *i, n - *i, &adv);
+    *i += adv;
     return cp;
-}
-
-size_t jj_utf8_put(uint32_t cp, char out[4]) {
-    if (cp < 0x80) return out[0] = (char)cp, 1;
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 size_t jj_utf8_count(const char *s, size_t n) {
@@ -248,7 +194,7 @@ static bool cp_printable(uint32_t cp) {
     pthread_once(&g_unprintable_once, unprintable_compile);
     if (!g_unprintable) return true;
     char u[4];
-    size_t n = jj_utf8_put(cp, u);
+    size_t n = tk_utf8_put(cp, u);
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     if (!md) return true;
     int rc = pcre2_match(g_unprintable, (PCRE2_SPTR)u, n, 0, PCRE2_NO_UTF_CHECK, md, NULL);

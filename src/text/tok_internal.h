@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fusemap/tokenizer.h"
+#include "text/utf8.h"
 
 /* ---- hashing ------------------------------------------------------------------------------ */
 uint64_t tk_hash_bytes(const void *p, size_t n);
@@ -67,25 +68,6 @@ static inline const tk_pairslot *tk_pairmap_get(const tk_pairmap *m, int32_t a, 
         if (s->key == UINT64_MAX) return NULL;
     }
 }
-
-/* ---- UTF-8 and the byte-level alphabet ---------------------------------------------------- */
-/* Offset of the first byte that does not start a well-formed UTF-8 sequence, or n. */
-size_t tk_utf8_invalid_at(const uint8_t *s, size_t n);
-/* Code point at s[0..n) of valid UTF-8 (n >= 1); *adv receives its length. */
-uint32_t tk_utf8_next(const uint8_t *s, size_t n, size_t *adv);
-/* Code point ending at s[end-1] of valid UTF-8 (end >= 1); *back receives its length. */
-uint32_t tk_utf8_prev(const uint8_t *s, size_t end, size_t *back);
-/* Writes cp as UTF-8 into out (room for 4); returns the length. */
-size_t tk_utf8_put(uint32_t cp, char *out);
-/* Lossy conversion: appends to out (room for 3 * n bytes) the UTF-8 of in[0..n) where each
- * maximal ill-formed subpart becomes U+FFFD. Unless `final`, an incomplete but so far valid
- * sequence at the end is not consumed. Returns the bytes of `in` consumed; *out_len grows. */
-size_t tk_utf8_lossy(const uint8_t *in, size_t n, bool final, char *out, size_t *out_len);
-
-/* GPT-2's bytes_to_unicode: byte b is written as code point tk_b2u(b). */
-uint32_t tk_b2u(uint8_t b);
-/* Inverse: the byte of code point cp, or -1 when cp is not in the alphabet. */
-int tk_u2b(uint32_t cp);
 
 /* ---- the tokenizer ------------------------------------------------------------------------ */
 enum { TK_IS_VOCAB = 1, TK_IS_ADDED = 2, TK_IS_SPECIAL = 4 };

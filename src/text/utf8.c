@@ -1,7 +1,10 @@
-/* UTF-8 for the tokenizer: strict validation (no overlongs, surrogates or code points past
- * U+10FFFF), lossy conversion with one U+FFFD per maximal ill-formed subpart (Unicode §3.9, as
- * Rust's from_utf8_lossy and Python's errors="replace"), and GPT-2's byte-level alphabet. */
-#include "text/tok_internal.h"
+/* UTF-8 for the text layer (tokenizer and template engine): strict validation (no overlongs,
+ * surrogates or code points past U+10FFFF), lossy conversion with one U+FFFD per maximal ill-formed
+ * subpart (Unicode §3.9, as Rust's from_utf8_lossy and Python's errors="replace"), and GPT-2's
+ * byte-level alphabet. */
+#include "text/utf8.h"
+
+#include <string.h>
 
 /* Length of the well-formed sequence at s[0..n), or 0. When 0, *sub is the length of the
  * maximal ill-formed subpart (>= 1) and *truncated tells that the input ended inside a prefix
