@@ -178,25 +178,6 @@ static int64_t slab_floats(int rep, int hd) {
     return (dec > blk ? dec : blk) + 16;
 }
 
-/* exp(s[i] - mx) in place for i < n; returns their sum (FM_VL lanes, fixed order). */
-static float exp_row(float *s, int64_t n, float mx) {
-    float acc[FM_VL] = {0};
-    int64_t i = 0;
-    for (; i + FM_VL <= n; i += FM_VL)
-        for (int l = 0; l < FM_VL; l++) {
-            float e = fm_expf_poly(s[i + l] - mx);
-            s[i + l] = e;
-            acc[l] += e;
-        }
-    float sum = fm_k_lanes_sum(acc);
-    for (; i < n; i++) {
-        float e = fm_expf_poly(s[i] - mx);
-        s[i] = e;
-        sum += e;
-    }
-    return sum;
-}
-
 /* ---- decode path -------------------------------------------------------------------------- */
 
 /* The f32 rows [k0, k0 + n) of one (slot, group) of a cache: the cache itself for F32, else
@@ -228,7 +209,7 @@ static void decode_chunk(const ac_job *j, int64_t r, int64_t chunk_id, int64_t c
     for (int h = 0; h < rep; h++) {
         float *sh = s + (int64_t)h * DCHUNK, *ph = part + (int64_t)h * (hd + 2);
         ph[0] = fm_k_vmax(sh, n);
-        ph[1] = exp_row(sh, n, ph[0]);
+        ph[1] = fm_k_exp_row(sh, n, ph[0]);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rep, hd, (int)n, 1.0f, s, DCHUNK, vb, hd,
                 0.0f, part + 2, hd + 2);
@@ -273,7 +254,7 @@ static void online_row(float *srow, int64_t kn, int64_t kb0, int64_t pi, float *
     }
     float mx = fm_k_vmax(srow, valid), m_new = mx > *m ? mx : *m;
     float alpha = *m == -INFINITY ? 0.0f : fm_expf_poly(*m - m_new);
-    float sum = exp_row(srow, valid, m_new);
+    float sum = fm_k_exp_row(srow, valid, m_new);
     memset(srow + valid, 0, (size_t)(kn - valid) * sizeof *srow);
     *l = *l * alpha + sum;
     *m = m_new;

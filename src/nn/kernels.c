@@ -9,24 +9,6 @@
 
 /* ---- activation names ------------------------------------------------------------------- */
 
-int fm_act_from_name(const char *name) {
-    static const struct {
-        const char *name;
-        fm_activation act;
-    } map[] = {
-        {"quick_gelu", FM_ACTIVATION_QUICK_GELU},
-        {"gelu", FM_ACTIVATION_GELU},
-        {"silu", FM_ACTIVATION_SILU},
-        {"swish", FM_ACTIVATION_SILU},
-        {"gelu_pytorch_tanh", FM_ACTIVATION_GELU_TANH},
-        {"gelu_new", FM_ACTIVATION_GELU_TANH},
-    };
-    if (!name) return -1;
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(map[i].name, name) == 0) return (int)map[i].act;
-    return -1;
-}
-
 const char *fm_act_name(fm_activation a) {
     static const char *const names[FM_ACTIVATION_COUNT] = {"quick_gelu", "gelu", "silu",
                                                            "gelu_pytorch_tanh"};
@@ -350,25 +332,28 @@ void fm_k_add(float *y, const float *x, int64_t n, fm_threadpool *pool) {
 
 /* ---- softmax ----------------------------------------------------------------------------- */
 
-static void softmax_row(float *s, int64_t n) {
-    float mx = fm_k_vmax(s, n);
-    int64_t i = 0;
-    /* exp in place, sum in FM_VL lanes (fixed order: independent of threads) */
+float fm_k_exp_row(float *s, int64_t n, float mx) {
     float acc[FM_VL] = {0};
-    for (; i + FM_VL <= n; i += FM_VL) {
+    int64_t i = 0;
+    for (; i + FM_VL <= n; i += FM_VL)
         for (int l = 0; l < FM_VL; l++) {
             float e = fm_expf_poly(s[i + l] - mx);
             s[i + l] = e;
             acc[l] += e;
         }
-    }
     float sum = fm_k_lanes_sum(acc);
     for (; i < n; i++) {
         float e = fm_expf_poly(s[i] - mx);
         s[i] = e;
         sum += e;
     }
-    for (i = 0; i + FM_VL <= n; i += FM_VL)
+    return sum;
+}
+
+static void softmax_row(float *s, int64_t n) {
+    float sum = fm_k_exp_row(s, n, fm_k_vmax(s, n));
+    int64_t i = 0;
+    for (; i + FM_VL <= n; i += FM_VL)
         for (int l = 0; l < FM_VL; l++)
             s[i + l] = s[i + l] / sum;
     for (; i < n; i++)

@@ -112,6 +112,8 @@ void fm_k_act(float *y, const float *x, int64_t n, fm_activation act, fm_threadp
 void fm_k_add(float *y, const float *x, int64_t n, fm_threadpool *pool);
 /* In place, each of `rows` rows (stride ld) of `cols` values: max-subtracted exp, divided by
  * the row sum. Single-threaded (callers parallelise over rows). */
+/* exp(s[i] - mx) in place for i < n; returns their sum (FM_VL lanes, an order fixed by n). */
+float fm_k_exp_row(float *s, int64_t n, float mx);
 void fm_k_softmax_rows(float *s, int64_t rows, int64_t cols, int64_t ld);
 
 /* Vision 2-D rotary table, spec §4 step 3: inv_freq[i] = f32(1 / f32(10000^f32(2i/(hd/2)))),
