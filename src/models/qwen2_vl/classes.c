@@ -179,9 +179,7 @@ fm_status fm_qwen2vl_preprocess_dir(const char *dir, const fm_image *imgs, size_
     return st;
 }
 
-void fm_qwen2vl_lm_info(const void *cfg, fm_lm_info *o) {
-    const fm_qwen2vl_config *c = cfg;
-    const fm_qwen2_text_config *t = &c->t;
+void fm_qwen2vl_text_lm_info(const fm_qwen2_text_config *t, int64_t merge, fm_lm_info *o) {
     *o = (fm_lm_info){.layers = t->num_hidden_layers,
                       .kv_heads = t->num_key_value_heads,
                       .head_dim = t->head_dim,
@@ -191,9 +189,14 @@ void fm_qwen2vl_lm_info(const void *cfg, fm_lm_info *o) {
                       .image_token_id = t->image_token_id,
                       .vision_start_token_id = t->vision_start_token_id,
                       .vision_end_token_id = t->vision_end_token_id,
-                      .spatial_merge_size = c->v.spatial_merge_size};
+                      .spatial_merge_size = merge};
     for (int i = 0; i < t->n_eos && i < FM_LM_MAX_EOS; i++)
         o->eos[o->n_eos++] = t->eos[i];
+}
+
+void fm_qwen2vl_lm_info(const void *cfg, fm_lm_info *o) {
+    const fm_qwen2vl_config *c = cfg;
+    fm_qwen2vl_text_lm_info(&c->t, c->v.spatial_merge_size, o);
 }
 
 static fm_status qwen2vl_rope(const void *cfg, const int64_t *ids, int64_t n, const int64_t *grid,

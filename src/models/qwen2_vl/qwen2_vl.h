@@ -86,6 +86,9 @@ fm_status fm_qwen2vl_for_cg_forward(fm_module *self, fm_run_ctx *rc, const fm_te
  * processor with DIR/preprocessor_config.json. */
 const char *fm_qwen2vl_tied_to(const void *cfg, const char *param);
 void fm_qwen2vl_lm_info(const void *cfg, fm_lm_info *out);
+/* The fm_lm_info of a Qwen2-family decoder whose vision tower merges merge x merge patches
+ * (shared by the architectures whose configs embed fm_qwen2_text_config). */
+void fm_qwen2vl_text_lm_info(const fm_qwen2_text_config *t, int64_t merge, fm_lm_info *out);
 fm_status fm_qwen2vl_preprocess_dir(const char *dir, const fm_image *imgs, size_t n,
                                     fm_tensor *pixel_values, fm_tensor *grid_thw, fm_error *err);
 

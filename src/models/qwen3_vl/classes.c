@@ -219,19 +219,7 @@ static fm_status qwen3vl_preprocess(const char *dir, const fm_image *imgs, size_
 
 static void qwen3vl_lm_info(const void *cfg, fm_lm_info *o) {
     const fm_qwen3vl_config *c = cfg;
-    const fm_qwen2_text_config *t = &c->t;
-    *o = (fm_lm_info){.layers = t->num_hidden_layers,
-                      .kv_heads = t->num_key_value_heads,
-                      .head_dim = t->head_dim,
-                      .hidden = t->hidden_size,
-                      .vocab = t->vocab_size,
-                      .max_positions = t->max_position_embeddings,
-                      .image_token_id = t->image_token_id,
-                      .vision_start_token_id = t->vision_start_token_id,
-                      .vision_end_token_id = t->vision_end_token_id,
-                      .spatial_merge_size = c->v.spatial_merge_size};
-    for (int i = 0; i < t->n_eos && i < FM_LM_MAX_EOS; i++)
-        o->eos[o->n_eos++] = t->eos[i];
+    fm_qwen2vl_text_lm_info(&c->t, c->v.spatial_merge_size, o);
 }
 
 /* Images are positioned as in Qwen2-VL (v4.57 get_rope_index: frame k of an image at s + k). */
